@@ -72,6 +72,83 @@ def read_json(path: str | Path, *, schema_versions: tuple[int, ...] = (SCHEMA_VE
 # Intervention matrix (issue 3: extract_interventions)
 # ---------------------------------------------------------------------------------------------
 
+#: Canonical feature names of the intervention matrix, in CSV column order (fixed by issue 3).
+INTERVENTION_FEATURES: tuple[str, ...] = (
+    "num_layers", "model_dim", "mlp_mult", "vocab_size", "train_seq_len", "tied_embeddings", "activation",
+    "smeargate", "bigram_hash", "value_embeddings", "xsa", "partial_rope", "ln_scale", "unet_skips",
+    "depth_recurrence", "parallel_residuals", "qk_gain", "logit_softcap", "muon", "muon_weight_decay",
+    "muoneq_r", "ema", "swa", "qat", "quant_bits", "gptq", "compression", "sliding_window_eval", "ttt",
+    "lora_ttt", "ngram_cache", "warmdown_iters", "fp16_embed", "orthogonal_init", "attention_gate",
+    "caseops", "varlen_attention",
+)
+
+#: The naive baseline's value of every canonical feature (upstream train_gpt.py, 2026-03-18).
+BASELINE_FEATURES: dict[str, object] = {
+    "num_layers": 9, "model_dim": 512, "mlp_mult": 2, "vocab_size": 1024, "train_seq_len": 1024,
+    "tied_embeddings": True, "activation": "relu2", "smeargate": False, "bigram_hash": False,
+    "value_embeddings": False, "xsa": False, "partial_rope": False, "ln_scale": False, "unet_skips": True,
+    "depth_recurrence": False, "parallel_residuals": False, "qk_gain": 1.5, "logit_softcap": 30.0,
+    "muon": True, "muon_weight_decay": False, "muoneq_r": False, "ema": False, "swa": False, "qat": False,
+    "quant_bits": 8, "gptq": "none", "compression": "zlib", "sliding_window_eval": False, "ttt": False,
+    "lora_ttt": False, "ngram_cache": False, "warmdown_iters": 1200, "fp16_embed": False,
+    "orthogonal_init": False, "attention_gate": False, "caseops": False, "varlen_attention": False,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedScore:
+    """One seed's final score inside a record."""
+
+    seed: int
+    val_bpb: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class AblationRow:
+    """One ablation reported by a record; ``delta_bpb`` < 0 means the change helped."""
+
+    change: str
+    delta_bpb: float | None
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class InterventionRecord:
+    """One leaderboard record as a row of the intervention matrix (see results/interventions.json)."""
+
+    record_id: str
+    track: str
+    date: str | None
+    author: str | None
+    val_bpb: float | None
+    pre_quant_bpb: float | None
+    post_quant_bpb: float | None
+    artifact_bytes: int | None
+    seeds: tuple[SeedScore, ...]
+    base_prs: tuple[int, ...]
+    features: dict[str, object]
+    ablations: tuple[AblationRow, ...]
+    provenance: dict[str, str]
+    pr: int | None = None
+    leaderboard_rank: int | None = None
+    leaderboard_score: float | None = None
+    summary: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return _jsonable(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "InterventionRecord":
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in data.items() if k in known}
+        kw["seeds"] = tuple(SeedScore(**s) for s in data.get("seeds") or ())
+        kw["ablations"] = tuple(AblationRow(**a) for a in data.get("ablations") or ())
+        kw["base_prs"] = tuple(data.get("base_prs") or ())
+        kw["warnings"] = tuple(data.get("warnings") or ())
+        return cls(**kw)
+
+
 # ---------------------------------------------------------------------------------------------
 # Causal structure (issue 4: estimate_dag, identifiability_check, select_interventions)
 # ---------------------------------------------------------------------------------------------
@@ -79,6 +156,98 @@ def read_json(path: str | Path, *, schema_versions: tuple[int, ...] = (SCHEMA_VE
 # ---------------------------------------------------------------------------------------------
 # Experiments and statistics (issue 5: interventions, experiment_runner, statistical_analysis)
 # ---------------------------------------------------------------------------------------------
+
+RUNS_ROW_FIELDS = (
+    "intervention", "arm", "seed", "backend", "status", "val_bpb", "post_quant_val_bpb", "artifact_bytes",
+    "steps", "wall_s", "step_losses", "val_history",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One finished run as stored in the ledger (``runs`` table) and, trimmed, in ``runs.json``.
+
+    ``arm`` is "control" or "treatment"; control rows have intervention "control".
+    ``status`` is "ok" | "diverged" | "failed"; metrics are None when the run produced none.
+    """
+
+    screen_id: str
+    intervention: str
+    arm: str
+    seed: int
+    backend: str
+    config_hash: str
+    status: str
+    error: str | None = None
+    val_loss: float | None = None
+    val_bpb: float | None = None
+    post_quant_val_loss: float | None = None
+    post_quant_val_bpb: float | None = None
+    artifact_bytes: int | None = None
+    steps: int | None = None
+    wall_s: float | None = None
+    tokens_per_s: float | None = None
+    step_losses: list = dataclasses.field(default_factory=list)
+    val_history: list = dataclasses.field(default_factory=list)
+    versions: dict = dataclasses.field(default_factory=dict)
+    git_commit: str | None = None
+    executor: str | None = None
+    config: dict = dataclasses.field(default_factory=dict)
+    finished_at: float = 0.0
+
+    def runs_row(self) -> dict:
+        """The ``runs.json`` row (the agreed subset of fields, plus config_hash and error)."""
+        row = {k: getattr(self, k) for k in RUNS_ROW_FIELDS}
+        row["config_hash"] = self.config_hash
+        row["error"] = self.error
+        return row
+
+
+@dataclasses.dataclass(frozen=True)
+class ScreenPlan:
+    """A screen's design, fixed before the first run (its pre-registration).
+
+    ``treatments`` maps each treatment name to its resolved overrides relative to the control config
+    ``base_config`` (the preset's resolved Hyperparameters as a dict). Seeds are shared by all arms.
+    """
+
+    screen_id: str
+    preset: str
+    backend: str
+    seeds: tuple[int, ...]
+    treatments: tuple[tuple[str, dict], ...]
+    base_config: dict
+    alpha: float = 0.01
+    margin_bpb: float = 0.0
+    correction: str = "holm"
+
+    @property
+    def intervention_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.treatments)
+
+    def preregistration(self) -> dict:
+        """What the ledger stores (and checks on resume) as this screen's pre-registration."""
+        return {
+            "preset": self.preset,
+            "backend": self.backend,
+            "seeds": list(self.seeds),
+            "interventions": [{"name": n, "overrides": dict(o)} for n, o in self.treatments],
+            "base_config": dict(self.base_config),
+            "alpha": self.alpha,
+            "margin_bpb": self.margin_bpb,
+            "correction": self.correction,
+            "design": "paired seeds, one shared control per seed, interleaved (control, treatments) per seed",
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ScreenResult:
+    """What run_screen returns: the plan, every finished run (ledger order) and what this call did."""
+
+    plan: ScreenPlan
+    runs: tuple[RunRecord, ...]
+    n_executed: int
+    n_skipped: int
 
 # ---------------------------------------------------------------------------------------------
 # Pipeline and report (issue 6: run_pipeline, report, plots)
