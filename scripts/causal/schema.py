@@ -153,6 +153,47 @@ class InterventionRecord:
 # Causal structure (issue 4: estimate_dag, identifiability_check, select_interventions)
 # ---------------------------------------------------------------------------------------------
 
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentRow:
+    """One of our own runs, fed to the causal stage as an interventional row (regime variable = 1).
+
+    ``arm`` is "control" or "treatment"; control rows have intervention "control" and feature/value
+    None. ``val_bpb`` is the real measured value of that run.
+    """
+
+    intervention: str
+    feature: str | None
+    value: Any
+    val_bpb: float
+    seed: int
+    arm: str = "treatment"
+
+
+@dataclasses.dataclass(frozen=True)
+class PagEdge:
+    """One edge of a PAG: ``mark_a``/``mark_b`` are the endpoint marks at a/b: "tail", "arrow" or "circle"."""
+
+    a: str
+    b: str
+    mark_a: str
+    mark_b: str
+
+    @property
+    def text(self) -> str:
+        left = {"tail": "-", "arrow": "<", "circle": "o"}[self.mark_a]
+        right = {"tail": "-", "arrow": ">", "circle": "o"}[self.mark_b]
+        return f"{self.a} {left}-{right} {self.b}"
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidateIntervention:
+    """A runnable intervention the ranking may propose (from the experiment registry or the defaults)."""
+
+    name: str
+    feature: str
+    description: str = ""
+
 # ---------------------------------------------------------------------------------------------
 # Experiments and statistics (issue 5: interventions, experiment_runner, statistical_analysis)
 # ---------------------------------------------------------------------------------------------
@@ -252,3 +293,29 @@ class ScreenResult:
 # ---------------------------------------------------------------------------------------------
 # Pipeline and report (issue 6: run_pipeline, report, plots)
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What a pipeline run was: the provenance block at the top of report.md and report.json.
+
+    ``test`` states the pre-registered test in words; ``seeds`` are the screen seeds and
+    ``confirm_seeds`` the fresh seeds reserved for confirmation (disjoint from ``seeds``).
+    """
+
+    run_id: str
+    started_utc: str
+    command: str
+    git_commit: str | None
+    versions: dict
+    backend: str
+    hardware: str
+    preset: str
+    seeds: tuple[int, ...]
+    confirm_seeds: tuple[int, ...]
+    interventions: tuple[str, ...]
+    test: str
+    alpha: float
+    margin_bpb: float
+    correction: str
+    cycles: int
