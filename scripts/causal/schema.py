@@ -290,6 +290,75 @@ class ScreenResult:
     n_executed: int
     n_skipped: int
 
+
+# -- statistics (statistical_analysis.py, sequential_design.py) --------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PooledSigma:
+    """SD of A/A paired differences pooled over groups: sigma^2 = sum SS_g / sum (n_g - 1), df = sum (n_g - 1)."""
+
+    sigma: float
+    df: int
+    n_pairs: int
+    n_groups: int
+    source: str = "aa"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmPlan:
+    """Stage two of the two-stage design: confirm the screen's winners on fresh seeds with Holm."""
+
+    interventions: tuple[str, ...]
+    seeds: tuple[int, ...]
+    excluded_seeds: tuple[int, ...]
+    alpha: float
+    margin_bpb: float
+    correction: str = "holm"
+    screen_correction: str = "bh"
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferResult:
+    """Proxy -> target transfer of one intervention's effect (ratio = target / proxy, Fieller interval)."""
+
+    intervention: str
+    proxy_mean: float
+    target_mean: float
+    sign_agree: bool
+    ratio: float | None
+    ratio_ci_low: float | None
+    ratio_ci_high: float | None
+    ratio_ci_kind: str
+    level: float
+
+
+@dataclasses.dataclass(frozen=True)
+class PGSnippet:
+    """Parameter-Golf-style significance line: mean over seeds vs (baseline - threshold), one-sided t."""
+
+    n: int
+    mean_bpb: float
+    sd_bpb: float
+    target_bpb: float
+    threshold_bpb: float
+    t: float
+    df: int
+    p_value: float
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSequentialDesign:
+    """Looks (valid pairs per intervention) and per-look one-sided t boundaries from Lan-DeMets OBF spending."""
+
+    looks: tuple[int, ...]
+    alpha: float
+    spent: tuple[float, ...]
+    t_bounds: tuple[float, ...]
+    n_sim: int
+    seed: int
+
 # ---------------------------------------------------------------------------------------------
 # Pipeline and report (issue 6: run_pipeline, report, plots)
 # ---------------------------------------------------------------------------------------------
