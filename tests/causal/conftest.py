@@ -11,3 +11,16 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture
 def fixtures_dir() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A small offline corpus in the FineWeb layout: seeded synthetic text, BPE-1024 tokenizer, train+val shards.
+
+    Returns ``scripts.causal.data.DataPaths(data_path, tokenizer_path, vocab_size)`` (vocab_size is 1024);
+    about 47K train and 9K val tokens, built in about a second. Use ``paths.overrides()`` for a config.
+    """
+    from scripts.causal.data import ensure_corpus
+
+    return ensure_corpus(tmp_path_factory.mktemp("tiny_corpus"), source="synthetic", n_bytes=300_000,
+                         val_bytes=30_000, seed=0)
