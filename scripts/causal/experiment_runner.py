@@ -1,0 +1,380 @@
+"""Paired-seed screen runner: control + treatments per seed, interleaved, recorded in the SQLite ledger.
+
+Design (fixed before the first run and stored in the ledger as the screen's pre-registration):
+
+* one control arm per seed, shared by every treatment of the screen;
+* each treatment is paired with the control of the same seed, and the seed drives data order and init
+  in both arms (common random numbers);
+* runs are interleaved so slow drift cancels: control s1, treatments s1, control s2, treatments s2, ...;
+* a diverged or failed run is recorded with its status and error, and the screen goes on.
+
+Each finished run is written to the ledger in one transaction, keyed by
+(screen_id, intervention, seed, config_hash): ``--resume`` (or a re-run) skips completed runs, and a
+kill -9 loses at most the run in flight.
+
+CLI::
+
+    python scripts/causal/experiment_runner.py --interventions aa,sanity_frozen_matrices,mlp_mult_3 \\
+        --seeds 11,12,13,14,15 --preset fast --backend torch \\
+        --ledger results/ledger.sqlite --output results/acceptance_screen/runs.json
+
+Python API: ``build_plan(...) -> ScreenPlan``, ``plan_grid(plan)``, ``run_screen(plan, *, ledger, executor)
+-> ScreenResult``, ``write_runs_json(path, plan, runs)``, ``plan_from_ledger(ledger, screen_id)``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence, TextIO
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from scripts.causal import interventions as reg  # noqa: E402
+from scripts.causal.cli import add_debug_flag, run_cli  # noqa: E402
+from scripts.causal.errors import ConfigError  # noqa: E402
+from scripts.causal.executors import Executor, InProcessExecutor, config_dict, make_executor  # noqa: E402
+from scripts.causal.ledger import Ledger  # noqa: E402
+from scripts.causal.paths import REPO_ROOT, RESULTS_DIR  # noqa: E402
+from scripts.causal.schema import RunRecord, ScreenPlan, ScreenResult, write_json  # noqa: E402
+
+CONTROL = "control"
+CORRECTIONS = ("holm", "bh")
+BACKENDS = ("torch", "mlx")
+
+
+@dataclasses.dataclass(frozen=True)
+class GridCell:
+    """One run of the grid: which arm, which seed, which overrides on top of the control config."""
+
+    index: int
+    intervention: str
+    arm: str
+    seed: int
+    overrides: dict
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning (pure)
+# ---------------------------------------------------------------------------------------------
+
+def _train_gpt():
+    import train_gpt
+
+    return train_gpt
+
+
+def base_config(preset: str, base_overrides: dict | None = None) -> Any:
+    """The control config: a train_gpt preset plus optional overrides (e.g. data paths)."""
+    tg = _train_gpt()
+    if preset not in tg.PRESETS:
+        raise ConfigError(f"--preset {preset!r} is not one of {sorted(tg.PRESETS)}")
+    cfg = tg.preset_config(preset)
+    if base_overrides:
+        cfg = cfg.with_overrides(dict(base_overrides))
+    problems = reg.validate_config(cfg)
+    if problems:
+        raise ConfigError(f"preset {preset!r} with {base_overrides or {}} is invalid: {'; '.join(problems)}")
+    return cfg
+
+
+def _parse_seeds(seeds: Sequence[int] | str) -> tuple[int, ...]:
+    if isinstance(seeds, str):
+        try:
+            seeds = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 11,12,13,14,15") from None
+    out = tuple(int(s) for s in seeds)
+    if not out:
+        raise ConfigError("--seeds is empty; give at least one seed (>= 3 pairs for a decision)")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"--seeds {list(out)} has duplicates; each seed is one pair")
+    return out
+
+
+def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, preset: str, backend: str = "torch",
+               overrides: Sequence[str] = (), base_overrides: dict | None = None, alpha: float = 0.01,
+               margin_bpb: float = 0.0, correction: str = "holm", screen_id: str | None = None) -> ScreenPlan:
+    """Resolve a screen's design: control config, treatments (registry names and ad-hoc overrides), seeds.
+
+    Every treatment must change the control's config (``aa`` excepted: it is the exact copy).
+    The default screen id is derived from the design, so re-running the same command resumes it.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend {backend!r} is not one of {list(BACKENDS)}")
+    if correction not in CORRECTIONS:
+        raise ConfigError(f"--correction {correction!r} is not one of {list(CORRECTIONS)}")
+    if not 0.0 < float(alpha) < 1.0:
+        raise ConfigError(f"--alpha {alpha} must be in (0, 1)")
+    seeds_t = _parse_seeds(seeds)
+    base = base_config(preset, base_overrides)
+    tg = _train_gpt()
+    base_hash = tg.config_hash(base)
+    treatments: list[tuple[str, dict]] = []
+    for name in interventions:
+        treatments.append((name, reg.resolve_overrides(name, base)))
+    for spec in overrides:
+        treatments.append(reg.adhoc_treatment(spec, base))
+    if not treatments:
+        raise ConfigError("no treatments: pass --interventions a,b,c and/or --override KEY=VALUE")
+    names = [n for n, _ in treatments]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes or CONTROL in names:
+        raise ConfigError(f"treatment names must be unique and not {CONTROL!r}; repeated: {dupes or [CONTROL]}")
+    for name, ov in treatments:
+        if name != "aa" and tg.config_hash(base.with_overrides(ov)) == base_hash:
+            raise ConfigError(f"treatment {name!r} ({ov}) leaves preset {preset!r}'s config unchanged; "
+                              "drop it or use 'aa' for an A/A control")
+    plan = ScreenPlan(screen_id="", preset=preset, backend=backend, seeds=seeds_t, treatments=tuple(treatments),
+                      base_config=_jsonable_config(base), alpha=float(alpha), margin_bpb=float(margin_bpb),
+                      correction=correction)
+    if not screen_id:
+        digest = hashlib.sha256(json.dumps(plan.preregistration(), sort_keys=True, default=str).encode()).hexdigest()
+        screen_id = f"{preset}-{backend}-{digest[:10]}"
+    return dataclasses.replace(plan, screen_id=screen_id)
+
+
+def _jsonable_config(cfg: Any) -> dict:
+    return json.loads(json.dumps(config_dict(cfg), default=str))
+
+
+def plan_from_ledger(ledger: Ledger, screen_id: str) -> ScreenPlan:
+    """Rebuild a screen's plan from its stored pre-registration (for ``--resume``)."""
+    screen = ledger.get_screen(screen_id)
+    if screen is None:
+        raise ConfigError(f"{ledger.path}: no screen {screen_id!r} to resume (known: {ledger.list_screens()}); "
+                          "start it without --resume")
+    p = screen["preregistration"]
+    return ScreenPlan(screen_id=screen_id, preset=p["preset"], backend=p["backend"], seeds=tuple(p["seeds"]),
+                      treatments=tuple((t["name"], dict(t["overrides"])) for t in p["interventions"]),
+                      base_config=dict(p["base_config"]), alpha=p["alpha"], margin_bpb=p["margin_bpb"],
+                      correction=p["correction"])
+
+
+def plan_grid(plan: ScreenPlan) -> list[GridCell]:
+    """The run order: for each seed, the control then every treatment (interleaved)."""
+    cells: list[GridCell] = []
+    for seed in plan.seeds:
+        cells.append(GridCell(len(cells), CONTROL, "control", seed, {}))
+        for name, ov in plan.treatments:
+            cells.append(GridCell(len(cells), name, "treatment", seed, dict(ov)))
+    return cells
+
+
+def plan_configs(plan: ScreenPlan) -> dict[str, Any]:
+    """The resolved Hyperparameters of every arm (control + treatments)."""
+    tg = _train_gpt()
+    base = tg.Hyperparameters(**plan.base_config)
+    out = {CONTROL: base}
+    for name, ov in plan.treatments:
+        out[name] = base.with_overrides(ov) if ov else base
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+
+def git_commit(repo: Path = REPO_ROOT) -> str | None:
+    """HEAD's sha, with '+dirty' when tracked files differ from it; None outside a git checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=repo, timeout=10).returncode != 0
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (sha + ("+dirty" if dirty else "")) if sha else None
+
+
+def _finite(x: Any) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def to_record(result: dict, *, screen_id: str, cell: GridCell, expected_hash: str, commit: str | None,
+              executor: str) -> RunRecord:
+    """A ledger row from an executor's RunResult dict; flags hash mismatches and non-finite metrics."""
+    status, error = result.get("status") or "failed", result.get("error")
+    if result.get("config_hash") != expected_hash:
+        status, error = "failed", (f"config hash mismatch: planned {expected_hash}, ran {result.get('config_hash')}")
+    elif status == "ok" and not _finite(result.get("val_bpb")):
+        status, error = "diverged", f"val_bpb is not finite ({result.get('val_bpb')})"
+    return RunRecord(
+        screen_id=screen_id, intervention=cell.intervention, arm=cell.arm, seed=int(cell.seed),
+        backend=str(result.get("backend")), config_hash=expected_hash, status=status, error=error,
+        val_loss=result.get("val_loss"), val_bpb=result.get("val_bpb"),
+        post_quant_val_loss=result.get("post_quant_val_loss"), post_quant_val_bpb=result.get("post_quant_val_bpb"),
+        artifact_bytes=result.get("artifact_bytes"), steps=result.get("steps"), wall_s=result.get("wall_s"),
+        tokens_per_s=result.get("tokens_per_s"), step_losses=list(result.get("step_losses") or []),
+        val_history=list(result.get("val_history") or []), versions=dict(result.get("versions") or {}),
+        git_commit=commit, executor=executor, config=dict(result.get("config") or {}), finished_at=time.time(),
+    )
+
+
+def format_run_line(rec: RunRecord, control: RunRecord | None, *, done: int, total: int) -> str:
+    """One line per finished run: intervention, seed, val_bpb, delta vs the same seed's control."""
+    bpb = f"{rec.val_bpb:.4f}" if _finite(rec.val_bpb) else "n/a"
+    if rec.arm == "control":
+        delta = "(control)"
+    elif control is not None and _finite(control.val_bpb) and _finite(rec.val_bpb):
+        delta = f"delta {rec.val_bpb - control.val_bpb:+.4f}"
+    else:
+        delta = "delta n/a"
+    tail = "" if rec.status == "ok" else f" [{rec.status}: {rec.error}]"
+    wall = f" {rec.wall_s:.1f}s" if _finite(rec.wall_s) else ""
+    return f"[{done}/{total}] {rec.intervention:<24} seed={rec.seed:<6} val_bpb={bpb} {delta}{wall}{tail}"
+
+
+def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = None, progress: bool = True,
+               on_run: Callable[[RunRecord], None] | None = None, stream: TextIO | None = None) -> ScreenResult:
+    """Run (or resume) a screen: pre-register it, then run every grid cell not yet in the ledger.
+
+    ``on_run`` is called with each newly finished RunRecord after it is committed to the ledger.
+    Returns every run of the screen in grid order.
+    """
+    executor = executor or InProcessExecutor()
+    stream = stream or sys.stderr
+    commit = git_commit()
+    ledger.register_screen(plan.screen_id, plan.preregistration(), git_commit=commit)
+    tg = _train_gpt()
+    configs = plan_configs(plan)
+    hashes = {name: tg.config_hash(cfg) for name, cfg in configs.items()}
+    grid = plan_grid(plan)
+    done: dict[int, RunRecord] = {}
+    for cell in grid:
+        rec = ledger.get_run(plan.screen_id, cell.intervention, cell.seed, hashes[cell.intervention])
+        if rec is not None:
+            done[cell.index] = rec
+    n_skipped = len(done)
+    controls = {r.seed: r for r in done.values() if r.arm == "control"}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(grid), initial=n_skipped, desc=plan.screen_id, unit="run", file=stream,
+                   dynamic_ncols=True, leave=True)
+    if n_skipped:
+        _emit(f"resuming {plan.screen_id}: {n_skipped}/{len(grid)} runs already in {ledger.path}", bar, stream)
+    n_executed = 0
+    for cell in grid:
+        if cell.index in done:
+            continue
+        cfg = configs[cell.intervention]
+        result = executor.run(cfg, cell.seed, plan.backend)
+        rec = to_record(result, screen_id=plan.screen_id, cell=cell, expected_hash=hashes[cell.intervention],
+                        commit=commit, executor=getattr(executor, "name", type(executor).__name__))
+        ledger.record_run(rec)
+        rec = ledger.get_run(plan.screen_id, cell.intervention, cell.seed, hashes[cell.intervention]) or rec
+        done[cell.index] = rec
+        n_executed += 1
+        if rec.arm == "control":
+            controls[rec.seed] = rec
+        _emit(format_run_line(rec, controls.get(rec.seed), done=len(done), total=len(grid)), bar, stream)
+        if bar is not None:
+            bar.update(1)
+        if on_run is not None:
+            on_run(rec)
+    if bar is not None:
+        bar.close()
+    runs = tuple(done[c.index] for c in grid)
+    return ScreenResult(plan=plan, runs=runs, n_executed=n_executed, n_skipped=n_skipped)
+
+
+def _emit(line: str, bar: Any, stream: TextIO) -> None:
+    if bar is not None:
+        bar.write(line, file=stream)
+    else:
+        print(line, file=stream, flush=True)
+
+
+def screen_header(plan: ScreenPlan, *, commit: str | None = None) -> dict:
+    """The ``screen`` block of runs.json (the pre-registration plus identity)."""
+    return {"screen_id": plan.screen_id, "git_commit": commit, **plan.preregistration(),
+            "interventions": list(plan.intervention_names),
+            "treatment_overrides": {n: dict(o) for n, o in plan.treatments}}
+
+
+def write_runs_json(path: str | Path, plan: ScreenPlan, runs: Sequence[RunRecord], *,
+                    commit: str | None = None) -> Path:
+    """Write runs.json: {"schema_version": 1, "screen": {...}, "runs": [row, ...]} (rows in grid order)."""
+    commits = sorted({r.git_commit for r in runs if r.git_commit})
+    header = screen_header(plan, commit=commit or (commits[-1] if commits else None))
+    return write_json(path, {"screen": header, "runs": [r.runs_row() for r in runs]})
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Run a paired-seed screen (control + treatments per seed) into a ledger.")
+    p.add_argument("--interventions", default="", help="comma-separated registry names, e.g. aa,mlp_mult_3")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="ad-hoc treatment (repeatable; KEY=V,KEY2=V2 for one combined treatment), e.g. mlp_mult=3")
+    p.add_argument("--base-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the control itself (all arms), e.g. iterations=50 (repeatable)")
+    p.add_argument("--seeds", default="11,12,13,14,15", help="comma-separated seeds (default: 11,12,13,14,15)")
+    p.add_argument("--preset", default="fast", help="train_gpt preset: baseline | fast | tiny (default: fast)")
+    p.add_argument("--backend", default="torch", help="torch | mlx | auto (default: torch)")
+    p.add_argument("--ledger", default=str(RESULTS_DIR / "ledger.sqlite"), help="SQLite ledger (default: %(default)s)")
+    p.add_argument("--output", default=None, help="runs.json path (default: results/<screen-id>/runs.json)")
+    p.add_argument("--screen-id", default=None, help="screen id (default: derived from the design)")
+    p.add_argument("--resume", action="store_true", help="continue an existing screen, skipping completed runs")
+    p.add_argument("--executor", default="inprocess", choices=["inprocess", "subprocess", "torchrun"])
+    p.add_argument("--timeout", type=float, default=None, help="per-run timeout in s (subprocess/torchrun)")
+    p.add_argument("--nproc-per-node", type=int, default=8, help="torchrun processes (default: 8)")
+    p.add_argument("--alpha", type=float, default=0.01, help="pre-registered alpha (default: 0.01)")
+    p.add_argument("--margin-bpb", type=float, default=0.0, help="pre-registered improvement margin (default: 0)")
+    p.add_argument("--correction", default="holm", choices=list(CORRECTIONS), help="multiplicity correction")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar (run lines still print)")
+    add_debug_flag(p)
+    return p
+
+
+def _main(args: argparse.Namespace) -> int:
+    backend = args.backend
+    if backend == "auto":
+        from scripts.causal import trainer
+
+        backend = trainer.resolve_backend("auto")
+    base_overrides: dict[str, str] = {}
+    for spec in args.base_override:
+        base_overrides.update(reg.parse_override(spec))
+    names = [n.strip() for n in args.interventions.split(",") if n.strip()]
+    with Ledger(args.ledger) as ledger:
+        if args.resume and args.screen_id and not names and not args.override:
+            plan = plan_from_ledger(ledger, args.screen_id)
+        else:
+            plan = build_plan(interventions=names, seeds=args.seeds, preset=args.preset, backend=backend,
+                              overrides=args.override, base_overrides=base_overrides or None, alpha=args.alpha,
+                              margin_bpb=args.margin_bpb, correction=args.correction, screen_id=args.screen_id)
+        existing = ledger.count_runs(plan.screen_id) if ledger.get_screen(plan.screen_id) else 0
+        if args.resume and ledger.get_screen(plan.screen_id) is None:
+            raise ConfigError(f"--resume: {args.ledger} has no screen {plan.screen_id!r} "
+                              f"(known: {ledger.list_screens()}); drop --resume to start it")
+        if existing and not args.resume:
+            raise ConfigError(f"screen {plan.screen_id!r} already has {existing} runs in {args.ledger}; "
+                              "pass --resume to continue it (completed runs are skipped) or a new --screen-id")
+        executor = make_executor(args.executor, timeout_s=args.timeout, nproc_per_node=args.nproc_per_node)
+        result = run_screen(plan, ledger=ledger, executor=executor, progress=not args.no_progress)
+        out = Path(args.output) if args.output else RESULTS_DIR / plan.screen_id / "runs.json"
+        write_runs_json(out, plan, result.runs)
+    bad = [r for r in result.runs if r.status != "ok"]
+    print(f"screen {plan.screen_id}: {len(result.runs)} runs ({result.n_executed} run now, {result.n_skipped} "
+          f"resumed, {len(bad)} not ok) -> {out}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: _main(args), debug=args.debug, prog="experiment_runner")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
