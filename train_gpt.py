@@ -7,10 +7,31 @@ Hard cap: at most 1500 lines, to keep it readable for newcomers.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import glob
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 # -----------------------------
 # DATA FORMAT (FineWeb shards)
@@ -119,3 +140,1288 @@ def count_target_bytes(prev_ids: np.ndarray, tgt_ids: np.ndarray, luts) -> int:
     prev = np.asarray(prev_ids, dtype=np.int64)
     nbytes = base_bytes[tgt].astype(np.int64) + (has_leading_space[tgt] & ~is_boundary[prev]).astype(np.int64)
     return int(nbytes.sum())
+
+# -----------------------------
+# HYPERPARAMETERS
+# -----------------------------
+# Default Simple Baseline run (upstream): 9 blocks at width 512, 8 heads / 4 KV heads (GQA), relu^2 MLP x2,
+# vocab 1024, seq len 1024, tied embeddings, 524,288 train tokens per step, 20,000 iterations, 10 minute cap.
+# Each field is read from the upper-case env var of the same name. The screening knobs after grad_clip_norm
+# default to the baseline's behaviour.
+
+ACTIVATIONS = ("relu2", "leaky_relu2", "gelu", "silu", "sin2")
+LOSSES = ("ce", "rho1", "mtp")
+DATA_ORDERS = ("sequential", "seeded")
+DEFAULT_DATA_PATH = "./data/datasets/fineweb10B_sp1024"
+DEFAULT_TOKENIZER_PATH = "./data/tokenizers/fineweb_1024_bpe.model"
+
+
+class ConfigValueError(ValueError):
+    """An unknown config key or a value that cannot be coerced / is out of range. Names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    # Data and run identity.
+    data_path: str = DEFAULT_DATA_PATH  # folder holding fineweb_{train,val}_*.bin
+    tokenizer_path: str = DEFAULT_TOKENIZER_PATH  # SentencePiece .model
+    run_id: str = ""  # empty: a fresh uuid4 when run as a script
+    seed: int = 1337
+    # Validation cadence and batch size (validation always uses the full val split).
+    val_batch_size: int = 524_288
+    val_loss_every: int = 1000
+    train_log_every: int = 200
+    # Training length.
+    iterations: int = 20_000
+    warmdown_iters: int = 1200
+    warmup_steps: int = 20
+    train_batch_tokens: int = 524_288
+    train_seq_len: int = 1024
+    max_wallclock_seconds: float = 600.0
+    qk_gain_init: float = 1.5
+    # Model shape.
+    vocab_size: int = 1024
+    num_layers: int = 9
+    num_kv_heads: int = 4
+    model_dim: int = 512
+    num_heads: int = 8
+    mlp_mult: int = 2
+    tie_embeddings: bool = True
+    rope_base: float = 10000.0
+    logit_softcap: float = 30.0
+    # Optimizer.
+    embed_lr: float = 0.6
+    head_lr: float = 0.008
+    tied_embed_lr: float = 0.05
+    tied_embed_init_std: float = 0.005
+    matrix_lr: float = 0.04
+    scalar_lr: float = 0.04
+    muon_momentum: float = 0.95
+    muon_backend_steps: int = 5
+    muon_momentum_warmup_start: float = 0.85
+    muon_momentum_warmup_steps: int = 500
+    beta1: float = 0.9
+    beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip_norm: float = 0.0
+    # Screening knobs (defaults reproduce the baseline).
+    activation: str = "relu2"  # relu2 | leaky_relu2 (slope 0.5, squared) | gelu | silu | sin2
+    rope_partial_dims: int = 0  # 0: RoPE on every head dim; k: rotate only the first k dims of each head
+    ln_scale: bool = False  # scale each block's normed inputs by 1/sqrt(layer_idx+1)
+    xsa_last_n: int = 0  # exclusive self-attention on the last n layers
+    ema_decay: float = 0.0  # 0: off; else final eval and export use the EMA weights
+    loss: str = "ce"  # ce | rho1 | mtp
+    rho1_keep_frac: float = 0.7  # rho1: keep this fraction of the hardest tokens (at least one)
+    mtp_weight: float = 0.3  # mtp: weight of the auxiliary next-next-token loss
+    data_order: str = "sequential"  # sequential (upstream stream) | seeded (the seed picks each step's windows)
+    compile: bool = True  # torch.compile the model and Newton-Schulz (CUDA only; ignored on CPU)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("activation", ACTIVATIONS), ("loss", LOSSES), ("data_order", DATA_ORDERS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigValueError(
+                    f"{name}={getattr(self, name)!r} is not supported; choose one of {list(allowed)}"
+                )
+        if not 0.0 < self.rho1_keep_frac <= 1.0:
+            raise ConfigValueError(f"rho1_keep_frac={self.rho1_keep_frac} must lie in (0, 1]")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigValueError(f"ema_decay={self.ema_decay} must lie in [0, 1) (0 turns EMA off)")
+        if self.xsa_last_n < 0 or self.xsa_last_n > self.num_layers:
+            raise ConfigValueError(f"xsa_last_n={self.xsa_last_n} must lie in [0, num_layers={self.num_layers}]")
+        if self.model_dim % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ConfigValueError(
+                f"model_dim={self.model_dim} must be divisible by num_heads={self.num_heads}, and num_heads by "
+                f"num_kv_heads={self.num_kv_heads}"
+            )
+        head_dim = self.model_dim // self.num_heads
+        if head_dim % 2 or self.rope_partial_dims < 0 or self.rope_partial_dims % 2 or self.rope_partial_dims > head_dim:
+            raise ConfigValueError(
+                f"rope_partial_dims={self.rope_partial_dims} must be even and in [0, head_dim={head_dim}] "
+                "(head_dim must be even too)"
+            )
+        if self.train_batch_tokens < self.train_seq_len:
+            raise ConfigValueError(
+                f"train_batch_tokens={self.train_batch_tokens} must hold at least one sequence of "
+                f"train_seq_len={self.train_seq_len}"
+            )
+
+    @property
+    def train_files(self) -> str:
+        return os.path.join(self.data_path, "fineweb_train_*.bin")
+
+    @property
+    def val_files(self) -> str:
+        return os.path.join(self.data_path, "fineweb_val_*.bin")
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Hyperparameters:
+        """Baseline defaults, then PROMOTED_DEFAULTS, then the preset named by PRESET, then each UPPER env var."""
+        env = os.environ if env is None else env
+        base = preset_config(env.get("PRESET", "baseline") or "baseline")
+        updates = {name: env[name.upper()] for name in cls.field_names() if name.upper() in env}
+        return base.with_overrides(updates)
+
+    def with_overrides(self, mapping: Mapping[str, Any] | None = None, **kwargs: Any) -> Hyperparameters:
+        """A copy with some fields replaced; strings are coerced to the field's type; unknown keys are errors."""
+        updates = {**(mapping or {}), **kwargs}
+        valid = self.field_names()
+        unknown = sorted(k for k in updates if k not in valid)
+        if unknown:
+            raise ConfigValueError(f"unknown config key(s) {unknown}; valid keys are {sorted(valid)}")
+        types = {f.name: f.type for f in dataclasses.fields(self)}
+        coerced = {k: _coerce(k, v, types[k]) for k, v in updates.items()}
+        return dataclasses.replace(self, **coerced)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(key: str, value: Any, type_name: Any) -> Any:
+    type_name = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+    try:
+        if type_name == "bool":
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, (bool, int, np.integer)) and int(value) in (0, 1):
+                return bool(value)
+            raise ValueError(value)
+        if type_name == "int":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            if isinstance(value, str):
+                as_float = float(value.strip())
+            else:
+                as_float = float(value)
+            if as_float != int(as_float):
+                raise ValueError(value)
+            return int(as_float)
+        if type_name == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigValueError(f"config key {key!r}: cannot read {value!r} as {type_name}") from None
+
+
+# Fields that do not change what is computed (excluded from config_hash).
+_HASH_EXCLUDED = ("run_id", "train_log_every")
+
+
+def config_hash(cfg: Hyperparameters) -> str:
+    """sha256 hex of the fields that affect the computation; data paths count by their folder/file name only."""
+    payload = {k: v for k, v in cfg.to_dict().items() if k not in _HASH_EXCLUDED}
+    payload["data_path"] = Path(cfg.data_path).name
+    payload["tokenizer_path"] = Path(cfg.tokenizer_path).name
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+# >>> PROMOTED DEFAULTS (generated by scripts/causal/promote.py; do not edit by hand) >>>
+PROMOTED_DEFAULTS: dict[str, object] = {}
+# <<< PROMOTED DEFAULTS <<<
+
+# Named presets, applied on top of the baseline defaults and PROMOTED_DEFAULTS.
+# fast: the CPU screening regime (about 20 s per run, train + both evals, on a 2-core CPU); the seed drives the
+# data order and the wallclock cap is off so that a run is a fixed number of steps.
+# tiny: a few seconds per run, for tests.
+PRESETS: dict[str, dict[str, object]] = {
+    "baseline": {},
+    "fast": {
+        "num_layers": 4, "model_dim": 128, "num_heads": 4, "num_kv_heads": 2, "mlp_mult": 2,
+        "train_seq_len": 128, "train_batch_tokens": 2048, "iterations": 120, "warmdown_iters": 60,
+        "warmup_steps": 0, "val_loss_every": 0, "train_log_every": 20, "val_batch_size": 16384,
+        "max_wallclock_seconds": 0.0, "muon_momentum_warmup_steps": 30, "data_order": "seeded", "compile": False,
+    },
+    "tiny": {
+        "num_layers": 2, "model_dim": 64, "num_heads": 4, "num_kv_heads": 2, "mlp_mult": 2,
+        "train_seq_len": 64, "train_batch_tokens": 512, "iterations": 12, "warmdown_iters": 4,
+        "warmup_steps": 0, "val_loss_every": 0, "train_log_every": 4, "val_batch_size": 4096,
+        "max_wallclock_seconds": 0.0, "muon_momentum_warmup_steps": 5, "data_order": "seeded", "compile": False,
+    },
+}
+
+
+def preset_config(name: str = "baseline", **overrides: Any) -> Hyperparameters:
+    """Baseline defaults + PROMOTED_DEFAULTS + PRESETS[name] + overrides."""
+    if name not in PRESETS:
+        raise ConfigValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return Hyperparameters().with_overrides({**PROMOTED_DEFAULTS, **PRESETS[name], **overrides})
+
+
+# -----------------------------
+# MUON OPTIMIZER
+# -----------------------------
+# Muon (from modded-nanogpt): momentum, then an approximate orthogonalisation of each matrix update by a
+# quintic Newton-Schulz iteration. It runs in bf16 on CUDA (as upstream) and in fp32 on CPU.
+
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+
+
+def zeropower_via_newtonschulz5(G: Tensor, steps: int = 10, eps: float = 1e-7) -> Tensor:
+    a, b, c = NS_COEFFS
+    X = G.bfloat16() if G.is_cuda else G.float()
+    X = X / (X.norm() + eps)
+    transposed = G.size(0) > G.size(1)
+    if transposed:
+        X = X.T
+    for _ in range(steps):
+        gram = X @ X.T
+        poly = b * gram + c * gram @ gram
+        X = a * X + poly @ X
+    return X.T if transposed else X
+
+
+_newton_schulz: Callable[..., Tensor] = zeropower_via_newtonschulz5
+
+
+class Muon(torch.optim.Optimizer):
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True):
+        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        distributed = dist.is_available() and dist.is_initialized()
+        world_size = dist.get_world_size() if distributed else 1
+        rank = dist.get_rank() if distributed else 0
+        for group in self.param_groups:
+            params = group["params"]
+            if not params:
+                continue
+            total = sum(int(p.numel()) for p in params)
+            flat_dtype = torch.bfloat16 if params[0].is_cuda else torch.float32
+            updates = torch.zeros(total, device=params[0].device, dtype=flat_dtype)
+            offset = 0
+            for i, p in enumerate(params):
+                if i % world_size == rank and p.grad is not None:
+                    g = p.grad
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.zeros_like(g)
+                    buf = state["momentum_buffer"]
+                    buf.mul_(group["momentum"]).add_(g)
+                    if group["nesterov"]:
+                        g = g.add(buf, alpha=group["momentum"])
+                    g = _newton_schulz(g, steps=group["backend_steps"])
+                    g = g * max(1, g.size(0) / g.size(1)) ** 0.5
+                    updates[offset : offset + p.numel()] = g.reshape(-1)
+                offset += p.numel()
+            if distributed:
+                dist.all_reduce(updates, op=dist.ReduceOp.SUM)
+            offset = 0
+            for p in params:
+                p.add_(updates[offset : offset + p.numel()].view_as(p).to(dtype=p.dtype), alpha=-group["lr"])
+                offset += p.numel()
+        return loss
+
+
+# -----------------------------
+# TOKENIZER-AGNOSTIC EVALUATION
+# -----------------------------
+# val_loss is token cross-entropy (nats); val_bpb = bits per token x tokens per byte over the FULL val split,
+# with bytes counted from the SentencePiece pieces (build_sentencepiece_luts above).
+
+
+@dataclass
+class EvalContext:
+    val_tokens: Tensor  # int64 on device, trimmed to a multiple of seq_len plus one
+    base_bytes: Tensor
+    has_leading_space: Tensor
+    is_boundary: Tensor
+
+
+def make_eval_context(val_tokens: np.ndarray, luts, device: torch.device) -> EvalContext:
+    base_bytes, has_leading_space, is_boundary = luts
+    return EvalContext(
+        val_tokens=torch.from_numpy(np.asarray(val_tokens, dtype=np.int64)).to(device),
+        base_bytes=torch.as_tensor(base_bytes, dtype=torch.int16, device=device),
+        has_leading_space=torch.as_tensor(has_leading_space, dtype=torch.bool, device=device),
+        is_boundary=torch.as_tensor(is_boundary, dtype=torch.bool, device=device),
+    )
+
+
+def eval_val(
+    args: Hyperparameters, model: nn.Module, ctx: EvalContext, *, rank: int = 0, world_size: int = 1,
+    device: torch.device | None = None,
+) -> tuple[float, float]:
+    """(val_loss, val_bpb) over the full validation split, batched by val_batch_size tokens per rank."""
+    seq_len = args.train_seq_len
+    device = ctx.val_tokens.device if device is None else device
+    local_batch_seqs = max(1, args.val_batch_size // (world_size * seq_len))
+    total_seqs = (ctx.val_tokens.numel() - 1) // seq_len
+    seq_start, seq_end = (total_seqs * rank) // world_size, (total_seqs * (rank + 1)) // world_size
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    token_count = torch.zeros((), device=device, dtype=torch.float64)
+    byte_count = torch.zeros((), device=device, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(seq_start, seq_end, local_batch_seqs):
+            end = min(start + local_batch_seqs, seq_end)
+            local = ctx.val_tokens[start * seq_len : end * seq_len + 1]
+            x = local[:-1].reshape(-1, seq_len)
+            y = local[1:].reshape(-1, seq_len)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                batch_loss = model(x, y).detach()
+            n = float(y.numel())
+            loss_sum += batch_loss.to(torch.float64) * n
+            token_count += n
+            prev, tgt = x.reshape(-1), y.reshape(-1)
+            nbytes = ctx.base_bytes[tgt].to(torch.int16)
+            nbytes += (ctx.has_leading_space[tgt] & ~ctx.is_boundary[prev]).to(torch.int16)
+            byte_count += nbytes.to(torch.float64).sum()
+    if dist.is_available() and dist.is_initialized():
+        for t in (loss_sum, token_count, byte_count):
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    model.train(was_training)
+    val_loss = (loss_sum / token_count).item()
+    return float(val_loss), float(val_loss / math.log(2.0) * token_count.item() / byte_count.item())
+
+
+# -----------------------------
+# POST-TRAINING QUANTIZATION
+# -----------------------------
+# int8 per-row for large 2-D float tensors (clipped at a high percentile), per-tensor int8 for other large float
+# tensors, small float tensors passed through (fp32 for control tensors, fp16 otherwise), then zlib level 9.
+
+CONTROL_TENSOR_NAME_PATTERNS = (
+    "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes", "q_gain", "skip_weight",
+    "skip_weights",
+)
+INT8_KEEP_FLOAT_FP32_NAME_PATTERNS = CONTROL_TENSOR_NAME_PATTERNS
+INT8_KEEP_FLOAT_MAX_NUMEL = 65_536
+INT8_KEEP_FLOAT_STORE_DTYPE = torch.float16
+INT8_PER_ROW_SCALE_DTYPE = torch.float16
+INT8_CLIP_PERCENTILE = 99.99984
+INT8_CLIP_Q = INT8_CLIP_PERCENTILE / 100.0
+# Parameters that train but are not part of the artifact (the mtp auxiliary head).
+EXPORT_EXCLUDED_PREFIXES = ("mtp_head.",)
+
+
+def tensor_nbytes(t: Tensor) -> int:
+    return int(t.numel()) * int(t.element_size())
+
+
+def _quantize_float(t: Tensor) -> tuple[Tensor, Tensor]:
+    t32 = t.float()
+    if t32.ndim == 2:
+        if t32.numel():
+            clip = torch.quantile(t32.abs(), INT8_CLIP_Q, dim=1)
+        else:
+            clip = torch.empty((t32.shape[0],), dtype=torch.float32)
+        clipped = torch.maximum(torch.minimum(t32, clip[:, None]), -clip[:, None])
+        scale = (clip / 127.0).clamp_min(1.0 / 127.0)
+        q = torch.clamp(torch.round(clipped / scale[:, None]), -127, 127).to(torch.int8).contiguous()
+        return q, scale.to(INT8_PER_ROW_SCALE_DTYPE).contiguous()
+    clip_abs = float(torch.quantile(t32.abs().flatten(), INT8_CLIP_Q).item()) if t32.numel() else 0.0
+    scale = torch.tensor(clip_abs / 127.0 if clip_abs > 0 else 1.0, dtype=torch.float32)
+    q = torch.clamp(torch.round(torch.clamp(t32, -clip_abs, clip_abs) / scale), -127, 127).to(torch.int8)
+    return q.contiguous(), scale
+
+
+def quantize_state_dict_int8(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Any], dict[str, int]]:
+    quantized, scales, dtypes, passthrough, orig_dtypes, qmeta = {}, {}, {}, {}, {}, {}
+    stats = dict.fromkeys(("param_count", "num_tensors", "baseline_tensor_bytes", "int8_payload_bytes"), 0)
+    for name, tensor in state_dict.items():
+        t = tensor.detach().to("cpu").contiguous()
+        stats["param_count"] += int(t.numel())
+        stats["num_tensors"] += 1
+        stats["baseline_tensor_bytes"] += tensor_nbytes(t)
+        if not t.is_floating_point():
+            passthrough[name] = t
+        elif t.numel() <= INT8_KEEP_FLOAT_MAX_NUMEL:
+            if any(p in name for p in INT8_KEEP_FLOAT_FP32_NAME_PATTERNS):
+                passthrough[name] = t.float().contiguous()
+            elif t.dtype in (torch.float32, torch.bfloat16):
+                orig_dtypes[name] = str(t.dtype).removeprefix("torch.")
+                passthrough[name] = t.to(INT8_KEEP_FLOAT_STORE_DTYPE).contiguous()
+            else:
+                passthrough[name] = t
+        else:
+            q, s = _quantize_float(t)
+            if s.ndim > 0:
+                qmeta[name] = {"scheme": "per_row", "axis": 0}
+            quantized[name], scales[name] = q, s
+            dtypes[name] = str(t.dtype).removeprefix("torch.")
+            stats["int8_payload_bytes"] += tensor_nbytes(q) + tensor_nbytes(s)
+            continue
+        stats["int8_payload_bytes"] += tensor_nbytes(passthrough[name])
+    obj: dict[str, Any] = {
+        "__quant_format__": "int8_clean_per_row_v1", "quantized": quantized, "scales": scales, "dtypes": dtypes,
+        "passthrough": passthrough,
+    }
+    if qmeta:
+        obj["qmeta"] = qmeta
+    if orig_dtypes:
+        obj["passthrough_orig_dtypes"] = orig_dtypes
+    return obj, stats
+
+
+def dequantize_state_dict_int8(obj: Mapping[str, Any]) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    orig_dtypes = obj.get("passthrough_orig_dtypes", {})
+    for name, q in obj["quantized"].items():
+        dtype = getattr(torch, obj["dtypes"][name])
+        s = obj["scales"][name]
+        if s.ndim > 0:
+            view = s.float().view(q.shape[0], *([1] * (q.ndim - 1)))
+            out[name] = (q.float() * view).to(dtype).contiguous()
+        else:
+            out[name] = (q.float() * float(s.item())).to(dtype).contiguous()
+    for name, t in obj["passthrough"].items():
+        t = t.detach().to("cpu").contiguous()
+        if name in orig_dtypes:
+            t = t.to(getattr(torch, orig_dtypes[name])).contiguous()
+        out[name] = t
+    return out
+
+
+def export_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The artifact's tensors: the model's state minus training-only heads."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(EXPORT_EXCLUDED_PREFIXES)}
+
+
+def serialize_int8_zlib(state_dict: Mapping[str, Tensor]) -> tuple[bytes, dict[str, int]]:
+    obj, stats = quantize_state_dict_int8(state_dict)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    raw = buf.getvalue()
+    stats["raw_torch_bytes"] = len(raw)
+    return zlib.compress(raw, level=9), stats
+
+
+def deserialize_int8_zlib(blob: bytes) -> dict[str, Tensor]:
+    return dequantize_state_dict_int8(torch.load(io.BytesIO(zlib.decompress(blob)), map_location="cpu"))
+
+
+# -----------------------------
+# DATA LOADING
+# -----------------------------
+# Shards are memory-mapped, so FineWeb-sized data costs no RAM up front. Two orders:
+# - sequential: upstream's stream, contiguous chunks that walk the shards in order and wrap around;
+# - seeded: every sequence of every step starts at a window drawn by a generator seeded with the run's seed,
+#   so the seed fixes the data order and both arms of a paired comparison see the same windows.
+
+
+def open_shard_memmap(path: str | Path) -> np.ndarray:
+    num_tokens = read_shard_header(path)
+    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(num_tokens,))
+
+
+class TokenLoader:
+    def __init__(self, pattern: str | list, *, rank: int = 0, world_size: int = 1, device: torch.device | None = None,
+                 order: str = "sequential", seed: int = 0):
+        if isinstance(pattern, str):
+            files = sorted(glob.glob(pattern))
+            if not files:
+                raise ShardError(f"no training shards match {pattern}")
+            self.shards = [open_shard_memmap(f) for f in files]
+        else:
+            self.shards = list(pattern)
+        self.rank, self.world_size = rank, world_size
+        self.device = torch.device("cpu") if device is None else device
+        self.order = order
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.file_idx, self.pos = 0, 0
+
+    def _take(self, n: int) -> np.ndarray:
+        chunks, remaining = [], n
+        while remaining > 0:
+            tokens = self.shards[self.file_idx]
+            avail = tokens.size - self.pos
+            if avail <= 0:
+                self.file_idx, self.pos = (self.file_idx + 1) % len(self.shards), 0
+                continue
+            k = min(remaining, avail)
+            chunks.append(np.asarray(tokens[self.pos : self.pos + k]))
+            self.pos += k
+            remaining -= k
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+    def _random_windows(self, count: int, span: int) -> np.ndarray:
+        valid = np.array([max(s.size - span + 1, 0) for s in self.shards], dtype=np.int64)
+        if valid.sum() <= 0:
+            raise ShardError(f"training shards are shorter than one window of {span} tokens")
+        flat = self.rng.integers(0, int(valid.sum()), size=count)
+        bounds = np.cumsum(valid)
+        out = np.empty((count, span), dtype=np.int64)
+        for j, g in enumerate(flat):
+            shard = int(np.searchsorted(bounds, g, side="right"))
+            start = int(g - (bounds[shard - 1] if shard else 0))
+            out[j] = self.shards[shard][start : start + span]
+        return out
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[Tensor, Tensor]:
+        local_tokens = global_tokens // (self.world_size * grad_accum_steps)
+        if self.order == "seeded":
+            nseq = max(1, local_tokens // seq_len)
+            windows = self._random_windows(nseq * self.world_size, seq_len + 1)
+            local = torch.from_numpy(windows[self.rank * nseq : (self.rank + 1) * nseq])
+            x, y = local[:, :-1], local[:, 1:]
+        else:
+            span = local_tokens + 1
+            chunk = self._take(span * self.world_size)
+            local = torch.from_numpy(chunk[self.rank * span : (self.rank + 1) * span].astype(np.int64))
+            x, y = local[:-1].reshape(-1, seq_len), local[1:].reshape(-1, seq_len)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+# -----------------------------
+# TRANSFORMER MODULES
+# -----------------------------
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, eps: float | None = None):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (x.size(-1),), eps=self.eps)
+
+
+class CastedLinear(nn.Linear):
+    # fp32 weights (optimizer quality), cast to the activation dtype at matmul time (bf16 under autocast).
+    def forward(self, x: Tensor) -> Tensor:
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.linear(x, self.weight.to(x.dtype), bias)
+
+
+def restore_low_dim_params_to_fp32(module: nn.Module) -> None:
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            low_dim = param.ndim < 2 or any(p in name for p in CONTROL_TENSOR_NAME_PATTERNS)
+            if low_dim and param.dtype != torch.float32:
+                param.data = param.data.float()
+
+
+class Rotary(nn.Module):
+    # cos/sin tables for the first `dim` dims of a head, cached per sequence length and device.
+    def __init__(self, dim: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._cache: tuple[int, torch.device, Tensor, Tensor] | None = None
+
+    def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        if self._cache is None or self._cache[0] != seq_len or self._cache[1] != device:
+            t = torch.arange(seq_len, device=device, dtype=torch.float32)
+            freqs = torch.outer(t, self.inv_freq.to(device))
+            self._cache = (seq_len, device, freqs.cos()[None, None], freqs.sin()[None, None])
+        return self._cache[2].to(dtype), self._cache[3].to(dtype)
+
+
+def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    half = x.size(-1) // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float,
+                 *, rope_partial_dims: int = 0, xsa: bool = False):
+        super().__init__()
+        if dim % num_heads != 0 or num_heads % num_kv_heads != 0:
+            raise ConfigValueError(
+                f"model_dim={dim} must be divisible by num_heads={num_heads}, and num_heads by "
+                f"num_kv_heads={num_kv_heads}"
+            )
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.head_dim = dim // num_heads
+        self.rope_dims = rope_partial_dims or self.head_dim
+        self.xsa = xsa
+        kv_dim = num_kv_heads * self.head_dim
+        self.c_q = CastedLinear(dim, dim, bias=False)
+        self.c_k = CastedLinear(dim, kv_dim, bias=False)
+        self.c_v = CastedLinear(dim, kv_dim, bias=False)
+        self.proj = CastedLinear(dim, dim, bias=False)
+        self.proj._zero_init = True
+        self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
+        self.rotary = Rotary(self.rope_dims, base=rope_base)
+
+    def _rope(self, t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        if self.rope_dims == self.head_dim:
+            return apply_rotary_emb(t, cos, sin)
+        return torch.cat((apply_rotary_emb(t[..., : self.rope_dims], cos, sin), t[..., self.rope_dims :]), dim=-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        bsz, seqlen, dim = x.shape
+        q = self.c_q(x).reshape(bsz, seqlen, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.c_k(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.c_v(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = F.rms_norm(q, (q.size(-1),))
+        k = F.rms_norm(k, (k.size(-1),))
+        cos, sin = self.rotary(seqlen, x.device, q.dtype)
+        q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+        q = q * self.q_gain.to(q.dtype)[None, :, None, None]
+        gqa = self.num_kv_heads != self.num_heads
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=True, enable_gqa=gqa)
+        if self.xsa:
+            # Exclusive self-attention: remove from each head's output its component along the token's own
+            # (normalised) value vector, so attention carries only what the token does not already hold.
+            group = self.num_heads // self.num_kv_heads
+            yg = y.reshape(bsz, self.num_kv_heads, group, seqlen, self.head_dim)
+            vn = F.normalize(v, dim=-1).unsqueeze(2)
+            y = (yg - (yg * vn).sum(-1, keepdim=True) * vn).reshape(bsz, self.num_heads, seqlen, self.head_dim)
+        y = y.transpose(1, 2).contiguous().reshape(bsz, seqlen, dim)
+        return self.proj(y)
+
+
+def apply_activation(x: Tensor, kind: str) -> Tensor:
+    if kind == "relu2":
+        return torch.relu(x).square()
+    if kind == "leaky_relu2":
+        return F.leaky_relu(x, negative_slope=0.5).square()
+    if kind == "gelu":
+        return F.gelu(x)
+    if kind == "silu":
+        return F.silu(x)
+    if kind == "sin2":
+        return torch.sin(x).square()
+    raise ConfigValueError(f"activation={kind!r} is not supported; choose one of {list(ACTIVATIONS)}")
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, mlp_mult: int, activation: str = "relu2"):
+        super().__init__()
+        self.fc = CastedLinear(dim, mlp_mult * dim, bias=False)
+        self.proj = CastedLinear(mlp_mult * dim, dim, bias=False)
+        self.proj._zero_init = True
+        self.activation = activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(apply_activation(self.fc(x), self.activation))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, mlp_mult: int, rope_base: float,
+                 qk_gain_init: float, *, activation: str = "relu2", rope_partial_dims: int = 0, xsa: bool = False,
+                 norm_scale: float = 1.0):
+        super().__init__()
+        self.attn_norm = RMSNorm()
+        self.mlp_norm = RMSNorm()
+        self.attn = CausalSelfAttention(dim, num_heads, num_kv_heads, rope_base, qk_gain_init,
+                                        rope_partial_dims=rope_partial_dims, xsa=xsa)
+        self.mlp = MLP(dim, mlp_mult, activation)
+        self.attn_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
+        self.mlp_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))).float())
+        self.norm_scale = norm_scale  # ln_scale: 1/sqrt(layer_idx+1), else 1
+
+    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        x = mix[0][None, None, :] * x + mix[1][None, None, :] * x0
+        h = self.attn_norm(x)
+        if self.norm_scale != 1.0:
+            h = h * self.norm_scale
+        x = x + self.attn_scale.to(x.dtype)[None, None, :] * self.attn(h)
+        h = self.mlp_norm(x)
+        if self.norm_scale != 1.0:
+            h = h * self.norm_scale
+        return x + self.mlp_scale.to(x.dtype)[None, None, :] * self.mlp(h)
+
+
+class GPT(nn.Module):
+    """The baseline U-Net-style GPT: the first half of the blocks stores skips the second half adds back.
+
+    In training mode the loss follows `loss` (ce, rho1, mtp); in eval mode it is always plain next-token CE.
+    """
+
+    def __init__(self, vocab_size: int, num_layers: int, model_dim: int, num_heads: int, num_kv_heads: int,
+                 mlp_mult: int, tie_embeddings: bool, tied_embed_init_std: float, logit_softcap: float,
+                 rope_base: float, qk_gain_init: float, *, activation: str = "relu2", rope_partial_dims: int = 0,
+                 ln_scale: bool = False, xsa_last_n: int = 0, loss: str = "ce", rho1_keep_frac: float = 0.7,
+                 mtp_weight: float = 0.3):
+        super().__init__()
+        if logit_softcap <= 0.0:
+            raise ConfigValueError(f"logit_softcap must be positive, got {logit_softcap}")
+        self.tie_embeddings = tie_embeddings
+        self.tied_embed_init_std = tied_embed_init_std
+        self.qk_gain_init = qk_gain_init
+        self.logit_softcap = logit_softcap
+        self.loss_kind, self.rho1_keep_frac, self.mtp_weight = loss, rho1_keep_frac, mtp_weight
+        self.tok_emb = nn.Embedding(vocab_size, model_dim)
+        self.num_encoder_layers = num_layers // 2
+        self.num_decoder_layers = num_layers - self.num_encoder_layers
+        self.num_skip_weights = min(self.num_encoder_layers, self.num_decoder_layers)
+        self.skip_weights = nn.Parameter(torch.ones(self.num_skip_weights, model_dim, dtype=torch.float32))
+        self.blocks = nn.ModuleList([
+            Block(model_dim, num_heads, num_kv_heads, mlp_mult, rope_base, qk_gain_init, activation=activation,
+                  rope_partial_dims=rope_partial_dims, xsa=i >= num_layers - xsa_last_n,
+                  norm_scale=1.0 / math.sqrt(i + 1) if ln_scale else 1.0)
+            for i in range(num_layers)
+        ])
+        self.final_norm = RMSNorm()
+        self.lm_head = None if tie_embeddings else CastedLinear(model_dim, vocab_size, bias=False)
+        if self.lm_head is not None:
+            self.lm_head._zero_init = True
+        # mtp: a training-only projection of the final hidden state whose logits predict token t+2.
+        self.mtp_head = CastedLinear(model_dim, model_dim, bias=False) if loss == "mtp" else None
+
+    @classmethod
+    def from_config(cls, cfg: Hyperparameters) -> GPT:
+        return cls(cfg.vocab_size, cfg.num_layers, cfg.model_dim, cfg.num_heads, cfg.num_kv_heads, cfg.mlp_mult,
+                   cfg.tie_embeddings, cfg.tied_embed_init_std, cfg.logit_softcap, cfg.rope_base, cfg.qk_gain_init,
+                   activation=cfg.activation, rope_partial_dims=cfg.rope_partial_dims, ln_scale=cfg.ln_scale,
+                   xsa_last_n=cfg.xsa_last_n, loss=cfg.loss, rho1_keep_frac=cfg.rho1_keep_frac,
+                   mtp_weight=cfg.mtp_weight)
+
+    def _logits(self, h: Tensor) -> Tensor:
+        proj = F.linear(h, self.tok_emb.weight) if self.lm_head is None else self.lm_head(h)
+        return self.logit_softcap * torch.tanh(proj / self.logit_softcap)
+
+    def hidden(self, input_ids: Tensor) -> Tensor:
+        x = self.tok_emb(input_ids)
+        x = F.rms_norm(x, (x.size(-1),))
+        x0, skips = x, []
+        for i in range(self.num_encoder_layers):
+            x = self.blocks[i](x, x0)
+            skips.append(x)
+        for i in range(self.num_decoder_layers):
+            if skips:
+                x = x + self.skip_weights[i].to(x.dtype)[None, None, :] * skips.pop()
+            x = self.blocks[self.num_encoder_layers + i](x, x0)
+        return x
+
+    def forward(self, input_ids: Tensor, target_ids: Tensor) -> Tensor:
+        x = self.hidden(input_ids)
+        h = self.final_norm(x)
+        logits = self._logits(h.reshape(-1, h.size(-1))).float()
+        targets = target_ids.reshape(-1)
+        if not self.training or self.loss_kind == "ce":
+            return F.cross_entropy(logits, targets, reduction="mean")
+        if self.loss_kind == "rho1":
+            per_token = F.cross_entropy(logits, targets, reduction="none")
+            keep = max(1, int(self.rho1_keep_frac * per_token.numel()))
+            return torch.topk(per_token, keep, sorted=False).values.mean()
+        # mtp: main next-token CE plus mtp_weight x CE of token t+2 predicted at position t.
+        main = F.cross_entropy(logits, targets, reduction="mean")
+        if target_ids.size(1) < 2:
+            return main
+        h2 = self.final_norm(self.mtp_head(x[:, :-1]))
+        logits2 = self._logits(h2.reshape(-1, h2.size(-1))).float()
+        aux = F.cross_entropy(logits2, target_ids[:, 1:].reshape(-1), reduction="mean")
+        return main + self.mtp_weight * aux
+
+
+def _param_seed(seed: int, name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+@torch.no_grad()
+def init_weights(model: GPT, seed: int) -> None:
+    """Initialise every parameter from a generator keyed by (seed, parameter name) (common random numbers).
+
+    Adding or removing a module leaves every other parameter's initial values bit-identical. The distributions
+    are upstream's: tok_emb ~ N(0, tied_embed_init_std) when tied, zero for the _zero_init projections,
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the other linear layers (torch's default), constants elsewhere.
+    """
+    zero_init = {f"{n}.weight" for n, m in model.named_modules() if getattr(m, "_zero_init", False)}
+    linear = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    for name, p in model.named_parameters():
+        gen = torch.Generator(device="cpu").manual_seed(_param_seed(seed, name))
+        if name == "tok_emb.weight":
+            std = model.tied_embed_init_std if model.tie_embeddings else 1.0
+            value = torch.randn(p.shape, generator=gen, dtype=torch.float32) * std
+        elif name in zero_init:
+            value = torch.zeros(p.shape, dtype=torch.float32)
+        elif name in linear:
+            bound = 1.0 / math.sqrt(p.shape[1])
+            value = (torch.rand(p.shape, generator=gen, dtype=torch.float32) * 2.0 - 1.0) * bound
+        else:
+            continue
+        p.copy_(value.to(device=p.device, dtype=p.dtype))
+    for block in model.blocks:
+        block.attn.q_gain.fill_(model.qk_gain_init)
+        block.attn_scale.fill_(1.0)
+        block.mlp_scale.fill_(1.0)
+        block.resid_mix[0].fill_(1.0)
+        block.resid_mix[1].fill_(0.0)
+    model.skip_weights.fill_(1.0)
+
+
+# -----------------------------
+# RUN RESULT + DATA SETUP
+# -----------------------------
+
+RUN_STATUSES = ("ok", "diverged", "failed")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One training run, JSON-serialisable via to_dict/from_dict (non-finite floats become null in JSON)."""
+
+    config: dict
+    config_hash: str
+    seed: int
+    backend: str  # "torch" | "mlx"
+    versions: dict
+    step_losses: list = field(default_factory=list)  # train loss per step
+    val_history: list = field(default_factory=list)  # [{"step", "val_loss", "val_bpb"}]
+    val_loss: float = float("nan")
+    val_bpb: float = float("nan")
+    post_quant_val_loss: float = float("nan")
+    post_quant_val_bpb: float = float("nan")
+    artifact_bytes: int = 0
+    steps: int = 0
+    wall_s: float = 0.0
+    tokens_per_s: float = 0.0
+    status: str = "ok"
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted(n for n in ("config", "config_hash", "seed", "backend", "versions") if n not in data)
+        if missing:
+            raise ValueError(f"RunResult.from_dict: missing field(s) {missing}")
+        kwargs = {k: v for k, v in data.items() if k in names}
+        for key in ("val_loss", "val_bpb", "post_quant_val_loss", "post_quant_val_bpb", "wall_s", "tokens_per_s"):
+            if key in kwargs:
+                kwargs[key] = _float_or_nan(kwargs[key])
+        kwargs["step_losses"] = [_float_or_nan(v) for v in kwargs.get("step_losses", [])]
+        return cls(**kwargs)
+
+
+def _float_or_nan(value: Any) -> float:
+    if value is None:
+        return float("nan")
+    return float(value)  # float("inf") / float("-inf") parse the strings write_json stores
+
+
+def library_versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+
+
+@dataclass
+class TrainData:
+    """Everything a run reads from disk, loaded once and shareable between runs of the same data."""
+
+    data_path: str
+    tokenizer_path: str
+    train_shards: list  # np.memmap per train shard
+    val_tokens: np.ndarray  # the full val split (untrimmed)
+    luts: tuple  # (base_bytes, has_leading_space, is_boundary)
+    vocab_size: int
+
+
+def _has_shards(data_path: str) -> bool:
+    return bool(glob.glob(os.path.join(data_path, "fineweb_train_*.bin"))) and bool(
+        glob.glob(os.path.join(data_path, "fineweb_val_*.bin"))
+    )
+
+
+def resolve_data_paths(cfg: Hyperparameters) -> Hyperparameters:
+    """Return cfg with usable data paths. When the default FineWeb folder has no shards (here or next to this
+    file), prepare the embedded default corpus (scripts.causal.data.ensure_default_corpus) and point at it."""
+    if _has_shards(cfg.data_path):
+        return cfg
+    if os.path.normpath(cfg.data_path) != os.path.normpath(DEFAULT_DATA_PATH):
+        raise ShardError(
+            f"DATA_PATH={cfg.data_path}: no fineweb_train_*.bin / fineweb_val_*.bin shards there; fix the path or "
+            "unset DATA_PATH to use the embedded default corpus"
+        )
+    here = Path(__file__).resolve().parent
+    repo_data = here / DEFAULT_DATA_PATH
+    if _has_shards(str(repo_data)):
+        tok = here / DEFAULT_TOKENIZER_PATH if cfg.tokenizer_path == DEFAULT_TOKENIZER_PATH else cfg.tokenizer_path
+        return cfg.with_overrides(data_path=str(repo_data), tokenizer_path=str(tok))
+    if str(here) not in sys.path:
+        sys.path.insert(0, str(here))
+    from scripts.causal.data import ensure_default_corpus  # lazy: only when FineWeb is absent
+
+    paths = ensure_default_corpus()
+    return cfg.with_overrides(data_path=str(paths.data_path), tokenizer_path=str(paths.tokenizer_path))
+
+
+def load_train_data(cfg: Hyperparameters) -> TrainData:
+    """Open the train shards (memory-mapped), read the val split and build the byte-accounting tables."""
+    import sentencepiece as spm
+
+    if not cfg.tokenizer_path.endswith(".model"):
+        raise ConfigValueError(f"TOKENIZER_PATH={cfg.tokenizer_path}: expected a SentencePiece .model file")
+    if not Path(cfg.tokenizer_path).is_file():
+        raise ShardError(f"TOKENIZER_PATH={cfg.tokenizer_path}: tokenizer file not found")
+    sp = spm.SentencePieceProcessor(model_file=cfg.tokenizer_path)
+    if int(sp.vocab_size()) != cfg.vocab_size:
+        raise ConfigValueError(f"VOCAB_SIZE={cfg.vocab_size} does not match tokenizer vocab_size={int(sp.vocab_size())}")
+    files = sorted(glob.glob(cfg.train_files))
+    if not files:
+        raise ShardError(f"no training shards match {cfg.train_files}")
+    val_files = sorted(glob.glob(cfg.val_files))
+    if not val_files:
+        raise ShardError(f"no validation shards match {cfg.val_files}")
+    val_tokens = np.concatenate([load_data_shard(f) for f in val_files])
+    return TrainData(cfg.data_path, cfg.tokenizer_path, [open_shard_memmap(f) for f in files], val_tokens,
+                     build_sentencepiece_luts(sp, cfg.vocab_size), cfg.vocab_size)
+
+
+def trim_val_tokens(tokens: np.ndarray, seq_len: int, source: str = "validation split") -> np.ndarray:
+    usable = ((tokens.size - 1) // seq_len) * seq_len
+    if usable <= 0:
+        raise ShardError(f"{source} ({tokens.size} tokens) is too short for TRAIN_SEQ_LEN={seq_len}")
+    return tokens[: usable + 1]
+
+
+# -----------------------------
+# TRAINING
+# -----------------------------
+
+
+def build_optimizers(cfg: Hyperparameters, model: GPT) -> tuple[list[torch.optim.Optimizer], Muon]:
+    """Upstream's split: Adam for the token embedding (and an untied head), Muon for block matrices, Adam for
+    vectors/scalars and control tensors. The mtp auxiliary head (a matrix) goes to Muon."""
+    fused = {"fused": True} if next(model.parameters()).is_cuda else {}
+    named = list(model.blocks.named_parameters())
+    is_control = lambda n, p: p.ndim < 2 or any(pat in n for pat in CONTROL_TENSOR_NAME_PATTERNS)
+    matrix_params = [p for n, p in named if not is_control(n, p)]
+    scalar_params = [p for n, p in named if is_control(n, p)]
+    if model.mtp_head is not None:
+        matrix_params.append(model.mtp_head.weight)
+    if model.skip_weights.numel() > 0:
+        scalar_params.append(model.skip_weights)
+    token_lr = cfg.tied_embed_lr if cfg.tie_embeddings else cfg.embed_lr
+    adam = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, **fused)
+    opt_tok = torch.optim.Adam([{"params": [model.tok_emb.weight], "lr": token_lr, "base_lr": token_lr}], **adam)
+    opt_muon = Muon(matrix_params, lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps)
+    for group in opt_muon.param_groups:
+        group["base_lr"] = cfg.matrix_lr
+    opt_scalar = torch.optim.Adam([{"params": scalar_params, "lr": cfg.scalar_lr, "base_lr": cfg.scalar_lr}], **adam)
+    optimizers: list[torch.optim.Optimizer] = [opt_tok, opt_muon, opt_scalar]
+    if model.lm_head is not None:
+        head = [{"params": [model.lm_head.weight], "lr": cfg.head_lr, "base_lr": cfg.head_lr}]
+        optimizers.insert(1, torch.optim.Adam(head, **adam))
+    return optimizers, opt_muon
+
+
+def make_lr_schedule(cfg: Hyperparameters) -> Callable[[int, float], float]:
+    """lr multiplier: linear warmdown to 0 over the last warmdown_iters steps, or, with a wallclock cap, over the
+    last warmdown_iters x (average step time) before the cap."""
+    max_ms = 1000.0 * cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else None
+
+    def lr_mul(step: int, elapsed_ms: float) -> float:
+        if cfg.warmdown_iters <= 0:
+            return 1.0
+        if max_ms is None:
+            start = max(cfg.iterations - cfg.warmdown_iters, 0)
+            if start <= step < cfg.iterations:
+                return max((cfg.iterations - step) / max(cfg.warmdown_iters, 1), 0.0)
+            return 1.0
+        warmdown_ms = cfg.warmdown_iters * elapsed_ms / max(step, 1)
+        remaining_ms = max(max_ms - elapsed_ms, 0.0)
+        return remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0
+
+    return lr_mul
+
+
+def build_model(cfg: Hyperparameters, device: torch.device) -> GPT:
+    model = GPT.from_config(cfg).to(device)
+    if device.type == "cuda":  # as upstream: bf16 body, fp32 CastedLinear weights and low-dim/control params
+        model = model.bfloat16()
+        for module in model.modules():
+            if isinstance(module, CastedLinear):
+                module.float()
+        restore_low_dim_params_to_fp32(model)
+    return model
+
+
+def _noop_log(msg: str) -> None:
+    return None
+
+
+def train(
+    config: Hyperparameters, seed: int | None = None, *, log: Callable[[str], None] | None = None,
+    data: TrainData | None = None, model: GPT | None = None, device: torch.device | None = None,
+    out_dir: str | Path | None = None, rank: int = 0, world_size: int = 1,
+) -> RunResult:
+    """Train one model and evaluate it (full val split, then the int8+zlib round trip).
+
+    `seed` (default config.seed) fixes the initialisation (keyed by parameter name) and, with
+    data_order="seeded", the data order. `data` and `model` let a caller reuse loaded data and a built model of
+    the same architecture (it is re-initialised here). Files are written only when `out_dir` is given. A
+    non-finite train loss stops the run early with status "diverged"; other errors propagate.
+    """
+    t_start = time.perf_counter()
+    log = log or _noop_log
+    cfg = config if seed is None else config.with_overrides(seed=seed)
+    seed = cfg.seed
+    if data is None:
+        cfg = resolve_data_paths(cfg)
+        data = load_train_data(cfg)
+    else:
+        cfg = cfg.with_overrides(data_path=data.data_path, tokenizer_path=data.tokenizer_path)
+    if data.vocab_size != cfg.vocab_size:
+        raise ConfigValueError(f"VOCAB_SIZE={cfg.vocab_size} does not match the loaded data's {data.vocab_size}")
+    if device is None:
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    distributed = dist.is_available() and dist.is_initialized()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+    ctx = make_eval_context(trim_val_tokens(data.val_tokens, cfg.train_seq_len), data.luts, device)
+    log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={cfg.tokenizer_path}")
+    log(f"train_loader:dataset:{Path(cfg.data_path).name} train_shards:{len(data.train_shards)}")
+    log(f"val_loader:shards pattern={cfg.val_files} tokens:{ctx.val_tokens.numel() - 1}")
+
+    base_model = model if model is not None else build_model(cfg, device)
+    init_weights(base_model, seed)
+    base_model.train()
+    global _newton_schulz
+    compiled = cfg.compile and device.type == "cuda"
+    _newton_schulz = torch.compile(zeropower_via_newtonschulz5) if compiled else zeropower_via_newtonschulz5
+    run_model: nn.Module = torch.compile(base_model, dynamic=False, fullgraph=True) if compiled else base_model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        run_model = DDP(run_model, device_ids=[device.index], broadcast_buffers=False)
+    optimizers, opt_muon = build_optimizers(cfg, base_model)
+    grad_accum = max(1, min(8 // world_size, cfg.train_batch_tokens // (world_size * cfg.train_seq_len))) \
+        if device.type == "cuda" else 1
+    n_params = sum(p.numel() for p in base_model.parameters())
+    log(f"model_params:{n_params}")
+    log(f"world_size:{world_size} grad_accum_steps:{grad_accum} device:{device.type}")
+    log(f"attention_mode:gqa num_heads:{cfg.num_heads} num_kv_heads:{cfg.num_kv_heads}")
+    log(f"tie_embeddings:{cfg.tie_embeddings} embed_lr:{cfg.tied_embed_lr if cfg.tie_embeddings else cfg.embed_lr} "
+        f"head_lr:{cfg.head_lr if base_model.lm_head is not None else 0.0} matrix_lr:{cfg.matrix_lr} "
+        f"scalar_lr:{cfg.scalar_lr}")
+    log(f"train_batch_tokens:{cfg.train_batch_tokens} train_seq_len:{cfg.train_seq_len} "
+        f"iterations:{cfg.iterations} warmup_steps:{cfg.warmup_steps} "
+        f"max_wallclock_seconds:{cfg.max_wallclock_seconds:.3f}")
+    log(f"activation:{cfg.activation} loss:{cfg.loss} rope_partial_dims:{cfg.rope_partial_dims} "
+        f"ln_scale:{cfg.ln_scale} xsa_last_n:{cfg.xsa_last_n} ema_decay:{cfg.ema_decay} data_order:{cfg.data_order}")
+    log(f"seed:{seed} config_hash:{config_hash(cfg)}")
+
+    def new_loader() -> TokenLoader:
+        return TokenLoader(data.train_shards, rank=rank, world_size=world_size, device=device,
+                           order=cfg.data_order, seed=seed)
+
+    def zero_grad_all() -> None:
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    autocast = lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    loader = new_loader()
+    lr_mul = make_lr_schedule(cfg)
+    max_ms = 1000.0 * cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else None
+
+    def forward_backward() -> Tensor:
+        total = torch.zeros((), device=device)
+        for micro in range(grad_accum):
+            if distributed:
+                run_model.require_backward_grad_sync = micro == grad_accum - 1
+            x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, grad_accum)
+            with autocast():
+                loss = run_model(x, y)
+            total += loss.detach()
+            (loss / grad_accum).backward()
+        return total / grad_accum
+
+    # Warmup primes the (compiled) paths, then restores the initial weights, optimizer state and data order.
+    if cfg.warmup_steps > 0:
+        init_state = {k: v.detach().cpu().clone() for k, v in base_model.state_dict().items()}
+        init_opt = [copy.deepcopy(opt.state_dict()) for opt in optimizers]
+        for warmup_step in range(cfg.warmup_steps):
+            zero_grad_all()
+            forward_backward()
+            for opt in optimizers:
+                opt.step()
+            if cfg.warmup_steps <= 20 or (warmup_step + 1) % 10 == 0 or warmup_step + 1 == cfg.warmup_steps:
+                log(f"warmup_step:{warmup_step + 1}/{cfg.warmup_steps}")
+        base_model.load_state_dict(init_state, strict=True)
+        for opt, state in zip(optimizers, init_opt, strict=True):
+            opt.load_state_dict(state)
+        zero_grad_all()
+        loader = new_loader()
+
+    ema = ({k: p.detach().float().clone() for k, p in base_model.named_parameters()} if cfg.ema_decay > 0 else None)
+    step_losses: list[float] = []
+    val_history: list[dict[str, float]] = []
+    status, error = "ok", None
+    training_ms, stop_after = 0.0, None
+    sync()
+    t0 = time.perf_counter()
+    step = 0
+    while True:
+        last = step == cfg.iterations or (stop_after is not None and step >= stop_after)
+        if not last and cfg.val_loss_every > 0 and step % cfg.val_loss_every == 0:
+            sync()
+            training_ms += 1000.0 * (time.perf_counter() - t0)
+            vl, vb = eval_val(cfg, run_model, ctx, rank=rank, world_size=world_size, device=device)
+            val_history.append({"step": step, "val_loss": vl, "val_bpb": vb})
+            log(f"step:{step}/{cfg.iterations} val_loss:{vl:.4f} val_bpb:{vb:.4f} "
+                f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
+            sync()
+            t0 = time.perf_counter()
+        if last:
+            if stop_after is not None and step < cfg.iterations:
+                log(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{cfg.iterations}")
+            break
+        scale = lr_mul(step, training_ms + 1000.0 * (time.perf_counter() - t0))
+        zero_grad_all()
+        train_loss = forward_backward()
+        frac = min(step / cfg.muon_momentum_warmup_steps, 1.0) if cfg.muon_momentum_warmup_steps > 0 else 1.0
+        for group in opt_muon.param_groups:
+            group["momentum"] = (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * scale
+        if cfg.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(base_model.parameters(), cfg.grad_clip_norm)
+        for opt in optimizers:
+            opt.step()
+        zero_grad_all()
+        if ema is not None:
+            with torch.no_grad():
+                for k, p in base_model.named_parameters():
+                    ema[k].mul_(cfg.ema_decay).add_(p.detach().float(), alpha=1.0 - cfg.ema_decay)
+        step += 1
+        loss_value = float(train_loss.item())
+        step_losses.append(loss_value)
+        approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        if not math.isfinite(loss_value):
+            status, error = "diverged", f"train loss became {loss_value} at step {step}"
+            log(f"step:{step}/{cfg.iterations} train_loss:{loss_value} diverged: stopping")
+            training_ms = approx_ms
+            break
+        if cfg.train_log_every > 0 and (step <= 10 or step % cfg.train_log_every == 0 or stop_after is not None):
+            log(f"step:{step}/{cfg.iterations} train_loss:{loss_value:.4f} "
+                f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
+        reached_cap = max_ms is not None and approx_ms >= max_ms
+        if distributed and max_ms is not None:
+            flag = torch.tensor(int(reached_cap), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            reached_cap = bool(flag.item())
+        if stop_after is None and reached_cap:
+            stop_after = step
+    sync()
+    if status == "ok":
+        training_ms += 1000.0 * (time.perf_counter() - t0)
+
+    base = dict(config=cfg.to_dict(), config_hash=config_hash(cfg), seed=seed, backend="torch",
+                versions=library_versions(), step_losses=step_losses, steps=step,
+                tokens_per_s=step * cfg.train_batch_tokens / max(training_ms / 1000.0, 1e-9))
+    if status != "ok":
+        return RunResult(**base, val_history=val_history, wall_s=time.perf_counter() - t_start, status=status,
+                         error=error)
+
+    if ema is not None:
+        with torch.no_grad():
+            for k, p in base_model.named_parameters():
+                p.copy_(ema[k].to(p.dtype))
+        log(f"ema:applied decay:{cfg.ema_decay}")
+    val_loss, val_bpb = eval_val(cfg, run_model, ctx, rank=rank, world_size=world_size, device=device)
+    val_history.append({"step": step, "val_loss": val_loss, "val_bpb": val_bpb})
+    log(f"step:{step}/{cfg.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+        f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
+
+    # Serialization + round trip: int8 + zlib, reload, re-evaluate.
+    code_bytes = len(Path(__file__).read_bytes())
+    state = export_state_dict(base_model)
+    blob, qstats = serialize_int8_zlib(state)
+    if out_dir is not None and rank == 0:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(state, out / "final_model.pt")
+        log(f"Serialized model: {(out / 'final_model.pt').stat().st_size} bytes")
+        log(f"Code size: {code_bytes} bytes")
+        (out / "final_model.int8.ptz").write_bytes(blob)
+    ratio = qstats["baseline_tensor_bytes"] / max(qstats["int8_payload_bytes"], 1)
+    log(f"Serialized model int8+zlib: {len(blob)} bytes (payload:{qstats['int8_payload_bytes']} "
+        f"raw_torch:{qstats['raw_torch_bytes']} payload_ratio:{ratio:.2f}x)")
+    log(f"Total submission size int8+zlib: {len(blob) + code_bytes} bytes")
+    restored = deserialize_int8_zlib(blob)
+    missing, unexpected = base_model.load_state_dict(restored, strict=False)
+    if unexpected or any(not k.startswith(EXPORT_EXCLUDED_PREFIXES) for k in missing):
+        raise RuntimeError(f"round trip state mismatch: missing={missing} unexpected={unexpected}")
+    sync()
+    t_q = time.perf_counter()
+    q_loss, q_bpb = eval_val(cfg, run_model, ctx, rank=rank, world_size=world_size, device=device)
+    sync()
+    log(f"final_int8_zlib_roundtrip val_loss:{q_loss:.4f} val_bpb:{q_bpb:.4f} "
+        f"eval_time:{1000.0 * (time.perf_counter() - t_q):.0f}ms")
+    log(f"final_int8_zlib_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")
+    return RunResult(**base, val_history=val_history, val_loss=val_loss, val_bpb=val_bpb, post_quant_val_loss=q_loss,
+                     post_quant_val_bpb=q_bpb, artifact_bytes=len(blob) + code_bytes,
+                     wall_s=time.perf_counter() - t_start, status="ok", error=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Script entry: config from env (PRESET, then UPPER-case fields), upstream-style logs in logs/<run_id>.txt."""
+    code = Path(__file__).read_text(encoding="utf-8")
+    cfg = Hyperparameters.from_env()
+    if not cfg.run_id:
+        cfg = cfg.with_overrides(run_id=str(uuid.uuid4()))
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 0 or 8 % world_size != 0:
+        raise ConfigValueError(f"WORLD_SIZE={world_size} must divide 8 so grad_accum_steps stays integral")
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        if distributed:
+            dist.init_process_group(backend="nccl", device_id=device)
+            dist.barrier()
+    else:
+        if distributed and world_size > 1:
+            raise ConfigValueError("torchrun DDP needs CUDA; on CPU run a single process (python train_gpt.py)")
+        device = torch.device("cpu")
+    master = rank == 0
+    logfile = None
+    if master:
+        os.makedirs("logs", exist_ok=True)
+        logfile = f"logs/{cfg.run_id}.txt"
+        print(logfile)
+
+    def log0(msg: str, console: bool = True) -> None:
+        if not master:
+            return
+        if console:
+            print(msg, flush=True)
+        if logfile is not None:
+            with open(logfile, "a", encoding="utf-8") as f:
+                print(msg, file=f)
+
+    log0(code, console=False)
+    log0("=" * 100, console=False)
+    log0(f"Running Python {sys.version}", console=False)
+    log0(f"Running PyTorch {torch.__version__}", console=False)
+    if device.type == "cuda":
+        smi = subprocess.run(["nvidia-smi"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+        log0(smi.stdout, console=False)
+    log0(f"config:{json.dumps(cfg.to_dict(), sort_keys=True)}", console=False)
+    log0("=" * 100, console=False)
+    try:
+        result = train(cfg, cfg.seed, log=log0, device=device, out_dir=Path("."), rank=rank, world_size=world_size)
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+    if result.status != "ok":
+        log0(f"run_status:{result.status} error:{result.error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
