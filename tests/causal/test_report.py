@@ -1,0 +1,89 @@
+"""report.json / report.md from hand-written fixtures: same numbers in both, every section present."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats
+
+from scripts.causal import report as rep
+from scripts.causal.schema import RunInfo, read_json
+
+
+def _info(**kw) -> RunInfo:
+    base = dict(run_id="fixture", started_utc="2026-01-01T00:00:00Z", command="run_pipeline.py --fast",
+                git_commit="abc123", versions={"python": "3.11", "torch": "2.13.0"}, backend="torch",
+                hardware="Linux x86_64, 2 CPU cores", preset="tiny", seeds=(11, 12, 13), confirm_seeds=(21, 22, 23),
+                interventions=("aa", "sanity_frozen_matrices", "mlp_mult_3", "gelu", "silu"),
+                test="one-sided paired t on val_bpb, Holm across the screen", alpha=0.01, margin_bpb=0.0,
+                correction="holm", cycles=1)
+    return RunInfo(**{**base, **kw})
+
+
+@pytest.fixture
+def ablation(fixtures_dir):
+    return read_json(fixtures_dir / "pipeline" / "ablation_results.json")
+
+
+def test_fmt_and_nats():
+    assert rep.fmt("mean_delta_bpb", -0.0061) == "-0.00610"
+    assert rep.fmt("p_adjusted", 4.8e-05) == "4.8e-05"
+    assert rep.fmt("rho", None) == "n/a" and rep.fmt("mde", float("nan")) == "n/a"
+    assert rep.delta_nats(-0.01, 0.5) == pytest.approx(-0.005)
+    runs = [{"status": "ok", "val_loss": 2.0, "val_bpb": 1.0}, {"status": "ok", "val_loss": 3.3, "val_bpb": 1.1},
+            {"status": "failed", "val_loss": 9.0, "val_bpb": 1.0}]
+    assert rep.nats_per_bpb_from_runs(runs) == pytest.approx(3.0)
+
+
+def test_markdown_table_equals_ablation_results(ablation, tmp_path):
+    report = rep.build_report(info=_info(), ablation=ablation, nats_per_bpb=1.7, plots={"forest": "plots/forest.png"})
+    md_path, json_path = rep.write_report(report, tmp_path)
+    stored = read_json(json_path)
+    assert stored["decisions"] == ablation["results"]  # verbatim copy
+    rows = rep.parse_decision_table(md_path.read_text())
+    assert [r["intervention"] for r in rows] == [r["intervention"] for r in ablation["results"]]
+    for cell, src in zip(rows, ablation["results"], strict=True):
+        for field in ("n_pairs", "n_failed", "mean_delta_bpb", "ci_low", "ci_high", "p_improve", "p_harm",
+                      "p_adjusted", "power", "mde", "rho", "decision"):
+            assert cell[field] == rep.fmt(field, src[field]), (src["intervention"], field)
+        assert cell["delta_nats"] == rep.fmt("delta_nats", src["mean_delta_bpb"] * 1.7)
+        if src["mean_delta_bpb"] is not None:
+            assert float(cell["mean_delta_bpb"]) == pytest.approx(src["mean_delta_bpb"], abs=5e-6)
+
+
+def test_calibration_self_check(ablation):
+    checks = {c["intervention"]: c for c in rep.calibration_check(ablation["results"])}
+    assert checks["aa"]["passed"] and checks["sanity_frozen_matrices"]["passed"]
+    bad = [dict(r, decision="confirmed") if r["intervention"] == "aa" else r for r in ablation["results"]]
+    assert not {c["intervention"]: c for c in rep.calibration_check(bad)}["aa"]["passed"]
+
+
+def test_parameter_golf_snippet_by_hand():
+    x = [1.200, 1.202, 1.198, 1.201, 1.199]
+    s = rep.parameter_golf_snippet("gelu", x, baseline_bpb=1.21, nats_per_bpb=0.5)
+    thr = 1.21 - 0.005 / 0.5  # 0.005 nats = 0.01 bpb
+    assert s["threshold_bpb"] == pytest.approx(1.20)
+    mean = sum(x) / 5
+    sd = math.sqrt(sum((v - mean) ** 2 for v in x) / 4)
+    t = (mean - thr) / (sd / math.sqrt(5))
+    assert s["t"] == pytest.approx(t) and s["df"] == 4
+    assert s["p_one_sided"] == pytest.approx(stats.t.cdf(t, 4))
+    assert "t = " in s["text"] and "df = 4" in s["text"] and "0.005 nats" in s["text"]
+
+
+def test_all_sections_rendered(ablation):
+    report = rep.build_report(
+        info=_info(), ablation=ablation, nats_per_bpb=1.7,
+        confirmation={"seeds": [21, 22, 23], "alpha": 0.01, "correction": "holm", "results": ablation["results"][3:4]},
+        identifiability={"verdict": "under-identified", "n_single_change": 4},
+        ranking={"candidates": [{"name": "gelu", "score": 0.01, "reason": "ablation rows say -0.004"}]},
+        dag={"png": "plots/dag.png", "diff": {"added": [{"text": "xsa --> val_bpb"}], "removed": []}},
+        promotion={"applied": False, "promoted": ["gelu"], "diff": "-a\n+b"},
+        snippets=[rep.parameter_golf_snippet("gelu", [1.2, 1.19, 1.21], baseline_bpb=1.22, nats_per_bpb=1.7)],
+        plots={"forest": "plots/forest.png", "loss_gelu": "plots/loss_gelu.png"}, wall_s=12.5)
+    md = rep.render_markdown(report)
+    for text in ("## What was run", "git commit**: abc123", "## Decisions", "Calibration self-check",
+                 "## Confirmation on fresh seeds", "## Identifiability", "under-identified", "## Top of the ranking",
+                 "ablation rows say", "![DAG](plots/dag.png)", "xsa --> val_bpb", "## Promotion", "```diff",
+                 "Parameter Golf snippets", "![loss_gelu](plots/loss_gelu.png)", "wall time**: 12.5 s"):
+        assert text in md, text
