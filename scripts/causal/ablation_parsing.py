@@ -1,0 +1,166 @@
+"""Ablation rows from a record README: markdown tables and prose deltas.
+
+Sign convention: ``delta_bpb`` < 0 means the change helped. Tables may give deltas (a Δ / delta / diff
+column) or only absolute bpb values (then deltas are taken row to row for cumulative tables whose
+labels start with "+", else against the first row). Prose like "-0.003 BPB" keeps its sign; a "+0.007
+BPB" described as a gain/improvement is flipped. Deltas in nats are converted only when the record's
+bpb-per-nat ratio is known (``nats_to_bpb``), else kept with ``delta_bpb`` None.
+"""
+from __future__ import annotations
+
+import re
+
+from scripts.causal.schema import AblationRow
+
+_NUM = r"[+\-−–]?\s?\d*\.\d+"
+_GAIN = re.compile(r"improv|gain|better|help|reduc|lower|saves?|benefit|win\b", re.I)
+_LOSS = re.compile(r"worse|hurt|regress|cost|penalt|degrad|higher|increase", re.I)
+
+
+def _to_float(s: str) -> float | None:
+    s = s.replace("−", "-").replace("–", "-").replace(" ", "").replace("*", "").replace("`", "")
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def _clean(s: str) -> str:
+    return re.sub(r"[*`_]+", "", s).strip()
+
+
+def _tables(text: str) -> list[tuple[list[str], list[list[str]], str]]:
+    out = []
+    lines = text.splitlines()
+    i = 0
+    heading = ""
+    while i < len(lines):
+        s = lines[i].strip()
+        if s.startswith("#"):
+            heading = s.lstrip("#").strip()
+        if s.startswith("|") and i + 1 < len(lines) and re.match(r"^\|?\s*:?-{2,}", lines[i + 1].strip()):
+            header = [c.strip() for c in s.strip("|").split("|")]
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            out.append((header, rows, heading))
+            continue
+        i += 1
+    return out
+
+
+def _bpb_in(cell: str) -> float | None:
+    m = re.search(r"(?<![\d.])(\d\.\d{3,8})(?![\d.])", cell)
+    if m:
+        v = float(m.group(1))
+        return v if 0.5 < v < 4.5 else None
+    return None
+
+
+def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
+    rows_out: list[AblationRow] = []
+    for header, rows, heading in _tables(text):
+        low = [h.lower() for h in header]
+        if len(header) < 2 or not rows:
+            continue
+        delta_col = next((j for j, h in enumerate(low) if re.search(r"δ|delta|diff|change vs|vs\.? |gain|improv|"
+                                                                    r"effect|impact|\bd ?bpb", h)), None)
+        bpb_col = next((j for j, h in enumerate(low) if re.search(r"bpb|score|loss", h) and j != delta_col), None)
+        label_col = 0
+        if delta_col == 0 or bpb_col == 0:
+            label_col = 1
+        if delta_col is None and bpb_col is None:
+            continue
+        is_nats = delta_col is not None and "nat" in low[delta_col]
+        gain_header = delta_col is not None and re.search(r"gain|improv|reduc", low[delta_col]) is not None
+        if delta_col is not None:
+            for r in rows:
+                if len(r) <= max(delta_col, label_col):
+                    continue
+                m = re.search(_NUM, r[delta_col])
+                label = _clean(r[label_col])
+                if not m or not label:
+                    continue
+                d = _to_float(m.group(0))
+                if d is None or abs(d) > 1.0:
+                    continue
+                if gain_header and not re.search(r"[+\-−–]", m.group(0)):
+                    d = -d
+                if is_nats or "nat" in r[delta_col].lower():
+                    if nats_to_bpb is None:
+                        rows_out.append(AblationRow(change=f"{label} (nats {d:+g}; no bpb ratio)", delta_bpb=None,
+                                                    source=f"README table '{heading}'"))
+                        continue
+                    d = d * nats_to_bpb
+                if re.search(r"^(?:base(?:line)?|control|reference|ours?|final|total|sota)\b", label, re.I) and d == 0:
+                    continue
+                rows_out.append(AblationRow(change=label, delta_bpb=round(d, 6), source=f"README table '{heading}'"))
+            continue
+        # absolute values only
+        vals = []
+        for r in rows:
+            if len(r) <= max(bpb_col, label_col):
+                continue
+            v = _bpb_in(r[bpb_col])
+            if v is not None and _clean(r[label_col]):
+                vals.append((_clean(r[label_col]), v))
+        if len(vals) < 2 or "bpb" not in low[bpb_col] and "score" not in low[bpb_col]:
+            continue
+        if re.search(r"seed|run\b", low[label_col]) or all(re.fullmatch(r"\d+", lbl) for lbl, _ in vals):
+            continue  # per-seed tables are not ablations
+        cumulative = sum(lbl.startswith("+") for lbl, _ in vals[1:]) >= max(1, (len(vals) - 1) // 2)
+        for k in range(1, len(vals)):
+            ref = vals[k - 1][1] if cumulative else vals[0][1]
+            rows_out.append(AblationRow(change=vals[k][0], delta_bpb=round(vals[k][1] - ref, 6),
+                                        source=f"README table '{heading}' ({'cumulative' if cumulative else 'vs first row'})"))
+    return rows_out
+
+
+_PROSE = re.compile(rf"(?P<num>{_NUM})\s*(?P<unit>bpb|bits per byte|nats?)\b", re.I)
+
+
+def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
+    out: list[AblationRow] = []
+    for para in re.split(r"\n\s*\n", text):
+        if para.lstrip().startswith("|"):
+            continue
+        for sent in re.split(r"(?<=[.!?])\s+(?=[A-Z*(])|\n[-*] |\n", para):
+            for m in _PROSE.finditer(sent):
+                raw = m.group("num")
+                d = _to_float(raw)
+                if d is None or abs(d) > 0.5 or abs(d) < 1e-6:
+                    continue
+                signed = bool(re.match(r"[+\-−–]", raw.strip()))
+                if not signed and not re.search(r"\(\s*$|by\s*$|of\s*$|[~≈]\s*$", sent[:m.start()]):
+                    continue
+                ctx = sent
+                if not signed or d > 0:
+                    if _GAIN.search(ctx) and not _LOSS.search(ctx):
+                        d = -abs(d)
+                    elif _LOSS.search(ctx):
+                        d = abs(d)
+                    elif not signed:
+                        continue
+                change = _clean(sent[:m.start()]).rstrip(" :(—-,")
+                change = re.sub(r"^[-*\d.)\s]+", "", change)[-120:] or _clean(sent)[:120]
+                if m.group("unit").lower().startswith("nat"):
+                    if nats_to_bpb is None:
+                        out.append(AblationRow(change=f"{change} (nats {d:+g}; no bpb ratio)", delta_bpb=None,
+                                               source="README prose"))
+                        continue
+                    d = d * nats_to_bpb
+                out.append(AblationRow(change=change, delta_bpb=round(d, 6), source="README prose"))
+    return out
+
+
+def extract_ablations(readme: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
+    """Table rows first, then prose deltas that do not repeat a table row's value."""
+    rows = table_ablations(readme or "", nats_to_bpb=nats_to_bpb)
+    seen = {r.delta_bpb for r in rows}
+    for r in prose_ablations(readme or "", nats_to_bpb=nats_to_bpb):
+        if r.delta_bpb not in seen:
+            rows.append(r)
+            seen.add(r.delta_bpb)
+    return rows

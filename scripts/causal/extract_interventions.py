@@ -1,0 +1,467 @@
+"""Leaderboard mining: record folders -> typed intervention matrix (results/interventions.json + .csv).
+
+Usage::
+
+    python scripts/causal/extract_interventions.py --input ../shared/records \
+        --output results/interventions.json --csv results/interventions.csv --report results/interventions_coverage.md
+
+Per record the sources are read in order of trust: log config dumps and env settings, code defaults,
+submission JSON keys, README / JSON prose; features still unknown are inherited from the record that
+introduced a base PR ("inherited from <record_id>"), then fall back to the naive baseline's values
+("default: naive baseline"). Bad input never stops the run: it becomes a warning on that record.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import re
+import statistics
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from scripts.causal import feature_rules as fr  # noqa: E402
+from scripts.causal import record_parsing as rp  # noqa: E402
+from scripts.causal.ablation_parsing import extract_ablations  # noqa: E402
+from scripts.causal.cli import add_debug_flag, run_cli  # noqa: E402
+from scripts.causal.errors import ConfigError  # noqa: E402
+from scripts.causal.schema import (  # noqa: E402
+    BASELINE_FEATURES,
+    INTERVENTION_FEATURES,
+    InterventionRecord,
+    SeedScore,
+    write_json,
+)
+
+SOURCE_KINDS = ("log", "code", "json", "readme", "inherited", "default")
+
+_BASE_WORDING = re.compile(
+    r"(?:built|builds|building|based|build|stacked|stacks|layered|forked|fork|extends|extending|starts?|started|"
+    r"rebased|derived|on top|atop|base[d]?\s*(?:stack|submission|pr)?|parent|baseline(?: is)?|from|"
+    r"continu\w*|improv\w* (?:on|over)|port\w*|reuses?|adopts?)"
+    r"[^.\n]{0,60}?(?:PR\s*#|pull/|#)(\d{2,5})", re.I)
+_OWN_PR = re.compile(r"(?:^#.*?|this (?:PR|submission)[^.\n]{0,20})(?:PR\s*#|pull/)(\d{2,5})", re.I | re.M)
+
+
+def _num(v):
+    return rp._num(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# One record
+# ---------------------------------------------------------------------------------------------
+
+def _readme_numbers(readme: str) -> list[tuple[float, str, str]]:
+    """(value, text, context) of bpb-looking numbers in the README."""
+    out = []
+    for m in re.finditer(r"(?<![\d.])([0-4]\.\d{3,8})(?![\d.])", readme or ""):
+        ctx = readme[max(0, m.start() - 80): m.end() + 40]
+        out.append((float(m.group(1)), m.group(1), ctx))
+    return out
+
+
+def _precise_match(target: float, candidates: list[tuple[float, str]], tol: float) -> float | None:
+    """The most precise candidate within ``tol`` of ``target``."""
+    best = None
+    for v, text in candidates:
+        if abs(v - target) <= tol:
+            digits = len(text.split(".")[-1]) if "." in text else 0
+            if best is None or digits > best[1]:
+                best = (v, digits)
+    return best[0] if best else None
+
+
+def _headline(src: rp.RecordSources, jname: str | None, jd: dict, log_finals: dict[str, tuple[str, float]],
+              lb_score: float | None, prov: dict, warns: list[str]) -> float | None:
+    val, key = rp.json_headline(jd)
+    if val is not None:
+        prov["val_bpb"] = f"{jname}:{key}"
+    seeds = [v for _, v in rp.json_seed_scores(jd) if v is not None]
+    readme_nums = [(v, t) for v, t, ctx in _readme_numbers(src.readme or "")
+                   if re.search(r"bpb|mean|score|val", ctx, re.I)]
+    # JSON gave the best seed while the README headlines the mean
+    if val is not None and len(seeds) > 1 and abs(val - min(seeds)) < 1e-9:
+        mean = statistics.fmean(seeds)
+        stated = _precise_match(mean, readme_nums, 6e-5)
+        val = stated if stated is not None else round(mean, 8)
+        prov["val_bpb"] = f"README.md:mean of seeds (JSON {key} was the best seed)"
+    if val is None and log_finals:
+        vals = [v for _, v in log_finals.values()]
+        mean = statistics.fmean(vals)
+        stated = _precise_match(mean, readme_nums, 6e-5) if len(vals) > 1 else None
+        val = stated if stated is not None else (vals[0] if len(vals) == 1 else round(mean, 8))
+        prov["val_bpb"] = ("log:" + next(iter(log_finals.values()))[0]) if len(vals) == 1 else "logs:mean of seeds"
+    if val is None and readme_nums:
+        m = re.search(r"(?:val_bpb|bpb|score)[^0-9\n]{0,30}([0-4]\.\d{3,8})", src.readme or "", re.I)
+        if m:
+            val = float(m.group(1))
+            prov["val_bpb"] = "README.md:first bpb number"
+    if lb_score is not None:
+        if val is None or abs(val - lb_score) > 6e-4:
+            cands = readme_nums + [(v, f"{v}") for _, v in log_finals.values()]
+            cands += [(float(v), str(v)) for k, v in jd.items() if "bpb" in k and isinstance(v, (int, float))]
+            better = _precise_match(lb_score, cands, 5.1e-4)
+            if better is not None:
+                if val is not None:
+                    warns.append(f"{src.folder.name}: headline {val} disagrees with leaderboard {lb_score}; "
+                                 f"using {better}")
+                val = better
+                prov["val_bpb"] = "matched leaderboard score (most precise source value)"
+            elif val is None:
+                val = lb_score
+                prov["val_bpb"] = "leaderboard table score"
+    return val
+
+
+def _merged_config(src: rp.RecordSources, jd: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """Config keys with their source kind: log dump > env settings > code defaults > JSON scalars."""
+    cfg: dict[str, str] = {}
+    kind: dict[str, str] = {}
+
+    def add(d: dict, label: str) -> None:
+        for k, v in d.items():
+            if k not in cfg:
+                cfg[k] = str(v)
+                kind[k] = label
+
+    for name, text in src.logs.items():
+        if not name.endswith(".txt") and not name.endswith(".log"):
+            continue
+        add(rp.log_config(text), f"log:{name}")
+        if len(cfg) > 20:
+            break
+    for name, text in src.logs.items():
+        add(rp.env_assignments(text[:20000]), f"log:{name}(env)")
+        break
+    add(rp.env_assignments(src.readme or ""), "README.md(env)")
+    for name, code in src.code.items():
+        add(rp.code_defaults(code), f"code:{name}")
+    add({k.lower(): v for k, v in jd.items() if isinstance(v, (int, float, str, bool)) and not isinstance(v, str)
+         or (isinstance(v, str) and len(v) < 40)}, "json")
+    return cfg, kind
+
+
+def _prose_sources(src: rp.RecordSources, jd: dict, lb_row: rp.LeaderboardRow | None) -> list[tuple[str, str]]:
+    texts = []
+    if src.readme:
+        texts.append(("README.md", fr.positive_text(src.readme)))
+    jtext = " . ".join(str(jd.get(k, "")) for k in ("name", "blurb", "technique_summary", "description", "summary"))
+    if isinstance(jd.get("techniques"), list):
+        jtext += " . " + " . ".join(map(str, jd["techniques"]))
+    texts.append(("json", jtext))
+    if lb_row is not None:
+        texts.append(("leaderboard", f"{lb_row.run} . {lb_row.summary}"))
+    return texts
+
+
+def _base_prs(src: rp.RecordSources, jd: dict, own_pr: int | None) -> list[int]:
+    prs: list[int] = []
+    for key in ("base_pr", "based_on", "base_submission", "comparison_baseline_pr", "builds_on", "parent_pr"):
+        v = jd.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            prs.append(int(v))
+        elif isinstance(v, str):
+            prs += [int(n) for n in re.findall(r"(?:PR\s*#|#|pull/)(\d{2,5})", v)]
+        elif isinstance(v, list):
+            prs += [int(n) for n in re.findall(r"(\d{2,5})", " ".join(map(str, v)))]
+    for m in _BASE_WORDING.finditer(src.readme or ""):
+        prs.append(int(m.group(1)))
+    return [p for p in dict.fromkeys(prs) if p != own_pr]
+
+
+def _nats_ratio(jd: dict) -> float | None:
+    bpb, loss = _num(jd.get("val_bpb")), _num(jd.get("val_loss"))
+    if bpb and loss and loss > bpb * 1.2:
+        return bpb / loss
+    return None
+
+
+def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None,
+                   warnings: list[str]) -> tuple[dict, dict[str, tuple[object, str]]]:
+    """Everything one folder says (no lineage yet). Returns (record dict, own features with provenance)."""
+    warns: list[str] = []
+    src = rp.load_record(folder, warns)
+    jname, jd = rp.submission_json(src)
+    if jname is None:
+        warns.append(f"{folder.name}: no submission JSON; scores come from the README and logs")
+    prov: dict[str, str] = {}
+    log_finals: dict[str, tuple[str, float]] = {}
+    log_seeds: dict[int, float] = {}
+    for name, text in src.logs.items():
+        fin = rp.log_final_bpb(text)
+        if fin:
+            log_finals[name] = fin
+            s = rp.log_seed(name, text)
+            if s is not None:
+                log_seeds.setdefault(s, fin[1])
+    val = _headline(src, jname, jd, log_finals, lb_row.score if lb_row else None, prov, warns)
+
+    pre = None
+    for k in ("pre_quant_val_bpb", "pre_quant_bpb", "prequant_val_bpb", "val_bpb_prequant"):
+        if _num(jd.get(k)) is not None:
+            pre, prov["pre_quant_bpb"] = _num(jd[k]), f"{jname}:{k}"
+            break
+    post = None
+    for k in ("post_quant_val_bpb", "int6_zstd_val_bpb", "int8_zlib_val_bpb", "val_bpb_roundtrip",
+              "post_quant_standard_val_bpb", "roundtrip_val_bpb", "quantized_val_bpb"):
+        if _num(jd.get(k)) is not None:
+            post, prov["post_quant_bpb"] = _num(jd[k]), f"{jname}:{k}"
+            break
+    if post is None or pre is None:
+        for name, text in src.logs.items():
+            for mname, v in rp.log_metrics(text):
+                low = mname.lower()
+                if post is None and "roundtrip" in low and low.endswith("_exact"):
+                    post, prov["post_quant_bpb"] = v, f"log:{name}:{mname}"
+                if pre is None and re.search(r"pre[_-]?quant|prequant|pre_ema|ema_eval", low):
+                    pre, prov["pre_quant_bpb"] = v, f"log:{name}:{mname}"
+            break
+    art, akey = rp.json_artifact_bytes(jd)
+    if art is not None:
+        prov["artifact_bytes"] = f"{jname}:{akey}"
+    else:
+        for name, text in src.logs.items():
+            m = re.findall(r"Total submission size[^:\n]*:\s*(\d+)\s*bytes", text)
+            if m:
+                art, prov["artifact_bytes"] = int(m[-1]), f"log:{name}:Total submission size"
+                break
+
+    seeds = [SeedScore(seed=s, val_bpb=v) for s, v in rp.json_seed_scores(jd)]
+    if any(s.val_bpb is None for s in seeds) and log_seeds:
+        seeds = [SeedScore(seed=s.seed, val_bpb=s.val_bpb if s.val_bpb is not None else log_seeds.get(s.seed))
+                 for s in seeds]
+    if not seeds and log_seeds:
+        seeds = [SeedScore(seed=s, val_bpb=v) for s, v in log_seeds.items()]
+        prov["seeds"] = "logs:final metric per seed"
+    elif seeds:
+        prov["seeds"] = f"{jname}:seed_results"
+
+    own_pr = lb_row.prs[0] if lb_row and lb_row.prs else None
+    for k in ("pr", "pr_number", "pull_request"):
+        if own_pr is None and _num(jd.get(k)) is not None:
+            own_pr = int(jd[k])
+    base_prs = _base_prs(src, jd, own_pr)
+
+    # features, in order of trust
+    own: dict[str, tuple[object, str]] = {}
+    cfg, kind = _merged_config(src, jd)
+    for feat, (value, rule) in fr.features_from_config(cfg).items():
+        key = rule.split(":", 1)[1].split(" ")[0].split("/")[0]
+        own[feat] = (value, f"{kind.get(key, 'config')}: {rule}")
+    for label, text in _prose_sources(src, jd, lb_row):
+        for feat, (value, rule) in fr.features_from_prose(text).items():
+            if feat not in own:
+                own[feat] = (value, f"{label}: {rule}")
+    if not src.readme and not jd and not src.logs:
+        warns.append(f"{folder.name}: no readable README, JSON or logs; record has nulls only")
+
+    ratio = _nats_ratio(jd)
+    ablations = extract_ablations(src.readme or "", nats_to_bpb=ratio)
+    date = (str(jd.get("date"))[:10] if jd.get("date") else None) or (lb_row.date if lb_row else None)
+    if date is None:
+        m = re.match(r"(\d{4}-\d{2}-\d{2})", folder.name)
+        date = m.group(1) if m else None
+    author = jd.get("author") or (lb_row.author if lb_row else None)
+    record = {
+        "record_id": folder.name, "track": track, "date": date, "author": author, "val_bpb": val,
+        "pre_quant_bpb": pre, "post_quant_bpb": post, "artifact_bytes": art, "seeds": seeds,
+        "base_prs": tuple(base_prs), "ablations": tuple(ablations), "provenance": prov, "pr": own_pr,
+        "leaderboard_rank": lb_row.rank if lb_row else None, "leaderboard_score": lb_row.score if lb_row else None,
+        "summary": lb_row.summary if lb_row else (jd.get("name") if isinstance(jd.get("name"), str) else None),
+        "warnings": tuple(warns),
+    }
+    warnings.extend(warns)
+    return record, own
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole run
+# ---------------------------------------------------------------------------------------------
+
+def _match_row(folder: Path, jd_score: float | None, rows: list[rp.LeaderboardRow]) -> rp.LeaderboardRow | None:
+    rel = f"{folder.parent.name}/{folder.name}"
+    for r in rows:
+        if r.record_path == rel:
+            return r
+    date = folder.name[:10]
+    cands = [r for r in rows if r.record_path is None and r.score is not None and jd_score is not None
+             and abs(r.score - jd_score) <= 6e-4]
+    cands.sort(key=lambda r: (r.date != date, abs(r.score - jd_score)))
+    return cands[0] if cands else None
+
+
+def extract(inputs: list[Path]) -> dict:
+    """Run the miner over input folders; returns the JSON payload (without schema_version)."""
+    warnings: list[str] = []
+    lb_rows: list[rp.LeaderboardRow] = []
+    readmes_seen = set()
+    folders: list[Path] = []
+    for d in inputs:
+        d = Path(d)
+        if not d.is_dir():
+            raise ConfigError(f"--input {d}: not a folder; pass a records/ folder, a track folder or a record folder")
+        ch = rp.find_challenge_readme(d)
+        if ch and ch not in readmes_seen:
+            readmes_seen.add(ch)
+            text = rp.read_text_safe(ch, warnings) or ""
+            lb_rows += rp.parse_leaderboard(text)
+        found = rp.discover_records(d)
+        for f in rp.empty_candidate_folders(d):
+            warnings.append(f"{f}: not a record folder (needs README.md plus a submission JSON or a train log)")
+        folders += [f for f in found if f not in folders]
+
+    records: list[dict] = []
+    owns: dict[str, dict] = {}
+    for folder in folders:
+        w: list[str] = []
+        src_json = rp.submission_json(rp.load_record(folder, w))[1]
+        row = _match_row(folder, rp.json_headline(src_json)[0], lb_rows)
+        rec, own = extract_record(folder, track=folder.parent.name, lb_row=row, warnings=warnings)
+        records.append(rec)
+        owns[rec["record_id"]] = own
+
+    # PR -> record (the leaderboard links a record to its own PR; READMEs name "<folder> (PR #N)")
+    pr_to_record: dict[int, str] = {}
+    for rec in records:
+        if rec["pr"] is not None:
+            pr_to_record.setdefault(rec["pr"], rec["record_id"])
+    ids = {r["record_id"] for r in records}
+    for folder in folders:
+        for text in [rp.read_text_safe(folder / "README.md", [])] if (folder / "README.md").is_file() else []:
+            for m in re.finditer(r"([0-9]{4}-[0-9]{2}-[0-9]{2}_[\w.-]+)[^\n#]{0,20}\(PR\s*#(\d+)\)", text or ""):
+                if m.group(1) in ids:
+                    pr_to_record.setdefault(int(m.group(2)), m.group(1))
+
+    by_id = {r["record_id"]: r for r in records}
+    resolved: dict[str, dict[str, tuple[object, str]]] = {}
+
+    def resolve(rid: str, stack: tuple[str, ...] = ()) -> dict[str, tuple[object, str]]:
+        if rid in resolved:
+            return resolved[rid]
+        feats = dict(owns[rid])
+        for pr in by_id[rid]["base_prs"]:
+            base = pr_to_record.get(pr)
+            if base is None or base == rid or base in stack:
+                continue
+            base_feats = resolve(base, stack + (rid,))
+            for f in INTERVENTION_FEATURES:
+                if f not in feats and f in base_feats and not base_feats[f][1].startswith("default"):
+                    feats[f] = (base_feats[f][0], f"inherited from {base}")
+        for f in INTERVENTION_FEATURES:
+            if f not in feats:
+                feats[f] = (BASELINE_FEATURES[f], "default: naive baseline")
+        resolved[rid] = feats
+        return feats
+
+    out_records = []
+    for rec in sorted(records, key=lambda r: (r["track"], r["date"] or "", r["record_id"])):
+        feats = resolve(rec["record_id"])
+        rec["features"] = {f: feats[f][0] for f in INTERVENTION_FEATURES}
+        rec["provenance"] = {**rec["provenance"], **{f"features.{f}": feats[f][1] for f in INTERVENTION_FEATURES}}
+        rec["base_record_ids"] = [pr_to_record[p] for p in rec["base_prs"] if p in pr_to_record]
+        ir = InterventionRecord(**{k: v for k, v in rec.items() if k != "base_record_ids"})
+        d = ir.to_dict()
+        d["base_record_ids"] = rec["base_record_ids"]
+        out_records.append(d)
+    return {"generated_from": [str(p) for p in inputs], "records": out_records, "warnings": warnings}
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------
+
+def _csv_value(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    return str(v)
+
+
+def to_csv(payload: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["record_id", "track", "val_bpb", *INTERVENTION_FEATURES])
+    for r in payload["records"]:
+        w.writerow([r["record_id"], r["track"], _csv_value(r["val_bpb"]),
+                    *[_csv_value(r["features"].get(f)) for f in INTERVENTION_FEATURES]])
+    return buf.getvalue()
+
+
+def source_kind(prov: str) -> str:
+    p = prov.lower()
+    if p.startswith("inherited"):
+        return "inherited"
+    if p.startswith("default"):
+        return "default"
+    if p.startswith("log"):
+        return "log"
+    if p.startswith("code"):
+        return "code"
+    if p.startswith("json") or p.startswith("submission"):
+        return "json"
+    return "readme"
+
+
+def coverage(payload: dict) -> dict:
+    rows = {}
+    for f in INTERVENTION_FEATURES:
+        counts = {k: 0 for k in SOURCE_KINDS}
+        filled = 0
+        for r in payload["records"]:
+            if r["features"].get(f) is not None:
+                filled += 1
+            counts[source_kind(r["provenance"].get(f"features.{f}", "default"))] += 1
+        rows[f] = {"filled": filled, "sources": counts}
+    return {"n_records": len(payload["records"]), "features": rows}
+
+
+def coverage_markdown(cov: dict) -> str:
+    lines = [f"# Intervention matrix coverage ({cov['n_records']} records)", "",
+             "Filled = non-null value. Sources: where the value came from (README includes JSON prose and the "
+             "leaderboard summary; leaderboard summary; `default` = naive-baseline fallback).", "",
+             "| feature | filled | " + " | ".join(SOURCE_KINDS) + " |",
+             "|---|---:|" + "---:|" * len(SOURCE_KINDS)]
+    for f, row in cov["features"].items():
+        lines.append(f"| {f} | {row['filled']} | " + " | ".join(str(row["sources"][k]) for k in SOURCE_KINDS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Mine leaderboard record folders into results/interventions.json (+ CSV).")
+    p.add_argument("--input", action="append", required=True, metavar="DIR",
+                   help="records/ folder, track folder or record folder (repeatable), e.g. ../shared/records")
+    p.add_argument("--output", required=True, metavar="PATH", help="JSON output, e.g. results/interventions.json")
+    p.add_argument("--csv", metavar="PATH", help="CSV twin for FCI, e.g. results/interventions.csv")
+    p.add_argument("--report", metavar="PATH", help="coverage report (.md or .json), e.g. results/interventions_coverage.md")
+    add_debug_flag(p)
+    return p
+
+
+def _main(args: argparse.Namespace) -> int:
+    payload = extract([Path(p) for p in args.input])
+    write_json(args.output, payload)
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.csv).write_text(to_csv(payload), encoding="utf-8")
+    if args.report:
+        cov = coverage(payload)
+        if str(args.report).endswith(".json"):
+            write_json(args.report, cov)
+        else:
+            Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.report).write_text(coverage_markdown(cov), encoding="utf-8")
+    print(f"{len(payload['records'])} records, {len(payload['warnings'])} warnings -> {args.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: _main(args), debug=args.debug, prog="extract_interventions")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
