@@ -388,3 +388,39 @@ class RunInfo:
     margin_bpb: float
     correction: str
     cycles: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+    """Everything run_pipeline.py was asked to do, resolved from its flags (stored in report.json).
+
+    ``interventions`` empty means "top_k from the ranking"; ``calibration`` arms are always added.
+    ``budget_minutes`` None means no budget; stages that would not fit are skipped and reported.
+    """
+
+    run_id: str
+    output_dir: str
+    preset: str
+    backend: str
+    seeds: tuple[int, ...]
+    confirm_seeds: tuple[int, ...]
+    interventions: tuple[str, ...] = ()
+    calibration: tuple[str, ...] = ("aa",)
+    top_k: int = 3
+    cycles: int = 1
+    max_null_cycles: int = 2
+    budget_minutes: float | None = None
+    alpha: float = 0.01
+    margin_bpb: float = 0.0
+    correction: str = "holm"
+    confirm: bool = True
+    promote: bool = True
+    apply_promotion: bool = False
+    resume: bool = False
+    dag_alpha: float = 0.05
+    bootstrap: int = 100
+    dag_seed: int = 0
+    matrix_path: str = "results/interventions.json"
+    data_overrides: dict = dataclasses.field(default_factory=dict)
+    extra_overrides: dict = dataclasses.field(default_factory=dict)
+    fast: bool = False
