@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from scipy import optimize, stats
+from scipy import optimize, special
 
 from scripts.causal.errors import ConfigError
 
@@ -36,8 +36,8 @@ def _check(n: int, alpha: float) -> None:
 def _power_std(es: float, n: int, alpha: float) -> float:
     """Power of the one-sided one-sample t-test at standardised effect ``es`` (sigma units, >0 = H1 side)."""
     df = n - 1
-    crit = stats.t.ppf(1.0 - alpha, df)
-    return float(stats.nct.sf(crit, df, es * math.sqrt(n)))
+    crit = special.stdtrit(df, 1.0 - alpha)  # = stats.t.ppf(1 - alpha, df)
+    return float(1.0 - special.nctdtr(df, es * math.sqrt(n), crit))  # = stats.nct.sf(crit, df, lambda)
 
 
 def power_one_sided(*, effect: float, sigma: float, n: int, alpha: float, margin: float = 0.0) -> float:
