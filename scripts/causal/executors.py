@@ -65,6 +65,39 @@ def config_hash(config: Any) -> str:
     return _train_gpt().config_hash(config)
 
 
+_DATA_FIELDS = ("data_path", "tokenizer_path")
+
+
+def check_result_config(planned: Any, seed: int, result: Mapping[str, Any]) -> str | None:
+    """None if ``result`` was trained on exactly ``planned`` with ``seed``, else an error naming the fields.
+
+    The trainer stores the config it ran: ``seed`` set to the run's seed and, when the planned data path
+    is the default FineWeb folder that is absent, the data paths resolved to the embedded default corpus.
+    Everything else must match field by field (the config hash is checked on top).
+    """
+    ran = result.get("config") or {}
+    if not ran:
+        return None if result.get("status") != "ok" else "result carries no config to check"
+    tg = _train_gpt()
+    data_ok = {k: ran.get(k, getattr(planned, k)) for k in _DATA_FIELDS}
+    if planned.data_path != tg.DEFAULT_DATA_PATH:
+        if Path(str(data_ok["data_path"])).name != Path(planned.data_path).name:
+            return f"data_path mismatch: planned {planned.data_path}, ran {data_ok['data_path']}"
+    try:
+        expected = planned.with_overrides({"seed": int(seed), **data_ok})
+    except ValueError as exc:
+        return f"result config unreadable: {exc}"
+    want = config_dict(expected)
+    skip = set(getattr(tg, "_HASH_EXCLUDED", ("run_id", "train_log_every")))
+    diff = sorted(k for k in want if k not in skip and k in ran and ran[k] != want[k])
+    if diff:
+        return "config mismatch in " + ", ".join(f"{k} (planned {want[k]!r}, ran {ran[k]!r})" for k in diff)
+    got = result.get("config_hash")
+    if got is not None and got != tg.config_hash(expected):
+        return f"config hash mismatch: planned {tg.config_hash(expected)}, ran {got}"
+    return None
+
+
 def failed_result(config: Any, seed: int, backend: str, error: str, *, status: str = "failed",
                   wall_s: float | None = None) -> dict:
     """A RunResult-shaped dict for a run that produced no metrics."""
@@ -141,9 +174,9 @@ class SubprocessExecutor:
                                      f"worker exited with code {proc.returncode}: {' | '.join(tail)}",
                                      wall_s=time.perf_counter() - t0)
             result = json.loads(out.read_text(encoding="utf-8"))
-        if result.get("config_hash") != expected:
-            return failed_result(config, seed, backend,
-                                 f"config hash mismatch: sent {expected}, child ran {result.get('config_hash')}")
+        problem = check_result_config(config, seed, result)
+        if problem is not None:
+            return failed_result(config, seed, backend, f"subprocess ran a different config: {problem}")
         return result
 
 
@@ -152,7 +185,7 @@ def _worker(inp: Path, out: Path) -> int:
 
     job = json.loads(Path(inp).read_text(encoding="utf-8"))
     tg = _train_gpt()
-    cfg = tg.Hyperparameters(**job["config"])
+    cfg = tg.Hyperparameters().with_overrides(job["config"])
     got = tg.config_hash(cfg)
     if got != job["config_hash"]:
         raise ConfigError(f"{inp}: config rebuilt in the child hashes to {got}, parent sent {job['config_hash']}; "

@@ -40,7 +40,13 @@ if __package__ in (None, ""):
 from scripts.causal import interventions as reg  # noqa: E402
 from scripts.causal.cli import add_debug_flag, run_cli  # noqa: E402
 from scripts.causal.errors import ConfigError  # noqa: E402
-from scripts.causal.executors import Executor, InProcessExecutor, config_dict, make_executor  # noqa: E402
+from scripts.causal.executors import (  # noqa: E402
+    Executor,
+    InProcessExecutor,
+    check_result_config,
+    config_dict,
+    make_executor,
+)
 from scripts.causal.ledger import Ledger  # noqa: E402
 from scripts.causal.paths import REPO_ROOT, RESULTS_DIR  # noqa: E402
 from scripts.causal.schema import RunRecord, ScreenPlan, ScreenResult, write_json  # noqa: E402
@@ -171,7 +177,7 @@ def plan_grid(plan: ScreenPlan) -> list[GridCell]:
 def plan_configs(plan: ScreenPlan) -> dict[str, Any]:
     """The resolved Hyperparameters of every arm (control + treatments)."""
     tg = _train_gpt()
-    base = tg.Hyperparameters(**plan.base_config)
+    base = tg.Hyperparameters().with_overrides(plan.base_config)
     out = {CONTROL: base}
     for name, ov in plan.treatments:
         out[name] = base.with_overrides(ov) if ov else base
@@ -197,12 +203,17 @@ def _finite(x: Any) -> bool:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def to_record(result: dict, *, screen_id: str, cell: GridCell, expected_hash: str, commit: str | None,
-              executor: str) -> RunRecord:
-    """A ledger row from an executor's RunResult dict; flags hash mismatches and non-finite metrics."""
+def to_record(result: dict, *, screen_id: str, cell: GridCell, planned: Any, expected_hash: str,
+              commit: str | None, executor: str) -> RunRecord:
+    """A ledger row from an executor's RunResult dict; flags config mismatches and non-finite metrics.
+
+    ``expected_hash`` (the arm's planned config hash) is the ledger key; the config actually run
+    (seed and resolved data paths filled in) is stored in ``config``.
+    """
     status, error = result.get("status") or "failed", result.get("error")
-    if result.get("config_hash") != expected_hash:
-        status, error = "failed", (f"config hash mismatch: planned {expected_hash}, ran {result.get('config_hash')}")
+    problem = check_result_config(planned, cell.seed, result)
+    if problem is not None:
+        status, error = "failed", f"ran a different config than planned: {problem}"
     elif status == "ok" and not _finite(result.get("val_bpb")):
         status, error = "diverged", f"val_bpb is not finite ({result.get('val_bpb')})"
     return RunRecord(
@@ -267,7 +278,8 @@ def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = 
             continue
         cfg = configs[cell.intervention]
         result = executor.run(cfg, cell.seed, plan.backend)
-        rec = to_record(result, screen_id=plan.screen_id, cell=cell, expected_hash=hashes[cell.intervention],
+        rec = to_record(result, screen_id=plan.screen_id, cell=cell, planned=cfg,
+                        expected_hash=hashes[cell.intervention],
                         commit=commit, executor=getattr(executor, "name", type(executor).__name__))
         ledger.record_run(rec)
         rec = ledger.get_run(plan.screen_id, cell.intervention, cell.seed, hashes[cell.intervention]) or rec

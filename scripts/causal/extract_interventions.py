@@ -74,11 +74,40 @@ def _precise_match(target: float, candidates: list[tuple[float, str]], tol: floa
     return best[0] if best else None
 
 
+_HEADLINE = re.compile(r"val[_\\ ]*(?:var[_\\ ]*)?bpb\W{0,6}(?:=|:)?\W{0,4}([0-4]\.\d{3,8})|([0-4]\.\d{3,8})\s*BPB", re.I)
+
+
+def readme_headline(readme: str) -> tuple[float, str, str] | None:
+    """The score a README headlines in its first lines: (value, text, line)."""
+    lines = (readme or "").splitlines()[:12]
+    for line in lines:
+        m = _HEADLINE.search(line)
+        if m:
+            text = m.group(1) or m.group(2)
+            context = " ".join(x for x in lines if text in x)  # the title's score is often qualified below it
+            return float(text), text, context
+    return None
+
+
+def _digits(text: str) -> int:
+    return len(text.split(".")[-1])
+
+
 def _headline(src: rp.RecordSources, jname: str | None, jd: dict, log_finals: dict[str, tuple[str, float]],
               lb_score: float | None, prov: dict, warns: list[str]) -> float | None:
     val, key = rp.json_headline(jd)
     if val is not None:
         prov["val_bpb"] = f"{jname}:{key}"
+    head = readme_headline(src.readme or "")
+    if head is not None and val is not None:
+        hv, htext, hline = head
+        if abs(round(val, _digits(htext)) - hv) > 10 ** -_digits(htext) / 2 + 1e-12 and re.search(r"mean|avg|average",
+                                                                                                  hline, re.I):
+            warns.append(f"{src.folder.name}: {jname} {key}={val} is not the README's headline mean {htext}; "
+                         "using the README")
+            val = hv
+            prov["val_bpb"] = "README.md:headline mean (JSON held a single seed)"
+            lb_score = None
     seeds = [v for _, v in rp.json_seed_scores(jd) if v is not None]
     readme_nums = [(v, t) for v, t, ctx in _readme_numbers(src.readme or "")
                    if re.search(r"bpb|mean|score|val", ctx, re.I)]
@@ -99,6 +128,21 @@ def _headline(src: rp.RecordSources, jname: str | None, jd: dict, log_finals: di
         if m:
             val = float(m.group(1))
             prov["val_bpb"] = "README.md:first bpb number"
+    if head is not None and val is None:
+        val = head[0]
+        prov["val_bpb"] = "README.md:headline"
+    head_agrees = head is not None and val is not None and abs(
+        round(val, _digits(head[1])) - head[0]) <= 10 ** -_digits(head[1]) / 2 + 1e-12
+    if head_agrees:
+        lb_score = None
+    if lb_score is not None and val is not None and _digits(repr(lb_score)) <= 6:
+        d = _digits(repr(lb_score))
+        if abs(round(val, d) - lb_score) > 10 ** -d / 2 + 1e-12:
+            stated = [(v, t) for v, t, ctx in _readme_numbers(src.readme or "") if re.search(r"mean", ctx, re.I)]
+            better = _precise_match(lb_score, stated, 10 ** -d / 2)
+            if better is not None:
+                val = better
+                prov["val_bpb"] = "README.md:stated mean matching the leaderboard score"
     if lb_score is not None:
         if val is None or abs(val - lb_score) > 6e-4:
             cands = readme_nums + [(v, f"{v}") for _, v in log_finals.values()]

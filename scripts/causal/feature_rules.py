@@ -132,9 +132,14 @@ def features_from_config(cfg: dict[str, str]) -> dict[str, tuple[object, str]]:
         head_dim = (dim or 512) / heads
         n = _float(v) or 0
         put("partial_rope", 0 < n < head_dim, f"config:{k}")
-    k, v = first("num_loops", "recur_layers_str", "recur_layers", "loop_layers")
+    k, v = first("num_loops", "recur_layers_str", "recur_layers", "loop_layers", "num_recurrences")
     if k:
-        put("depth_recurrence", bool(_float(v)) if _float(v) is not None else bool(str(v).strip()), f"config:{k}")
+        n = _float(v)
+        if n is None:
+            on = bool(str(v).strip()) and str(v).strip().lower() not in _FALSE
+        else:  # "1 loop" is the plain stack unless a loop range is configured
+            on = n > 1 or (n == 1 and any(x in cfg for x in ("loop_start", "loop_end")))
+        put("depth_recurrence", on, f"config:{k}")
     k, v = first("parallel_residual_start", "parallel_start_layer")
     if k:
         n = _float(v)
@@ -238,7 +243,7 @@ _NEG_BEFORE = re.compile(
     r"(?:\bno\b|\bnot\b|\bwithout\b|\bremov\w*|\bdrop\w*|\bdisabl\w*|\binstead of\b|\breplac\w*|\bw/o\b|"
     r"\bexcept\b|\bdoesn't\b|\bdid not\b|\bdidn't\b|\bnever\b|\babandon\w*|\bturn(?:ed)? off\b)[^.;:\n|]{0,40}$", re.I)
 _NEG_AFTER = re.compile(r"^[^.;\n|]{0,30}?\b(?:removed|disabled|dropped|hurt|did not help|didn't help|"
-                        r"was dead code|is dead code|not used|unused|off\b|=\s*0\b|=\s*false)", re.I)
+                        r"was dead code|is dead code|not used|unused|off\b|=\s*0(?![.\d])|=\s*false)", re.I)
 _NEG_SECTION = re.compile(
     r"negative|didn.?t work|did not work|not work|fail|discard|tried|abandon|dead end|what didn|"
     r"ablation|removed|lessons|future|todo|not included|rejected|unsuccessful|open question|comparison|"

@@ -241,7 +241,7 @@ class Ledger:
         cur = self._conn.execute(f"SELECT {','.join(_RUN_COLUMNS)} FROM runs {where} ORDER BY id", params)
         out = []
         for row in cur.fetchall():
-            kw = dict(zip(_RUN_COLUMNS, row))
+            kw = dict(zip(_RUN_COLUMNS, row, strict=True))
             for col in _JSON_COLUMNS:
                 kw[col] = json.loads(kw[col])
             out.append(RunRecord(**kw))

@@ -176,7 +176,7 @@ def code_from_log(text: str) -> str | None:
 
 _DUMP_LINE = re.compile(r"^\s{1,4}([a-z][a-z0-9_]*):\s?(.*?)\s*$")
 _KV_TOKEN = re.compile(r"(?<![\w/.-])([a-z][a-z0-9_]*):([^\s,:\[\]{}]+)")
-_ENV_TOKEN = re.compile(r"(?<![\w-])([A-Z][A-Z0-9_]{2,})=(\"[^\"]*\"|'[^']*'|[^\s\\;&|]+)")
+_ENV_TOKEN = re.compile(r"(?<![\w-])([A-Z][A-Z0-9_]{2,})=(\"[^\"]*\"|'[^']*'|[^\s\\;&|`),]+)")
 _NON_CONFIG_TOKENS = {"step", "train_time", "step_avg", "val_loss", "val_bpb", "train_loss", "eval_time",
                       "elapsed", "time", "peak_memory_allocated", "reserved"}
 
