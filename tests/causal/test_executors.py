@@ -1,0 +1,99 @@
+"""Tests for scripts/causal/executors.py: torchrun command + upstream log parser, config checks,
+and the subprocess executor running the identical config (with a timeout)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import train_gpt as tg
+from scripts.causal import executors as ex
+from scripts.causal.errors import ConfigError
+from scripts.causal.paths import TRAIN_GPT
+
+LOG = "runner/upstream_train.log"
+
+
+def test_parse_upstream_log(fixtures_dir):
+    out = ex.parse_train_log((fixtures_dir / LOG).read_text())
+    assert out["status"] == "ok" and out["error"] is None
+    assert out["post_quant_val_loss"] == pytest.approx(2.07269931)
+    assert out["post_quant_val_bpb"] == pytest.approx(1.22436570)
+    assert out["val_bpb"] == pytest.approx(1.2172) and out["val_loss"] == pytest.approx(2.0606)
+    assert out["val_history"] == [{"step": 0, "val_loss": 6.9357, "val_bpb": 4.1077},
+                                  {"step": 13780, "val_loss": 2.0606, "val_bpb": 1.2172}]
+    assert out["step_losses"] == [6.9370, 16.8003, 8.7530, 2.7583]
+    assert out["steps"] == 13780
+    assert out["artifact_bytes"] == 15863489
+    assert out["train_time_s"] == pytest.approx(600.038)
+
+
+def test_parse_log_without_final_line_is_failed(fixtures_dir):
+    text = "\n".join(line for line in (fixtures_dir / LOG).read_text().splitlines() if "_exact" not in line)
+    out = ex.parse_train_log(text)
+    assert out["status"] == "failed" and "final_int8_zlib_roundtrip_exact" in out["error"]
+    assert out["post_quant_val_bpb"] is None and out["val_bpb"] == pytest.approx(1.2172)
+
+
+def test_parse_log_nan_is_diverged():
+    out = ex.parse_train_log("step:1/2 train_loss:nan train_time:5ms\n"
+                             "final_int8_zlib_roundtrip_exact val_loss:nan val_bpb:nan\n")
+    assert out["status"] == "diverged" and math.isnan(out["post_quant_val_bpb"])
+
+
+def test_torchrun_command_and_env():
+    cfg = tg.preset_config("baseline").with_overrides(activation="gelu", ln_scale=True, mlp_mult=3)
+    argv, env = ex.build_torchrun_command(cfg, 42, nproc_per_node=8)
+    assert argv == ["torchrun", "--standalone", "--nproc_per_node=8", str(TRAIN_GPT)]
+    assert env["SEED"] == "42"
+    assert env["ACTIVATION"] == "gelu" and env["LN_SCALE"] == "1" and env["TIE_EMBEDDINGS"] == "1"
+    assert env["MLP_MULT"] == "3" and env["MATRIX_LR"] == "0.04" and env["COMPILE"] == "1"
+    assert set(env) == {f.upper() for f in tg.Hyperparameters.field_names()}
+    # The env round-trips to the identical config through the trainer's own env reader.
+    assert tg.Hyperparameters.from_env(env) == cfg.with_overrides(seed=42)
+
+
+def test_torchrun_executor_missing_binary_is_failed_not_raised():
+    cfg = tg.preset_config("tiny")
+    res = ex.TorchrunExecutor(torchrun="/nonexistent/torchrun", timeout_s=5).run(cfg, 1, "torch")
+    assert res["status"] == "failed" and "cannot launch" in res["error"]
+    assert ex.TorchrunExecutor().run(cfg, 1, "mlx")["status"] == "failed"
+
+
+def test_check_result_config():
+    cfg = tg.preset_config("tiny")
+    ran = cfg.with_overrides(seed=7, data_path="/x/datasets/shakespeare_sp1024", tokenizer_path="/x/t.model")
+    ok = {"config": ran.to_dict(), "config_hash": tg.config_hash(ran), "status": "ok"}
+    assert ex.check_result_config(cfg, 7, ok) is None  # default data path resolved to the corpus: fine
+    assert "seed" in ex.check_result_config(cfg, 8, ok)
+    other = ran.with_overrides(mlp_mult=3)
+    msg = ex.check_result_config(cfg, 7, {"config": other.to_dict(), "config_hash": tg.config_hash(other)})
+    assert msg == "config mismatch in mlp_mult (planned 2, ran 3)"
+    custom = cfg.with_overrides(data_path="/data/a_sp1024")
+    assert "data_path mismatch" in ex.check_result_config(custom, 7, ok)
+
+
+def test_make_executor():
+    assert isinstance(ex.make_executor("subprocess", timeout_s=3), ex.SubprocessExecutor)
+    assert ex.make_executor("torchrun", nproc_per_node=2).nproc_per_node == 2
+    with pytest.raises(ConfigError, match=r"--executor 'gpu' is not one of \['inprocess', 'subprocess', 'torchrun'\]"):
+        ex.make_executor("gpu")
+
+
+def test_subprocess_runs_identical_config(tiny_corpus):
+    from scripts.causal import trainer
+
+    cfg = tg.preset_config("tiny").with_overrides(tiny_corpus.overrides()).with_overrides(iterations=3)
+    child = ex.SubprocessExecutor(timeout_s=300).run(cfg, 5, "torch")
+    assert child["status"] == "ok", child["error"]
+    here = trainer.run(cfg, 5, "torch")
+    assert child["config_hash"] == here.config_hash
+    assert child["val_bpb"] == here.val_bpb and child["step_losses"] == here.step_losses  # bit-identical
+    assert ex.check_result_config(cfg, 5, child) is None
+
+
+def test_subprocess_timeout_is_failed(tiny_corpus):
+    cfg = tg.preset_config("tiny").with_overrides(tiny_corpus.overrides())
+    res = ex.SubprocessExecutor(timeout_s=0.5).run(cfg, 5, "torch")
+    assert res["status"] == "failed" and res["error"].startswith("timeout: run exceeded 0.5 s")
+    assert res["val_bpb"] is None
