@@ -283,11 +283,15 @@ def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None
     elif seeds:
         prov["seeds"] = f"{jname}:seed_results"
 
-    own_pr = lb_row.prs[0] if lb_row and lb_row.prs else None
+    own_pr = None
     for k in ("pr", "pr_number", "pull_request"):
         if own_pr is None and _num(jd.get(k)) is not None:
             own_pr = int(jd[k])
     base_prs = _base_prs(src, jd, own_pr)
+    if own_pr is None and lb_row is not None:
+        # the leaderboard's "On PR #N" is usually the record's own PR, unless the README names N as its base
+        own_pr = next((n for n in lb_row.prs if n not in base_prs), None)
+    base_prs = [n for n in base_prs if n != own_pr]
 
     # features, in order of trust
     own: dict[str, tuple[object, str]] = {}
@@ -378,6 +382,31 @@ def extract(inputs: list[Path]) -> dict:
             for m in re.finditer(r"([0-9]{4}-[0-9]{2}-[0-9]{2}_[\w.-]+)[^\n#]{0,20}\(PR\s*#(\d+)\)", text or ""):
                 if m.group(1) in ids:
                     pr_to_record.setdefault(int(m.group(2)), m.group(1))
+
+    # "PR #N by @handle": N belongs to the only record by that handle
+    by_id0 = {r["record_id"]: r for r in records}
+    handles: dict[str, list[str]] = {}
+    for folder, rec in zip(folders, records):
+        jd = rp.submission_json(rp.load_record(folder, []))[1]
+        for h in {str(jd.get("github_id", "")).lower(), str(rec["author"] or "").lower()} - {""}:
+            handles.setdefault(h, []).append(rec["record_id"])
+    for folder in folders:
+        text = rp.read_text_safe(folder / "README.md", []) if (folder / "README.md").is_file() else ""
+        text = (text or "") + " " + " ".join(
+            str(v) for v in rp.submission_json(rp.load_record(folder, []))[1].values() if isinstance(v, (str, dict)))
+        for m in re.finditer(r"PR\s*#(\d+)\]?(?:\([^)]*\))?[\s,(]*(?:by\s*)?@([\w-]+)|@([\w-]+)\)?[\s,]*\(?PR\s*#(\d+)",
+                             text):
+            pr, h = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
+            owners = handles.get(h.lower(), [])
+            if len(owners) == 1 and int(pr) not in pr_to_record and owners[0] != folder.name:
+                owner = by_id0[owners[0]]
+                if owner["pr"] is not None and owner["pr"] != int(pr):
+                    continue  # that record is already known to be another PR
+                # PR numbers grow with time: a record dated before a smaller-numbered PR's record is not PR N
+                earlier = [by_id0[r]["date"] or "" for n, r in pr_to_record.items() if n < int(pr)]
+                if earlier and (owner["date"] or "") < max(earlier):
+                    continue
+                pr_to_record[int(pr)] = owners[0]
 
     by_id = {r["record_id"]: r for r in records}
     resolved: dict[str, dict[str, tuple[object, str]]] = {}

@@ -230,7 +230,7 @@ _BOOL_PATTERNS: list[tuple[str, str]] = [
     ("ttt", r"\bttt\b|test[\s-]time training|legal ttt|score[\s-]first"),
     ("lora_ttt", r"lora[\s-]?ttt|ttt[^.\n]{0,40}lora|lora[^.\n]{0,30}test[\s-]time"),
     ("ngram_cache", r"n[\s-]?gram (?:cache|tilt|mixer|mixing|statistics)|ngram[\s_-]?(?:cache|tilt)"),
-    ("fp16_embed", r"fp16[\s_-]?(?:tied[\s_-])?embed|embed\w*[^.\n]{0,20}(?:in|as|kept in) fp16"),
+    ("fp16_embed", r"fp16[^.\n]{0,25}embed|embed\w*[^.\n]{0,25}(?:fp16|float16)"),
     ("orthogonal_init", r"ortho(?:gonal)?[\s_-]?init"),
     ("attention_gate", r"gated[\s_-]?attn|gated attention|attn[\s_-]?out[\s_-]?gate|attention[\s-]output[\s-]gate|"
                        r"sparse[\s_-]?attn[\s_-]?gate|attention gate|sparsegate"),
@@ -274,11 +274,25 @@ def _mention_polarity(text: str, start: int, end: int) -> bool:
     return not (_NEG_BEFORE.search(before) or _NEG_AFTER.search(after))
 
 
+def normalize_prose(text: str) -> str:
+    """Table rows become ``cell: cell`` lines, ``×`` becomes ``x``, markdown emphasis is dropped."""
+    lines = []
+    for line in (text or "").splitlines():
+        s = line.strip()
+        if s.startswith("|"):
+            if re.match(r"^\|?[\s:|-]+$", s):
+                continue
+            s = ": ".join(c.strip() for c in s.strip("|").split("|"))
+        lines.append(s)
+    return re.sub(r"[*`]+", "", "\n".join(lines)).replace("×", "x").replace("\\_", "_")
+
+
 def features_from_prose(text: str) -> dict[str, tuple[object, str]]:
     """Features stated in free text; a feature mentioned only negatively gives False."""
     out: dict[str, tuple[object, str]] = {}
     if not text:
         return out
+    text = normalize_prose(text)
     for feat, rx in _BOOL_RES:
         pos = neg = None
         for m in rx.finditer(text):
@@ -306,15 +320,17 @@ def _first(rx: str, text: str, flags=re.I):
 
 
 def _numeric_prose(text: str, out: dict) -> None:
-    m = _first(r"\b(\d{1,2})\s*(?:L\b|-?layers?\b|x\s*\d{3,4}\b|\s*transformer (?:blocks|layers))", text)
-    if m and 2 <= int(m.group(1)) <= 40:
-        out["num_layers"] = (int(m.group(1)), f"prose:'{m.group(0)}'")
+    m = _first(r"\b(\d{1,2})\s*(?:L\b|-?layers?\b|x\s*\d{3,4}\b|\s*transformer (?:blocks|layers))|"
+               r"\b(?:num[_ ])?layers\s*[:=]\s*(\d{1,2})\b", text)
+    if m and 2 <= int(m.group(1) or m.group(2)) <= 40:
+        out["num_layers"] = (int(m.group(1) or m.group(2)), f"prose:'{m.group(0)}'")
     m = _first(r"\b\d{1,2}\s*x\s*(\d{3,4})\b|\b(\d{3,4})\s*(?:d\b|-?dim\b|model[_ ]dim)|model[_ ]dim\s*[=:]?\s*(\d{3,4})",
                text)
     if m:
         out["model_dim"] = (int(next(g for g in m.groups() if g)), f"prose:'{m.group(0)}'")
-    m = _first(r"\bmlp\s*(?:mult(?:iplier)?\s*[=:]?\s*)?(\d(?:\.\d+)?)\s*x|\b(\d(?:\.\d+)?)\s*x\s*mlp|mlp[_ ]mult\s*[=:]?\s*"
-               r"(\d(?:\.\d+)?)", text)
+    m = _first(r"\bmlp\s*(?:mult(?:iplier)?|expansion|ratio)?\s*[=:]?\s*(\d(?:\.\d+)?)\s*x(?![\d])|"
+               r"\b(\d(?:\.\d+)?)\s*x\s*(?:wider\s*)?mlp|mlp[_ ]mult\s*[=:]?\s*(\d(?:\.\d+)?)|"
+               r"mlp[^.\n]{0,12}?(\d(?:\.\d+)?)\s*x\s*expansion", text)
     if m:
         out["mlp_mult"] = (float(next(g for g in m.groups() if g)), f"prose:'{m.group(0)}'")
     m = _first(r"\bsp[\s-]?(\d{3,5})\b|\b(\d{3,5})[\s-]?(?:vocab|bpe|token vocab)|vocab(?:ulary)?(?:[_ ]size)?\s*[=:]?\s*"

@@ -134,10 +134,15 @@ def _valid(row: Mapping | None, metric: str) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def _index_rows(rows: Sequence[Mapping], backend: str | None) -> tuple[dict, dict, str | None]:
+def _index_rows(rows: Sequence[Mapping], backend: str | None) -> tuple[dict, dict]:
     controls: dict[int, Mapping] = {}
     treatments: dict[str, dict[int, Mapping]] = {}
-    backends = set()
+    if backend is None:
+        backends = {row.get("backend") for row in rows if isinstance(row, Mapping)}
+        if len(backends) > 1:
+            raise DataFormatError(
+                f"runs mix backends {sorted(map(str, backends))}; analyze one backend at a time "
+                "(pass backend=... / --backend) and compare them with confirmation.platform_transfer")
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise DataFormatError(f"runs[{i}]: expected an object, got {type(row).__name__}")
@@ -146,7 +151,6 @@ def _index_rows(rows: Sequence[Mapping], backend: str | None) -> tuple[dict, dic
                 raise DataFormatError(f"runs[{i}]: missing field {field!r} (row: {dict(row)!r:.200})")
         if backend is not None and row.get("backend") != backend:
             continue
-        backends.add(row.get("backend"))
         arm, seed, name = row["arm"], int(row["seed"]), str(row["intervention"])
         if arm == "control":
             target = controls
@@ -159,11 +163,7 @@ def _index_rows(rows: Sequence[Mapping], backend: str | None) -> tuple[dict, dic
                 f"runs[{i}]: duplicate {arm} row for intervention {name!r}, seed {seed}; "
                 "each (intervention, seed) must appear once (rebuild runs.json from the ledger)")
         target[seed] = row
-    if len(backends) > 1:
-        raise DataFormatError(
-            f"runs mix backends {sorted(map(str, backends))}; analyze one backend at a time "
-            "(pass backend=... / --backend) and compare them with platform_transfer")
-    return controls, treatments, next(iter(backends), None)
+    return controls, treatments
 
 
 def paired_deltas(runs: Sequence[Mapping] | Mapping, *, metric: str = "val_bpb",
@@ -176,7 +176,7 @@ def paired_deltas(runs: Sequence[Mapping] | Mapping, *, metric: str = "val_bpb",
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}; valid choices: {list(METRICS)}")
     rows = runs["runs"] if isinstance(runs, Mapping) else runs
-    controls, treatments, _ = _index_rows(rows, backend)
+    controls, treatments = _index_rows(rows, backend)
     out: dict[str, dict] = {}
     for name in sorted(treatments):
         trows = treatments[name]
