@@ -15,6 +15,7 @@ from statsmodels.stats.power import TTestPower
 from scripts.causal.errors import ConfigError, DataFormatError
 from scripts.causal.paths import REPO_ROOT
 from scripts.causal.power import mde_one_sided, power_one_sided
+from scripts.causal.schema import PooledSigma
 from scripts.causal.statistical_analysis import (
     _wilcoxon_p,
     adjust_pvalues,
@@ -25,7 +26,6 @@ from scripts.causal.statistical_analysis import (
     paired_deltas,
     pooled_sigma_from_aa,
 )
-from scripts.causal.schema import PooledSigma
 
 # R's `sleep` data: extra sleep (hours) for 10 patients under drug 1 (group 1) and drug 2 (group 2).
 SLEEP_1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
@@ -35,10 +35,10 @@ SLEEP_2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
 def rows_from(control, treatments: dict, *, backend="torch", seeds=None):
     seeds = list(range(11, 11 + len(control))) if seeds is None else seeds
     runs = [{"intervention": "control", "arm": "control", "seed": s, "backend": backend, "status": "ok",
-             "val_bpb": float(c)} for s, c in zip(seeds, control)]
+             "val_bpb": float(c)} for s, c in zip(seeds, control, strict=True)]
     for name, vals in treatments.items():
         runs += [{"intervention": name, "arm": "treatment", "seed": s, "backend": backend, "status": "ok",
-                  "val_bpb": float(v)} for s, v in zip(seeds, vals)]
+                  "val_bpb": float(v)} for s, v in zip(seeds, vals, strict=True)]
     return runs
 
 
@@ -146,8 +146,8 @@ def test_family_is_every_intervention_times_both_directions():
 
 def test_direction_aware_harmful_is_not_confirmed():
     c = [1.50, 1.52, 1.49, 1.51, 1.50]
-    better = [x - 0.05 + e for x, e in zip(c, [0.001, -0.002, 0.0015, 0.0, -0.001])]
-    worse = [x + 0.05 + e for x, e in zip(c, [0.001, -0.002, 0.0015, 0.0, -0.001])]
+    better = [x - 0.05 + e for x, e in zip(c, [0.001, -0.002, 0.0015, 0.0, -0.001], strict=True)]
+    worse = [x + 0.05 + e for x, e in zip(c, [0.001, -0.002, 0.0015, 0.0, -0.001], strict=True)]
     res = by_name(analyze(rows_from(c, {"better": better, "worse": worse}), alpha=0.01))
     assert res["better"]["decision"] == "confirmed" and res["better"]["direction"] == "improve"
     assert res["worse"]["decision"] == "harmful" and res["worse"]["direction"] == "harm"
@@ -158,7 +158,7 @@ def test_direction_aware_harmful_is_not_confirmed():
 
 def test_margin_blocks_small_improvements():
     c = [1.50, 1.52, 1.49, 1.51, 1.50]
-    t = [x - 0.01 + e for x, e in zip(c, [0.0001, -0.0002, 0.00015, 0.0, -0.0001])]
+    t = [x - 0.01 + e for x, e in zip(c, [0.0001, -0.0002, 0.00015, 0.0, -0.0001], strict=True)]
     assert by_name(analyze(rows_from(c, {"x": t})))["x"]["decision"] == "confirmed"
     r = by_name(analyze(rows_from(c, {"x": t}), margin_bpb=0.02))["x"]
     assert r["decision"] != "confirmed" and r["p_improve"] > 0.5
@@ -166,10 +166,10 @@ def test_margin_blocks_small_improvements():
 
 def test_suggestive_and_null():
     c = [1.50, 1.52, 1.49, 1.51, 1.50]
-    t = [x + e for x, e in zip(c, [-0.004, -0.001, -0.003, 0.001, -0.002])]
+    t = [x + e for x, e in zip(c, [-0.004, -0.001, -0.003, 0.001, -0.002], strict=True)]
     r = by_name(analyze(rows_from(c, {"x": t})))["x"]
     assert r["p_improve"] < 0.1 and r["decision"] == "suggestive" and r["direction"] == "improve"
-    t2 = [x + e for x, e in zip(c, [-0.004, 0.003, -0.003, 0.004, 0.001])]
+    t2 = [x + e for x, e in zip(c, [-0.004, 0.003, -0.003, 0.004, 0.001], strict=True)]
     assert by_name(analyze(rows_from(c, {"x": t2})))["x"]["decision"] == "null"
 
 
@@ -192,7 +192,7 @@ def test_bit_identical_aa_is_null_and_cannot_be_pooled():
 
 def test_failed_and_diverged_pairs_are_counted_never_dropped():
     c = [1.50, 1.52, 1.49, 1.51, 1.50, 1.53]
-    t = [x - 0.05 + e for x, e in zip(c, [0.001, -0.002, 0.0015, 0.0, -0.001, 0.0005])]
+    t = [x - 0.05 + e for x, e in zip(c, [0.001, -0.002, 0.0015, 0.0, -0.001, 0.0005], strict=True)]
     runs = rows_from(c, {"x": t, "y": t})
     for row in runs:
         if row["intervention"] == "x" and row["seed"] == 12:
@@ -232,7 +232,7 @@ def test_pooled_sigma_honest_df():
     # SS = 2e-4 + 2e-4, df = 2 + 1
     assert ps.df == 3 and ps.sigma == pytest.approx(math.sqrt(4e-4 / 3))
     c = [1.50, 1.52, 1.49, 1.51, 1.50]
-    t = [x - 0.01 + e for x, e in zip(c, [0.002, -0.002, 0.001, 0.0, -0.001])]
+    t = [x - 0.01 + e for x, e in zip(c, [0.002, -0.002, 0.001, 0.0, -0.001], strict=True)]
     r = by_name(analyze(rows_from(c, {"x": t}), aa_sigma=ps, correction="none"))["x"]
     d = np.array(t) - np.array(c)
     var = (4 * d.var(ddof=1) + 3 * ps.sigma ** 2) / 7
