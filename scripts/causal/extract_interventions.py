@@ -38,11 +38,15 @@ from scripts.causal.schema import (  # noqa: E402
 
 SOURCE_KINDS = ("log", "code", "json", "readme", "inherited", "default")
 
-_BASE_WORDING = re.compile(
-    r"(?:built|builds|building|based|build|stacked|stacks|layered|forked|fork|extends|extending|starts?|started|"
-    r"rebased|derived|on top|atop|base[d]?\s*(?:stack|submission|pr)?|parent|baseline(?: is)?|from|"
-    r"continu\w*|improv\w* (?:on|over)|port\w*|reuses?|adopts?)"
-    r"[^.\n]{0,60}?(?:PR\s*#|pull/|#)(\d{2,5})", re.I)
+_PR = r"(?:PR\s*#|pull/|#)(\d{2,5})"
+_BASE_WORDING = [
+    re.compile(r"(?:(?:built|builds|building|based|stacked|layered|rebased|build)\s+(?:directly\s+|mainly\s+)?"
+               r"(?:on|upon|from|atop)|on top of|atop|fork(?:ed)? (?:of|from)|extends|extending|derived from|"
+               r"starts? from|started (?:this submission )?from|base(?:line)?\s*(?:model|stack|submission|pr|record)?"
+               r"\s*(?:is\s*)?[:=(]|parent(?:\s*pr)?\s*[:=]|(?:changes?|improvement|delta) (?:from|over|vs\.?|relative to)|"
+               r"support(?:s|ing)? (?:for )?|reproduc\w* (?:of )?)[^.\n]{0,40}?" + _PR, re.I),
+    re.compile(_PR + r"\]?(?:\([^)]*\))?[^.\n(]{0,25}?\(?[^.\n]{0,20}?\b(?:stack|base|direct baseline)\b", re.I),
+]
 _OWN_PR = re.compile(r"(?:^#.*?|this (?:PR|submission)[^.\n]{0,20})(?:PR\s*#|pull/)(\d{2,5})", re.I | re.M)
 
 
@@ -201,7 +205,7 @@ def _prose_sources(src: rp.RecordSources, jd: dict, lb_row: rp.LeaderboardRow | 
     return texts
 
 
-def _base_prs(src: rp.RecordSources, jd: dict, own_pr: int | None) -> list[int]:
+def _base_prs(src: rp.RecordSources, jd: dict, own_pr: int | None, lb_summary: str = "") -> list[int]:
     prs: list[int] = []
     for key in ("base_pr", "based_on", "base_submission", "comparison_baseline_pr", "builds_on", "parent_pr"):
         v = jd.get(key)
@@ -211,8 +215,11 @@ def _base_prs(src: rp.RecordSources, jd: dict, own_pr: int | None) -> list[int]:
             prs += [int(n) for n in re.findall(r"(?:PR\s*#|#|pull/)(\d{2,5})", v)]
         elif isinstance(v, list):
             prs += [int(n) for n in re.findall(r"(\d{2,5})", " ".join(map(str, v)))]
-    for m in _BASE_WORDING.finditer(src.readme or ""):
-        prs.append(int(m.group(1)))
+    text = fr.normalize_prose(src.readme or "")
+    found = sorted((m.start(), int(m.group(1))) for rx in _BASE_WORDING for m in rx.finditer(text))
+    prs += [n for _, n in found]
+    summary = re.sub(r"^\s*On PR #\d+\s*:?", "", lb_summary or "")
+    prs += [int(m.group(1)) for rx in _BASE_WORDING for m in rx.finditer(summary)]
     return [p for p in dict.fromkeys(prs) if p != own_pr]
 
 
@@ -223,10 +230,11 @@ def _nats_ratio(jd: dict) -> float | None:
     return None
 
 
-def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None,
-                   warnings: list[str]) -> tuple[dict, dict[str, tuple[object, str]]]:
+def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None, warnings: list[str],
+                   record_absent: dict | None = None) -> tuple[dict, dict[str, tuple[object, str]]]:
     """Everything one folder says (no lineage yet). Returns (record dict, own features with provenance)."""
     warns: list[str] = []
+    record_absent = {} if record_absent is None else record_absent
     src = rp.load_record(folder, warns)
     jname, jd = rp.submission_json(src)
     if jname is None:
@@ -287,7 +295,7 @@ def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None
     for k in ("pr", "pr_number", "pull_request"):
         if own_pr is None and _num(jd.get(k)) is not None:
             own_pr = int(jd[k])
-    base_prs = _base_prs(src, jd, own_pr)
+    base_prs = _base_prs(src, jd, own_pr, lb_row.summary if lb_row else "")
     if own_pr is None and lb_row is not None:
         # the leaderboard's "On PR #N" is usually the record's own PR, unless the README names N as its base
         own_pr = next((n for n in lb_row.prs if n not in base_prs), None)
@@ -303,6 +311,13 @@ def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None
         for feat, (value, rule) in fr.features_from_prose(text).items():
             if feat not in own:
                 own[feat] = (value, f"{label}: {rule}")
+    dump_sizes = {name: len(rp.log_config(text)) for name, text in src.logs.items()}
+    big = max(dump_sizes, key=dump_sizes.get) if dump_sizes else None
+    absent = {}
+    if big is not None and dump_sizes[big] >= fr.FULL_DUMP_MIN_KEYS:
+        absent = {f: (False, f"log:{big}: no config key for it in the full config dump")
+                  for f in fr.KEYED_FLAGS if f not in own}
+    record_absent[folder.name] = absent
     if not src.readme and not jd and not src.logs:
         warns.append(f"{folder.name}: no readable README, JSON or logs; record has nulls only")
 
@@ -363,11 +378,13 @@ def extract(inputs: list[Path]) -> dict:
 
     records: list[dict] = []
     owns: dict[str, dict] = {}
+    absent: dict[str, dict] = {}
     for folder in folders:
         w: list[str] = []
         src_json = rp.submission_json(rp.load_record(folder, w))[1]
         row = _match_row(folder, rp.json_headline(src_json)[0], lb_rows)
-        rec, own = extract_record(folder, track=folder.parent.name, lb_row=row, warnings=warnings)
+        rec, own = extract_record(folder, track=folder.parent.name, lb_row=row, warnings=warnings,
+                                  record_absent=absent)
         records.append(rec)
         owns[rec["record_id"]] = own
 
@@ -386,7 +403,7 @@ def extract(inputs: list[Path]) -> dict:
     # "PR #N by @handle": N belongs to the only record by that handle
     by_id0 = {r["record_id"]: r for r in records}
     handles: dict[str, list[str]] = {}
-    for folder, rec in zip(folders, records):
+    for folder, rec in zip(folders, records, strict=True):
         jd = rp.submission_json(rp.load_record(folder, []))[1]
         for h in {str(jd.get("github_id", "")).lower(), str(rec["author"] or "").lower()} - {""}:
             handles.setdefault(h, []).append(rec["record_id"])
@@ -415,7 +432,7 @@ def extract(inputs: list[Path]) -> dict:
         if rid in resolved:
             return resolved[rid]
         feats = dict(owns[rid])
-        for pr in by_id[rid]["base_prs"]:
+        for pr in by_id[rid]["base_prs"]:  # the first base PR that maps to a known record is the stack
             base = pr_to_record.get(pr)
             if base is None or base == rid or base in stack:
                 continue
@@ -423,6 +440,9 @@ def extract(inputs: list[Path]) -> dict:
             for f in INTERVENTION_FEATURES:
                 if f not in feats and f in base_feats and not base_feats[f][1].startswith("default"):
                     feats[f] = (base_feats[f][0], f"inherited from {base}")
+            break
+        for f, v in absent.get(rid, {}).items():
+            feats.setdefault(f, v)
         for f in INTERVENTION_FEATURES:
             if f not in feats:
                 feats[f] = (BASELINE_FEATURES[f], "default: naive baseline")

@@ -88,13 +88,13 @@ def features_from_config(cfg: dict[str, str]) -> dict[str, tuple[object, str]]:
         if k:
             put(feat, conv(v), f"config:{k}")
 
+    k, v = first("mlp_hidden", "mlp_hidden_dim", "hidden_dim")
+    dim = _float(cfg.get("model_dim")) or 512.0
+    if k and (_float(v) or 0) > 0:
+        put("mlp_mult", round(_float(v) / dim, 4), f"config:{k}/model_dim")
     k, v = first("mlp_mult")
     if k:
         put("mlp_mult", _float(v), f"config:{k}")
-    k, v = first("mlp_hidden")
-    dim = _float(cfg.get("model_dim"))
-    if k and dim and (_float(v) or 0) > 0:
-        put("mlp_mult", round(_float(v) / dim, 4), f"config:{k}/model_dim")
 
     k, v = first("activation", "mlp_activation", "act", "mlp_act")
     if k:
@@ -129,7 +129,7 @@ def features_from_config(cfg: dict[str, str]) -> dict[str, tuple[object, str]]:
     k, v = first("rope_dims", "partial_rope_dims", "rope_partial_dims")
     if k:
         heads = _float(cfg.get("num_heads")) or 8
-        head_dim = (dim or 512) / heads
+        head_dim = dim / heads
         n = _float(v) or 0
         put("partial_rope", 0 < n < head_dim, f"config:{k}")
     k, v = first("num_loops", "recur_layers_str", "recur_layers", "loop_layers", "num_recurrences")
@@ -202,6 +202,14 @@ def features_from_config(cfg: dict[str, str]) -> dict[str, tuple[object, str]]:
     if k and "warmdown_iters" not in out:
         put("warmdown_iters", _int(v), f"config:{k}")
     return {f: val for f, val in out.items() if f in INTERVENTION_FEATURES}
+
+
+#: Flags that training scripts with a full ``Hyperparameters:`` dump expose as a config key when present;
+#: a full dump (>= FULL_DUMP_MIN_KEYS keys) without any such key means the script lacks the feature.
+KEYED_FLAGS = ("smeargate", "bigram_hash", "value_embeddings", "xsa", "partial_rope", "ln_scale", "depth_recurrence",
+               "parallel_residuals", "ema", "swa", "qat", "ttt", "lora_ttt", "ngram_cache", "attention_gate",
+               "caseops")
+FULL_DUMP_MIN_KEYS = 40
 
 
 # ---------------------------------------------------------------------------------------------
