@@ -1,0 +1,113 @@
+"""Tests for sequential_design.py: OBF spending, MC-calibrated t boundaries, type-I error, allocation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from scripts.causal.errors import ConfigError
+from scripts.causal.sequential_design import (
+    design_group_sequential,
+    first_crossing,
+    obf_spending,
+    screen_design,
+    sequential_step,
+    simulate_sequential,
+    t_paths,
+)
+
+
+def test_obf_spending_hand_values():
+    # alpha(t) = 2 - 2 Phi(z_{0.975} / sqrt(t)); t = 0.5: 2 - 2 Phi(1.959964 / 0.707107 = 2.771808) = 0.005575
+    assert float(obf_spending(1.0, 0.05)) == pytest.approx(0.05, abs=1e-12)
+    assert float(obf_spending(0.5, 0.05)) == pytest.approx(2 - 2 * stats.norm.cdf(2.771808), abs=1e-7)
+    assert float(obf_spending(0.5, 0.05)) == pytest.approx(0.005575, abs=2e-6)
+    s = obf_spending(np.linspace(0.05, 1, 20), 0.01)
+    assert np.all(np.diff(s) > 0) and float(obf_spending(0.0, 0.05)) == 0.0
+
+
+def test_t_paths_match_scipy():
+    x = np.random.default_rng(0).standard_normal((4, 7))
+    t = t_paths(x, (3, 5, 7))
+    for i in range(4):
+        for j, n in enumerate((3, 5, 7)):
+            assert t[i, j] == pytest.approx(stats.ttest_1samp(x[i, :n], 0.0).statistic, rel=1e-10)
+
+
+def test_design_is_deterministic_and_final_bound_above_fixed_critical():
+    a = design_group_sequential(n0=3, n_max=10, alpha=0.05, n_sim=50_000, seed=1)
+    b = design_group_sequential(n0=3, n_max=10, alpha=0.05, n_sim=50_000, seed=1)
+    assert a == b and a.looks == tuple(range(3, 11))
+    assert a.t_bounds[-1] > stats.t.ppf(0.95, 9)  # OBF pays a little at the end for the interim looks
+    assert all(x > y for x, y in zip(a.t_bounds, a.t_bounds[1:], strict=False))
+    tiny = design_group_sequential(n0=3, n_max=10, alpha=0.0005, n_sim=50_000, seed=1)
+    assert tiny.t_bounds[0] == math.inf  # spend below one simulated path: no rejection at that look
+    with pytest.raises(ConfigError, match="n0=2 must be >= 3"):
+        design_group_sequential(n0=2, n_max=10, alpha=0.05)
+
+
+def test_type_one_error_per_test_at_most_alpha():
+    """Fresh null paths (seed != design seed): one-sided crossing rate <= alpha + 3 MC SE, and not far below."""
+    alpha = 0.05
+    design = design_group_sequential(n0=3, n_max=10, alpha=alpha, n_sim=200_000, seed=0)
+    n_paths = 200_000
+    oc = simulate_sequential(design, effect_sd=0.0, n_paths=n_paths, seed=99)
+    se = math.sqrt(alpha * (1 - alpha) / n_paths)
+    for p in (oc["p_confirm"], oc["p_harm"]):
+        assert p <= alpha + 3 * se and p >= alpha - 6 * se, oc
+
+
+def _rows(deltas: dict, seeds):
+    runs = [{"intervention": "control", "arm": "control", "seed": s, "backend": "torch", "status": "ok",
+             "val_bpb": 1.5} for s in seeds]
+    for name, d in deltas.items():
+        runs += [{"intervention": name, "arm": "treatment", "seed": s, "backend": "torch", "status": "ok",
+                  "val_bpb": 1.5 + float(v)} for s, v in zip(seeds, d, strict=False)]
+    return runs
+
+
+def test_screen_familywise_error_through_the_allocation_api():
+    """A/A screens of 5 interventions run through sequential_step seed by seed: FWER <= alpha + 3 MC SE."""
+    alpha, m, n_screens = 0.05, 5, 300
+    design = screen_design(n_interventions=m, alpha=alpha, n0=3, n_max=8, n_sim=100_000, seed=0)
+    rng = np.random.default_rng(4)
+    hits = 0
+    for _ in range(n_screens):
+        full = {f"i{j}": 0.01 * rng.standard_normal(8) for j in range(m)}
+        used = {name: 3 for name in full}
+        while True:
+            state = sequential_step(_rows({k: full[k][: used[k]] for k in full}, range(100, 108)), design)
+            if not state["next"]:
+                break
+            for name in state["next"]:
+                used[name] += 1
+        hits += any(r["status"] in ("confirmed", "harmful") for r in state["results"].values())
+    bound = alpha + 3 * math.sqrt(alpha * (1 - alpha) / n_screens)
+    assert hits / n_screens <= bound, (hits, n_screens)
+
+
+def test_sequential_step_decides_and_allocates():
+    design = design_group_sequential(n0=3, n_max=6, alpha=0.05, n_sim=50_000, seed=0)
+    d_good = [-0.10, -0.11, -0.09, -0.10, -0.1, -0.1]
+    d_bad = [0.10, 0.11, 0.09, 0.1, 0.1, 0.1]
+    d_null = [0.01, -0.02, 0.015, -0.01, 0.0, 0.01]
+    state = sequential_step(_rows({"good": d_good[:4], "bad": d_bad[:4], "null": d_null[:4]}, range(11, 15)),
+                            design)
+    res = state["results"]
+    assert res["good"]["status"] == "confirmed" and res["bad"]["status"] == "harmful"
+    assert res["null"]["status"] == "continue" and state["next"] == ["null"]
+    final = sequential_step(_rows({"null": d_null}, range(11, 17)), design)
+    assert final["results"]["null"]["status"] == "undecided" and final["next"] == []
+    # a margin larger than the effect blocks confirmation
+    m = sequential_step(_rows({"good": d_good}, range(11, 17)), design, margin_bpb=0.2)
+    assert m["results"]["good"]["status"] == "undecided"
+
+
+def test_first_crossing_signs():
+    design = design_group_sequential(n0=3, n_max=5, alpha=0.05, n_sim=20_000, seed=0)
+    c = np.asarray(design.t_bounds)
+    t = np.array([[-(c[0] + 1), 0, 0], [0, c[1] + 1, 0], [0, 0, 0]])
+    first, sign = first_crossing(t, design)
+    assert first.tolist() == [0, 1, -1] and sign.tolist() == [-1, 1, 0]
