@@ -269,8 +269,6 @@ def build_corpus(train_docs: Sequence[Document], val_docs: Sequence[Document], p
     data_path, model_path = Path(paths.data_path), Path(paths.tokenizer_path)
     data_path.mkdir(parents=True, exist_ok=True)
     (data_path / MANIFEST_NAME).unlink(missing_ok=True)
-    for stale in data_path.glob("fineweb_*.bin"):
-        stale.unlink()
     t0 = time.perf_counter()
     vocab = train_tokenizer((d.text for d in train_docs), model_path, vocab_size=paths.vocab_size)
     say(f"tokenizer: {model_path} vocab_size:{vocab} ({time.perf_counter() - t0:.1f}s)")
@@ -279,7 +277,8 @@ def build_corpus(train_docs: Sequence[Document], val_docs: Sequence[Document], p
     shards = []
     for split, docs in (("train", train_docs), ("val", val_docs)):
         tokens = encode_documents(sp, docs)
-        shard = write_data_shard(data_path / f"fineweb_{split}_000000.bin", tokens)
+        shard = data_path / f"fineweb_{split}_000000.bin"
+        write_data_shard(shard.with_suffix(".bin.tmp"), tokens).replace(shard)  # atomic for concurrent readers
         n_bytes = val_byte_count(tokens, luts)
         shards.append({
             "split": split, "file": shard.name, "tokens": int(tokens.size), "docs": len(docs),
@@ -287,11 +286,16 @@ def build_corpus(train_docs: Sequence[Document], val_docs: Sequence[Document], p
             "bytes_per_token": round(n_bytes / max(1, tokens.size - 1), 4), "sha256": sha256_file(shard),
         })
         say(f"{split}: {shard} tokens:{tokens.size} bytes_per_token:{shards[-1]['bytes_per_token']}")
+    keep = {s["file"] for s in shards}
+    for stale in data_path.glob("fineweb_*.bin"):  # e.g. extra shards left by an older layout
+        if stale.name not in keep:
+            stale.unlink()
     write_json(data_path / MANIFEST_NAME, {
         "corpus": Path(paths.data_path).name,
         "source": dict(source),
         "params": dict(params),
-        "tokenizer": {"file": str(model_path), "sha256": sha256_file(model_path), "vocab_size": vocab,
+        "tokenizer": {"file": _relative_to_data_dir(model_path, data_path), "sha256": sha256_file(model_path),
+                      "vocab_size": vocab,
                       "settings": TOKENIZER_SETTINGS},
         "shards": shards,
         "train_tokens": shards[0]["tokens"],
@@ -299,6 +303,11 @@ def build_corpus(train_docs: Sequence[Document], val_docs: Sequence[Document], p
         "licence": source.get("licence", ""),
     }, schema_version=MANIFEST_SCHEMA)
     return DataPaths(paths.data_path, paths.tokenizer_path, vocab)
+
+
+def _relative_to_data_dir(path: Path, data_path: Path) -> str:
+    """``path`` relative to the data folder (``<data_dir>/datasets/<corpus>`` -> ``<data_dir>``), POSIX style."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(data_path).resolve().parent.parent)).as_posix()
 
 
 def read_manifest(data_path: str | Path) -> dict:
@@ -315,7 +324,9 @@ def manifest_is_intact(paths: DataPaths, *, params: Mapping[str, object] | None 
     if params is not None and manifest.get("params") != dict(params):
         return None
     tok = manifest.get("tokenizer", {})
-    if Path(tok.get("file", "")) != Path(paths.tokenizer_path) or not Path(paths.tokenizer_path).is_file():
+    if tok.get("file") != _relative_to_data_dir(Path(paths.tokenizer_path), Path(paths.data_path)):
+        return None
+    if not Path(paths.tokenizer_path).is_file():
         return None
     if sha256_file(paths.tokenizer_path) != tok.get("sha256"):
         return None

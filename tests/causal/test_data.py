@@ -272,8 +272,12 @@ def test_corpus_is_cached_and_rebuilt_when_damaged_or_changed(tmp_path):
     assert data.manifest_is_intact(first) is not None
     assert data.read_manifest(first.data_path)["shards"] == manifest["shards"]  # rebuilt bit-identically
 
+    stale = write_data_shard(Path(first.data_path) / "fineweb_train_000001.bin", np.arange(5, dtype=np.uint16))
     ensure_corpus(tmp_path, **{**kwargs, "val_bytes": 8_000})  # different params -> rebuilt
     assert data.read_manifest(first.data_path)["params"]["val_bytes"] == 8_000
+    assert not stale.exists()  # a shard the manifest does not list would otherwise be trained on
+    assert sorted(f.name for f in Path(first.data_path).iterdir()) == [
+        "fineweb_train_000000.bin", "fineweb_val_000000.bin", "manifest.json"]
 
 
 def test_corpus_build_is_deterministic(tmp_path):
