@@ -307,6 +307,10 @@ def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None
     for feat, (value, rule) in fr.features_from_config(cfg).items():
         key = rule.split(":", 1)[1].split(" ")[0].split("/")[0]
         own[feat] = (value, f"{kind.get(key, 'config')}: {rule}")
+    for name, code in src.code.items():
+        for feat, (value, rule) in fr.features_from_code(code).items():
+            if feat not in own:
+                own[feat] = (value, f"code:{name}: {rule}")
     for label, text in _prose_sources(src, jd, lb_row):
         for feat, (value, rule) in fr.features_from_prose(text).items():
             if feat not in own:

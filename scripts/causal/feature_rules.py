@@ -212,6 +212,24 @@ KEYED_FLAGS = ("smeargate", "bigram_hash", "value_embeddings", "xsa", "partial_r
 FULL_DUMP_MIN_KEYS = 40
 
 
+def features_from_code(code: str) -> dict[str, tuple[object, str]]:
+    """Features visible in a training script's structure (modules that are built and called)."""
+    out: dict[str, tuple[object, str]] = {}
+    if not code:
+        return out
+    if re.search(r"class SmearGate\b", code) and re.search(r"self\.smear\w*\s*\(|smear_gate\s*\(", code):
+        out["smeargate"] = (True, "code:SmearGate module applied in forward")
+    if re.search(r"nn\.init\.orthogonal_\(", code):
+        out["orthogonal_init"] = (True, "code:nn.init.orthogonal_")
+    if re.search(r"skip_weights", code):
+        out["unet_skips"] = (True, "code:skip_weights")
+    if re.search(r"leaky_relu\([^\n]*\)\s*\.square\(\)|leaky_relu\(.{0,120}?\n?.{0,60}?\.square\(\)", code):
+        out["activation"] = ("leaky_relu2", "code:leaky_relu(...).square()")
+    elif re.search(r"relu\([^\n]*\)\s*\.square\(\)|relu\(x\)\s*\*\*\s*2|relu\(x\)\.pow\(2\)", code):
+        out["activation"] = ("relu2", "code:relu(...).square()")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Prose
 # ---------------------------------------------------------------------------------------------
