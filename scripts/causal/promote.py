@@ -24,6 +24,7 @@ import argparse
 import ast
 import difflib
 import importlib.util
+import json
 import re
 import sys
 import uuid
@@ -242,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--train-gpt", default=str(TRAIN_GPT), help="file holding the block (default: train_gpt.py)")
     ap.add_argument("--interventions", default=None, help="comma list to promote (default: every confirmed one)")
     ap.add_argument("--screen-id", default=None, help="screen id for the provenance comments")
+    ap.add_argument("--overrides-json", default=None,
+                    help='JSON file {"name": {"field": value}} used instead of the registry, e.g. overrides.json')
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the unified diff only (the default)")
     mode.add_argument("--apply", action="store_true", help="write the block into the file")
@@ -260,8 +263,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.results:
                 raise ConfigError("--results is required (an ablation_results.json), unless --revert is given")
             names = [s.strip() for s in args.interventions.split(",") if s.strip()] if args.interventions else None
+            overrides = None
+            if args.overrides_json:
+                try:
+                    overrides = json.loads(Path(args.overrides_json).read_text(encoding="utf-8"))
+                except (OSError, json.JSONDecodeError) as exc:
+                    raise DataFormatError(f"{args.overrides_json}: cannot read overrides JSON ({exc})") from exc
             diff = promote(args.results, train_gpt=args.train_gpt, apply=args.apply, interventions=names,
-                           screen_id=args.screen_id)
+                           overrides=overrides, screen_id=args.screen_id)
         print(diff if diff else "no change", end="" if diff else "\n")
         if args.apply:
             print(f"written: {args.train_gpt}", file=sys.stderr)
