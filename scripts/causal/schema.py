@@ -358,6 +358,9 @@ class GroupSequentialDesign:
     t_bounds: tuple[float, ...]
     n_sim: int
     seed: int
+    f_bounds: tuple[float, ...] = ()  # non-binding futility: stop a non-final look when |t| <= f_k (0 = never)
+    futility_effect_sd: float | None = None
+    beta_futility: float = 0.0
 
 # ---------------------------------------------------------------------------------------------
 # Pipeline and report (issue 6: run_pipeline, report, plots)
