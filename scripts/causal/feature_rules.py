@@ -294,6 +294,19 @@ def positive_text(readme: str) -> str:
     return "\n".join(keep)
 
 
+_DEAD = re.compile(r"^[^.;\n]{0,120}?(?:dead code|\bno-op\b|never (?:ran|run|activated|triggered|fired|applied|executed)|"
+                   r"constant[\s-]folded|was not (?:actually )?(?:active|applied|used|enabled)|"
+                   r"(?:did not|didn't) actually (?:run|apply|activate))", re.I)
+_SWA_IS_EMA = re.compile(r"exponential moving average|(?:actually|really|is|it's) an? EMA\b", re.I)
+
+
+def _sentence(text: str, start: int, end: int) -> str:
+    left = max(text.rfind(". ", 0, start), text.rfind("\n\n", 0, start), text.rfind("\n-", 0, start))
+    right_candidates = [i for i in (text.find(". ", end), text.find("\n\n", end), text.find("\n-", end)) if i >= 0]
+    right = min(right_candidates) if right_candidates else len(text)
+    return text[left + 1: right]
+
+
 def _mention_polarity(text: str, start: int, end: int) -> bool:
     before = text[max(0, start - 60): start]
     after = text[end: end + 40]
@@ -319,17 +332,31 @@ def features_from_prose(text: str) -> dict[str, tuple[object, str]]:
     if not text:
         return out
     text = normalize_prose(text)
+    swa_is_ema = None
     for feat, rx in _BOOL_RES:
-        pos = neg = None
+        pos = neg = dead = None
         for m in rx.finditer(text):
+            sentence = _sentence(text, m.start(), m.end())
+            if _DEAD.search(text[m.end(): m.end() + 160].split("\n\n")[0]):
+                dead = dead or m.group(0)
+                continue
+            if feat == "swa" and _SWA_IS_EMA.search(sentence):
+                swa_is_ema = swa_is_ema or m.group(0)
+                continue
             if _mention_polarity(text, m.start(), m.end()):
                 pos = pos or m.group(0)
             else:
                 neg = neg or m.group(0)
-        if pos:
+        if dead:
+            out[feat] = (False, f"prose(dead code):'{dead.strip()}'")
+        elif pos:
             out[feat] = (True, f"prose:'{pos.strip()}'")
         elif neg:
             out[feat] = (False, f"prose(negated):'{neg.strip()}'")
+    if swa_is_ema:  # the author says their "SWA" is an EMA: that clarification wins over the name
+        out["swa"] = (False, f"prose:'{swa_is_ema}' described as an EMA")
+        if out.get("ema", (False,))[0] is not True:
+            out["ema"] = (True, f"prose:'{swa_is_ema}' described as an EMA")
     if out.get("lora_ttt", (False,))[0] is True:
         out.setdefault("ttt", (True, "prose:lora ttt"))
         if out["ttt"][0] is False:

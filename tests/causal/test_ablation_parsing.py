@@ -1,0 +1,60 @@
+"""Tests for scripts/causal/ablation_parsing.py: tables and prose, with negative = better."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scripts.causal.ablation_parsing import extract_ablations, prose_ablations, table_ablations
+
+README = (Path(__file__).parent / "data" / "records" / "track_fixture_10min" / "2026-01-08_Ablations" / "README.md")
+
+
+def as_pairs(rows):
+    return [(r.change, r.delta_bpb) for r in rows]
+
+
+def test_delta_column_table_keeps_signs_and_skips_the_base_row():
+    rows = table_ablations(README.read_text(encoding="utf-8"))
+    assert as_pairs(rows)[:2] == [("+ Legal TTT", -0.0017), ("+ BigramHash 3072", -0.0009)]  # unicode minus too
+
+
+def test_absolute_only_cumulative_table_uses_row_to_row_deltas():
+    rows = [r for r in table_ablations(README.read_text(encoding="utf-8")) if "cumulative" in r.source]
+    assert as_pairs(rows) == [("+ LeakyReLU²", pytest.approx(-0.003)), ("+ QK gain 5", pytest.approx(-0.0015))]
+
+
+def test_absolute_table_without_plus_labels_is_relative_to_the_first_row():
+    text = "| Variant | val_bpb |\n|---|---|\n| control | 1.2000 |\n| wider MLP | 1.1950 |\n| deeper | 1.2010 |\n"
+    assert as_pairs(table_ablations(text)) == [("wider MLP", pytest.approx(-0.005)), ("deeper", pytest.approx(0.001))]
+
+
+def test_per_seed_tables_are_not_ablations():
+    text = "| Seed | val_bpb |\n|---|---|\n| 1337 | 1.1200 |\n| 42 | 1.1210 |\n"
+    assert table_ablations(text) == []
+
+
+def test_gain_header_flips_unsigned_values():
+    text = "| Change | BPB gain |\n|---|---|\n| EMA | 0.0006 |\n"
+    assert as_pairs(table_ablations(text)) == [("EMA", -0.0006)]
+
+
+def test_prose_signs_and_gain_words():
+    rows = prose_ablations("The activation alone is worth -0.003 BPB.\n"
+                           "Raising the warmdown gave a +0.007 BPB improvement.\n"
+                           "Untying the MLPs cost +0.0004 BPB (worse).\n")
+    assert [r.delta_bpb for r in rows] == [-0.003, -0.007, 0.0004]
+
+
+def test_nats_are_converted_only_with_a_known_ratio():
+    text = "Muon momentum 0.97 changed the loss by -0.0021 nats."
+    (row,) = prose_ablations(text, nats_to_bpb=0.5)
+    assert row.delta_bpb == pytest.approx(-0.00105)
+    (raw,) = prose_ablations(text)
+    assert raw.delta_bpb is None and "nats" in raw.change
+
+
+def test_extract_ablations_covers_every_row_of_the_fixture():
+    rows = extract_ablations(README.read_text(encoding="utf-8"), nats_to_bpb=1.1194 / 1.89)
+    deltas = sorted(round(r.delta_bpb, 6) for r in rows)
+    assert deltas == sorted([-0.0017, -0.0009, -0.003, -0.0015, -0.007, 0.0004, round(-0.0021 * 1.1194 / 1.89, 6)])
