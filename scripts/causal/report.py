@@ -214,6 +214,8 @@ def render_markdown(report: Mapping) -> str:
           f"- **α** = {test['alpha']}, **margin** = {test['margin_bpb']} bpb, **correction** = {test['correction']}"]
     if report.get("wall_s") is not None:
         L.append(f"- **wall time**: {report['wall_s']:.1f} s")
+    if report.get("stop"):
+        L.append(f"- **stopped because**: {report['stop']}")
     L += ["", "## Decisions", "",
           "Δ = val_bpb(treatment) − val_bpb(control, same seed); negative is better. Δ nats is per token "
           f"(nats = bpb × {report['nats_per_bpb']:.4f})." if report.get("nats_per_bpb") else
@@ -263,16 +265,18 @@ def _render_causal(report: Mapping) -> list[str]:
         L += ["", "## Identifiability", ""]
         verdict = ident.get("verdict")
         if isinstance(verdict, Mapping):
-            L += _kv_lines(verdict, list(verdict))
+            L += _kv_lines(verdict, [k for k in verdict if k != "rule"])
+            if verdict.get("rule"):
+                L.append(f"- rule: {verdict['rule']}")
         elif verdict is not None:
             L.append(f"- **verdict**: {verdict}")
-        L += _kv_lines(ident, [k for k in ident if k not in ("verdict", "schema_version") and
+        L += _kv_lines(ident, [k for k in ident if k not in ("verdict", "schema_version", "rule") and
                                isinstance(ident[k], (str, int, float, bool))])
     if report.get("ranking_top"):
         L += ["", "## Top of the ranking", "", "| rank | candidate | score | reason |", "|---|---|---|---|"]
         for i, r in enumerate(report["ranking_top"], 1):
             name = r.get("name") or r.get("intervention") or r.get("candidate")
-            score = r.get("score")
+            score = r.get("score", r.get("ucb"))
             score_s = f"{score:.4g}" if isinstance(score, (int, float)) else str(score)
             L.append(f"| {i} | {name} | {score_s} | {str(r.get('reason', '')).replace('|', '/')} |")
     dag = report.get("dag")
@@ -291,11 +295,16 @@ def _render_causal(report: Mapping) -> list[str]:
 
 
 def _edge_text(e: Any) -> str:
-    if isinstance(e, Mapping):
-        if "text" in e:
-            return str(e["text"])
-        return " ".join(str(e.get(k)) for k in ("a", "mark", "b") if e.get(k) is not None) or str(dict(e))
-    return str(e)
+    if not isinstance(e, Mapping):
+        return str(e)
+    if "changed" in e and "before" in e:
+        return "; ".join(f"{e['a']} / {e['b']} {f}: {e['before'].get(f)} -> {e['after'].get(f)}" for f in e["changed"])
+    if "type" in e:
+        src = f" ({e['source']})" if e.get("source") else ""
+        return f"{e['type']}{src}"
+    if "text" in e:
+        return str(e["text"])
+    return " ".join(str(e.get(k)) for k in ("a", "mark", "b") if e.get(k) is not None) or str(dict(e))
 
 
 def _render_promotion(promo: Mapping | None) -> list[str]:
