@@ -10,6 +10,12 @@ the fraction of paths that first cross at look k is ``alpha(t_k) - alpha(t_{k-1}
 even at n0 = 3 (df = 2), where normal-theory boundaries would be badly off. A look whose spend is below one
 simulated path gets c_k = +inf (it spends nothing, which is conservative).
 
+Futility (optional, non-binding). With ``futility_effect_sd`` (the planned effect, in sigma_d units) an
+interim look also stops an intervention when |T_k| <= f_k: f_k is calibrated on simulated paths with the planned
+effect so that the probability of such a stop follows the OBF-type spending of ``beta_futility``. Because the
+efficacy boundaries ignore it (non-binding), futility can only remove rejections: the type-I error stays
+<= alpha whether or not it is obeyed; the power drops by at most ``beta_futility``.
+
 Family. Holm's step-down does not carry over to sequential looks without a graphical procedure, so across the
 screen we use Bonferroni: each of the 2m one-sided tests gets level alpha / (2m) (``screen_design``); the FWER is
 then <= alpha by the union bound, whatever the dependence between interventions (they share controls).
@@ -17,7 +23,7 @@ then <= alpha by the union bound, whatever the dependence between interventions 
 Allocation. ``sequential_step`` re-derives every intervention's state from the runs (stateless): looks use the
 first n_k valid pairs in increasing seed order (the runner must add seeds in increasing order), an intervention
 is decided at its first crossing (``confirmed`` / ``harmful``), ``continue`` while n < n_max and undecided
-(the runner adds its next seed), and ``undecided`` at n_max. Failed pairs do not count as looks; they are
+(the runner adds its next seed), ``futile`` at a futility stop, and ``undecided`` at n_max. Failed pairs do not count as looks; they are
 reported as in statistical_analysis. A treatment that diverged blocks ``confirmed`` as in the fixed design.
 """
 from __future__ import annotations
@@ -67,8 +73,12 @@ def _looks(n0: int, n_max: int, step: int) -> tuple[int, ...]:
 
 
 def design_group_sequential(*, n0: int, n_max: int, alpha: float, step: int = 1, n_sim: int = 200_000,
-                            seed: int = 0) -> GroupSequentialDesign:
-    """Per-look one-sided t boundaries for ONE test at level ``alpha`` (OBF spending, MC-calibrated)."""
+                            seed: int = 0, futility_effect_sd: float | None = None,
+                            beta_futility: float = 0.05) -> GroupSequentialDesign:
+    """Per-look one-sided t boundaries for ONE test at level ``alpha`` (OBF spending, MC-calibrated).
+
+    With ``futility_effect_sd`` also non-binding futility bounds f_k (see the module docstring).
+    """
     if not (0.0 < alpha < 0.5):
         raise ConfigError(f"alpha={alpha!r} must lie in (0, 0.5)")
     looks = _looks(n0, n_max, step)
@@ -90,8 +100,39 @@ def design_group_sequential(*, n0: int, n_max: int, alpha: float, step: int = 1,
             c = float(cand[m - 1] if m >= cand.size else 0.5 * (cand[m - 1] + cand[m]))
         bounds.append(c)
         alive &= ~(t[:, k] >= c)
+    f_bounds: tuple[float, ...] = ()
+    if futility_effect_sd is not None:
+        if not (futility_effect_sd > 0 and 0 < beta_futility < 0.5):
+            raise ConfigError(f"futility needs futility_effect_sd > 0 and 0 < beta_futility < 0.5, got "
+                              f"{futility_effect_sd!r}, {beta_futility!r}")
+        f_bounds = _futility_bounds(looks, tuple(bounds), effect_sd=futility_effect_sd, beta=beta_futility,
+                                    n_sim=n_sim, rng=rng)
     return GroupSequentialDesign(looks=looks, alpha=float(alpha), spent=tuple(float(s) for s in spent),
-                                 t_bounds=tuple(bounds), n_sim=int(n_sim), seed=int(seed))
+                                 t_bounds=tuple(bounds), n_sim=int(n_sim), seed=int(seed), f_bounds=f_bounds,
+                                 futility_effect_sd=futility_effect_sd,
+                                 beta_futility=float(beta_futility) if f_bounds else 0.0)
+
+
+def _futility_bounds(looks: tuple[int, ...], bounds: tuple[float, ...], *, effect_sd: float, beta: float,
+                     n_sim: int, rng: np.random.Generator) -> tuple[float, ...]:
+    """f_k with P_H1(first stop for |T_k| <= f_k at look k) = beta(t_k) - beta(t_{k-1}); f_K = 0 (final look)."""
+    n_max = looks[-1]
+    t = -t_paths(rng.standard_normal((n_sim, n_max)) - effect_sd, looks)  # improvement side, positive = better
+    spent = obf_spending(np.asarray(looks) / n_max, beta)
+    alive = np.ones(n_sim, dtype=bool)
+    out, prev = [], 0.0
+    for k in range(len(looks)):
+        alive &= ~(t[:, k] >= bounds[k])
+        if k == len(looks) - 1:
+            out.append(0.0)
+            break
+        m = int(math.floor((spent[k] - prev) * n_sim))
+        prev = spent[k]
+        cand = np.sort(np.abs(t[alive, k]))
+        f = 0.0 if m < 1 or cand.size == 0 else float(cand[min(m, cand.size) - 1])
+        out.append(f)
+        alive &= ~(np.abs(t[:, k]) <= f)
+    return tuple(out)
 
 
 def screen_design(*, n_interventions: int, alpha: float = 0.01, n0: int = 3, n_max: int = 10, step: int = 1,
@@ -106,15 +147,18 @@ def screen_design(*, n_interventions: int, alpha: float = 0.01, n0: int = 3, n_m
 def first_crossing(t: np.ndarray, design: GroupSequentialDesign) -> tuple[np.ndarray, np.ndarray]:
     """For t statistics at the design's looks (rows x looks): (look index of the first crossing or -1, sign).
 
-    sign is -1 for improvement (t <= -c) and +1 for harm (t >= c); the improvement t must already include
+    sign is -1 for improvement (t <= -c), +1 for harm (t >= c), 0 for none or a futility stop (first >= 0);
+    the improvement t must already include
     the margin shift. With a margin the two directions use different statistics: use ``sequential_step``.
     """
     c = np.asarray(design.t_bounds)
     hit_lo, hit_hi = t <= -c, t >= c
-    hit = hit_lo | hit_hi
-    first = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
-    rows = np.arange(t.shape[0])
-    sign = np.where(first >= 0, np.where(hit_lo[rows, np.maximum(first, 0)], -1, 1), 0)
+    f = np.asarray(design.f_bounds) if design.f_bounds else np.zeros_like(c)
+    futile = (np.abs(t) <= f) & (f > 0) & ~hit_lo & ~hit_hi
+    stop = hit_lo | hit_hi | futile
+    first = np.where(stop.any(axis=1), stop.argmax(axis=1), -1)
+    rows, k = np.arange(t.shape[0]), np.maximum(first, 0)
+    sign = np.where(first >= 0, np.where(hit_lo[rows, k], -1, np.where(hit_hi[rows, k], 1, 0)), 0)
     return first, sign
 
 
@@ -161,6 +205,10 @@ def sequential_step(runs: Sequence[Mapping] | Mapping, design: GroupSequentialDe
                 break
             if t_harm >= bound:
                 status = "harmful"
+                break
+            f_k = design.f_bounds[k] if design.f_bounds else 0.0
+            if f_k > 0 and abs(t_harm) <= f_k and abs(t_imp) <= f_k:
+                status = "futile"
                 break
         else:
             if n >= looks[-1]:

@@ -111,3 +111,23 @@ def test_first_crossing_signs():
     t = np.array([[-(c[0] + 1), 0, 0], [0, c[1] + 1, 0], [0, 0, 0]])
     first, sign = first_crossing(t, design)
     assert first.tolist() == [0, 1, -1] and sign.tolist() == [-1, 1, 0]
+
+
+def test_non_binding_futility_keeps_type_one_error_and_costs_little_power():
+    alpha, eff = 0.05, 1.0
+    plain = design_group_sequential(n0=3, n_max=10, alpha=alpha, n_sim=100_000, seed=0)
+    fut = design_group_sequential(n0=3, n_max=10, alpha=alpha, n_sim=100_000, seed=0, futility_effect_sd=eff,
+                                  beta_futility=0.1)
+    assert fut.t_bounds == plain.t_bounds and fut.f_bounds[-1] == 0.0 and max(fut.f_bounds) > 0
+    n_paths = 100_000
+    se = math.sqrt(alpha * (1 - alpha) / n_paths)
+    h0_fut = simulate_sequential(fut, effect_sd=0.0, n_paths=n_paths, seed=11)
+    h0_plain = simulate_sequential(plain, effect_sd=0.0, n_paths=n_paths, seed=11)
+    assert h0_fut["p_confirm"] <= alpha + 3 * se and h0_fut["p_confirm"] <= h0_plain["p_confirm"]
+    assert h0_fut["mean_n"] < h0_plain["mean_n"] - 1.0  # nulls stop early
+    h1_fut = simulate_sequential(fut, effect_sd=eff, n_paths=n_paths, seed=12)
+    h1_plain = simulate_sequential(plain, effect_sd=eff, n_paths=n_paths, seed=12)
+    assert h1_plain["p_confirm"] - h1_fut["p_confirm"] <= 0.1 + 0.01
+    flat = [0.001, -0.001, 0.0005, -0.0005, 0.0002, 0.0, 0.0, 0.0, 0.0, 0.0]
+    state = sequential_step(_rows({"flat": flat[:6]}, range(11, 17)), fut)
+    assert state["results"]["flat"]["status"] == "futile" and state["next"] == []
