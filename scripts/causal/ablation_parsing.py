@@ -13,7 +13,11 @@ import re
 from scripts.causal.schema import AblationRow
 
 _NUM = r"[+\-−–]?\s?\d*\.\d+"
-_GAIN = re.compile(r"improv|gain|better|help|reduc|lower|saves?|benefit|win\b", re.I)
+MAX_DELTA = 0.3
+_NOT_QUALITY = re.compile(r"size|bytes|\bmb\b|time|ms/step|step_avg|\bsteps\b|params|memory|tok/s|throughput|"
+                          r"artifact|speed|latency", re.I)
+_SUMMARY = re.compile(r"^(?:total|net|sum|overall|combined|all)\b", re.I)
+_GAIN = re.compile(r"improv|gain|better|help|reduc|lower|saves?|benefit|win\b|beats?\b|outperform", re.I)
 _LOSS = re.compile(r"worse|hurt|regress|cost|penalt|degrad|higher|increase", re.I)
 
 
@@ -72,6 +76,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
         if delta_col == 0 or bpb_col == 0:
             label_col = 1
         if delta_col is None and bpb_col is None:
+            rows_out += _comparison_rows(header, rows, heading, nats_to_bpb)
             continue
         is_nats = delta_col is not None and "nat" in low[delta_col]
         gain_header = delta_col is not None and re.search(r"gain|improv|reduc", low[delta_col]) is not None
@@ -81,10 +86,16 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                     continue
                 m = re.search(_NUM, r[delta_col])
                 label = _clean(r[label_col])
-                if not m or not label:
+                if not m or not label or _NOT_QUALITY.search(label) or _SUMMARY.match(label):
                     continue
+                if re.fullmatch(r"\d+", label):  # per-seed rows of a results table
+                    continue
+                if re.fullmatch(r"(?:mean|avg|average)", label, re.I):
+                    label = f"{_clean(header[delta_col])} ({label.lower()})"
+                elif re.fullmatch(r"[\d.]+", label):
+                    label = f"{_clean(header[label_col])} = {label}"
                 d = _to_float(m.group(0))
-                if d is None or abs(d) > 1.0:
+                if d is None or abs(d) > MAX_DELTA:
                     continue
                 if gain_header and not re.search(r"[+\-−–]", m.group(0)):
                     d = -d
@@ -104,8 +115,11 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             if len(r) <= max(bpb_col, label_col):
                 continue
             v = _bpb_in(r[bpb_col])
-            if v is not None and _clean(r[label_col]):
-                vals.append((_clean(r[label_col]), v))
+            label = _clean(r[label_col])
+            if v is not None and label:
+                if re.fullmatch(r"[\d.]+", label):
+                    label = f"{_clean(header[label_col])} = {label}"
+                vals.append((label, v))
         if len(vals) < 2 or "bpb" not in low[bpb_col] and "score" not in low[bpb_col]:
             continue
         if re.search(r"seed|run\b", low[label_col]) or all(re.fullmatch(r"\d+", lbl) for lbl, _ in vals):
@@ -118,22 +132,71 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
     return rows_out
 
 
-_PROSE = re.compile(rf"(?P<num>{_NUM})\s*(?P<unit>bpb|bits per byte|nats?)\b", re.I)
+def _comparison_rows(header: list[str], rows: list[list[str]], heading: str,
+                     nats_to_bpb: float | None) -> list[AblationRow]:
+    """Tables without a delta/bpb column: an 'Improvement'/'Delta' row, or a bpb row of a base-vs-this table."""
+    out = []
+    low = [h.lower() for h in header]
+    this_col = next((j for j, h in enumerate(low) if re.search(r"\bthis\b|ours|new|submission", h)), None)
+    base_col = next((j for j, h in enumerate(low) if j != this_col and re.search(r"pr ?#|base|naive|old|before", h)),
+                    None)
+    for r in rows:
+        if not r:
+            continue
+        label = _clean(r[0])
+        if re.search(r"improvement|\bdelta\b|δ|\bgain\b", label, re.I):
+            nums = [m for c in r[1:] for m in re.findall(_NUM, c)]
+            d = _to_float(nums[-1]) if nums else None
+            if d is not None and abs(d) < 0.5:
+                if not re.match(r"\s*[+\-−–]", nums[-1]) and re.search(r"improv|gain", label, re.I):
+                    d = -abs(d)
+                if re.search(r"\bnats?\b", label + " ".join(r[1:]), re.I) and not re.search(r"bpb", label, re.I):
+                    if nats_to_bpb is None:
+                        continue
+                    d = d * nats_to_bpb
+                out.append(AblationRow(change=f"{heading}: {label}".strip(": "), delta_bpb=round(d, 6),
+                                       source=f"README table '{heading}' (summary row)"))
+        elif this_col is not None and base_col is not None and re.search(r"bpb", label, re.I) \
+                and max(this_col, base_col) < len(r):
+            a, b = _bpb_in(r[base_col]), _bpb_in(r[this_col])
+            if a is not None and b is not None:
+                out.append(AblationRow(change=f"{heading or 'this vs base'} ({label})", delta_bpb=round(b - a, 6),
+                                       source=f"README table '{heading}' (this vs base)"))
+    return out
+
+
+_PROSE = re.compile(rf"(?P<num>{_NUM})\s*(?P<unit>bpb|bpp|bits per byte|nats?)\b", re.I)
+
+
+_PAIR = re.compile(r"(?<![\d.])([0-4]\.\d{3,8})(?!\d|\.\d)[^.\n]{0,90}?\b(?:improv\w*|reduc\w*|lower\w*|drop\w*|"
+                   r"went|goes|moved|brought)\s+(?:that|it|this)?\s*(?:down\s+)?to\s+(?:about\s+|~|≈)?"
+                   r"([0-4]\.\d{3,8})(?!\d|\.\d)", re.I)
 
 
 def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
     out: list[AblationRow] = []
+    text = re.sub(r"[*`]+", "", text or "")
+    for m in _PAIR.finditer(text):
+        a, b = float(m.group(1)), float(m.group(2))
+        if abs(b - a) < 0.2:
+            start = max(text.rfind(". ", 0, m.start()), text.rfind("\n", 0, m.start())) + 1
+            change = _clean(text[start: m.end()])[:120]
+            out.append(AblationRow(change=change, delta_bpb=round(b - a, 6), source="README prose (before -> after)"))
     for para in re.split(r"\n\s*\n", text):
         if para.lstrip().startswith("|"):
             continue
         for sent in re.split(r"(?<=[.!?])\s+(?=[A-Z*(])|\n[-*] |\n", para):
-            for m in _PROSE.finditer(sent):
+            matches = list(_PROSE.finditer(sent))
+            if any(not m.group("unit").lower().startswith("nat") for m in matches):
+                matches = [m for m in matches if not m.group("unit").lower().startswith("nat")]  # bpb twin given
+            for m in matches:
                 raw = m.group("num")
                 d = _to_float(raw)
-                if d is None or abs(d) > 0.5 or abs(d) < 1e-6:
+                if d is None or abs(d) > MAX_DELTA or abs(d) < 1e-6:
                     continue
                 signed = bool(re.match(r"[+\-−–]", raw.strip()))
-                if not signed and not re.search(r"\(\s*$|by\s*$|of\s*$|[~≈]\s*$", sent[:m.start()]):
+                if not signed and not re.search(r"\(\s*$|by\s*$|of\s*$|[~≈]\s*$", sent[:m.start()]) \
+                        and not _GAIN.search(sent) and not _LOSS.search(sent):
                     continue
                 ctx = sent
                 if not signed or d > 0:

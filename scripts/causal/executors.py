@@ -174,7 +174,7 @@ class SubprocessExecutor:
                                      f"worker exited with code {proc.returncode}: {' | '.join(tail)}",
                                      wall_s=time.perf_counter() - t0)
             result = json.loads(out.read_text(encoding="utf-8"))
-        problem = check_result_config(config, seed, result)
+        problem = check_result_config(config, seed, result) if result.get("status") != "failed" else None
         if problem is not None:
             return failed_result(config, seed, backend, f"subprocess ran a different config: {problem}")
         return result

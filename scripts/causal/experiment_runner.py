@@ -136,7 +136,7 @@ def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, pres
         raise ConfigError(f"treatment names must be unique and not {CONTROL!r}; repeated: {dupes or [CONTROL]}")
     for name, ov in treatments:
         if name != "aa" and tg.config_hash(base.with_overrides(ov)) == base_hash:
-            raise ConfigError(f"treatment {name!r} ({ov}) leaves preset {preset!r}'s config unchanged; "
+            raise ConfigError(f"treatment {name!r} ({ov}) leaves the config of preset {preset!r} unchanged; "
                               "drop it or use 'aa' for an A/A control")
     plan = ScreenPlan(screen_id="", preset=preset, backend=backend, seeds=seeds_t, treatments=tuple(treatments),
                       base_config=_jsonable_config(base), alpha=float(alpha), margin_bpb=float(margin_bpb),
@@ -211,7 +211,7 @@ def to_record(result: dict, *, screen_id: str, cell: GridCell, planned: Any, exp
     (seed and resolved data paths filled in) is stored in ``config``.
     """
     status, error = result.get("status") or "failed", result.get("error")
-    problem = check_result_config(planned, cell.seed, result)
+    problem = check_result_config(planned, cell.seed, result) if status != "failed" else None
     if problem is not None:
         status, error = "failed", f"ran a different config than planned: {problem}"
     elif status == "ok" and not _finite(result.get("val_bpb")):

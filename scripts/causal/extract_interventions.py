@@ -311,6 +311,10 @@ def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None
         for feat, (value, rule) in fr.features_from_code(code).items():
             if feat not in own:
                 own[feat] = (value, f"code:{name}: {rule}")
+    for name, text in src.logs.items():  # runtime lines (e.g. varlen warmup buckets) reveal code paths too
+        m = re.search(r"^(?:warmup_cu_buckets|cu_seqlens)\b.*$", text, re.M)
+        if m and "varlen_attention" not in own:
+            own["varlen_attention"] = (True, f"log:{name}: '{m.group(0)[:40]}'")
     for label, text in _prose_sources(src, jd, lb_row):
         for feat, (value, rule) in fr.features_from_prose(text).items():
             if feat not in own:

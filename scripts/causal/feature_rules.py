@@ -104,7 +104,8 @@ def features_from_config(cfg: dict[str, str]) -> dict[str, tuple[object, str]]:
         put("activation", "leaky_relu2", f"config:{k}")
 
     for feat, keys in (
-        ("smeargate", ("smear_gate_enabled", "use_smeargate", "smeargate", "smear_gate", "smear_enabled")),
+        ("smeargate", ("smear_gate_enabled", "use_smeargate", "smeargate", "smear_gate", "smear_enabled", "smear")),
+        ("depth_recurrence", ("training_depth_recurrence", "depth_recurrence", "recurrence_enabled")),
         ("value_embeddings", ("ve_enabled", "value_embeddings", "value_embed")),
         ("attention_gate", ("gated_attn_enabled", "attn_out_gate_enabled", "sparse_attn_gate_enabled",
                             "gated_attn", "gate_attn_out", "attn_gate")),
@@ -152,7 +153,7 @@ def features_from_config(cfg: dict[str, str]) -> dict[str, tuple[object, str]]:
     if any(key.startswith("muon_") for key in cfg):
         put("muon", True, "config:muon_*")
 
-    k, v = first("ema_enabled", "use_ema")
+    k, v = first("ema_enabled", "use_ema", "ema")
     if k and _bool(v) is False:
         put("ema", False, f"config:{k}")
     k, v = first("ema_decay")
@@ -219,6 +220,8 @@ def features_from_code(code: str) -> dict[str, tuple[object, str]]:
         return out
     if re.search(r"class SmearGate\b", code) and re.search(r"self\.smear\w*\s*\(|smear_gate\s*\(", code):
         out["smeargate"] = (True, "code:SmearGate module applied in forward")
+    if re.search(r"flash_attn_varlen_func|cu_seqlens|warmup_cu_buckets", code):
+        out["varlen_attention"] = (True, "code:variable-length attention (cu_seqlens)")
     if re.search(r"nn\.init\.orthogonal_\(", code):
         out["orthogonal_init"] = (True, "code:nn.init.orthogonal_")
     if re.search(r"skip_weights", code):
@@ -267,7 +270,7 @@ _BOOL_RES = [(f, re.compile(p, re.I)) for f, p in _BOOL_PATTERNS]
 
 _NEG_BEFORE = re.compile(
     r"(?:\bno\b|\bnot\b|\bwithout\b|\bremov\w*|\bdrop\w*|\bdisabl\w*|\binstead of\b|\breplac\w*|\bw/o\b|"
-    r"\bexcept\b|\bdoesn't\b|\bdid not\b|\bdidn't\b|\bnever\b|\babandon\w*|\bturn(?:ed)? off\b)[^.;:\n|]{0,40}$", re.I)
+    r"\bexcept\b|\bincompatible with\b|\bdoesn't\b|\bdid not\b|\bdidn't\b|\bnever\b|\babandon\w*|\bturn(?:ed)? off\b)[^.;:\n|]{0,40}$", re.I)
 _NEG_AFTER = re.compile(r"^[^.;\n|]{0,30}?\b(?:removed|disabled|dropped|hurt|did not help|didn't help|"
                         r"was dead code|is dead code|not used|unused|off\b|=\s*0(?![.\d])|=\s*false)", re.I)
 _NEG_SECTION = re.compile(
@@ -313,6 +316,9 @@ def _mention_polarity(text: str, start: int, end: int) -> bool:
     return not (_NEG_BEFORE.search(before) or _NEG_AFTER.search(after))
 
 
+_ENV_ASSIGN = re.compile(r"\b[A-Z][A-Z0-9_]{2,}=\S*")  # env settings are config, read by features_from_config
+
+
 def normalize_prose(text: str) -> str:
     """Table rows become ``cell: cell`` lines, ``×`` becomes ``x``, markdown emphasis is dropped."""
     lines = []
@@ -322,7 +328,7 @@ def normalize_prose(text: str) -> str:
             if re.match(r"^\|?[\s:|-]+$", s):
                 continue
             s = ": ".join(c.strip() for c in s.strip("|").split("|"))
-        lines.append(s)
+        lines.append(_ENV_ASSIGN.sub(" ", s.replace("\\_", "_")))
     return re.sub(r"[*`]+", "", "\n".join(lines)).replace("×", "x").replace("\\_", "_")
 
 

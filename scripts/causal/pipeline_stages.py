@@ -227,7 +227,7 @@ def cached_stage(cache: StageCache, stage: str, *, inputs: Sequence[Path], optio
         for o in outputs:
             shutil.copyfile(store / Path(o).name, o)
         cache.record(stage, inputs=inputs, options=options, outputs=outputs)
-        log(f"{stage}: inputs unchanged since an earlier run, reusing its outputs ({store.relative_to(REPO_ROOT)})")
+        log(f"{stage}: inputs unchanged since an earlier run, reusing its outputs ({store})")
         return True
     t0 = time.perf_counter()
     compute()

@@ -135,7 +135,7 @@ def load_record(folder: Path, warnings: list[str]) -> RecordSources:
     for p in _log_files(folder):
         text = read_text_safe(p, warnings)
         if text is not None:
-            logs[str(p.relative_to(folder))] = text
+            logs[str(p.relative_to(folder))] = strip_line_prefixes(text)
     code: dict[str, str] = {}
     for p in sorted(folder.glob("*.py")):
         if p.name.startswith("train_gpt") or p.name in CODE_NAMES:
@@ -158,6 +158,14 @@ def submission_json(src: RecordSources) -> tuple[str | None, dict]:
 # ---------------------------------------------------------------------------------------------
 # Logs: embedded source, config dumps, metrics
 # ---------------------------------------------------------------------------------------------
+
+_LINE_PREFIX = re.compile(r"^(?:\d{9,}(?:\.\d+)?[ \t]|\[rank\d+\]:[ \t]?)", re.M)
+
+
+def strip_line_prefixes(text: str) -> str:
+    """Drop per-line unix timestamps and ``[rankN]:`` prefixes that some launchers add to logs."""
+    return _LINE_PREFIX.sub("", text)
+
 
 _CODE_START = re.compile(r'^(?:"""|from __future__|import |#!)', re.M)
 
@@ -192,7 +200,7 @@ def log_config(text: str) -> dict[str, str]:
                 m = _DUMP_LINE.match(nxt)
                 if not m:
                     break
-                out.setdefault(m.group(1), m.group(2).strip())
+                out[m.group(1)] = m.group(2).strip()  # a log holding several runs: the last one is final
     body = code_from_log(text)
     scan = text[len(body):] if body else text
     for line in scan.splitlines()[:3000]:
@@ -201,14 +209,14 @@ def log_config(text: str) -> dict[str, str]:
             continue
         for k, v in _KV_TOKEN.findall(s):
             if k not in _NON_CONFIG_TOKENS and not k.startswith("final"):
-                out.setdefault(k, v)
+                out[k] = v
     return out
 
 
 def env_assignments(text: str) -> dict[str, str]:
     """``KEY=value`` env settings (shell commands, env listings); keys lower-cased."""
     out: dict[str, str] = {}
-    for k, v in _ENV_TOKEN.findall(text or ""):
+    for k, v in _ENV_TOKEN.findall((text or "").replace("\\_", "_")):
         out.setdefault(k.lower(), v.strip("\"'"))
     return out
 

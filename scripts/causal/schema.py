@@ -193,6 +193,7 @@ class CandidateIntervention:
     name: str
     feature: str
     description: str = ""
+    value: Any = None  # the feature's value under this intervention (None = unknown)
 
 # ---------------------------------------------------------------------------------------------
 # Experiments and statistics (issue 5: interventions, experiment_runner, statistical_analysis)

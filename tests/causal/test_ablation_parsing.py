@@ -58,3 +58,32 @@ def test_extract_ablations_covers_every_row_of_the_fixture():
     rows = extract_ablations(README.read_text(encoding="utf-8"), nats_to_bpb=1.1194 / 1.89)
     deltas = sorted(round(r.delta_bpb, 6) for r in rows)
     assert deltas == sorted([-0.0017, -0.0009, -0.003, -0.0015, -0.007, 0.0004, round(-0.0021 * 1.1194 / 1.89, 6)])
+
+
+def test_results_tables_keep_the_mean_gain_but_not_per_seed_rows():
+    text = ("| Seed | Pre-TTT bpb | Post-TTT bpb | TTT gain | Artifact |\n|---|---|---|---|---|\n"
+            "| 0 | 1.0840 | 1.0821 | −0.00187 | 15,991,018 |\n| 42 | 1.0847 | 1.0832 | −0.00155 | 15,992,546 |\n"
+            "| **mean** | 1.0849 | 1.0828 | −0.00206 | 15,990,874 |\n")
+    assert as_pairs(table_ablations(text)) == [("TTT gain (mean)", -0.00206)]
+
+
+def test_total_and_size_rows_are_not_ablations():
+    text = ("| Change | Delta |\n|---|---|\n| EMA | -0.0006 BPB |\n| Artifact size | -0.8 MB |\n"
+            "| **Total** | **-0.0013** |\n")
+    assert as_pairs(table_ablations(text)) == [("EMA", -0.0006)]
+
+
+def test_base_vs_this_table_and_improvement_row():
+    text = ("## Changes from PR #198\n\n| | PR #198 | This |\n|---|---|---|\n"
+            "| val_bpb (sliding s64) | 1.1318 | **1.1271** |\n| XSA | None | Last 4 layers |\n\n"
+            "| Metric | Naive Baseline | This Submission |\n|---|---|---|\n| **Improvement** | — | **-0.0319** |\n")
+    rows = table_ablations(text)
+    assert [r.delta_bpb for r in rows] == [pytest.approx(-0.0047), -0.0319]
+    assert "Changes from PR #198" in rows[0].change
+
+
+def test_prose_before_after_pairs_and_bpb_twins():
+    rows = prose_ablations("Always-on recurrence reached about 1.1163 BPB, while delayed recurrence improved that "
+                           "to about 1.1153.\nImprovement over SOTA: -0.0290 bpb / -0.0503 nats.\n"
+                           "Multi-phase SGD: -0.0008 BPP.")
+    assert [r.delta_bpb for r in rows] == [pytest.approx(-0.001), -0.029, -0.0008]
