@@ -185,6 +185,7 @@ def _merged_config(src: rp.RecordSources, jd: dict) -> tuple[dict[str, str], dic
         add(rp.env_assignments(text[:20000]), f"log:{name}(env)")
         break
     add(rp.env_assignments(src.readme or ""), "README.md(env)")
+    add(rp.readme_config_table(src.readme or ""), "README.md(table)")
     for name, code in src.code.items():
         add(rp.code_defaults(code), f"code:{name}")
     add({k.lower(): v for k, v in jd.items() if isinstance(v, (int, float, str, bool)) and not isinstance(v, str)
@@ -432,6 +433,22 @@ def extract(inputs: list[Path]) -> dict:
                 if earlier and (owner["date"] or "") < max(earlier):
                     continue
                 pr_to_record[int(pr)] = owners[0]
+
+    # "PR #N (..., 1.1318)": N is the record with that score
+    for folder in folders:
+        text = fr.normalize_prose(rp.read_text_safe(folder / "README.md", []) or "") if (
+            folder / "README.md").is_file() else ""
+        for m in re.finditer(r"(?:PR\s*#|pull/)(\d{2,5})\]?(?:\([^)\s]*\))?[^\n#]{0,40}?(?<![\d.])([01]\.\d{4,8})(?!\d)",
+                             text):
+            pr, score_text = int(m.group(1)), m.group(2)
+            if pr in pr_to_record:
+                continue
+            digits = len(score_text.split(".")[1])
+            hits = [r for r in records if r["val_bpb"] is not None and r["record_id"] != folder.name
+                    and abs(round(r["val_bpb"], digits) - float(score_text)) < 10 ** -digits / 2 + 1e-12
+                    and r["pr"] in (None, pr)]
+            if len(hits) == 1:
+                pr_to_record[pr] = hits[0]["record_id"]
 
     by_id = {r["record_id"]: r for r in records}
     resolved: dict[str, dict[str, tuple[object, str]]] = {}

@@ -392,7 +392,7 @@ def _numeric_prose(text: str, out: dict) -> None:
                r"mlp[^.\n]{0,12}?(\d(?:\.\d+)?)\s*x\s*expansion", text)
     if m:
         out["mlp_mult"] = (float(next(g for g in m.groups() if g)), f"prose:'{m.group(0)}'")
-    m = _first(r"\bsp[\s-]?(\d{3,5})\b|\b(\d{3,5})[\s-]?(?:vocab|bpe|token vocab)|vocab(?:ulary)?(?:[_ ]size)?\s*[=:]?\s*"
+    m = _first(r"\bsp[\s-]?(\d{3,5})\b|\b(\d{3,5})[\s-]?(?:vocab|bpe|token vocab)|\bvocab(?:ulary)?(?:[_ ]size)?\s*[=:]?\s*"
                r"(\d{3,5})", text)
     if m:
         v = int(next(g for g in m.groups() if g))

@@ -221,6 +221,20 @@ def env_assignments(text: str) -> dict[str, str]:
     return out
 
 
+def readme_config_table(text: str) -> dict[str, str]:
+    """``| snake_case_key | value |`` rows of README tables (hyperparameter tables)."""
+    out: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        s = line.strip()
+        if not s.startswith("|"):
+            continue
+        cells = [re.sub(r"[`*]", "", c).replace("\\_", "_").strip() for c in s.strip("|").split("|")]
+        if len(cells) >= 2 and re.fullmatch(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+", cells[0]) \
+                and re.fullmatch(r"[\w.+-]{1,30}", cells[1]):
+            out.setdefault(cells[0], cells[1])
+    return out
+
+
 _ENV_DEFAULT = re.compile(
     r"""os\.environ\.get\(\s*["']([A-Z][A-Z0-9_]*)["']\s*,\s*("[^"]*"|'[^']*'|[^)\s]+)\s*\)""")
 

@@ -126,3 +126,17 @@ def test_submission_json_prefers_submission_named_file(tmp_path):
     (tmp_path / "submission_x.json").write_text(json.dumps({"val_bpb": 1.5}))
     name, data = rp.submission_json(rp.load_record(tmp_path, []))
     assert name == "submission_x.json" and data["val_bpb"] == 1.5
+
+
+def test_timestamped_and_multi_run_logs():
+    text = rp.strip_line_prefixes("1776142360.538 Hyperparameters:\n1776142360.538   num_layers: 11\n"
+                                  "[rank0]: step:1/2 val_loss:3.0 val_bpb:1.9\n")
+    assert text.startswith("Hyperparameters:\n  num_layers: 11\nstep:1/2")
+    two_runs = "train_seq_len:4096 iterations:20\n...\ntrain_seq_len:1024 iterations:20\n"
+    assert rp.log_config(two_runs)["train_seq_len"] == "1024"  # the last run is the submitted one
+
+
+def test_readme_hyperparameter_tables():
+    text = ("| Param | Value |\n|---|---|\n| bigram\\_vocab\\_size | 4096 |\n| `muon_wd` | **0.04** |\n"
+            "| Layers | 11 |\n")
+    assert rp.readme_config_table(text) == {"bigram_vocab_size": "4096", "muon_wd": "0.04"}
