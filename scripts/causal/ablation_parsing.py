@@ -107,7 +107,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                     d = d * nats_to_bpb
                 if re.search(r"^(?:base(?:line)?|control|reference|ours?|final|total|sota)\b", label, re.I) and d == 0:
                     continue
-                rows_out.append(AblationRow(change=label, delta_bpb=round(d, 6), source=f"README table '{heading}'"))
+                rows_out.append(AblationRow(change=label, delta_bpb=round(d, 8), source=f"README table '{heading}'"))
             continue
         # absolute values only
         vals = []
@@ -127,7 +127,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
         cumulative = sum(lbl.startswith("+") for lbl, _ in vals[1:]) >= max(1, (len(vals) - 1) // 2)
         for k in range(1, len(vals)):
             ref = vals[k - 1][1] if cumulative else vals[0][1]
-            rows_out.append(AblationRow(change=vals[k][0], delta_bpb=round(vals[k][1] - ref, 6),
+            rows_out.append(AblationRow(change=vals[k][0], delta_bpb=round(vals[k][1] - ref, 8),
                                         source=f"README table '{heading}' ({'cumulative' if cumulative else 'vs first row'})"))
     return rows_out
 
@@ -154,13 +154,13 @@ def _comparison_rows(header: list[str], rows: list[list[str]], heading: str,
                     if nats_to_bpb is None:
                         continue
                     d = d * nats_to_bpb
-                out.append(AblationRow(change=f"{heading}: {label}".strip(": "), delta_bpb=round(d, 6),
+                out.append(AblationRow(change=f"{heading}: {label}".strip(": "), delta_bpb=round(d, 8),
                                        source=f"README table '{heading}' (summary row)"))
         elif this_col is not None and base_col is not None and re.search(r"bpb", label, re.I) \
                 and max(this_col, base_col) < len(r):
             a, b = _bpb_in(r[base_col]), _bpb_in(r[this_col])
             if a is not None and b is not None:
-                out.append(AblationRow(change=f"{heading or 'this vs base'} ({label})", delta_bpb=round(b - a, 6),
+                out.append(AblationRow(change=f"{heading or 'this vs base'} ({label})", delta_bpb=round(b - a, 8),
                                        source=f"README table '{heading}' (this vs base)"))
     return out
 
@@ -181,7 +181,7 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
         if abs(b - a) < 0.2:
             start = max(text.rfind(". ", 0, m.start()), text.rfind("\n", 0, m.start())) + 1
             change = _clean(text[start: m.end()])[:120]
-            out.append(AblationRow(change=change, delta_bpb=round(b - a, 6), source="README prose (before -> after)"))
+            out.append(AblationRow(change=change, delta_bpb=round(b - a, 8), source="README prose (before -> after)"))
     for para in re.split(r"\n\s*\n", text):
         if para.lstrip().startswith("|"):
             continue
@@ -214,7 +214,7 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                                                source="README prose"))
                         continue
                     d = d * nats_to_bpb
-                out.append(AblationRow(change=change, delta_bpb=round(d, 6), source="README prose"))
+                out.append(AblationRow(change=change, delta_bpb=round(d, 8), source="README prose"))
     return out
 
 

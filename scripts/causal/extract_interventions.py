@@ -39,6 +39,9 @@ from scripts.causal.schema import (  # noqa: E402
 SOURCE_KINDS = ("log", "code", "json", "readme", "inherited", "default")
 
 _PR = r"(?:PR\s*#|pull/|#)(\d{2,5})"
+_BASE_KEYWORDS = [re.compile(r"(?:built|builds|building|based|stacked|layered|rebased|build)\s+(?:directly\s+|mainly\s+)?"
+                             r"(?:on|upon|from|atop)|on top of|atop|fork(?:ed)? (?:of|from)|extends|derived from|"
+                             r"starts? from|started from", re.I)]
 _BASE_WORDING = [
     re.compile(r"(?:(?:built|builds|building|based|stacked|layered|rebased|build)\s+(?:directly\s+|mainly\s+)?"
                r"(?:on|upon|from|atop)|on top of|atop|fork(?:ed)? (?:of|from)|extends|extending|derived from|"
@@ -225,10 +228,28 @@ def _base_prs(src: rp.RecordSources, jd: dict, own_pr: int | None, lb_summary: s
 
 
 def _nats_ratio(jd: dict) -> float | None:
-    bpb, loss = _num(jd.get("val_bpb")), _num(jd.get("val_loss"))
-    if bpb and loss and loss > bpb * 1.2:
-        return bpb / loss
+    """bpb per nat of this record (its tokenizer's bytes per token), from a matching bpb/loss pair."""
+    for bk, lk in (("val_bpb", "val_loss"), ("mean_val_bpb", "mean_val_loss"), ("val_bpb", "val_loss_sliding"),
+                   ("val_bpb", "val_loss_nats"), ("pre_quant_val_bpb", "pre_quant_val_loss")):
+        bpb, loss = _num(jd.get(bk)), _num(jd.get(lk))
+        if bpb and loss and loss > bpb * 1.2:
+            return bpb / loss
     return None
+
+
+_RECORD_LINK = re.compile(r"records/[^/\s)\]]+/([0-9]{4}-[0-9]{2}-[0-9]{2}_[^/\s)\]]+)")
+
+
+def _base_record_links(readme: str) -> list[str]:
+    """Record folders that base wording links to ("builds on the 03-23 [record](.../records/track/folder/...)")."""
+    text = fr.normalize_prose(readme or "")
+    out = []
+    for rx in _BASE_KEYWORDS:
+        for m in rx.finditer(text):
+            link = _RECORD_LINK.search(text[m.end(): m.end() + 200].split("\n")[0])
+            if link:
+                out.append((m.start(), link.group(1)))
+    return [f for _, f in sorted(out)]
 
 
 def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None, warnings: list[str],
@@ -301,6 +322,7 @@ def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None
         # the leaderboard's "On PR #N" is usually the record's own PR, unless the README names N as its base
         own_pr = next((n for n in lb_row.prs if n not in base_prs), None)
     base_prs = [n for n in base_prs if n != own_pr]
+    base_links = [f for f in _base_record_links(src.readme or "") if f != folder.name]
 
     # features, in order of trust
     own: dict[str, tuple[object, str]] = {}
@@ -341,6 +363,7 @@ def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None
         "record_id": folder.name, "track": track, "date": date, "author": author, "val_bpb": val,
         "pre_quant_bpb": pre, "post_quant_bpb": post, "artifact_bytes": art, "seeds": seeds,
         "base_prs": tuple(base_prs), "ablations": tuple(ablations), "provenance": prov, "pr": own_pr,
+        "_base_links": base_links,
         "leaderboard_rank": lb_row.rank if lb_row else None, "leaderboard_score": lb_row.score if lb_row else None,
         "summary": lb_row.summary if lb_row else (jd.get("name") if isinstance(jd.get("name"), str) else None),
         "warnings": tuple(warns),
@@ -457,8 +480,11 @@ def extract(inputs: list[Path]) -> dict:
         if rid in resolved:
             return resolved[rid]
         feats = dict(owns[rid])
-        for pr in by_id[rid]["base_prs"]:  # the first base PR that maps to a known record is the stack
-            base = pr_to_record.get(pr)
+        for f, v in absent.get(rid, {}).items():  # the record's own full config dump beats the base stack
+            feats.setdefault(f, v)
+        candidates = [b for b in by_id[rid]["_base_links"] if b in by_id]
+        candidates += [pr_to_record.get(pr) for pr in by_id[rid]["base_prs"]]
+        for base in candidates:  # the first base that maps to a known record is the stack
             if base is None or base == rid or base in stack:
                 continue
             base_feats = resolve(base, stack + (rid,))
@@ -466,8 +492,6 @@ def extract(inputs: list[Path]) -> dict:
                 if f not in feats and f in base_feats and not base_feats[f][1].startswith("default"):
                     feats[f] = (base_feats[f][0], f"inherited from {base}")
             break
-        for f, v in absent.get(rid, {}).items():
-            feats.setdefault(f, v)
         for f in INTERVENTION_FEATURES:
             if f not in feats:
                 feats[f] = (BASELINE_FEATURES[f], "default: naive baseline")
@@ -479,7 +503,9 @@ def extract(inputs: list[Path]) -> dict:
         feats = resolve(rec["record_id"])
         rec["features"] = {f: feats[f][0] for f in INTERVENTION_FEATURES}
         rec["provenance"] = {**rec["provenance"], **{f"features.{f}": feats[f][1] for f in INTERVENTION_FEATURES}}
-        rec["base_record_ids"] = [pr_to_record[p] for p in rec["base_prs"] if p in pr_to_record]
+        linked = [b for b in rec.pop("_base_links") if b in by_id]
+        rec["base_record_ids"] = list(dict.fromkeys(linked + [pr_to_record[p] for p in rec["base_prs"]
+                                                               if p in pr_to_record]))
         ir = InterventionRecord(**{k: v for k, v in rec.items() if k != "base_record_ids"})
         d = ir.to_dict()
         d["base_record_ids"] = rec["base_record_ids"]

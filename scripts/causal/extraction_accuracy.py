@@ -101,13 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Score results/interventions.json against hand-labelled truth.")
     p.add_argument("--truth", required=True, help="e.g. tests/causal/data/labels/truth.json")
     p.add_argument("--pred", required=True, help="e.g. results/interventions.json")
+    p.add_argument("--batch", type=int, help="score only labels of this batch (e.g. 2)")
     p.add_argument("--show-mismatches", action="store_true", help="list every disagreement")
     add_debug_flag(p)
     return p
 
 
 def _main(args: argparse.Namespace) -> int:
-    rep = score(read_json(args.pred), read_json(args.truth))
+    truth = read_json(args.truth)
+    if args.batch is not None:
+        truth = {**truth, "records": {k: v for k, v in truth["records"].items() if v.get("batch") == args.batch}}
+    rep = score(read_json(args.pred), truth)
     out = {k: v for k, v in dataclasses.asdict(rep).items() if k != "mismatches"}
     print(json.dumps(out, indent=2))
     if args.show_mismatches:

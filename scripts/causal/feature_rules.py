@@ -172,6 +172,10 @@ def features_from_config(cfg: dict[str, str]) -> dict[str, tuple[object, str]]:
     k, v = first("matrix_bits", "weight_bits", "quant_bits")
     if k:
         put("quant_bits", _float(v), f"config:{k}")
+    k, v = first("quantized_model_path", "quant_model_path")
+    mb = re.search(r"\bint([2-8])\b", str(v or "").replace(".", " ").replace("_", " "))
+    if k and mb:
+        put("quant_bits", float(mb.group(1)), f"config:{k}")
     k, v = first("gptq_enabled", "use_gptq")
     if k:
         put("gptq", "full" if _bool(v) else "none", f"config:{k}")
@@ -240,7 +244,8 @@ def features_from_code(code: str) -> dict[str, tuple[object, str]]:
 # (feature, value, regex) -- value None means "the regex's first group, converted"
 _BOOL_PATTERNS: list[tuple[str, str]] = [
     ("smeargate", r"smear[\s_-]?gate|\bsmear\b"),
-    ("bigram_hash", r"bigram[\s_-]?hash|hash(?:ed)?[\s_-]?bigram|bigram\s*\(\d+|bigram\d{3,}|bigram embed"),
+    ("bigram_hash", r"bigram[\s_-]?hash|hash(?:ed)?[\s_-]?bigram|bigram\s*\(\d+|bigram\d{3,}|bigram embed|"
+                    r"hash(?:ed)?[\s_-]?embed"),
     ("value_embeddings", r"value[\s_-]?embed|\bVE\d*\b|value[\s_-]residual"),
     ("xsa", r"\bxsa\b|\bxsa\d|exclusive self[\s-]?attention"),
     ("partial_rope", r"partial[\s_-]?rope|rope[\s_-]?\d{1,2}\b|rope_dims|rope \(\d+/\d+\)|rope on \d+"),
@@ -274,7 +279,7 @@ _NEG_BEFORE = re.compile(
 _NEG_AFTER = re.compile(r"^[^.;\n|]{0,30}?\b(?:removed|disabled|dropped|hurt|did not help|didn't help|"
                         r"was dead code|is dead code|not used|unused|off\b|=\s*0(?![.\d])|=\s*false)", re.I)
 _NEG_SECTION = re.compile(
-    r"negative|didn.?t work|did not work|not work|fail|discard|tried|abandon|dead end|what didn|"
+    r"negative|didn.?t work|did not work|not work|fail|discard|tried|abandon|dead end|what didn|dropped|"
     r"ablation|removed|lessons|future|todo|not included|rejected|unsuccessful|open question|comparison|"
     r"prior|previous|related|credits?|acknowledg|attribution|lineage|history|changelog|reference", re.I)
 
@@ -339,6 +344,7 @@ def features_from_prose(text: str) -> dict[str, tuple[object, str]]:
         return out
     text = normalize_prose(text)
     swa_is_ema = None
+    head = "\n".join(text.splitlines()[:8])
     for feat, rx in _BOOL_RES:
         pos = neg = dead = None
         for m in rx.finditer(text):
@@ -353,8 +359,12 @@ def features_from_prose(text: str) -> dict[str, tuple[object, str]]:
                 pos = pos or m.group(0)
             else:
                 neg = neg or m.group(0)
+        head_neg = [m for m in rx.finditer(head) if not _mention_polarity(head, m.start(), m.end())]
+        head_pos = [m for m in rx.finditer(head) if _mention_polarity(head, m.start(), m.end())]
         if dead:
             out[feat] = (False, f"prose(dead code):'{dead.strip()}'")
+        elif head_neg and not head_pos:  # "No TTT" in the headline block is the author's summary
+            out[feat] = (False, f"prose(negated in headline):'{head_neg[0].group(0).strip()}'")
         elif pos:
             out[feat] = (True, f"prose:'{pos.strip()}'")
         elif neg:
