@@ -322,7 +322,7 @@ def _describe(pair: dict, *, alpha: float, margin: float, pooled: PooledSigma | 
     return row
 
 
-def _message(row: dict, *, alpha: float, k: int, metric: str) -> str:
+def _message(row: dict, *, alpha: float, k: int, bar: float, metric: str) -> str:
     parts = []
     n = row["n_pairs"]
     if n < MIN_PAIRS:
@@ -339,9 +339,10 @@ def _message(row: dict, *, alpha: float, k: int, metric: str) -> str:
     if row["n_missing"]:
         parts.append(f"{row['n_missing']} seed(s) with only one arm present: {row['missing_seeds']}")
     if n >= MIN_PAIRS and not row["wilcoxon_can_reach_alpha"]:
-        need = math.ceil(math.log2(k / alpha)) if k else 0
-        parts.append(f"Wilcoxon floor 2^-{n} = {2.0 ** -n:.3g} cannot reach alpha/K = {alpha / max(k, 1):.3g} "
-                     f"(K={k}); it is shown as a secondary view only (needs >= {need} non-zero pairs)")
+        need = math.floor(math.log2(1.0 / bar)) + 1
+        nz = round(-math.log2(row["wilcoxon_min_p"]))
+        parts.append(f"Wilcoxon floor 2^-{nz} = {row['wilcoxon_min_p']:.3g} cannot reach the per-test level {bar:.3g} "
+                     f"(alpha={alpha}, K={k}); it is shown as a secondary view only (needs >= {need} non-zero pairs)")
     return "; ".join(parts)
 
 
@@ -406,7 +407,7 @@ def analyze(runs: Sequence[Mapping] | Mapping, *, alpha: float = 0.01, margin_bp
             row["p_adjusted"] = row["p_adjusted_harm"]
         else:
             row["p_adjusted"] = row["p_adjusted_improve"]
-        row["message"] = _message(row, alpha=alpha, k=k, metric=metric)
+        row["message"] = _message(row, alpha=alpha, k=k, bar=power_alpha, metric=metric)
     screen = runs.get("screen", {}) if isinstance(runs, Mapping) else {}
     return {
         "schema_version": 1, "alpha": alpha, "margin_bpb": margin_bpb, "correction": correction,
