@@ -64,7 +64,7 @@ from scripts.causal.schema import PooledSigma, read_json, write_json  # noqa: E4
 
 __all__ = [
     "CORRECTIONS", "DECISIONS", "METRICS", "MIN_PAIRS", "adjust_pvalues", "analyze", "bh_adjust", "holm_adjust",
-    "load_runs", "main", "paired_deltas", "pooled_sigma_from_aa",
+    "load_runs", "main", "paired_deltas", "pooled_sigma_from_aa", "pooled_sigma_from_screens",
 ]
 
 DECISIONS = ("confirmed", "suggestive", "null", "harmful", "insufficient")
@@ -227,6 +227,20 @@ def pooled_sigma_from_aa(groups: Sequence[Sequence[float]], *, source: str = "aa
             "A/A differences are all identical (sigma = 0): the A/A runs are bit-identical to their controls, "
             "so they carry no noise information; analyze without pool_aa / aa_sigma")
     return PooledSigma(sigma=sigma, df=df, n_pairs=n, n_groups=len(groups), source=source)
+
+
+def pooled_sigma_from_screens(screens: Sequence[Sequence[Mapping] | Mapping], *, aa_name: str = "aa",
+                              metric: str = "val_bpb") -> PooledSigma:
+    """Pooled A/A sigma from earlier screens' runs (one group per screen and backend, honest df)."""
+    groups = []
+    for runs in screens:
+        rows = runs["runs"] if isinstance(runs, Mapping) else runs
+        for be in sorted({str(r.get("backend")) for r in rows}):
+            sub = [r for r in rows if str(r.get("backend")) == be]
+            pairs = paired_deltas(sub, metric=metric)
+            if aa_name in pairs:
+                groups.append(pairs[aa_name]["delta"])
+    return pooled_sigma_from_aa(groups, source=f"{aa_name}:{len(groups)} screen(s)")
 
 
 def _t_pvalue(num: float, se: float, df: int, *, lower: bool) -> tuple[float, float]:

@@ -25,6 +25,7 @@ from scripts.causal.statistical_analysis import (
     main,
     paired_deltas,
     pooled_sigma_from_aa,
+    pooled_sigma_from_screens,
 )
 
 # R's `sleep` data: extra sleep (hours) for 10 patients under drug 1 (group 1) and drug 2 (group 2).
@@ -239,6 +240,13 @@ def test_pooled_sigma_honest_df():
     assert r["df"] == 7 and r["sigma_source"] == "pooled_aa"
     assert r["p_improve"] == pytest.approx(stats.t.cdf(d.mean() / math.sqrt(var / 5), 7), rel=1e-10)
     assert isinstance(ps, PooledSigma)
+    # from earlier screens' runs: one group per screen, df = sum(n_g - 1)
+    s1 = rows_from([1.5, 1.6, 1.7], {"aa": [1.51, 1.59, 1.70]})
+    s2 = rows_from([1.5, 1.6, 1.7, 1.8], {"aa": [1.50, 1.61, 1.71, 1.79], "x": [1, 1, 1, 1]})
+    pooled = pooled_sigma_from_screens([s1, {"runs": s2}])
+    d1, d2 = np.array([0.01, -0.01, 0.0]), np.array([0.0, 0.01, 0.01, -0.01])
+    ss = ((d1 - d1.mean()) ** 2).sum() + ((d2 - d2.mean()) ** 2).sum()
+    assert pooled.df == 5 and pooled.sigma == pytest.approx(math.sqrt(ss / 5), rel=1e-9)
 
 
 def test_wilcoxon_floor_is_reported():
