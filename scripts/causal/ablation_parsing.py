@@ -206,8 +206,11 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                         d = abs(d)
                     elif not signed:
                         continue
-                change = _clean(sent[:m.start()]).rstrip(" :(—-,")
-                change = re.sub(r"^[-*\d.)\s]+", "", change)[-120:] or _clean(sent)[:120]
+                change = _clean(sent[:m.start()]).rstrip(" :(—-,~≈")
+                change = re.sub(r"^[-*\d.)\s]+", "", change)
+                if len(change.split()) < 4:  # "Improvement over baseline: ~" says little: keep the sentence
+                    change = re.sub(r"^[-*\d.)\s]+", "", _clean(sent))
+                change = change[-140:]
                 if m.group("unit").lower().startswith("nat"):
                     if nats_to_bpb is None:
                         out.append(AblationRow(change=f"{change} (nats {d:+g}; no bpb ratio)", delta_bpb=None,

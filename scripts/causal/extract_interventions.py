@@ -340,8 +340,8 @@ def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None
             own["varlen_attention"] = (True, f"log:{name}: '{m.group(0)[:40]}'")
     for label, text in _prose_sources(src, jd, lb_row):
         for feat, (value, rule) in fr.features_from_prose(text).items():
-            if feat not in own:
-                own[feat] = (value, f"{label}: {rule}")
+            if feat not in own or ("dead code" in rule and label == "README.md"):
+                own[feat] = (value, f"{label}: {rule}")  # "X was dead code" overrides X's config flag
     dump_sizes = {name: len(rp.log_config(text)) for name, text in src.logs.items()}
     big = max(dump_sizes, key=dump_sizes.get) if dump_sizes else None
     absent = {}

@@ -352,6 +352,10 @@ def json_headline(d: dict) -> tuple[float | None, str | None]:
             return v, key
     if plain is not None:
         return plain, "val_bpb"
+    for key, v in d.items():  # any other top-level bpb score (val_var_bpb, final_bpb, ...)
+        if "bpb" in key.lower() and _num(v) is not None and not re.search(
+                r"std|pre|delta|gap|base|best|prev|sota|roundtrip|diff|improv|target|quant", key, re.I):
+            return _num(v), key
     seeds = [v for _, v in json_seed_scores(d) if v is not None]
     if seeds:
         return statistics.fmean(seeds), "seed_results(mean)"

@@ -110,7 +110,8 @@ def test_lookalikes_dead_code_and_negative_results(by_id):
     assert study["features"]["ttt"] is False and study["features"]["smeargate"] is False
     assert study["features"]["depth_recurrence"] is False
     assert study["features"]["qat"] is True and study["features"]["compression"] == "lzma"
-    assert [(a["change"], a["delta_bpb"]) for a in study["ablations"]] == [("Test-time training (TTT)", 0.004)]
+    assert [(a["change"], a["delta_bpb"]) for a in study["ablations"]] == [
+        ("Test-time training (TTT): +0.004 BPB worse, dropped.", 0.004)]
 
 
 def test_ablations_are_normalised(by_id):
@@ -186,3 +187,14 @@ def test_committed_results_match_the_schema():
         assert list(r["features"]) == list(INTERVENTION_FEATURES)
     header = (REPO / "results" / "interventions.csv").read_text().splitlines()[0].split(",")
     assert header == ["record_id", "track", "val_bpb", *INTERVENTION_FEATURES]
+
+
+def test_dead_code_statement_overrides_a_config_flag(tmp_path):
+    rec = tmp_path / "track_t" / "2026-02-02_LateQAT"
+    rec.mkdir(parents=True)
+    (rec / "README.md").write_text("# Late QAT\n\n**val_bpb: 1.1248**\n\nThe late QAT branch was dead code.\n")
+    (rec / "submission.json").write_text('{"val_bpb": 1.1248}')
+    (rec / "train_gpt.py").write_text('import os\nclass Hyperparameters:\n'
+                                      '    late_qat_threshold = float(os.environ.get("LATE_QAT_THRESHOLD", 0.15))\n')
+    (r,) = ei.extract([tmp_path])["records"]
+    assert r["features"]["qat"] is False and "dead code" in r["provenance"]["features.qat"]

@@ -140,3 +140,8 @@ def test_readme_hyperparameter_tables():
     text = ("| Param | Value |\n|---|---|\n| bigram\\_vocab\\_size | 4096 |\n| `muon_wd` | **0.04** |\n"
             "| Layers | 11 |\n")
     assert rp.readme_config_table(text) == {"bigram_vocab_size": "4096", "muon_wd": "0.04"}
+
+
+def test_other_bpb_keys_are_a_headline_fallback():
+    assert rp.json_headline({"val_var_bpb": 1.1465, "pre_quant_val_bpb": 1.1}) == (1.1465, "val_var_bpb")
+    assert rp.json_headline({"val_bpb_std": 0.001, "delta_vs_base_bpb": -0.002}) == (None, None)
