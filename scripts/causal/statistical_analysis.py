@@ -39,6 +39,9 @@ differences, s^2 = ((n-1) s_i^2 + df_aa s_aa^2) / (n-1+df_aa) with df = n-1+df_a
 A/A pairs from the same screen share the control runs, so that t is approximate; prefer A/A groups from earlier
 screens (``pooled_sigma_from_aa``). Bit-identical A/A runs (sigma = 0, the usual case with deterministic CPU
 training) carry no noise information and are refused.
+
+See also: power.py (exact noncentral-t power/MDE), sequential_design.py (group-sequential seed allocation),
+confirmation.py (two-stage fresh-seed confirmation, platform transfer, Parameter-Golf claim line).
 """
 from __future__ import annotations
 
