@@ -24,12 +24,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.causal import feature_rules as fr  # noqa: E402
+from scripts.causal import record_lineage as lin  # noqa: E402
 from scripts.causal import record_parsing as rp  # noqa: E402
 from scripts.causal.ablation_parsing import extract_ablations  # noqa: E402
 from scripts.causal.cli import add_debug_flag, run_cli  # noqa: E402
 from scripts.causal.errors import ConfigError  # noqa: E402
 from scripts.causal.schema import (  # noqa: E402
-    BASELINE_FEATURES,
     INTERVENTION_FEATURES,
     InterventionRecord,
     SeedScore,
@@ -38,19 +38,6 @@ from scripts.causal.schema import (  # noqa: E402
 
 SOURCE_KINDS = ("log", "code", "json", "readme", "inherited", "default")
 
-_PR = r"(?:PR\s*#|pull/|#)(\d{2,5})"
-_BASE_KEYWORDS = [re.compile(r"(?:built|builds|building|based|stacked|layered|rebased|build)\s+(?:directly\s+|mainly\s+)?"
-                             r"(?:on|upon|from|atop)|on top of|atop|fork(?:ed)? (?:of|from)|extends|derived from|"
-                             r"starts? from|started from", re.I)]
-_BASE_WORDING = [
-    re.compile(r"(?:(?:built|builds|building|based|stacked|layered|rebased|build)\s+(?:directly\s+|mainly\s+)?"
-               r"(?:on|upon|from|atop)|on top of|atop|fork(?:ed)? (?:of|from)|extends|extending|derived from|"
-               r"starts? from|started (?:this submission )?from|base(?:line)?\s*(?:model|stack|submission|pr|record)?"
-               r"\s*(?:is\s*)?[:=(]|parent(?:\s*pr)?\s*[:=]|(?:changes?|improvement|delta) (?:from|over|vs\.?|relative to)|"
-               r"support(?:s|ing)? (?:for )?|reproduc\w* (?:of )?)[^.\n]{0,40}?" + _PR, re.I),
-    re.compile(_PR + r"\]?(?:\([^)]*\))?[^.\n(]{0,25}?\(?[^.\n]{0,20}?\b(?:stack|base|direct baseline)\b", re.I),
-]
-_OWN_PR = re.compile(r"(?:^#.*?|this (?:PR|submission)[^.\n]{0,20})(?:PR\s*#|pull/)(\d{2,5})", re.I | re.M)
 
 
 def _num(v):
@@ -209,24 +196,6 @@ def _prose_sources(src: rp.RecordSources, jd: dict, lb_row: rp.LeaderboardRow | 
     return texts
 
 
-def _base_prs(src: rp.RecordSources, jd: dict, own_pr: int | None, lb_summary: str = "") -> list[int]:
-    prs: list[int] = []
-    for key in ("base_pr", "based_on", "base_submission", "comparison_baseline_pr", "builds_on", "parent_pr"):
-        v = jd.get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            prs.append(int(v))
-        elif isinstance(v, str):
-            prs += [int(n) for n in re.findall(r"(?:PR\s*#|#|pull/)(\d{2,5})", v)]
-        elif isinstance(v, list):
-            prs += [int(n) for n in re.findall(r"(\d{2,5})", " ".join(map(str, v)))]
-    text = fr.normalize_prose(src.readme or "")
-    found = sorted((m.start(), int(m.group(1))) for rx in _BASE_WORDING for m in rx.finditer(text))
-    prs += [n for _, n in found]
-    summary = re.sub(r"^\s*On PR #\d+\s*:?", "", lb_summary or "")
-    prs += [int(m.group(1)) for rx in _BASE_WORDING for m in rx.finditer(summary)]
-    return [p for p in dict.fromkeys(prs) if p != own_pr]
-
-
 def _nats_ratio(jd: dict) -> float | None:
     """bpb per nat of this record (its tokenizer's bytes per token), from a matching bpb/loss pair."""
     for bk, lk in (("val_bpb", "val_loss"), ("mean_val_bpb", "mean_val_loss"), ("val_bpb", "val_loss_sliding"),
@@ -235,21 +204,6 @@ def _nats_ratio(jd: dict) -> float | None:
         if bpb and loss and loss > bpb * 1.2:
             return bpb / loss
     return None
-
-
-_RECORD_LINK = re.compile(r"records/[^/\s)\]]+/([0-9]{4}-[0-9]{2}-[0-9]{2}_[^/\s)\]]+)")
-
-
-def _base_record_links(readme: str) -> list[str]:
-    """Record folders that base wording links to ("builds on the 03-23 [record](.../records/track/folder/...)")."""
-    text = fr.normalize_prose(readme or "")
-    out = []
-    for rx in _BASE_KEYWORDS:
-        for m in rx.finditer(text):
-            link = _RECORD_LINK.search(text[m.end(): m.end() + 200].split("\n")[0])
-            if link:
-                out.append((m.start(), link.group(1)))
-    return [f for _, f in sorted(out)]
 
 
 def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None, warnings: list[str],
@@ -317,12 +271,12 @@ def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None
     for k in ("pr", "pr_number", "pull_request"):
         if own_pr is None and _num(jd.get(k)) is not None:
             own_pr = int(jd[k])
-    base_prs = _base_prs(src, jd, own_pr, lb_row.summary if lb_row else "")
+    base_prs = lin.base_prs(src.readme or "", jd, own_pr, lb_row.summary if lb_row else "")
     if own_pr is None and lb_row is not None:
         # the leaderboard's "On PR #N" is usually the record's own PR, unless the README names N as its base
         own_pr = next((n for n in lb_row.prs if n not in base_prs), None)
     base_prs = [n for n in base_prs if n != own_pr]
-    base_links = [f for f in _base_record_links(src.readme or "") if f != folder.name]
+    base_links = [f for f in lin.base_record_links(src.readme or "") if f != folder.name]
 
     # features, in order of trust
     own: dict[str, tuple[object, str]] = {}
@@ -411,101 +365,29 @@ def extract(inputs: list[Path]) -> dict:
     records: list[dict] = []
     owns: dict[str, dict] = {}
     absent: dict[str, dict] = {}
+    texts: dict[str, tuple[str, dict]] = {}
     for folder in folders:
         w: list[str] = []
-        src_json = rp.submission_json(rp.load_record(folder, w))[1]
+        loaded = rp.load_record(folder, w)
+        src_json = rp.submission_json(loaded)[1]
         row = _match_row(folder, rp.json_headline(src_json)[0], lb_rows)
         rec, own = extract_record(folder, track=folder.parent.name, lb_row=row, warnings=warnings,
                                   record_absent=absent)
         records.append(rec)
         owns[rec["record_id"]] = own
-
-    # PR -> record (the leaderboard links a record to its own PR; READMEs name "<folder> (PR #N)")
-    pr_to_record: dict[int, str] = {}
-    for rec in records:
-        if rec["pr"] is not None:
-            pr_to_record.setdefault(rec["pr"], rec["record_id"])
-    ids = {r["record_id"] for r in records}
-    for folder in folders:
-        for text in [rp.read_text_safe(folder / "README.md", [])] if (folder / "README.md").is_file() else []:
-            for m in re.finditer(r"([0-9]{4}-[0-9]{2}-[0-9]{2}_[\w.-]+)[^\n#]{0,20}\(PR\s*#(\d+)\)", text or ""):
-                if m.group(1) in ids:
-                    pr_to_record.setdefault(int(m.group(2)), m.group(1))
-
-    # "PR #N by @handle": N belongs to the only record by that handle
-    by_id0 = {r["record_id"]: r for r in records}
-    handles: dict[str, list[str]] = {}
-    for folder, rec in zip(folders, records, strict=True):
-        jd = rp.submission_json(rp.load_record(folder, []))[1]
-        for h in {str(jd.get("github_id", "")).lower(), str(rec["author"] or "").lower()} - {""}:
-            handles.setdefault(h, []).append(rec["record_id"])
-    for folder in folders:
-        text = rp.read_text_safe(folder / "README.md", []) if (folder / "README.md").is_file() else ""
-        text = (text or "") + " " + " ".join(
-            str(v) for v in rp.submission_json(rp.load_record(folder, []))[1].values() if isinstance(v, (str, dict)))
-        for m in re.finditer(r"PR\s*#(\d+)\]?(?:\([^)]*\))?[\s,(]*(?:by\s*)?@([\w-]+)|@([\w-]+)\)?[\s,]*\(?PR\s*#(\d+)",
-                             text):
-            pr, h = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
-            owners = handles.get(h.lower(), [])
-            if len(owners) == 1 and int(pr) not in pr_to_record and owners[0] != folder.name:
-                owner = by_id0[owners[0]]
-                if owner["pr"] is not None and owner["pr"] != int(pr):
-                    continue  # that record is already known to be another PR
-                # PR numbers grow with time: a record dated before a smaller-numbered PR's record is not PR N
-                earlier = [by_id0[r]["date"] or "" for n, r in pr_to_record.items() if n < int(pr)]
-                if earlier and (owner["date"] or "") < max(earlier):
-                    continue
-                pr_to_record[int(pr)] = owners[0]
-
-    # "PR #N (..., 1.1318)": N is the record with that score
-    for folder in folders:
-        text = fr.normalize_prose(rp.read_text_safe(folder / "README.md", []) or "") if (
-            folder / "README.md").is_file() else ""
-        for m in re.finditer(r"(?:PR\s*#|pull/)(\d{2,5})\]?(?:\([^)\s]*\))?[^\n#]{0,40}?(?<![\d.])([01]\.\d{4,8})(?!\d)",
-                             text):
-            pr, score_text = int(m.group(1)), m.group(2)
-            if pr in pr_to_record:
-                continue
-            digits = len(score_text.split(".")[1])
-            hits = [r for r in records if r["val_bpb"] is not None and r["record_id"] != folder.name
-                    and abs(round(r["val_bpb"], digits) - float(score_text)) < 10 ** -digits / 2 + 1e-12
-                    and r["pr"] in (None, pr)]
-            if len(hits) == 1:
-                pr_to_record[pr] = hits[0]["record_id"]
+        texts[rec["record_id"]] = (loaded.readme or "", src_json)
 
     by_id = {r["record_id"]: r for r in records}
-    resolved: dict[str, dict[str, tuple[object, str]]] = {}
-
-    def resolve(rid: str, stack: tuple[str, ...] = ()) -> dict[str, tuple[object, str]]:
-        if rid in resolved:
-            return resolved[rid]
-        feats = dict(owns[rid])
-        for f, v in absent.get(rid, {}).items():  # the record's own full config dump beats the base stack
-            feats.setdefault(f, v)
-        candidates = [b for b in by_id[rid]["_base_links"] if b in by_id]
-        candidates += [pr_to_record.get(pr) for pr in by_id[rid]["base_prs"]]
-        for base in candidates:  # the first base that maps to a known record is the stack
-            if base is None or base == rid or base in stack:
-                continue
-            base_feats = resolve(base, stack + (rid,))
-            for f in INTERVENTION_FEATURES:
-                if f not in feats and f in base_feats and not base_feats[f][1].startswith("default"):
-                    feats[f] = (base_feats[f][0], f"inherited from {base}")
-            break
-        for f in INTERVENTION_FEATURES:
-            if f not in feats:
-                feats[f] = (BASELINE_FEATURES[f], "default: naive baseline")
-        resolved[rid] = feats
-        return feats
+    pr_to_record = lin.build_pr_map(records, texts)
+    resolved = lin.resolve_features(records, owns, absent, pr_to_record)
 
     out_records = []
     for rec in sorted(records, key=lambda r: (r["track"], r["date"] or "", r["record_id"])):
-        feats = resolve(rec["record_id"])
+        feats = resolved[rec["record_id"]]
         rec["features"] = {f: feats[f][0] for f in INTERVENTION_FEATURES}
         rec["provenance"] = {**rec["provenance"], **{f"features.{f}": feats[f][1] for f in INTERVENTION_FEATURES}}
-        linked = [b for b in rec.pop("_base_links") if b in by_id]
-        rec["base_record_ids"] = list(dict.fromkeys(linked + [pr_to_record[p] for p in rec["base_prs"]
-                                                               if p in pr_to_record]))
+        rec["base_record_ids"] = lin.base_candidates(rec, pr_to_record, set(by_id))
+        rec.pop("_base_links")
         ir = InterventionRecord(**{k: v for k, v in rec.items() if k != "base_record_ids"})
         d = ir.to_dict()
         d["base_record_ids"] = rec["base_record_ids"]
