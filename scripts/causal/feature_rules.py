@@ -393,6 +393,14 @@ def _numeric_prose(text: str, out: dict) -> None:
                r"\b(?:num[_ ])?layers\s*[:=]\s*(\d{1,2})\b", text)
     if m and 2 <= int(m.group(1) or m.group(2)) <= 40:
         out["num_layers"] = (int(m.group(1) or m.group(2)), f"prose:'{m.group(0)}'")
+    m = _first(r"\b(\d{1,2})\s*(?:unique|physical|shared)\s*(?:transformer\s*)?(?:blocks|layers)\b", text)
+    if m:  # recurrent stacks: the feature counts unique blocks, not virtual depth
+        out["num_layers"] = (int(m.group(1)), f"prose:'{m.group(0)}'")
+    m = _first(r"\buntied\s+(?:input/output\s+|token\s+)?(?:embeddings|embedding|head)|\bseparate (?:lm|output) head", text)
+    if m:
+        out["tied_embeddings"] = (False, f"prose:'{m.group(0)}'")
+    elif _first(r"\btied (?:input/output |token )?embeddings?\b", text):
+        out["tied_embeddings"] = (True, "prose:'tied embeddings'")
     m = _first(r"\b\d{1,2}\s*x\s*(\d{3,4})\b|\b(\d{3,4})\s*(?:d\b|-?dim\b|model[_ ]dim)|model[_ ]dim\s*[=:]?\s*(\d{3,4})",
                text)
     if m:

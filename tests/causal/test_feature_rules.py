@@ -104,3 +104,9 @@ def test_quant_bits_special_formats():
 def test_table_rows_are_read_as_prose():
     got = values(fr.features_from_prose("| Layers | 11 (512d, 8H) |\n|---|---|\n| MLP | 3× with LeakyReLU |\n"))
     assert got["num_layers"] == 11 and got["mlp_mult"] == 3.0 and got["activation"] == "leaky_relu2"
+
+
+def test_unique_blocks_and_untied_embeddings():
+    got = values(fr.features_from_prose("3 unique blocks looped 4 times (12 effective layers), untied embeddings."))
+    assert got["num_layers"] == 3 and got["tied_embeddings"] is False
+    assert values(fr.features_from_prose("9 layers with tied embeddings"))["tied_embeddings"] is True
