@@ -320,3 +320,16 @@ def test_module_help_runs():
                 [sys.executable, str(REPO_ROOT / "scripts/causal/statistical_analysis.py"), "--help"]):
         proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0 and "--margin-bpb" in proc.stdout
+
+
+def test_cli_on_hand_written_screen_fixture(fixtures_dir, tmp_path):
+    """aa (bit-identical) null, frozen matrices harmful, a change with one diverged seed counted and not confirmed."""
+    out = tmp_path / "ablation_results.json"
+    assert main(["--input", str(fixtures_dir / "statistics" / "runs.json"), "--output", str(out)]) == 0
+    res = by_name(json.loads(out.read_text()))
+    assert res["aa"]["decision"] == "null" and res["aa"]["mean_delta_bpb"] == 0.0
+    assert res["sanity_frozen_matrices"]["decision"] == "harmful"
+    assert res["sanity_frozen_matrices"]["mean_delta_bpb"] == pytest.approx(0.41204, abs=1e-9)  # 0.412 + mean noise 0.00004
+    lr = res["act_leaky_relu2"]
+    assert lr["n_pairs"] == 4 and lr["n_failed"] == 1 and lr["diverged_treatment_seeds"] == [13]
+    assert lr["decision"] == "suggestive" and "possible harm" in lr["message"]
