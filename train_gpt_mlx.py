@@ -11,11 +11,12 @@ Hard cap: at most 1500 lines.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -435,3 +436,278 @@ def clip_grad_norm(grads: dict[str, mx.array], max_norm: float) -> dict[str, mx.
     total = mx.sqrt(sum(mx.sum(mx.square(g)) for g in grads.values()))
     coef = mx.minimum(max_norm / (total + 1e-6), 1.0)
     return {k: g * coef for k, g in grads.items()}
+
+
+# -----------------------------
+# EVALUATION
+# -----------------------------
+# val_loss: token CE (nats) over the FULL val split; val_bpb = bits/token x tokens/byte, bytes counted with the
+# SentencePiece tables of train_gpt.py. Batched by val_batch_size tokens, sums in float64, as train_gpt.eval_val.
+
+
+class EvalSet:
+    """The trimmed val split as (N, seq_len) inputs/targets plus its total byte count (computed once)."""
+
+    def __init__(self, val_tokens: np.ndarray, luts, seq_len: int):
+        tokens = tg.trim_val_tokens(np.asarray(val_tokens), seq_len).astype(np.int64)
+        self.x = tokens[:-1].reshape(-1, seq_len)
+        self.y = tokens[1:].reshape(-1, seq_len)
+        self.seq_len = seq_len
+        self.total_bytes = tg.count_target_bytes(self.x.reshape(-1), self.y.reshape(-1), luts)
+
+
+def eval_val(cfg, model: GPT, ev: EvalSet) -> tuple[float, float]:
+    """(val_loss, val_bpb) of ``model`` on the full validation split."""
+    batch_seqs = max(1, cfg.val_batch_size // ev.seq_len)
+    loss_sum, token_count = 0.0, 0
+    for start in range(0, ev.x.shape[0], batch_seqs):
+        x = mx.array(ev.x[start : start + batch_seqs].astype(np.int32))
+        y = mx.array(ev.y[start : start + batch_seqs].astype(np.int32))
+        n = int(y.size)
+        loss_sum += float(model.eval_loss(x, y).item()) * n
+        token_count += n
+    val_loss = loss_sum / token_count
+    return val_loss, val_loss / math.log(2.0) * token_count / ev.total_bytes
+
+
+# -----------------------------
+# INT8 + ZLIB ROUND TRIP
+# -----------------------------
+# The artifact format is train_gpt.py's (same quantiser, same serialisation), so artifact bytes compare across
+# backends; only the array conversion is MLX-specific.
+
+
+def export_params(params: dict[str, mx.array]) -> dict[str, mx.array]:
+    return {k: v for k, v in params.items() if not k.startswith(tg.EXPORT_EXCLUDED_PREFIXES)}
+
+
+def int8_zlib_roundtrip(params: dict[str, mx.array]) -> tuple[bytes, dict[str, int], dict[str, mx.array]]:
+    """Quantise + compress the exportable params; return (blob, stats, dequantised params)."""
+    blob, stats = tg.serialize_int8_zlib(params_to_torch(export_params(params)))
+    restored = params_from_torch(tg.deserialize_int8_zlib(blob))
+    return blob, stats, restored
+
+
+# -----------------------------
+# TRAINING
+# -----------------------------
+
+
+def library_versions() -> dict[str, str]:
+    versions = tg.library_versions()
+    versions["mlx"] = getattr(mx, "__version__", "unknown")
+    if BLAS_STATUS is not None and BLAS_STATUS.applicable:
+        versions["mlx_blas"] = BLAS_STATUS.loaded or "bundled-reference"
+    return versions
+
+
+def _noop_log(msg: str) -> None:
+    return None
+
+
+class _Stepper:
+    """One optimisation step: loss + grads (optionally mx.compile'd), clip, schedule, optimizer update."""
+
+    def __init__(self, cfg, model: GPT, opts: Optimizers, *, compiled: bool):
+        self.cfg, self.model, self.opts = cfg, model, opts
+        self._loss_and_grad = nn.value_and_grad(model, lambda x, y: model(x, y))
+        if compiled:
+            state = [model.state]
+            self._loss_and_grad = mx.compile(self._loss_and_grad, inputs=state, outputs=state)
+
+    def __call__(self, x: mx.array, y: mx.array, lr_scale: float, momentum: float) -> mx.array:
+        loss, grads = self._loss_and_grad(x, y)
+        grads = dict(tree_flatten(grads))
+        if self.cfg.grad_clip_norm > 0:
+            grads = clip_grad_norm(grads, self.cfg.grad_clip_norm)
+        self.opts.set_schedule(lr_scale, momentum)
+        params = self.opts.step(flat_params(self.model), grads)
+        load_flat_params(self.model, params, strict=False)
+        mx.eval(loss, self.model.parameters(), self.opts.state_arrays())
+        return loss
+
+
+def train(
+    config, seed: int | None = None, *, log=None, data=None, out_dir: str | Path | None = None,
+    compiled: bool | None = None,
+) -> RunResult:
+    """Train one model with MLX and evaluate it (full val split, then the int8+zlib round trip).
+
+    Same contract as train_gpt.train: ``seed`` (default config.seed) fixes the name-keyed initialisation (bit-
+    identical to torch's) and, with data_order="seeded", the data order (train_gpt.TokenLoader, so both backends
+    see the same batches). ``data`` is a train_gpt.TrainData to reuse. A non-finite train loss stops the run with
+    status "diverged"; other errors propagate. ``compiled`` defaults to config.compile.
+    """
+    t_start = time.perf_counter()
+    log = log or _noop_log
+    cfg = config if isinstance(config, Hyperparameters) else tg.preset_config("baseline", **dict(config))
+    cfg = cfg if seed is None else cfg.with_overrides(seed=seed)
+    seed = cfg.seed
+    if data is None:
+        cfg = tg.resolve_data_paths(cfg)
+        data = tg.load_train_data(cfg)
+    else:
+        cfg = cfg.with_overrides(data_path=data.data_path, tokenizer_path=data.tokenizer_path)
+    if data.vocab_size != cfg.vocab_size:
+        raise tg.ConfigValueError(f"VOCAB_SIZE={cfg.vocab_size} does not match the loaded data's {data.vocab_size}")
+    compiled = cfg.compile if compiled is None else compiled
+    np.random.seed(seed % 2**32)
+    mx.random.seed(seed % 2**32)
+    ev = EvalSet(data.val_tokens, data.luts, cfg.train_seq_len)
+    log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={cfg.tokenizer_path}")
+    log(f"train_loader:dataset:{Path(cfg.data_path).name} train_shards:{len(data.train_shards)}")
+    log(f"val_loader:shards pattern={cfg.val_files} tokens:{ev.y.size}")
+    if BLAS_STATUS is not None and BLAS_STATUS.applicable:
+        log(f"mlx_blas:{BLAS_STATUS.loaded or 'bundled-reference'}")
+
+    model = GPT(cfg)
+    init = init_params(cfg, seed)
+    load_flat_params(model, init)
+    opts = Optimizers(cfg, init)
+    stepper = _Stepper(cfg, model, opts, compiled=compiled)
+    log(f"model_params:{sum(int(v.size) for v in init.values())}")
+    log(f"backend:mlx device:{mx.default_device()} compiled:{compiled}")
+    log(f"tie_embeddings:{cfg.tie_embeddings} matrix_lr:{cfg.matrix_lr} scalar_lr:{cfg.scalar_lr}")
+    log(f"train_batch_tokens:{cfg.train_batch_tokens} train_seq_len:{cfg.train_seq_len} "
+        f"iterations:{cfg.iterations} warmup_steps:{cfg.warmup_steps} "
+        f"max_wallclock_seconds:{cfg.max_wallclock_seconds:.3f}")
+    log(f"activation:{cfg.activation} loss:{cfg.loss} rope_partial_dims:{cfg.rope_partial_dims} "
+        f"ln_scale:{cfg.ln_scale} xsa_last_n:{cfg.xsa_last_n} ema_decay:{cfg.ema_decay} data_order:{cfg.data_order}")
+    log(f"seed:{seed} config_hash:{tg.config_hash(cfg)}")
+
+    def new_loader():
+        return tg.TokenLoader(data.train_shards, order=cfg.data_order, seed=seed)
+
+    def next_batch(loader) -> tuple[mx.array, mx.array]:
+        x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, 1)
+        return mx.array(x.numpy().astype(np.int32)), mx.array(y.numpy().astype(np.int32))
+
+    loader = new_loader()
+    lr_mul = tg.make_lr_schedule(cfg)
+    max_ms = 1000.0 * cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else None
+
+    # Warmup primes the (compiled) step, then restores the initial weights, optimizer state and data order.
+    if cfg.warmup_steps > 0:
+        for warmup_step in range(cfg.warmup_steps):
+            stepper(*next_batch(loader), 1.0, cfg.muon_momentum_warmup_start)
+            if cfg.warmup_steps <= 20 or (warmup_step + 1) % 10 == 0 or warmup_step + 1 == cfg.warmup_steps:
+                log(f"warmup_step:{warmup_step + 1}/{cfg.warmup_steps}")
+        load_flat_params(model, init)
+        opts = Optimizers(cfg, init)
+        stepper.opts = opts
+        loader = new_loader()
+
+    ema = dict(init) if cfg.ema_decay > 0 else None
+    step_losses: list[float] = []
+    val_history: list[dict[str, float]] = []
+    status, error = "ok", None
+    training_ms, stop_after, step = 0.0, None, 0
+    t0 = time.perf_counter()
+    while True:
+        last = step == cfg.iterations or (stop_after is not None and step >= stop_after)
+        if not last and cfg.val_loss_every > 0 and step % cfg.val_loss_every == 0:
+            training_ms += 1000.0 * (time.perf_counter() - t0)
+            vl, vb = eval_val(cfg, model, ev)
+            val_history.append({"step": step, "val_loss": vl, "val_bpb": vb})
+            log(f"step:{step}/{cfg.iterations} val_loss:{vl:.4f} val_bpb:{vb:.4f} "
+                f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
+            t0 = time.perf_counter()
+        if last:
+            if stop_after is not None and step < cfg.iterations:
+                log(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{cfg.iterations}")
+            break
+        scale = lr_mul(step, training_ms + 1000.0 * (time.perf_counter() - t0))
+        frac = min(step / cfg.muon_momentum_warmup_steps, 1.0) if cfg.muon_momentum_warmup_steps > 0 else 1.0
+        momentum = (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
+        loss = stepper(*next_batch(loader), scale, momentum)
+        if ema is not None:
+            d = cfg.ema_decay
+            ema = {k: d * ema[k] + (1.0 - d) * v for k, v in flat_params(model).items()}
+            mx.eval(list(ema.values()))
+        step += 1
+        loss_value = float(loss.item())
+        step_losses.append(loss_value)
+        approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        if not math.isfinite(loss_value):
+            status, error = "diverged", f"train loss became {loss_value} at step {step}"
+            log(f"step:{step}/{cfg.iterations} train_loss:{loss_value} diverged: stopping")
+            training_ms = approx_ms
+            break
+        if cfg.train_log_every > 0 and (step <= 10 or step % cfg.train_log_every == 0 or stop_after is not None):
+            log(f"step:{step}/{cfg.iterations} train_loss:{loss_value:.4f} "
+                f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
+        if stop_after is None and max_ms is not None and approx_ms >= max_ms:
+            stop_after = step
+    if status == "ok":
+        training_ms += 1000.0 * (time.perf_counter() - t0)
+
+    base = dict(config=cfg.to_dict(), config_hash=tg.config_hash(cfg), seed=seed, backend="mlx",
+                versions=library_versions(), step_losses=step_losses, steps=step,
+                tokens_per_s=step * cfg.train_batch_tokens / max(training_ms / 1000.0, 1e-9))
+    if status != "ok":
+        return RunResult(**base, val_history=val_history, wall_s=time.perf_counter() - t_start, status=status,
+                         error=error)
+
+    if ema is not None:
+        load_flat_params(model, ema)
+        log(f"ema:applied decay:{cfg.ema_decay}")
+    val_loss, val_bpb = eval_val(cfg, model, ev)
+    val_history.append({"step": step, "val_loss": val_loss, "val_bpb": val_bpb})
+    log(f"step:{step}/{cfg.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+        f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
+
+    code_bytes = len(Path(__file__).read_bytes())
+    final = flat_params(model)
+    blob, qstats, restored = int8_zlib_roundtrip(final)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tg.torch.save(params_to_torch(export_params(final)), out / "final_model_mlx.pt")
+        (out / "final_model_mlx.int8.ptz").write_bytes(blob)
+    ratio = qstats["baseline_tensor_bytes"] / max(qstats["int8_payload_bytes"], 1)
+    log(f"Serialized model int8+zlib: {len(blob)} bytes (payload:{qstats['int8_payload_bytes']} "
+        f"raw_torch:{qstats['raw_torch_bytes']} payload_ratio:{ratio:.2f}x)")
+    log(f"Total submission size int8+zlib: {len(blob) + code_bytes} bytes")
+    load_flat_params(model, restored, strict=False)
+    t_q = time.perf_counter()
+    q_loss, q_bpb = eval_val(cfg, model, ev)
+    log(f"final_int8_zlib_roundtrip val_loss:{q_loss:.4f} val_bpb:{q_bpb:.4f} "
+        f"eval_time:{1000.0 * (time.perf_counter() - t_q):.0f}ms")
+    log(f"final_int8_zlib_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")
+    return RunResult(**base, val_history=val_history, val_loss=val_loss, val_bpb=val_bpb, post_quant_val_loss=q_loss,
+                     post_quant_val_bpb=q_bpb, artifact_bytes=len(blob) + code_bytes,
+                     wall_s=time.perf_counter() - t_start, status="ok", error=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Script entry: config from env (PRESET, then UPPER-case fields), logs in logs/<run_id>.txt."""
+    cfg = Hyperparameters.from_env()
+    if not cfg.run_id:
+        cfg = cfg.with_overrides(run_id=str(uuid.uuid4()))
+    if BLAS_STATUS is not None and BLAS_STATUS.hint:
+        print(f"hint: {BLAS_STATUS.hint}", file=sys.stderr)
+    os.makedirs("logs", exist_ok=True)
+    logfile = f"logs/{cfg.run_id}.txt"
+    print(logfile)
+
+    def log0(msg: str, console: bool = True) -> None:
+        if console:
+            print(msg, flush=True)
+        with open(logfile, "a", encoding="utf-8") as f:
+            print(msg, file=f)
+
+    log0(Path(__file__).read_text(encoding="utf-8"), console=False)
+    log0("=" * 100, console=False)
+    log0(f"Running Python {sys.version}", console=False)
+    log0(f"Running MLX {getattr(mx, '__version__', 'unknown')}", console=False)
+    log0(f"config:{json.dumps(cfg.to_dict(), sort_keys=True)}", console=False)
+    log0("=" * 100, console=False)
+    result = train(cfg, cfg.seed, log=log0, out_dir=Path("."))
+    if result.status != "ok":
+        log0(f"run_status:{result.status} error:{result.error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

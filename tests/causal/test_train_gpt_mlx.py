@@ -1,0 +1,339 @@
+"""Tests for train_gpt_mlx.py (the MLX twin) and scripts/causal/blas.py.
+
+Parity: torch weights are copied into the MLX model by name; loss and every gradient must agree within 1e-4
+(fp32) on a fixed batch, for every activation, loss variant and screening knob. Training runs use a small
+in-memory dataset so they take seconds; the script's end-to-end run on the real corpus is marked slow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+mx = pytest.importorskip("mlx.core", reason="mlx is not installed (pip install -e '.[mlx]')")
+
+import torch  # noqa: E402
+
+import train_gpt as tg  # noqa: E402
+import train_gpt_mlx as tm  # noqa: E402
+from scripts.causal import blas  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+TOL = 1e-4
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_hyperparameters_identical_fields_and_defaults():
+    t_fields = {f.name: f.default for f in dataclasses.fields(tg.Hyperparameters)}
+    m_fields = {f.name: f.default for f in dataclasses.fields(tm.Hyperparameters)}
+    assert m_fields == t_fields
+    assert tm.Hyperparameters() == tg.Hyperparameters()
+    for knob in ("activation", "rope_partial_dims", "ln_scale", "xsa_last_n", "ema_decay", "loss",
+                 "rho1_keep_frac", "mtp_weight", "data_order", "compile"):
+        assert knob in m_fields
+
+
+def test_module_line_cap_and_quiet_import():
+    assert len((REPO / "train_gpt_mlx.py").read_text(encoding="utf-8").splitlines()) <= 1500
+    proc = subprocess.run([sys.executable, "-c", "import train_gpt_mlx"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
+
+
+# ----------------------------------------------------------------------------- parity
+
+
+def _torch_model(cfg, seed: int = 3) -> tg.GPT:
+    model = tg.GPT.from_config(cfg)
+    tg.init_weights(model, seed)
+    with torch.no_grad():  # move the zero-initialised projections off zero so every gradient is non-trivial
+        gen = torch.Generator().manual_seed(0)
+        for _, p in model.named_parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model.train()
+
+
+def _batch(cfg, seed: int = 0, seq: int = 32):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, cfg.vocab_size, (2, seq)), rng.integers(0, cfg.vocab_size, (2, seq))
+
+
+PARITY_CASES = (
+    [{"activation": a} for a in tg.ACTIVATIONS]
+    + [{"loss": "rho1"}, {"loss": "rho1", "rho1_keep_frac": 0.01}, {"loss": "mtp"}, {"loss": "mtp", "mtp_weight": 1.0}]
+    + [{"rope_partial_dims": 8}, {"ln_scale": True}, {"xsa_last_n": 1}, {"xsa_last_n": 2}, {"logit_softcap": 5.0}]
+    + [{"tie_embeddings": False}, {"num_layers": 3, "num_kv_heads": 4}, {"qk_gain_init": 3.0, "rope_base": 500.0}]
+)
+
+
+@pytest.mark.parametrize("overrides", PARITY_CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_loss_and_gradients_match_torch(overrides):
+    cfg = tg.preset_config("tiny", **overrides)
+    tmodel = _torch_model(cfg)
+    x, y = _batch(cfg)
+    t_loss = tmodel(torch.from_numpy(x), torch.from_numpy(y))
+    t_loss.backward()
+
+    mmodel = tm.GPT(cfg)
+    tm.load_flat_params(mmodel, tm.params_from_torch(dict(tmodel.named_parameters())))
+    m_loss, grads = tm.nn.value_and_grad(mmodel, lambda a, b: mmodel(a, b))(mx.array(x), mx.array(y))
+    grads = dict(tm.tree_flatten(grads))
+
+    assert abs(float(m_loss.item()) - float(t_loss.item())) < TOL
+    assert set(grads) == {n for n, _ in tmodel.named_parameters()}
+    for name, p in tmodel.named_parameters():
+        diff = float(np.abs(np.array(grads[name]) - p.grad.numpy()).max())
+        assert diff < TOL, f"{name}: max |grad diff| {diff}"
+        assert float(np.abs(p.grad.numpy()).max()) > 0.0, f"{name}: zero gradient, the check would be vacuous"
+
+
+def test_eval_loss_is_plain_ce_for_every_loss_variant():
+    for loss in tg.LOSSES:
+        cfg = tg.preset_config("tiny", loss=loss)
+        tmodel = _torch_model(cfg).eval()
+        x, y = _batch(cfg, seed=1)
+        with torch.no_grad():
+            t_eval = float(tmodel(torch.from_numpy(x), torch.from_numpy(y)).item())
+        mmodel = tm.GPT(cfg)
+        tm.load_flat_params(mmodel, tm.params_from_torch(dict(tmodel.named_parameters())))
+        assert abs(float(mmodel.eval_loss(mx.array(x), mx.array(y)).item()) - t_eval) < TOL
+
+
+def test_init_is_bit_identical_to_torch_and_keyed_by_name():
+    cfg = tg.preset_config("tiny")
+    tmodel = tg.GPT.from_config(cfg)
+    tg.init_weights(tmodel, 11)
+    params = tm.init_params(cfg, 11)
+    for name, p in tmodel.named_parameters():
+        np.testing.assert_array_equal(np.array(params[name]), p.detach().numpy())
+    deeper = tm.init_params(tg.preset_config("tiny", num_layers=3), 11)
+    for name in params:  # CRN: an extra layer leaves every shared parameter's draw unchanged
+        np.testing.assert_array_equal(np.array(deeper[name]), np.array(params[name]))
+    assert not np.array_equal(np.array(tm.init_params(cfg, 12)["tok_emb.weight"]), np.array(params["tok_emb.weight"]))
+
+
+def test_newton_schulz_matches_torch():
+    rng = np.random.default_rng(5)
+    for shape in ((16, 48), (48, 16), (32, 32)):
+        g = rng.standard_normal(shape).astype(np.float32)
+        ref = tg.zeropower_via_newtonschulz5(torch.from_numpy(g), steps=5).numpy()
+        out = np.array(tm.zeropower_via_newtonschulz5(mx.array(g), steps=5))
+        np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"tie_embeddings": False, "loss": "mtp", "grad_clip_norm": 0.5}])
+def test_optimizer_steps_match_torch(overrides):
+    """Three steps of every optimizer group (Muon + the Adam groups, lr scale, momentum, clipping) fed the same
+    gradients as train_gpt.build_optimizers. (Gradients themselves are compared above: recomputing them here
+    would let Adam's division by sqrt(v) amplify 1e-7 gradient noise on near-zero embedding rows.)"""
+    cfg = tg.preset_config("tiny", **overrides)
+    tmodel = _torch_model(cfg)
+    params = tm.params_from_torch(dict(tmodel.named_parameters()))
+    optimizers, muon = tg.build_optimizers(cfg, tmodel)
+    opts = tm.Optimizers(cfg, params)
+    for step, (scale, momentum) in enumerate(((1.0, 0.85), (0.5, 0.9), (0.25, 0.95))):
+        x, y = _batch(cfg, seed=10 + step)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * scale
+        for group in muon.param_groups:
+            group["momentum"] = momentum
+        tmodel(torch.from_numpy(x), torch.from_numpy(y)).backward()
+        grads = {n: mx.array(p.grad.numpy().copy()) for n, p in tmodel.named_parameters()}
+        if cfg.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(tmodel.parameters(), cfg.grad_clip_norm)
+            grads = tm.clip_grad_norm(grads, cfg.grad_clip_norm)
+        for opt in optimizers:
+            opt.step()
+        opts.set_schedule(scale, momentum)
+        params = opts.step(params, grads)
+    for name, p in tmodel.named_parameters():
+        diff = float(np.abs(np.array(params[name]) - p.detach().numpy()).max())
+        assert diff < TOL, f"{name}: max |param diff| after 3 steps {diff}"
+
+
+def test_rho1_keeps_at_least_one_token():
+    assert tm.rho1_keep_count(10, 0.7) == 7
+    assert tm.rho1_keep_count(10, 0.01) == 1
+    losses = mx.array([0.5, 3.0, 1.0, 2.0])
+    assert float(tm.rho1_loss(losses, 0.5).item()) == pytest.approx(2.5)
+    assert float(tm.rho1_loss(losses, 0.01).item()) == pytest.approx(3.0)
+
+
+def test_int8_roundtrip_uses_train_gpt_format_and_drops_mtp_head():
+    cfg = tg.preset_config("tiny", loss="mtp")
+    params = tm.params_from_torch(dict(_torch_model(cfg).named_parameters()))
+    blob, stats, restored = tm.int8_zlib_roundtrip(params)
+    assert "mtp_head.weight" not in restored and set(restored) == set(params) - {"mtp_head.weight"}
+    torch_restored = tg.deserialize_int8_zlib(blob)  # torch reads the MLX artifact as its own
+    for name, v in restored.items():
+        np.testing.assert_array_equal(np.array(v), torch_restored[name].float().numpy())
+        scale = float(np.abs(np.array(params[name])).max()) + 1e-12
+        assert float(np.abs(np.array(v) - np.array(params[name])).max()) <= 0.02 * scale
+    assert stats["int8_payload_bytes"] < stats["baseline_tensor_bytes"]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _synthetic_data(vocab: int = 1024) -> tg.TrainData:
+    """A learnable token stream (a noisy cycle over 64 ids) with one byte per token."""
+    rng = np.random.default_rng(0)
+    def stream(n):
+        base = (np.arange(n) * 7) % 64
+        noise = rng.integers(0, 64, n)
+        return np.where(rng.random(n) < 0.8, base, noise).astype(np.uint16)
+    luts = (np.ones(vocab, dtype=np.int16), np.zeros(vocab, dtype=bool), np.zeros(vocab, dtype=bool))
+    return tg.TrainData("synthetic", "synthetic.model", [stream(40_000)], stream(2_049), luts, vocab)
+
+
+@pytest.fixture(scope="module")
+def synth() -> tg.TrainData:
+    return _synthetic_data()
+
+
+def _tiny(**overrides):
+    return tg.preset_config("tiny", val_batch_size=2048, **overrides)
+
+
+def test_train_returns_runresult_and_learns(synth):
+    result = tm.train(_tiny(), 1, data=synth)
+    assert isinstance(result, tg.RunResult) and result.status == "ok" and result.error is None
+    assert result.backend == "mlx" and result.seed == 1 and result.steps == 12 and len(result.step_losses) == 12
+    assert result.config_hash == tg.config_hash(_tiny(seed=1, data_path="synthetic", tokenizer_path="synthetic.model"))
+    assert "mlx" in result.versions and "numpy" in result.versions
+    assert result.step_losses[-1] < result.step_losses[0] - 1.0
+    assert result.val_bpb < 0.8 * np.log2(1024) and np.isfinite(result.post_quant_val_bpb)
+    assert abs(result.post_quant_val_bpb - result.val_bpb) < 0.05
+    assert result.artifact_bytes > (REPO / "train_gpt_mlx.py").stat().st_size
+    assert result.val_history[-1]["step"] == 12 and result.val_history[-1]["val_bpb"] == result.val_bpb
+    tg.RunResult.from_dict(result.to_dict())
+
+
+def test_train_matches_torch_end_to_end(synth):
+    """Same seed, same data order, same init: the two backends follow the same loss curve."""
+    cfg = _tiny(iterations=6, warmdown_iters=2)
+    m = tm.train(cfg, 4, data=synth)
+    t = tg.train(cfg, 4, data=synth)
+    np.testing.assert_allclose(m.step_losses, t.step_losses, atol=1e-3)
+    assert abs(m.val_bpb - t.val_bpb) < 1e-3
+    assert m.config_hash == t.config_hash
+
+
+def test_train_is_deterministic_and_seed_sensitive(synth):
+    cfg = _tiny(iterations=4, warmdown_iters=2)
+    a, b, c = tm.train(cfg, 2, data=synth), tm.train(cfg, 2, data=synth), tm.train(cfg, 3, data=synth)
+    assert a.val_bpb == b.val_bpb and a.step_losses == b.step_losses
+    assert a.val_bpb != c.val_bpb
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"activation": a} for a in tg.ACTIVATIONS if a != "relu2"]
+    + [{"loss": "rho1"}, {"loss": "mtp"}, {"ema_decay": 0.9}, {"xsa_last_n": 1}, {"ln_scale": True},
+       {"rope_partial_dims": 8}],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_every_knob_changes_the_run(synth, overrides):
+    cfg = _tiny(iterations=3, warmdown_iters=1)
+    base = tm.train(cfg, 5, data=synth)
+    changed = tm.train(cfg.with_overrides(overrides), 5, data=synth)
+    assert changed.status == "ok"
+    assert changed.step_losses != base.step_losses or changed.val_bpb != base.val_bpb
+
+
+def test_diverged_run_reports_status_instead_of_raising(synth):
+    result = tm.train(_tiny(iterations=4, scalar_lr=float("inf")), 1, data=synth)
+    assert result.status == "diverged" and "step" in result.error
+    assert result.steps <= 4 and np.isnan(result.val_bpb)
+
+
+def test_warmup_steps_do_not_change_the_result(synth):
+    cfg = _tiny(iterations=3, warmdown_iters=1)
+    assert tm.train(cfg, 1, data=synth).val_bpb == tm.train(cfg.with_overrides(warmup_steps=2), 1, data=synth).val_bpb
+
+
+@pytest.mark.slow
+def test_script_prints_upstream_final_line(tmp_path):
+    env = {**os.environ, "PRESET": "tiny", "RUN_ID": "mlx_script_test"}
+    proc = subprocess.run([sys.executable, str(REPO / "train_gpt_mlx.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("final_int8_zlib_roundtrip_exact val_loss:") and " val_bpb:" in last
+    assert (tmp_path / "logs" / "mlx_script_test.txt").is_file()
+
+
+# ----------------------------------------------------------------------------- OpenBLAS preload
+
+
+@pytest.fixture
+def fresh_blas():
+    saved = blas._STATUS
+    blas._reset_for_tests()
+    yield blas
+    blas._STATUS = saved
+
+
+def test_blas_not_applicable_off_linux(fresh_blas):
+    status = fresh_blas.ensure_fast_blas(platform="darwin", env={})
+    assert not status.applicable and status.hint is None and status.fast
+
+
+def test_blas_reference_opt_out(fresh_blas):
+    if fresh_blas.bundled_reference_blas() is None:
+        pytest.skip("this mlx wheel bundles no reference BLAS")
+    status = fresh_blas.ensure_fast_blas(platform="linux", env={"PG_MLX_BLAS": "reference"})
+    assert status.applicable and status.loaded is None and status.hint is None
+
+
+def test_blas_bad_library_gives_one_hint_and_never_raises(fresh_blas, tmp_path):
+    if fresh_blas.bundled_reference_blas() is None:
+        pytest.skip("this mlx wheel bundles no reference BLAS")
+    bogus = tmp_path / "libopenblas.so.0"
+    bogus.write_bytes(b"not a library")
+    status = fresh_blas.ensure_fast_blas(platform="linux", env={"PG_MLX_BLAS": str(bogus)})
+    assert status.loaded is None and "apt-get install libopenblas0-pthread" in status.hint
+    assert fresh_blas.ensure_fast_blas() is status  # cached: one decision per process
+
+
+def test_blas_loaded_after_mlx_import_is_reported(fresh_blas):
+    lib = fresh_blas.find_openblas()
+    if fresh_blas.bundled_reference_blas() is None or lib is None:
+        pytest.skip("needs mlx[cpu] on Linux and an installed OpenBLAS")
+    status = fresh_blas.ensure_fast_blas(platform="linux", env={})
+    assert status.mlx_already_imported and status.loaded == str(lib)
+    assert "before the first `import mlx`" in status.hint and not status.fast
+
+
+def test_find_openblas_skips_missing_and_reference(tmp_path):
+    ref_dir = tmp_path / "blas"
+    ref_dir.mkdir()
+    ref = ref_dir / "libblas.so.3"
+    ref.write_bytes(b"")
+    good = tmp_path / "openblas-pthread" / "libopenblas.so.0"
+    good.parent.mkdir()
+    good.write_bytes(b"")
+    assert blas.find_openblas((str(tmp_path / "missing.so"), str(ref), str(good))) == good
+    assert blas.find_openblas((str(tmp_path / "missing.so"),)) is None
+
+
+def test_training_process_uses_openblas_when_installed():
+    if blas.bundled_reference_blas() is None or blas.find_openblas() is None:
+        pytest.skip("needs mlx[cpu] on Linux and an installed OpenBLAS")
+    code = "import train_gpt_mlx as m; print(m.BLAS_STATUS.fast, m.BLAS_STATUS.loaded)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "PG_MLX_BLAS"})
+    assert proc.stdout.split()[0] == "True", proc.stderr
+    maps = subprocess.run([sys.executable, "-c", "import train_gpt_mlx, sys; print(open('/proc/self/maps').read())"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120).stdout
+    assert "openblas" in maps
