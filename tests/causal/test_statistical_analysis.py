@@ -333,3 +333,15 @@ def test_cli_on_hand_written_screen_fixture(fixtures_dir, tmp_path):
     lr = res["act_leaky_relu2"]
     assert lr["n_pairs"] == 4 and lr["n_failed"] == 1 and lr["diverged_treatment_seeds"] == [13]
     assert lr["decision"] == "suggestive" and "possible harm" in lr["message"]
+
+
+@pytest.mark.parametrize("method", ["holm", "bh", "none"])
+def test_adjustment_invariants(method):
+    rng = np.random.default_rng(11)
+    for k in (1, 3, 20):
+        p = rng.uniform(size=k) ** 2
+        adj = adjust_pvalues(p, method=method)
+        order = np.argsort(p)
+        assert np.all(adj >= p - 1e-15) and np.all(adj <= 1.0), (method, p, adj)
+        assert np.all(np.diff(adj[order]) >= -1e-15), (method, p, adj)  # monotone in the raw p
+        assert np.all(adjust_pvalues(p, method="bh") <= adjust_pvalues(p, method="holm") + 1e-15)
