@@ -102,7 +102,7 @@ class DataPaths:
     """Where the trainer reads data: a shard folder (``fineweb_{train,val}_*.bin``) and a SentencePiece model.
 
     Paths are strings so they drop straight into ``Hyperparameters.with_overrides``; ``vocab_size`` is the
-    tokenizer's (the config's ``vocab_size`` must be at least this).
+    tokenizer's (the trainer requires the config's ``vocab_size`` to equal it).
     """
 
     data_path: str
