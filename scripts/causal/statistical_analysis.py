@@ -413,9 +413,9 @@ def analyze(runs: Sequence[Mapping] | Mapping, *, alpha: float = 0.01, margin_bp
         row["can_reach_alpha"] = n >= MIN_PAIRS
         row["wilcoxon_can_reach_alpha"] = bool(row["wilcoxon_min_p"] < power_alpha) if n else False
         if n >= 2 and row["sd_delta"] is not None:
-            sigma, dfn = row["sigma_used"], row["df"] + 1
-            row["mde"] = mde_one_sided(sigma=sigma, n=dfn, alpha=power_alpha, margin=margin_bpb)
-            row["power"] = power_one_sided(effect=margin_bpb + power_effect_bpb, sigma=sigma, n=dfn,
+            sigma, df = row["sigma_used"], row["df"]
+            row["mde"] = mde_one_sided(sigma=sigma, n=n, df=df, alpha=power_alpha, margin=margin_bpb)
+            row["power"] = power_one_sided(effect=margin_bpb + power_effect_bpb, sigma=sigma, n=n, df=df,
                                            alpha=power_alpha, margin=margin_bpb)
         row["decision"], row["direction"] = _decide(row, alpha=alpha, margin=margin_bpb, suggestive_p=suggestive_p)
         if row["decision"] in ("confirmed", "suggestive") and row["direction"] == "improve":

@@ -240,6 +240,9 @@ def test_pooled_sigma_honest_df():
     assert r["df"] == 7 and r["sigma_source"] == "pooled_aa"
     assert r["p_improve"] == pytest.approx(stats.t.cdf(d.mean() / math.sqrt(var / 5), 7), rel=1e-10)
     assert isinstance(ps, PooledSigma)
+    # power/MDE use the pooled df with the actual number of pairs in the noncentrality
+    lam = 0.005 / math.sqrt(var) * math.sqrt(5)
+    assert r["power"] == pytest.approx(stats.nct.sf(stats.t.ppf(1 - 0.01, 7), 7, lam), rel=1e-8)
     # from earlier screens' runs: one group per screen, df = sum(n_g - 1)
     s1 = rows_from([1.5, 1.6, 1.7], {"aa": [1.51, 1.59, 1.70]})
     s2 = rows_from([1.5, 1.6, 1.7, 1.8], {"aa": [1.50, 1.61, 1.71, 1.79], "x": [1, 1, 1, 1]})
