@@ -1,0 +1,210 @@
+"""Tests for scripts/causal/experiment_runner.py: design (shared control, interleaving, pre-registration),
+real tiny screens through the ledger, failed/diverged runs, resume, runs.json, CLI and the kill -9 test."""
+from __future__ import annotations
+
+import io
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from scripts.causal import experiment_runner as er
+from scripts.causal.errors import ConfigError
+from scripts.causal.executors import SubprocessExecutor
+from scripts.causal.ledger import Ledger
+from scripts.causal.paths import REPO_ROOT
+from scripts.causal.schema import read_json
+
+
+@pytest.fixture(scope="module")
+def micro_corpus(tmp_path_factory):
+    """A very small synthetic corpus (cheap eval), in the FineWeb layout."""
+    from scripts.causal.data import ensure_corpus
+
+    return ensure_corpus(tmp_path_factory.mktemp("micro_corpus"), source="synthetic", n_bytes=60_000,
+                         val_bytes=4_000, seed=0)
+
+
+@pytest.fixture
+def base_ov(micro_corpus):
+    """Control = the tiny preset on the micro corpus, shortened to 4 steps."""
+    return {**micro_corpus.overrides(), "iterations": 4, "warmdown_iters": 2}
+
+
+def _plan(base_ov, **kw):
+    args = dict(interventions=["aa", "mlp_mult_3"], seeds=[11, 12], preset="tiny", base_overrides=base_ov)
+    args.update(kw)
+    return er.build_plan(**args)
+
+
+def test_plan_grid_is_interleaved_with_one_control_per_seed(base_ov):
+    plan = _plan(base_ov, seeds="3,1,2", overrides=["activation=gelu"])
+    cells = er.plan_grid(plan)
+    assert [(c.intervention, c.seed) for c in cells] == [
+        ("control", 3), ("aa", 3), ("mlp_mult_3", 3), ("override:activation=gelu", 3),
+        ("control", 1), ("aa", 1), ("mlp_mult_3", 1), ("override:activation=gelu", 1),
+        ("control", 2), ("aa", 2), ("mlp_mult_3", 2), ("override:activation=gelu", 2)]
+    assert [c.arm for c in cells[:2]] == ["control", "treatment"]
+    configs = er.plan_configs(plan)
+    assert configs["aa"] == configs["control"] and configs["mlp_mult_3"].mlp_mult == 3
+    assert configs["override:activation=gelu"].activation == "gelu"
+    pre = plan.preregistration()
+    assert pre["seeds"] == [3, 1, 2] and pre["alpha"] == 0.01 and pre["correction"] == "holm"
+    assert [i["name"] for i in pre["interventions"]] == ["aa", "mlp_mult_3", "override:activation=gelu"]
+
+
+def test_screen_id_is_derived_from_the_design(base_ov):
+    a, b = _plan(base_ov), _plan(base_ov)
+    assert a.screen_id == b.screen_id and a.screen_id.startswith("tiny-torch-")
+    assert _plan(base_ov, seeds=[11, 13]).screen_id != a.screen_id
+    assert _plan(base_ov, screen_id="mine").screen_id == "mine"
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(seeds=[1, 1]), r"--seeds \[1, 1\] has duplicates"),
+    (dict(seeds="1,x"), "expected comma-separated integers"),
+    (dict(preset="huge"), r"--preset 'huge' is not one of \['baseline', 'fast', 'tiny'\]"),
+    (dict(backend="jax"), r"--backend 'jax' is not one of"),
+    (dict(interventions=["aa", "aa"]), r"repeated: \['aa'\]"),
+    (dict(interventions=[], overrides=["mlp_mult=2"]), "leaves the config of preset 'tiny' unchanged"),
+    (dict(interventions=[]), "no treatments"),
+    (dict(correction="bonferroni"), "--correction 'bonferroni' is not one of"),
+])
+def test_plan_errors(base_ov, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        _plan(base_ov, **kw)
+
+
+def test_run_screen_real_tiny_with_diverged_and_failed_runs(tmp_path, base_ov):
+    plan = _plan(base_ov, interventions=["aa"], overrides=["qk_gain_init=inf"], seeds=[11, 12])
+    seen = []
+    stream = io.StringIO()
+    with Ledger(tmp_path / "l.sqlite") as led:
+        res = er.run_screen(plan, ledger=led, progress=False, on_run=seen.append, stream=stream)
+        assert res.n_executed == 6 and res.n_skipped == 0 and len(seen) == 6
+        by = {(r.intervention, r.seed): r for r in res.runs}
+        ctrl, aa = by[("control", 11)], by[("aa", 11)]
+        assert ctrl.status == "ok" and aa.status == "ok"
+        assert aa.val_bpb == ctrl.val_bpb and aa.step_losses == ctrl.step_losses  # A/A: identical run
+        assert by[("control", 12)].val_bpb != ctrl.val_bpb  # the seed changes init and data order
+        div = by[("override:qk_gain_init=inf", 11)]
+        assert div.status == "diverged" and "nan" in div.error and div.val_bpb is None
+        assert ctrl.config_hash == aa.config_hash != div.config_hash
+        assert ctrl.versions["torch"] and ctrl.executor == "inprocess" and ctrl.config["seed"] == 11
+        assert len(ctrl.step_losses) == 4 and ctrl.steps == 4 and ctrl.artifact_bytes > 0
+        assert led.count_runs(plan.screen_id) == 6
+        # Re-running the same screen skips everything (idempotent).
+        again = er.run_screen(plan, ledger=led, progress=False, stream=stream)
+        assert again.n_executed == 0 and again.n_skipped == 6 and again.runs == res.runs
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("[1/6] control") and "(control)" in lines[0]
+    assert "delta +0.0000" in lines[1] and lines[1].split()[1] == "aa"
+    assert "[diverged: train loss became nan" in lines[2]
+    # runs.json
+    out = er.write_runs_json(tmp_path / "s" / "runs.json", plan, res.runs)
+    data = read_json(out)
+    assert data["screen"]["screen_id"] == plan.screen_id and data["screen"]["seeds"] == [11, 12]
+    assert [r["intervention"] for r in data["runs"][:3]] == ["control", "aa", "override:qk_gain_init=inf"]
+    row = data["runs"][0]
+    assert {"intervention", "arm", "seed", "backend", "status", "val_bpb", "post_quant_val_bpb", "artifact_bytes",
+            "steps", "wall_s", "step_losses", "val_history"} <= set(row)
+    assert data["runs"][2]["status"] == "diverged" and data["runs"][2]["val_bpb"] is None
+
+
+def test_failed_run_recorded_and_screen_goes_on(tmp_path, base_ov):
+    plan = _plan(base_ov, interventions=["aa"], seeds=[11])
+    with Ledger(tmp_path / "l.sqlite") as led:
+        res = er.run_screen(plan, ledger=led, executor=SubprocessExecutor(timeout_s=0.2), progress=False,
+                            stream=io.StringIO())
+        assert [(r.intervention, r.status) for r in res.runs] == [("control", "failed"), ("aa", "failed")]
+        assert all(r.error.startswith("timeout") and r.executor == "subprocess" for r in res.runs)
+
+
+def test_preregistration_cannot_change(tmp_path, base_ov):
+    plan = _plan(base_ov, interventions=["aa"], seeds=[11], screen_id="fixed")
+    with Ledger(tmp_path / "l.sqlite") as led:
+        led.register_screen("fixed", plan.preregistration())
+        other = _plan(base_ov, interventions=["aa"], seeds=[12], screen_id="fixed")
+        with pytest.raises(ConfigError, match=r"pre-registered with different settings \(fields \['seeds'\]"):
+            er.run_screen(other, ledger=led, progress=False)
+        assert er.plan_from_ledger(led, "fixed") == plan
+
+
+def _cli_args(tmp_path, corpus, *extra):
+    return ["--interventions", "aa,mlp_mult_3", "--seeds", "1,2", "--preset", "tiny",
+            "--base-override", f"data_path={corpus.data_path}",
+            "--base-override", f"tokenizer_path={corpus.tokenizer_path}",
+            "--base-override", "iterations=3,warmdown_iters=1",
+            "--ledger", str(tmp_path / "ledger.sqlite"), "--output", str(tmp_path / "runs.json"),
+            "--screen-id", "kill9", "--no-progress", *extra]
+
+
+@pytest.mark.slow
+def test_kill9_mid_screen_then_resume_has_each_run_once(tmp_path, micro_corpus):
+    """SIGKILL a real screen after its first finished runs, --resume it, and check the ledger."""
+    ledger = tmp_path / "ledger.sqlite"
+    cmd = [sys.executable, "scripts/causal/experiment_runner.py", *_cli_args(tmp_path, micro_corpus)]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    n_before = 0
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ledger.exists():
+                con = sqlite3.connect(ledger, timeout=30)
+                try:
+                    n_before = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+                except sqlite3.OperationalError:  # tables not created yet
+                    n_before = 0
+                con.close()
+                if n_before >= 2:
+                    break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"screen ended before the kill: {proc.stderr.read().decode()[-500:]}"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with Ledger(ledger) as led:
+        assert led.integrity_ok()
+        before = {(r.intervention, r.seed): r for r in led.runs("kill9")}
+    assert 2 <= len(before) < 6
+    # A plain re-run refuses (the screen exists); --resume continues it.
+    assert er.main(_cli_args(tmp_path, micro_corpus)) == 1
+    assert er.main(_cli_args(tmp_path, micro_corpus, "--resume")) == 0
+    con = sqlite3.connect(ledger)
+    counts = con.execute("SELECT intervention, seed, COUNT(*) FROM runs GROUP BY intervention, seed").fetchall()
+    con.close()
+    assert sorted((i, s) for i, s, _ in counts) == sorted(
+        (i, s) for s in (1, 2) for i in ("control", "aa", "mlp_mult_3"))
+    assert all(n == 1 for _, _, n in counts)
+    with Ledger(ledger) as led:
+        after = {(r.intervention, r.seed): r for r in led.runs("kill9")}
+    for key, rec in before.items():  # runs finished before the kill are kept untouched
+        assert after[key] == rec
+    data = json.loads((tmp_path / "runs.json").read_text())
+    assert len(data["runs"]) == 6 and all(r["status"] == "ok" for r in data["runs"])
+    # --resume with only the screen id rebuilds the plan from the ledger and runs nothing.
+    args = ["--resume", "--screen-id", "kill9", "--ledger", str(ledger), "--output", str(tmp_path / "r2.json"),
+            "--no-progress"]
+    assert er.main(args) == 0
+    assert json.loads((tmp_path / "r2.json").read_text())["runs"] == data["runs"]
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    rc = er.main(["--interventions", "nope", "--preset", "tiny", "--ledger", str(tmp_path / "l.sqlite")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "ConfigError: unknown intervention 'nope'" in err[0]
+    rc = er.main(["--resume", "--screen-id", "zz", "--ledger", str(tmp_path / "l.sqlite")])
+    assert rc == 1 and "no screen 'zz' to resume" in capsys.readouterr().err
+
+
+def test_help_works_as_module_and_script():
+    for cmd in (["-m", "scripts.causal.experiment_runner"], ["scripts/causal/experiment_runner.py"],
+                ["-m", "scripts.causal.executors"]):
+        out = subprocess.run([sys.executable, *cmd, "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
+        assert out.returncode == 0 and "usage" in out.stdout
