@@ -7,8 +7,9 @@ valid (status "ok" and a finite metric); negative d = improvement. Per intervent
 * ``p_harm``: one-sided paired t, H0: delta <= 0 vs H1: delta > 0.
 * ``ci_low``/``ci_high``: exact-t two-sided 95% CI of delta. ``ci_consistent_low``/``_high``: the two-sided
   (1 - 2 alpha) interval, whose ends match the unadjusted one-sided tests at level alpha.
-* Wilcoxon signed-rank p's (secondary view, zeros dropped, scipy's exact/normal ``method="auto"``); its floor is
-  ``2**-n`` (n = non-zero d's), reported as ``wilcoxon_min_p`` / ``wilcoxon_can_reach_alpha``.
+* Wilcoxon signed-rank p's (secondary view; zeros dropped; exact null distribution when there are no ties and
+  n <= 50, else scipy's ``method="auto"``); its floor is ``2**-n`` (n = non-zero d's), reported as
+  ``wilcoxon_min_p`` / ``wilcoxon_can_reach_alpha`` (whether the floor is below the per-test level).
 * ``rho``: Pearson correlation of control vs treatment bpb across seeds (None if n < 3 or zero variance).
 * ``mde``: smallest true mean improvement (bpb, margin included) that the improvement test detects with
   power 0.8 at the achieved n and the observed sd, exact noncentral t, at per-test level ``power_alpha``.
