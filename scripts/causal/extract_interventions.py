@@ -348,6 +348,7 @@ def extract(inputs: list[Path]) -> dict:
     lb_rows: list[rp.LeaderboardRow] = []
     readmes_seen = set()
     folders: list[Path] = []
+    context: list[Path] = []
     for d in inputs:
         d = Path(d)
         if not d.is_dir():
@@ -361,6 +362,10 @@ def extract(inputs: list[Path]) -> dict:
         for f in rp.empty_candidate_folders(d):
             warnings.append(f"{f}: not a record folder (needs README.md plus a submission JSON or a train log)")
         folders += [f for f in found if f not in folders]
+        if ch is not None:  # sibling records under the challenge root are read for lineage only
+            context += [f for f in rp.discover_records(ch.parent) if f not in context]
+    wanted = {f.resolve() for f in folders}
+    folders += [f for f in context if f.resolve() not in wanted and f not in folders]
 
     records: list[dict] = []
     owns: dict[str, dict] = {}
@@ -382,7 +387,10 @@ def extract(inputs: list[Path]) -> dict:
     resolved = lin.resolve_features(records, owns, absent, pr_to_record)
 
     out_records = []
+    wanted_ids = {f.name for f in folders if f.resolve() in wanted}
     for rec in sorted(records, key=lambda r: (r["track"], r["date"] or "", r["record_id"])):
+        if rec["record_id"] not in wanted_ids:
+            continue
         feats = resolved[rec["record_id"]]
         rec["features"] = {f: feats[f][0] for f in INTERVENTION_FEATURES}
         rec["provenance"] = {**rec["provenance"], **{f"features.{f}": feats[f][1] for f in INTERVENTION_FEATURES}}
@@ -392,6 +400,8 @@ def extract(inputs: list[Path]) -> dict:
         d = ir.to_dict()
         d["base_record_ids"] = rec["base_record_ids"]
         out_records.append(d)
+    context_only = {f.name for f in folders if f.resolve() not in wanted}
+    warnings = [w for w in warnings if not any(name in w for name in context_only)]
     return {"generated_from": [str(p) for p in inputs], "records": out_records, "warnings": warnings}
 
 

@@ -148,6 +148,8 @@ def test_single_record_and_track_inputs(by_id):
     single = ei.extract([RECORDS / "track_fixture_10min" / "2026-01-07_DeltaOverBase"])
     (r,) = single["records"]
     assert r["val_bpb"] == 1.11 and r["pr"] == 205  # challenge README found two levels up
+    assert r["base_record_ids"] == ["2026-01-03_SmearGateBase"]  # siblings are read for lineage only
+    assert r["features"]["smeargate"] is True and single["warnings"] == []
     track = ei.extract([RECORDS / "track_fixture_10min"])
     assert len(track["records"]) == 11
 
