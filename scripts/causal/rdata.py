@@ -72,6 +72,8 @@ class _Reader:
         if n == -1:
             hi, lo = self.int(), self.int()
             n = (hi << 32) + lo
+        if n < 0:
+            raise DataFormatError(f"{self.source}: negative vector length {n} at byte {self.pos - 4} (corrupt data)")
         return n
 
     def item(self) -> Any:
@@ -87,6 +89,8 @@ class _Reader:
             return None
         if sexp == REFSXP:
             index = flags >> 8 or self.int()
+            if not 1 <= index <= len(self.refs):
+                raise DataFormatError(f"{self.source}: reference #{index} points past the {len(self.refs)} read so far")
             return self.refs[index - 1]
         if sexp == SYMSXP:
             sym = RSymbol(self.item() or "")
@@ -204,7 +208,12 @@ def unserialize(data: bytes, *, source: str = "<R data>") -> Any:
         reader.take(reader.int())  # native encoding name
     elif version != 2:
         raise DataFormatError(f"{source}: R serialization format {version} is not supported (expected 2 or 3)")
-    return reader.item()
+    try:
+        return reader.item()
+    except DataFormatError:
+        raise
+    except (struct.error, TypeError, ValueError, IndexError) as exc:
+        raise DataFormatError(f"{source}: corrupt R serialization near byte {reader.pos} ({exc})") from exc
 
 
 def read_lazyload_db(rdx: bytes, rdb: bytes, *, source: str = "Rdata") -> dict[str, Any]:

@@ -125,6 +125,8 @@ def test_compact_intseq_altrep():
         (b"X\n" + i32(4, 0, 0), r"R serialization format 4 is not supported"),
         (r_serialize(i32(16, 3) + charsxp("only one")), r"serialized data ends early"),
         (r_serialize(i32(21)), r"unsupported R SEXP type 21"),
+        (r_serialize(i32(13, -7)), r"negative vector length -7"),
+        (r_serialize(i32((3 << 8) | 255)), r"reference #3 points past the 0 read so far"),
     ],
 )
 def test_unserialize_errors(data, message):
