@@ -178,7 +178,11 @@ def _merged_config(src: rp.RecordSources, jd: dict) -> tuple[dict[str, str], dic
     add(rp.readme_config_table(src.readme or ""), "README.md(table)")
     for name, code in src.code.items():
         add(rp.code_defaults(code), f"code:{name}")
-    add({k.lower(): v for k, v in jd.items() if isinstance(v, (int, float, str, bool)) and not isinstance(v, str)
+    flat = dict(jd)
+    for key in ("config", "hyperparameters", "hparams", "args", "model", "architecture", "training", "settings"):
+        if isinstance(jd.get(key), dict):
+            flat.update({k: v for k, v in jd[key].items() if k not in flat})
+    add({k.lower(): v for k, v in flat.items() if isinstance(v, (int, float, bool))
          or (isinstance(v, str) and len(v) < 40)}, "json")
     return cfg, kind
 
@@ -296,7 +300,7 @@ def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None
         for feat, (value, rule) in fr.features_from_prose(text).items():
             if feat not in own or ("dead code" in rule and label == "README.md"):
                 own[feat] = (value, f"{label}: {rule}")  # "X was dead code" overrides X's config flag
-    dump_sizes = {name: len(rp.log_config(text)) for name, text in src.logs.items()}
+    dump_sizes = {name: rp.dump_block_size(text) for name, text in src.logs.items()}
     big = max(dump_sizes, key=dump_sizes.get) if dump_sizes else None
     absent = {}
     if big is not None and dump_sizes[big] >= fr.FULL_DUMP_MIN_KEYS:

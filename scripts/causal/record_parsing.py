@@ -184,6 +184,7 @@ def code_from_log(text: str) -> str | None:
 
 _DUMP_LINE = re.compile(r"^\s{1,4}([a-z][a-z0-9_]*):\s?(.*?)\s*$")
 _KV_TOKEN = re.compile(r"(?<![\w/.-])([a-z][a-z0-9_]*):([^\s,:\[\]{}]+)")
+_KV_EQ = re.compile(r"(?<![\w/.-])([a-z][a-z0-9_]*)=([^\s,;()\[\]{}]+)")
 _ENV_TOKEN = re.compile(r"(?<![\w-])([A-Z][A-Z0-9_]{2,})=(\"[^\"]*\"|'[^']*'|[^\s\\;&|`),]+)")
 _NON_CONFIG_TOKENS = {"step", "train_time", "step_avg", "val_loss", "val_bpb", "train_loss", "eval_time",
                       "elapsed", "time", "peak_memory_allocated", "reserved"}
@@ -207,10 +208,29 @@ def log_config(text: str) -> dict[str, str]:
         s = line.strip()
         if not s or s.startswith(("step:", "ttt_chunk", "[")) or "val_loss" in s:
             continue
-        for k, v in _KV_TOKEN.findall(s):
+        pairs = _KV_TOKEN.findall(s)  # "num_layers:11 model_dim:512"
+        if re.match(r"(?:args|config|hparams|hyperparameters|namespace)\b", s, re.I) or "Namespace(" in s:
+            pairs += [(k, v) for k, v in _KV_EQ.findall(s) if re.fullmatch(r"[-+\w.'\"]+", v)
+                      and not re.match(r"(?:args|self|cfg|config)\.", v)]  # Namespace(num_layers=11, ...)
+        for k, v in pairs:
             if k not in _NON_CONFIG_TOKENS and not k.startswith("final"):
-                out[k] = v
+                out[k] = v.strip("'\"")
     return out
+
+
+def dump_block_size(text: str) -> int:
+    """Number of keys in the largest ``Hyperparameters:`` block of a log (0 when there is none)."""
+    best = 0
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().rstrip(":").lower() in ("hyperparameters", "config", "args", "hparams"):
+            n = 0
+            for nxt in lines[i + 1: i + 400]:
+                if not _DUMP_LINE.match(nxt):
+                    break
+                n += 1
+            best = max(best, n)
+    return best
 
 
 def env_assignments(text: str) -> dict[str, str]:
@@ -239,11 +259,22 @@ _ENV_DEFAULT = re.compile(
     r"""os\.environ\.get\(\s*["']([A-Z][A-Z0-9_]*)["']\s*,\s*("[^"]*"|'[^']*'|[^)\s]+)\s*\)""")
 
 
+_CONFIG_CLASS = re.compile(r"^class\s+\w*(?:Hyperparameters|Config|Args|HParams)\w*\b.*?:\s*$", re.M)
+_CLASS_LITERAL = re.compile(r"^\s{4}([a-z_][a-z0-9_]*)\s*(?::\s*[\w\[\], |.]+)?\s*=\s*"
+                            r"([-+]?[\d_.]+(?:e[-+]?\d+)?|True|False|\"[^\"]*\"|'[^']*')\s*(?:#.*)?$", re.M)
+
+
 def code_defaults(code: str) -> dict[str, str]:
-    """Defaults of ``os.environ.get("KEY", default)`` in a training script; keys lower-cased."""
+    """Defaults of ``os.environ.get("KEY", default)`` in a training script, then literal attributes of a
+    Hyperparameters / Config class (``num_layers: int = 11``); keys lower-cased."""
     out: dict[str, str] = {}
     for k, v in _ENV_DEFAULT.findall(code or ""):
         out.setdefault(k.lower(), v.strip("\"'").replace("_", "") if re.fullmatch(r"[\d_.]+", v) else v.strip("\"'"))
+    for m in _CONFIG_CLASS.finditer(code or ""):
+        body = code[m.end():]
+        end = re.search(r"^\S", body, re.M)
+        for k, v in _CLASS_LITERAL.findall(body[: end.start()] if end else body):
+            out.setdefault(k, v.strip("\"'").replace("_", "") if re.fullmatch(r"[\d_.]+", v) else v.strip("\"'"))
     return out
 
 

@@ -145,3 +145,11 @@ def test_readme_hyperparameter_tables():
 def test_other_bpb_keys_are_a_headline_fallback():
     assert rp.json_headline({"val_var_bpb": 1.1465, "pre_quant_val_bpb": 1.1}) == (1.1465, "val_var_bpb")
     assert rp.json_headline({"val_bpb_std": 0.001, "delta_vs_base_bpb": -0.002}) == (None, None)
+
+
+def test_key_equals_value_tokens_and_config_class_literals():
+    assert rp.log_config("args: Namespace(num_layers=11, model_dim=512, run_id='x')\n") == {
+        "num_layers": "11", "model_dim": "512", "run_id": "x"}
+    code = ("from dataclasses import dataclass\n@dataclass\nclass GPTConfig:\n    n_layer: int = 12\n"
+            "    mlp_mult: float = 3.0  # wider\n    tie_embeddings: bool = True\n\ndef f():\n    x = 1\n")
+    assert rp.code_defaults(code) == {"n_layer": "12", "mlp_mult": "3.0", "tie_embeddings": "True"}
