@@ -30,7 +30,7 @@ def _to_float(s: str) -> float | None:
 
 
 def _clean(s: str) -> str:
-    return re.sub(r"[*`_]+", "", s).strip()
+    return re.sub(r"[*`]+", "", s.replace("\\_", "_")).strip()
 
 
 def _tables(text: str) -> list[tuple[list[str], list[list[str]], str]]:
