@@ -250,9 +250,12 @@ _BOOL_PATTERNS: list[tuple[str, str]] = [
     ("xsa", r"\bxsa\b|\bxsa\d|exclusive self[\s-]?attention"),
     ("partial_rope", r"partial[\s_-]?rope|rope[\s_-]?\d{1,2}\b|rope_dims|rope \(\d+/\d+\)|rope on \d+"),
     ("ln_scale", r"ln[\s_-]?scale|layer[\s-]?wise ln|layerwise ln"),
-    ("unet_skips", r"u[\s-]?net|skip connections|encoder[/-]decoder skip"),
-    ("depth_recurrence", r"depth[\s-]?recur|recurren(?:ce|t)|loop(?:ed|ing)? layers|layer loop|\bloop\d{2}|"
-                         r"universal transformer|looped"),
+    ("unet_skips", r"u[\s-]?net|skip connections|encoder[/-]decoder skip|skip[\s_-]?gates?|skip weights"),
+    ("depth_recurrence", r"depth[\s-]?recur\w*|(?:layer|block|mini|progressive|\d[\s-]?layer)[\s-]+recurren\w*|"
+                         r"recurren\w*\s+(?:on|of|over)\s+(?:layers?|blocks?|the stack)|recur(?:rent|rence)?[\s_-]?layers|"
+                         r"loop(?:ed|ing)?\s+(?:layers?|blocks?)|layer[\s_-]?loop\w*|\bloop\d{2}|universal transformer|"
+                         r"\blooped\b|layers?\s+\d+\s*[-–,]\s*\d+\s+(?:looped|repeated|run twice|recur\w*)|"
+                         r"weight[\s-]shared (?:blocks|layers)"),
     ("parallel_residuals", r"parallel[\s_-]?resid|two[\s-]lane|gpt-j style|parallel attention/mlp|par[\s_-]?resid"),
     ("muon", r"\bmuon\b|neomuon|parallel muon|muoneq"),
     ("muon_weight_decay", r"muon[\s_-]?wd|muon weight decay|weight decay|\bwd[\s=]?0?\.\d+|\bwd\d+"),
@@ -269,7 +272,7 @@ _BOOL_PATTERNS: list[tuple[str, str]] = [
     ("attention_gate", r"gated[\s_-]?attn|gated attention|attn[\s_-]?out[\s_-]?gate|attention[\s-]output[\s-]gate|"
                        r"sparse[\s_-]?attn[\s_-]?gate|attention gate|sparsegate"),
     ("caseops", r"case[\s_-]?ops"),
-    ("varlen_attention", r"var[\s_-]?len"),
+    ("varlen_attention", r"var[\s_-]?len|variable[\s-]length (?:\w+ )?attention|cu_seqlens"),
 ]
 _BOOL_RES = [(f, re.compile(p, re.I)) for f, p in _BOOL_PATTERNS]
 
@@ -431,6 +434,10 @@ def _numeric_prose(text: str, out: dict) -> None:
     m = _first(r"(?:logit[\s_-]?)?softcap\s*[=:]?\s*(\d+(?:\.\d+)?)", text)
     if m and float(m.group(1)) >= 1:
         out["logit_softcap"] = (float(m.group(1)), f"prose:'{m.group(0)}'")
+    frac = _first(r"warmdown[\s_-]?(?:frac(?:tion)?)?\s*[=:]?\s*0\.\d+|warmdown over the (?:last|final) \d+\s*%|"
+                  r"cosine (?:lr |learning[\s-]rate )?(?:schedule|decay)", text)
+    if frac:
+        out["warmdown_iters"] = (None, f"prose:'{frac.group(0)}' (fraction-based or cosine schedule)")
     m = _first(r"warmdown[\s_-]?(?:iters)?\s*[=:]?\s*(\d{3,5})\b", text)
     if m:
         out["warmdown_iters"] = (int(m.group(1)), f"prose:'{m.group(0)}'")

@@ -110,3 +110,15 @@ def test_unique_blocks_and_untied_embeddings():
     got = values(fr.features_from_prose("3 unique blocks looped 4 times (12 effective layers), untied embeddings."))
     assert got["num_layers"] == 3 and got["tied_embeddings"] is False
     assert values(fr.features_from_prose("9 layers with tied embeddings"))["tied_embeddings"] is True
+
+
+def test_recurrence_means_repeated_layers_not_recurrent_ssms():
+    assert values(fr.features_from_prose("3-layer recurrence (layers 3,4,5)"))["depth_recurrence"] is True
+    assert values(fr.features_from_prose("Layers 4-5 looped twice"))["depth_recurrence"] is True
+    assert "depth_recurrence" not in values(fr.features_from_prose("Gated DeltaNet linear-recurrent layers"))
+
+
+def test_fraction_warmdown_is_null_and_variable_length_attention():
+    got = values(fr.features_from_prose("warmdown=0.72, variable-length FA3 attention"))
+    assert got["warmdown_iters"] is None and got["varlen_attention"] is True
+    assert values(fr.features_from_prose("warmdown 3500 iterations"))["warmdown_iters"] == 3500
