@@ -252,7 +252,7 @@ _BOOL_PATTERNS: list[tuple[str, str]] = [
     ("ln_scale", r"ln[\s_-]?scale|layer[\s-]?wise ln|layerwise ln"),
     ("unet_skips", r"u[\s-]?net|skip connections|encoder[/-]decoder skip|skip[\s_-]?gates?|skip weights"),
     ("depth_recurrence", r"depth[\s-]?recur\w*|(?:layer|block|mini|progressive|\d[\s-]?layer)[\s-]+recurren\w*|"
-                         r"recurren\w*\s+(?:on|of|over)\s+(?:layers?|blocks?|the stack)|recur(?:rent|rence)?[\s_-]?layers|"
+                         r"recurren\w*\s+(?:on|of|over)\s+(?:layers?|blocks?|the stack)|recur(?:rence)?[\s_-]?layers|"
                          r"loop(?:ed|ing)?\s+(?:layers?|blocks?)|layer[\s_-]?loop\w*|\bloop\d{2}|universal transformer|"
                          r"\blooped\b|layers?\s+\d+\s*[-–,]\s*\d+\s+(?:looped|repeated|run twice|recur\w*)|"
                          r"weight[\s-]shared (?:blocks|layers)"),
