@@ -19,7 +19,8 @@ CLI::
         --ledger results/ledger.sqlite --output results/acceptance_screen/runs.json
 
 Python API: ``build_plan(...) -> ScreenPlan``, ``plan_grid(plan)``, ``run_screen(plan, *, ledger, executor)
--> ScreenResult``, ``write_runs_json(path, plan, runs)``, ``plan_from_ledger(ledger, screen_id)``.
+-> ScreenResult``, ``write_runs_json(path, plan, runs)``, ``plan_from_ledger(ledger, screen_id)``,
+``experiment_rows(plan, runs)`` (rows for the DAG stage).
 """
 from __future__ import annotations
 
@@ -318,6 +319,26 @@ def write_runs_json(path: str | Path, plan: ScreenPlan, runs: Sequence[RunRecord
     commits = sorted({r.git_commit for r in runs if r.git_commit})
     header = screen_header(plan, commit=commit or (commits[-1] if commits else None))
     return write_json(path, {"screen": header, "runs": [r.runs_row() for r in runs]})
+
+
+def experiment_rows(plan: ScreenPlan, runs: Sequence[RunRecord]) -> list[dict]:
+    """Runs as DAG experiment rows ``{"intervention", "feature", "value", "val_bpb", "seed", "arm"}``.
+
+    Only runs with a finite val_bpb (failed and diverged runs carry no measurement). Control rows and
+    treatments without a canonical feature have feature/value None; otherwise value is the feature's
+    value in the treatment's config (e.g. "gelu" for activation, True for partial_rope).
+    """
+    configs = plan_configs(plan)
+    overrides = dict(plan.treatments)
+    rows = []
+    for r in runs:
+        if r.status != "ok" or not _finite(r.val_bpb):
+            continue
+        feature = None if r.arm == "control" else reg.treatment_feature(r.intervention, overrides[r.intervention])
+        value = reg.feature_value(feature, configs[r.intervention]) if feature else None
+        rows.append({"intervention": r.intervention, "feature": feature, "value": value, "val_bpb": r.val_bpb,
+                     "seed": r.seed, "arm": r.arm})
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------

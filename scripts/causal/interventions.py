@@ -19,7 +19,7 @@ sets matrix_lr = 0 (the Muon-trained matrices never move; must come out harmful)
 
 API: ``get_intervention(name)``, ``list_interventions()``, ``resolve_overrides(name, base_config)``,
 ``apply(name, base_config)``, ``parse_override("KEY=VALUE")``, ``adhoc_treatment(spec, base_config)``,
-``validate_config(cfg)``, ``feature_value(name, base_config)``.
+``validate_config(cfg)``, ``treatment_feature(name, overrides)``, ``feature_value(feature, config)``.
 """
 from __future__ import annotations
 
@@ -265,6 +265,22 @@ _FEATURE_VALUE: dict[str, Callable[[Any], Any]] = {
     "ln_scale": lambda c: bool(c.ln_scale),
     "ema": lambda c: float(c.ema_decay) > 0,
 }
+
+
+_FIELD_FEATURE = {
+    "activation": "activation", "logit_softcap": "logit_softcap", "model_dim": "model_dim",
+    "num_layers": "num_layers", "mlp_mult": "mlp_mult", "qk_gain_init": "qk_gain",
+    "rope_partial_dims": "partial_rope", "xsa_last_n": "xsa", "ln_scale": "ln_scale", "ema_decay": "ema",
+}
+
+
+def treatment_feature(name: str, overrides: Mapping[str, Any]) -> str | None:
+    """The canonical feature a treatment maps to: the registry's, or for an ad-hoc override of exactly
+    one mapped config field, that field's feature; None otherwise (e.g. matrix_lr, loss, combinations)."""
+    if not name.startswith(ADHOC_PREFIX):
+        return get_intervention(name).feature
+    feats = {_FIELD_FEATURE[k] for k in overrides if k in _FIELD_FEATURE}
+    return feats.pop() if len(feats) == 1 and len(overrides) == 1 else None
 
 
 def feature_value(feature: str, config: Any) -> Any:

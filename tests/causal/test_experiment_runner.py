@@ -117,11 +117,14 @@ def test_run_screen_real_tiny_with_diverged_and_failed_runs(tmp_path, base_ov):
 
 def test_failed_run_recorded_and_screen_goes_on(tmp_path, base_ov):
     plan = _plan(base_ov, interventions=["aa"], seeds=[11])
+    stream = io.StringIO()
     with Ledger(tmp_path / "l.sqlite") as led:
-        res = er.run_screen(plan, ledger=led, executor=SubprocessExecutor(timeout_s=0.2), progress=False,
-                            stream=io.StringIO())
+        res = er.run_screen(plan, ledger=led, executor=SubprocessExecutor(timeout_s=0.2), progress=True,
+                            stream=stream)
         assert [(r.intervention, r.status) for r in res.runs] == [("control", "failed"), ("aa", "failed")]
         assert all(r.error.startswith("timeout") and r.executor == "subprocess" for r in res.runs)
+    text = stream.getvalue()  # tqdm bar over the grid + one line per finished run
+    assert "2/2" in text and "[2/2] aa" in text and "delta n/a [failed: timeout" in text
 
 
 def test_preregistration_cannot_change(tmp_path, base_ov):
@@ -208,3 +211,27 @@ def test_help_works_as_module_and_script():
                 ["-m", "scripts.causal.executors"]):
         out = subprocess.run([sys.executable, *cmd, "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
         assert out.returncode == 0 and "usage" in out.stdout
+
+
+def test_experiment_rows_for_the_dag(base_ov):
+    from scripts.causal.schema import RunRecord
+
+    plan = _plan(base_ov, interventions=["act_gelu", "partial_rope", "loss_rho1"], overrides=["qk_gain_init=4"],
+                 seeds=[1])
+
+    def rec(name, status="ok", bpb=2.0):
+        return RunRecord(screen_id=plan.screen_id, intervention=name, arm="control" if name == "control"
+                         else "treatment", seed=1, backend="torch", config_hash="h", status=status, val_bpb=bpb)
+
+    runs = [rec("control"), rec("act_gelu", bpb=1.9), rec("partial_rope"), rec("loss_rho1"),
+            rec("override:qk_gain_init=4.0", status="diverged", bpb=None)]
+    rows = er.experiment_rows(plan, runs)
+    assert rows == [
+        {"intervention": "control", "feature": None, "value": None, "val_bpb": 2.0, "seed": 1, "arm": "control"},
+        {"intervention": "act_gelu", "feature": "activation", "value": "gelu", "val_bpb": 1.9, "seed": 1,
+         "arm": "treatment"},
+        {"intervention": "partial_rope", "feature": "partial_rope", "value": True, "val_bpb": 2.0, "seed": 1,
+         "arm": "treatment"},
+        {"intervention": "loss_rho1", "feature": None, "value": None, "val_bpb": 2.0, "seed": 1, "arm": "treatment"},
+    ]  # the diverged run has no measurement, so no row
+    assert er.reg.treatment_feature("override:qk_gain_init=4.0", {"qk_gain_init": 4.0}) == "qk_gain"
