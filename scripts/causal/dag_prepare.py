@@ -4,7 +4,8 @@ Encoding: binary flags -> 0/1 (null = 0: a record that does not mention a trick 
 categoricals -> one indicator column per non-reference level (``activation=gelu``; null = reference);
 numerics -> float (null imputed with the median when at most ``max_null_frac`` of rows are null, else the
 column is dropped). Mediators: ``params`` (estimated from the shape features), ``artifact_bytes``,
-``quant_gap`` (post- minus pre-quant bpb). Our experiment rows get ``regime_experiment = 1`` (tier 0).
+``quant_gap`` (post- minus pre-quant bpb). Context variables (tier 0, never treatments): our experiment
+rows get ``regime_experiment = 1``; records of the non-record track get ``track_non_record = 1``.
 
 Cleaning: all-null, constant and near-constant columns, exact duplicates / complements and columns that
 make the correlation matrix singular are dropped, each with its reason, so Fisher-z never sees a singular
@@ -24,6 +25,8 @@ from scripts.causal.expert_dag import CANONICAL_FEATURES, TARGET, ExpertDag
 from scripts.causal.schema import BASELINE_FEATURES, ExperimentRow
 
 REGIME = "regime_experiment"
+TRACK = "track_non_record"  # context: the non-record track has other rules (unlimited compute, exotic models)
+CONTEXTS = (REGIME, TRACK)
 MEDIATORS = ("params", "artifact_bytes", "quant_gap")
 CATEGORICAL_REFERENCE = {"activation": "relu2", "gptq": "none", "compression": "zlib"}
 ROW_FIELDS = ("intervention", "feature", "value", "val_bpb", "seed", "arm")
@@ -115,6 +118,7 @@ def _raw_rows(records: list[Mapping], experiment_rows: list[ExperimentRow]) -> t
         row = {"_id": rid, "_features": feats, TARGET: y, "params": estimate_params(feats),
                "artifact_bytes": _num(rec.get("artifact_bytes")),
                "quant_gap": (post - pre) if pre is not None and post is not None else None}
+        row[TRACK] = 1.0 if "non_record" in str(rec.get("track") or "") else 0.0
         if experiment_rows:
             row[REGIME] = 0.0
         rows.append(row)
@@ -124,7 +128,7 @@ def _raw_rows(records: list[Mapping], experiment_rows: list[ExperimentRow]) -> t
             feats[ex.feature] = ex.value
         rows.append({"_id": f"exp:{ex.intervention}:{ex.arm}:{ex.seed}:{j}", "_features": feats,
                      TARGET: ex.val_bpb, "params": estimate_params(feats), "artifact_bytes": None,
-                     "quant_gap": None, REGIME: 1.0})
+                     "quant_gap": None, REGIME: 1.0, TRACK: 0.0})
     return rows, excluded
 
 
@@ -151,6 +155,7 @@ def build_matrix(records: list[Mapping], *, expert: ExpertDag | None = None,
 
     if exp_rows:
         put(REGIME, np.array([r[REGIME] for r in rows]), REGIME, 0)
+    put(TRACK, np.array([r[TRACK] for r in rows]), TRACK, 0)
     for f in features:
         values = [r["_features"].get(f) for r in rows]
         kind = _kind_of(values, f, expert_kinds)

@@ -39,7 +39,28 @@ def _layout(nodes_by_tier: Mapping[int, list[str]], edges: Sequence[Mapping]) ->
             if v in later:
                 nbrs.setdefault(u, []).append(later[v][1])
     names = nodes_by_tier.get(0, [])
-    spread(0, sorted(names, key=lambda n: (-(sum(nbrs.get(n, [0.0])) / len(nbrs.get(n, [0.0]))), n)))
+
+    def bary(n: str) -> float:
+        ys = nbrs.get(n, [0.0])
+        return sum(ys) / len(ys)
+
+    # Keep nodes linked inside tier 0 next to each other (short arcs): connected components of the
+    # within-tier graph, each laid out in BFS order from its highest-barycentre node.
+    import networkx as nx
+
+    inner = nx.Graph()
+    inner.add_nodes_from(names)
+    inner.add_edges_from((e["a"], e["b"]) for e in edges if e["a"] in inner and e["b"] in inner)
+    comps = [sorted(c, key=lambda n: (-bary(n), n)) for c in nx.connected_components(inner)]
+    comps.sort(key=lambda c: (-sum(bary(n) for n in c) / len(c), c[0]))
+    order: list[str] = []
+    for comp in comps:
+        sub = inner.subgraph(comp)
+        seen = [comp[0]]
+        for _, v in nx.bfs_edges(sub, comp[0], sort_neighbors=lambda vs: sorted(vs, key=lambda n: (-bary(n), n))):
+            seen.append(v)
+        order.extend(seen)
+    spread(0, order)
     return pos
 
 
@@ -76,7 +97,7 @@ def render_dag(edges: Sequence[Mapping], tiers: Mapping[str, int], path: str | P
         by_tier[min(int(tiers.get(n, 1)), 2)].append(n)
     by_tier = {t: v for t, v in by_tier.items() if v}
     pos = _layout(by_tier, shown)
-    height = max(6.0, 0.36 * max(len(v) for v in by_tier.values()))
+    height = max(6.0, 0.42 * max(len(v) for v in by_tier.values()))
     fig, ax = plt.subplots(figsize=(14, height))
     ax.set_xlim(-0.65, 2.15)
     ax.set_ylim(min(p[1] for p in pos.values()) - 1.0, max(p[1] for p in pos.values()) + 1.6)
@@ -92,7 +113,7 @@ def render_dag(edges: Sequence[Mapping], tiers: Mapping[str, int], path: str | P
         (x1, y1), (x2, y2) = pos[src], pos[dst]
         same = abs(x1 - x2) < 1e-9
         # Within a tier the source is the upper node, so a negative rad bulges the arc to the right.
-        rad = -0.45 if same else 0.05 * (1 if y2 >= y1 else -1)
+        rad = -0.8 if same else 0.05 * (1 if y2 >= y1 else -1)
         style = {("tail", "arrow"): "-|>", ("arrow", "arrow"): "<|-|>", ("circle", "arrow"): "-|>",
                  ("arrow", "tail"): "<|-", ("arrow", "circle"): "<|-"}.get(marks, "-")
         freq = float(e.get("bootstrap_frequency") or 0.0)
@@ -106,7 +127,7 @@ def render_dag(edges: Sequence[Mapping], tiers: Mapping[str, int], path: str | P
             if mark == "circle":
                 cx, cy = _curve_point(ax, (x1, y1), (x2, y2), rad, t if same else (0.035 if t < 0.5 else 0.965))
                 ax.plot(cx, cy, "o", ms=4.5, mfc="white", mec=color, zorder=4)
-        if not expert_only and freq >= 0.3:
+        if not expert_only and freq >= (0.5 if same else 0.3):
             mx, my = _curve_point(ax, (x1, y1), (x2, y2), rad)
             ax.text(mx, my, f"{freq:.2f}", fontsize=6.5, color=color, ha="center", va="center",
                     bbox=dict(fc="white", ec="none", alpha=0.75, pad=0.2), zorder=5)

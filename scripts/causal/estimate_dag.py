@@ -31,7 +31,7 @@ from scripts.causal.dag_effects import (  # noqa: E402
     observational_effect,
     pool_ablations,
 )
-from scripts.causal.dag_prepare import REGIME, build_matrix, validate_experiment_rows  # noqa: E402
+from scripts.causal.dag_prepare import CONTEXTS, build_matrix, validate_experiment_rows  # noqa: E402
 from scripts.causal.dag_search import CI_TEST, bootstrap_fci, canonical_edge, run_fci, run_pc  # noqa: E402
 from scripts.causal.errors import DataFormatError  # noqa: E402
 from scripts.causal.expert_dag import DEFAULT_EXPERT, TARGET, ExpertDag, load_expert  # noqa: E402
@@ -111,13 +111,12 @@ def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alp
     pooled, unmapped = pool_ablations(records)
     effects = {}
     for col, tier in zip(m.columns, m.tiers, strict=True):
-        if tier != 0 or col == REGIME:
+        if tier != 0 or col in CONTEXTS:
             continue
         feat = m.feature_of[col]
         z_feats, valid = adjustment_set(g, feat, observed)
         z_cols = [c for f in z_feats for c in cols_of[f]] + [c for c in cols_of[feat] if c != col]
-        if REGIME in m.columns:
-            z_cols.append(REGIME)
+        z_cols += [c for c in CONTEXTS if c in m.columns]  # context variables are always adjusted for
         eff = observational_effect(m, col, z_cols)
         reliable = valid and eff.get("se") is not None and len(z_cols) <= max_adjust
         eff.update({"feature": feat, "adjustment_features": z_feats, "adjustment_valid": valid,
@@ -142,7 +141,7 @@ def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alp
         "background_knowledge": {"tiers": dict(zip(m.columns, m.tiers, strict=True)),
                                  "rules": ["no edge points from a later tier into an earlier one",
                                            f"nothing leaves {TARGET} (the only tier-2 node)",
-                                           f"{REGIME} (our experiments) is tier 0 when present"],
+                                           f"context variables {list(CONTEXTS)} are tier 0 (CD-NOD style)"],
                                  "marks_repaired": full.bk_repairs},
         "fci": {"edges": [_edge_dict(e, bfreq.get(canonical_edge(e)[0], {}).get("frequency", 0.0)) for e in full.edges]},
         "pc": {"edges": [_edge_dict(e) for e in pc.edges], "note": "secondary view (CPDAG), same test and tiers"},
