@@ -198,11 +198,22 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 if not signed and not re.search(r"\(\s*$|by\s*$|of\s*$|[~≈]\s*$", sent[:m.start()]) \
                         and not _GAIN.search(sent) and not _LOSS.search(sent):
                     continue
-                ctx = sent
                 if not signed or d > 0:
-                    if _GAIN.search(ctx) and not _LOSS.search(ctx):
+                    # the words nearest the number decide: "0.001 BPB improvement", "costs +0.0004 BPB"
+                    tone = None
+                    for ctx in (sent[m.end(): m.end() + 20], sent[max(0, m.start() - 30): m.start()], sent):
+                        gain, loss = _GAIN.search(ctx), _LOSS.search(ctx)
+                        if gain and not loss:
+                            tone = "gain"
+                        elif loss and not gain:
+                            tone = "loss"
+                        elif gain and loss:
+                            tone = "gain" if gain.start() < loss.start() else "loss"
+                        if tone:
+                            break
+                    if tone == "gain":
                         d = -abs(d)
-                    elif _LOSS.search(ctx):
+                    elif tone == "loss":
                         d = abs(d)
                     elif not signed:
                         continue

@@ -87,3 +87,9 @@ def test_prose_before_after_pairs_and_bpb_twins():
                            "to about 1.1153.\nImprovement over SOTA: -0.0290 bpb / -0.0503 nats.\n"
                            "Multi-phase SGD: -0.0008 BPP.")
     assert [r.delta_bpb for r in rows] == [pytest.approx(-0.001), -0.029, -0.0008]
+
+
+def test_sign_comes_from_the_words_nearest_the_number():
+    rows = prose_ablations("MuonEq-R: zero-byte cost, ~0.001 BPB improvement.\n"
+                           "Untying the MLPs costs +0.0004 BPB.\n")
+    assert [r.delta_bpb for r in rows] == [-0.001, 0.0004]
