@@ -124,7 +124,7 @@ def test_failed_run_recorded_and_screen_goes_on(tmp_path, base_ov):
         assert [(r.intervention, r.status) for r in res.runs] == [("control", "failed"), ("aa", "failed")]
         assert all(r.error.startswith("timeout") and r.executor == "subprocess" for r in res.runs)
     text = stream.getvalue()  # tqdm bar over the grid + one line per finished run
-    assert "2/2" in text and "[2/2] aa" in text and "delta n/a [failed: timeout" in text
+    assert "2/2" in text and "[2/2] aa" in text and "delta n/a" in text and "[failed: timeout: run exceeded 0.2 s" in text
 
 
 def test_preregistration_cannot_change(tmp_path, base_ov):
