@@ -101,7 +101,7 @@ def validate_experiment_rows(rows: Iterable[Mapping | ExperimentRow]) -> list[Ex
         if _num(r["val_bpb"]) is None:
             raise DataFormatError(f"experiment_rows[{i}].val_bpb is {r['val_bpb']!r}; it must be the measured number")
         out.append(ExperimentRow(str(r["intervention"]), r["feature"], r["value"], float(r["val_bpb"]),
-                                 int(r["seed"]), r["arm"]))
+                                 int(r["seed"]), r["arm"], r.get("control_value")))
     return out
 
 
@@ -123,10 +123,23 @@ def _raw_rows(records: list[Mapping], experiment_rows: list[ExperimentRow]) -> t
             row[REGIME] = 0.0
         rows.append(row)
     for j, ex in enumerate(experiment_rows):
+        rid = f"exp:{ex.intervention}:{ex.arm}:{ex.seed}:{j}"
         feats = dict(BASELINE_FEATURES)
-        if ex.feature:
-            feats[ex.feature] = ex.value
-        rows.append({"_id": f"exp:{ex.intervention}:{ex.arm}:{ex.seed}:{j}", "_features": feats,
+        if ex.arm == "treatment":
+            if not ex.feature or ex.feature not in BASELINE_FEATURES:
+                excluded.append({"row": rid, "reason": f"treatment has no canonical feature ({ex.feature!r}); "
+                                 "analysed only under 'experiments'"})
+                continue
+            base = BASELINE_FEATURES[ex.feature]
+            if isinstance(base, (int, float)) and not isinstance(base, bool):
+                if _num(ex.value) is None or _num(ex.control_value) is None:
+                    excluded.append({"row": rid, "reason": f"numeric feature {ex.feature} without control_value: "
+                                     "our preset's scale differs from the leaderboard's"})
+                    continue
+                feats[ex.feature] = float(base) + _num(ex.value) - _num(ex.control_value)
+            else:
+                feats[ex.feature] = ex.value
+        rows.append({"_id": rid, "_features": feats,
                      TARGET: ex.val_bpb, "params": estimate_params(feats), "artifact_bytes": None,
                      "quant_gap": None, REGIME: 1.0, TRACK: 0.0})
     return rows, excluded

@@ -150,7 +150,11 @@ def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alp
         "stable_edges": stable, "stability_note": note,
         "combined": {"edges": combined, "tiers": {**expert.tiers, **{c: t for c, t in zip(m.columns, m.tiers, strict=True)}}},
         "effects": effects,
-        "ablations": {"pooled": pooled, "unmapped": unmapped, "n_unmapped": len(unmapped)},
+        "ablations": {"pooled": pooled, "unmapped": unmapped, "n_unmapped": len(unmapped),
+                      "disagreements": [{"column": c, "feature": e["feature"], "observational": e["estimate"],
+                                         "ci": [e["ci_low"], e["ci_high"]], "ablation_mean": e["ablations"]["mean"],
+                                         "comparison": e["comparison"]}
+                                        for c, e in effects.items() if e["comparison"].startswith("disagree")]},
         "experiments": experiment_effects(exp_rows),
     }
     diff = diff_dags(previous, dag) if previous is not None else None

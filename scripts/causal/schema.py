@@ -159,7 +159,9 @@ class ExperimentRow:
     """One of our own runs, fed to the causal stage as an interventional row (regime variable = 1).
 
     ``arm`` is "control" or "treatment"; control rows have intervention "control" and feature/value
-    None. ``val_bpb`` is the real measured value of that run.
+    None. ``val_bpb`` is the real measured value of that run. A numeric feature (model_dim, ...) enters
+    the FCI matrix only with ``control_value`` (as baseline + (value - control_value)), because our
+    presets are on another scale than the leaderboard.
     """
 
     intervention: str
@@ -168,6 +170,7 @@ class ExperimentRow:
     val_bpb: float
     seed: int
     arm: str = "treatment"
+    control_value: Any = None  # optional: the feature's value in the control config (numeric features)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -82,6 +82,21 @@ def test_tiers_and_experiment_rows():
     assert m.column("val_bpb")[-1] == 2.08  # the real measured value
 
 
+def test_experiment_rows_that_cannot_be_placed_are_excluded_with_reasons():
+    rows = [{"intervention": "control", "feature": None, "value": None, "val_bpb": 2.1, "seed": 1, "arm": "control"},
+            {"intervention": "matrix_lr_half", "feature": None, "value": None, "val_bpb": 2.2, "seed": 1,
+             "arm": "treatment"},
+            {"intervention": "model_dim_up", "feature": "model_dim", "value": 144, "val_bpb": 2.0, "seed": 1,
+             "arm": "treatment"},
+            {"intervention": "model_dim_up", "feature": "model_dim", "value": 144, "control_value": 128,
+             "val_bpb": 2.0, "seed": 2, "arm": "treatment"}]
+    m = build_matrix(_records(), experiment_rows=rows)
+    reasons = [e["reason"] for e in m.excluded_rows]
+    assert len(reasons) == 2
+    assert "no canonical feature" in reasons[0] and "without control_value" in reasons[1]
+    assert m.n == 14
+
+
 def test_bad_experiment_row_and_too_few_rows():
     with pytest.raises(DataFormatError, match=r"experiment_rows\[0\]: missing fields \['seed', 'arm'\]"):
         build_matrix(_records(), experiment_rows=[{"intervention": "x", "feature": "ema", "value": 1, "val_bpb": 2.0}])
