@@ -71,7 +71,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             continue
         delta_col = next((j for j, h in enumerate(low) if re.search(r"δ|delta|diff|change vs|vs\.? |gain|improv|"
                                                                     r"effect|impact|\bd ?bpb", h)), None)
-        bpb_col = next((j for j, h in enumerate(low) if re.search(r"bpb|score|loss", h) and j != delta_col), None)
+        bpb_col = next((j for j, h in enumerate(low) if re.search(r"bp[bp]|score|loss", h) and j != delta_col), None)
         label_col = 0
         if delta_col == 0 or bpb_col == 0:
             label_col = 1
@@ -120,16 +120,34 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 if re.fullmatch(r"[\d.]+", label):
                     label = f"{_clean(header[label_col])} = {label}"
                 vals.append((label, v))
-        if len(vals) < 2 or "bpb" not in low[bpb_col] and "score" not in low[bpb_col]:
+        if len(vals) < 2 or not re.search(r"bp[bp]|score", low[bpb_col]):
             continue
         if re.search(r"seed|run\b", low[label_col]) or all(re.fullmatch(r"\d+", lbl) for lbl, _ in vals):
-            continue  # per-seed tables are not ablations
+            rows_out += _ttt_effect(header, rows, heading)  # per-seed tables: only the mean TTT effect
+            continue
         cumulative = sum(lbl.startswith("+") for lbl, _ in vals[1:]) >= max(1, (len(vals) - 1) // 2)
         for k in range(1, len(vals)):
             ref = vals[k - 1][1] if cumulative else vals[0][1]
             rows_out.append(AblationRow(change=vals[k][0], delta_bpb=round(vals[k][1] - ref, 8),
                                         source=f"README table '{heading}' ({'cumulative' if cumulative else 'vs first row'})"))
     return rows_out
+
+
+def _ttt_effect(header: list[str], rows: list[list[str]], heading: str) -> list[AblationRow]:
+    """Per-seed results with a no-TTT and a TTT score column: the Mean row gives the TTT effect."""
+    low = [h.lower() for h in header]
+    before = next((j for j, h in enumerate(low) if re.search(r"pre[\s-]?ttt|sliding|no[\s-]?ttt", h)
+                   and re.search(r"bp[bp]", h)), None)
+    after = next((j for j, h in enumerate(low) if re.search(r"post[\s-]?ttt|\bttt\b", h) and j != before
+                  and not re.search(r"pre[\s-]?ttt|no[\s-]?ttt|gain|time", h) and re.search(r"bp[bp]", h)), None)
+    mean = next((r for r in rows if r and re.fullmatch(r"mean|avg|average", _clean(r[0]), re.I)), None)
+    if before is None or after is None or mean is None or max(before, after) >= len(mean):
+        return []
+    a, b = _bpb_in(mean[before]), _bpb_in(mean[after])
+    if a is None or b is None:
+        return []
+    return [AblationRow(change=f"TTT ({_clean(header[before])} -> {_clean(header[after])}, mean)",
+                        delta_bpb=round(b - a, 8), source=f"README table '{heading}' (mean row)")]
 
 
 def _comparison_rows(header: list[str], rows: list[list[str]], heading: str,

@@ -93,3 +93,9 @@ def test_sign_comes_from_the_words_nearest_the_number():
     rows = prose_ablations("MuonEq-R: zero-byte cost, ~0.001 BPB improvement.\n"
                            "Untying the MLPs costs +0.0004 BPB.\n")
     assert [r.delta_bpb for r in rows] == [-0.001, 0.0004]
+
+
+def test_per_seed_table_with_sliding_and_ttt_columns_gives_the_mean_ttt_effect():
+    text = ("| Seed | Sliding BPP | **TTT BPP** | Artifact |\n|---|---|---|---|\n| 42 | 1.0829 | **1.0808** | 1 |\n"
+            "| **Mean** | **1.0827** | **1.0810** | 2 |\n")
+    assert [r.delta_bpb for r in table_ablations(text)] == [pytest.approx(-0.0017)]
