@@ -717,10 +717,14 @@ class Rotary(nn.Module):
 
     def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         if self._cache is None or self._cache[0] != seq_len or self._cache[1] != device:
-            t = torch.arange(seq_len, device=device, dtype=torch.float32)
-            freqs = torch.outer(t, self.inv_freq.to(device))
-            self._cache = (seq_len, device, freqs.cos()[None, None], freqs.sin()[None, None])
+            with torch.inference_mode(False):  # a table first built during eval must still serve training
+                self._build(seq_len, device)
         return self._cache[2].to(dtype), self._cache[3].to(dtype)
+
+    def _build(self, seq_len: int, device: torch.device) -> None:
+        t = torch.arange(seq_len, device=device, dtype=torch.float32)
+        freqs = torch.outer(t, self.inv_freq.to(device))
+        self._cache = (seq_len, device, freqs.cos()[None, None], freqs.sin()[None, None])
 
 
 def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -1,0 +1,97 @@
+"""Training throughput: tokens/s and achieved GFLOP/s per backend, at the `fast` preset and at a 6x256 model.
+
+Times full optimizer steps (forward, backward, Muon + Adam) after a few warm-up steps, on the default corpus.
+FLOPs per token use the usual estimate 6 x (matrix params, incl. the tied output head) + 12 x layers x seq x dim
+(attention scores and values, forward + backward), so GFLOP/s is comparable across backends.
+
+    python bench/throughput.py --backend torch --steps 20
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import train_gpt as tg
+
+CONFIGS: dict[str, dict[str, object]] = {
+    "fast": {},
+    "6x256": {"num_layers": 6, "model_dim": 256, "num_heads": 4, "num_kv_heads": 2},
+}
+
+
+def flops_per_token(cfg: tg.Hyperparameters) -> float:
+    d, L, T = cfg.model_dim, cfg.num_layers, cfg.train_seq_len
+    head_dim = d // cfg.num_heads
+    kv = cfg.num_kv_heads * head_dim
+    per_layer = d * d + 2 * d * kv + d * d + 2 * cfg.mlp_mult * d * d
+    matrix_params = L * per_layer + cfg.vocab_size * d
+    return 6.0 * matrix_params + 12.0 * L * T * d
+
+
+def measure_torch(cfg: tg.Hyperparameters, *, steps: int, warmup: int = 3, seed: int = 0) -> dict[str, float]:
+    import torch
+
+    cfg = tg.resolve_data_paths(cfg)
+    data = tg.load_train_data(cfg)
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    model = tg.build_model(cfg, device)
+    tg.init_weights(model, seed)
+    model.train()
+    optimizers, _ = tg.build_optimizers(cfg, model)
+    loader = tg.TokenLoader(data.train_shards, device=device, order="seeded", seed=seed)
+
+    def step() -> None:
+        x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, 1)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = model(x, y)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        float(loss.item())
+
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    elapsed = time.perf_counter() - t0
+    tokens = steps * cfg.train_batch_tokens
+    return {"tokens_per_s": tokens / elapsed, "gflops": tokens * flops_per_token(cfg) / elapsed / 1e9,
+            "step_ms": 1000.0 * elapsed / steps, "threads": float(torch.get_num_threads())}
+
+
+# Backend name -> measuring function (the MLX twin registers its own here).
+MEASURES: dict[str, Callable[..., dict[str, float]]] = {"torch": measure_torch}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="torch", choices=sorted(MEASURES), help="backend to time (e.g. torch)")
+    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per config (e.g. 20)")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
+                        help="which configs to time (default: fast 6x256)")
+    args = parser.parse_args(argv)
+    print(f"machine:{platform.machine()} cpus:{os.cpu_count()} load_before:{os.getloadavg()[0]:.2f}")
+    print("| backend | config | step ms | tokens/s | GFLOP/s | load avg |")
+    print("|---|---|---|---|---|---|")
+    for name in args.configs:
+        cfg = tg.preset_config("fast", **CONFIGS[name])
+        r = MEASURES[args.backend](cfg, steps=args.steps)
+        print(f"| {args.backend} | {name} ({cfg.num_layers}x{cfg.model_dim}, seq {cfg.train_seq_len}, "
+              f"{cfg.train_batch_tokens} tok/step) | {r['step_ms']:.1f} | {r['tokens_per_s']:.0f} | "
+              f"{r['gflops']:.2f} | {os.getloadavg()[0]:.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

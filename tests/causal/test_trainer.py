@@ -1,0 +1,76 @@
+"""Tests for scripts/causal/trainer.py: the in-process run() API, its caches and its failure contract."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+import train_gpt as tg
+from scripts.causal import trainer
+from scripts.causal.errors import ConfigError
+from scripts.causal.paths import REPO_ROOT
+from scripts.causal.schema import read_json
+
+
+def tiny(corpus, **overrides) -> dict:
+    return {"preset": "tiny", "data_path": str(corpus.data_path), "tokenizer_path": str(corpus.tokenizer_path),
+            **overrides}
+
+
+def test_resolve_backend():
+    assert trainer.resolve_backend("torch") == "torch" and trainer.resolve_backend("mlx") == "mlx"
+    assert trainer.resolve_backend("auto") == "torch"  # Linux CPU here: torch is the faster backend
+    with pytest.raises(ConfigError, match=r"backend='jax' is not supported; choose one of \['auto', 'torch', 'mlx'\]"):
+        trainer.resolve_backend("jax")
+
+
+def test_as_config_applies_preset_then_overrides_and_rejects_unknown_keys():
+    cfg = trainer.as_config({"preset": "fast", "mlp_mult": "3"})
+    assert cfg.mlp_mult == 3 and cfg.num_layers == tg.PRESETS["fast"]["num_layers"]
+    assert trainer.as_config({}) == tg.preset_config("baseline")
+    assert trainer.as_config(cfg) is cfg
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['layers'\]; valid keys are"):
+        trainer.as_config({"layers": 3})
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        trainer.as_config({"preset": "huge"})
+
+
+def test_run_is_deterministic_and_reuses_cached_data_and_model(tiny_corpus):
+    trainer.clear_caches()
+    first = trainer.run(tiny(tiny_corpus), 7)
+    data_objects = list(trainer._DATA_CACHE.values())
+    model_objects = list(trainer._MODEL_CACHE.values())
+    second = trainer.run(tiny(tiny_corpus), 7)
+    assert first.status == "ok" and first.backend == "torch" and first.seed == 7
+    assert first.val_bpb == second.val_bpb and first.post_quant_val_bpb == second.post_quant_val_bpb
+    assert list(trainer._DATA_CACHE.values()) == data_objects and len(data_objects) == 1
+    assert list(trainer._MODEL_CACHE.values()) == model_objects and len(model_objects) == 1
+    assert first.config["seed"] == 7 and first.config_hash == tg.config_hash(tg.Hyperparameters(**first.config))
+    assert set(first.versions) == {"python", "torch", "numpy"}
+    assert len(first.step_losses) == first.steps == tg.PRESETS["tiny"]["iterations"]
+    assert first.tokens_per_s > 0 and first.wall_s > 0 and first.artifact_bytes > 0
+
+
+def test_failed_and_diverged_runs_return_a_status_instead_of_raising(tiny_corpus, tmp_path):
+    missing = trainer.run(tiny(tiny_corpus, data_path=str(tmp_path / "nowhere")), 1)
+    assert missing.status == "failed" and "nowhere" in missing.error and "no fineweb_train" in missing.error
+    assert math.isnan(missing.val_bpb)
+    diverged = trainer.run(tiny(tiny_corpus, scalar_lr=1e30), 1)
+    assert diverged.status == "diverged" and diverged.error.startswith("train loss became nan")
+
+
+def test_cli_writes_the_run_result(tiny_corpus, tmp_path):
+    out = tmp_path / "run.json"
+    rc = trainer.main(["--preset", "tiny", "--seed", "2", "--quiet", "--out", str(out),
+                       "--set", f"data_path={tiny_corpus.data_path}", "--set", f"tokenizer_path={tiny_corpus.tokenizer_path}"])
+    data = read_json(out)
+    assert rc == 0 and data["status"] == "ok" and data["seed"] == 2 and data["schema_version"] == 1
+
+
+def test_cli_help_works_as_module_and_as_script():
+    for cmd in ([sys.executable, "-m", "scripts.causal.trainer", "--help"],
+                [sys.executable, str(REPO_ROOT / "scripts" / "causal" / "trainer.py"), "--help"]):
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "--preset" in proc.stdout, proc.stderr
