@@ -461,8 +461,11 @@ def coverage(payload: dict) -> dict:
 
 def coverage_markdown(cov: dict) -> str:
     lines = [f"# Intervention matrix coverage ({cov['n_records']} records)", "",
-             "Filled = non-null value. Sources: where the value came from (README includes JSON prose and the "
-             "leaderboard summary; leaderboard summary; `default` = naive-baseline fallback).", "",
+             "Filled = non-null value (`warmdown_iters` is null for fraction-based or cosine schedules). "
+             "Sources = where each record's value came from: `log` (config dumps, key:value lines, env listings in "
+             "logs), `code` (train_gpt.py defaults and structure, also source embedded in logs), `json` (submission "
+             "JSON keys and prose), `readme` (README prose, tables and env listings; the leaderboard row), "
+             "`inherited` (from the record of a base PR), `default` (naive-baseline fallback).", "",
              "| feature | filled | " + " | ".join(SOURCE_KINDS) + " |",
              "|---|---:|" + "---:|" * len(SOURCE_KINDS)]
     for f, row in cov["features"].items():
