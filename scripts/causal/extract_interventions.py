@@ -111,6 +111,14 @@ def _headline(src: rp.RecordSources, jname: str | None, jd: dict, log_finals: di
         stated = _precise_match(mean, readme_nums, 6e-5)
         val = stated if stated is not None else round(mean, 8)
         prov["val_bpb"] = f"README.md:mean of seeds (JSON {key} was the best seed)"
+    if val is None and head is not None and log_finals:
+        # no JSON: the README headline decides; a log value that rounds to it adds precision
+        hv, htext, _ = head
+        d = _digits(htext)
+        cands = [v for _, v in log_finals.values()] + [statistics.fmean(v for _, v in log_finals.values())]
+        close = [v for v in cands if abs(round(v, d) - hv) <= 10 ** -d / 2 + 1e-12]
+        val = round(close[0], 8) if close else hv
+        prov["val_bpb"] = "README.md:headline" + (" (precise value from logs)" if close else "")
     if val is None and log_finals:
         vals = [v for _, v in log_finals.values()]
         mean = statistics.fmean(vals)

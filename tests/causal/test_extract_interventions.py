@@ -50,9 +50,9 @@ def test_every_record_has_the_schema_fields(payload):
         ("2026-01-02_ValLossIsBpb", 1.14276, "submission.json:val_loss(as bpb)"),
         ("2026-01-03_SmearGateBase", 1.15, "submission.json:mean_val_bpb"),
         ("2026-01-04_SlidingHeadline", 1.1971, "submission_adapters.json:sliding_val_bpb"),
-        ("2026-01-05_NoJson", 1.20576485, "logs:mean of seeds"),
+        ("2026-01-05_NoJson", 1.20576485, "README.md:headline (precise value from logs)"),
         ("2026-01-06_BestSeedJson", 1.1233, "README.md:headline mean (JSON held a single seed)"),
-        ("2026-01-12_BadBytes", 1.19, "log:final_int8_zlib_roundtrip_exact"),
+        ("2026-01-12_BadBytes", 1.19, "README.md:headline (precise value from logs)"),
     ],
 )
 def test_headline_score_variants(by_id, record, value, source):
@@ -200,3 +200,13 @@ def test_dead_code_statement_overrides_a_config_flag(tmp_path):
                                       '    late_qat_threshold = float(os.environ.get("LATE_QAT_THRESHOLD", 0.15))\n')
     (r,) = ei.extract([tmp_path])["records"]
     assert r["features"]["qat"] is False and "dead code" in r["provenance"]["features.qat"]
+
+
+def test_without_json_the_readme_headline_beats_a_mean_over_unrelated_logs(tmp_path):
+    rec = tmp_path / "track_t" / "2026-02-03_Study"
+    rec.mkdir(parents=True)
+    (rec / "README.md").write_text("# Study\n\n**val_bpb: 1.3595** (4-hour run)\n")
+    (rec / "log_4h.txt").write_text("final_int8_zlib_roundtrip_exact val_loss:0.94 val_bpb:1.35945128\n")
+    (rec / "log_10min.txt").write_text("final_int8_zlib_roundtrip_exact val_loss:0.97 val_bpb:1.40320671\n")
+    (r,) = ei.extract([tmp_path])["records"]
+    assert r["val_bpb"] == 1.35945128
