@@ -41,11 +41,26 @@ def test_hyperparameters_identical_fields_and_defaults():
 
 
 def test_module_line_cap_and_quiet_import():
+    """At most 1500 lines; importing prints nothing, writes nothing, and (Linux + mlx[cpu] + OpenBLAS installed)
+    leaves OpenBLAS loaded ahead of mlx's bundled reference BLAS."""
     assert len((REPO / "train_gpt_mlx.py").read_text(encoding="utf-8").splitlines()) <= 1500
-    proc = subprocess.run([sys.executable, "-c", "import train_gpt_mlx"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "" and proc.stderr == ""
+    code = (
+        "import contextlib, io, os\n"
+        "before = set(os.listdir('.'))\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):\n"
+        "    import train_gpt_mlx as m\n"
+        "print(repr(buf.getvalue()), set(os.listdir('.')) == before, m.BLAS_STATUS.fast,\n"
+        "      'openblas' in open('/proc/self/maps').read() if os.path.exists('/proc/self/maps') else None)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PG_MLX_BLAS"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    printed, no_new_files, fast, openblas_mapped = proc.stdout.split()
+    assert printed == "''" and no_new_files == "True"
+    if blas.bundled_reference_blas() is not None and blas.find_openblas() is not None:
+        assert fast == "True" and openblas_mapped == "True"
 
 
 # ----------------------------------------------------------------------------- parity
@@ -131,7 +146,7 @@ def test_newton_schulz_matches_torch():
 
 @pytest.mark.parametrize("overrides", [{}, {"tie_embeddings": False, "loss": "mtp", "grad_clip_norm": 0.5}])
 def test_optimizer_steps_match_torch(overrides):
-    """Three steps of every optimizer group (Muon + the Adam groups, lr scale, momentum, clipping) fed the same
+    """Two steps of every optimizer group (Muon + the Adam groups, lr scale, momentum, clipping) fed the same
     gradients as train_gpt.build_optimizers. (Gradients themselves are compared above: recomputing them here
     would let Adam's division by sqrt(v) amplify 1e-7 gradient noise on near-zero embedding rows.)"""
     cfg = tg.preset_config("tiny", **overrides)
@@ -139,7 +154,7 @@ def test_optimizer_steps_match_torch(overrides):
     params = tm.params_from_torch(dict(tmodel.named_parameters()))
     optimizers, muon = tg.build_optimizers(cfg, tmodel)
     opts = tm.Optimizers(cfg, params)
-    for step, (scale, momentum) in enumerate(((1.0, 0.85), (0.5, 0.9), (0.25, 0.95))):
+    for step, (scale, momentum) in enumerate(((1.0, 0.85), (0.5, 0.95))):
         x, y = _batch(cfg, seed=10 + step)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
@@ -158,7 +173,7 @@ def test_optimizer_steps_match_torch(overrides):
         params = opts.step(params, grads)
     for name, p in tmodel.named_parameters():
         diff = float(np.abs(np.array(params[name]) - p.detach().numpy()).max())
-        assert diff < TOL, f"{name}: max |param diff| after 3 steps {diff}"
+        assert diff < TOL, f"{name}: max |param diff| after 2 steps {diff}"
 
 
 def test_rho1_keeps_at_least_one_token():
@@ -185,8 +200,9 @@ def test_int8_roundtrip_uses_train_gpt_format_and_drops_mtp_head():
 # ----------------------------------------------------------------------------- training
 
 
-def _synthetic_data(vocab: int = 1024) -> tg.TrainData:
-    """A learnable token stream (a noisy cycle over 64 ids) with one byte per token."""
+def _synthetic_data(vocab: int = 128) -> tg.TrainData:
+    """A learnable token stream (a noisy cycle over 64 ids) with one byte per token. A small vocabulary keeps
+    runs fast: MLX's CPU exp/tanh over the logits dominate a tiny model's step."""
     rng = np.random.default_rng(0)
     def stream(n):
         base = (np.arange(n) * 7) % 64
@@ -202,7 +218,7 @@ def synth() -> tg.TrainData:
 
 
 def _tiny(**overrides):
-    return tg.preset_config("tiny", val_batch_size=2048, **overrides)
+    return tg.preset_config("tiny", val_batch_size=2048, vocab_size=128, **overrides)
 
 
 def test_train_returns_runresult_and_learns(synth):
@@ -212,7 +228,7 @@ def test_train_returns_runresult_and_learns(synth):
     assert result.config_hash == tg.config_hash(_tiny(seed=1, data_path="synthetic", tokenizer_path="synthetic.model"))
     assert "mlx" in result.versions and "numpy" in result.versions
     assert result.step_losses[-1] < result.step_losses[0] - 1.0
-    assert result.val_bpb < 0.8 * np.log2(1024) and np.isfinite(result.post_quant_val_bpb)
+    assert result.val_bpb < 0.8 * np.log2(128) and np.isfinite(result.post_quant_val_bpb)
     assert abs(result.post_quant_val_bpb - result.val_bpb) < 0.05
     assert result.artifact_bytes > (REPO / "train_gpt_mlx.py").stat().st_size
     assert result.val_history[-1]["step"] == 12 and result.val_history[-1]["val_bpb"] == result.val_bpb
@@ -221,7 +237,7 @@ def test_train_returns_runresult_and_learns(synth):
 
 def test_train_matches_torch_end_to_end(synth):
     """Same seed, same data order, same init: the two backends follow the same loss curve."""
-    cfg = _tiny(iterations=6, warmdown_iters=2)
+    cfg = _tiny(iterations=4, warmdown_iters=2)
     m = tm.train(cfg, 4, data=synth)
     t = tg.train(cfg, 4, data=synth)
     np.testing.assert_allclose(m.step_losses, t.step_losses, atol=1e-3)
@@ -236,6 +252,14 @@ def test_train_is_deterministic_and_seed_sensitive(synth):
     assert a.val_bpb != c.val_bpb
 
 
+KNOB_CFG = dict(iterations=3, warmdown_iters=1)
+
+
+@pytest.fixture(scope="module")
+def baseline_run(synth) -> tg.RunResult:
+    return tm.train(_tiny(**KNOB_CFG), 5, data=synth)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [{"activation": a} for a in tg.ACTIVATIONS if a != "relu2"]
@@ -243,12 +267,14 @@ def test_train_is_deterministic_and_seed_sensitive(synth):
        {"rope_partial_dims": 8}],
     ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
 )
-def test_every_knob_changes_the_run(synth, overrides):
-    cfg = _tiny(iterations=3, warmdown_iters=1)
-    base = tm.train(cfg, 5, data=synth)
-    changed = tm.train(cfg.with_overrides(overrides), 5, data=synth)
+def test_every_knob_changes_the_run(synth, baseline_run, overrides):
+    changed = tm.train(_tiny(**KNOB_CFG, **overrides), 5, data=synth)
     assert changed.status == "ok"
-    assert changed.step_losses != base.step_losses or changed.val_bpb != base.val_bpb
+    if "ema_decay" in overrides:  # EMA changes only what is evaluated, not the training trajectory
+        assert changed.step_losses == baseline_run.step_losses and changed.val_bpb != baseline_run.val_bpb
+    else:
+        assert changed.step_losses[-1] != baseline_run.step_losses[-1]
+        assert changed.val_bpb != baseline_run.val_bpb
 
 
 def test_diverged_run_reports_status_instead_of_raising(synth):
@@ -325,15 +351,3 @@ def test_find_openblas_skips_missing_and_reference(tmp_path):
     good.write_bytes(b"")
     assert blas.find_openblas((str(tmp_path / "missing.so"), str(ref), str(good))) == good
     assert blas.find_openblas((str(tmp_path / "missing.so"),)) is None
-
-
-def test_training_process_uses_openblas_when_installed():
-    if blas.bundled_reference_blas() is None or blas.find_openblas() is None:
-        pytest.skip("needs mlx[cpu] on Linux and an installed OpenBLAS")
-    code = "import train_gpt_mlx as m; print(m.BLAS_STATUS.fast, m.BLAS_STATUS.loaded)"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={k: v for k, v in os.environ.items() if k != "PG_MLX_BLAS"})
-    assert proc.stdout.split()[0] == "True", proc.stderr
-    maps = subprocess.run([sys.executable, "-c", "import train_gpt_mlx, sys; print(open('/proc/self/maps').read())"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120).stdout
-    assert "openblas" in maps
