@@ -1,0 +1,144 @@
+"""run_pipeline.py: flag resolution, stage helpers, and (slow) the whole pipeline on a tiny corpus."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from scripts.causal import pipeline_stages as st
+from scripts.causal import report as rep
+from scripts.causal import run_pipeline as rp
+from scripts.causal.errors import ConfigError
+from scripts.causal.paths import REPO_ROOT
+from scripts.causal.schema import read_json
+
+
+def _opts(argv, **kw):
+    return rp.options_from_args(rp.build_parser().parse_args(argv), **kw)
+
+
+def test_fast_defaults(tmp_path):
+    o = _opts(["--fast", "--output-dir", str(tmp_path / "run")])
+    assert (o.preset, o.backend, o.top_k, o.cycles, o.budget_minutes) == ("fast", "torch", 2, 1, 10.0)
+    assert o.calibration == ("aa", "sanity_frozen_matrices") and o.seeds == (11, 12, 13, 14, 15)
+    assert not set(o.seeds) & set(o.confirm_seeds)
+    assert o.run_id == "run" and o.output_dir == str((tmp_path / "run").resolve())
+
+
+def test_plain_defaults_and_overrides(tmp_path):
+    o = _opts(["--preset", "tiny", "--seeds", "1,2,3", "--confirm-seeds", "7,8,9", "--interventions", "act_gelu",
+               "--set", "iterations=6", "--output-dir", str(tmp_path)])
+    assert (o.preset, o.seeds, o.confirm_seeds, o.interventions) == ("tiny", (1, 2, 3), (7, 8, 9), ("act_gelu",))
+    assert o.calibration == ("aa",) and o.cycles == 3 and o.budget_minutes is None
+    assert o.extra_overrides == {"iterations": "6"}
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--seeds", "1,2,3", "--confirm-seeds", "3,4,5"], "overlap --seeds"),
+    (["--seeds", "a,b"], "comma-separated integers"),
+    (["--set", "iterations"], "KEY=VALUE"),
+    (["--data-path", "x"], "go together"),
+    (["--cycles", "0"], "--cycles 0"),
+])
+def test_bad_flags_name_the_flag(argv, match, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        _opts([*argv, "--output-dir", str(tmp_path)])
+
+
+def test_resume_without_an_earlier_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(rp, "RESULTS_DIR", tmp_path)
+    with pytest.raises(ConfigError, match="no earlier run"):
+        _opts(["--fast", "--resume"])
+    (tmp_path / "fast-torch-20260101-000000").mkdir()
+    (tmp_path / "fast-torch-20260101-000000" / "pipeline_options.json").write_text("{}")
+    assert _opts(["--fast", "--resume"]).run_id == "fast-torch-20260101-000000"
+
+
+def test_cli_error_is_one_line(capsys):
+    assert rp.main(["--seeds", "x"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ConfigError" in err[0] and "--seeds" in err[0]
+
+
+def test_choose_interventions_from_ranking():
+    ranking = {"candidates": [{"name": "act_gelu+mlp_mult_3"}, {"name": "aa"}, {"name": "act_gelu"},
+                              {"name": "not_in_registry"}, {"name": "mlp_mult_3"}, {"name": "ln_scale"}]}
+    assert st.choose_interventions(ranking, top_k=2) == ["act_gelu", "mlp_mult_3"]
+    assert st.choose_interventions(ranking, top_k=2, exclude=["act_gelu"]) == ["mlp_mult_3", "ln_scale"]
+    assert st.choose_interventions(ranking, top_k=2, explicit=["x"]) == ["x"]
+    assert st.choose_interventions(None, top_k=2) == []
+
+
+def test_experiment_rows_and_winners():
+    import train_gpt
+
+    base = train_gpt.preset_config("tiny")
+    configs = {"control": base, "mlp_mult_3": base.with_overrides({"mlp_mult": 3})}
+    runs = [{"intervention": "control", "arm": "control", "seed": 1, "status": "ok", "val_bpb": 2.0},
+            {"intervention": "mlp_mult_3", "arm": "treatment", "seed": 1, "status": "ok", "val_bpb": 1.9},
+            {"intervention": "mlp_mult_3", "arm": "treatment", "seed": 2, "status": "diverged", "val_bpb": None}]
+    rows = st.experiment_rows(runs, configs)
+    assert rows == [
+        {"intervention": "control", "feature": None, "value": None, "val_bpb": 2.0, "seed": 1, "arm": "control"},
+        {"intervention": "mlp_mult_3", "feature": "mlp_mult", "value": 3, "val_bpb": 1.9, "seed": 1,
+         "arm": "treatment"}]
+    abl = {"results": [{"intervention": "aa", "decision": "suggestive", "mean_delta_bpb": -0.1},
+                       {"intervention": "a", "decision": "confirmed", "mean_delta_bpb": -0.01},
+                       {"intervention": "b", "decision": "suggestive", "mean_delta_bpb": 0.01},
+                       {"intervention": "c", "decision": "null", "mean_delta_bpb": -0.02}]}
+    assert st.winners(abl) == ["a"]
+
+
+def test_clock_budget():
+    c = rp.Clock(None)
+    assert c.fits(1e9)
+    c = rp.Clock(1.0)
+    assert c.fits(30) and not c.fits(61)
+
+
+@pytest.mark.slow
+def test_end_to_end_tiny(tiny_corpus, tmp_path, monkeypatch):
+    """The whole pipeline on the synthetic corpus with the tiny preset: every output exists and agrees."""
+    monkeypatch.setattr(st, "SHARED_STORE", tmp_path / "store")
+    matrix = tmp_path / "interventions.json"  # a private copy: the committed matrix may change meanwhile
+    matrix.write_bytes((REPO_ROOT / "results" / "interventions.json").read_bytes())
+    out = tmp_path / "run"
+    argv = ["--preset", "tiny", "--seeds", "1,2,3", "--confirm-seeds", "101,102,103", "--top-k", "1",
+            "--cycles", "1", "--bootstrap", "2", "--data-path", tiny_corpus.data_path,
+            "--tokenizer-path", tiny_corpus.tokenizer_path, "--output-dir", str(out), "--quiet",
+            "--matrix", str(matrix)]
+    t0 = time.perf_counter()
+    summary = rp.run_pipeline(_opts(argv), progress=False, command="test")
+    first_s = time.perf_counter() - t0
+    for name in ("report.md", "report.json", "ablation_results.json", "runs.json", "ledger.sqlite",
+                 "plots/forest.png", "plots/dag.png", "dags/cycle_0/causal_dag.json", "dags/cycle_0/ranking.json",
+                 "dags/cycle_0/identifiability.json", "dags/cycle_1/causal_dag.json", "dags/cycle_1/dag_diff.json"):
+        assert (out / name).is_file(), name
+    ablation = read_json(out / "ablation_results.json")
+    report = read_json(out / "report.json")
+    assert report["decisions"] == ablation["results"]
+    cells = rep.parse_decision_table((out / "report.md").read_text())
+    assert [c["intervention"] for c in cells] == [r["intervention"] for r in ablation["results"]]
+    for cell, row in zip(cells, ablation["results"], strict=True):
+        for field in ("n_pairs", "mean_delta_bpb", "ci_low", "ci_high", "p_improve", "p_adjusted", "decision"):
+            assert cell[field] == rep.fmt(field, row[field])
+    names = [r["intervention"] for r in ablation["results"]]
+    assert names[0] == "aa" and len(names) == 2
+    for name in names:
+        assert (out / "plots" / f"loss_{name}.png").is_file()
+    # DAG cycle 1 holds exactly the screen's ok runs as interventional rows, with their measured val_bpb
+    runs = read_json(out / "runs.json")["runs"]
+    ok = sorted((r["intervention"], r["seed"], r["val_bpb"]) for r in runs if r["status"] == "ok")
+    rows = read_json(out / "dags" / "cycle_1" / "experiment_rows.json")["rows"]
+    assert sorted((r["intervention"], r["seed"], r["val_bpb"]) for r in rows) == ok
+    dag1 = read_json(out / "dags" / "cycle_1" / "causal_dag.json")
+    assert dag1["preparation"]["n_experiment_rows"] == len(ok) == 9
+    assert set(dag1["experiments"]) == set(names)
+    assert summary["wall_s"] > 0
+    # resume: every run comes from the ledger, and the cached stages are reused
+    t0 = time.perf_counter()
+    rp.run_pipeline(_opts([*argv, "--resume"]), progress=False, command="test")
+    resume_s = time.perf_counter() - t0
+    log = (out / "pipeline.log").read_text()
+    assert "0 runs executed, 9 reused" in log and "dag_cycle_1: inputs unchanged" in log
+    assert resume_s < first_s
