@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import re
 import shutil
 import time
@@ -70,31 +69,20 @@ def stage_matrix(opts: PipelineOptions, out_dir: Path, log: Log, *, records: Seq
 
 # ----------------------------------------------------------------------------- experiment rows
 
-def experiment_rows(runs: Sequence[Any], configs: Mapping[str, Any]) -> list[dict]:
-    """Our screen's runs as interventional rows for the causal stage (ok runs only, real val_bpb).
+def experiment_rows(plan: Any, runs: Sequence[Any]) -> list[dict]:
+    """A screen's ok runs as interventional rows for the causal stage (the runner's rows + control_value).
 
-    Row format (agreed with the causal stage): {"intervention", "feature", "value", "val_bpb", "seed", "arm"};
-    control rows have intervention "control" and feature/value None. ``configs`` maps arm name -> config.
+    Row format (agreed with the causal stage): {"intervention", "feature", "value", "val_bpb", "seed", "arm",
+    "control_value"}; control rows have intervention "control" and feature/value None. ``control_value`` is
+    the feature's value in the control config, which the DAG stage needs to place numeric features.
     """
+    from scripts.causal import experiment_runner as er
     from scripts.causal import interventions as reg
 
-    rows = []
-    for r in runs:
-        rec = r if isinstance(r, Mapping) else r.__dict__
-        bpb = rec.get("val_bpb")
-        if rec.get("status") != "ok" or bpb is None or not math.isfinite(float(bpb)):
-            continue
-        name = rec["intervention"]
-        feature, value = None, None
-        if rec.get("arm") != "control":
-            try:
-                feature = reg.get_intervention(name).feature
-            except CausalPipelineError:
-                feature = None
-            if feature is not None and name in configs:
-                value = reg.feature_value(feature, configs[name])
-        rows.append({"intervention": name, "feature": feature, "value": value, "val_bpb": float(bpb),
-                     "seed": int(rec["seed"]), "arm": rec.get("arm", "treatment")})
+    control = er.plan_configs(plan)[er.CONTROL]
+    rows = er.experiment_rows(plan, runs)
+    for row in rows:
+        row["control_value"] = reg.feature_value(row["feature"], control) if row.get("feature") else None
     return rows
 
 

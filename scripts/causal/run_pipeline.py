@@ -218,6 +218,7 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say, *, progress: bool,
                                     margin_bpb=opts.margin_bpb, correction=opts.correction)
         say(f"cycle {c}: " + ", ".join(f"{r['intervention']}={r['decision']}" for r in ablation["results"]))
         all_runs, confirm_runs = list(result.runs), None
+        exp_rows += st.experiment_rows(result.plan, result.runs)
         confirmation, found = None, _confirmed(ablation)
         win = st.winners(ablation)
         if opts.confirm and win:
@@ -234,13 +235,12 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say, *, progress: bool,
                 found = _confirmed(confirmation)
                 all_runs += list(cres.runs)
                 confirm_runs = [r.runs_row() for r in cres.runs]
+                exp_rows += st.experiment_rows(cres.plan, cres.runs)
             else:
                 confirmation = {"note": f"confirmation of {', '.join(win)} skipped: {need:.0f}s of runs would pass "
                                         f"the {opts.budget_minutes} min budget; rerun with --resume and a larger "
                                         "--budget-minutes", "results": []}
                 say(confirmation["note"])
-        configs = _arm_configs(result.plan)
-        exp_rows += st.experiment_rows(all_runs, configs)
         tested += names
         decisions += _decisions(ablation, confirmation)
         causal = st.causal_cycle(opts, cycle=c, matrix=matrix, out_dir=out / "dags" / f"cycle_{c}", rows=exp_rows,
@@ -283,12 +283,6 @@ def _decisions(ablation, confirmation) -> list[dict]:
 
 def _confirmed(ablation) -> list[str]:
     return [r["intervention"] for r in ablation.get("results", []) if r.get("decision") == "confirmed"]
-
-
-def _arm_configs(plan) -> dict:
-    from scripts.causal.experiment_runner import plan_configs
-
-    return plan_configs(plan)
 
 
 def _run_info(opts: PipelineOptions, *, started: str, command: str, versions: dict,

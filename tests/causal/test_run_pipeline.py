@@ -70,18 +70,18 @@ def test_choose_interventions_from_ranking():
 
 
 def test_experiment_rows_and_winners():
-    import train_gpt
+    from scripts.causal.experiment_runner import build_plan
+    from scripts.causal.schema import RunRecord
 
-    base = train_gpt.preset_config("tiny")
-    configs = {"control": base, "mlp_mult_3": base.with_overrides({"mlp_mult": 3})}
-    runs = [{"intervention": "control", "arm": "control", "seed": 1, "status": "ok", "val_bpb": 2.0},
-            {"intervention": "mlp_mult_3", "arm": "treatment", "seed": 1, "status": "ok", "val_bpb": 1.9},
-            {"intervention": "mlp_mult_3", "arm": "treatment", "seed": 2, "status": "diverged", "val_bpb": None}]
-    rows = st.experiment_rows(runs, configs)
-    assert rows == [
-        {"intervention": "control", "feature": None, "value": None, "val_bpb": 2.0, "seed": 1, "arm": "control"},
-        {"intervention": "mlp_mult_3", "feature": "mlp_mult", "value": 3, "val_bpb": 1.9, "seed": 1,
-         "arm": "treatment"}]
+    plan = build_plan(interventions=["aa", "model_dim_up"], seeds=[1, 2], preset="tiny", screen_id="t")
+    rec = dict(screen_id="t", backend="torch", config_hash="h")
+    runs = [RunRecord(intervention="control", arm="control", seed=1, status="ok", val_bpb=2.0, **rec),
+            RunRecord(intervention="aa", arm="treatment", seed=1, status="ok", val_bpb=2.0, **rec),
+            RunRecord(intervention="model_dim_up", arm="treatment", seed=1, status="ok", val_bpb=1.9, **rec),
+            RunRecord(intervention="model_dim_up", arm="treatment", seed=2, status="diverged", val_bpb=None, **rec)]
+    rows = st.experiment_rows(plan, runs)
+    assert [(r["intervention"], r["feature"], r["value"], r["control_value"], r["val_bpb"]) for r in rows] == [
+        ("control", None, None, None, 2.0), ("aa", None, None, None, 2.0), ("model_dim_up", "model_dim", 72, 64, 1.9)]
     abl = {"results": [{"intervention": "aa", "decision": "suggestive", "mean_delta_bpb": -0.1},
                        {"intervention": "a", "decision": "confirmed", "mean_delta_bpb": -0.01},
                        {"intervention": "b", "decision": "suggestive", "mean_delta_bpb": 0.01},
