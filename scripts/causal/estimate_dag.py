@@ -11,6 +11,7 @@ CLI: python scripts/causal/estimate_dag.py --input results/interventions.json --
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from collections import defaultdict
@@ -37,7 +38,11 @@ from scripts.causal.errors import DataFormatError  # noqa: E402
 from scripts.causal.expert_dag import DEFAULT_EXPERT, TARGET, ExpertDag, load_expert  # noqa: E402
 from scripts.causal.identifiability_check import check_identifiability  # noqa: E402
 from scripts.causal.schema import PagEdge, read_json, write_json  # noqa: E402
-from scripts.causal.select_interventions import rank_candidates, registry_candidates  # noqa: E402
+from scripts.causal.select_interventions import (  # noqa: E402
+    expert_strengths,
+    rank_candidates,
+    registry_candidates,
+)
 
 STABLE = 0.5
 RENDER_MIN_FREQ = 0.2
@@ -128,7 +133,8 @@ def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alp
         effects[col] = eff
     ident = check_identifiability(records)
     ranking = rank_candidates(candidates if candidates is not None else registry_candidates(), effects=effects,
-                              ablations=pooled, identifiability=ident, ledger=ledger)
+                              ablations=pooled, identifiability=ident, ledger=ledger,
+                              prior_strength=expert_strengths(expert))
     note = (f"{len(stable)} data-driven edge(s) appear in >= {STABLE:.0%} of {bootstrap} resamples"
             if stable else f"no edge reaches {STABLE:.0%} of resamples: with n={m.n} rows the rank Fisher-z test at "
             f"alpha={alpha} rarely rejects independence, so adjacencies are unstable")
@@ -235,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         ledger = read_json(args.ledger_results)["results"] if args.ledger_results else None
         result = estimate(matrix, expert=load_expert(args.expert), alpha=args.alpha, bootstrap=args.bootstrap,
                           seed=args.seed, previous=previous, experiment_rows=rows, ledger=ledger)
+        digest = hashlib.sha256(Path(args.input).read_bytes()).hexdigest()
+        result["dag"]["input"] = {"path": str(args.input), "sha256": digest}
         paths = write_outputs(result, args.output_dir, render=not args.no_render)
         dag = result["dag"]
         print(f"rows:{dag['n_rows']} columns:{len(dag['preparation']['columns'])} fci_edges:{len(dag['fci']['edges'])} "

@@ -23,9 +23,10 @@ from scripts.causal.cli import add_debug_flag, run_cli  # noqa: E402
 from scripts.causal.schema import INTERVENTION_FEATURES, read_json, write_json  # noqa: E402
 
 RULE = ("a feature is observationally identified when some record changes it alone against its base, or when "
-        ">=3 records have it and >=3 lack it and no other feature always co-occurs with it; overall status is "
-        "'identified' if >=75% of the features present are, 'partially_identified' if >=40%, else "
-        "'under_identified'")
+        ">=3 records have it and >=3 lack it and no other feature always co-occurs with it. Overall: "
+        "'under_identified' if < 40% of the varying features are identified, or if fewer than 3 records change "
+        "exactly one feature while more than half of the records change >= 3 (changes come in bundles); "
+        "'identified' if >= 75% are and >= 3 records change exactly one feature; else 'partially_identified'")
 
 
 def _truthy(v: Any) -> bool:
@@ -119,8 +120,13 @@ def check_identifiability(records: Sequence[Mapping], *, features: Sequence[str]
     ident_feats = sorted(f for f, v in varying.items() if v["identifiable"])
     frac = len(ident_feats) / len(varying) if varying else 0.0
     n_single = sum(1 for d in with_base if len(d["changed"]) == 1)
-    status = "identified" if frac >= 0.75 else "partially_identified" if frac >= 0.4 else "under_identified"
-    if n_single < single_change_min and status == "identified":
+    n_ge3 = sum(1 for d in with_base if len(d["changed"]) >= 3)
+    bundled = n_single < single_change_min and n_ge3 > 0.5 * max(len(with_base), 1)
+    if frac < 0.4 or bundled:
+        status = "under_identified"
+    elif frac >= 0.75 and n_single >= single_change_min:
+        status = "identified"
+    else:
         status = "partially_identified"
     lean_on = ["observational"] if status == "identified" else ["ablations", "experiments", "observational"]
     if status == "under_identified":
@@ -131,7 +137,7 @@ def check_identifiability(records: Sequence[Mapping], *, features: Sequence[str]
         hist[k] = hist.get(k, 0) + 1
     return {
         "n_records": len(records), "n_with_base": len(with_base),
-        "n_single_change": n_single, "n_ge3_changes": sum(1 for d in with_base if len(d["changed"]) >= 3),
+        "n_single_change": n_single, "n_ge3_changes": n_ge3,
         "changes_histogram": dict(sorted(hist.items())),
         "always_co_occur": co_occur, "always_change_together": co_change,
         "never_tried_pairs": never, "per_feature": per_feature, "diffs": diffs,

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+import networkx as nx
+
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -175,6 +177,10 @@ def _evidence(c: CandidateIntervention, *, effects, ablations, identifiability, 
             if eff is not None:
                 ev.append(("observational", mu, sd))
     abl = _ablation_evidence(c, (ablations or {}).get(c.feature))
+    base = BASELINE_FEATURES.get(c.feature)
+    if abl and isinstance(base, (int, float)) and not isinstance(base, bool):
+        words.append(f"{abl['n']} ablation row(s) of numeric {c.feature} not used (direction of change unknown)")
+        abl = None
     if abl:
         sd = (abl["sd"] if abl.get("sd") else default_ablation_sd) / math.sqrt(abl["n"])
         ev.append(("ablations", float(abl["mean"]), sd))
@@ -190,12 +196,28 @@ def _evidence(c: CandidateIntervention, *, effects, ablations, identifiability, 
     return ev, words
 
 
+def expert_strengths(expert, *, target: str = "val_bpb") -> dict[str, float]:
+    """Per node: the strongest path to ``target`` in the expert DAG (product of edge strengths)."""
+    g = expert.graph()
+    best: dict[str, float] = {target: 1.0}
+    for node in reversed(list(nx.topological_sort(g))):
+        vals = [g.edges[node, v]["strength"] * best[v] for v in g.successors(node) if v in best]
+        if vals:
+            best[node] = max(vals)
+    best.pop(target, None)
+    return best
+
+
 def rank_candidates(candidates: Iterable, *, effects: Mapping[str, Mapping] | None = None,
                     ablations: Mapping[str, Mapping] | None = None, identifiability: Mapping | None = None,
                     ledger: Mapping[str, Mapping] | Sequence[Mapping] | None = None, kappa: float = 1.0,
                     prior_sd: float = 0.01, default_ablation_sd: float = 0.004, interaction_sd: float = 0.003,
-                    max_pair_parents: int = 6) -> dict:
-    """Score each candidate and never-tried pair by UCB; return ranked and excluded lists (pure)."""
+                    max_pair_parents: int = 6, prior_strength: Mapping[str, float] | None = None) -> dict:
+    """Score each candidate and never-tried pair by UCB; return ranked and excluded lists (pure).
+
+    ``prior_strength`` (feature -> 0..1, e.g. ``expert_strengths(expert)``) widens the prior of features the
+    expert DAG links strongly to val_bpb: prior sd = prior_sd * (0.5 + strength); unknown features use 0.5.
+    """
     cands = as_candidates(candidates)
     effects = effects or {}
     if isinstance(ledger, Sequence):
@@ -210,7 +232,10 @@ def rank_candidates(candidates: Iterable, *, effects: Mapping[str, Mapping] | No
             continue
         ev, words = _evidence(c, effects=effects, ablations=ablations, identifiability=identifiability,
                               ledger=ledger, default_ablation_sd=default_ablation_sd)
-        mu, sd = pool(ev, prior_sd=prior_sd)
+        strength = (prior_strength or {}).get(c.feature, 0.5)
+        if prior_strength is not None:
+            words.insert(0, f"expert path strength to val_bpb {strength:.2f}")
+        mu, sd = pool(ev, prior_sd=prior_sd * (0.5 + strength))
         ranked.append(_scored(c.name, [c.feature], c.description, mu, sd, kappa, ev, words))
     never = {tuple(sorted(p)) for p in (identifiability or {}).get("never_tried_pairs", [])}
     singles = sorted(ranked, key=lambda r: -r["ucb"])[:max_pair_parents]

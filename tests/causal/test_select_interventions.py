@@ -81,6 +81,27 @@ def test_numeric_effect_is_scaled_to_the_candidate_value():
     assert ev["mean"] == pytest.approx(0.01 * (20.0 - 30.0) / 5.0)  # baseline 30 -> 20 is -2 SD
 
 
+def test_expert_strength_widens_the_prior():
+    from scripts.causal.expert_dag import load_expert
+    from scripts.causal.select_interventions import expert_strengths
+
+    st = expert_strengths(load_expert())
+    assert st["quant_gap"] == pytest.approx(0.95)
+    assert st["quant_bits"] == pytest.approx(0.9 * 0.95)         # quant_bits -> quant_gap -> val_bpb
+    assert st["num_layers"] == pytest.approx(0.95 * 0.85)        # via params, the strongest path
+    out = rank_candidates([("a", "quant_bits", ""), ("b", "orthogonal_init", "")], prior_strength=st)
+    sds = {c["name"]: c["sd"] for c in out["candidates"]}
+    assert sds["a"] == pytest.approx(0.01 * (0.5 + st["quant_bits"]))
+    assert out["candidates"][0]["name"] == "a" and "expert path strength" in out["candidates"][0]["reason"]
+
+
+def test_numeric_ablations_are_not_used_as_evidence():
+    abl = {"num_layers": {"n": 4, "mean": -0.01, "sd": 0.002, "rows": []}}
+    out = rank_candidates([("more_layers", "num_layers", "", 11)], ablations=abl)
+    c = out["candidates"][0]
+    assert c["evidence"] == [] and "direction of change unknown" in c["reason"]
+
+
 def test_candidate_inputs_and_registry():
     cands = as_candidates([CandidateIntervention("a", "ema"), ("b", "xsa", "d"), {"name": "c", "feature": None}])
     assert [c.name for c in cands] == ["a", "b", "c"] and cands[2].feature == ""
