@@ -31,7 +31,8 @@ def promotion_stage(opts: PipelineOptions, confirmed: Sequence[str], ablation_pa
     except ImportError as exc:
         return {"applied": False, "promoted": list(confirmed), "note": f"promote.py unavailable ({exc})"}
     try:
-        diff = promote.promote(ablation_path, apply=opts.apply_promotion, screen_id=screen_id)
+        diff = promote.promote(ablation_path, apply=opts.apply_promotion, interventions=list(confirmed),
+                               screen_id=screen_id)
     except CausalPipelineError as exc:
         log(f"promotion: {exc}")
         return {"applied": False, "promoted": [], "note": f"promotion refused: {exc}"}

@@ -142,3 +142,23 @@ def test_end_to_end_tiny(tiny_corpus, tmp_path, monkeypatch):
     log = (out / "pipeline.log").read_text()
     assert "0 runs executed, 9 reused" in log and "dag_cycle_1: inputs unchanged" in log
     assert resume_s < first_s
+
+
+def test_promotion_stage_dry_run_diff(tmp_path):
+    from scripts.causal import pipeline_finish as pf
+    from scripts.causal.paths import TRAIN_GPT
+    from scripts.causal.schema import write_json
+
+    before = TRAIN_GPT.read_text()
+    abl = write_json(tmp_path / "ablation_results.json", {
+        "alpha": 0.01, "margin_bpb": 0.0, "correction": "holm",
+        "results": [{"intervention": "act_gelu", "n_pairs": 5, "n_failed": 0, "mean_delta_bpb": -0.006,
+                     "sd_delta": 0.001, "ci_low": -0.007, "ci_high": -0.005, "p_improve": 1e-4, "p_harm": 0.9999,
+                     "p_adjusted": 4e-4, "decision": "confirmed", "mde": 0.002, "power": 0.99, "rho": 0.9}]})
+    opts = _opts(["--output-dir", str(tmp_path)])
+    logs = []
+    promo = pf.promotion_stage(opts, ["act_gelu"], abl, screen_id="s1", log=logs.append)
+    assert promo["promoted"] == ["act_gelu"] and not promo["applied"]
+    assert "+    'activation': 'gelu',  # screen=s1 intervention=act_gelu" in promo["diff"]
+    assert TRAIN_GPT.read_text() == before  # dry run: nothing written
+    assert pf.promotion_stage(opts, [], abl, screen_id="s1", log=logs.append)["promoted"] == []
