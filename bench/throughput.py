@@ -5,6 +5,8 @@ FLOPs per token use the usual estimate 6 x (matrix params, incl. the tied output
 (attention scores and values, forward + backward), so GFLOP/s is comparable across backends.
 
     python bench/throughput.py --backend torch --steps 20
+    python bench/throughput.py --backend mlx --steps 20                        # OpenBLAS preloaded
+    PG_MLX_BLAS=reference python bench/throughput.py --backend mlx --steps 20  # mlx[cpu]'s bundled BLAS
 """
 from __future__ import annotations
 
@@ -70,8 +72,53 @@ def measure_torch(cfg: tg.Hyperparameters, *, steps: int, warmup: int = 3, seed:
             "step_ms": 1000.0 * elapsed / steps, "threads": float(torch.get_num_threads())}
 
 
-# Backend name -> measuring function (the MLX twin registers its own here).
-MEASURES: dict[str, Callable[..., dict[str, float]]] = {"torch": measure_torch}
+def sgemm_gflops(n: int = 1024, reps: int = 5) -> float:
+    """Achieved GFLOP/s of one fp32 n x n matmul in MLX (shows which BLAS mlx[cpu] is running on)."""
+    import train_gpt_mlx as tm  # preloads OpenBLAS (scripts/causal/blas.py) before mlx is first imported
+
+    mx = tm.mx
+    a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
+    mx.eval(a @ b)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        mx.eval(a @ b)
+    return 2.0 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def measure_mlx(cfg: tg.Hyperparameters, *, steps: int, warmup: int = 3, seed: int = 0) -> dict[str, float]:
+    """Same steps as measure_torch with train_gpt_mlx. PG_MLX_BLAS=reference keeps mlx[cpu]'s bundled BLAS."""
+    import train_gpt_mlx as tm
+
+    status = tm.BLAS_STATUS
+    print(f"mlx_blas:{(status.loaded or 'bundled-reference') if status and status.applicable else 'native'} "
+          f"sgemm_1024_gflops:{sgemm_gflops():.1f}", flush=True)
+    mx = tm.mx
+    cfg = tg.resolve_data_paths(cfg)
+    data = tg.load_train_data(cfg)
+    model = tm.GPT(cfg)
+    init = tm.init_params(cfg, seed)
+    tm.load_flat_params(model, init)
+    stepper = tm._Stepper(cfg, model, tm.Optimizers(cfg, init), compiled=False)
+    loader = tg.TokenLoader(data.train_shards, order="seeded", seed=seed)
+
+    def step() -> None:
+        x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, 1)
+        xm, ym = mx.array(x.numpy().astype("int32")), mx.array(y.numpy().astype("int32"))
+        float(stepper(xm, ym, 1.0, cfg.muon_momentum).item())
+
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    elapsed = time.perf_counter() - t0
+    tokens = steps * cfg.train_batch_tokens
+    return {"tokens_per_s": tokens / elapsed, "gflops": tokens * flops_per_token(cfg) / elapsed / 1e9,
+            "step_ms": 1000.0 * elapsed / steps}
+
+
+# Backend name -> measuring function.
+MEASURES: dict[str, Callable[..., dict[str, float]]] = {"torch": measure_torch, "mlx": measure_mlx}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
