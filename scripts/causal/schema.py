@@ -68,6 +68,16 @@ def read_json(path: str | Path, *, schema_versions: tuple[int, ...] = (SCHEMA_VE
 # it is re-exported here so stages import every shape from one place.
 # ---------------------------------------------------------------------------------------------
 
+
+def __getattr__(name: str):
+    # Lazy re-export of train_gpt.RunResult, so that importing schema does not import torch.
+    if name == "RunResult":
+        from train_gpt import RunResult
+
+        return RunResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Intervention matrix (issue 3: extract_interventions)
 # ---------------------------------------------------------------------------------------------

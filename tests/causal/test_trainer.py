@@ -74,3 +74,11 @@ def test_cli_help_works_as_module_and_as_script():
                 [sys.executable, str(REPO_ROOT / "scripts" / "causal" / "trainer.py"), "--help"]):
         proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and "--preset" in proc.stdout, proc.stderr
+
+
+def test_schema_re_exports_run_result_lazily():
+    from scripts.causal import schema
+
+    assert schema.RunResult is tg.RunResult
+    with pytest.raises(AttributeError):
+        schema.NoSuchShape  # noqa: B018
