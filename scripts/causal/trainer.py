@@ -113,19 +113,13 @@ def _failed(cfg: Hyperparameters, seed: int, backend: str, exc: BaseException) -
                      versions=tg.library_versions(), status="failed", error=last)
 
 
-def _run_mlx(cfg: Hyperparameters, seed: int, *, progress: bool) -> RunResult:
-    import train_gpt_mlx
+def _run_mlx(cfg: Hyperparameters, seed: int, data: tg.TrainData, *, progress: bool) -> RunResult:
+    import train_gpt_mlx  # the MLX twin shares train_gpt's Hyperparameters, TrainData and RunResult
 
-    mlx_cls = getattr(train_gpt_mlx, "Hyperparameters", None)
-    mlx_cfg = mlx_cls().with_overrides(cfg.to_dict()) if hasattr(mlx_cls, "with_overrides") else cfg.to_dict()
-    try:
-        result = train_gpt_mlx.train(mlx_cfg, seed, log=print if progress else None)
-    except TypeError:  # a twin whose train() takes no log keyword
-        result = train_gpt_mlx.train(mlx_cfg, seed)
+    result = train_gpt_mlx.train(cfg, seed, log=print if progress else None, data=data)
     if isinstance(result, RunResult):
         return result
-    data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
-    return RunResult.from_dict(data)
+    return RunResult.from_dict(result.to_dict() if hasattr(result, "to_dict") else dict(result))
 
 
 def cpu_threads(threads: int | None = None) -> int:
@@ -157,7 +151,7 @@ def run(config: Hyperparameters | Mapping[str, Any], seed: int, backend: str = "
             cpu_threads(threads)
         cfg, data = cached_data(cfg)
         if backend == "mlx":
-            return _run_mlx(cfg, int(seed), progress=progress)
+            return _run_mlx(cfg, int(seed), data, progress=progress)
         model, device = cached_model(cfg)
         return tg.train(cfg, int(seed), log=print if progress else None, data=data, model=model, device=device)
     except Exception as exc:  # noqa: BLE001 - the contract is a status, not an exception
