@@ -132,8 +132,17 @@ def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alp
                 "back-door set: estimate shown but not used as evidence")
         effects[col] = eff
     ident = check_identifiability(records)
+    exp_eff = experiment_effects(exp_rows)
+    ledger_rows = list(ledger or [])
+    known = {r.get("intervention") for r in ledger_rows}
+    for name, e in exp_eff.items():  # our paired deltas count as evidence until the statistics stage rules
+        if name not in known:
+            half = 1.96 * (e["sd_delta"] or 0.0) / np.sqrt(e["n_pairs"])
+            ledger_rows.append({"intervention": name, "mean_delta_bpb": e["mean_delta_bpb"], "decision": None,
+                                "ci_low": e["mean_delta_bpb"] - half if half > 0 else None,
+                                "ci_high": e["mean_delta_bpb"] + half if half > 0 else None})
     ranking = rank_candidates(candidates if candidates is not None else registry_candidates(), effects=effects,
-                              ablations=pooled, identifiability=ident, ledger=ledger,
+                              ablations=pooled, identifiability=ident, ledger=ledger_rows,
                               prior_strength=expert_strengths(expert))
     note = (f"{len(stable)} data-driven edge(s) appear in >= {STABLE:.0%} of {bootstrap} resamples"
             if stable else f"no edge reaches {STABLE:.0%} of resamples: with n={m.n} rows the rank Fisher-z test at "
@@ -161,7 +170,7 @@ def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alp
                                          "ci": [e["ci_low"], e["ci_high"]], "ablation_mean": e["ablations"]["mean"],
                                          "comparison": e["comparison"]}
                                         for c, e in effects.items() if e["comparison"].startswith("disagree")]},
-        "experiments": experiment_effects(exp_rows),
+        "experiments": exp_eff,
     }
     diff = diff_dags(previous, dag) if previous is not None else None
     dag["runtime_s"] = round(time.perf_counter() - t0, 3)

@@ -190,7 +190,7 @@ def _evidence(c: CandidateIntervention, *, effects, ablations, identifiability, 
         lo, hi = row.get("ci_low"), row.get("ci_high")
         sd = (hi - lo) / (2 * 1.96) if lo is not None and hi is not None and hi > lo else default_ablation_sd
         ev.append(("experiments", float(row["mean_delta_bpb"]), sd))
-        words.append(f"our experiments {row['mean_delta_bpb']:+.4f} ({row.get('decision')})")
+        words.append(f"our experiments {row['mean_delta_bpb']:+.4f} ({row.get('decision') or 'paired runs, no decision yet'})")
     if not ev:
         words.append("no evidence yet: prior only (worth a first look)")
     return ev, words

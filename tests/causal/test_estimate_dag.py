@@ -103,6 +103,8 @@ def test_experiment_rows_enter_with_a_regime_variable():
     assert dag["experiments"]["ema_0997"]["n_pairs"] == 4
     assert dag["experiments"]["ema_0997"]["mean_delta_bpb"] == pytest.approx(-0.02)
     assert REGIME in dag["effects"]["ema"]["adjustment_set"]
+    ema = next(c for c in out["ranking"]["candidates"] if c["name"] == "ema_0997")
+    assert any(ev["source"] == "experiments" and ev["mean"] == pytest.approx(-0.02) for ev in ema["evidence"])
     assert experiment_effects([]) == {}
 
 
