@@ -1,8 +1,9 @@
 """Loss curves per intervention vs the shared control, from a runs.json (or a ledger screen).
 
 One PNG per intervention, two panels: training loss (nats per token) against step, with thin per-seed
-lines, the mean over seeds and a shaded mean +/- 1 SD band; and held-out val_bpb (bits per byte) at each
-evaluation point, per seed (markers) and mean (line). Failed or diverged runs are drawn dashed and left
+lines, the mean over seeds and a shaded mean +/- 1 SD band (periodic val_bpb evaluations, when the run made
+them, are marked on a right-hand axis); and the final held-out val_bpb (bits per byte) per seed, control and
+treatment joined by a line per seed, with the means. Failed or diverged runs are drawn dashed and left
 out of the mean and band, so they are visible but never averaged in.
 
     python scripts/causal/plot_losses.py --input results/example/runs.json --out-dir results/example/plots
@@ -105,7 +106,8 @@ def _val_points(rows: Sequence[Mapping]) -> dict[int, list[float]]:
     return pts
 
 
-def _draw_arm(ax_loss, ax_val, rows: Sequence[Mapping], *, label: str, color: str, smooth: int) -> None:
+def _draw_arm(ax_loss, ax_val, rows: Sequence[Mapping], *, label: str, color: str, smooth: int,
+              mean_style: str = "-") -> None:
     for r in rows:
         losses = r.get("step_losses") or []
         if not losses:
@@ -121,14 +123,44 @@ def _draw_arm(ax_loss, ax_val, rows: Sequence[Mapping], *, label: str, color: st
     if stats is not None:
         steps, mean, sd = stats
         ax_loss.fill_between(steps, mean - sd, mean + sd, color=color, alpha=0.18, lw=0)
-        ax_loss.plot(steps, mean, color=color, lw=2.0, label=f"{label} (mean of {n_ok} seeds, band ±1 SD)")
+        ax_loss.plot(steps, mean, mean_style, color=color, lw=2.0, label=f"{label} train loss (mean of {n_ok} seeds, ±1 SD)")
     pts = _val_points(rows)
-    for step, vals in sorted(pts.items()):
-        ax_val.plot([step] * len(vals), vals, "o", color=color, ms=3.5, alpha=0.45, mec="none")
-    if pts:
+    if len(pts) >= 2:  # periodic evaluations: val_bpb on the right axis of the loss panel
         steps_v = sorted(pts)
-        ax_val.plot(steps_v, [float(np.mean(pts[s])) for s in steps_v], "-D", color=color, lw=1.6, ms=5,
-                    label=f"{label} (mean; dots = seeds)")
+        ax_val.plot(steps_v, [float(np.mean(pts[s])) for s in steps_v], "D:", color=color, ms=5, lw=1.2,
+                    label=f"{label} val_bpb (right axis)")
+
+
+def final_pairs(treatment: Sequence[Mapping], control: Sequence[Mapping]) -> list[tuple[int, float, float]]:
+    """(seed, control val_bpb, treatment val_bpb) for seeds where both runs are ok."""
+    ctrl = {r["seed"]: float(r["val_bpb"]) for r in control if r.get("status") == "ok" and r.get("val_bpb") is not None}
+    return [(r["seed"], ctrl[r["seed"]], float(r["val_bpb"])) for r in treatment
+            if r.get("status") == "ok" and r.get("val_bpb") is not None and r["seed"] in ctrl]
+
+
+def _draw_pairs(ax, name: str, treatment: Sequence[Mapping], control: Sequence[Mapping]) -> None:
+    pairs = final_pairs(treatment, control)
+    for seed, c, t in pairs:
+        ax.plot([0, 1], [c, t], "-", color="0.6", lw=0.9, zorder=1)
+        ax.plot([0], [c], "o", color=CONTROL_COLOR, ms=5, zorder=2)
+        ax.plot([1], [t], "o", color=TREATMENT_COLOR, ms=5, zorder=2)
+        ax.annotate(str(seed), (1, t), xytext=(6, 0), textcoords="offset points", fontsize=7, va="center",
+                    color="0.35")
+    n_failed = sum(1 for r in treatment if r.get("status") != "ok")
+    if pairs:
+        cm, tm = float(np.mean([p[1] for p in pairs])), float(np.mean([p[2] for p in pairs]))
+        ax.plot([0, 1], [cm, tm], "D-", color="black", ms=7, lw=1.8, zorder=3, label="mean over seeds")
+        d = tm - cm
+        ax.set_title(f"Final val_bpb per seed (lines pair seeds)\nmean Δ = {d:+.4f} bpb over {len(pairs)} pairs"
+                     + (f", {n_failed} failed" if n_failed else ""), fontsize=10)
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.set_title(f"Final val_bpb: no complete pairs ({n_failed} failed)", fontsize=10)
+    ax.set_xticks([0, 1])
+    ax.set_xticklabels(["control", name])
+    ax.set_xlim(-0.4, 1.5)
+    ax.set_ylabel("held-out val_bpb (bits/byte)")
+    ax.grid(axis="y", alpha=0.3)
 
 
 def _loss_ylim(groups: Sequence[Sequence[Mapping]], smooth: int) -> tuple[float, float] | None:
@@ -155,9 +187,10 @@ def plot_intervention(name: str, treatment: Sequence[Mapping], control: Sequence
     plt = _mpl()
     longest = max((len(r.get("step_losses") or []) for r in [*treatment, *control]), default=1)
     k = smooth if smooth is not None else max(1, longest // 30)
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
+    fig, (ax_loss, ax_pair) = plt.subplots(1, 2, figsize=(11, 4.4), gridspec_kw={"width_ratios": [1.7, 1]})
+    ax_val = ax_loss.twinx()
     _draw_arm(ax_loss, ax_val, control, label="control", color=CONTROL_COLOR, smooth=k)
-    _draw_arm(ax_loss, ax_val, treatment, label=name, color=TREATMENT_COLOR, smooth=k)
+    _draw_arm(ax_loss, ax_val, treatment, label=name, color=TREATMENT_COLOR, smooth=k, mean_style="--")
     ylim = _loss_ylim([control, treatment], k)
     if ylim:
         ax_loss.set_ylim(*ylim)
@@ -165,13 +198,15 @@ def plot_intervention(name: str, treatment: Sequence[Mapping], control: Sequence
     ax_loss.set_ylabel("train loss (nats/token)" + (f", moving avg over {k} steps" if k > 1 else ""))
     ax_loss.set_title("Training loss (thin lines = individual seeds)", fontsize=10)
     ax_loss.grid(alpha=0.3)
-    ax_loss.legend(fontsize=8, loc="upper right")
-    ax_val.set_xlabel("training step")
-    ax_val.set_ylabel("held-out val_bpb (bits/byte)")
-    ax_val.set_title("Validation (full held-out split)", fontsize=10)
-    ax_val.grid(alpha=0.3)
+    handles, labels = ax_loss.get_legend_handles_labels()
     if ax_val.has_data():
-        ax_val.legend(fontsize=8, loc="upper right")
+        ax_val.set_ylabel("val_bpb (bits/byte)")
+        h2, l2 = ax_val.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    else:
+        ax_val.set_axis_off()
+    ax_loss.legend(handles, labels, fontsize=8, loc="upper right")
+    _draw_pairs(ax_pair, name, treatment, control)
     fig.suptitle(f"{name} vs control{title_suffix}", fontsize=12)
     fig.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)

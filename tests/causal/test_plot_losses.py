@@ -28,6 +28,8 @@ def test_curve_stats_skip_failed_runs(runs):
     rows = plot_losses.group_by_intervention(runs)["sanity_frozen_matrices"]
     assert sum(r["status"] == "ok" for r in rows) == 2
     steps, mean, sd = plot_losses.curve_stats(rows)
+    assert plot_losses.final_pairs(rows, plot_losses.group_by_intervention(runs)["control"]) == [
+        (11, 1.595, 1.806), (12, 1.601, 1.81)]  # seed 13 diverged: no pair
     ok = [r["step_losses"] for r in rows if r["status"] == "ok"]
     np.testing.assert_allclose(mean, np.mean(ok, axis=0))
     np.testing.assert_allclose(sd, np.std(ok, axis=0, ddof=1))
