@@ -129,13 +129,22 @@ def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = Non
         if not sep or not key:
             raise ConfigError(f"--set {spec!r}: expected KEY=VALUE, e.g. iterations=60")
         extra[key.strip()] = value.strip()
+    names = tuple(s for s in (args.interventions or "").split(",") if s)
+    if names:
+        from scripts.causal.interventions import list_interventions
+
+        known = sorted(iv.name for iv in list_interventions())
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"--interventions: unknown {unknown}; registered: {known} (add one in "
+                              "scripts/causal/interventions.py, see the README)")
     for flag, v in (("--top-k", args.top_k), ("--cycles", args.cycles), ("--max-null-cycles", args.max_null_cycles)):
         if v is not None and v < 1:
             raise ConfigError(f"{flag} {v}: must be >= 1")
     return PipelineOptions(
         run_id=args.run_id or out.name, output_dir=str(out), preset=preset, backend=backend, seeds=seeds,
         confirm_seeds=confirm,
-        interventions=tuple(s for s in (args.interventions or "").split(",") if s),
+        interventions=names,
         calibration=FAST_CALIBRATION if args.fast else ("aa",),
         top_k=args.top_k or (2 if args.fast else 3), cycles=args.cycles or (1 if args.fast else 3),
         max_null_cycles=args.max_null_cycles,

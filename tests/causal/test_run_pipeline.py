@@ -39,6 +39,7 @@ def test_plain_defaults_and_overrides(tmp_path):
     (["--set", "iterations"], "KEY=VALUE"),
     (["--data-path", "x"], "go together"),
     (["--cycles", "0"], "--cycles 0"),
+    (["--interventions", "aa,nope"], r"unknown \[.nope.\]"),
 ])
 def test_bad_flags_name_the_flag(argv, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
