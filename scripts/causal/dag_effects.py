@@ -36,6 +36,9 @@ _EXTRA_KEYWORDS: tuple[tuple[str, str], ...] = (
     ("compression", r"zstd|lzma|brotli|zlib|compress"),
     ("warmdown_iters", r"warm[\s_-]?down"),
     ("tied_embeddings", r"tied|untied|tie[\s_-]embed"),
+    ("sliding_window_eval", r"\bstride\b"),
+    ("swa", r"\bswa_"),
+    ("varlen_attention", r"doc(?:ument)?[\s_-]?isolat"),
 )
 _EXTRA_RES = [(f, re.compile(p, re.I)) for f, p in _EXTRA_KEYWORDS]
 _NEGATE = re.compile(r"^\s*(?:-\s|no\b|without\b|w/o\b|remov|disabl|drop)", re.I)
