@@ -156,17 +156,26 @@ def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = Non
 
 
 class Clock:
-    """Wall time since start, and whether a stage of ``need_s`` seconds still fits the budget."""
+    """Wall time since start, and whether a stage of ``need_s`` seconds still fits the budget.
+
+    Runs re-used from the ledger are charged at their recorded wall time (``credit_reused``), so a
+    ``--resume`` makes the same budget decisions as the session that ran them, and stays fast.
+    """
 
     def __init__(self, budget_minutes: float | None) -> None:
         self.t0 = time.perf_counter()
+        self.session_start = time.time()
         self.budget_s = None if budget_minutes is None else 60.0 * budget_minutes
+        self.credited_s = 0.0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
+    def credit_reused(self, runs) -> None:
+        self.credited_s += sum(r.wall_s or 0.0 for r in runs if r.finished_at and r.finished_at < self.session_start)
+
     def fits(self, need_s: float) -> bool:
-        return self.budget_s is None or self.elapsed() + need_s <= self.budget_s
+        return self.budget_s is None or self.elapsed() + self.credited_s + need_s <= self.budget_s
 
 
 def run_pipeline(opts: PipelineOptions, *, log: Callable[[str], None] | None = None, progress: bool = True,
@@ -223,6 +232,7 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say, *, progress: bool,
                                                 seeds=opts.seeds, out_dir=screen_dir, base_overrides=data,
                                                 correction=opts.correction, progress=progress, log=say)
         mean_run_s = _mean_wall(result.runs) or mean_run_s
+        clock.credit_reused(result.runs)
         ablation = st.analyze_stage(runs_path, screen_dir / "ablation_results.json", alpha=opts.alpha,
                                     margin_bpb=opts.margin_bpb, correction=opts.correction)
         say(f"cycle {c}: " + ", ".join(f"{r['intervention']}={r['decision']}" for r in ablation["results"]))
@@ -243,6 +253,7 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say, *, progress: bool,
                 confirmation["seeds"] = list(seeds)
                 found = _confirmed(confirmation)
                 all_runs += list(cres.runs)
+                clock.credit_reused(cres.runs)
                 confirm_runs = [r.runs_row() for r in cres.runs]
                 exp_rows += st.experiment_rows(cres.plan, cres.runs)
             else:
@@ -257,8 +268,8 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say, *, progress: bool,
         ranking = causal["ranking"]
         cycles.append({"cycle": c, "interventions": arms, "runs": len(all_runs), "confirmed": found,
                        "decisions": {r["intervention"]: r["decision"] for r in ablation["results"]}})
-        final = {"arms": tuple(arms), "ablation": ablation, "confirmation": confirmation, "records": all_runs, "confirm_runs": confirm_runs,
-                 "runs_path": runs_path, "screen_dir": screen_dir, "causal": causal}
+        final = {"arms": tuple(arms), "ablation": ablation, "confirmation": confirmation, "records": all_runs,
+                 "confirm_runs": confirm_runs, "runs_path": runs_path, "screen_dir": screen_dir, "causal": causal}
         if found:
             stop = f"confirmed effect in cycle {c}: {', '.join(found)}"
             break

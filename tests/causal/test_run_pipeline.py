@@ -163,3 +163,13 @@ def test_promotion_stage_dry_run_diff(tmp_path):
     assert "+    'activation': 'gelu',  # screen=s1 intervention=act_gelu" in promo["diff"]
     assert TRAIN_GPT.read_text() == before  # dry run: nothing written
     assert pf.promotion_stage(opts, [], abl, screen_id="s1", log=logs.append)["promoted"] == []
+
+
+def test_clock_charges_reused_runs():
+    from types import SimpleNamespace
+
+    c = rp.Clock(1.0)
+    old = SimpleNamespace(wall_s=50.0, finished_at=c.session_start - 100)
+    new = SimpleNamespace(wall_s=50.0, finished_at=c.session_start + 1)
+    c.credit_reused([old, new])
+    assert c.credited_s == 50.0 and c.fits(5) and not c.fits(15)
