@@ -63,13 +63,14 @@ def measure_torch(cfg: tg.Hyperparameters, *, steps: int, warmup: int = 3, seed:
 
     for _ in range(warmup):
         step()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     tokens = steps * cfg.train_batch_tokens
     return {"tokens_per_s": tokens / elapsed, "gflops": tokens * flops_per_token(cfg) / elapsed / 1e9,
-            "step_ms": 1000.0 * elapsed / steps, "threads": float(torch.get_num_threads())}
+            "step_ms": 1000.0 * elapsed / steps, "cpu_step_ms": 1000.0 * cpu / steps,
+            "threads": float(torch.get_num_threads())}
 
 
 def sgemm_gflops(n: int = 1024, reps: int = 5) -> float:
@@ -127,15 +128,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per config (e.g. 20)")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
                         help="which configs to time (default: fast 6x256)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, e.g. 1)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     print(f"machine:{platform.machine()} cpus:{os.cpu_count()} load_before:{os.getloadavg()[0]:.2f}")
-    print("| backend | config | step ms | tokens/s | GFLOP/s | load avg |")
-    print("|---|---|---|---|---|---|")
+    print("| backend | config | threads | step ms (wall) | step ms (CPU time) | tokens/s | GFLOP/s | load avg |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.configs:
         cfg = tg.preset_config("fast", **CONFIGS[name])
         r = MEASURES[args.backend](cfg, steps=args.steps)
         print(f"| {args.backend} | {name} ({cfg.num_layers}x{cfg.model_dim}, seq {cfg.train_seq_len}, "
-              f"{cfg.train_batch_tokens} tok/step) | {r['step_ms']:.1f} | {r['tokens_per_s']:.0f} | "
+              f"{cfg.train_batch_tokens} tok/step) | {r['threads']:.0f} | {r['step_ms']:.1f} | {r['cpu_step_ms']:.1f} | "
+              f"{r['tokens_per_s']:.0f} | "
               f"{r['gflops']:.2f} | {os.getloadavg()[0]:.2f} |", flush=True)
     return 0
 

@@ -82,3 +82,12 @@ def test_schema_re_exports_run_result_lazily():
     assert schema.RunResult is tg.RunResult
     with pytest.raises(AttributeError):
         schema.NoSuchShape  # noqa: B018
+
+
+@pytest.mark.slow
+@pytest.mark.mlx
+def test_mlx_backend_dispatches_to_the_twin_with_the_same_result_shape(tiny_corpus):
+    pytest.importorskip("mlx.core")
+    result = trainer.run(tiny(tiny_corpus, iterations=4), 1, "mlx")
+    assert result.status == "ok", result.error
+    assert result.backend == "mlx" and result.steps == 4 and math.isfinite(result.val_bpb)
