@@ -366,11 +366,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin-bpb", type=float, default=0.0, help="pre-registered improvement margin (default: 0)")
     p.add_argument("--correction", default="holm", choices=list(CORRECTIONS), help="multiplicity correction")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (run lines still print)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads for in-process runs (1 is fastest on a busy CPU; default: torch's)")
+    p.add_argument("--export-only", action="store_true",
+                   help="run nothing: write runs.json for the screen from the ledger (with --screen-id)")
     add_debug_flag(p)
     return p
 
 
+def _export_only(args: argparse.Namespace) -> int:
+    if not args.screen_id:
+        raise ConfigError("--export-only needs --screen-id (the screen to export from the ledger)")
+    with Ledger(args.ledger) as ledger:
+        plan = plan_from_ledger(ledger, args.screen_id)
+        by_key = {(r.intervention, r.seed): r for r in ledger.runs(plan.screen_id)}
+        runs = [by_key[(c.intervention, c.seed)] for c in plan_grid(plan) if (c.intervention, c.seed) in by_key]
+        out = Path(args.output) if args.output else RESULTS_DIR / plan.screen_id / "runs.json"
+        write_runs_json(out, plan, runs)
+    print(f"screen {plan.screen_id}: exported {len(runs)}/{len(plan_grid(plan))} runs -> {out}", file=sys.stderr)
+    return 0
+
+
 def _main(args: argparse.Namespace) -> int:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(int(args.threads))
+    if args.export_only:
+        return _export_only(args)
     backend = args.backend
     if backend == "auto":
         from scripts.causal import trainer

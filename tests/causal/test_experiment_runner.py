@@ -196,6 +196,9 @@ def test_kill9_mid_screen_then_resume_has_each_run_once(tmp_path, micro_corpus):
             "--no-progress"]
     assert er.main(args) == 0
     assert json.loads((tmp_path / "r2.json").read_text())["runs"] == data["runs"]
+    args = ["--export-only", "--screen-id", "kill9", "--ledger", str(ledger), "--output", str(tmp_path / "r3.json")]
+    assert er.main(args) == 0
+    assert json.loads((tmp_path / "r3.json").read_text())["runs"] == data["runs"]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -204,6 +207,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert rc == 1 and len(err) == 1 and "ConfigError: unknown intervention 'nope'" in err[0]
     rc = er.main(["--resume", "--screen-id", "zz", "--ledger", str(tmp_path / "l.sqlite")])
     assert rc == 1 and "no screen 'zz' to resume" in capsys.readouterr().err
+    rc = er.main(["--export-only", "--ledger", str(tmp_path / "l.sqlite")])
+    assert rc == 1 and "--export-only needs --screen-id" in capsys.readouterr().err
 
 
 def test_help_works_as_module_and_script():
