@@ -109,13 +109,14 @@ def measure_mlx(cfg: tg.Hyperparameters, *, steps: int, warmup: int = 3, seed: i
 
     for _ in range(warmup):
         step()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     tokens = steps * cfg.train_batch_tokens
+    blas_threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.cpu_count() or 1  # MLX has no thread knob
     return {"tokens_per_s": tokens / elapsed, "gflops": tokens * flops_per_token(cfg) / elapsed / 1e9,
-            "step_ms": 1000.0 * elapsed / steps}
+            "step_ms": 1000.0 * elapsed / steps, "cpu_step_ms": 1000.0 * cpu / steps, "threads": float(blas_threads)}
 
 
 # Backend name -> measuring function.
