@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from scripts.causal.dag_search import parse_edge
+
 STYLE = {"both": ("#1b9e77", "-"), "data": ("#1f5fbf", "-"), "expert": ("#9a9a9a", "--"),
          "conflict": ("#d62728", "-")}
 TIER_X = {0: 0.0, 1: 1.0, 2: 1.7}
@@ -72,14 +74,6 @@ def _curve_point(ax, p1, p2, rad, t=0.5):
     return ax.transData.inverted().transform((a * x1 + b * cx + c * x2, a * y1 + b * cy + c * y2))
 
 
-def _marks(edge_type: str) -> tuple[str, str]:
-    """('tail'|'arrow'|'circle') at the left and right node of a type string like 'a o-> b'."""
-    mid = edge_type.split(" ")[1]
-    left = {"<": "arrow", "o": "circle", "-": "tail"}[mid[0]]
-    right = {">": "arrow", "o": "circle", "-": "tail"}[mid[-1]]
-    return left, right
-
-
 def render_dag(edges: Sequence[Mapping], tiers: Mapping[str, int], path: str | Path, *,
                title: str = "", min_frequency: float = 0.0) -> Path:
     """Write a PNG of the combined graph; expert-only edges are always drawn, data edges when their
@@ -107,8 +101,9 @@ def render_dag(edges: Sequence[Mapping], tiers: Mapping[str, int], path: str | P
         ta, tb = tiers.get(a, 1), tiers.get(b, 1)
         src, dst = (a, b) if (ta, -pos[a][1]) <= (tb, -pos[b][1]) else (b, a)
         color, ls = STYLE.get(e["source"], ("black", "-"))
-        marks = ("tail", "arrow") if e["source"] == "expert" else _marks(e["type"])
-        if e["type"].split(" ")[0] != src:
+        pe = parse_edge(e["type"])
+        marks = ("tail", "arrow") if e["source"] == "expert" else (pe.mark_a, pe.mark_b)
+        if pe.a.split("=", 1)[0] != src:  # data types name columns ("compression=zstd"), a/b name features
             marks = marks[::-1]
         (x1, y1), (x2, y2) = pos[src], pos[dst]
         same = abs(x1 - x2) < 1e-9

@@ -13,6 +13,7 @@ import dataclasses
 import io
 import math
 import warnings
+import zlib
 from collections import Counter
 
 import numpy as np
@@ -27,12 +28,21 @@ _registered = False
 
 
 def _register_test() -> None:
-    """Register the rank Fisher-z test with causal-learn once (a plain FisherZ on ranks, with a cheap
-    p-value via erfc instead of scipy's norm.cdf, which dominated the runtime)."""
+    """One-time causal-learn setup: register the rank Fisher-z test (a plain FisherZ on ranks, with a
+    cheap p-value via erfc instead of scipy's norm.cdf, which dominated the runtime) and make node and
+    edge hashes independent of PYTHONHASHSEED."""
     global _registered
     if _registered:
         return
+    from causallearn.graph.Edge import Edge
+    from causallearn.graph.GraphNode import GraphNode
     from causallearn.utils.cit import CIT_Base, register_ci_test
+
+    # causal-learn iterates over sets of nodes (possible-dsep, orientation rules) and GraphNode/Edge hash
+    # their names with Python's per-process randomised str hash, so marks changed between runs with the
+    # same seed. A content hash (crc32, consistent with their name-based __eq__) makes runs reproducible.
+    GraphNode.__hash__ = lambda self: zlib.crc32(self.get_name().encode("utf-8"))
+    Edge.__hash__ = lambda self: zlib.crc32(str(self).encode("utf-8"))
 
     class RankFisherZ(CIT_Base):
         def __init__(self, data, **kwargs):
@@ -147,13 +157,7 @@ def run_pc(data: np.ndarray, columns, tiers, *, alpha: float = 0.05, depth: int 
     cg = _quiet(pc, np.asarray(data, dtype=float), alpha=alpha, indep_test=_TEST_NAME, stable=True, uc_rule=0, uc_priority=2,
                 background_knowledge=_background(columns, tiers), show_progress=False, node_names=columns,
                 max_k=depth)
-    m = cg.G.graph
-    edges = []
-    for i in range(len(columns)):
-        for j in range(i + 1, len(columns)):
-            if m[i, j] == 0 and m[j, i] == 0:
-                continue
-            edges.append(PagEdge(columns[i], columns[j], _MARK[int(m[i, j])], _MARK[int(m[j, i])]))
+    edges = _edges_from_graph(cg.G, columns)
     edges, repairs = _enforce_tiers(edges, dict(zip(columns, tiers, strict=True)))
     return SearchResult(tuple(edges), tuple(columns), repairs)
 
@@ -194,6 +198,13 @@ def bootstrap_fci(data: np.ndarray, columns, tiers, *, alpha: float = 0.05, n_bo
                     "types": {t: c / n_boot for t, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))},
                     "modal_type": max(sorted(counts), key=lambda t: counts[t])}
     return {"n_boot": n_boot, "failures": failures, "edges": out}
+
+
+def parse_edge(text: str) -> PagEdge:
+    """Inverse of ``PagEdge.text``: 'a o-> b' -> PagEdge('a', 'b', 'circle', 'arrow')."""
+    a, mid, b = text.split(" ")
+    return PagEdge(a, b, {"<": "arrow", "o": "circle", "-": "tail"}[mid[0]],
+                   {">": "arrow", "o": "circle", "-": "tail"}[mid[-1]])
 
 
 def canonical_edge(e: PagEdge) -> tuple[tuple[str, str], str]:

@@ -33,7 +33,14 @@ from scripts.causal.dag_effects import (  # noqa: E402
     pool_ablations,
 )
 from scripts.causal.dag_prepare import CONTEXTS, build_matrix, validate_experiment_rows  # noqa: E402
-from scripts.causal.dag_search import CI_TEST, bootstrap_fci, canonical_edge, run_fci, run_pc  # noqa: E402
+from scripts.causal.dag_search import (  # noqa: E402
+    CI_TEST,
+    bootstrap_fci,
+    canonical_edge,
+    parse_edge,
+    run_fci,
+    run_pc,
+)
 from scripts.causal.errors import DataFormatError  # noqa: E402
 from scripts.causal.expert_dag import DEFAULT_EXPERT, TARGET, ExpertDag, load_expert  # noqa: E402
 from scripts.causal.identifiability_check import check_identifiability  # noqa: E402
@@ -100,7 +107,7 @@ def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alp
     data_edges = {canonical_edge(e)[0]: e for e in full.edges}
     for (a, b), info in bfreq.items():
         if info["frequency"] >= STABLE and (a, b) not in data_edges:
-            data_edges[(a, b)] = _parse_edge(info["modal_type"])
+            data_edges[(a, b)] = parse_edge(info["modal_type"])
     stable = [{"a": a, "b": b, "frequency": v["frequency"], "modal_type": v["modal_type"]}
               for (a, b), v in bfreq.items() if v["frequency"] >= STABLE]
     combined = combine_graphs(expert, data_edges.values(), bfreq, feature_of=m.feature_of)
@@ -175,12 +182,6 @@ def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alp
     diff = diff_dags(previous, dag) if previous is not None else None
     dag["runtime_s"] = round(time.perf_counter() - t0, 3)
     return {"dag": dag, "identifiability": ident, "ranking": ranking, "diff": diff}
-
-
-def _parse_edge(text: str) -> PagEdge:
-    a, mid, b = text.split(" ")
-    return PagEdge(a, b, {"<": "arrow", "o": "circle", "-": "tail"}[mid[0]],
-                   {">": "arrow", "o": "circle", "-": "tail"}[mid[-1]])
 
 
 def diff_dags(previous: Mapping, current: Mapping) -> dict:
