@@ -20,6 +20,17 @@ from scripts.causal.paths import REPO_ROOT
 from scripts.causal.schema import read_json
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a shared, busy CPU torch's default threads spin and run ~10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def micro_corpus(tmp_path_factory):
     """A very small synthetic corpus (cheap eval), in the FineWeb layout."""
@@ -143,7 +154,7 @@ def _cli_args(tmp_path, corpus, *extra):
             "--base-override", f"tokenizer_path={corpus.tokenizer_path}",
             "--base-override", "iterations=3,warmdown_iters=1",
             "--ledger", str(tmp_path / "ledger.sqlite"), "--output", str(tmp_path / "runs.json"),
-            "--screen-id", "kill9", "--no-progress", *extra]
+            "--screen-id", "kill9", "--no-progress", "--threads", "1", *extra]
 
 
 @pytest.mark.slow

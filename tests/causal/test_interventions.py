@@ -103,6 +103,17 @@ def test_feature_value():
 # Each intervention changes what is computed (2 training steps of the tiny preset + eval)
 # ---------------------------------------------------------------------------------------------
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a shared, busy CPU torch's default threads spin and run ~10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def micro_config(tmp_path_factory):
     """The tiny preset, 2 steps, on a very small synthetic corpus (eval is cheap)."""
