@@ -149,6 +149,7 @@ class SubprocessExecutor:
 
     timeout_s: float = 3600.0
     python: str = sys.executable
+    threads: int | None = None  # torch intra-op threads in the child (None: torch's default)
     name: str = "subprocess"
 
     def run(self, config: Any, seed: int, backend: str) -> dict:
@@ -159,6 +160,8 @@ class SubprocessExecutor:
             inp.write_text(json.dumps({"config": config_dict(config), "config_hash": expected,
                                        "seed": int(seed), "backend": backend}), encoding="utf-8")
             cmd = [self.python, "-m", "scripts.causal.executors", "--worker", str(inp), str(out)]
+            if self.threads:
+                cmd += ["--threads", str(int(self.threads))]
             proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, start_new_session=True)
             try:
@@ -306,12 +309,12 @@ EXECUTORS = {"inprocess": InProcessExecutor, "subprocess": SubprocessExecutor, "
 
 
 def make_executor(name: str, *, timeout_s: float | None = None, nproc_per_node: int = 8,
-                  progress: bool = False) -> Executor:
+                  progress: bool = False, threads: int | None = None) -> Executor:
     """Build an executor by name ("inprocess" | "subprocess" | "torchrun")."""
     if name == "inprocess":
         return InProcessExecutor(progress=progress)
     if name == "subprocess":
-        return SubprocessExecutor(timeout_s=timeout_s or 3600.0)
+        return SubprocessExecutor(timeout_s=timeout_s or 3600.0, threads=threads)
     if name == "torchrun":
         return TorchrunExecutor(nproc_per_node=nproc_per_node, timeout_s=timeout_s or 3600.0)
     raise ConfigError(f"--executor {name!r} is not one of {sorted(EXECUTORS)}")
@@ -321,10 +324,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Subprocess worker for the screen runner (internal).")
     parser.add_argument("--worker", nargs=2, metavar=("IN_JSON", "OUT_JSON"), required=True,
                         help="run the job in IN_JSON, write the RunResult dict to OUT_JSON")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads, e.g. 1")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     def body() -> int:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         inp = Path(args.worker[0])
         if not inp.is_file():
             raise DataFormatError(f"{inp}: worker job file not found")

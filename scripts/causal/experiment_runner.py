@@ -417,7 +417,8 @@ def _main(args: argparse.Namespace) -> int:
         if existing and not args.resume:
             raise ConfigError(f"screen {plan.screen_id!r} already has {existing} runs in {args.ledger}; "
                               "pass --resume to continue it (completed runs are skipped) or a new --screen-id")
-        executor = make_executor(args.executor, timeout_s=args.timeout, nproc_per_node=args.nproc_per_node)
+        executor = make_executor(args.executor, timeout_s=args.timeout, nproc_per_node=args.nproc_per_node,
+                                 threads=args.threads)
         result = run_screen(plan, ledger=ledger, executor=executor, progress=not args.no_progress)
         out = Path(args.output) if args.output else RESULTS_DIR / plan.screen_id / "runs.json"
         write_runs_json(out, plan, result.runs)

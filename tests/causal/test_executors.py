@@ -75,6 +75,7 @@ def test_check_result_config():
 
 def test_make_executor():
     assert isinstance(ex.make_executor("subprocess", timeout_s=3), ex.SubprocessExecutor)
+    assert ex.make_executor("subprocess", threads=1).threads == 1
     assert ex.make_executor("torchrun", nproc_per_node=2).nproc_per_node == 2
     with pytest.raises(ConfigError, match=r"--executor 'gpu' is not one of \['inprocess', 'subprocess', 'torchrun'\]"):
         ex.make_executor("gpu")
