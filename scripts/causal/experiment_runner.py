@@ -46,6 +46,7 @@ from scripts.causal.executors import (  # noqa: E402
     InProcessExecutor,
     check_result_config,
     config_dict,
+    failed_result,
     make_executor,
 )
 from scripts.causal.ledger import Ledger  # noqa: E402
@@ -278,7 +279,10 @@ def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = 
         if cell.index in done:
             continue
         cfg = configs[cell.intervention]
-        result = executor.run(cfg, cell.seed, plan.backend)
+        try:
+            result = executor.run(cfg, cell.seed, plan.backend)
+        except Exception as exc:  # an executor bug must not stop the screen: record the run as failed
+            result = failed_result(cfg, cell.seed, plan.backend, f"executor raised {type(exc).__name__}: {exc}")
         rec = to_record(result, screen_id=plan.screen_id, cell=cell, planned=cfg,
                         expected_hash=hashes[cell.intervention],
                         commit=commit, executor=getattr(executor, "name", type(executor).__name__))

@@ -251,3 +251,21 @@ def test_experiment_rows_for_the_dag(base_ov):
         {"intervention": "loss_rho1", "feature": None, "value": None, "val_bpb": 2.0, "seed": 1, "arm": "treatment"},
     ]  # the diverged run has no measurement, so no row
     assert er.reg.treatment_feature("override:qk_gain_init=4.0", {"qk_gain_init": 4.0}) == "qk_gain"
+
+
+class _BrokenExecutor:
+    """An executor with a bug (raises): the screen must record failed runs and go on."""
+
+    name = "broken"
+
+    def run(self, config, seed, backend):
+        raise RuntimeError(f"no GPU for seed {seed}")
+
+
+def test_executor_exception_is_a_failed_run(tmp_path, base_ov):
+    plan = _plan(base_ov, interventions=["aa"], seeds=[11, 12])
+    with Ledger(tmp_path / "l.sqlite") as led:
+        res = er.run_screen(plan, ledger=led, executor=_BrokenExecutor(), progress=False, stream=io.StringIO())
+    assert len(res.runs) == 4 and all(r.status == "failed" for r in res.runs)
+    assert res.runs[3].error == "executor raised RuntimeError: no GPU for seed 12"
+    assert res.runs[3].executor == "broken"
