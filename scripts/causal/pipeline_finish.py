@@ -117,6 +117,9 @@ def finish(opts: PipelineOptions, *, out: Path, final: Mapping, cycles: Sequence
              "n_experiment_rows": causal["dag"]["preparation"]["n_experiment_rows"], "diff": causal["diff"]},
         promotion=promotion, snippets=snippets, plots=plots, cycles=cycles, wall_s=wall)
     report["stop"] = stop
+    walls = [float(r.wall_s) for r in records if r.wall_s]
+    report["runs_summary"] = {"n_runs": len(records), "n_ok": sum(r.status == "ok" for r in records),
+                              "train_eval_s": sum(walls), "mean_run_s": sum(walls) / len(walls) if walls else None}
     report["options"] = opts
     md_path, json_path = rep.write_report(report, out)
     log(f"report: {md_path} ({len(plots)} plots)")

@@ -213,7 +213,11 @@ def render_markdown(report: Mapping) -> str:
           f"- **pre-registered test**: {run['test']}",
           f"- **α** = {test['alpha']}, **margin** = {test['margin_bpb']} bpb, **correction** = {test['correction']}"]
     if report.get("wall_s") is not None:
-        L.append(f"- **wall time**: {report['wall_s']:.1f} s")
+        L.append(f"- **wall time of this invocation**: {report['wall_s']:.1f} s")
+    rs = report.get("runs_summary")
+    if rs and rs.get("mean_run_s"):
+        L.append(f"- **runs**: {rs['n_runs']} ({rs['n_ok']} ok), {rs['train_eval_s']:.0f} s of training + evaluation, "
+                 f"{rs['mean_run_s']:.1f} s per run (as recorded when each run finished)")
     if report.get("stop"):
         L.append(f"- **stopped because**: {report['stop']}")
     L += ["", "## Decisions", "",
