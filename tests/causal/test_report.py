@@ -85,5 +85,5 @@ def test_all_sections_rendered(ablation):
     for text in ("## What was run", "git commit**: abc123", "## Decisions", "Calibration self-check",
                  "## Confirmation on fresh seeds", "## Identifiability", "under-identified", "## Top of the ranking",
                  "ablation rows say", "![DAG](plots/dag.png)", "xsa --> val_bpb", "## Promotion", "```diff",
-                 "Parameter Golf snippets", "![loss_gelu](plots/loss_gelu.png)", "wall time**: 12.5 s"):
+                 "Parameter Golf snippets", "![loss_gelu](plots/loss_gelu.png)", "invocation**: 12.5 s"):
         assert text in md, text
