@@ -59,3 +59,21 @@ def test_cli_missing_file_is_one_line_exit_1(tmp_path, capsys):
     rc = plot_losses.main(["--input", str(tmp_path / "none.json"), "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 1 and "none.json: file not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_on_a_ledger_screen(runs, tmp_path, capsys):
+    from scripts.causal.ledger import Ledger
+    from scripts.causal.schema import RunRecord
+
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path) as ledger:
+        ledger.register_screen("s1", {"seeds": [11, 12, 13]})
+        for r in runs:
+            ledger.record_run(RunRecord(screen_id="s1", intervention=r["intervention"], arm=r["arm"], seed=r["seed"],
+                                        backend="torch", config_hash=r["intervention"], status=r["status"],
+                                        val_bpb=r["val_bpb"], step_losses=r["step_losses"],
+                                        val_history=r["val_history"]))
+    rc = plot_losses.main(["--ledger", str(path), "--screen-id", "s1", "--out-dir", str(tmp_path / "p")])
+    assert rc == 0 and (tmp_path / "p" / "loss_mlp_mult_3.png").is_file()
+    assert plot_losses.main(["--ledger", str(path), "--screen-id", "nope", "--out-dir", str(tmp_path)]) == 1
+    assert "no runs for screen 'nope'" in capsys.readouterr().err
