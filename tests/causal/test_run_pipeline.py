@@ -173,3 +173,26 @@ def test_clock_charges_reused_runs():
     new = SimpleNamespace(wall_s=50.0, finished_at=c.session_start + 1)
     c.credit_reused([old, new])
     assert c.credited_s == 50.0 and c.fits(5) and not c.fits(15)
+
+
+def test_snippets_pair_confirmed_runs_with_control_seeds(fixtures_dir):
+    from scripts.causal import pipeline_finish as pf
+
+    runs = read_json(fixtures_dir / "pipeline" / "runs.json")["runs"]
+    (s,) = pf.snippets_for(["mlp_mult_3"], runs, nats_per_bpb=1.7)
+    ctrl = {r["seed"]: r["val_bpb"] for r in runs if r["arm"] == "control"}
+    treat = {r["seed"]: r["val_bpb"] for r in runs if r["intervention"] == "mlp_mult_3" and r["status"] == "ok"}
+    assert s["n_seeds"] == 2 and s["seeds_bpb"] == [treat[11], treat[12]]
+    assert s["baseline_bpb"] == pytest.approx((ctrl[11] + ctrl[12]) / 2)
+    assert pf.snippets_for(["mlp_mult_3"], runs, nats_per_bpb=None) == []
+
+
+def test_small_png_downscales(tmp_path):
+    from PIL import Image
+
+    from scripts.causal import pipeline_finish as pf
+
+    Image.new("RGB", (3000, 1000), "white").save(tmp_path / "big.png")
+    out = pf.small_png(tmp_path / "big.png", tmp_path / "small.png")
+    with Image.open(out) as im:
+        assert im.size == (1600, 533)
