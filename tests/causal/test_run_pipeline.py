@@ -182,9 +182,11 @@ def test_snippets_pair_confirmed_runs_with_control_seeds(fixtures_dir):
     (s,) = pf.snippets_for(["mlp_mult_3"], runs, nats_per_bpb=1.7)
     ctrl = {r["seed"]: r["val_bpb"] for r in runs if r["arm"] == "control"}
     treat = {r["seed"]: r["val_bpb"] for r in runs if r["intervention"] == "mlp_mult_3" and r["status"] == "ok"}
-    assert s["n_seeds"] == 2 and s["seeds_bpb"] == [treat[11], treat[12]]
-    assert s["baseline_bpb"] == pytest.approx((ctrl[11] + ctrl[12]) / 2)
+    assert s["n_seeds"] == 3 and s["seeds_bpb"] == [treat[11], treat[12], treat[13]]
+    assert s["baseline_bpb"] == pytest.approx((ctrl[11] + ctrl[12] + ctrl[13]) / 3)
     assert pf.snippets_for(["mlp_mult_3"], runs, nats_per_bpb=None) == []
+    (s2,) = pf.snippets_for(["sanity_frozen_matrices"], runs, nats_per_bpb=1.7)  # seed 13 diverged: 2 pairs
+    assert s2["n_seeds"] == 2 and s2["baseline_bpb"] == pytest.approx((ctrl[11] + ctrl[12]) / 2)
 
 
 def test_small_png_downscales(tmp_path):
