@@ -58,15 +58,22 @@ class BlasStatus:
 _STATUS: BlasStatus | None = None
 
 
-def bundled_reference_blas() -> Path | None:
-    """The reference BLAS shipped inside the installed mlx wheel (``mlx_cpu.libs/libblas-*.so*``), if any."""
-    spec = importlib.util.find_spec("mlx")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    site = Path(next(iter(spec.submodule_search_locations))).parent
-    libs = site / "mlx_cpu.libs"
-    found = sorted(libs.glob("libblas*.so*")) if libs.is_dir() else []
-    return found[0] if found else None
+def bundled_reference_blas(locations: list[str] | None = None) -> Path | None:
+    """The reference BLAS shipped inside the installed mlx wheel (``mlx_cpu.libs/libblas-*.so*``), if any.
+
+    ``locations``: the mlx package folders to look beside (default: those of the importable ``mlx``)."""
+    if locations is None:
+        spec = importlib.util.find_spec("mlx")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        locations = list(spec.submodule_search_locations)
+    # mlx is a namespace package: any folder named "mlx" on sys.path (e.g. the cwd) is also a location.
+    for location in locations:
+        libs = Path(location).parent / "mlx_cpu.libs"
+        found = sorted(libs.glob("libblas*.so*")) if libs.is_dir() else []
+        if found:
+            return found[0]
+    return None
 
 
 def find_openblas(candidates: tuple[str, ...] = CANDIDATES) -> Path | None:

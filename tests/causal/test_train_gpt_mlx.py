@@ -351,3 +351,13 @@ def test_find_openblas_skips_missing_and_reference(tmp_path):
     good.write_bytes(b"")
     assert blas.find_openblas((str(tmp_path / "missing.so"), str(ref), str(good))) == good
     assert blas.find_openblas((str(tmp_path / "missing.so"),)) is None
+
+
+def test_bundled_blas_found_despite_a_stray_mlx_folder_on_the_path(tmp_path):
+    real = blas.bundled_reference_blas()
+    if real is None:
+        pytest.skip("this mlx wheel bundles no reference BLAS")
+    (tmp_path / "mlx").mkdir()  # e.g. a folder named mlx in the cwd: listed before site-packages' location
+    locations = [str(tmp_path / "mlx"), str(real.parent.parent / "mlx")]
+    assert blas.bundled_reference_blas(locations) == real
+    assert blas.bundled_reference_blas(locations[:1]) is None
