@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import shutil
 import time
@@ -134,31 +135,61 @@ class _StepSink(io.TextIOBase):
         return len(text)
 
 
-class StepBarExecutor:
-    """In-process runs with a second progress bar over the steps of the current run."""
+class PipelineExecutor:
+    """In-process runs with a fixed torch thread count and, with ``progress``, a bar over the current run's steps.
+
+    The thread count is decided once, before the pipeline's first run (``decide_threads``): deciding per run
+    from the load average would count our own previous run as "other load" and fall back to one thread.
+    """
 
     name = "inprocess"
 
+    def __init__(self, *, progress: bool, threads: int | None) -> None:
+        self.progress, self.threads = progress, threads
+
     def run(self, config: Any, seed: int, backend: str) -> dict:
-        from tqdm import tqdm
+        from scripts.causal import trainer
+        from scripts.causal.executors import failed_result
 
-        from scripts.causal.executors import InProcessExecutor
-
-        bar = tqdm(total=int(getattr(config, "iterations", 0)) or None, desc=f"seed {seed}", unit="step",
-                   position=1, leave=False, dynamic_ncols=True)
+        t0 = time.perf_counter()
+        bar = None
         try:
+            if not self.progress:
+                return trainer.run(config, seed, backend, threads=self.threads).to_dict()
+            from tqdm import tqdm
+
+            bar = tqdm(total=int(getattr(config, "iterations", 0)) or None, desc=f"seed {seed}", unit="step",
+                       position=1, leave=False, dynamic_ncols=True)
             with contextlib.redirect_stdout(_StepSink(bar)):
-                return InProcessExecutor(progress=True).run(config, seed, backend)
+                return trainer.run(config, seed, backend, progress=True, threads=self.threads).to_dict()
+        except Exception as exc:  # trainer.run should not raise; a bug there must not stop the screen
+            return failed_result(config, seed, backend, f"{type(exc).__name__}: {exc}",
+                                 wall_s=time.perf_counter() - t0)
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
+
+
+def decide_threads(backend: str, log: Log) -> int | None:
+    """torch CPU threads for every run of this pipeline, from the load before our first run (None off CPU)."""
+    if backend != "torch":
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    from scripts.causal import trainer
+
+    threads = trainer.cpu_threads(None)
+    log(f"torch CPU threads: {threads} (1-minute load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    return threads
 
 
 def run_screen_stage(opts: PipelineOptions, *, name: str, interventions: Sequence[str], seeds: Sequence[int],
                      out_dir: Path, base_overrides: Mapping, correction: str, progress: bool,
-                     log: Log) -> tuple[Any, Path]:
+                     log: Log, threads: int | None = None) -> tuple[Any, Path]:
     """A paired-seed screen into the run's ledger; writes ``<out_dir>/runs.json``. Returns (ScreenResult, path)."""
     from scripts.causal import experiment_runner as er
-    from scripts.causal.executors import InProcessExecutor
     from scripts.causal.ledger import Ledger
 
     plan = er.build_plan(interventions=list(interventions), seeds=list(seeds), preset=opts.preset,
@@ -167,8 +198,8 @@ def run_screen_stage(opts: PipelineOptions, *, name: str, interventions: Sequenc
                          screen_id=f"{opts.run_id}-{name}")
     ledger_path = Path(opts.output_dir) / "ledger.sqlite"
     with Ledger(ledger_path) as ledger:
-        executor = StepBarExecutor() if progress else InProcessExecutor(progress=False)
-        result = er.run_screen(plan, ledger=ledger, executor=executor, progress=progress)
+        result = er.run_screen(plan, ledger=ledger, executor=PipelineExecutor(progress=progress, threads=threads),
+                               progress=progress)
     runs_path = er.write_runs_json(out_dir / "runs.json", plan, result.runs)
     log(f"{name}: {result.n_executed} runs executed, {result.n_skipped} reused from {ledger_path.name}")
     return result, runs_path

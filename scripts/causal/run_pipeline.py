@@ -204,6 +204,7 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say, *, progress: bool,
     write_json(out / "pipeline_options.json", {"options": opts})
     say(f"run {opts.run_id}: preset {opts.preset}, backend {opts.backend}, seeds {list(opts.seeds)} -> {out}")
     data = st.prepare_data(opts, say)
+    threads = st.decide_threads(opts.backend, say)
     cache = st.StageCache(out / "stage_cache.json")
 
     # ---- cycle 0: matrix, DAG, identifiability, ranking
@@ -230,7 +231,8 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say, *, progress: bool,
         say(f"cycle {c}: screening {', '.join(arms)} on {len(opts.seeds)} seeds ({n_runs} runs)")
         result, runs_path = st.run_screen_stage(opts, name=f"cycle{c}-screen", interventions=arms,
                                                 seeds=opts.seeds, out_dir=screen_dir, base_overrides=data,
-                                                correction=opts.correction, progress=progress, log=say)
+                                                correction=opts.correction, progress=progress, log=say,
+                                                threads=threads)
         mean_run_s = _mean_wall(result.runs) or mean_run_s
         clock.credit_reused(result.runs)
         ablation = st.analyze_stage(runs_path, screen_dir / "ablation_results.json", alpha=opts.alpha,
@@ -247,7 +249,8 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say, *, progress: bool,
                 say(f"cycle {c}: confirming {', '.join(win)} on fresh seeds {list(seeds)}")
                 cres, cpath = st.run_screen_stage(opts, name=f"cycle{c}-confirm", interventions=win, seeds=seeds,
                                                   out_dir=screen_dir / "confirm", base_overrides=data,
-                                                  correction="holm", progress=progress, log=say)
+                                                  correction="holm", progress=progress, log=say,
+                                                  threads=threads)
                 confirmation = st.analyze_stage(cpath, screen_dir / "confirm" / "ablation_results.json",
                                                 alpha=opts.alpha, margin_bpb=opts.margin_bpb, correction="holm")
                 confirmation["seeds"] = list(seeds)
