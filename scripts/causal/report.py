@@ -5,18 +5,26 @@ rows, so the two files can never disagree), the calibration self-check (``aa`` m
 ``sanity_frozen_matrices`` harmful), the confirmation stage, identifiability, the top of the ranking, the
 DAG and its diff, promotion and a Parameter-Golf-style snippet per confirmed change. ``render_markdown``
 formats every number through ``fmt`` so a test can check each cell of report.md against the JSON.
+
+    python scripts/causal/report.py --input results/example/report.json --output /tmp/report.md   # re-render
 """
 from __future__ import annotations
 
+import argparse
 import math
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 from scipy import stats
 
-from scripts.causal.schema import RunInfo, _jsonable, write_json
+from scripts.causal.cli import add_debug_flag, run_cli
+from scripts.causal.schema import RunInfo, _jsonable, read_json, write_json
 
 PG_MIN_GAIN_NATS = 0.005  # Parameter Golf: a new record must beat the baseline by >= 0.005 nats (p < 0.01)
 CALIBRATION_EXPECTED = {"aa": ("null", "suggestive"), "sanity_frozen_matrices": ("harmful",)}
@@ -329,3 +337,22 @@ def write_report(report: Mapping, out_dir: str | Path) -> tuple[Path, Path]:
     md_path = out_dir / "report.md"
     md_path.write_text(render_markdown(report), encoding="utf-8")
     return md_path, json_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Re-render report.md from a report.json written by run_pipeline.py.")
+    p.add_argument("--input", type=Path, required=True, help="report.json, e.g. results/example/report.json")
+    p.add_argument("--output", type=Path, required=True, help="markdown file to write, e.g. /tmp/report.md")
+    add_debug_flag(p)
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        args.output.write_text(render_markdown(read_json(args.input)), encoding="utf-8")
+        print(args.output)
+        return 0
+
+    return run_cli(body, debug=args.debug, prog="report.py")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -87,3 +87,15 @@ def test_all_sections_rendered(ablation):
                  "ablation rows say", "![DAG](plots/dag.png)", "xsa --> val_bpb", "## Promotion", "```diff",
                  "Parameter Golf snippets", "![loss_gelu](plots/loss_gelu.png)", "invocation**: 12.5 s"):
         assert text in md, text
+
+
+def test_cli_rerenders_the_committed_example_identically(tmp_path):
+    from scripts.causal.paths import REPO_ROOT
+
+    example = REPO_ROOT / "results" / "example"
+    if not (example / "report.json").is_file():
+        pytest.skip("no committed example")
+    assert rep.main(["--input", str(example / "report.json"), "--output", str(tmp_path / "r.md")]) == 0
+    assert (tmp_path / "r.md").read_text() == (example / "report.md").read_text()
+    stored = read_json(example / "ablation_results.json")["results"]
+    assert read_json(example / "report.json")["decisions"] == stored
