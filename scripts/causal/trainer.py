@@ -32,8 +32,9 @@ BACKENDS = ("auto", "torch", "mlx")
 
 _DATA_CACHE: dict[tuple[str, str, int], tg.TrainData] = {}
 _MODEL_CACHE: dict[tuple, Any] = {}
-_MODEL_CACHE_MAX = 4
-_DEFAULT_THREADS = tg.torch.get_num_threads()  # architectures kept alive at once (a screen alternates between a handful)
+_MODEL_CACHE_MAX = 4  # architectures kept alive at once (a screen alternates between a handful)
+_DEFAULT_THREADS = tg.torch.get_num_threads()
+_AUTO_THREADS: int | None = None  # the auto decision, taken once per process (see cpu_threads)
 
 
 def resolve_backend(name: str = "auto") -> str:
@@ -126,12 +127,16 @@ def cpu_threads(threads: int | None = None) -> int:
     """Set torch's CPU thread count and return it. None = auto: 1 thread when the machine is busy
     (1-minute load average >= half the CPU count), else torch's default. Measured here: with other jobs
     running, 2 spinning threads ran a `fast` run in 300 s where 1 thread took 38 s (load 1.6 to 3.2 on 2 cores);
-    results are bit-identical either way (tested)."""
+    results are bit-identical either way (tested). The auto decision is taken once per process, before our
+    first run: deciding per run would count our own previous run as "other load" and drop to 1 thread."""
     import torch
 
+    global _AUTO_THREADS
     if threads is None:
-        busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= 0.5 * (os.cpu_count() or 1)
-        threads = 1 if busy else _DEFAULT_THREADS
+        if _AUTO_THREADS is None:
+            busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= 0.5 * (os.cpu_count() or 1)
+            _AUTO_THREADS = 1 if busy else _DEFAULT_THREADS
+        threads = _AUTO_THREADS
     if threads < 1:
         raise ConfigError(f"threads={threads} must be >= 1")
     if torch.get_num_threads() != threads:

@@ -91,3 +91,22 @@ def test_mlx_backend_dispatches_to_the_twin_with_the_same_result_shape(tiny_corp
     result = trainer.run(tiny(tiny_corpus, iterations=4), 1, "mlx")
     assert result.status == "ok", result.error
     assert result.backend == "mlx" and result.steps == 4 and math.isfinite(result.val_bpb)
+
+
+def test_auto_threads_decided_once_per_process(monkeypatch):
+    """Bug fix: a per-run load check counted our own previous run as load and fell back to 1 thread."""
+    import torch
+
+    from scripts.causal import trainer
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(trainer, "_AUTO_THREADS", None)
+    monkeypatch.setattr(trainer, "_DEFAULT_THREADS", 2)
+    monkeypatch.setattr(trainer.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    try:
+        assert trainer.cpu_threads(None) == 2
+        monkeypatch.setattr(trainer.os, "getloadavg", lambda: (5.0, 5.0, 5.0))  # our own run now loads the CPU
+        assert trainer.cpu_threads(None) == 2
+        assert trainer.cpu_threads(1) == 1  # an explicit count always wins
+    finally:
+        torch.set_num_threads(before)
