@@ -45,6 +45,11 @@ HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 
 
+def shard_pattern(data_path: str | Path, split: str) -> str:
+    """Glob of a split's shards in a dataset folder (upstream layout): fineweb_{train,val}_*.bin."""
+    return os.path.join(str(data_path), f"fineweb_{split}_*.bin")
+
+
 class ShardError(ValueError):
     """A shard file is missing, has a corrupt header, or is truncated. The message names the file."""
 
@@ -247,11 +252,11 @@ class Hyperparameters:
 
     @property
     def train_files(self) -> str:
-        return os.path.join(self.data_path, "fineweb_train_*.bin")
+        return shard_pattern(self.data_path, "train")
 
     @property
     def val_files(self) -> str:
-        return os.path.join(self.data_path, "fineweb_val_*.bin")
+        return shard_pattern(self.data_path, "val")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -1025,8 +1030,8 @@ class TrainData:
 
 
 def _has_shards(data_path: str) -> bool:
-    return bool(glob.glob(os.path.join(data_path, "fineweb_train_*.bin"))) and bool(
-        glob.glob(os.path.join(data_path, "fineweb_val_*.bin"))
+    return bool(glob.glob(shard_pattern(data_path, "train"))) and bool(
+        glob.glob(shard_pattern(data_path, "val"))
     )
 
 

@@ -59,6 +59,7 @@ from train_gpt import (  # noqa: F401  (re-exported: the one shard parser and by
     load_data_shard,
     load_validation_tokens,
     read_shard_header,
+    shard_pattern,
     write_data_shard,
 )
 
@@ -113,11 +114,11 @@ class DataPaths:
 
     @property
     def train_files(self) -> str:
-        return os.path.join(self.data_path, "fineweb_train_*.bin")
+        return shard_pattern(self.data_path, "train")
 
     @property
     def val_files(self) -> str:
-        return os.path.join(self.data_path, "fineweb_val_*.bin")
+        return shard_pattern(self.data_path, "val")
 
     def overrides(self) -> dict[str, object]:
         """Config overrides that point a Hyperparameters at this data."""
