@@ -13,6 +13,17 @@ def fixtures_dir() -> Path:
     return DATA
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a shared, busy CPU torch's default threads spin and run ~10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """A small offline corpus in the FineWeb layout: seeded synthetic text, BPE-1024 tokenizer, train+val shards.

@@ -19,16 +19,7 @@ from scripts.causal.ledger import Ledger
 from scripts.causal.paths import REPO_ROOT
 from scripts.causal.schema import read_json
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared, busy CPU torch's default threads spin and run ~10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
 
 @pytest.fixture(scope="module")
