@@ -11,7 +11,6 @@ Sources:
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import random
 import re
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from scripts.causal.errors import DataFormatError, StageError
+from scripts.causal.schema import file_sha256
 
 
 @dataclass(frozen=True)
@@ -70,12 +70,7 @@ AUSTEN_LICENCE = ("Texts: public domain (Jane Austen's six novels, via Project G
 # Fetching
 # -----------------------------
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256_file = file_sha256  # the shared helper (schema.file_sha256), under the name data.py re-exports
 
 
 def pip_download_command(spec: SdistSpec, dest: Path, requirements: Path, *, isolated: bool = True) -> list[str]:

@@ -6,6 +6,7 @@ versions it does not know. Sections below are owned by the stage that produces t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -62,6 +63,15 @@ def read_json(path: str | Path, *, schema_versions: tuple[int, ...] = (SCHEMA_VE
         )
     return data
 
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex of a file's bytes (streamed), for manifests and stage caches."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 # ---------------------------------------------------------------------------------------------
 # Training (issue 2). RunResult itself is defined in train_gpt.py (the trainer is standalone);

@@ -18,16 +18,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from scripts.causal.errors import DataFormatError
-from scripts.causal.schema import _jsonable, read_json, write_json
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 hex of a file's bytes (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from scripts.causal.schema import _jsonable, file_sha256, read_json, write_json
 
 
 def stage_key(stage: str, *, inputs: Iterable[str | Path] = (), options: Mapping | None = None) -> str:
