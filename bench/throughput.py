@@ -38,6 +38,19 @@ def flops_per_token(cfg: tg.Hyperparameters) -> float:
     return 6.0 * matrix_params + 12.0 * L * T * d
 
 
+def time_steps(step, cfg: tg.Hyperparameters, *, steps: int, warmup: int, threads) -> dict[str, float]:
+    """Run ``warmup`` untimed then ``steps`` timed calls of ``step``; wall and CPU time per step, tokens/s, GFLOP/s."""
+    for _ in range(warmup):
+        step()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        step()
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    tokens = steps * cfg.train_batch_tokens
+    return {"tokens_per_s": tokens / elapsed, "gflops": tokens * flops_per_token(cfg) / elapsed / 1e9,
+            "step_ms": 1000.0 * elapsed / steps, "cpu_step_ms": 1000.0 * cpu / steps, "threads": float(threads)}
+
+
 def measure_torch(cfg: tg.Hyperparameters, *, steps: int, warmup: int = 3, seed: int = 0) -> dict[str, float]:
     import torch
 
@@ -61,16 +74,7 @@ def measure_torch(cfg: tg.Hyperparameters, *, steps: int, warmup: int = 3, seed:
             opt.zero_grad(set_to_none=True)
         float(loss.item())
 
-    for _ in range(warmup):
-        step()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        step()
-    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    tokens = steps * cfg.train_batch_tokens
-    return {"tokens_per_s": tokens / elapsed, "gflops": tokens * flops_per_token(cfg) / elapsed / 1e9,
-            "step_ms": 1000.0 * elapsed / steps, "cpu_step_ms": 1000.0 * cpu / steps,
-            "threads": float(torch.get_num_threads())}
+    return time_steps(step, cfg, steps=steps, warmup=warmup, threads=torch.get_num_threads())
 
 
 def sgemm_gflops(n: int = 1024, reps: int = 5) -> float:
@@ -107,16 +111,8 @@ def measure_mlx(cfg: tg.Hyperparameters, *, steps: int, warmup: int = 3, seed: i
         xm, ym = mx.array(x.numpy().astype("int32")), mx.array(y.numpy().astype("int32"))
         float(stepper(xm, ym, 1.0, cfg.muon_momentum).item())
 
-    for _ in range(warmup):
-        step()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        step()
-    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    tokens = steps * cfg.train_batch_tokens
     blas_threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.cpu_count() or 1  # MLX has no thread knob
-    return {"tokens_per_s": tokens / elapsed, "gflops": tokens * flops_per_token(cfg) / elapsed / 1e9,
-            "step_ms": 1000.0 * elapsed / steps, "cpu_step_ms": 1000.0 * cpu / steps, "threads": float(blas_threads)}
+    return time_steps(step, cfg, steps=steps, warmup=warmup, threads=blas_threads)
 
 
 # Backend name -> measuring function.
