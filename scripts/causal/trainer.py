@@ -123,10 +123,35 @@ def _run_mlx(cfg: Hyperparameters, seed: int, data: tg.TrainData, *, progress: b
     return RunResult.from_dict(result.to_dict() if hasattr(result, "to_dict") else dict(result))
 
 
+def busy_cores(*, window_s: float = 0.5) -> float:
+    """CPU cores busy with other work right now: /proc/stat sampled over ``window_s`` while we sleep.
+
+    Falls back to the 1-minute load average where /proc/stat is missing (macOS). The load average lags by a
+    minute, so it counts work that has just finished (e.g. the `pip install` before `run_pipeline.py`)."""
+    import time
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as fh:
+                fields = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    first = sample()
+    if first is None:
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    time.sleep(window_s)
+    second = sample()
+    busy, total = second[0] - first[0], second[1] - first[1]
+    return (os.cpu_count() or 1) * busy / total if total > 0 else 0.0
+
+
 def cpu_threads(threads: int | None = None) -> int:
-    """Set torch's CPU thread count and return it. None = auto: 1 thread when the machine is busy
-    (1-minute load average >= half the CPU count), else torch's default. Measured here: with other jobs
-    running, 2 spinning threads ran a `fast` run in 300 s where 1 thread took 38 s (load 1.6 to 3.2 on 2 cores);
+    """Set torch's CPU thread count and return it. None = auto: 1 thread when other work holds at least half
+    the cores right now (``busy_cores``), else torch's default. Measured here: with other jobs running,
+    2 spinning threads ran a `fast` run in 300 s where 1 thread took 38 s (load 1.6 to 3.2 on 2 cores);
     results are bit-identical either way (tested). The auto decision is taken once per process, before our
     first run: deciding per run would count our own previous run as "other load" and drop to 1 thread."""
     import torch
@@ -134,7 +159,7 @@ def cpu_threads(threads: int | None = None) -> int:
     global _AUTO_THREADS
     if threads is None:
         if _AUTO_THREADS is None:
-            busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= 0.5 * (os.cpu_count() or 1)
+            busy = busy_cores() >= 0.5 * (os.cpu_count() or 1)
             _AUTO_THREADS = 1 if busy else _DEFAULT_THREADS
         threads = _AUTO_THREADS
     if threads < 1:

@@ -102,11 +102,34 @@ def test_auto_threads_decided_once_per_process(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setattr(trainer, "_AUTO_THREADS", None)
     monkeypatch.setattr(trainer, "_DEFAULT_THREADS", 2)
-    monkeypatch.setattr(trainer.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    monkeypatch.setattr(trainer, "busy_cores", lambda **_: 0.1)
     try:
         assert trainer.cpu_threads(None) == 2
-        monkeypatch.setattr(trainer.os, "getloadavg", lambda: (5.0, 5.0, 5.0))  # our own run now loads the CPU
+        monkeypatch.setattr(trainer, "busy_cores", lambda **_: 5.0)  # our own run now loads the CPU
         assert trainer.cpu_threads(None) == 2
         assert trainer.cpu_threads(1) == 1  # an explicit count always wins
     finally:
         torch.set_num_threads(before)
+
+
+def test_busy_cores_sees_current_work_not_the_lagging_load_average():
+    """Bug fix: the 1-minute load average counted a just-finished `pip install` and chose 1 thread."""
+    import os as _os
+    import subprocess
+    import sys
+    import time
+
+    from scripts.causal import trainer
+
+    if not _os.path.exists("/proc/stat"):
+        pytest.skip("needs /proc/stat")
+    idle = trainer.busy_cores(window_s=0.3)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.8)  # let the child start spinning
+        busy = trainer.busy_cores(window_s=0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert 0.0 <= idle <= (_os.cpu_count() or 1)
+    assert busy >= 0.7  # one spinning process holds about one core
