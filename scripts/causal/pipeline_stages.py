@@ -181,7 +181,7 @@ def decide_threads(backend: str, log: Log) -> int | None:
     from scripts.causal import trainer
 
     threads = trainer.cpu_threads(None)
-    log(f"torch CPU threads: {threads} (1-minute load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    log(f"torch CPU threads: {threads} (other work held {trainer.busy_cores():.1f} of {os.cpu_count()} cores)")
     return threads
 
 
