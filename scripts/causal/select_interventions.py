@@ -30,46 +30,26 @@ from scripts.causal.schema import BASELINE_FEATURES, CandidateIntervention, read
 
 SETTLED = {"confirmed": "confirmed by our experiments", "harmful": "refuted: harmful in our experiments",
            "null": "refuted: no effect beyond the margin in our experiments"}
-# Until the registry is importable: canonical features that map to config knobs of train_gpt.py.
-DEFAULT_CANDIDATES: tuple[CandidateIntervention, ...] = (
-    CandidateIntervention("leaky_relu2", "activation", "LeakyReLU(0.5)^2 MLP activation"),
-    CandidateIntervention("gelu", "activation", "GELU MLP activation"),
-    CandidateIntervention("silu", "activation", "SiLU MLP activation"),
-    CandidateIntervention("logit_softcap", "logit_softcap", "change the logit soft cap"),
-    CandidateIntervention("model_dim_up", "model_dim", "wider residual stream"),
-    CandidateIntervention("num_layers_plus2", "num_layers", "two more layers"),
-    CandidateIntervention("mlp_mult_up", "mlp_mult", "larger MLP multiplier"),
-    CandidateIntervention("qk_gain", "qk_gain", "change the QK gain init"),
-    CandidateIntervention("partial_rope", "partial_rope", "RoPE on part of each head"),
-    CandidateIntervention("ln_scale", "ln_scale", "1/sqrt(layer) scaling of normed inputs"),
-    CandidateIntervention("xsa_last4", "xsa", "exclusive self-attention on the last 4 layers"),
-    CandidateIntervention("ema", "ema", "EMA weights for eval/export"),
-)
 _DECREASE = ("down", "half", "minus", "smaller", "fewer", "less", "lower", "off", "remove", "no_")
 
 
 def registry_candidates() -> list[CandidateIntervention]:
-    """Runnable interventions from the experiment registry (calibration ones excluded); defaults if absent.
+    """Runnable interventions from the experiment registry (calibration ones excluded).
 
-    Each candidate's ``value`` is its feature's value applied to the baseline config, when both the
-    registry and ``train_gpt.Hyperparameters`` can tell (else None).
+    Each candidate's ``value`` is its feature's value applied to the baseline config (None when the feature
+    has no config mapping).
     """
-    try:
-        from scripts.causal import interventions as reg
-    except ImportError:
-        return list(DEFAULT_CANDIDATES)
-    try:
-        from train_gpt import Hyperparameters
-        base = Hyperparameters()
-    except Exception:  # noqa: BLE001 - the trainer is optional here; values then stay unknown
-        base = None
-    skip = set(getattr(reg, "CALIBRATION", ()))
+    from scripts.causal import interventions as reg
+    from train_gpt import Hyperparameters
+
+    base = Hyperparameters()
+    skip = set(reg.CALIBRATION)
     out = []
     for iv in reg.list_interventions():
         if iv.name in skip:
             continue
         value = None
-        if base is not None and iv.feature:
+        if iv.feature:
             try:
                 value = reg.feature_value(iv.feature, reg.apply(iv.name, base))
             except Exception:  # noqa: BLE001 - a feature without a config mapping has no value
