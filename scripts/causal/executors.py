@@ -123,9 +123,12 @@ def _as_dict(result: Any) -> dict:
 
 @dataclasses.dataclass
 class InProcessExecutor:
-    """Run in this process via ``scripts.causal.trainer.run`` (the default; data loaded once)."""
+    """Run in this process via ``scripts.causal.trainer.run`` (the default; data loaded once).
+
+    ``threads``: torch CPU threads (None = the trainer's auto choice, taken once per process)."""
 
     progress: bool = False
+    threads: int | None = None
     name: str = "inprocess"
 
     def run(self, config: Any, seed: int, backend: str) -> dict:
@@ -133,7 +136,7 @@ class InProcessExecutor:
 
         t0 = time.perf_counter()
         try:
-            return _as_dict(trainer.run(config, seed, backend, progress=self.progress))
+            return _as_dict(trainer.run(config, seed, backend, progress=self.progress, threads=self.threads))
         except Exception as exc:  # trainer.run should not raise; a bug there must not stop the screen
             return failed_result(config, seed, backend, f"{type(exc).__name__}: {exc}",
                                  wall_s=time.perf_counter() - t0)

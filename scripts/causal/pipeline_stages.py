@@ -136,38 +136,29 @@ class _StepSink(io.TextIOBase):
 
 
 class PipelineExecutor:
-    """In-process runs with a fixed torch thread count and, with ``progress``, a bar over the current run's steps.
-
-    The thread count is decided once, before the pipeline's first run (``decide_threads``): deciding per run
-    from the load average would count our own previous run as "other load" and fall back to one thread.
-    """
+    """The in-process executor with a fixed torch thread count and, with ``progress``, a bar over the current
+    run's steps (the trainer's ``step:N/M`` log lines move it)."""
 
     name = "inprocess"
 
     def __init__(self, *, progress: bool, threads: int | None) -> None:
-        self.progress, self.threads = progress, threads
+        from scripts.causal.executors import InProcessExecutor
+
+        self.progress = progress
+        self._inner = InProcessExecutor(progress=progress, threads=threads)
 
     def run(self, config: Any, seed: int, backend: str) -> dict:
-        from scripts.causal import trainer
-        from scripts.causal.executors import failed_result
+        if not self.progress:
+            return self._inner.run(config, seed, backend)
+        from tqdm import tqdm
 
-        t0 = time.perf_counter()
-        bar = None
+        bar = tqdm(total=int(getattr(config, "iterations", 0)) or None, desc=f"seed {seed}", unit="step",
+                   position=1, leave=False, dynamic_ncols=True)
         try:
-            if not self.progress:
-                return trainer.run(config, seed, backend, threads=self.threads).to_dict()
-            from tqdm import tqdm
-
-            bar = tqdm(total=int(getattr(config, "iterations", 0)) or None, desc=f"seed {seed}", unit="step",
-                       position=1, leave=False, dynamic_ncols=True)
             with contextlib.redirect_stdout(_StepSink(bar)):
-                return trainer.run(config, seed, backend, progress=True, threads=self.threads).to_dict()
-        except Exception as exc:  # trainer.run should not raise; a bug there must not stop the screen
-            return failed_result(config, seed, backend, f"{type(exc).__name__}: {exc}",
-                                 wall_s=time.perf_counter() - t0)
+                return self._inner.run(config, seed, backend)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
 
 def decide_threads(backend: str, log: Log) -> int | None:
