@@ -1037,7 +1037,7 @@ def _has_shards(data_path: str) -> bool:
 
 def resolve_data_paths(cfg: Hyperparameters) -> Hyperparameters:
     """Return cfg with usable data paths. When the default FineWeb folder has no shards (here or next to this
-    file), prepare the embedded default corpus (scripts.causal.data.ensure_default_corpus) and point at it."""
+    file), prepare the embedded default corpus (scripts.causal.data.shards.ensure_default_corpus) and point at it."""
     if _has_shards(cfg.data_path):
         return cfg
     if os.path.normpath(cfg.data_path) != os.path.normpath(DEFAULT_DATA_PATH):
@@ -1052,7 +1052,7 @@ def resolve_data_paths(cfg: Hyperparameters) -> Hyperparameters:
         return cfg.with_overrides(data_path=str(repo_data), tokenizer_path=str(tok))
     if str(here) not in sys.path:
         sys.path.insert(0, str(here))
-    from scripts.causal.data import ensure_default_corpus  # lazy: only when FineWeb is absent
+    from scripts.causal.data.shards import ensure_default_corpus  # lazy: only when FineWeb is absent
 
     paths = ensure_default_corpus()
     return cfg.with_overrides(data_path=str(paths.data_path), tokenizer_path=str(paths.tokenizer_path))

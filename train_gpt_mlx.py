@@ -6,7 +6,7 @@ It shares everything that is not framework code with train_gpt.py (the Hyperpara
 presets, the shard reader, the SentencePiece byte LUTs, the data order, the keyed initialisation, the int8+zlib
 artifact format and the RunResult shape), so a config means the same thing on both backends and a parity test
 can copy torch weights into this model by name. Runs as a script (env-var config, upstream's final line) and
-imports with no side effects beyond making mlx[cpu] use OpenBLAS on Linux (scripts/causal/blas.py).
+imports with no side effects beyond making mlx[cpu] use OpenBLAS on Linux (scripts/causal/screen/mlx_blas.py).
 Hard cap: at most 1500 lines.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 try:  # must run before the first `import mlx`: mlx[cpu] on Linux otherwise keeps its reference BLAS
-    from scripts.causal.blas import ensure_fast_blas
+    from scripts.causal.screen.mlx_blas import ensure_fast_blas
 except ImportError:  # this file copied somewhere on its own: run with whatever BLAS mlx has
     ensure_fast_blas = None
 BLAS_STATUS = ensure_fast_blas() if ensure_fast_blas is not None else None

@@ -17,8 +17,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.causal.executors import make_executor
-from scripts.causal.trainer import as_config
+from scripts.causal.screen.executors import make_executor
+from scripts.causal.screen.trainer import as_config
 
 
 def time_executor(name: str, *, preset: str, runs: int, backend: str = "torch") -> dict:

@@ -24,8 +24,9 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from scripts.causal.errors import ConfigError
-from scripts.causal.power import mde_one_sided
+from scripts.causal.core.cli import parse_key_values
+from scripts.causal.core.errors import ConfigError
+from scripts.causal.stats.power import mde_one_sided
 
 ALPHA, POWER = 0.01, 0.8
 
@@ -74,7 +75,7 @@ def measure(*, preset: str, change: Mapping[str, Any], seeds: Sequence[int], bac
             base: Mapping[str, Any] | None = None, run_fn: Callable | None = None, threads: int | None = None,
             log: Callable[[str], None] = print) -> NoiseFloor:
     if run_fn is None:
-        from scripts.causal.trainer import run as run_fn
+        from scripts.causal.screen.trainer import run as run_fn
     control_cfg = {"preset": preset, **(base or {})}
     treat_cfg = {**control_cfg, **change}
     load_before = os.getloadavg()[0]
@@ -125,15 +126,6 @@ def to_markdown(nf: NoiseFloor, command: str) -> str:
     return "\n".join(rows)
 
 
-def _parse_sets(items: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"{item!r}: expected KEY=VALUE, e.g. mlp_mult=3")
-        out[key] = value
-    return out
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -147,15 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default auto, e.g. 1)")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON (e.g. noise.json)")
     args = parser.parse_args(argv)
-    change = _parse_sets(args.change) or {"mlp_mult": "3"}
+    change = parse_key_values(args.change, "--change") or {"mlp_mult": "3"}
     t0 = time.perf_counter()
     nf = measure(preset=args.preset, change=change, seeds=list(range(1, args.seeds + 1)), backend=args.backend,
-                 base=_parse_sets(args.sets), threads=args.threads)
+                 base=parse_key_values(args.sets, "--set"), threads=args.threads)
     command = "python bench/noise_floor.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(to_markdown(nf, command.strip()))
     print(f"\ntotal_s:{time.perf_counter() - t0:.0f}")
     if args.out is not None:
-        from scripts.causal.schema import write_json
+        from scripts.causal.core.schema import write_json
 
         write_json(args.out, dataclasses.asdict(nf))
     return 0

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.causal.power import power_one_sided  # noqa: E402
-from scripts.causal.sequential_design import design_group_sequential, simulate_sequential  # noqa: E402
+from scripts.causal.stats.power import power_one_sided  # noqa: E402
+from scripts.causal.stats.sequential import design_group_sequential, simulate_sequential  # noqa: E402
 
 
 def fixed_n(effect_sd: float, alpha: float, power: float = 0.8) -> int:

@@ -79,7 +79,7 @@ def measure_torch(cfg: tg.Hyperparameters, *, steps: int, warmup: int = 3, seed:
 
 def sgemm_gflops(n: int = 1024, reps: int = 5) -> float:
     """Achieved GFLOP/s of one fp32 n x n matmul in MLX (shows which BLAS mlx[cpu] is running on)."""
-    import train_gpt_mlx as tm  # preloads OpenBLAS (scripts/causal/blas.py) before mlx is first imported
+    import train_gpt_mlx as tm  # preloads OpenBLAS (scripts/causal/screen/mlx_blas.py) before mlx is first imported
 
     mx = tm.mx
     a, b = mx.random.normal((n, n)), mx.random.normal((n, n))

@@ -22,12 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from scripts.causal.cli import add_debug_flag, run_cli
-from scripts.causal.errors import ConfigError, DataFormatError, StageError
-from scripts.causal.paths import DATA_DIR
+from scripts.causal.core.cli import add_debug_flag, run_cli
+from scripts.causal.core.errors import ConfigError, DataFormatError, StageError
+from scripts.causal.core.paths import DATA_DIR
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
 DEFAULT_REMOTE_ROOT = "datasets"

@@ -18,13 +18,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from scripts.causal.cli import add_debug_flag, run_cli  # noqa: E402
-from scripts.causal.dag_effects import (  # noqa: E402
+from scripts.causal.core.cli import add_debug_flag, run_cli
+from scripts.causal.core.errors import DataFormatError
+from scripts.causal.core.schema import PagEdge, read_json, write_json
+from scripts.causal.dag.effects import (
     adjustment_set,
     causal_graph,
     combine_graphs,
@@ -32,8 +31,10 @@ from scripts.causal.dag_effects import (  # noqa: E402
     observational_effect,
     pool_ablations,
 )
-from scripts.causal.dag_prepare import CONTEXTS, build_matrix, validate_experiment_rows  # noqa: E402
-from scripts.causal.dag_search import (  # noqa: E402
+from scripts.causal.dag.expert import DEFAULT_EXPERT, TARGET, ExpertDag, load_expert
+from scripts.causal.dag.identifiability import check_identifiability
+from scripts.causal.dag.prepare import CONTEXTS, build_matrix, validate_experiment_rows
+from scripts.causal.dag.search import (
     CI_TEST,
     bootstrap_fci,
     canonical_edge,
@@ -41,11 +42,7 @@ from scripts.causal.dag_search import (  # noqa: E402
     run_fci,
     run_pc,
 )
-from scripts.causal.errors import DataFormatError  # noqa: E402
-from scripts.causal.expert_dag import DEFAULT_EXPERT, TARGET, ExpertDag, load_expert  # noqa: E402
-from scripts.causal.identifiability_check import check_identifiability  # noqa: E402
-from scripts.causal.schema import PagEdge, read_json, write_json  # noqa: E402
-from scripts.causal.select_interventions import (  # noqa: E402
+from scripts.causal.select_interventions import (
     expert_strengths,
     rank_candidates,
     registry_candidates,
@@ -203,7 +200,7 @@ def diff_dags(previous: Mapping, current: Mapping) -> dict:
 
 def write_outputs(result: Mapping, output_dir: str | Path, *, render: bool = True) -> list[Path]:
     """Write the stage's JSON files (and dag.png) into ``output_dir``."""
-    from scripts.causal.dag_render import render_dag
+    from scripts.causal.dag.render import render_dag
 
     out = Path(output_dir)
     paths = [write_json(out / "causal_dag.json", result["dag"]),

@@ -35,13 +35,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from scripts.causal import interventions as reg  # noqa: E402
-from scripts.causal.cli import add_debug_flag, run_cli  # noqa: E402
-from scripts.causal.errors import ConfigError  # noqa: E402
-from scripts.causal.executors import (  # noqa: E402
+from scripts.causal.core.cli import add_debug_flag, parse_key_values, parse_seeds, run_cli
+from scripts.causal.core.errors import ConfigError
+from scripts.causal.core.paths import REPO_ROOT, RESULTS_DIR
+from scripts.causal.core.schema import RunRecord, ScreenPlan, ScreenResult, write_json
+from scripts.causal.screen import registry as reg
+from scripts.causal.screen.executors import (
     Executor,
     InProcessExecutor,
     check_result_config,
@@ -49,9 +48,7 @@ from scripts.causal.executors import (  # noqa: E402
     failed_result,
     make_executor,
 )
-from scripts.causal.ledger import Ledger  # noqa: E402
-from scripts.causal.paths import REPO_ROOT, RESULTS_DIR  # noqa: E402
-from scripts.causal.schema import RunRecord, ScreenPlan, ScreenResult, write_json  # noqa: E402
+from scripts.causal.screen.ledger import Ledger
 
 CONTROL = "control"
 CORRECTIONS = ("holm", "bh")
@@ -93,19 +90,6 @@ def base_config(preset: str, base_overrides: dict | None = None) -> Any:
     return cfg
 
 
-def _parse_seeds(seeds: Sequence[int] | str) -> tuple[int, ...]:
-    if isinstance(seeds, str):
-        try:
-            seeds = [int(s) for s in seeds.split(",") if s.strip()]
-        except ValueError:
-            raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 11,12,13,14,15") from None
-    out = tuple(int(s) for s in seeds)
-    if not out:
-        raise ConfigError("--seeds is empty; give at least one seed (>= 3 pairs for a decision)")
-    if len(set(out)) != len(out):
-        raise ConfigError(f"--seeds {list(out)} has duplicates; each seed is one pair")
-    return out
-
 
 def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, preset: str, backend: str = "torch",
                overrides: Sequence[str] = (), base_overrides: dict | None = None, alpha: float = 0.01,
@@ -121,7 +105,7 @@ def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, pres
         raise ConfigError(f"--correction {correction!r} is not one of {list(CORRECTIONS)}")
     if not 0.0 < float(alpha) < 1.0:
         raise ConfigError(f"--alpha {alpha} must be in (0, 1)")
-    seeds_t = _parse_seeds(seeds)
+    seeds_t = parse_seeds(seeds)
     base = base_config(preset, base_overrides)
     tg = _train_gpt()
     base_hash = tg.config_hash(base)
@@ -400,12 +384,12 @@ def _main(args: argparse.Namespace) -> int:
         return _export_only(args)
     backend = args.backend
     if backend == "auto":
-        from scripts.causal import trainer
+        from scripts.causal.screen import trainer
 
         backend = trainer.resolve_backend("auto")
     base_overrides: dict[str, str] = {}
     for spec in args.base_override:
-        base_overrides.update(reg.parse_override(spec))
+        base_overrides.update(parse_key_values(spec, "--override"))
     names = [n.strip() for n in args.interventions.split(",") if n.strip()]
     with Ledger(args.ledger) as ledger:
         if args.resume and args.screen_id and not names and not args.override:

@@ -20,21 +20,18 @@ import statistics
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from scripts.causal import feature_rules as fr  # noqa: E402
-from scripts.causal import record_lineage as lin  # noqa: E402
-from scripts.causal import record_parsing as rp  # noqa: E402
-from scripts.causal.ablation_parsing import extract_ablations  # noqa: E402
-from scripts.causal.cli import add_debug_flag, run_cli  # noqa: E402
-from scripts.causal.errors import ConfigError  # noqa: E402
-from scripts.causal.schema import (  # noqa: E402
+from scripts.causal.core.cli import add_debug_flag, run_cli
+from scripts.causal.core.errors import ConfigError
+from scripts.causal.core.schema import (
     INTERVENTION_FEATURES,
     InterventionRecord,
     SeedScore,
     write_json,
 )
+from scripts.causal.extract import features as fr
+from scripts.causal.extract import lineage as lin
+from scripts.causal.extract import records as rp
+from scripts.causal.extract.ablations import extract_ablations
 
 SOURCE_KINDS = ("log", "code", "json", "readme", "inherited", "default")
 

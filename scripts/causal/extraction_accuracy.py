@@ -15,13 +15,9 @@ import argparse
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from scripts.causal.cli import add_debug_flag, run_cli  # noqa: E402
-from scripts.causal.schema import BASELINE_FEATURES, read_json  # noqa: E402
+from scripts.causal.core.cli import add_debug_flag, run_cli
+from scripts.causal.core.schema import BASELINE_FEATURES, read_json
 
 BPB_TOL = 1e-6
 DELTA_TOL = 1e-4

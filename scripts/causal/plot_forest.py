@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from scripts.causal.cli import add_debug_flag, run_cli
-from scripts.causal.errors import DataFormatError
-from scripts.causal.schema import read_json
+from scripts.causal.core.cli import add_debug_flag, run_cli
+from scripts.causal.core.errors import DataFormatError
+from scripts.causal.core.schema import read_json
 
 DECISION_COLORS: dict[str, str] = {
     "confirmed": "#1a9641",

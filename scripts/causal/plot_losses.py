@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import numpy as np
 
-from scripts.causal.cli import add_debug_flag, run_cli
-from scripts.causal.errors import DataFormatError
-from scripts.causal.schema import read_json
+from scripts.causal.core.cli import add_debug_flag, run_cli
+from scripts.causal.core.errors import DataFormatError
+from scripts.causal.core.schema import read_json
 
 CONTROL = "control"
 CONTROL_COLOR = "#1f5fa8"
@@ -230,7 +226,7 @@ def plot_losses(runs: Sequence[Mapping], out_dir: str | Path, *, interventions: 
 
 
 def _runs_from_ledger(ledger_path: Path, screen_id: str) -> list[dict]:
-    from scripts.causal.ledger import Ledger  # owned by the experiments stage
+    from scripts.causal.screen.ledger import Ledger  # owned by the experiments stage
 
     if not Path(ledger_path).is_file():
         raise DataFormatError(f"{ledger_path}: ledger not found; pass the SQLite file experiment_runner.py wrote")

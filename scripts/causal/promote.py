@@ -32,13 +32,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from scripts.causal.cli import add_debug_flag, run_cli  # noqa: E402
-from scripts.causal.errors import ConfigError, DataFormatError, StageError  # noqa: E402
-from scripts.causal.paths import TRAIN_GPT  # noqa: E402
-from scripts.causal.schema import read_json  # noqa: E402
+from scripts.causal.core.cli import add_debug_flag, run_cli
+from scripts.causal.core.errors import ConfigError, DataFormatError, StageError
+from scripts.causal.core.paths import TRAIN_GPT
+from scripts.causal.core.schema import read_json
 
 __all__ = ["BEGIN", "END", "EMPTY_BLOCK", "PromotionEntry", "promotion_entries", "render_block", "current_entries",
            "promoted_text", "reverted_text", "promote", "revert", "load_module", "main"]
@@ -121,12 +118,12 @@ def load_module(path: str | Path) -> Any:
 
 def _registry_overrides(name: str, base_config: Any) -> dict:
     if name.startswith(ADHOC_PREFIX):
-        from scripts.causal.interventions import parse_override
+        from scripts.causal.core.cli import parse_key_values
 
-        raw = parse_override(name[len(ADHOC_PREFIX):])
+        raw = parse_key_values(name[len(ADHOC_PREFIX):], "--override")
         cfg = base_config.with_overrides(raw)
         return {k: getattr(cfg, k) for k in raw}
-    from scripts.causal.interventions import resolve_overrides
+    from scripts.causal.screen.registry import resolve_overrides
 
     return resolve_overrides(name, base_config)
 

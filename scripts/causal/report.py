@@ -14,17 +14,13 @@ import argparse
 import math
 import platform
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from scipy import stats
 
-from scripts.causal.cli import add_debug_flag, run_cli
-from scripts.causal.schema import RunInfo, _jsonable, read_json, write_json
+from scripts.causal.core.cli import add_debug_flag, run_cli
+from scripts.causal.core.schema import RunInfo, _jsonable, read_json, write_json
 
 PG_MIN_GAIN_NATS = 0.005  # Parameter Golf: a new record must beat the baseline by >= 0.005 nats (p < 0.01)
 CALIBRATION_EXPECTED = {"aa": ("null", "suggestive"), "sanity_frozen_matrices": ("harmful",)}

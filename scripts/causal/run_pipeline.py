@@ -21,15 +21,12 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from scripts.causal import pipeline_finish as pf
-from scripts.causal import pipeline_stages as st
-from scripts.causal.cli import add_debug_flag, run_cli
-from scripts.causal.errors import ConfigError
-from scripts.causal.paths import REPO_ROOT, RESULTS_DIR
-from scripts.causal.schema import PipelineOptions, RunInfo, write_json
+from scripts.causal.core.cli import add_debug_flag, parse_key_values, parse_seeds, run_cli
+from scripts.causal.core.errors import ConfigError
+from scripts.causal.core.paths import REPO_ROOT, RESULTS_DIR
+from scripts.causal.core.schema import PipelineOptions, RunInfo, write_json
+from scripts.causal.pipeline import finish as pf
+from scripts.causal.pipeline import stages as st
 
 FAST_SEEDS = (11, 12, 13, 14, 15)
 FAST_CONFIRM_SEEDS = (1011, 1012, 1013, 1014, 1015)
@@ -39,15 +36,6 @@ TEST_DESCRIPTION = ("paired differences d = val_bpb(treatment) - val_bpb(control
                     "every intervention x both directions; confirmed needs adjusted p < alpha and mean "
                     "improvement >= margin; winners re-tested on fresh seeds with Holm")
 
-
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise ConfigError(f"{flag} {text!r}: expected comma-separated integers, e.g. 11,12,13") from None
-    if not out:
-        raise ConfigError(f"{flag} is empty; give at least 3 seeds")
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +87,7 @@ def _latest_run_dir(preset: str, backend: str) -> Path | None:
 
 def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = None) -> PipelineOptions:
     """Resolve flags (and --fast's defaults) into PipelineOptions. Pure apart from resolving the backend."""
-    from scripts.causal.trainer import resolve_backend
+    from scripts.causal.screen.trainer import resolve_backend
 
     now = now or dt.datetime.now(dt.timezone.utc)
     preset = args.preset or "fast"
@@ -113,8 +101,8 @@ def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = Non
     if out is None:
         out = RESULTS_DIR / f"{preset}-{backend}-{now.strftime('%Y%m%d-%H%M%S')}"
     out = Path(out).resolve()
-    seeds = _ints(args.seeds, "--seeds") if args.seeds else FAST_SEEDS
-    confirm = _ints(args.confirm_seeds, "--confirm-seeds") if args.confirm_seeds else FAST_CONFIRM_SEEDS
+    seeds = parse_seeds(args.seeds, "--seeds") if args.seeds else FAST_SEEDS
+    confirm = parse_seeds(args.confirm_seeds, "--confirm-seeds") if args.confirm_seeds else FAST_CONFIRM_SEEDS
     if set(seeds) & set(confirm):
         raise ConfigError(f"--confirm-seeds {sorted(set(seeds) & set(confirm))} overlap --seeds; confirmation "
                           "needs fresh seeds")
@@ -123,21 +111,16 @@ def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = Non
         if not (args.data_path and args.tokenizer_path):
             raise ConfigError("--data-path and --tokenizer-path go together (shards + their tokenizer)")
         data = {"data_path": args.data_path, "tokenizer_path": args.tokenizer_path}
-    extra = {}
-    for spec in args.set:
-        key, sep, value = spec.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {spec!r}: expected KEY=VALUE, e.g. iterations=60")
-        extra[key.strip()] = value.strip()
+    extra = parse_key_values(args.set, "--set")
     names = tuple(s for s in (args.interventions or "").split(",") if s)
     if names:
-        from scripts.causal.interventions import list_interventions
+        from scripts.causal.screen.registry import list_interventions
 
         known = sorted(iv.name for iv in list_interventions())
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ConfigError(f"--interventions: unknown {unknown}; registered: {known} (add one in "
-                              "scripts/causal/interventions.py, see the README)")
+                              "scripts/causal/screen/registry.py, see the README)")
     for flag, v in (("--top-k", args.top_k), ("--cycles", args.cycles), ("--max-null-cycles", args.max_null_cycles)):
         if v is not None and v < 1:
             raise ConfigError(f"{flag} {v}: must be >= 1")

@@ -22,11 +22,8 @@ from typing import Iterable, Mapping, Sequence
 
 import networkx as nx
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from scripts.causal.cli import add_debug_flag, run_cli  # noqa: E402
-from scripts.causal.schema import BASELINE_FEATURES, CandidateIntervention, read_json, write_json  # noqa: E402
+from scripts.causal.core.cli import add_debug_flag, run_cli
+from scripts.causal.core.schema import BASELINE_FEATURES, CandidateIntervention, read_json, write_json
 
 SETTLED = {"confirmed": "confirmed by our experiments", "harmful": "refuted: harmful in our experiments",
            "null": "refuted: no effect beyond the margin in our experiments"}
@@ -39,7 +36,7 @@ def registry_candidates() -> list[CandidateIntervention]:
     Each candidate's ``value`` is its feature's value applied to the baseline config (None when the feature
     has no config mapping).
     """
-    from scripts.causal import interventions as reg
+    from scripts.causal.screen import registry as reg
     from train_gpt import Hyperparameters
 
     base = Hyperparameters()

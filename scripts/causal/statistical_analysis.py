@@ -58,13 +58,10 @@ from typing import Any
 import numpy as np
 from scipy import special, stats
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from scripts.causal.cli import add_debug_flag, run_cli  # noqa: E402
-from scripts.causal.errors import ConfigError, DataFormatError  # noqa: E402
-from scripts.causal.power import mde_one_sided, power_one_sided  # noqa: E402
-from scripts.causal.schema import PooledSigma, read_json, write_json  # noqa: E402
+from scripts.causal.core.cli import add_debug_flag, run_cli
+from scripts.causal.core.errors import ConfigError, DataFormatError
+from scripts.causal.core.schema import PooledSigma, read_json, write_json
+from scripts.causal.stats.power import mde_one_sided, power_one_sided
 
 __all__ = [
     "CORRECTIONS", "DECISIONS", "METRICS", "MIN_PAIRS", "adjust_pvalues", "analyze", "bh_adjust", "holm_adjust",

@@ -28,10 +28,10 @@ def one_torch_thread():
 def tiny_corpus(tmp_path_factory):
     """A small offline corpus in the FineWeb layout: seeded synthetic text, BPE-1024 tokenizer, train+val shards.
 
-    Returns ``scripts.causal.data.DataPaths(data_path, tokenizer_path, vocab_size)`` (vocab_size is 1024);
+    Returns ``scripts.causal.data.shards.DataPaths(data_path, tokenizer_path, vocab_size)`` (vocab_size is 1024);
     about 47K train and 9K val tokens, built in about a second. Use ``paths.overrides()`` for a config.
     """
-    from scripts.causal.data import ensure_corpus
+    from scripts.causal.data.shards import ensure_corpus
 
     return ensure_corpus(tmp_path_factory.mktemp("tiny_corpus"), source="synthetic", n_bytes=300_000,
                          val_bytes=30_000, seed=0)

@@ -1,11 +1,11 @@
-"""Tests for scripts/causal/ablation_parsing.py: tables and prose, with negative = better."""
+"""Tests for scripts/causal/extract/ablations.py: tables and prose, with negative = better."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from scripts.causal.ablation_parsing import extract_ablations, prose_ablations, table_ablations
+from scripts.causal.extract.ablations import extract_ablations, prose_ablations, table_ablations
 
 README = (Path(__file__).parent / "data" / "records" / "track_fixture_10min" / "2026-01-08_Ablations" / "README.md")
 

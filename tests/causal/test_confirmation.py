@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from scripts.causal.confirmation import (
+from scripts.causal.core.errors import ConfigError
+from scripts.causal.statistical_analysis import analyze
+from scripts.causal.stats.confirmation import (
     analyze_confirmation,
     fieller_ratio,
     pg_snippet,
     plan_confirmation,
     platform_transfer,
 )
-from scripts.causal.errors import ConfigError
-from scripts.causal.statistical_analysis import analyze
 
 
 def screen_rows(effects: dict, seeds, *, rng, sd=0.002):

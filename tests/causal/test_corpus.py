@@ -1,4 +1,4 @@
-"""Tests for scripts/causal/corpus.py: decoding, cleaning, sdist/deb reading, the train/val split, synthetic text."""
+"""Tests for scripts/causal/data/sources.py: decoding, cleaning, sdist/deb reading, the train/val split, synthetic text."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.causal.corpus import (
+from scripts.causal.core.errors import DataFormatError
+from scripts.causal.data.sources import (
     Document,
     clean_text,
     decode_text,
@@ -18,7 +19,6 @@ from scripts.causal.corpus import (
     split_documents,
     synthetic_documents,
 )
-from scripts.causal.errors import DataFormatError
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 
@@ -101,7 +101,7 @@ def _apt_has(package: str) -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not _apt_has("r-cran-janeaustenr"), reason="needs apt-get and r-cran-janeaustenr in apt lists")
 def test_real_austen_package(tmp_path):
-    from scripts.causal.corpus import AUSTEN_PACKAGE, fetch_deb
+    from scripts.causal.data.sources import AUSTEN_PACKAGE, fetch_deb
 
     docs = read_austen_deb(fetch_deb(AUSTEN_PACKAGE, tmp_path))
     assert [d.name for d in docs] == ["emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice",

@@ -1,11 +1,12 @@
-"""Tests for scripts/causal/dag_effects.py: change mapping, ablation pooling, graph merge, back-door effects."""
+"""Tests for scripts/causal/dag/effects.py: change mapping, ablation pooling, graph merge, back-door effects."""
 from __future__ import annotations
 
 import networkx as nx
 import numpy as np
 import pytest
 
-from scripts.causal.dag_effects import (
+from scripts.causal.core.schema import PagEdge
+from scripts.causal.dag.effects import (
     adjustment_set,
     causal_graph,
     combine_graphs,
@@ -14,9 +15,8 @@ from scripts.causal.dag_effects import (
     observational_effect,
     pool_ablations,
 )
-from scripts.causal.dag_prepare import PreparedMatrix
-from scripts.causal.expert_dag import ExpertDag, ExpertEdge, ExpertNode
-from scripts.causal.schema import PagEdge
+from scripts.causal.dag.expert import ExpertDag, ExpertEdge, ExpertNode
+from scripts.causal.dag.prepare import PreparedMatrix
 
 
 @pytest.mark.parametrize("change, features, sign", [

@@ -1,13 +1,13 @@
-"""Tests for scripts/causal/dag_prepare.py: encoding, null handling and column cleaning before FCI."""
+"""Tests for scripts/causal/dag/prepare.py: encoding, null handling and column cleaning before FCI."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from scripts.causal.dag_prepare import REGIME, build_matrix, clean_columns, estimate_params
-from scripts.causal.errors import DataFormatError
-from scripts.causal.paths import RESULTS_DIR
-from scripts.causal.schema import read_json
+from scripts.causal.core.errors import DataFormatError
+from scripts.causal.core.paths import RESULTS_DIR
+from scripts.causal.core.schema import read_json
+from scripts.causal.dag.prepare import REGIME, build_matrix, clean_columns, estimate_params
 
 
 def _records(n=12):

@@ -1,10 +1,10 @@
-"""Tests for scripts/causal/dag_search.py: planted structure recovery, tier knowledge, bootstrap."""
+"""Tests for scripts/causal/dag/search.py: planted structure recovery, tier knowledge, bootstrap."""
 from __future__ import annotations
 
 import numpy as np
 
-from scripts.causal.dag_search import bootstrap_fci, canonical_edge, run_fci, run_pc
-from scripts.causal.schema import PagEdge
+from scripts.causal.core.schema import PagEdge
+from scripts.causal.dag.search import bootstrap_fci, canonical_edge, run_fci, run_pc
 
 COLS = ["x1", "x2", "x3", "m", "val_bpb"]
 TIERS = [0, 0, 0, 1, 2]

@@ -1,4 +1,4 @@
-"""Tests for scripts/causal/data.py: shards, byte accounting, corpus building and caching, paths, CLI."""
+"""Tests for scripts/causal/data/shards.py: shards, byte accounting, corpus building and caching, paths, CLI."""
 from __future__ import annotations
 
 import io
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from scripts.causal import data
-from scripts.causal.corpus import synthetic_documents
-from scripts.causal.data import (
+from scripts.causal.core.errors import ConfigError, DataFormatError
+from scripts.causal.data import shards as data
+from scripts.causal.data.shards import (
     TOKENIZER_SETTINGS,
     DataPaths,
     bits_per_byte,
@@ -26,7 +26,7 @@ from scripts.causal.data import (
     val_byte_count,
     write_data_shard,
 )
-from scripts.causal.errors import ConfigError, DataFormatError
+from scripts.causal.data.sources import synthetic_documents
 
 # -----------------------------
 # Shards

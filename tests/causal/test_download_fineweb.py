@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from scripts.causal import download_fineweb as dl
+from scripts.causal.core.errors import ConfigError, DataFormatError, StageError
 from scripts.causal.download_fineweb import FilePair, dataset_dir_for_variant, plan_downloads
-from scripts.causal.errors import ConfigError, DataFormatError, StageError
 
 # The shape of upstream's published manifest.json (only the fields the downloader reads).
 MANIFEST = {
@@ -46,7 +46,7 @@ def test_plan_layout_for_sp1024(tmp_path):
         FilePair("datasets/tokenizers/fineweb_1024_bpe.vocab", tmp_path / "tokenizers" / "fineweb_1024_bpe.vocab"),
     ]
     # the local layout is exactly what the trainer's defaults and data.fineweb_paths() expect
-    from scripts.causal.data import fineweb_paths
+    from scripts.causal.data.shards import fineweb_paths
     paths = fineweb_paths(tmp_path)
     assert Path(paths.data_path) == d and Path(paths.tokenizer_path) == plan[3].local
 

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from scripts.causal.dag_prepare import REGIME
+from scripts.causal.core.paths import DAGS_DIR
+from scripts.causal.core.schema import read_json, write_json
+from scripts.causal.dag.prepare import REGIME
 from scripts.causal.estimate_dag import diff_dags, estimate, experiment_effects, main, write_outputs
-from scripts.causal.paths import DAGS_DIR
-from scripts.causal.schema import read_json, write_json
 
 
 def simulated_matrix(n=60, seed=0):

@@ -1,4 +1,4 @@
-"""Tests for scripts/causal/executors.py: torchrun command + upstream log parser, config checks,
+"""Tests for scripts/causal/screen/executors.py: torchrun command + upstream log parser, config checks,
 and the subprocess executor running the identical config (with a timeout)."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import pytest
 
 import train_gpt as tg
-from scripts.causal import executors as ex
-from scripts.causal.errors import ConfigError
-from scripts.causal.paths import TRAIN_GPT
+from scripts.causal.core.errors import ConfigError
+from scripts.causal.core.paths import TRAIN_GPT
+from scripts.causal.screen import executors as ex
 
 LOG = "runner/upstream_train.log"
 
@@ -82,7 +82,7 @@ def test_make_executor():
 
 
 def test_subprocess_runs_identical_config(tiny_corpus):
-    from scripts.causal import trainer
+    from scripts.causal.screen import trainer
 
     cfg = tg.preset_config("tiny").with_overrides(tiny_corpus.overrides()).with_overrides(iterations=3)
     child = ex.SubprocessExecutor(timeout_s=300).run(cfg, 5, "torch")

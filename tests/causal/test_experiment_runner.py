@@ -13,11 +13,11 @@ import time
 import pytest
 
 from scripts.causal import experiment_runner as er
-from scripts.causal.errors import ConfigError
-from scripts.causal.executors import SubprocessExecutor
-from scripts.causal.ledger import Ledger
-from scripts.causal.paths import REPO_ROOT
-from scripts.causal.schema import read_json
+from scripts.causal.core.errors import ConfigError
+from scripts.causal.core.paths import REPO_ROOT
+from scripts.causal.core.schema import read_json
+from scripts.causal.screen.executors import SubprocessExecutor
+from scripts.causal.screen.ledger import Ledger
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.
 @pytest.fixture(scope="module")
 def micro_corpus(tmp_path_factory):
     """A very small synthetic corpus (cheap eval), in the FineWeb layout."""
-    from scripts.causal.data import ensure_corpus
+    from scripts.causal.data.shards import ensure_corpus
 
     return ensure_corpus(tmp_path_factory.mktemp("micro_corpus"), source="synthetic", n_bytes=60_000,
                          val_bytes=4_000, seed=0)
@@ -215,13 +215,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_help_works_as_module_and_script():
     for cmd in (["-m", "scripts.causal.experiment_runner"], ["scripts/causal/experiment_runner.py"],
-                ["-m", "scripts.causal.executors"]):
+                ["-m", "scripts.causal.screen.executors"]):
         out = subprocess.run([sys.executable, *cmd, "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
         assert out.returncode == 0 and "usage" in out.stdout
 
 
 def test_experiment_rows_for_the_dag(base_ov):
-    from scripts.causal.schema import RunRecord
+    from scripts.causal.core.schema import RunRecord
 
     plan = _plan(base_ov, interventions=["act_gelu", "partial_rope", "loss_rho1"], overrides=["qk_gain_init=4"],
                  seeds=[1])

@@ -1,13 +1,13 @@
-"""Tests for scripts/causal/expert_dag.py: the curated DAG loads, and bad files fail with clear messages."""
+"""Tests for scripts/causal/dag/expert.py: the curated DAG loads, and bad files fail with clear messages."""
 from __future__ import annotations
 
 import copy
 
 import pytest
 
-from scripts.causal.errors import DataFormatError
-from scripts.causal.expert_dag import CANONICAL_FEATURES, DEFAULT_EXPERT, load_expert, parse_expert
-from scripts.causal.schema import INTERVENTION_FEATURES, read_json
+from scripts.causal.core.errors import DataFormatError
+from scripts.causal.core.schema import INTERVENTION_FEATURES, read_json
+from scripts.causal.dag.expert import CANONICAL_FEATURES, DEFAULT_EXPERT, load_expert, parse_expert
 
 
 def test_committed_expert_dag_is_valid_and_large_enough():

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from scripts.causal import extract_interventions as ei
-from scripts.causal.schema import INTERVENTION_FEATURES, InterventionRecord, read_json
+from scripts.causal.core.schema import INTERVENTION_FEATURES, InterventionRecord, read_json
 
 RECORDS = Path(__file__).parent / "data" / "records"
 REPO = Path(__file__).resolve().parents[2]

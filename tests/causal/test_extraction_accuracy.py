@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from scripts.causal.core.schema import read_json
 from scripts.causal.extraction_accuracy import main, score, values_equal
-from scripts.causal.schema import read_json
 
 REPO = Path(__file__).resolve().parents[2]
 TRUTH = Path(__file__).parent / "data" / "labels" / "truth.json"

@@ -1,7 +1,7 @@
-"""Tests for scripts/causal/feature_rules.py: config keys, code structure and prose -> canonical features."""
+"""Tests for scripts/causal/extract/features.py: config keys, code structure and prose -> canonical features."""
 from __future__ import annotations
 
-from scripts.causal import feature_rules as fr
+from scripts.causal.extract import features as fr
 
 
 def values(d):

@@ -1,12 +1,12 @@
-"""Tests for scripts/causal/identifiability_check.py on a hand-written lineage fixture."""
+"""Tests for scripts/causal/dag/identifiability.py on a hand-written lineage fixture."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from scripts.causal.identifiability_check import check_identifiability, find_base, main
-from scripts.causal.schema import read_json
+from scripts.causal.core.schema import read_json
+from scripts.causal.dag.identifiability import check_identifiability, find_base, main
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests for scripts/causal/interventions.py: registry content, preset validity, and that each
+"""Tests for scripts/causal/screen/registry.py: registry content, preset validity, and that each
 intervention really changes the training computation (torch always, MLX when importable)."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import pytest
 
 import train_gpt as tg
-from scripts.causal import interventions as reg
-from scripts.causal.errors import ConfigError
+from scripts.causal.core.errors import ConfigError
+from scripts.causal.screen import registry as reg
 
 CANONICAL_FEATURES = {
     "num_layers", "model_dim", "mlp_mult", "vocab_size", "train_seq_len", "tied_embeddings", "activation",
@@ -109,7 +109,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.
 @pytest.fixture(scope="module")
 def micro_config(tmp_path_factory):
     """The tiny preset, 2 steps, on a very small synthetic corpus (eval is cheap)."""
-    from scripts.causal.data import ensure_corpus
+    from scripts.causal.data.shards import ensure_corpus
 
     paths = ensure_corpus(tmp_path_factory.mktemp("micro_corpus"), source="synthetic", n_bytes=60_000,
                           val_bytes=4_000, seed=0)
@@ -131,7 +131,7 @@ def _backends():
 
 @pytest.fixture(scope="module", params=_backends())
 def control_run(request, micro_config):
-    from scripts.causal import trainer
+    from scripts.causal.screen import trainer
 
     backend = request.param
     res = trainer.run(micro_config, 11, backend)
@@ -143,7 +143,7 @@ def control_run(request, micro_config):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_intervention_changes_training_computation(name, micro_config, control_run):
-    from scripts.causal import trainer
+    from scripts.causal.screen import trainer
 
     backend, control = control_run
     res = trainer.run(reg.apply(name, micro_config), 11, backend)

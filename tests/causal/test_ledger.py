@@ -1,4 +1,4 @@
-"""Tests for scripts/causal/ledger.py: WAL mode, pre-registration, idempotent one-transaction run rows."""
+"""Tests for scripts/causal/screen/ledger.py: WAL mode, pre-registration, idempotent one-transaction run rows."""
 from __future__ import annotations
 
 import math
@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
-from scripts.causal.errors import ConfigError, DataFormatError
-from scripts.causal.ledger import Ledger
-from scripts.causal.schema import RunRecord
+from scripts.causal.core.errors import ConfigError, DataFormatError
+from scripts.causal.core.schema import RunRecord
+from scripts.causal.screen.ledger import Ledger
 
 PREREG = {"preset": "tiny", "backend": "torch", "seeds": [11, 12, 13], "alpha": 0.01, "margin_bpb": 0.0,
           "correction": "holm", "interventions": [{"name": "aa", "overrides": {}}]}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from scripts.causal import plot_forest
-from scripts.causal.schema import read_json
+from scripts.causal.core.schema import read_json
 
 
 def test_clip_limit_ignores_the_dwarfing_sanity_arm(fixtures_dir):

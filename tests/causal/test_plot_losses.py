@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from scripts.causal import plot_losses
-from scripts.causal.errors import DataFormatError
+from scripts.causal.core.errors import DataFormatError
 
 
 @pytest.fixture
@@ -62,8 +62,8 @@ def test_cli_missing_file_is_one_line_exit_1(tmp_path, capsys):
 
 
 def test_cli_on_a_ledger_screen(runs, tmp_path, capsys):
-    from scripts.causal.ledger import Ledger
-    from scripts.causal.schema import RunRecord
+    from scripts.causal.core.schema import RunRecord
+    from scripts.causal.screen.ledger import Ledger
 
     path = tmp_path / "ledger.sqlite"
     with Ledger(path) as ledger:

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from scripts.causal.errors import ConfigError, DataFormatError
-from scripts.causal.paths import TRAIN_GPT
+from scripts.causal.core.errors import ConfigError, DataFormatError
+from scripts.causal.core.paths import TRAIN_GPT
 from scripts.causal.promote import (
     EMPTY_BLOCK,
     current_entries,

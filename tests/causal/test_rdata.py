@@ -1,4 +1,4 @@
-"""Tests for scripts/causal/rdata.py (R XDR serialization, lazy-load DB, .deb members) and the Austen reader.
+"""Tests for scripts/causal/data/r_serialized.py (R XDR serialization, lazy-load DB, .deb members) and the Austen reader.
 
 The inputs are built byte by byte here from the format description in R Internals ("Serialization
 formats"): flags = type | is_obj << 8 | has_attr << 9 | has_tag << 10 | gp << 12, big-endian ints.
@@ -13,9 +13,15 @@ import zlib
 
 import pytest
 
-from scripts.causal.corpus import AUSTEN_RDATA, Document, read_austen_deb
-from scripts.causal.errors import DataFormatError
-from scripts.causal.rdata import RList, RSymbol, read_deb_members, read_lazyload_db, unserialize
+from scripts.causal.core.errors import DataFormatError
+from scripts.causal.data.r_serialized import (
+    RList,
+    RSymbol,
+    read_deb_members,
+    read_lazyload_db,
+    unserialize,
+)
+from scripts.causal.data.sources import AUSTEN_RDATA, Document, read_austen_deb
 
 UTF8 = 1 << 3
 

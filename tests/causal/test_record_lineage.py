@@ -1,10 +1,10 @@
-"""Tests for scripts/causal/record_lineage.py: base PR wording, PR -> record links, inheritance order."""
+"""Tests for scripts/causal/extract/lineage.py: base PR wording, PR -> record links, inheritance order."""
 from __future__ import annotations
 
 import pytest
 
-from scripts.causal import record_lineage as lin
-from scripts.causal.schema import INTERVENTION_FEATURES
+from scripts.causal.core.schema import INTERVENTION_FEATURES
+from scripts.causal.extract import lineage as lin
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Tests for scripts/causal/record_parsing.py: discovery, tolerant reading, scores, config dumps, leaderboard."""
+"""Tests for scripts/causal/extract/records.py: discovery, tolerant reading, scores, config dumps, leaderboard."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.causal import record_parsing as rp
+from scripts.causal.extract import records as rp
 
 RECORDS = Path(__file__).parent / "data" / "records"
 TRACK = RECORDS / "track_fixture_10min"

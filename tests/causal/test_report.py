@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from scripts.causal import report as rep
-from scripts.causal.schema import RunInfo, read_json
+from scripts.causal.core.schema import RunInfo, read_json
 
 
 def _info(**kw) -> RunInfo:
@@ -90,7 +90,7 @@ def test_all_sections_rendered(ablation):
 
 
 def test_cli_rerenders_the_committed_example_identically(tmp_path):
-    from scripts.causal.paths import REPO_ROOT
+    from scripts.causal.core.paths import REPO_ROOT
 
     example = REPO_ROOT / "results" / "example"
     if not (example / "report.json").is_file():

@@ -5,12 +5,12 @@ import time
 
 import pytest
 
-from scripts.causal import pipeline_stages as st
 from scripts.causal import report as rep
 from scripts.causal import run_pipeline as rp
-from scripts.causal.errors import ConfigError
-from scripts.causal.paths import REPO_ROOT
-from scripts.causal.schema import read_json
+from scripts.causal.core.errors import ConfigError
+from scripts.causal.core.paths import REPO_ROOT
+from scripts.causal.core.schema import read_json
+from scripts.causal.pipeline import stages as st
 
 
 def _opts(argv, **kw):
@@ -71,8 +71,8 @@ def test_choose_interventions_from_ranking():
 
 
 def test_experiment_rows_and_winners():
+    from scripts.causal.core.schema import RunRecord
     from scripts.causal.experiment_runner import build_plan
-    from scripts.causal.schema import RunRecord
 
     plan = build_plan(interventions=["aa", "model_dim_up"], seeds=[1, 2], preset="tiny", screen_id="t")
     rec = dict(screen_id="t", backend="torch", config_hash="h")
@@ -146,9 +146,9 @@ def test_end_to_end_tiny(tiny_corpus, tmp_path, monkeypatch):
 
 
 def test_promotion_stage_dry_run_diff(tmp_path):
-    from scripts.causal import pipeline_finish as pf
-    from scripts.causal.paths import TRAIN_GPT
-    from scripts.causal.schema import write_json
+    from scripts.causal.core.paths import TRAIN_GPT
+    from scripts.causal.core.schema import write_json
+    from scripts.causal.pipeline import finish as pf
 
     before = TRAIN_GPT.read_text()
     abl = write_json(tmp_path / "ablation_results.json", {
@@ -176,7 +176,7 @@ def test_clock_charges_reused_runs():
 
 
 def test_snippets_pair_confirmed_runs_with_control_seeds(fixtures_dir):
-    from scripts.causal import pipeline_finish as pf
+    from scripts.causal.pipeline import finish as pf
 
     runs = read_json(fixtures_dir / "pipeline" / "runs.json")["runs"]
     (s,) = pf.snippets_for(["mlp_mult_3"], runs, nats_per_bpb=1.7)
@@ -192,7 +192,7 @@ def test_snippets_pair_confirmed_runs_with_control_seeds(fixtures_dir):
 def test_small_png_downscales(tmp_path):
     from PIL import Image
 
-    from scripts.causal import pipeline_finish as pf
+    from scripts.causal.pipeline import finish as pf
 
     Image.new("RGB", (3000, 1000), "white").save(tmp_path / "big.png")
     out = pf.small_png(tmp_path / "big.png", tmp_path / "small.png")

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from scripts.causal.schema import CandidateIntervention
+from scripts.causal.core.schema import CandidateIntervention
 from scripts.causal.select_interventions import as_candidates, pool, rank_candidates, registry_candidates
 
 CANDS = [("ema_0997", "ema", "EMA weights"), ("xsa_last4", "xsa", "XSA"), ("act_gelu", "activation", "GELU", "gelu"),
@@ -82,7 +82,7 @@ def test_numeric_effect_is_scaled_to_the_candidate_value():
 
 
 def test_expert_strength_widens_the_prior():
-    from scripts.causal.expert_dag import load_expert
+    from scripts.causal.dag.expert import load_expert
     from scripts.causal.select_interventions import expert_strengths
 
     st = expert_strengths(load_expert())

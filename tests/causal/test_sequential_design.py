@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from scripts.causal.errors import ConfigError
-from scripts.causal.sequential_design import (
+from scripts.causal.core.errors import ConfigError
+from scripts.causal.stats.sequential import (
     design_group_sequential,
     first_crossing,
     obf_spending,

@@ -1,7 +1,7 @@
 """Stage reuse: fresh only with the same input hashes, options and untouched outputs."""
 from __future__ import annotations
 
-from scripts.causal.stage_cache import StageCache
+from scripts.causal.core.stage_cache import StageCache
 
 
 def test_fresh_until_input_option_or_output_changes(tmp_path):

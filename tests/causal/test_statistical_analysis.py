@@ -12,10 +12,9 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
-from scripts.causal.errors import ConfigError, DataFormatError
-from scripts.causal.paths import REPO_ROOT
-from scripts.causal.power import mde_one_sided, power_one_sided
-from scripts.causal.schema import PooledSigma
+from scripts.causal.core.errors import ConfigError, DataFormatError
+from scripts.causal.core.paths import REPO_ROOT
+from scripts.causal.core.schema import PooledSigma
 from scripts.causal.statistical_analysis import (
     _wilcoxon_p,
     adjust_pvalues,
@@ -27,6 +26,7 @@ from scripts.causal.statistical_analysis import (
     pooled_sigma_from_aa,
     pooled_sigma_from_screens,
 )
+from scripts.causal.stats.power import mde_one_sided, power_one_sided
 
 # R's `sleep` data: extra sleep (hours) for 10 patients under drug 1 (group 1) and drug 2 (group 2).
 SLEEP_1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import train_gpt as tg
-from scripts.causal.schema import read_json, write_json
+from scripts.causal.core.schema import read_json, write_json
 
 REPO = Path(tg.__file__).resolve().parent
 FINAL_LINE = re.compile(r"^final_int8_zlib_roundtrip_exact val_loss:(\d+\.\d{8}) val_bpb:(\d+\.\d{8})$", re.M)

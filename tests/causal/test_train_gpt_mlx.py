@@ -1,4 +1,4 @@
-"""Tests for train_gpt_mlx.py (the MLX twin) and scripts/causal/blas.py.
+"""Tests for train_gpt_mlx.py (the MLX twin) and scripts/causal/screen/mlx_blas.py.
 
 Parity: torch weights are copied into the MLX model by name; loss and every gradient must agree within 1e-4
 (fp32) on a fixed batch, for every activation, loss variant and screening knob. Training runs use a small
@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 import train_gpt as tg  # noqa: E402
 import train_gpt_mlx as tm  # noqa: E402
-from scripts.causal import blas  # noqa: E402
+from scripts.causal.screen import mlx_blas as blas  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TOL = 1e-4

@@ -1,4 +1,4 @@
-"""Tests for scripts/causal/trainer.py: the in-process run() API, its caches and its failure contract."""
+"""Tests for scripts/causal/screen/trainer.py: the in-process run() API, its caches and its failure contract."""
 from __future__ import annotations
 
 import math
@@ -8,10 +8,10 @@ import sys
 import pytest
 
 import train_gpt as tg
-from scripts.causal import trainer
-from scripts.causal.errors import ConfigError
-from scripts.causal.paths import REPO_ROOT
-from scripts.causal.schema import read_json
+from scripts.causal.core.errors import ConfigError
+from scripts.causal.core.paths import REPO_ROOT
+from scripts.causal.core.schema import read_json
+from scripts.causal.screen import trainer
 
 
 def tiny(corpus, **overrides) -> dict:
@@ -63,21 +63,23 @@ def test_failed_and_diverged_runs_return_a_status_instead_of_raising(tiny_corpus
 
 def test_cli_writes_the_run_result(tiny_corpus, tmp_path):
     out = tmp_path / "run.json"
-    rc = trainer.main(["--preset", "tiny", "--seed", "2", "--quiet", "--out", str(out),
+    from scripts.causal import train_one
+
+    rc = train_one.main(["--preset", "tiny", "--seed", "2", "--quiet", "--out", str(out),
                        "--set", f"data_path={tiny_corpus.data_path}", "--set", f"tokenizer_path={tiny_corpus.tokenizer_path}"])
     data = read_json(out)
     assert rc == 0 and data["status"] == "ok" and data["seed"] == 2 and data["schema_version"] == 1
 
 
 def test_cli_help_works_as_module_and_as_script():
-    for cmd in ([sys.executable, "-m", "scripts.causal.trainer", "--help"],
-                [sys.executable, str(REPO_ROOT / "scripts" / "causal" / "trainer.py"), "--help"]):
+    for cmd in ([sys.executable, "-m", "scripts.causal.train_one", "--help"],
+                [sys.executable, str(REPO_ROOT / "scripts" / "causal" / "train_one.py"), "--help"]):
         proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and "--preset" in proc.stdout, proc.stderr
 
 
 def test_schema_re_exports_run_result_lazily():
-    from scripts.causal import schema
+    from scripts.causal.core import schema
 
     assert schema.RunResult is tg.RunResult
     with pytest.raises(AttributeError):
@@ -97,7 +99,7 @@ def test_auto_threads_decided_once_per_process(monkeypatch):
     """Bug fix: a per-run load check counted our own previous run as load and fell back to 1 thread."""
     import torch
 
-    from scripts.causal import trainer
+    from scripts.causal.screen import trainer
 
     before = torch.get_num_threads()
     monkeypatch.setattr(trainer, "_AUTO_THREADS", None)
@@ -119,7 +121,7 @@ def test_busy_cores_sees_current_work_not_the_lagging_load_average():
     import sys
     import time
 
-    from scripts.causal import trainer
+    from scripts.causal.screen import trainer
 
     if not _os.path.exists("/proc/stat"):
         pytest.skip("needs /proc/stat")

@@ -1,0 +1,1 @@
+"""Shared plumbing: errors, data shapes, paths, CLI helpers and the stage cache."""

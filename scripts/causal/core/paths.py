@@ -1,0 +1,10 @@
+"""Well-known locations: the repository root and the default data/results/dags folders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DATA_DIR = REPO_ROOT / "data"
+RESULTS_DIR = REPO_ROOT / "results"
+DAGS_DIR = REPO_ROOT / "dags"
+TRAIN_GPT = REPO_ROOT / "train_gpt.py"

@@ -1,0 +1,453 @@
+"""Shared data shapes (frozen dataclasses) and the versioned-JSON helpers every stage uses.
+
+Every JSON file written to results/ or dags/ carries ``schema_version``; ``read_json`` rejects
+versions it does not know. Sections below are owned by the stage that produces the data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from scripts.causal.core.errors import DataFormatError, SchemaVersionError
+
+SCHEMA_VERSION = 1
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _jsonable(obj.item())
+    return obj
+
+
+def write_json(path: str | Path, payload: dict, *, schema_version: int = SCHEMA_VERSION) -> Path:
+    """Write ``payload`` with ``schema_version`` first, atomically (tmp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"schema_version": schema_version, **{k: v for k, v in payload.items() if k != "schema_version"}}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(body), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_json(path: str | Path, *, schema_versions: tuple[int, ...] = (SCHEMA_VERSION,)) -> dict:
+    """Read a versioned JSON output; errors name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataFormatError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise DataFormatError(f"{path}: expected a JSON object at top level, got {type(data).__name__}")
+    version = data.get("schema_version")
+    if version not in schema_versions:
+        raise SchemaVersionError(
+            f"{path}: schema_version {version!r} is not supported (expected one of {list(schema_versions)}); "
+            "regenerate the file with this version of the pipeline"
+        )
+    return data
+
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex of a file's bytes (streamed), for manifests and stage caches."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+# ---------------------------------------------------------------------------------------------
+# Training (issue 2). RunResult itself is defined in train_gpt.py (the trainer is standalone);
+# it is re-exported here so stages import every shape from one place.
+# ---------------------------------------------------------------------------------------------
+
+
+def __getattr__(name: str):
+    # Lazy re-export of train_gpt.RunResult, so that importing schema does not import torch.
+    if name == "RunResult":
+        from train_gpt import RunResult
+
+        return RunResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Intervention matrix (issue 3: extract_interventions)
+# ---------------------------------------------------------------------------------------------
+
+#: Canonical feature names of the intervention matrix, in CSV column order (fixed by issue 3).
+INTERVENTION_FEATURES: tuple[str, ...] = (
+    "num_layers", "model_dim", "mlp_mult", "vocab_size", "train_seq_len", "tied_embeddings", "activation",
+    "smeargate", "bigram_hash", "value_embeddings", "xsa", "partial_rope", "ln_scale", "unet_skips",
+    "depth_recurrence", "parallel_residuals", "qk_gain", "logit_softcap", "muon", "muon_weight_decay",
+    "muoneq_r", "ema", "swa", "qat", "quant_bits", "gptq", "compression", "sliding_window_eval", "ttt",
+    "lora_ttt", "ngram_cache", "warmdown_iters", "fp16_embed", "orthogonal_init", "attention_gate",
+    "caseops", "varlen_attention",
+)
+
+#: The naive baseline's value of every canonical feature (upstream train_gpt.py, 2026-03-18).
+BASELINE_FEATURES: dict[str, object] = {
+    "num_layers": 9, "model_dim": 512, "mlp_mult": 2, "vocab_size": 1024, "train_seq_len": 1024,
+    "tied_embeddings": True, "activation": "relu2", "smeargate": False, "bigram_hash": False,
+    "value_embeddings": False, "xsa": False, "partial_rope": False, "ln_scale": False, "unet_skips": True,
+    "depth_recurrence": False, "parallel_residuals": False, "qk_gain": 1.5, "logit_softcap": 30.0,
+    "muon": True, "muon_weight_decay": False, "muoneq_r": False, "ema": False, "swa": False, "qat": False,
+    "quant_bits": 8, "gptq": "none", "compression": "zlib", "sliding_window_eval": False, "ttt": False,
+    "lora_ttt": False, "ngram_cache": False, "warmdown_iters": 1200, "fp16_embed": False,
+    "orthogonal_init": False, "attention_gate": False, "caseops": False, "varlen_attention": False,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedScore:
+    """One seed's final score inside a record."""
+
+    seed: int
+    val_bpb: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class AblationRow:
+    """One ablation reported by a record; ``delta_bpb`` < 0 means the change helped."""
+
+    change: str
+    delta_bpb: float | None
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class InterventionRecord:
+    """One leaderboard record as a row of the intervention matrix (see results/interventions.json)."""
+
+    record_id: str
+    track: str
+    date: str | None
+    author: str | None
+    val_bpb: float | None
+    pre_quant_bpb: float | None
+    post_quant_bpb: float | None
+    artifact_bytes: int | None
+    seeds: tuple[SeedScore, ...]
+    base_prs: tuple[int, ...]
+    features: dict[str, object]
+    ablations: tuple[AblationRow, ...]
+    provenance: dict[str, str]
+    pr: int | None = None
+    leaderboard_rank: int | None = None
+    leaderboard_score: float | None = None
+    summary: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return _jsonable(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "InterventionRecord":
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in data.items() if k in known}
+        kw["seeds"] = tuple(SeedScore(**s) for s in data.get("seeds") or ())
+        kw["ablations"] = tuple(AblationRow(**a) for a in data.get("ablations") or ())
+        kw["base_prs"] = tuple(data.get("base_prs") or ())
+        kw["warnings"] = tuple(data.get("warnings") or ())
+        return cls(**kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Causal structure (issue 4: estimate_dag, identifiability_check, select_interventions)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentRow:
+    """One of our own runs, fed to the causal stage as an interventional row (regime variable = 1).
+
+    ``arm`` is "control" or "treatment"; control rows have intervention "control" and feature/value
+    None. ``val_bpb`` is the real measured value of that run. A numeric feature (model_dim, ...) enters
+    the FCI matrix only with ``control_value`` (as baseline + (value - control_value)), because our
+    presets are on another scale than the leaderboard.
+    """
+
+    intervention: str
+    feature: str | None
+    value: Any
+    val_bpb: float
+    seed: int
+    arm: str = "treatment"
+    control_value: Any = None  # optional: the feature's value in the control config (numeric features)
+
+
+@dataclasses.dataclass(frozen=True)
+class PagEdge:
+    """One edge of a PAG: ``mark_a``/``mark_b`` are the endpoint marks at a/b: "tail", "arrow" or "circle"."""
+
+    a: str
+    b: str
+    mark_a: str
+    mark_b: str
+
+    @property
+    def text(self) -> str:
+        left = {"tail": "-", "arrow": "<", "circle": "o"}[self.mark_a]
+        right = {"tail": "-", "arrow": ">", "circle": "o"}[self.mark_b]
+        return f"{self.a} {left}-{right} {self.b}"
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidateIntervention:
+    """A runnable intervention the ranking may propose (from the experiment registry or the defaults)."""
+
+    name: str
+    feature: str
+    description: str = ""
+    value: Any = None  # the feature's value under this intervention (None = unknown)
+
+# ---------------------------------------------------------------------------------------------
+# Experiments and statistics (issue 5: interventions, experiment_runner, statistical_analysis)
+# ---------------------------------------------------------------------------------------------
+
+RUNS_ROW_FIELDS = (
+    "intervention", "arm", "seed", "backend", "status", "val_bpb", "post_quant_val_bpb", "artifact_bytes",
+    "steps", "wall_s", "step_losses", "val_history",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One finished run as stored in the ledger (``runs`` table) and, trimmed, in ``runs.json``.
+
+    ``arm`` is "control" or "treatment"; control rows have intervention "control".
+    ``status`` is "ok" | "diverged" | "failed"; metrics are None when the run produced none.
+    """
+
+    screen_id: str
+    intervention: str
+    arm: str
+    seed: int
+    backend: str
+    config_hash: str
+    status: str
+    error: str | None = None
+    val_loss: float | None = None
+    val_bpb: float | None = None
+    post_quant_val_loss: float | None = None
+    post_quant_val_bpb: float | None = None
+    artifact_bytes: int | None = None
+    steps: int | None = None
+    wall_s: float | None = None
+    tokens_per_s: float | None = None
+    step_losses: list = dataclasses.field(default_factory=list)
+    val_history: list = dataclasses.field(default_factory=list)
+    versions: dict = dataclasses.field(default_factory=dict)
+    git_commit: str | None = None
+    executor: str | None = None
+    config: dict = dataclasses.field(default_factory=dict)
+    finished_at: float = 0.0
+
+    def runs_row(self) -> dict:
+        """The ``runs.json`` row (the agreed subset of fields, plus config_hash and error)."""
+        row = {k: getattr(self, k) for k in RUNS_ROW_FIELDS}
+        row["config_hash"] = self.config_hash
+        row["error"] = self.error
+        return row
+
+
+@dataclasses.dataclass(frozen=True)
+class ScreenPlan:
+    """A screen's design, fixed before the first run (its pre-registration).
+
+    ``treatments`` maps each treatment name to its resolved overrides relative to the control config
+    ``base_config`` (the preset's resolved Hyperparameters as a dict). Seeds are shared by all arms.
+    """
+
+    screen_id: str
+    preset: str
+    backend: str
+    seeds: tuple[int, ...]
+    treatments: tuple[tuple[str, dict], ...]
+    base_config: dict
+    alpha: float = 0.01
+    margin_bpb: float = 0.0
+    correction: str = "holm"
+
+    @property
+    def intervention_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.treatments)
+
+    def preregistration(self) -> dict:
+        """What the ledger stores (and checks on resume) as this screen's pre-registration."""
+        return {
+            "preset": self.preset,
+            "backend": self.backend,
+            "seeds": list(self.seeds),
+            "interventions": [{"name": n, "overrides": dict(o)} for n, o in self.treatments],
+            "base_config": dict(self.base_config),
+            "alpha": self.alpha,
+            "margin_bpb": self.margin_bpb,
+            "correction": self.correction,
+            "design": "paired seeds, one shared control per seed, interleaved (control, treatments) per seed",
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ScreenResult:
+    """What run_screen returns: the plan, every finished run (ledger order) and what this call did."""
+
+    plan: ScreenPlan
+    runs: tuple[RunRecord, ...]
+    n_executed: int
+    n_skipped: int
+
+
+# -- statistics (statistical_analysis.py, sequential_design.py) --------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PooledSigma:
+    """SD of A/A paired differences pooled over groups: sigma^2 = sum SS_g / sum (n_g - 1), df = sum (n_g - 1)."""
+
+    sigma: float
+    df: int
+    n_pairs: int
+    n_groups: int
+    source: str = "aa"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmPlan:
+    """Stage two of the two-stage design: confirm the screen's winners on fresh seeds with Holm."""
+
+    interventions: tuple[str, ...]
+    seeds: tuple[int, ...]
+    excluded_seeds: tuple[int, ...]
+    alpha: float
+    margin_bpb: float
+    correction: str = "holm"
+    screen_correction: str = "bh"
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferResult:
+    """Proxy -> target transfer of one intervention's effect (ratio = target / proxy, Fieller interval)."""
+
+    intervention: str
+    proxy_mean: float
+    target_mean: float
+    sign_agree: bool
+    ratio: float | None
+    ratio_ci_low: float | None
+    ratio_ci_high: float | None
+    ratio_ci_kind: str
+    level: float
+
+
+@dataclasses.dataclass(frozen=True)
+class PGSnippet:
+    """Parameter-Golf-style significance line: mean over seeds vs (baseline - threshold), one-sided t."""
+
+    n: int
+    mean_bpb: float
+    sd_bpb: float
+    target_bpb: float
+    threshold_bpb: float
+    t: float
+    df: int
+    p_value: float
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSequentialDesign:
+    """Looks (valid pairs per intervention) and per-look one-sided t boundaries from Lan-DeMets OBF spending."""
+
+    looks: tuple[int, ...]
+    alpha: float
+    spent: tuple[float, ...]
+    t_bounds: tuple[float, ...]
+    n_sim: int
+    seed: int
+    f_bounds: tuple[float, ...] = ()  # non-binding futility: stop a non-final look when |t| <= f_k (0 = never)
+    futility_effect_sd: float | None = None
+    beta_futility: float = 0.0
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline and report (issue 6: run_pipeline, report, plots)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What a pipeline run was: the provenance block at the top of report.md and report.json.
+
+    ``test`` states the pre-registered test in words; ``seeds`` are the screen seeds and
+    ``confirm_seeds`` the fresh seeds reserved for confirmation (disjoint from ``seeds``).
+    """
+
+    run_id: str
+    started_utc: str
+    command: str
+    git_commit: str | None
+    versions: dict
+    backend: str
+    hardware: str
+    preset: str
+    seeds: tuple[int, ...]
+    confirm_seeds: tuple[int, ...]
+    interventions: tuple[str, ...]
+    test: str
+    alpha: float
+    margin_bpb: float
+    correction: str
+    cycles: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+    """Everything run_pipeline.py was asked to do, resolved from its flags (stored in report.json).
+
+    ``interventions`` empty means "top_k from the ranking"; ``calibration`` arms are always added.
+    ``budget_minutes`` None means no budget; stages that would not fit are skipped and reported.
+    """
+
+    run_id: str
+    output_dir: str
+    preset: str
+    backend: str
+    seeds: tuple[int, ...]
+    confirm_seeds: tuple[int, ...]
+    interventions: tuple[str, ...] = ()
+    calibration: tuple[str, ...] = ("aa",)
+    top_k: int = 3
+    cycles: int = 1
+    max_null_cycles: int = 2
+    budget_minutes: float | None = None
+    alpha: float = 0.01
+    margin_bpb: float = 0.0
+    correction: str = "holm"
+    confirm: bool = True
+    promote: bool = True
+    apply_promotion: bool = False
+    resume: bool = False
+    dag_alpha: float = 0.05
+    bootstrap: int = 100
+    dag_seed: int = 0
+    matrix_path: str = "results/interventions.json"
+    data_overrides: dict = dataclasses.field(default_factory=dict)
+    extra_overrides: dict = dataclasses.field(default_factory=dict)
+    fast: bool = False

@@ -1,0 +1,1 @@
+"""Causal-structure internals: expert DAG, FCI search, effects, identifiability, rendering."""

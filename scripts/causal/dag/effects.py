@@ -1,0 +1,254 @@
+"""Merge expert and data graphs, estimate per-intervention effects on val_bpb, pool ablation rows.
+
+Combined graph: every edge is labelled expert / data / both / conflict with its bootstrap frequency.
+Observational effect: OLS of val_bpb on the intervention column plus a back-door set chosen from the
+combined graph (networkx d-separation; o-o / <-> edges become a latent common cause), HC3 robust SEs.
+Ablation rows (``delta_bpb`` < 0 = the change helped) are mapped to canonical features by keyword and
+pooled per feature; disagreement with the observational estimate is stated.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from typing import Iterable, Mapping
+
+import networkx as nx
+import numpy as np
+
+from scripts.causal.core.schema import PagEdge
+from scripts.causal.dag.expert import TARGET, ExpertDag
+from scripts.causal.dag.prepare import PreparedMatrix
+from scripts.causal.dag.search import canonical_edge
+
+# Keywords for features the shared prose rules (feature_rules) do not cover: numeric / categorical knobs.
+_EXTRA_KEYWORDS: tuple[tuple[str, str], ...] = (
+    ("activation", r"leaky|relu|gelu|silu|swiglu|activation"),
+    ("num_layers", r"\b\d{1,2}\s?l\b|\blayers?\b|depth\b"),
+    ("model_dim", r"model[\s_-]?dim|\bwidth\b|\bd_?model\b|\bdim\s?\d{3}"),
+    ("mlp_mult", r"mlp[\s_-]?(?:mult|\dx|x\d|ratio|expansion)|\d(?:\.\d)?x mlp"),
+    ("vocab_size", r"vocab|tokeni[sz]er|sp\d{3,5}"),
+    ("train_seq_len", r"seq(?:uence)?[\s_-]?len|context length|seq\d{3,4}"),
+    ("logit_softcap", r"soft[\s_-]?cap"),
+    ("qk_gain", r"qk[\s_-]?gain|qk[\s_-]?norm"),
+    ("quant_bits", r"\bint\d\b|\d[\s-]?bit|quant(?:i[sz]ation)? bits"),
+    ("gptq", r"gptq"),
+    ("compression", r"zstd|lzma|brotli|zlib|compress"),
+    ("warmdown_iters", r"warm[\s_-]?down"),
+    ("tied_embeddings", r"tied|untied|tie[\s_-]embed"),
+    ("sliding_window_eval", r"\bstride\b"),
+    ("swa", r"\bswa_"),
+    ("varlen_attention", r"doc(?:ument)?[\s_-]?isolat"),
+)
+_EXTRA_RES = [(f, re.compile(p, re.I)) for f, p in _EXTRA_KEYWORDS]
+_NEGATE = re.compile(r"^\s*(?:-\s|no\b|without\b|w/o\b|remov|disabl|drop)", re.I)
+
+
+def map_change(change: str) -> tuple[list[str], int]:
+    """Canonical features named by an ablation's free-text ``change`` and its sign (+1 add, -1 remove)."""
+    feats: list[str] = []
+    try:
+        from scripts.causal.extract.features import features_from_prose  # shared with the mining stage
+        feats.extend(k for k in features_from_prose(change) if k not in feats)
+    except ImportError:  # pragma: no cover - the mining stage ships feature_rules
+        pass
+    for f, rx in _EXTRA_RES:
+        if f not in feats and rx.search(change):
+            feats.append(f)
+    if "lora_ttt" in feats and "ttt" in feats:
+        feats.remove("ttt")
+    return feats, (-1 if _NEGATE.search(change) else 1)
+
+
+def pool_ablations(records: Iterable[Mapping], *, max_abs_delta: float = 0.1) -> tuple[dict[str, dict], list[dict]]:
+    """Per feature: n, mean, sd, min, max of ``delta_bpb`` for adding the feature; plus unmapped rows.
+
+    A change that names several features is credited to none of them (its effect cannot be split) and
+    reported under ``unmapped`` with reason "several features"; so is a delta above ``max_abs_delta``
+    (no single change in this challenge moves val_bpb by 0.1; such rows compare different setups).
+    """
+    deltas: dict[str, list[float]] = defaultdict(list)
+    sources: dict[str, list[str]] = defaultdict(list)
+    changes: dict[str, list[str]] = defaultdict(list)
+    unmapped: list[dict] = []
+    for rec in records:
+        for ab in rec.get("ablations") or ():
+            d = ab.get("delta_bpb")
+            if d is None or not math.isfinite(float(d)):
+                continue
+            feats, sign = map_change(str(ab.get("change", "")))
+            if abs(float(d)) > max_abs_delta:
+                unmapped.append({"record_id": rec.get("record_id"), "change": ab.get("change"), "delta_bpb": d,
+                                 "reason": f"|delta_bpb| > {max_abs_delta}: compares different setups"})
+                continue
+            if len(feats) != 1:
+                unmapped.append({"record_id": rec.get("record_id"), "change": ab.get("change"), "delta_bpb": d,
+                                 "reason": "no canonical feature named" if not feats else f"several features {feats}"})
+                continue
+            deltas[feats[0]].append(sign * float(d))
+            sources[feats[0]].append(str(rec.get("record_id")))
+            changes[feats[0]].append(str(ab.get("change", "")))
+    pooled = {}
+    for f, xs in sorted(deltas.items()):
+        arr = np.array(xs)
+        pooled[f] = {"n": len(xs), "mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if len(xs) > 1 else None,
+                     "min": float(arr.min()), "max": float(arr.max()), "records": sorted(set(sources[f])),
+                     "rows": [{"change": c, "delta_bpb": x} for c, x in zip(changes[f], xs, strict=True)]}
+    return pooled, unmapped
+
+
+def combine_graphs(expert: ExpertDag, data_edges: Iterable[PagEdge], bootstrap: Mapping, *,
+                   feature_of: Mapping[str, str]) -> list[dict]:
+    """Union of expert and data edges on feature names; each edge with source label and frequency."""
+    expert_dir = {(e.source, e.target): e for e in expert.edges}
+    rows: dict[tuple[str, str], dict] = {}
+    for e in data_edges:
+        (u, v), text = canonical_edge(e)
+        fu, fv = feature_of.get(u, u), feature_of.get(v, v)
+        freq = bootstrap.get((u, v), {}).get("frequency", 0.0)
+        pair = tuple(sorted((fu, fv)))
+        if fu == fv:
+            continue
+        exp_edge = expert_dir.get((fu, fv)) or expert_dir.get((fv, fu))
+        source = "data"
+        if exp_edge is not None:
+            src, tgt = (u, v) if feature_of.get(u, u) == exp_edge.source else (v, u)
+            mark_src = e.mark_a if e.a == src else e.mark_b
+            mark_tgt = e.mark_b if e.a == src else e.mark_a
+            source = "conflict" if (mark_src == "arrow" and mark_tgt == "tail") else "both"
+        row = rows.get(pair)
+        if row is None or freq > row["bootstrap_frequency"]:
+            rows[pair] = {"a": fu, "b": fv, "columns": [u, v], "type": text, "source": source,
+                          "bootstrap_frequency": freq,
+                          "strength": exp_edge.strength if exp_edge else None,
+                          "rationale": exp_edge.rationale if exp_edge else None}
+    for e in expert.edges:
+        pair = tuple(sorted((e.source, e.target)))
+        if pair not in rows:
+            rows[pair] = {"a": e.source, "b": e.target, "columns": [], "type": f"{e.source} --> {e.target}",
+                          "source": "expert", "bootstrap_frequency": 0.0, "strength": e.strength,
+                          "rationale": e.rationale}
+    return [rows[k] for k in sorted(rows)]
+
+
+def causal_graph(expert: ExpertDag, data_edges: Iterable[PagEdge], *,
+                 feature_of: Mapping[str, str] | None = None) -> nx.DiGraph:
+    """A DAG on feature names (with explicit latent nodes) for back-door checks.
+
+    Expert edges keep their direction; data edges ``-->``/``o->`` are directed (unless that would close a
+    cycle); ``o-o``/``<->`` become a latent ``L[a|b]`` pointing into both ends. Data columns are mapped
+    to their feature (``activation=gelu`` -> ``activation``) through ``feature_of``.
+    """
+    fmap = dict(feature_of or {})
+    g = nx.DiGraph()
+    for n in expert.nodes:
+        g.add_node(n.name)
+    for e in expert.edges:
+        g.add_edge(e.source, e.target)
+    for e in data_edges:
+        a, b, ma, mb = fmap.get(e.a, e.a), fmap.get(e.b, e.b), e.mark_a, e.mark_b
+        if a == b:
+            continue
+        if mb == "arrow" and ma in ("tail", "circle"):
+            _add_acyclic(g, a, b)
+        elif ma == "arrow" and mb in ("tail", "circle"):
+            _add_acyclic(g, b, a)
+        else:
+            lat = f"L[{a}|{b}]"
+            g.add_edge(lat, a)
+            g.add_edge(lat, b)
+    return g
+
+
+def _add_acyclic(g: nx.DiGraph, u: str, v: str) -> None:
+    if g.has_edge(u, v):
+        return
+    g.add_edge(u, v)
+    if not nx.is_directed_acyclic_graph(g):
+        g.remove_edge(u, v)
+        lat = f"L[{u}|{v}]"
+        g.add_edge(lat, u)
+        g.add_edge(lat, v)
+
+
+def _is_d_separator(g: nx.DiGraph, x: set, y: set, z: set) -> bool:
+    fn = getattr(nx, "is_d_separator", None) or nx.d_separated
+    return bool(fn(g, x, y, z))
+
+
+def adjustment_set(g: nx.DiGraph, treatment: str, observed: Iterable[str], *,
+                   target: str = TARGET) -> tuple[list[str], bool]:
+    """Smallest back-door set found for ``treatment`` -> ``target`` and whether it is valid.
+
+    Grows the set from the empty set outwards (observed parents and latent-sharing partners of the
+    treatment, then of those, ...) until the treatment and target are d-separated in the graph without
+    the treatment's outgoing edges; falls back to all observed non-descendant ancestors.
+    """
+    observed = set(observed) - {treatment, target}
+    if treatment not in g or target not in g:
+        return [], True
+    g2 = g.copy()
+    g2.remove_edges_from(list(g.out_edges(treatment)))
+    desc = nx.descendants(g, treatment)
+
+    def neighbours(node: str) -> set[str]:
+        out = set(g.predecessors(node))
+        for lat in [p for p in g.predecessors(node) if p.startswith("L[")]:
+            out |= set(g.successors(lat))
+        return out
+
+    z: set[str] = set()
+    frontier = {treatment}
+    while True:
+        if _is_d_separator(g2, {treatment}, {target}, z):
+            return sorted(z), True
+        grow = set()
+        for node in frontier:
+            grow |= (neighbours(node) & observed) - desc - z - {treatment}
+        if not grow:
+            break
+        z |= grow
+        frontier = grow
+    anc = (nx.ancestors(g, treatment) | nx.ancestors(g, target))
+    full = (anc & observed) - desc
+    return sorted(full), _is_d_separator(g2, {treatment}, {target}, full)
+
+
+def observational_effect(m: PreparedMatrix, column: str, adjust: list[str]) -> dict:
+    """OLS val_bpb ~ column + adjust (HC3 SEs). Numeric columns are standardised (effect per 1 SD)."""
+    import statsmodels.api as sm
+
+    y = m.column(TARGET)
+    x = m.column(column).astype(float)
+    scale = 1.0 if set(np.unique(x)) <= {0.0, 1.0} else float(np.std(x)) or 1.0
+    cols = [x / scale] + [m.column(c) for c in adjust]
+    design = sm.add_constant(np.column_stack(cols), has_constant="add")
+    n, k = design.shape
+    out = {"column": column, "n": int(n), "adjustment_set": list(adjust), "scale": scale,
+           "unit": "0 -> 1" if scale == 1.0 else f"+1 SD ({scale:.4g})"}
+    if n - k < 3:
+        return {**out, "estimate": None, "se": None, "ci_low": None, "ci_high": None, "p_value": None,
+                "note": f"too few rows ({n}) for {k} coefficients"}
+    fit = sm.OLS(y, design).fit(cov_type="HC3")
+    est, se = float(fit.params[1]), float(fit.bse[1])
+    lo, hi = (float(v) for v in fit.conf_int()[1])
+    if not math.isfinite(se):
+        return {**out, "estimate": est, "se": None, "ci_low": None, "ci_high": None, "p_value": None,
+                "note": "robust SE undefined (a leverage-1 row); treat as unidentified"}
+    return {**out, "estimate": est, "se": se, "ci_low": lo, "ci_high": hi, "p_value": float(fit.pvalues[1])}
+
+
+def compare(obs: Mapping | None, abl: Mapping | None) -> str:
+    """Words for how the observational estimate and the pooled ablations relate."""
+    if not abl:
+        return "no ablation rows"
+    if not obs or obs.get("estimate") is None or obs.get("ci_low") is None:
+        return "ablations only (no observational estimate)"
+    if obs.get("unit", "0 -> 1") != "0 -> 1":
+        return "not comparable (observational effect is per SD of a numeric feature)"
+    mean = abl["mean"]
+    if obs["ci_low"] <= mean <= obs["ci_high"]:
+        return "agree (ablation mean inside the observational CI)"
+    if (obs["ci_high"] < 0 < mean) or (obs["ci_low"] > 0 > mean):
+        return "disagree: opposite signs (observational CI excludes 0 on the other side)"
+    return "disagree: ablation mean outside the observational CI (same direction or CI spans 0)"

@@ -1,0 +1,1 @@
+"""Data internals: FineWeb-format shards, the embedded corpus and its sources."""

@@ -1,0 +1,1 @@
+"""Leaderboard mining internals: record folders, feature rules, ablation rows, lineage."""

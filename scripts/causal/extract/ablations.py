@@ -1,0 +1,261 @@
+"""Ablation rows from a record README: markdown tables and prose deltas.
+
+Sign convention: ``delta_bpb`` < 0 means the change helped. Tables may give deltas (a Δ / delta / diff
+column) or only absolute bpb values (then deltas are taken row to row for cumulative tables whose
+labels start with "+", else against the first row). Prose like "-0.003 BPB" keeps its sign; a "+0.007
+BPB" described as a gain/improvement is flipped. Deltas in nats are converted only when the record's
+bpb-per-nat ratio is known (``nats_to_bpb``), else kept with ``delta_bpb`` None.
+"""
+from __future__ import annotations
+
+import re
+
+from scripts.causal.core.schema import AblationRow
+
+_NUM = r"[+\-−–]?\s?\d*\.\d+"
+MAX_DELTA = 0.3
+_NOT_QUALITY = re.compile(r"size|bytes|\bmb\b|time|ms/step|step_avg|\bsteps\b|params|memory|tok/s|throughput|"
+                          r"artifact|speed|latency", re.I)
+_SUMMARY = re.compile(r"^(?:total|net|sum|overall|combined|all)\b", re.I)
+_GAIN = re.compile(r"improv|gain|better|help|reduc|lower|saves?|benefit|win\b|beats?\b|outperform", re.I)
+_LOSS = re.compile(r"worse|hurt|regress|cost|penalt|degrad|higher|increase", re.I)
+
+
+def _to_float(s: str) -> float | None:
+    s = s.replace("−", "-").replace("–", "-").replace(" ", "").replace("*", "").replace("`", "")
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def _clean(s: str) -> str:
+    return re.sub(r"[*`]+", "", s.replace("\\_", "_")).strip()
+
+
+def _tables(text: str) -> list[tuple[list[str], list[list[str]], str]]:
+    out = []
+    lines = text.splitlines()
+    i = 0
+    heading = ""
+    while i < len(lines):
+        s = lines[i].strip()
+        if s.startswith("#"):
+            heading = s.lstrip("#").strip()
+        if s.startswith("|") and i + 1 < len(lines) and re.match(r"^\|?\s*:?-{2,}", lines[i + 1].strip()):
+            header = [c.strip() for c in s.strip("|").split("|")]
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            out.append((header, rows, heading))
+            continue
+        i += 1
+    return out
+
+
+def _bpb_in(cell: str) -> float | None:
+    m = re.search(r"(?<![\d.])(\d\.\d{3,8})(?![\d.])", cell)
+    if m:
+        v = float(m.group(1))
+        return v if 0.5 < v < 4.5 else None
+    return None
+
+
+def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
+    rows_out: list[AblationRow] = []
+    for header, rows, heading in _tables(text):
+        low = [h.lower() for h in header]
+        if len(header) < 2 or not rows:
+            continue
+        delta_col = next((j for j, h in enumerate(low) if re.search(r"δ|delta|diff|change vs|vs\.? |gain|improv|"
+                                                                    r"effect|impact|\bd ?bpb", h)), None)
+        bpb_col = next((j for j, h in enumerate(low) if re.search(r"bp[bp]|score|loss", h) and j != delta_col), None)
+        label_col = 0
+        if delta_col == 0 or bpb_col == 0:
+            label_col = 1
+        if delta_col is None and bpb_col is None:
+            rows_out += _comparison_rows(header, rows, heading, nats_to_bpb)
+            continue
+        is_nats = delta_col is not None and "nat" in low[delta_col]
+        gain_header = delta_col is not None and re.search(r"gain|improv|reduc", low[delta_col]) is not None
+        if delta_col is not None:
+            for r in rows:
+                if len(r) <= max(delta_col, label_col):
+                    continue
+                m = re.search(_NUM, r[delta_col])
+                label = _clean(r[label_col])
+                if not m or not label or _NOT_QUALITY.search(label) or _SUMMARY.match(label):
+                    continue
+                if re.fullmatch(r"\d+", label):  # per-seed rows of a results table
+                    continue
+                if re.fullmatch(r"(?:mean|avg|average)", label, re.I):
+                    label = f"{_clean(header[delta_col])} ({label.lower()})"
+                elif re.fullmatch(r"[\d.]+", label):
+                    label = f"{_clean(header[label_col])} = {label}"
+                d = _to_float(m.group(0))
+                if d is None or abs(d) > MAX_DELTA:
+                    continue
+                if gain_header and not re.search(r"[+\-−–]", m.group(0)):
+                    d = -d
+                if is_nats or "nat" in r[delta_col].lower():
+                    if nats_to_bpb is None:
+                        rows_out.append(AblationRow(change=f"{label} (nats {d:+g}; no bpb ratio)", delta_bpb=None,
+                                                    source=f"README table '{heading}'"))
+                        continue
+                    d = d * nats_to_bpb
+                if re.search(r"^(?:base(?:line)?|control|reference|ours?|final|total|sota)\b", label, re.I) and d == 0:
+                    continue
+                rows_out.append(AblationRow(change=label, delta_bpb=round(d, 8), source=f"README table '{heading}'"))
+            continue
+        # absolute values only
+        vals = []
+        for r in rows:
+            if len(r) <= max(bpb_col, label_col):
+                continue
+            v = _bpb_in(r[bpb_col])
+            label = _clean(r[label_col])
+            if v is not None and label:
+                if re.fullmatch(r"[\d.]+", label):
+                    label = f"{_clean(header[label_col])} = {label}"
+                vals.append((label, v))
+        if len(vals) < 2 or not re.search(r"bp[bp]|score", low[bpb_col]):
+            continue
+        if re.search(r"seed|run\b", low[label_col]) or all(re.fullmatch(r"\d+", lbl) for lbl, _ in vals):
+            rows_out += _ttt_effect(header, rows, heading)  # per-seed tables: only the mean TTT effect
+            continue
+        cumulative = sum(lbl.startswith("+") for lbl, _ in vals[1:]) >= max(1, (len(vals) - 1) // 2)
+        for k in range(1, len(vals)):
+            ref = vals[k - 1][1] if cumulative else vals[0][1]
+            rows_out.append(AblationRow(change=vals[k][0], delta_bpb=round(vals[k][1] - ref, 8),
+                                        source=f"README table '{heading}' ({'cumulative' if cumulative else 'vs first row'})"))
+    return rows_out
+
+
+def _ttt_effect(header: list[str], rows: list[list[str]], heading: str) -> list[AblationRow]:
+    """Per-seed results with a no-TTT and a TTT score column: the Mean row gives the TTT effect."""
+    low = [h.lower() for h in header]
+    before = next((j for j, h in enumerate(low) if re.search(r"pre[\s-]?ttt|sliding|no[\s-]?ttt", h)
+                   and re.search(r"bp[bp]", h)), None)
+    after = next((j for j, h in enumerate(low) if re.search(r"post[\s-]?ttt|\bttt\b", h) and j != before
+                  and not re.search(r"pre[\s-]?ttt|no[\s-]?ttt|gain|time", h) and re.search(r"bp[bp]", h)), None)
+    mean = next((r for r in rows if r and re.fullmatch(r"mean|avg|average", _clean(r[0]), re.I)), None)
+    if before is None or after is None or mean is None or max(before, after) >= len(mean):
+        return []
+    a, b = _bpb_in(mean[before]), _bpb_in(mean[after])
+    if a is None or b is None:
+        return []
+    return [AblationRow(change=f"TTT ({_clean(header[before])} -> {_clean(header[after])}, mean)",
+                        delta_bpb=round(b - a, 8), source=f"README table '{heading}' (mean row)")]
+
+
+def _comparison_rows(header: list[str], rows: list[list[str]], heading: str,
+                     nats_to_bpb: float | None) -> list[AblationRow]:
+    """Tables without a delta/bpb column: an 'Improvement'/'Delta' row, or a bpb row of a base-vs-this table."""
+    out = []
+    low = [h.lower() for h in header]
+    this_col = next((j for j, h in enumerate(low) if re.search(r"\bthis\b|ours|new|submission", h)), None)
+    base_col = next((j for j, h in enumerate(low) if j != this_col and re.search(r"pr ?#|base|naive|old|before", h)),
+                    None)
+    for r in rows:
+        if not r:
+            continue
+        label = _clean(r[0])
+        if re.search(r"improvement|\bdelta\b|δ|\bgain\b", label, re.I):
+            nums = [m for c in r[1:] for m in re.findall(_NUM, c)]
+            d = _to_float(nums[-1]) if nums else None
+            if d is not None and abs(d) < 0.5:
+                if not re.match(r"\s*[+\-−–]", nums[-1]) and re.search(r"improv|gain", label, re.I):
+                    d = -abs(d)
+                if re.search(r"\bnats?\b", label + " ".join(r[1:]), re.I) and not re.search(r"bpb", label, re.I):
+                    if nats_to_bpb is None:
+                        continue
+                    d = d * nats_to_bpb
+                out.append(AblationRow(change=f"{heading}: {label}".strip(": "), delta_bpb=round(d, 8),
+                                       source=f"README table '{heading}' (summary row)"))
+        elif this_col is not None and base_col is not None and re.search(r"bpb", label, re.I) \
+                and max(this_col, base_col) < len(r):
+            a, b = _bpb_in(r[base_col]), _bpb_in(r[this_col])
+            if a is not None and b is not None:
+                out.append(AblationRow(change=f"{heading or 'this vs base'} ({label})", delta_bpb=round(b - a, 8),
+                                       source=f"README table '{heading}' (this vs base)"))
+    return out
+
+
+_PROSE = re.compile(rf"(?P<num>{_NUM})\s*(?P<unit>bpb|bpp|bits per byte|nats?)\b", re.I)
+
+
+_PAIR = re.compile(r"(?<![\d.])([0-4]\.\d{3,8})(?!\d|\.\d)[^.\n]{0,90}?\b(?:improv\w*|reduc\w*|lower\w*|drop\w*|"
+                   r"went|goes|moved|brought)\s+(?:that|it|this)?\s*(?:down\s+)?to\s+(?:about\s+|~|≈)?"
+                   r"([0-4]\.\d{3,8})(?!\d|\.\d)", re.I)
+
+
+def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
+    out: list[AblationRow] = []
+    text = re.sub(r"[*`]+", "", text or "")
+    for m in _PAIR.finditer(text):
+        a, b = float(m.group(1)), float(m.group(2))
+        if abs(b - a) < 0.2:
+            start = max(text.rfind(". ", 0, m.start()), text.rfind("\n", 0, m.start())) + 1
+            change = _clean(text[start: m.end()])[:120]
+            out.append(AblationRow(change=change, delta_bpb=round(b - a, 8), source="README prose (before -> after)"))
+    for para in re.split(r"\n\s*\n", text):
+        if para.lstrip().startswith("|"):
+            continue
+        for sent in re.split(r"(?<=[.!?])\s+(?=[A-Z*(])|\n[-*] |\n", para):
+            matches = list(_PROSE.finditer(sent))
+            if any(not m.group("unit").lower().startswith("nat") for m in matches):
+                matches = [m for m in matches if not m.group("unit").lower().startswith("nat")]  # bpb twin given
+            for m in matches:
+                raw = m.group("num")
+                d = _to_float(raw)
+                if d is None or abs(d) > MAX_DELTA or abs(d) < 1e-6:
+                    continue
+                signed = bool(re.match(r"[+\-−–]", raw.strip()))
+                if not signed and not re.search(r"\(\s*$|by\s*$|of\s*$|[~≈]\s*$", sent[:m.start()]) \
+                        and not _GAIN.search(sent) and not _LOSS.search(sent):
+                    continue
+                if not signed or d > 0:
+                    # the words nearest the number decide: "0.001 BPB improvement", "costs +0.0004 BPB"
+                    tone = None
+                    for ctx in (sent[m.end(): m.end() + 20], sent[max(0, m.start() - 30): m.start()], sent):
+                        gain, loss = _GAIN.search(ctx), _LOSS.search(ctx)
+                        if gain and not loss:
+                            tone = "gain"
+                        elif loss and not gain:
+                            tone = "loss"
+                        elif gain and loss:
+                            tone = "gain" if gain.start() < loss.start() else "loss"
+                        if tone:
+                            break
+                    if tone == "gain":
+                        d = -abs(d)
+                    elif tone == "loss":
+                        d = abs(d)
+                    elif not signed:
+                        continue
+                change = _clean(sent[:m.start()]).rstrip(" :(—-,~≈")
+                change = re.sub(r"^[-*\d.)\s]+", "", change)
+                if len(change.split()) < 4:  # "Improvement over baseline: ~" says little: keep the sentence
+                    change = re.sub(r"^[-*\d.)\s]+", "", _clean(sent))
+                change = change[-140:]
+                if m.group("unit").lower().startswith("nat"):
+                    if nats_to_bpb is None:
+                        out.append(AblationRow(change=f"{change} (nats {d:+g}; no bpb ratio)", delta_bpb=None,
+                                               source="README prose"))
+                        continue
+                    d = d * nats_to_bpb
+                out.append(AblationRow(change=change, delta_bpb=round(d, 8), source="README prose"))
+    return out
+
+
+def extract_ablations(readme: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
+    """Table rows first, then prose deltas that do not repeat a table row's value."""
+    rows = table_ablations(readme or "", nats_to_bpb=nats_to_bpb)
+    seen = {r.delta_bpb for r in rows}
+    for r in prose_ablations(readme or "", nats_to_bpb=nats_to_bpb):
+        if r.delta_bpb not in seen:
+            rows.append(r)
+            seen.add(r.delta_bpb)
+    return rows

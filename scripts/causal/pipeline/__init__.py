@@ -1,0 +1,1 @@
+"""Pipeline orchestration: the cycle loop, profiles and the stage adapters."""

@@ -1,0 +1,1 @@
+"""Screen internals: intervention registry, executors, trainer adapter, ledger."""

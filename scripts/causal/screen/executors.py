@@ -1,0 +1,345 @@
+"""Executors: how one (config, seed, backend) training run is carried out for the screen runner.
+
+Every executor has ``name`` and ``run(config, seed, backend) -> dict``, the dict having the fields of
+``train_gpt.RunResult.to_dict()`` (config, config_hash, seed, backend, versions, step_losses,
+val_history, val_loss, val_bpb, post_quant_val_loss, post_quant_val_bpb, artifact_bytes, steps,
+wall_s, tokens_per_s, status, error). An executor never raises for a failed run: it returns
+status "failed" (or "diverged") and the error text, and the screen goes on.
+
+* ``InProcessExecutor`` (default): ``scripts.causal.screen.trainer.run`` in this process (data cached).
+* ``SubprocessExecutor``: the IDENTICAL config, passed in full as JSON to a child Python process
+  (``python -m scripts.causal.screen.executors --worker IN OUT``), with a wall-clock timeout. The child
+  rebuilds the config, checks its hash against the parent's before training, and the parent checks
+  the hash of the result again, so a silently different config is impossible.
+* ``TorchrunExecutor``: ``torchrun --standalone --nproc_per_node=N train_gpt.py`` with the config as
+  env overrides (UPPER_CASE field names, bools as 0/1), parsing upstream's log lines, ending with
+  ``final_int8_zlib_roundtrip_exact val_loss:X val_bpb:Y``. For full-fidelity confirm runs on GPUs.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+from scripts.causal.core.cli import add_debug_flag, run_cli
+from scripts.causal.core.errors import ConfigError, DataFormatError
+from scripts.causal.core.paths import REPO_ROOT, TRAIN_GPT
+
+RESULT_FIELDS = (
+    "config", "config_hash", "seed", "backend", "versions", "step_losses", "val_history", "val_loss",
+    "val_bpb", "post_quant_val_loss", "post_quant_val_bpb", "artifact_bytes", "steps", "wall_s",
+    "tokens_per_s", "status", "error",
+)
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, config: Any, seed: int, backend: str) -> dict: ...
+
+
+def _train_gpt():
+    import train_gpt  # the standalone trainer at the repo root
+
+    return train_gpt
+
+
+def config_dict(config: Any) -> dict:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def config_hash(config: Any) -> str:
+    return _train_gpt().config_hash(config)
+
+
+_DATA_FIELDS = ("data_path", "tokenizer_path")
+
+
+def check_result_config(planned: Any, seed: int, result: Mapping[str, Any]) -> str | None:
+    """None if ``result`` was trained on exactly ``planned`` with ``seed``, else an error naming the fields.
+
+    The trainer stores the config it ran: ``seed`` set to the run's seed and, when the planned data path
+    is the default FineWeb folder that is absent, the data paths resolved to the embedded default corpus.
+    Everything else must match field by field (the config hash is checked on top).
+    """
+    ran = result.get("config") or {}
+    if not ran:
+        return None if result.get("status") != "ok" else "result carries no config to check"
+    tg = _train_gpt()
+    data_ok = {k: ran.get(k, getattr(planned, k)) for k in _DATA_FIELDS}
+    if planned.data_path != tg.DEFAULT_DATA_PATH:
+        if Path(str(data_ok["data_path"])).name != Path(planned.data_path).name:
+            return f"data_path mismatch: planned {planned.data_path}, ran {data_ok['data_path']}"
+    try:
+        expected = planned.with_overrides({"seed": int(seed), **data_ok})
+    except ValueError as exc:
+        return f"result config unreadable: {exc}"
+    want = config_dict(expected)
+    skip = set(getattr(tg, "_HASH_EXCLUDED", ("run_id", "train_log_every")))
+    diff = sorted(k for k in want if k not in skip and k in ran and ran[k] != want[k])
+    if diff:
+        return "config mismatch in " + ", ".join(f"{k} (planned {want[k]!r}, ran {ran[k]!r})" for k in diff)
+    got = result.get("config_hash")
+    if got is not None and got != tg.config_hash(expected):
+        return f"config hash mismatch: planned {tg.config_hash(expected)}, ran {got}"
+    return None
+
+
+def failed_result(config: Any, seed: int, backend: str, error: str, *, status: str = "failed",
+                  wall_s: float | None = None) -> dict:
+    """A RunResult-shaped dict for a run that produced no metrics."""
+    return {
+        "config": config_dict(config), "config_hash": config_hash(config), "seed": int(seed),
+        "backend": backend, "versions": {}, "step_losses": [], "val_history": [], "val_loss": None,
+        "val_bpb": None, "post_quant_val_loss": None, "post_quant_val_bpb": None, "artifact_bytes": None,
+        "steps": 0, "wall_s": wall_s, "tokens_per_s": None, "status": status, "error": error,
+    }
+
+
+def _as_dict(result: Any) -> dict:
+    if isinstance(result, Mapping):
+        return dict(result)
+    if hasattr(result, "to_dict"):
+        return dict(result.to_dict())
+    return dataclasses.asdict(result)
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class InProcessExecutor:
+    """Run in this process via ``scripts.causal.screen.trainer.run`` (the default; data loaded once).
+
+    ``threads``: torch CPU threads (None = the trainer's auto choice, taken once per process)."""
+
+    progress: bool = False
+    threads: int | None = None
+    name: str = "inprocess"
+
+    def run(self, config: Any, seed: int, backend: str) -> dict:
+        from scripts.causal.screen import trainer
+
+        t0 = time.perf_counter()
+        try:
+            return _as_dict(trainer.run(config, seed, backend, progress=self.progress, threads=self.threads))
+        except Exception as exc:  # trainer.run should not raise; a bug there must not stop the screen
+            return failed_result(config, seed, backend, f"{type(exc).__name__}: {exc}",
+                                 wall_s=time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Subprocess
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class SubprocessExecutor:
+    """Run each config in a fresh child interpreter with a timeout (the config travels in full)."""
+
+    timeout_s: float = 3600.0
+    python: str = sys.executable
+    threads: int | None = None  # torch intra-op threads in the child (None: torch's default)
+    name: str = "subprocess"
+
+    def run(self, config: Any, seed: int, backend: str) -> dict:
+        expected = config_hash(config)
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="pgc_run_") as tmp:
+            inp, out = Path(tmp) / "in.json", Path(tmp) / "out.json"
+            inp.write_text(json.dumps({"config": config_dict(config), "config_hash": expected,
+                                       "seed": int(seed), "backend": backend}), encoding="utf-8")
+            cmd = [self.python, "-m", "scripts.causal.screen.executors", "--worker", str(inp), str(out)]
+            if self.threads:
+                cmd += ["--threads", str(int(self.threads))]
+            proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, start_new_session=True)
+            try:
+                log, _ = proc.communicate(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                return failed_result(config, seed, backend, f"timeout: run exceeded {self.timeout_s:g} s "
+                                     "(raise --timeout)", wall_s=time.perf_counter() - t0)
+            if proc.returncode != 0 or not out.is_file():
+                tail = (log or "").strip().splitlines()[-3:]
+                return failed_result(config, seed, backend,
+                                     f"worker exited with code {proc.returncode}: {' | '.join(tail)}",
+                                     wall_s=time.perf_counter() - t0)
+            result = json.loads(out.read_text(encoding="utf-8"))
+        problem = check_result_config(config, seed, result) if result.get("status") != "failed" else None
+        if problem is not None:
+            return failed_result(config, seed, backend, f"subprocess ran a different config: {problem}")
+        return result
+
+
+def _worker(inp: Path, out: Path) -> int:
+    from scripts.causal.screen import trainer
+
+    job = json.loads(Path(inp).read_text(encoding="utf-8"))
+    tg = _train_gpt()
+    cfg = tg.Hyperparameters().with_overrides(job["config"])
+    got = tg.config_hash(cfg)
+    if got != job["config_hash"]:
+        raise ConfigError(f"{inp}: config rebuilt in the child hashes to {got}, parent sent {job['config_hash']}; "
+                          "the trainer's Hyperparameters differ between parent and child")
+    result = _as_dict(trainer.run(cfg, int(job["seed"]), job["backend"]))
+    tmp = Path(str(out) + ".tmp")
+    tmp.write_text(json.dumps(result), encoding="utf-8")
+    tmp.replace(out)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# torchrun (upstream train_gpt.py, env overrides, log parsing)
+# ---------------------------------------------------------------------------------------------
+
+_FINAL_RE = re.compile(r"final_int8_zlib_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)")
+_VAL_RE = re.compile(r"step:(\d+)/\d+ val_loss:(\S+) val_bpb:(\S+)")
+_TRAIN_RE = re.compile(r"step:(\d+)/\d+ train_loss:(\S+)")
+_BYTES_RE = re.compile(r"Total submission size int8\+zlib: (\d+) bytes")
+_TRAIN_TIME_RE = re.compile(r"train_time:(\d+(?:\.\d+)?)ms")
+
+
+def env_overrides(config: Any, seed: int) -> dict[str, str]:
+    """The config as upstream env vars: UPPER_CASE field names, bools as "1"/"0", SEED = seed."""
+    env = {}
+    for key, value in config_dict(config).items():
+        if isinstance(value, bool):
+            env[key.upper()] = "1" if value else "0"
+        elif value is None:
+            continue
+        else:
+            env[key.upper()] = str(value)
+    env["SEED"] = str(int(seed))
+    return env
+
+
+def build_torchrun_command(config: Any, seed: int, *, nproc_per_node: int = 8, train_script: Path = TRAIN_GPT,
+                           torchrun: str = "torchrun") -> tuple[list[str], dict[str, str]]:
+    """(argv, env overrides) to run ``train_script`` under torchrun with this exact config."""
+    argv = [torchrun, "--standalone", f"--nproc_per_node={int(nproc_per_node)}", str(train_script)]
+    return argv, env_overrides(config, seed)
+
+
+def _num(text: str) -> float:
+    return float(text)
+
+
+def parse_train_log(text: str) -> dict:
+    """Metrics from an upstream-format train_gpt.py log (the final exact line is required).
+
+    Returns val_loss/val_bpb (last pre-quant validation), post_quant_val_loss/bpb (final exact
+    round-trip line), step_losses, val_history, steps, artifact_bytes, status and error.
+    """
+    step_losses = [_num(m.group(2)) for m in _TRAIN_RE.finditer(text)]
+    val_history = [{"step": int(m.group(1)), "val_loss": _num(m.group(2)), "val_bpb": _num(m.group(3))}
+                   for m in _VAL_RE.finditer(text)]
+    finals = _FINAL_RE.findall(text)
+    sizes = _BYTES_RE.findall(text)
+    steps = max([int(m.group(1)) for m in _TRAIN_RE.finditer(text)] + [v["step"] for v in val_history] + [0])
+    times = _TRAIN_TIME_RE.findall(text)
+    out = {
+        "step_losses": step_losses, "val_history": val_history, "steps": steps,
+        "val_loss": val_history[-1]["val_loss"] if val_history else None,
+        "val_bpb": val_history[-1]["val_bpb"] if val_history else None,
+        "post_quant_val_loss": None, "post_quant_val_bpb": None,
+        "artifact_bytes": int(sizes[-1]) if sizes else None,
+        "train_time_s": float(times[-1]) / 1000.0 if times else None,
+        "status": "ok", "error": None,
+    }
+    if not finals:
+        out["status"] = "failed"
+        out["error"] = "log has no 'final_int8_zlib_roundtrip_exact val_loss:X val_bpb:Y' line (run did not finish)"
+        return out
+    out["post_quant_val_loss"], out["post_quant_val_bpb"] = _num(finals[-1][0]), _num(finals[-1][1])
+    if not all(math.isfinite(x) for x in (out["post_quant_val_loss"], out["post_quant_val_bpb"])):
+        out["status"], out["error"] = "diverged", "final val_bpb is not finite"
+    return out
+
+
+@dataclasses.dataclass
+class TorchrunExecutor:
+    """Launch upstream-style ``train_gpt.py`` under torchrun with env overrides (GPU confirm runs)."""
+
+    nproc_per_node: int = 8
+    timeout_s: float = 3600.0
+    train_script: Path = TRAIN_GPT
+    torchrun: str = "torchrun"
+    name: str = "torchrun"
+
+    def run(self, config: Any, seed: int, backend: str) -> dict:
+        if backend != "torch":
+            return failed_result(config, seed, backend, f"torchrun executor runs the torch backend only, got {backend!r}")
+        argv, overrides = build_torchrun_command(config, seed, nproc_per_node=self.nproc_per_node,
+                                                 train_script=self.train_script, torchrun=self.torchrun)
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(argv, cwd=str(Path(self.train_script).parent), env={**os.environ, **overrides},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            return failed_result(config, seed, backend, f"timeout after {self.timeout_s:g} s", wall_s=self.timeout_s)
+        except OSError as exc:
+            return failed_result(config, seed, backend, f"cannot launch {argv[0]!r}: {exc}")
+        wall = time.perf_counter() - t0
+        parsed = parse_train_log(proc.stdout or "")
+        if proc.returncode != 0 and parsed["status"] == "ok":
+            parsed["status"], parsed["error"] = "failed", f"torchrun exited with code {proc.returncode}"
+        result = failed_result(config, seed, backend, parsed["error"] or "", status=parsed["status"], wall_s=wall)
+        for key in ("step_losses", "val_history", "steps", "val_loss", "val_bpb", "post_quant_val_loss",
+                    "post_quant_val_bpb", "artifact_bytes"):
+            result[key] = parsed[key]
+        result["error"] = parsed["error"]
+        tokens = int(getattr(config, "train_batch_tokens", 0)) * int(parsed["steps"] or 0)
+        result["tokens_per_s"] = tokens / parsed["train_time_s"] if parsed["train_time_s"] else None
+        return result
+
+
+EXECUTORS = {"inprocess": InProcessExecutor, "subprocess": SubprocessExecutor, "torchrun": TorchrunExecutor}
+
+
+def make_executor(name: str, *, timeout_s: float | None = None, nproc_per_node: int = 8,
+                  progress: bool = False, threads: int | None = None) -> Executor:
+    """Build an executor by name ("inprocess" | "subprocess" | "torchrun")."""
+    if name == "inprocess":
+        return InProcessExecutor(progress=progress)
+    if name == "subprocess":
+        return SubprocessExecutor(timeout_s=timeout_s or 3600.0, threads=threads)
+    if name == "torchrun":
+        return TorchrunExecutor(nproc_per_node=nproc_per_node, timeout_s=timeout_s or 3600.0)
+    raise ConfigError(f"--executor {name!r} is not one of {sorted(EXECUTORS)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Subprocess worker for the screen runner (internal).")
+    parser.add_argument("--worker", nargs=2, metavar=("IN_JSON", "OUT_JSON"), required=True,
+                        help="run the job in IN_JSON, write the RunResult dict to OUT_JSON")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads, e.g. 1")
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        inp = Path(args.worker[0])
+        if not inp.is_file():
+            raise DataFormatError(f"{inp}: worker job file not found")
+        return _worker(inp, Path(args.worker[1]))
+
+    return run_cli(body, debug=args.debug, prog="executors")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

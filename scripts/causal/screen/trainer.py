@@ -1,0 +1,182 @@
+"""In-process trainer API: ``run(config, seed, backend) -> RunResult`` for the screening stages.
+
+Training data is loaded once per process and cached; a model is built once per architecture and
+re-initialised per seed (init keyed by parameter name, see ``train_gpt.init_weights``). A diverged or failed
+run never raises: it comes back with ``status`` "diverged" / "failed" and the error text. Only an invalid
+config (unknown key, bad value) raises ``ConfigError``, before anything runs.
+
+Its CLI is ``scripts/causal/train_one.py``.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import train_gpt as tg
+from scripts.causal.core.errors import ConfigError
+
+Hyperparameters = tg.Hyperparameters
+RunResult = tg.RunResult
+BACKENDS = ("auto", "torch", "mlx")
+
+_DATA_CACHE: dict[tuple[str, str, int], tg.TrainData] = {}
+_MODEL_CACHE: dict[tuple, Any] = {}
+_MODEL_CACHE_MAX = 4  # architectures kept alive at once (a screen alternates between a handful)
+_DEFAULT_THREADS = tg.torch.get_num_threads()
+_AUTO_THREADS: int | None = None  # the auto decision, taken once per process (see cpu_threads)
+
+
+def resolve_backend(name: str = "auto") -> str:
+    """"torch" or "mlx". auto: torch on CUDA, mlx on Apple Silicon (if installed), torch on a Linux CPU
+    (measured faster here than mlx[cpu])."""
+    if name not in BACKENDS:
+        raise ConfigError(f"backend={name!r} is not supported; choose one of {list(BACKENDS)}")
+    if name != "auto":
+        return name
+    import torch
+
+    if torch.cuda.is_available():
+        return "torch"
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        try:
+            import mlx.core  # noqa: F401
+        except ImportError:
+            return "torch"
+        return "mlx"
+    return "torch"
+
+
+def as_config(config: Hyperparameters | Mapping[str, Any] | None) -> Hyperparameters:
+    """A Hyperparameters from itself or from a mapping of overrides on top of a preset.
+
+    A mapping may name its preset under the key "preset" (default "baseline"); the other keys are fields,
+    strings are coerced to the field type. Unknown keys raise ConfigError listing the valid ones.
+    """
+    if isinstance(config, Hyperparameters):
+        return config
+    overrides = dict(config or {})
+    preset = str(overrides.pop("preset", "baseline"))
+    try:
+        return tg.preset_config(preset, **overrides)
+    except tg.ConfigValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _arch_key(cfg: Hyperparameters) -> tuple:
+    # Everything GPT.from_config reads; init-only values (q gain, embed std) are re-applied by init_weights.
+    fields = ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult", "tie_embeddings",
+              "tied_embed_init_std", "logit_softcap", "rope_base", "qk_gain_init", "activation",
+              "rope_partial_dims", "ln_scale", "xsa_last_n", "loss", "rho1_keep_frac", "mtp_weight")
+    return tuple(getattr(cfg, f) for f in fields)
+
+
+def cached_data(cfg: Hyperparameters) -> tuple[Hyperparameters, tg.TrainData]:
+    """Resolve the data paths (preparing the default corpus if needed) and load them once per process."""
+    cfg = tg.resolve_data_paths(cfg)
+    key = (str(Path(cfg.data_path).resolve()), str(Path(cfg.tokenizer_path).resolve()), cfg.vocab_size)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE[key] = tg.load_train_data(cfg)
+    return cfg, _DATA_CACHE[key]
+
+
+def cached_model(cfg: Hyperparameters):
+    import torch
+
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    key = (_arch_key(cfg), str(device))
+    if key not in _MODEL_CACHE:
+        if len(_MODEL_CACHE) >= _MODEL_CACHE_MAX:
+            _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
+        _MODEL_CACHE[key] = tg.build_model(cfg, device)
+    return _MODEL_CACHE[key], device
+
+
+def clear_caches() -> None:
+    """Drop the cached data and models (tests, or to free memory between screens)."""
+    _DATA_CACHE.clear()
+    _MODEL_CACHE.clear()
+
+
+def _failed(cfg: Hyperparameters, seed: int, backend: str, exc: BaseException) -> RunResult:
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return RunResult(config=cfg.to_dict(), config_hash=tg.config_hash(cfg), seed=seed, backend=backend,
+                     versions=tg.library_versions(), status="failed", error=last)
+
+
+def _run_mlx(cfg: Hyperparameters, seed: int, data: tg.TrainData, *, progress: bool) -> RunResult:
+    import train_gpt_mlx  # the MLX twin shares train_gpt's Hyperparameters, TrainData and RunResult
+
+    result = train_gpt_mlx.train(cfg, seed, log=print if progress else None, data=data)
+    if isinstance(result, RunResult):
+        return result
+    return RunResult.from_dict(result.to_dict() if hasattr(result, "to_dict") else dict(result))
+
+
+def busy_cores(*, window_s: float = 0.5) -> float:
+    """CPU cores busy with other work right now: /proc/stat sampled over ``window_s`` while we sleep.
+
+    Falls back to the 1-minute load average where /proc/stat is missing (macOS). The load average lags by a
+    minute, so it counts work that has just finished (e.g. the `pip install` before `run_pipeline.py`)."""
+    import time
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as fh:
+                fields = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    first = sample()
+    if first is None:
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    time.sleep(window_s)
+    second = sample()
+    busy, total = second[0] - first[0], second[1] - first[1]
+    return (os.cpu_count() or 1) * busy / total if total > 0 else 0.0
+
+
+def cpu_threads(threads: int | None = None) -> int:
+    """Set torch's CPU thread count and return it. None = auto: 1 thread when other work holds at least half
+    the cores right now (``busy_cores``), else torch's default. Measured here: with other jobs running,
+    2 spinning threads ran a `fast` run in 300 s where 1 thread took 38 s (load 1.6 to 3.2 on 2 cores);
+    results are bit-identical either way (tested). The auto decision is taken once per process, before our
+    first run: deciding per run would count our own previous run as "other load" and drop to 1 thread."""
+    import torch
+
+    global _AUTO_THREADS
+    if threads is None:
+        if _AUTO_THREADS is None:
+            busy = busy_cores() >= 0.5 * (os.cpu_count() or 1)
+            _AUTO_THREADS = 1 if busy else _DEFAULT_THREADS
+        threads = _AUTO_THREADS
+    if threads < 1:
+        raise ConfigError(f"threads={threads} must be >= 1")
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def run(config: Hyperparameters | Mapping[str, Any], seed: int, backend: str = "torch", *,
+        progress: bool = False, threads: int | None = None) -> RunResult:
+    """Train and evaluate one model in this process; never raises for a diverged or failed run.
+
+    ``threads``: CPU threads for torch (None = auto, see ``cpu_threads``); ignored on CUDA and MLX.
+    """
+    cfg = as_config(config).with_overrides(seed=int(seed))
+    backend = resolve_backend(backend)
+    try:
+        if backend == "torch":
+            cpu_threads(threads)
+        cfg, data = cached_data(cfg)
+        if backend == "mlx":
+            return _run_mlx(cfg, int(seed), data, progress=progress)
+        model, device = cached_model(cfg)
+        return tg.train(cfg, int(seed), log=print if progress else None, data=data, model=model, device=device)
+    except Exception as exc:  # noqa: BLE001 - the contract is a status, not an exception
+        return _failed(cfg, int(seed), backend, exc)

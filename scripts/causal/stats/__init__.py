@@ -1,0 +1,1 @@
+"""Statistics internals: power/MDE, group-sequential design, fresh-seed confirmation."""
