@@ -227,6 +227,11 @@ class Hyperparameters:
                 raise ConfigValueError(
                     f"{name}={getattr(self, name)!r} is not supported; choose one of {list(allowed)}"
                 )
+        for name in ("num_layers", "mlp_mult", "logit_softcap"):
+            if not getattr(self, name) > 0:
+                raise ConfigValueError(f"{name}={getattr(self, name)} must be > 0")
+        if self.matrix_lr < 0:
+            raise ConfigValueError(f"matrix_lr={self.matrix_lr} must be >= 0")
         if not 0.0 < self.rho1_keep_frac <= 1.0:
             raise ConfigValueError(f"rho1_keep_frac={self.rho1_keep_frac} must lie in (0, 1]")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -1157,13 +1162,15 @@ def train(
     config: Hyperparameters, seed: int | None = None, *, log: Callable[[str], None] | None = None,
     data: TrainData | None = None, model: GPT | None = None, device: torch.device | None = None,
     out_dir: str | Path | None = None, rank: int = 0, world_size: int = 1,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> RunResult:
     """Train one model and evaluate it (full val split, then the int8+zlib round trip).
 
     `seed` (default config.seed) fixes the initialisation (keyed by parameter name) and, with
     data_order="seeded", the data order. `data` and `model` let a caller reuse loaded data and a built model of
     the same architecture (it is re-initialised here). Files are written only when `out_dir` is given. A
-    non-finite train loss stops the run early with status "diverged"; other errors propagate.
+    non-finite train loss stops the run early with status "diverged"; other errors propagate. `on_step(step,
+    iterations)` is called after every training step (a progress callback; it must not touch the model).
     """
     t_start = time.perf_counter()
     log = log or _noop_log
@@ -1306,6 +1313,8 @@ def train(
         step += 1
         loss_value = float(train_loss.item())
         step_losses.append(loss_value)
+        if on_step is not None:  # progress for a caller's bar: (steps done, planned steps)
+            on_step(step, cfg.iterations)
         approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
         if not math.isfinite(loss_value):
             status, error = "diverged", f"train loss became {loss_value} at step {step}"

@@ -529,7 +529,7 @@ class _Stepper:
 
 def train(
     config, seed: int | None = None, *, log=None, data=None, out_dir: str | Path | None = None,
-    compiled: bool = False,
+    compiled: bool = False, on_step=None,
 ) -> RunResult:
     """Train one model with MLX and evaluate it (full val split, then the int8+zlib round trip).
 
@@ -632,6 +632,8 @@ def train(
         step += 1
         loss_value = float(loss.item())
         step_losses.append(loss_value)
+        if on_step is not None:  # progress for a caller's bar: (steps done, planned steps)
+            on_step(step, cfg.iterations)
         approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
         if not math.isfinite(loss_value):
             status, error = "diverged", f"train loss became {loss_value} at step {step}"

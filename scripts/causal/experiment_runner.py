@@ -18,9 +18,10 @@ CLI::
         --seeds 11,12,13,14,15 --preset fast --backend torch \\
         --ledger results/ledger.sqlite --output results/acceptance_screen/runs.json
 
-Python API: ``build_plan(...) -> ScreenPlan``, ``plan_grid(plan)``, ``run_screen(plan, *, ledger, executor)
--> ScreenResult``, ``write_runs_json(path, plan, runs)``, ``plan_from_ledger(ledger, screen_id)``,
-``experiment_rows(plan, runs)`` (rows for the DAG stage).
+Python API: ``build_plan(...) -> ScreenPlan`` (every arm's config resolved once, in ``plan.configs``),
+``plan_grid(plan)``, ``run_screen(plan, *, ledger, executor, progress) -> ScreenResult``,
+``write_runs_json(path, plan, runs)``, ``plan_from_ledger(ledger, screen_id)``, ``experiment_rows(plan, runs)``
+(rows for the DAG stage).
 """
 from __future__ import annotations
 
@@ -29,26 +30,28 @@ import dataclasses
 import hashlib
 import json
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Callable, Sequence
 
+import train_gpt as tg
 from scripts.causal.core.cli import add_debug_flag, parse_key_values, parse_seeds, run_cli
 from scripts.causal.core.errors import ConfigError
-from scripts.causal.core.paths import REPO_ROOT, RESULTS_DIR
+from scripts.causal.core.paths import RESULTS_DIR
+from scripts.causal.core.provenance import git_commit
 from scripts.causal.core.schema import RunRecord, ScreenPlan, ScreenResult, write_json
 from scripts.causal.screen import registry as reg
 from scripts.causal.screen.executors import (
+    EXECUTORS,
     Executor,
     InProcessExecutor,
     check_result_config,
-    config_dict,
     failed_result,
     make_executor,
 )
 from scripts.causal.screen.ledger import Ledger
+from scripts.causal.screen.progress import LineProgress, make_progress
 
 CONTROL = "control"
 CORRECTIONS = ("holm", "bh")
@@ -70,25 +73,14 @@ class GridCell:
 # Planning (pure)
 # ---------------------------------------------------------------------------------------------
 
-def _train_gpt():
-    import train_gpt
-
-    return train_gpt
-
-
-def base_config(preset: str, base_overrides: dict | None = None) -> Any:
+def base_config(preset: str, base_overrides: dict | None = None) -> tg.Hyperparameters:
     """The control config: a train_gpt preset plus optional overrides (e.g. data paths)."""
-    tg = _train_gpt()
     if preset not in tg.PRESETS:
         raise ConfigError(f"--preset {preset!r} is not one of {sorted(tg.PRESETS)}")
-    cfg = tg.preset_config(preset)
-    if base_overrides:
-        cfg = cfg.with_overrides(dict(base_overrides))
-    problems = reg.validate_config(cfg)
-    if problems:
-        raise ConfigError(f"preset {preset!r} with {base_overrides or {}} is invalid: {'; '.join(problems)}")
-    return cfg
-
+    try:
+        return tg.preset_config(preset, **dict(base_overrides or {}))
+    except ValueError as exc:
+        raise ConfigError(f"preset {preset!r} with {base_overrides or {}} is invalid: {exc}") from exc
 
 
 def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, preset: str, backend: str = "torch",
@@ -107,7 +99,6 @@ def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, pres
         raise ConfigError(f"--alpha {alpha} must be in (0, 1)")
     seeds_t = parse_seeds(seeds)
     base = base_config(preset, base_overrides)
-    tg = _train_gpt()
     base_hash = tg.config_hash(base)
     treatments: list[tuple[str, dict]] = []
     for name in interventions:
@@ -120,21 +111,27 @@ def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, pres
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes or CONTROL in names:
         raise ConfigError(f"treatment names must be unique and not {CONTROL!r}; repeated: {dupes or [CONTROL]}")
+    configs = _arm_configs(base, treatments)
     for name, ov in treatments:
-        if name != "aa" and tg.config_hash(base.with_overrides(ov)) == base_hash:
+        if name != "aa" and tg.config_hash(configs[name]) == base_hash:
             raise ConfigError(f"treatment {name!r} ({ov}) leaves the config of preset {preset!r} unchanged; "
                               "drop it or use 'aa' for an A/A control")
     plan = ScreenPlan(screen_id="", preset=preset, backend=backend, seeds=seeds_t, treatments=tuple(treatments),
                       base_config=_jsonable_config(base), alpha=float(alpha), margin_bpb=float(margin_bpb),
-                      correction=correction)
+                      correction=correction, configs=configs)
     if not screen_id:
         digest = hashlib.sha256(json.dumps(plan.preregistration(), sort_keys=True, default=str).encode()).hexdigest()
         screen_id = f"{preset}-{backend}-{digest[:10]}"
     return dataclasses.replace(plan, screen_id=screen_id)
 
 
-def _jsonable_config(cfg: Any) -> dict:
-    return json.loads(json.dumps(config_dict(cfg), default=str))
+def _jsonable_config(cfg: tg.Hyperparameters) -> dict:
+    return json.loads(json.dumps(cfg.to_dict(), default=str))
+
+
+def _arm_configs(base: tg.Hyperparameters, treatments: Sequence[tuple[str, dict]]) -> dict[str, tg.Hyperparameters]:
+    """Every arm's Hyperparameters: the control and each treatment's overrides on it (resolved here, once)."""
+    return {CONTROL: base, **{name: base.with_overrides(ov) if ov else base for name, ov in treatments}}
 
 
 def plan_from_ledger(ledger: Ledger, screen_id: str) -> ScreenPlan:
@@ -144,10 +141,12 @@ def plan_from_ledger(ledger: Ledger, screen_id: str) -> ScreenPlan:
         raise ConfigError(f"{ledger.path}: no screen {screen_id!r} to resume (known: {ledger.list_screens()}); "
                           "start it without --resume")
     p = screen["preregistration"]
+    treatments = tuple((t["name"], dict(t["overrides"])) for t in p["interventions"])
+    base = tg.Hyperparameters().with_overrides(p["base_config"])
     return ScreenPlan(screen_id=screen_id, preset=p["preset"], backend=p["backend"], seeds=tuple(p["seeds"]),
-                      treatments=tuple((t["name"], dict(t["overrides"])) for t in p["interventions"]),
-                      base_config=dict(p["base_config"]), alpha=p["alpha"], margin_bpb=p["margin_bpb"],
-                      correction=p["correction"])
+                      treatments=treatments, base_config=dict(p["base_config"]), alpha=p["alpha"],
+                      margin_bpb=p["margin_bpb"], correction=p["correction"],
+                      configs=_arm_configs(base, treatments))
 
 
 def plan_grid(plan: ScreenPlan) -> list[GridCell]:
@@ -160,57 +159,43 @@ def plan_grid(plan: ScreenPlan) -> list[GridCell]:
     return cells
 
 
-def plan_configs(plan: ScreenPlan) -> dict[str, Any]:
-    """The resolved Hyperparameters of every arm (control + treatments)."""
-    tg = _train_gpt()
-    base = tg.Hyperparameters().with_overrides(plan.base_config)
-    out = {CONTROL: base}
-    for name, ov in plan.treatments:
-        out[name] = base.with_overrides(ov) if ov else base
-    return out
-
 
 # ---------------------------------------------------------------------------------------------
 # Running
 # ---------------------------------------------------------------------------------------------
-
-def git_commit(repo: Path = REPO_ROOT) -> str | None:
-    """HEAD's sha, with '+dirty' when tracked files differ from it; None outside a git checkout."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=repo, timeout=10).returncode != 0
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (sha + ("+dirty" if dirty else "")) if sha else None
 
 
 def _finite(x: Any) -> bool:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def to_record(result: dict, *, screen_id: str, cell: GridCell, planned: Any, expected_hash: str,
-              commit: str | None, executor: str) -> RunRecord:
-    """A ledger row from an executor's RunResult dict; flags config mismatches and non-finite metrics.
+def _or_none(x: Any) -> Any:
+    return x if _finite(x) else None
 
-    ``expected_hash`` (the arm's planned config hash) is the ledger key; the config actually run
-    (seed and resolved data paths filled in) is stored in ``config``.
+
+def to_record(result: tg.RunResult, *, screen_id: str, cell: GridCell, planned: tg.Hyperparameters,
+              expected_hash: str, commit: str | None, executor: str) -> RunRecord:
+    """The one conversion of a run: the trainer's RunResult -> its ledger row (non-finite metrics -> None).
+
+    Flags config mismatches and a non-finite val_bpb. ``expected_hash`` (the arm's planned config hash) is the
+    ledger key; the config actually run (seed and resolved data paths filled in) is stored in ``config``.
     """
-    status, error = result.get("status") or "failed", result.get("error")
+    status, error = result.status or "failed", result.error
     problem = check_result_config(planned, cell.seed, result) if status != "failed" else None
     if problem is not None:
         status, error = "failed", f"ran a different config than planned: {problem}"
-    elif status == "ok" and not _finite(result.get("val_bpb")):
-        status, error = "diverged", f"val_bpb is not finite ({result.get('val_bpb')})"
+    elif status == "ok" and not _finite(result.val_bpb):
+        status, error = "diverged", f"val_bpb is not finite ({result.val_bpb})"
     return RunRecord(
         screen_id=screen_id, intervention=cell.intervention, arm=cell.arm, seed=int(cell.seed),
-        backend=str(result.get("backend")), config_hash=expected_hash, status=status, error=error,
-        val_loss=result.get("val_loss"), val_bpb=result.get("val_bpb"),
-        post_quant_val_loss=result.get("post_quant_val_loss"), post_quant_val_bpb=result.get("post_quant_val_bpb"),
-        artifact_bytes=result.get("artifact_bytes"), steps=result.get("steps"), wall_s=result.get("wall_s"),
-        tokens_per_s=result.get("tokens_per_s"), step_losses=list(result.get("step_losses") or []),
-        val_history=list(result.get("val_history") or []), versions=dict(result.get("versions") or {}),
-        git_commit=commit, executor=executor, config=dict(result.get("config") or {}), finished_at=time.time(),
+        backend=str(result.backend), config_hash=expected_hash, status=status, error=error,
+        val_loss=_or_none(result.val_loss), val_bpb=_or_none(result.val_bpb),
+        post_quant_val_loss=_or_none(result.post_quant_val_loss),
+        post_quant_val_bpb=_or_none(result.post_quant_val_bpb),
+        artifact_bytes=result.artifact_bytes if result.status == "ok" else None, steps=result.steps,
+        wall_s=_or_none(result.wall_s), tokens_per_s=_or_none(result.tokens_per_s),
+        step_losses=list(result.step_losses), val_history=list(result.val_history), versions=dict(result.versions),
+        git_commit=commit, executor=executor, config=dict(result.config), finished_at=time.time(),
     )
 
 
@@ -228,20 +213,20 @@ def format_run_line(rec: RunRecord, control: RunRecord | None, *, done: int, tot
     return f"[{done}/{total}] {rec.intervention:<24} seed={rec.seed:<6} val_bpb={bpb} {delta}{wall}{tail}"
 
 
-def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = None, progress: bool = True,
-               on_run: Callable[[RunRecord], None] | None = None, stream: TextIO | None = None) -> ScreenResult:
+def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = None,
+               progress: LineProgress | bool = True,
+               on_run: Callable[[RunRecord], None] | None = None) -> ScreenResult:
     """Run (or resume) a screen: pre-register it, then run every grid cell not yet in the ledger.
 
-    ``on_run`` is called with each newly finished RunRecord after it is committed to the ledger.
-    Returns every run of the screen in grid order.
+    ``progress``: a ``screen.progress`` renderer, or True/False for the default one (bars on a terminal,
+    plain lines otherwise; False keeps the per-run lines and drops the bars). ``on_run`` is called with each
+    newly finished RunRecord after it is committed to the ledger. Returns every run of the screen in grid order.
     """
     executor = executor or InProcessExecutor()
-    stream = stream or sys.stderr
+    prog = progress if isinstance(progress, LineProgress) else make_progress(bool(progress))
     commit = git_commit()
     ledger.register_screen(plan.screen_id, plan.preregistration(), git_commit=commit)
-    tg = _train_gpt()
-    configs = plan_configs(plan)
-    hashes = {name: tg.config_hash(cfg) for name, cfg in configs.items()}
+    hashes = {name: tg.config_hash(cfg) for name, cfg in plan.configs.items()}
     grid = plan_grid(plan)
     done: dict[int, RunRecord] = {}
     for cell in grid:
@@ -250,48 +235,36 @@ def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = 
             done[cell.index] = rec
     n_skipped = len(done)
     controls = {r.seed: r for r in done.values() if r.arm == "control"}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(grid), initial=n_skipped, desc=plan.screen_id, unit="run", file=stream,
-                   dynamic_ncols=True, leave=True)
+    prog.start(plan.screen_id, len(grid), n_skipped)
     if n_skipped:
-        _emit(f"resuming {plan.screen_id}: {n_skipped}/{len(grid)} runs already in {ledger.path}", bar, stream)
+        prog.line(f"resuming {plan.screen_id}: {n_skipped}/{len(grid)} runs already in {ledger.path}")
     n_executed = 0
-    for cell in grid:
-        if cell.index in done:
-            continue
-        cfg = configs[cell.intervention]
-        try:
-            result = executor.run(cfg, cell.seed, plan.backend)
-        except Exception as exc:  # an executor bug must not stop the screen: record the run as failed
-            result = failed_result(cfg, cell.seed, plan.backend, f"executor raised {type(exc).__name__}: {exc}")
-        rec = to_record(result, screen_id=plan.screen_id, cell=cell, planned=cfg,
-                        expected_hash=hashes[cell.intervention],
-                        commit=commit, executor=getattr(executor, "name", type(executor).__name__))
-        ledger.record_run(rec)
-        rec = ledger.get_run(plan.screen_id, cell.intervention, cell.seed, hashes[cell.intervention]) or rec
-        done[cell.index] = rec
-        n_executed += 1
-        if rec.arm == "control":
-            controls[rec.seed] = rec
-        _emit(format_run_line(rec, controls.get(rec.seed), done=len(done), total=len(grid)), bar, stream)
-        if bar is not None:
-            bar.update(1)
-        if on_run is not None:
-            on_run(rec)
-    if bar is not None:
-        bar.close()
+    try:
+        for cell in grid:
+            if cell.index in done:
+                continue
+            cfg = plan.configs[cell.intervention]
+            prog.run_started(f"{cell.intervention} seed {cell.seed}", int(cfg.iterations))
+            try:
+                result = executor.run(cfg, cell.seed, plan.backend, on_step=prog.on_step)
+            except Exception as exc:  # an executor bug must not stop the screen: record the run as failed
+                result = failed_result(cfg, cell.seed, plan.backend, f"executor raised {type(exc).__name__}: {exc}")
+            rec = to_record(result, screen_id=plan.screen_id, cell=cell, planned=cfg,
+                            expected_hash=hashes[cell.intervention],
+                            commit=commit, executor=getattr(executor, "name", type(executor).__name__))
+            ledger.record_run(rec)
+            rec = ledger.get_run(plan.screen_id, cell.intervention, cell.seed, hashes[cell.intervention]) or rec
+            done[cell.index] = rec
+            n_executed += 1
+            if rec.arm == "control":
+                controls[rec.seed] = rec
+            prog.run_finished(format_run_line(rec, controls.get(rec.seed), done=len(done), total=len(grid)))
+            if on_run is not None:
+                on_run(rec)
+    finally:
+        prog.close()
     runs = tuple(done[c.index] for c in grid)
     return ScreenResult(plan=plan, runs=runs, n_executed=n_executed, n_skipped=n_skipped)
-
-
-def _emit(line: str, bar: Any, stream: TextIO) -> None:
-    if bar is not None:
-        bar.write(line, file=stream)
-    else:
-        print(line, file=stream, flush=True)
 
 
 def screen_header(plan: ScreenPlan, *, commit: str | None = None) -> dict:
@@ -310,22 +283,25 @@ def write_runs_json(path: str | Path, plan: ScreenPlan, runs: Sequence[RunRecord
 
 
 def experiment_rows(plan: ScreenPlan, runs: Sequence[RunRecord]) -> list[dict]:
-    """Runs as DAG experiment rows ``{"intervention", "feature", "value", "val_bpb", "seed", "arm"}``.
+    """Runs as DAG experiment rows ``{"intervention", "feature", "value", "val_bpb", "seed", "arm",
+    "control_value"}``.
 
     Only runs with a finite val_bpb (failed and diverged runs carry no measurement). Control rows and
-    treatments without a canonical feature have feature/value None; otherwise value is the feature's
-    value in the treatment's config (e.g. "gelu" for activation, True for partial_rope).
+    treatments without a canonical feature have feature/value/control_value None; otherwise value is the
+    feature's value in the treatment's config (e.g. "gelu" for activation, True for partial_rope) and
+    control_value its value in the control config (the DAG stage needs it to place numeric features).
     """
-    configs = plan_configs(plan)
     overrides = dict(plan.treatments)
+    control = plan.configs[CONTROL]
     rows = []
     for r in runs:
         if r.status != "ok" or not _finite(r.val_bpb):
             continue
         feature = None if r.arm == "control" else reg.treatment_feature(r.intervention, overrides[r.intervention])
-        value = reg.feature_value(feature, configs[r.intervention]) if feature else None
+        value = reg.feature_value(feature, plan.configs[r.intervention]) if feature else None
         rows.append({"intervention": r.intervention, "feature": feature, "value": value, "val_bpb": r.val_bpb,
-                     "seed": r.seed, "arm": r.arm})
+                     "seed": r.seed, "arm": r.arm,
+                     "control_value": reg.feature_value(feature, control) if feature else None})
     return rows
 
 
@@ -347,15 +323,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="runs.json path (default: results/<screen-id>/runs.json)")
     p.add_argument("--screen-id", default=None, help="screen id (default: derived from the design)")
     p.add_argument("--resume", action="store_true", help="continue an existing screen, skipping completed runs")
-    p.add_argument("--executor", default="inprocess", choices=["inprocess", "subprocess", "torchrun"])
+    p.add_argument("--executor", default="inprocess", choices=sorted(EXECUTORS),
+                   help="where each run executes (default: inprocess)")
     p.add_argument("--timeout", type=float, default=None, help="per-run timeout in s (subprocess/torchrun)")
-    p.add_argument("--nproc-per-node", type=int, default=8, help="torchrun processes (default: 8)")
+    p.add_argument("--nproc-per-node", type=int, default=None, help="torchrun processes per node (default: 8)")
     p.add_argument("--alpha", type=float, default=0.01, help="pre-registered alpha (default: 0.01)")
     p.add_argument("--margin-bpb", type=float, default=0.0, help="pre-registered improvement margin (default: 0)")
     p.add_argument("--correction", default="holm", choices=list(CORRECTIONS), help="multiplicity correction")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bar (run lines still print)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (run lines still print; bars are drawn only on a terminal)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads for in-process runs (1 is fastest on a busy CPU; default: torch's)")
+                   help="torch CPU threads per run, e.g. 1 (in-process default: chosen once from the current load)")
     p.add_argument("--export-only", action="store_true",
                    help="run nothing: write runs.json for the screen from the ledger (with --screen-id)")
     add_debug_flag(p)
@@ -376,10 +354,6 @@ def _export_only(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(int(args.threads))
     if args.export_only:
         return _export_only(args)
     backend = args.backend

@@ -28,12 +28,12 @@ import json
 import re
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from scripts.causal.core.cli import add_debug_flag, run_cli
-from scripts.causal.core.errors import ConfigError, DataFormatError, StageError
+from scripts.causal.core.errors import CausalPipelineError, ConfigError, DataFormatError, StageError
 from scripts.causal.core.paths import TRAIN_GPT
 from scripts.causal.core.schema import read_json
 
@@ -278,3 +278,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def promotion_stage(confirmed: Sequence[str], ablation_path: Path, *, enabled: bool = True, apply: bool = False,
+                    screen_id: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """The pipeline's promotion step: a dry-run diff of train_gpt.py for the confirmed changes (or the write
+    with ``apply``). A refusal is reported in the result, never raised: the report shows why."""
+    if not enabled:
+        return {"applied": False, "promoted": [], "note": "promotion disabled (--no-promote)"}
+    if not confirmed:
+        return {"applied": False, "promoted": [], "note": "Nothing was promoted: no change was confirmed."}
+    try:
+        diff = promote(ablation_path, apply=apply, interventions=list(confirmed), screen_id=screen_id)
+    except CausalPipelineError as exc:
+        log(f"promotion: {exc}")
+        return {"applied": False, "promoted": [], "note": f"promotion refused: {exc}"}
+    log(f"promotion: {'applied to' if apply else 'dry-run diff for'} train_gpt.py: {', '.join(confirmed)}")
+    return {"applied": bool(apply), "promoted": list(confirmed), "diff": str(diff or "")}

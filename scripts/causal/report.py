@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
-import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -62,33 +60,6 @@ def nats_per_bpb_from_runs(runs: Sequence[Mapping]) -> float | None:
                     if r.get("status") == "ok" and r.get("val_loss") and r.get("val_bpb"))
     return ratios[len(ratios) // 2] if ratios else None
 
-
-def git_commit(repo: str | Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True,
-                             text=True, timeout=10, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def hardware_summary(backend: str) -> str:
-    import os
-
-    parts = [f"{platform.system()} {platform.machine()}", f"{os.cpu_count()} CPU cores"]
-    if backend == "torch":
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                parts.append(f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}")
-            else:
-                parts.append("no GPU (fp32 on CPU)")
-        except ImportError:
-            pass
-    return ", ".join(parts)
 
 
 def calibration_check(results: Sequence[Mapping]) -> list[dict]:

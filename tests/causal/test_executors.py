@@ -2,6 +2,7 @@
 and the subprocess executor running the identical config (with a timeout)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -56,18 +57,19 @@ def test_torchrun_command_and_env():
 def test_torchrun_executor_missing_binary_is_failed_not_raised():
     cfg = tg.preset_config("tiny")
     res = ex.TorchrunExecutor(torchrun="/nonexistent/torchrun", timeout_s=5).run(cfg, 1, "torch")
-    assert res["status"] == "failed" and "cannot launch" in res["error"]
-    assert ex.TorchrunExecutor().run(cfg, 1, "mlx")["status"] == "failed"
+    assert isinstance(res, tg.RunResult) and res.status == "failed" and "cannot launch" in res.error
+    assert ex.TorchrunExecutor().run(cfg, 1, "mlx").status == "failed"
 
 
 def test_check_result_config():
     cfg = tg.preset_config("tiny")
     ran = cfg.with_overrides(seed=7, data_path="/x/datasets/shakespeare_sp1024", tokenizer_path="/x/t.model")
-    ok = {"config": ran.to_dict(), "config_hash": tg.config_hash(ran), "status": "ok"}
+    ok = tg.RunResult(config=ran.to_dict(), config_hash=tg.config_hash(ran), seed=7, backend="torch", versions={})
     assert ex.check_result_config(cfg, 7, ok) is None  # default data path resolved to the corpus: fine
     assert "seed" in ex.check_result_config(cfg, 8, ok)
     other = ran.with_overrides(mlp_mult=3)
-    msg = ex.check_result_config(cfg, 7, {"config": other.to_dict(), "config_hash": tg.config_hash(other)})
+    msg = ex.check_result_config(cfg, 7, dataclasses.replace(ok, config=other.to_dict(),
+                                                              config_hash=tg.config_hash(other)))
     assert msg == "config mismatch in mlp_mult (planned 2, ran 3)"
     custom = cfg.with_overrides(data_path="/data/a_sp1024")
     assert "data_path mismatch" in ex.check_result_config(custom, 7, ok)
@@ -77,6 +79,8 @@ def test_make_executor():
     assert isinstance(ex.make_executor("subprocess", timeout_s=3), ex.SubprocessExecutor)
     assert ex.make_executor("subprocess", threads=1).threads == 1
     assert ex.make_executor("torchrun", nproc_per_node=2).nproc_per_node == 2
+    assert ex.make_executor("inprocess", threads=1, timeout_s=5).threads == 1  # was silently dropped
+    assert ex.make_executor("inprocess").threads is None and ex.make_executor("torchrun").nproc_per_node == 8
     with pytest.raises(ConfigError, match=r"--executor 'gpu' is not one of \['inprocess', 'subprocess', 'torchrun'\]"):
         ex.make_executor("gpu")
 
@@ -86,15 +90,15 @@ def test_subprocess_runs_identical_config(tiny_corpus):
 
     cfg = tg.preset_config("tiny").with_overrides(tiny_corpus.overrides()).with_overrides(iterations=3)
     child = ex.SubprocessExecutor(timeout_s=300).run(cfg, 5, "torch")
-    assert child["status"] == "ok", child["error"]
+    assert child.status == "ok", child.error
     here = trainer.run(cfg, 5, "torch")
-    assert child["config_hash"] == here.config_hash
-    assert child["val_bpb"] == here.val_bpb and child["step_losses"] == here.step_losses  # bit-identical
+    assert child.config_hash == here.config_hash
+    assert child.val_bpb == here.val_bpb and child.step_losses == here.step_losses  # bit-identical
     assert ex.check_result_config(cfg, 5, child) is None
 
 
 def test_subprocess_timeout_is_failed(tiny_corpus):
     cfg = tg.preset_config("tiny").with_overrides(tiny_corpus.overrides())
     res = ex.SubprocessExecutor(timeout_s=0.5).run(cfg, 5, "torch")
-    assert res["status"] == "failed" and res["error"].startswith("timeout: run exceeded 0.5 s")
-    assert res["val_bpb"] is None
+    assert res.status == "failed" and res.error.startswith("timeout: run exceeded 0.5 s")
+    assert math.isnan(res.val_bpb) and res.wall_s >= 0.5

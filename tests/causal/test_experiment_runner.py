@@ -18,6 +18,7 @@ from scripts.causal.core.paths import REPO_ROOT
 from scripts.causal.core.schema import read_json
 from scripts.causal.screen.executors import SubprocessExecutor
 from scripts.causal.screen.ledger import Ledger
+from scripts.causal.screen.progress import BarProgress, LineProgress, make_progress
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
@@ -51,7 +52,7 @@ def test_plan_grid_is_interleaved_with_one_control_per_seed(base_ov):
         ("control", 1), ("aa", 1), ("mlp_mult_3", 1), ("override:activation=gelu", 1),
         ("control", 2), ("aa", 2), ("mlp_mult_3", 2), ("override:activation=gelu", 2)]
     assert [c.arm for c in cells[:2]] == ["control", "treatment"]
-    configs = er.plan_configs(plan)
+    configs = plan.configs
     assert configs["aa"] == configs["control"] and configs["mlp_mult_3"].mlp_mult == 3
     assert configs["override:activation=gelu"].activation == "gelu"
     pre = plan.preregistration()
@@ -86,7 +87,7 @@ def test_run_screen_real_tiny_with_diverged_and_failed_runs(tmp_path, base_ov):
     seen = []
     stream = io.StringIO()
     with Ledger(tmp_path / "l.sqlite") as led:
-        res = er.run_screen(plan, ledger=led, progress=False, on_run=seen.append, stream=stream)
+        res = er.run_screen(plan, ledger=led, progress=LineProgress(stream), on_run=seen.append)
         assert res.n_executed == 6 and res.n_skipped == 0 and len(seen) == 6
         by = {(r.intervention, r.seed): r for r in res.runs}
         ctrl, aa = by[("control", 11)], by[("aa", 11)]
@@ -100,7 +101,7 @@ def test_run_screen_real_tiny_with_diverged_and_failed_runs(tmp_path, base_ov):
         assert len(ctrl.step_losses) == 4 and ctrl.steps == 4 and ctrl.artifact_bytes > 0
         assert led.count_runs(plan.screen_id) == 6
         # Re-running the same screen skips everything (idempotent).
-        again = er.run_screen(plan, ledger=led, progress=False, stream=stream)
+        again = er.run_screen(plan, ledger=led, progress=LineProgress(stream))
         assert again.n_executed == 0 and again.n_skipped == 6 and again.runs == res.runs
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("[1/6] control") and "(control)" in lines[0]
@@ -119,10 +120,10 @@ def test_run_screen_real_tiny_with_diverged_and_failed_runs(tmp_path, base_ov):
 
 def test_failed_run_recorded_and_screen_goes_on(tmp_path, base_ov):
     plan = _plan(base_ov, interventions=["aa"], seeds=[11])
-    stream = io.StringIO()
+    stream = _Tty()
     with Ledger(tmp_path / "l.sqlite") as led:
-        res = er.run_screen(plan, ledger=led, executor=SubprocessExecutor(timeout_s=0.2), progress=True,
-                            stream=stream)
+        res = er.run_screen(plan, ledger=led, executor=SubprocessExecutor(timeout_s=0.2),
+                            progress=make_progress(True, stream))
         assert [(r.intervention, r.status) for r in res.runs] == [("control", "failed"), ("aa", "failed")]
         assert all(r.error.startswith("timeout") and r.executor == "subprocess" for r in res.runs)
     text = stream.getvalue()  # tqdm bar over the grid + one line per finished run
@@ -234,12 +235,14 @@ def test_experiment_rows_for_the_dag(base_ov):
             rec("override:qk_gain_init=4.0", status="diverged", bpb=None)]
     rows = er.experiment_rows(plan, runs)
     assert rows == [
-        {"intervention": "control", "feature": None, "value": None, "val_bpb": 2.0, "seed": 1, "arm": "control"},
+        {"intervention": "control", "feature": None, "value": None, "val_bpb": 2.0, "seed": 1, "arm": "control",
+         "control_value": None},
         {"intervention": "act_gelu", "feature": "activation", "value": "gelu", "val_bpb": 1.9, "seed": 1,
-         "arm": "treatment"},
+         "arm": "treatment", "control_value": "relu2"},
         {"intervention": "partial_rope", "feature": "partial_rope", "value": True, "val_bpb": 2.0, "seed": 1,
-         "arm": "treatment"},
-        {"intervention": "loss_rho1", "feature": None, "value": None, "val_bpb": 2.0, "seed": 1, "arm": "treatment"},
+         "arm": "treatment", "control_value": False},
+        {"intervention": "loss_rho1", "feature": None, "value": None, "val_bpb": 2.0, "seed": 1, "arm": "treatment",
+         "control_value": None},
     ]  # the diverged run has no measurement, so no row
     assert er.reg.treatment_feature("override:qk_gain_init=4.0", {"qk_gain_init": 4.0}) == "qk_gain"
 
@@ -249,14 +252,47 @@ class _BrokenExecutor:
 
     name = "broken"
 
-    def run(self, config, seed, backend):
+    def run(self, config, seed, backend, *, on_step=None):
         raise RuntimeError(f"no GPU for seed {seed}")
 
 
 def test_executor_exception_is_a_failed_run(tmp_path, base_ov):
     plan = _plan(base_ov, interventions=["aa"], seeds=[11, 12])
     with Ledger(tmp_path / "l.sqlite") as led:
-        res = er.run_screen(plan, ledger=led, executor=_BrokenExecutor(), progress=False, stream=io.StringIO())
+        res = er.run_screen(plan, ledger=led, executor=_BrokenExecutor(), progress=LineProgress(io.StringIO()))
     assert len(res.runs) == 4 and all(r.status == "failed" for r in res.runs)
     assert res.runs[3].error == "executor raised RuntimeError: no GPU for seed 12"
     assert res.runs[3].executor == "broken"
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_plain_lines_off_a_terminal_and_bars_on_one():
+    plain, tty = io.StringIO(), _Tty()
+    assert type(make_progress(True, plain)) is LineProgress and type(make_progress(False, tty)) is LineProgress
+    bar = make_progress(True, tty)
+    assert isinstance(bar, BarProgress)
+    lines = make_progress(True, plain)
+    for prog in (lines, bar):
+        prog.start("screen", 2, 0)
+        prog.run_started("control seed 1", 10)
+        for step in range(1, 11):
+            prog.on_step(step, 10)
+        prog.run_finished("[1/2] control seed=1 val_bpb=2.0000 (control)")
+        prog.close()
+    assert plain.getvalue() == "[1/2] control seed=1 val_bpb=2.0000 (control)\n"  # no bars, no carriage returns
+    assert "\r" in tty.getvalue() and "[1/2] control seed=1" in tty.getvalue()
+
+
+def test_the_trainer_reports_steps_through_the_callback(base_ov):
+    from scripts.causal.screen.executors import InProcessExecutor
+
+    plan = _plan(base_ov, interventions=["aa"], seeds=[11])
+    seen = []
+    result = InProcessExecutor(threads=1).run(plan.configs["control"], 11, "torch",
+                                              on_step=lambda s, n: seen.append((s, n)))
+    n = plan.configs["control"].iterations
+    assert result.status == "ok" and seen == [(s, n) for s in range(1, n + 1)]

@@ -10,7 +10,8 @@ from scripts.causal import run_pipeline as rp
 from scripts.causal.core.errors import ConfigError
 from scripts.causal.core.paths import REPO_ROOT
 from scripts.causal.core.schema import read_json
-from scripts.causal.pipeline import stages as st
+from scripts.causal.pipeline import cycle as st
+from scripts.causal.pipeline.profiles import resolve_options
 
 
 def _opts(argv, **kw):
@@ -20,6 +21,7 @@ def _opts(argv, **kw):
 def test_fast_defaults(tmp_path):
     o = _opts(["--fast", "--output-dir", str(tmp_path / "run")])
     assert (o.preset, o.backend, o.top_k, o.cycles, o.budget_minutes) == ("fast", "torch", 2, 1, 10.0)
+    assert o.profile == "fast" and o.bootstrap == 30 and _opts(["--profile", "fast", "--output-dir", str(tmp_path)]).top_k == 2
     assert o.calibration == ("aa", "sanity_frozen_matrices") and o.seeds == (11, 12, 13, 14, 15)
     assert not set(o.seeds) & set(o.confirm_seeds)
     assert o.run_id == "run" and o.output_dir == str((tmp_path / "run").resolve())
@@ -44,6 +46,18 @@ def test_plain_defaults_and_overrides(tmp_path):
 def test_bad_flags_name_the_flag(argv, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
         _opts([*argv, "--output-dir", str(tmp_path)])
+
+
+def test_profile_layers_defaults_profile_then_explicit_flags(tmp_path):
+    assert resolve_options("fast", {})["top_k"] == 2 and resolve_options("default", {})["top_k"] == 3
+    assert resolve_options("fast", {"top_k": 4, "cycles": None}) | {} == {**resolve_options("fast", {}), "top_k": 4}
+    o = _opts(["--fast", "--top-k", "3", "--budget-minutes", "30", "--preset", "tiny", "--output-dir", str(tmp_path)])
+    assert (o.top_k, o.budget_minutes, o.preset, o.cycles, o.calibration) == (3, 30.0, "tiny", 1,
+                                                                              ("aa", "sanity_frozen_matrices"))
+    with pytest.raises(ConfigError, match="contradicts --profile default"):
+        _opts(["--fast", "--profile", "default", "--output-dir", str(tmp_path)])
+    with pytest.raises(ConfigError, match="unknown pipeline option"):
+        resolve_options("fast", {"nope": 1})
 
 
 def test_resume_without_an_earlier_run(tmp_path, monkeypatch):
@@ -80,7 +94,9 @@ def test_experiment_rows_and_winners():
             RunRecord(intervention="aa", arm="treatment", seed=1, status="ok", val_bpb=2.0, **rec),
             RunRecord(intervention="model_dim_up", arm="treatment", seed=1, status="ok", val_bpb=1.9, **rec),
             RunRecord(intervention="model_dim_up", arm="treatment", seed=2, status="diverged", val_bpb=None, **rec)]
-    rows = st.experiment_rows(plan, runs)
+    from scripts.causal.experiment_runner import experiment_rows
+
+    rows = experiment_rows(plan, runs)
     assert [(r["intervention"], r["feature"], r["value"], r["control_value"], r["val_bpb"]) for r in rows] == [
         ("control", None, None, None, 2.0), ("aa", None, None, None, 2.0), ("model_dim_up", "model_dim", 72, 64, 1.9)]
     abl = {"results": [{"intervention": "aa", "decision": "suggestive", "mean_delta_bpb": -0.1},
@@ -91,9 +107,9 @@ def test_experiment_rows_and_winners():
 
 
 def test_clock_budget():
-    c = rp.Clock(None)
+    c = st.Clock(None)
     assert c.fits(1e9)
-    c = rp.Clock(1.0)
+    c = st.Clock(1.0)
     assert c.fits(30) and not c.fits(61)
 
 
@@ -148,7 +164,7 @@ def test_end_to_end_tiny(tiny_corpus, tmp_path, monkeypatch):
 def test_promotion_stage_dry_run_diff(tmp_path):
     from scripts.causal.core.paths import TRAIN_GPT
     from scripts.causal.core.schema import write_json
-    from scripts.causal.pipeline import finish as pf
+    from scripts.causal.promote import promotion_stage
 
     before = TRAIN_GPT.read_text()
     abl = write_json(tmp_path / "ablation_results.json", {
@@ -156,19 +172,19 @@ def test_promotion_stage_dry_run_diff(tmp_path):
         "results": [{"intervention": "act_gelu", "n_pairs": 5, "n_failed": 0, "mean_delta_bpb": -0.006,
                      "sd_delta": 0.001, "ci_low": -0.007, "ci_high": -0.005, "p_improve": 1e-4, "p_harm": 0.9999,
                      "p_adjusted": 4e-4, "decision": "confirmed", "mde": 0.002, "power": 0.99, "rho": 0.9}]})
-    opts = _opts(["--output-dir", str(tmp_path)])
     logs = []
-    promo = pf.promotion_stage(opts, ["act_gelu"], abl, screen_id="s1", log=logs.append)
+    promo = promotion_stage(["act_gelu"], abl, screen_id="s1", log=logs.append)
     assert promo["promoted"] == ["act_gelu"] and not promo["applied"]
     assert "+    'activation': 'gelu',  # screen=s1 intervention=act_gelu" in promo["diff"]
     assert TRAIN_GPT.read_text() == before  # dry run: nothing written
-    assert pf.promotion_stage(opts, [], abl, screen_id="s1", log=logs.append)["promoted"] == []
+    assert promotion_stage([], abl, screen_id="s1", log=logs.append)["promoted"] == []
+    assert promotion_stage(["act_gelu"], abl, enabled=False)["promoted"] == []
 
 
 def test_clock_charges_reused_runs():
     from types import SimpleNamespace
 
-    c = rp.Clock(1.0)
+    c = st.Clock(1.0)
     old = SimpleNamespace(wall_s=50.0, finished_at=c.session_start - 100)
     new = SimpleNamespace(wall_s=50.0, finished_at=c.session_start + 1)
     c.credit_reused([old, new])
@@ -176,8 +192,7 @@ def test_clock_charges_reused_runs():
 
 
 def test_snippets_pair_confirmed_runs_with_control_seeds(fixtures_dir):
-    from scripts.causal.pipeline import finish as pf
-
+    pf = st
     runs = read_json(fixtures_dir / "pipeline" / "runs.json")["runs"]
     (s,) = pf.snippets_for(["mlp_mult_3"], runs, nats_per_bpb=1.7)
     ctrl = {r["seed"]: r["val_bpb"] for r in runs if r["arm"] == "control"}
@@ -192,9 +207,9 @@ def test_snippets_pair_confirmed_runs_with_control_seeds(fixtures_dir):
 def test_small_png_downscales(tmp_path):
     from PIL import Image
 
-    from scripts.causal.pipeline import finish as pf
+    from scripts.causal.dag.render import small_png
 
     Image.new("RGB", (3000, 1000), "white").save(tmp_path / "big.png")
-    out = pf.small_png(tmp_path / "big.png", tmp_path / "small.png")
+    out = small_png(tmp_path / "big.png", tmp_path / "small.png")
     with Image.open(out) as im:
         assert im.size == (1600, 533)

@@ -38,7 +38,8 @@ def test_as_config_applies_preset_then_overrides_and_rejects_unknown_keys():
 
 
 def test_run_is_deterministic_and_reuses_cached_data_and_model(tiny_corpus):
-    trainer.clear_caches()
+    trainer._DATA_CACHE.clear()
+    trainer._MODEL_CACHE.clear()
     first = trainer.run(tiny(tiny_corpus), 7)
     data_objects = list(trainer._DATA_CACHE.values())
     model_objects = list(trainer._MODEL_CACHE.values())

@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from scripts.causal.core.errors import DataFormatError, SchemaVersionError
 
@@ -274,6 +274,8 @@ class ScreenPlan:
 
     ``treatments`` maps each treatment name to its resolved overrides relative to the control config
     ``base_config`` (the preset's resolved Hyperparameters as a dict). Seeds are shared by all arms.
+    ``configs`` holds every arm's Hyperparameters ("control" and each treatment), resolved once when the plan
+    is built and used as is by the runner, the checks and the DAG rows (not part of the pre-registration).
     """
 
     screen_id: str
@@ -285,6 +287,7 @@ class ScreenPlan:
     alpha: float = 0.01
     margin_bpb: float = 0.0
     correction: str = "holm"
+    configs: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def intervention_names(self) -> tuple[str, ...]:
@@ -450,4 +453,5 @@ class PipelineOptions:
     matrix_path: str = "results/interventions.json"
     data_overrides: dict = dataclasses.field(default_factory=dict)
     extra_overrides: dict = dataclasses.field(default_factory=dict)
-    fast: bool = False
+    profile: str = "default"
+    threads: int | None = None  # torch CPU threads (None: decided once from the load)

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import time
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 from scripts.causal.core.errors import DataFormatError
 from scripts.causal.core.schema import _jsonable, file_sha256, read_json, write_json
@@ -66,6 +68,31 @@ class StageCache:
         }
         write_json(self.path, {"stages": self.entries})
 
-    def invalidate(self, stage: str) -> None:
-        if self.entries.pop(stage, None) is not None:
-            write_json(self.path, {"stages": self.entries})
+
+def cached_stage(cache: StageCache, stage: str, *, inputs: Sequence[Path], options: Mapping,
+                 outputs: Sequence[Path], compute: Callable[[], None], log: Callable[[str], None],
+                 store: Path | None = None) -> bool:
+    """Run ``compute`` unless the outputs are fresh (or restorable from the shared ``store`` folder).
+
+    With ``store``, fresh outputs are also copied there under the stage key, so another run folder with the
+    same inputs and options reuses them. Returns True when the outputs were reused.
+    """
+    if cache.is_fresh(stage, inputs=inputs, options=options, outputs=outputs):
+        log(f"{stage}: inputs unchanged, reusing {len(outputs)} outputs")
+        return True
+    keyed = None if store is None else store / stage / stage_key(stage, inputs=inputs, options=options)[:16]
+    if keyed is not None and all((keyed / Path(o).name).is_file() for o in outputs):
+        for o in outputs:
+            shutil.copyfile(keyed / Path(o).name, o)
+        cache.record(stage, inputs=inputs, options=options, outputs=outputs)
+        log(f"{stage}: inputs unchanged since an earlier run, reusing its outputs ({keyed})")
+        return True
+    t0 = time.perf_counter()
+    compute()
+    cache.record(stage, inputs=inputs, options=options, outputs=outputs)
+    if keyed is not None:
+        keyed.mkdir(parents=True, exist_ok=True)
+        for o in outputs:
+            shutil.copyfile(o, keyed / Path(o).name)
+    log(f"{stage}: done in {time.perf_counter() - t0:.1f}s")
+    return False

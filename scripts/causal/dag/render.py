@@ -147,3 +147,16 @@ def render_dag(edges: Sequence[Mapping], tiers: Mapping[str, int], path: str | P
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def small_png(src: Path, dest: Path, *, max_width: int = 1600) -> Path:
+    """Copy a PNG, downscaled to ``max_width`` and palette-quantised (keeps committed examples small)."""
+    from PIL import Image
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        if im.width > max_width:
+            im = im.resize((max_width, round(im.height * max_width / im.width)), Image.LANCZOS)
+        im.quantize(colors=256).save(dest, optimize=True)
+    return dest

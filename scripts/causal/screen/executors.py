@@ -1,10 +1,9 @@
 """Executors: how one (config, seed, backend) training run is carried out for the screen runner.
 
-Every executor has ``name`` and ``run(config, seed, backend) -> dict``, the dict having the fields of
-``train_gpt.RunResult.to_dict()`` (config, config_hash, seed, backend, versions, step_losses,
-val_history, val_loss, val_bpb, post_quant_val_loss, post_quant_val_bpb, artifact_bytes, steps,
-wall_s, tokens_per_s, status, error). An executor never raises for a failed run: it returns
-status "failed" (or "diverged") and the error text, and the screen goes on.
+Every executor has ``name`` and ``run(config, seed, backend, *, on_step=None) -> train_gpt.RunResult``: the
+trainer's own result type for every run, failed ones included. An executor never raises for a failed run: it
+returns status "failed" (or "diverged") and the error text, and the screen goes on. ``on_step(step, total)``
+is the trainer's progress callback (in-process only; the others report a run when it ends).
 
 * ``InProcessExecutor`` (default): ``scripts.causal.screen.trainer.run`` in this process (data cached).
 * ``SubprocessExecutor``: the IDENTICAL config, passed in full as JSON to a child Python process
@@ -29,53 +28,36 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Callable, Protocol
 
+import train_gpt as tg
 from scripts.causal.core.cli import add_debug_flag, run_cli
 from scripts.causal.core.errors import ConfigError, DataFormatError
 from scripts.causal.core.paths import REPO_ROOT, TRAIN_GPT
 
-RESULT_FIELDS = (
-    "config", "config_hash", "seed", "backend", "versions", "step_losses", "val_history", "val_loss",
-    "val_bpb", "post_quant_val_loss", "post_quant_val_bpb", "artifact_bytes", "steps", "wall_s",
-    "tokens_per_s", "status", "error",
-)
+StepCallback = Callable[[int, int], None]
 
 
 class Executor(Protocol):
     name: str
 
-    def run(self, config: Any, seed: int, backend: str) -> dict: ...
-
-
-def _train_gpt():
-    import train_gpt  # the standalone trainer at the repo root
-
-    return train_gpt
-
-
-def config_dict(config: Any) -> dict:
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-
-
-def config_hash(config: Any) -> str:
-    return _train_gpt().config_hash(config)
+    def run(self, config: tg.Hyperparameters, seed: int, backend: str, *,
+            on_step: StepCallback | None = None) -> tg.RunResult: ...
 
 
 _DATA_FIELDS = ("data_path", "tokenizer_path")
 
 
-def check_result_config(planned: Any, seed: int, result: Mapping[str, Any]) -> str | None:
+def check_result_config(planned: tg.Hyperparameters, seed: int, result: tg.RunResult) -> str | None:
     """None if ``result`` was trained on exactly ``planned`` with ``seed``, else an error naming the fields.
 
     The trainer stores the config it ran: ``seed`` set to the run's seed and, when the planned data path
     is the default FineWeb folder that is absent, the data paths resolved to the embedded default corpus.
     Everything else must match field by field (the config hash is checked on top).
     """
-    ran = result.get("config") or {}
+    ran = result.config or {}
     if not ran:
-        return None if result.get("status") != "ok" else "result carries no config to check"
-    tg = _train_gpt()
+        return None if result.status != "ok" else "result carries no config to check"
     data_ok = {k: ran.get(k, getattr(planned, k)) for k in _DATA_FIELDS}
     if planned.data_path != tg.DEFAULT_DATA_PATH:
         if Path(str(data_ok["data_path"])).name != Path(planned.data_path).name:
@@ -84,34 +66,23 @@ def check_result_config(planned: Any, seed: int, result: Mapping[str, Any]) -> s
         expected = planned.with_overrides({"seed": int(seed), **data_ok})
     except ValueError as exc:
         return f"result config unreadable: {exc}"
-    want = config_dict(expected)
-    skip = set(getattr(tg, "_HASH_EXCLUDED", ("run_id", "train_log_every")))
+    want = expected.to_dict()
+    skip = set(tg._HASH_EXCLUDED)
     diff = sorted(k for k in want if k not in skip and k in ran and ran[k] != want[k])
     if diff:
         return "config mismatch in " + ", ".join(f"{k} (planned {want[k]!r}, ran {ran[k]!r})" for k in diff)
-    got = result.get("config_hash")
-    if got is not None and got != tg.config_hash(expected):
+    got = result.config_hash
+    if got and got != tg.config_hash(expected):
         return f"config hash mismatch: planned {tg.config_hash(expected)}, ran {got}"
     return None
 
 
-def failed_result(config: Any, seed: int, backend: str, error: str, *, status: str = "failed",
-                  wall_s: float | None = None) -> dict:
-    """A RunResult-shaped dict for a run that produced no metrics."""
-    return {
-        "config": config_dict(config), "config_hash": config_hash(config), "seed": int(seed),
-        "backend": backend, "versions": {}, "step_losses": [], "val_history": [], "val_loss": None,
-        "val_bpb": None, "post_quant_val_loss": None, "post_quant_val_bpb": None, "artifact_bytes": None,
-        "steps": 0, "wall_s": wall_s, "tokens_per_s": None, "status": status, "error": error,
-    }
-
-
-def _as_dict(result: Any) -> dict:
-    if isinstance(result, Mapping):
-        return dict(result)
-    if hasattr(result, "to_dict"):
-        return dict(result.to_dict())
-    return dataclasses.asdict(result)
+def failed_result(config: tg.Hyperparameters, seed: int, backend: str, error: str, *, status: str = "failed",
+                  wall_s: float | None = None) -> tg.RunResult:
+    """The RunResult of a run that produced no metrics (the config it was asked to run, the error)."""
+    return tg.RunResult(config=config.to_dict(), config_hash=tg.config_hash(config), seed=int(seed),
+                        backend=backend, versions={}, status=status, error=error,
+                        wall_s=float("nan") if wall_s is None else float(wall_s))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,12 +99,13 @@ class InProcessExecutor:
     threads: int | None = None
     name: str = "inprocess"
 
-    def run(self, config: Any, seed: int, backend: str) -> dict:
+    def run(self, config: tg.Hyperparameters, seed: int, backend: str, *,
+            on_step: StepCallback | None = None) -> tg.RunResult:
         from scripts.causal.screen import trainer
 
         t0 = time.perf_counter()
         try:
-            return _as_dict(trainer.run(config, seed, backend, progress=self.progress, threads=self.threads))
+            return trainer.run(config, seed, backend, progress=self.progress, threads=self.threads, on_step=on_step)
         except Exception as exc:  # trainer.run should not raise; a bug there must not stop the screen
             return failed_result(config, seed, backend, f"{type(exc).__name__}: {exc}",
                                  wall_s=time.perf_counter() - t0)
@@ -152,12 +124,13 @@ class SubprocessExecutor:
     threads: int | None = None  # torch intra-op threads in the child (None: torch's default)
     name: str = "subprocess"
 
-    def run(self, config: Any, seed: int, backend: str) -> dict:
-        expected = config_hash(config)
+    def run(self, config: tg.Hyperparameters, seed: int, backend: str, *,
+            on_step: StepCallback | None = None) -> tg.RunResult:
+        expected = tg.config_hash(config)
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="pgc_run_") as tmp:
             inp, out = Path(tmp) / "in.json", Path(tmp) / "out.json"
-            inp.write_text(json.dumps({"config": config_dict(config), "config_hash": expected,
+            inp.write_text(json.dumps({"config": config.to_dict(), "config_hash": expected,
                                        "seed": int(seed), "backend": backend}), encoding="utf-8")
             cmd = [self.python, "-m", "scripts.causal.screen.executors", "--worker", str(inp), str(out)]
             if self.threads:
@@ -176,8 +149,8 @@ class SubprocessExecutor:
                 return failed_result(config, seed, backend,
                                      f"worker exited with code {proc.returncode}: {' | '.join(tail)}",
                                      wall_s=time.perf_counter() - t0)
-            result = json.loads(out.read_text(encoding="utf-8"))
-        problem = check_result_config(config, seed, result) if result.get("status") != "failed" else None
+            result = tg.RunResult.from_dict(json.loads(out.read_text(encoding="utf-8")))
+        problem = check_result_config(config, seed, result) if result.status != "failed" else None
         if problem is not None:
             return failed_result(config, seed, backend, f"subprocess ran a different config: {problem}")
         return result
@@ -187,15 +160,14 @@ def _worker(inp: Path, out: Path) -> int:
     from scripts.causal.screen import trainer
 
     job = json.loads(Path(inp).read_text(encoding="utf-8"))
-    tg = _train_gpt()
     cfg = tg.Hyperparameters().with_overrides(job["config"])
     got = tg.config_hash(cfg)
     if got != job["config_hash"]:
         raise ConfigError(f"{inp}: config rebuilt in the child hashes to {got}, parent sent {job['config_hash']}; "
                           "the trainer's Hyperparameters differ between parent and child")
-    result = _as_dict(trainer.run(cfg, int(job["seed"]), job["backend"]))
+    result = trainer.run(cfg, int(job["seed"]), job["backend"])
     tmp = Path(str(out) + ".tmp")
-    tmp.write_text(json.dumps(result), encoding="utf-8")
+    tmp.write_text(json.dumps(result.to_dict()), encoding="utf-8")
     tmp.replace(out)
     return 0
 
@@ -211,10 +183,10 @@ _BYTES_RE = re.compile(r"Total submission size int8\+zlib: (\d+) bytes")
 _TRAIN_TIME_RE = re.compile(r"train_time:(\d+(?:\.\d+)?)ms")
 
 
-def env_overrides(config: Any, seed: int) -> dict[str, str]:
+def env_overrides(config: tg.Hyperparameters, seed: int) -> dict[str, str]:
     """The config as upstream env vars: UPPER_CASE field names, bools as "1"/"0", SEED = seed."""
     env = {}
-    for key, value in config_dict(config).items():
+    for key, value in config.to_dict().items():
         if isinstance(value, bool):
             env[key.upper()] = "1" if value else "0"
         elif value is None:
@@ -225,7 +197,7 @@ def env_overrides(config: Any, seed: int) -> dict[str, str]:
     return env
 
 
-def build_torchrun_command(config: Any, seed: int, *, nproc_per_node: int = 8, train_script: Path = TRAIN_GPT,
+def build_torchrun_command(config: tg.Hyperparameters, seed: int, *, nproc_per_node: int = 8, train_script: Path = TRAIN_GPT,
                            torchrun: str = "torchrun") -> tuple[list[str], dict[str, str]]:
     """(argv, env overrides) to run ``train_script`` under torchrun with this exact config."""
     argv = [torchrun, "--standalone", f"--nproc_per_node={int(nproc_per_node)}", str(train_script)]
@@ -278,7 +250,8 @@ class TorchrunExecutor:
     torchrun: str = "torchrun"
     name: str = "torchrun"
 
-    def run(self, config: Any, seed: int, backend: str) -> dict:
+    def run(self, config: tg.Hyperparameters, seed: int, backend: str, *,
+            on_step: StepCallback | None = None) -> tg.RunResult:
         if backend != "torch":
             return failed_result(config, seed, backend, f"torchrun executor runs the torch backend only, got {backend!r}")
         argv, overrides = build_torchrun_command(config, seed, nproc_per_node=self.nproc_per_node,
@@ -295,29 +268,29 @@ class TorchrunExecutor:
         parsed = parse_train_log(proc.stdout or "")
         if proc.returncode != 0 and parsed["status"] == "ok":
             parsed["status"], parsed["error"] = "failed", f"torchrun exited with code {proc.returncode}"
-        result = failed_result(config, seed, backend, parsed["error"] or "", status=parsed["status"], wall_s=wall)
-        for key in ("step_losses", "val_history", "steps", "val_loss", "val_bpb", "post_quant_val_loss",
-                    "post_quant_val_bpb", "artifact_bytes"):
-            result[key] = parsed[key]
-        result["error"] = parsed["error"]
-        tokens = int(getattr(config, "train_batch_tokens", 0)) * int(parsed["steps"] or 0)
-        result["tokens_per_s"] = tokens / parsed["train_time_s"] if parsed["train_time_s"] else None
-        return result
+        tokens = int(config.train_batch_tokens) * int(parsed["steps"] or 0)
+        return dataclasses.replace(
+            failed_result(config, seed, backend, parsed["error"], status=parsed["status"], wall_s=wall),
+            tokens_per_s=tokens / parsed["train_time_s"] if parsed["train_time_s"] else None,
+            **{k: parsed[k] for k in ("step_losses", "val_history", "steps", "val_loss", "val_bpb",
+                                      "post_quant_val_loss", "post_quant_val_bpb", "artifact_bytes")})
 
 
 EXECUTORS = {"inprocess": InProcessExecutor, "subprocess": SubprocessExecutor, "torchrun": TorchrunExecutor}
 
 
-def make_executor(name: str, *, timeout_s: float | None = None, nproc_per_node: int = 8,
-                  progress: bool = False, threads: int | None = None) -> Executor:
-    """Build an executor by name ("inprocess" | "subprocess" | "torchrun")."""
-    if name == "inprocess":
-        return InProcessExecutor(progress=progress)
-    if name == "subprocess":
-        return SubprocessExecutor(timeout_s=timeout_s or 3600.0, threads=threads)
-    if name == "torchrun":
-        return TorchrunExecutor(nproc_per_node=nproc_per_node, timeout_s=timeout_s or 3600.0)
-    raise ConfigError(f"--executor {name!r} is not one of {sorted(EXECUTORS)}")
+def make_executor(name: str, *, timeout_s: float | None = None, nproc_per_node: int | None = None,
+                  threads: int | None = None) -> Executor:
+    """Build an executor from ``EXECUTORS`` by name; each option goes to the executors that have it.
+
+    ``threads`` (torch CPU threads) reaches the in-process and subprocess executors; None keeps their default
+    (in-process: the trainer's automatic choice)."""
+    if name not in EXECUTORS:
+        raise ConfigError(f"--executor {name!r} is not one of {sorted(EXECUTORS)}")
+    cls = EXECUTORS[name]
+    given = {"timeout_s": timeout_s, "nproc_per_node": nproc_per_node, "threads": threads}
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in given.items() if v is not None and k in fields})
 
 
 def main(argv: list[str] | None = None) -> int:

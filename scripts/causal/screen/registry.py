@@ -19,7 +19,7 @@ sets matrix_lr = 0 (the Muon-trained matrices never move; must come out harmful)
 
 API: ``get_intervention(name)``, ``list_interventions()``, ``resolve_overrides(name, base_config)``,
 ``apply(name, base_config)``, ``adhoc_treatment(spec, base_config)``,
-``validate_config(cfg)``, ``treatment_feature(name, overrides)``, ``feature_value(feature, config)``.
+``treatment_feature(name, overrides)``, ``feature_value(feature, config)``.
 """
 from __future__ import annotations
 
@@ -30,8 +30,6 @@ from typing import Any, Callable, Mapping
 from scripts.causal.core.cli import parse_key_values
 from scripts.causal.core.errors import ConfigError
 
-ACTIVATIONS = ("relu2", "leaky_relu2", "gelu", "silu", "sin2")
-LOSSES = ("ce", "rho1", "mtp")
 ADHOC_PREFIX = "override:"
 
 
@@ -157,7 +155,8 @@ def _field_names(cfg: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(cfg)]
 
 
-def _with(cfg: Any, overrides: Mapping[str, Any]) -> Any:
+def _with(cfg: Any, overrides: Mapping[str, Any], what: str = "") -> Any:
+    """``cfg`` with ``overrides``; Hyperparameters' own checks (shapes, ranges, choices) become ConfigError."""
     if not overrides:
         return cfg
     try:
@@ -165,47 +164,8 @@ def _with(cfg: Any, overrides: Mapping[str, Any]) -> Any:
     except ConfigError:
         raise
     except (KeyError, ValueError, TypeError) as exc:
-        raise ConfigError(f"invalid overrides {dict(overrides)!r}: {exc}") from exc
+        raise ConfigError(f"{what or f'overrides {dict(overrides)!r}'} gives an invalid config: {exc}") from exc
 
-
-def validate_config(cfg: Any) -> list[str]:
-    """Shape and range problems of a config (empty list = valid). Checks every screening knob."""
-    problems = []
-    dim, heads, kv = int(cfg.model_dim), int(cfg.num_heads), int(cfg.num_kv_heads)
-    if heads <= 0 or dim % heads:
-        problems.append(f"model_dim={dim} must be divisible by num_heads={heads}")
-    elif (dim // heads) % 2:
-        problems.append(f"head_dim={dim // heads} (model_dim/num_heads) must be even for RoPE")
-    if kv <= 0 or heads % kv:
-        problems.append(f"num_heads={heads} must be divisible by num_kv_heads={kv}")
-    if int(cfg.num_layers) < 1:
-        problems.append(f"num_layers={cfg.num_layers} must be >= 1")
-    if float(cfg.mlp_mult) <= 0:
-        problems.append(f"mlp_mult={cfg.mlp_mult} must be > 0")
-    if float(cfg.logit_softcap) <= 0:
-        problems.append(f"logit_softcap={cfg.logit_softcap} must be > 0")
-    if cfg.activation not in ACTIVATIONS:
-        problems.append(f"activation={cfg.activation!r} must be one of {list(ACTIVATIONS)}")
-    if cfg.loss not in LOSSES:
-        problems.append(f"loss={cfg.loss!r} must be one of {list(LOSSES)}")
-    rpd = int(cfg.rope_partial_dims)
-    if heads > 0 and dim % heads == 0 and (rpd < 0 or rpd > dim // heads or rpd % 2):
-        problems.append(f"rope_partial_dims={rpd} must be even and in [0, head_dim={dim // heads}]")
-    if not 0 <= int(cfg.xsa_last_n) <= int(cfg.num_layers):
-        problems.append(f"xsa_last_n={cfg.xsa_last_n} must be in [0, num_layers={cfg.num_layers}]")
-    if not 0.0 <= float(cfg.ema_decay) < 1.0:
-        problems.append(f"ema_decay={cfg.ema_decay} must be in [0, 1)")
-    if not 0.0 < float(cfg.rho1_keep_frac) <= 1.0:
-        problems.append(f"rho1_keep_frac={cfg.rho1_keep_frac} must be in (0, 1]")
-    if float(cfg.matrix_lr) < 0:
-        problems.append(f"matrix_lr={cfg.matrix_lr} must be >= 0")
-    return problems
-
-
-def _check_valid(cfg: Any, what: str) -> None:
-    problems = validate_config(cfg)
-    if problems:
-        raise ConfigError(f"{what} gives an invalid config: {'; '.join(problems)}")
 
 
 def resolve_overrides(name: str, base_config: Any) -> dict:
@@ -216,7 +176,7 @@ def resolve_overrides(name: str, base_config: Any) -> dict:
     unknown = sorted(set(overrides) - valid)
     if unknown:
         raise ConfigError(f"intervention {name!r} sets unknown config fields {unknown}; valid: {sorted(valid)}")
-    _check_valid(_with(base_config, overrides), f"intervention {name!r} ({overrides})")
+    _with(base_config, overrides, f"intervention {name!r} ({overrides})")
     return overrides
 
 
@@ -236,9 +196,8 @@ def adhoc_treatment(spec: str, base_config: Any) -> tuple[str, dict]:
     unknown = sorted(set(raw) - set(valid))
     if unknown:
         raise ConfigError(f"--override {spec!r}: unknown config field(s) {unknown}; valid fields: {valid}")
-    cfg = _with(base_config, raw)
+    cfg = _with(base_config, raw, f"--override {spec!r}")
     typed = {k: getattr(cfg, k) for k in raw}
-    _check_valid(cfg, f"--override {spec!r}")
     name = ADHOC_PREFIX + ",".join(f"{k}={typed[k]}" for k in raw)
     return name, typed
 

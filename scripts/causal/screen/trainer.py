@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,22 +95,16 @@ def cached_model(cfg: Hyperparameters):
     return _MODEL_CACHE[key], device
 
 
-def clear_caches() -> None:
-    """Drop the cached data and models (tests, or to free memory between screens)."""
-    _DATA_CACHE.clear()
-    _MODEL_CACHE.clear()
-
-
 def _failed(cfg: Hyperparameters, seed: int, backend: str, exc: BaseException) -> RunResult:
     last = traceback.format_exception_only(type(exc), exc)[-1].strip()
     return RunResult(config=cfg.to_dict(), config_hash=tg.config_hash(cfg), seed=seed, backend=backend,
                      versions=tg.library_versions(), status="failed", error=last)
 
 
-def _run_mlx(cfg: Hyperparameters, seed: int, data: tg.TrainData, *, progress: bool) -> RunResult:
+def _run_mlx(cfg: Hyperparameters, seed: int, data: tg.TrainData, *, progress: bool, on_step=None) -> RunResult:
     import train_gpt_mlx  # the MLX twin shares train_gpt's Hyperparameters, TrainData and RunResult
 
-    result = train_gpt_mlx.train(cfg, seed, log=print if progress else None, data=data)
+    result = train_gpt_mlx.train(cfg, seed, log=print if progress else None, data=data, on_step=on_step)
     if isinstance(result, RunResult):
         return result
     return RunResult.from_dict(result.to_dict() if hasattr(result, "to_dict") else dict(result))
@@ -163,10 +157,12 @@ def cpu_threads(threads: int | None = None) -> int:
 
 
 def run(config: Hyperparameters | Mapping[str, Any], seed: int, backend: str = "torch", *,
-        progress: bool = False, threads: int | None = None) -> RunResult:
+        progress: bool = False, threads: int | None = None,
+        on_step: Callable[[int, int], None] | None = None) -> RunResult:
     """Train and evaluate one model in this process; never raises for a diverged or failed run.
 
     ``threads``: CPU threads for torch (None = auto, see ``cpu_threads``); ignored on CUDA and MLX.
+    ``progress`` prints the trainer's log; ``on_step(step, total)`` is called after every training step.
     """
     cfg = as_config(config).with_overrides(seed=int(seed))
     backend = resolve_backend(backend)
@@ -175,8 +171,27 @@ def run(config: Hyperparameters | Mapping[str, Any], seed: int, backend: str = "
             cpu_threads(threads)
         cfg, data = cached_data(cfg)
         if backend == "mlx":
-            return _run_mlx(cfg, int(seed), data, progress=progress)
+            return _run_mlx(cfg, int(seed), data, progress=progress, on_step=on_step)
         model, device = cached_model(cfg)
-        return tg.train(cfg, int(seed), log=print if progress else None, data=data, model=model, device=device)
+        return tg.train(cfg, int(seed), log=print if progress else None, data=data, model=model, device=device,
+                        on_step=on_step)
     except Exception as exc:  # noqa: BLE001 - the contract is a status, not an exception
         return _failed(cfg, int(seed), backend, exc)
+
+
+def decide_threads(backend: str, log: Callable[[str], None], requested: int | None = None) -> int | None:
+    """torch CPU threads for every run of a screen: ``requested``, or decided once from the load before the
+    first run. None off the CPU (CUDA, MLX). Logs the decision and what it was based on.
+
+    The thread count is part of what makes a CPU run reproducible: torch splits its reductions by thread, so
+    the same seed and config give bit-identical numbers only at the same count (pin it with --threads)."""
+    if backend != "torch" or tg.torch.cuda.is_available():
+        return None
+    if requested is not None:
+        threads = cpu_threads(requested)
+        log(f"torch CPU threads: {threads} (--threads)")
+        return threads
+    threads = cpu_threads(None)
+    log(f"torch CPU threads: {threads} (auto: other work held {busy_cores():.1f} of {os.cpu_count()} cores; "
+        "pin with --threads to reproduce numbers bit for bit)")
+    return threads
