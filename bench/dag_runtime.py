@@ -12,15 +12,12 @@ import argparse
 import platform
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scripts.causal.core.schema import read_json  # noqa: E402
-from scripts.causal.dag.expert import load_expert  # noqa: E402
-from scripts.causal.dag.prepare import build_matrix  # noqa: E402
-from scripts.causal.dag.search import bootstrap_fci, run_fci, run_pc  # noqa: E402
-from scripts.causal.estimate_dag import estimate  # noqa: E402
+from scripts.causal.core.schema import read_json
+from scripts.causal.dag.expert import load_expert
+from scripts.causal.dag.prepare import build_matrix
+from scripts.causal.dag.search import bootstrap_fci, run_fci, run_pc
+from scripts.causal.estimate_dag import estimate
 
 
 def timed(fn):

@@ -12,10 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.causal.screen.executors import make_executor
 from scripts.causal.screen.trainer import as_config

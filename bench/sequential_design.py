@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scripts.causal.stats.power import power_one_sided  # noqa: E402
-from scripts.causal.stats.sequential import design_group_sequential, simulate_sequential  # noqa: E402
+from scripts.causal.stats.power import power_one_sided
+from scripts.causal.stats.sequential import design_group_sequential, simulate_sequential
 
 
 def fixed_n(effect_sd: float, alpha: float, power: float = 0.8) -> int:
