@@ -330,6 +330,26 @@ class PooledSigma:
 
 
 @dataclasses.dataclass(frozen=True)
+class Preregistration:
+    """What a screen fixes before its first run and the analysis must use (stats/prereg.py enforces it).
+
+    ``effect_bpb`` None: the record bar ``effect_nats`` converted with the val split's measured bytes per token.
+    ``family``: the interventions in the multiplicity family (None: every non-calibration intervention).
+    ``aa_mode``: repeat (bit-identity check) | arm (statistical A/A arm) | auto.
+    """
+
+    alpha: float = 0.01
+    margin_bpb: float = 0.0
+    effect_bpb: float | None = None
+    effect_nats: float = 0.005
+    correction: str = "holm"
+    metric: str = "post_quant_val_bpb"
+    family: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] = ()
+    aa_mode: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
 class ConfirmPlan:
     """Stage two of the two-stage design: confirm the screen's winners on fresh seeds with Holm."""
 
@@ -340,6 +360,9 @@ class ConfirmPlan:
     margin_bpb: float
     correction: str = "holm"
     screen_correction: str = "bh"
+    metric: str = "post_quant_val_bpb"
+    effect_bpb: float | None = None
+    effect_nats: float = 0.005
 
 
 @dataclasses.dataclass(frozen=True)
@@ -355,21 +378,6 @@ class TransferResult:
     ratio_ci_high: float | None
     ratio_ci_kind: str
     level: float
-
-
-@dataclasses.dataclass(frozen=True)
-class PGSnippet:
-    """Parameter-Golf-style significance line: mean over seeds vs (baseline - threshold), one-sided t."""
-
-    n: int
-    mean_bpb: float
-    sd_bpb: float
-    target_bpb: float
-    threshold_bpb: float
-    t: float
-    df: int
-    p_value: float
-    text: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -201,7 +201,7 @@ def sequential_step(runs: Sequence[Mapping] | Mapping, design: GroupSequentialDe
             t_harm = mean / se if se > 0 else math.copysign(math.inf, mean or -1.0)
             bound, look = design.t_bounds[k], int(looks[k])
             if t_imp <= -bound:
-                status = "confirmed" if not p["diverged_treatment_seeds"] else "undecided"
+                status = "confirmed" if not p["failed_treatment_seeds"] else "undecided"
                 break
             if t_harm >= bound:
                 status = "harmful"
@@ -215,7 +215,7 @@ def sequential_step(runs: Sequence[Mapping] | Mapping, design: GroupSequentialDe
                 status = "undecided"
         results[name] = {"status": status, "n_pairs": n, "look": look, "t_improve": t_imp, "t_harm": t_harm,
                          "bound": bound, "n_failed": p["n_failed"],
-                         "diverged_treatment_seeds": p["diverged_treatment_seeds"]}
+                         "failed_treatment_seeds": p["failed_treatment_seeds"]}
     return {"design": {"looks": list(design.looks), "alpha_per_test": design.alpha,
                        "t_bounds": list(design.t_bounds), "spending": "lan-demets-obf"},
             "results": results, "next": sorted(n for n, r in results.items() if r["status"] == "continue")}
