@@ -21,8 +21,8 @@ from scripts.causal.core.schema import write_json
 from scripts.causal.stats.analysis import analyze, record_decisions
 from scripts.causal.stats.decision import DECISIONS
 from scripts.causal.stats.multiplicity import CORRECTIONS, adjust_pvalues, bh_adjust, holm_adjust
-from scripts.causal.stats.pairing import METRICS, MIN_PAIRS, load_runs, paired_deltas
 from scripts.causal.stats.paired_tests import pooled_sigma_from_aa, pooled_sigma_from_screens
+from scripts.causal.stats.pairing import METRICS, MIN_PAIRS, load_runs, paired_deltas
 
 __all__ = [
     "CORRECTIONS", "DECISIONS", "METRICS", "MIN_PAIRS", "adjust_pvalues", "analyze", "bh_adjust", "holm_adjust",

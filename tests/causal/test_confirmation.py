@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from scripts.causal.core.errors import ConfigError
 from scripts.causal.statistical_analysis import analyze

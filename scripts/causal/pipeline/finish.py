@@ -6,7 +6,6 @@ report and its source numbers sit side by side (report.md's table is rendered fr
 from __future__ import annotations
 
 import shutil
-import statistics
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -41,22 +40,9 @@ def promotion_stage(opts: PipelineOptions, confirmed: Sequence[str], ablation_pa
     return {"applied": bool(opts.apply_promotion), "promoted": list(confirmed), "diff": str(diff or "")}
 
 
-def snippets_for(confirmed: Sequence[str], runs: Sequence[Mapping], *, nats_per_bpb: float | None) -> list[dict]:
-    """A Parameter-Golf-style claim per confirmed change, against the control mean on the same seeds."""
-    if not nats_per_bpb:
-        return []
-    control = {r["seed"]: r["val_bpb"] for r in runs if r.get("arm") == "control" and r.get("status") == "ok"}
-    out = []
-    for name in confirmed:
-        treat = {r["seed"]: r["val_bpb"] for r in runs if r["intervention"] == name and r.get("status") == "ok"}
-        seeds = sorted(set(treat) & set(control))
-        if len(seeds) < 2:
-            continue
-        base = statistics.fmean(control[s] for s in seeds)
-        out.append(rep.parameter_golf_snippet(name, [treat[s] for s in seeds], baseline_bpb=base,
-                                              nats_per_bpb=nats_per_bpb,
-                                              baseline_label=f"control mean, seeds {seeds}"))
-    return out
+def snippets_for(decided: Mapping) -> list[dict]:
+    """Both Parameter Golf claim lines of each confirmed change, as the analysis computed them."""
+    return rep.claim_snippets(decided)
 
 
 def small_png(src: Path, dest: Path, *, max_width: int = 1600) -> Path:
@@ -105,8 +91,7 @@ def finish(opts: PipelineOptions, *, out: Path, final: Mapping, cycles: Sequence
     confirmed = [r["intervention"] for r in decided["results"] if r.get("decision") == "confirmed"]
     promo_src = Path(final["screen_dir"]) / ("confirm" if decided is confirmation else "") / "ablation_results.json"
     promotion = promotion_stage(opts, confirmed, promo_src, screen_id=opts.run_id, log=log)
-    snippet_runs = final.get("confirm_runs") if decided is confirmation else runs
-    snippets = snippets_for(confirmed, snippet_runs or runs, nats_per_bpb=nats)
+    snippets = snippets_for(decided)
     info = run_info(opts, started=started, command=command, versions=_versions(records),
                     interventions=tuple(final.get("arms") or ()))
     wall = clock.elapsed()

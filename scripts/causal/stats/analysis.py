@@ -37,8 +37,8 @@ from scripts.causal.stats.claims import claim_lines
 from scripts.causal.stats.decision import decide, describe_need, seeds_needed
 from scripts.causal.stats.effect import bytes_per_token_from_runs, record_bar_bpb
 from scripts.causal.stats.multiplicity import adjust_pvalues
-from scripts.causal.stats.pairing import METRICS, MIN_PAIRS, paired_deltas, run_rows
 from scripts.causal.stats.paired_tests import CI_LEVEL, describe_pairs, pooled_sigma_from_aa
+from scripts.causal.stats.pairing import METRICS, MIN_PAIRS, paired_deltas, run_rows
 from scripts.causal.stats.power import mde_one_sided, power_one_sided
 from scripts.causal.stats.prereg import (
     check_runs,
