@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import special
+from scipy import special, stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -98,7 +98,7 @@ def check_api(d: np.ndarray, *, futility: bool) -> tuple[int, int]:
         status = [plan["results"][nm]["status"] for nm in names]
         expect = ["confirmed" if vec["improve"][i, j] else "harmful" if vec["harm"][i, j] else "other"
                   for j in range(m)]
-        agree += all((st if st in ("confirmed", "harmful") else "other") == ex for st, ex in zip(status, expect))
+        agree += all((st if st in ("confirmed", "harmful") else "other") == ex for st, ex in zip(status, expect, strict=True))
     return agree, s
 
 
@@ -130,17 +130,21 @@ def main(argv=None) -> int:
     se = np.sqrt(ALPHA * (1 - ALPHA) / args.screens)
     print(f"m = {m} arms, family alpha = {ALPHA}, K = {2 * m} one-sided tests; MC se of a FWER of {ALPHA} over "
           f"{args.screens} screens = {se:.4f}")
-    print("| screens | scenario | design | FWER | power (planted arm) | mean runs per screen |")
+    print("| screens | scenario | design | FWER [exact 95% CI] | power (planted arm) | mean runs per screen |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         fwer = r.get("fwer", r.get("fwer_nulls"))
+        k = round(fwer * r["screens"])
+        lo = stats.beta.ppf(0.025, k, r["screens"] - k + 1) if k else 0.0
+        hi = stats.beta.ppf(0.975, k + 1, r["screens"] - k)
         power = f"{r['power']:.4f}" if "power" in r else "-"
-        print(f"| {r['screens']} | {r['kind']} | {r['design']} | {fwer:.4f} | {power} | {r['runs']:.1f} |")
+        print(f"| {r['screens']} | {r['kind']} | {r['design']} | {fwer:.4f} [{lo:.4f}, {hi:.4f}] | {power} | "
+              f"{r['runs']:.1f} |")
     planted = {r["design"]: r for r in rows if "power" in r}
     fixed = planted["fixed n=10, Holm"]
     for name in ("sequential max 10", "sequential max 10 + futility"):
         r = planted[name]
-        print(f"{name}: {1 - r['runs'] / fixed['runs']:+.1%} runs vs fixed, power ratio "
+        print(f"{name}: {1 - r['runs'] / fixed['runs']:.1%} fewer runs than fixed, power ratio "
               f"{r['power'] / fixed['power']:.3f}")
     if args.check_api:
         d = simulate_d(np.random.default_rng(args.seed + 1), args.check_api, m, effects)
