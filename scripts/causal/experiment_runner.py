@@ -83,14 +83,27 @@ def base_config(preset: str, base_overrides: dict | None = None) -> tg.Hyperpara
         raise ConfigError(f"preset {preset!r} with {base_overrides or {}} is invalid: {exc}") from exc
 
 
+def bit_reproducible(backend: str) -> bool:
+    """Whether same-seed runs are bit-identical here: CPU torch and MLX are; CUDA kernels are not."""
+    return backend == "mlx" or (backend == "torch" and not tg.torch.cuda.is_available())
+
+
 def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, preset: str, backend: str = "torch",
                overrides: Sequence[str] = (), base_overrides: dict | None = None, alpha: float = 0.01,
-               margin_bpb: float = 0.0, correction: str = "holm", screen_id: str | None = None) -> ScreenPlan:
+               margin_bpb: float = 0.0, correction: str = "holm", screen_id: str | None = None,
+               metric: str = "post_quant_val_bpb", effect_bpb: float | None = None, aa_mode: str = "auto",
+               sequential: dict | None = None) -> ScreenPlan:
     """Resolve a screen's design: control config, treatments (registry names and ad-hoc overrides), seeds.
 
     Every treatment must change the control's config (``aa`` excepted: it is the exact copy).
     The default screen id is derived from the design, so re-running the same command resumes it.
+    ``aa_mode`` "auto": "repeat" where same-seed runs are bit-identical (one repeat run of the first seed),
+    else "arm". ``sequential``: {"n0", "step", "futility_effect_sd"} for a group-sequential screen over ``seeds``.
     """
+    if aa_mode not in ("auto", "repeat", "arm"):
+        raise ConfigError(f"aa_mode {aa_mode!r} is not one of ['auto', 'repeat', 'arm']")
+    if aa_mode == "auto":
+        aa_mode = "repeat" if bit_reproducible(backend) else "arm"
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r} is not one of {list(BACKENDS)}")
     if correction not in CORRECTIONS:
@@ -116,13 +129,31 @@ def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, pres
         if name != "aa" and tg.config_hash(configs[name]) == base_hash:
             raise ConfigError(f"treatment {name!r} ({ov}) leaves the config of preset {preset!r} unchanged; "
                               "drop it or use 'aa' for an A/A control")
+    if sequential is not None:
+        n0 = int(sequential.get("n0", 3))
+        if not 3 <= n0 < len(seeds_t):
+            raise ConfigError(f"sequential n0={n0} must be >= 3 and below the number of seeds ({len(seeds_t)}); "
+                              "pass more seeds (--max-seeds)")
+        sequential = {"n0": n0, "step": int(sequential.get("step", 1)),
+                      "futility_effect_sd": sequential.get("futility_effect_sd")}
     plan = ScreenPlan(screen_id="", preset=preset, backend=backend, seeds=seeds_t, treatments=tuple(treatments),
                       base_config=_jsonable_config(base), alpha=float(alpha), margin_bpb=float(margin_bpb),
-                      correction=correction, configs=configs)
+                      correction=correction, metric=metric, effect_bpb=effect_bpb, aa_mode=aa_mode,
+                      sequential=sequential, configs=configs)
     if not screen_id:
         digest = hashlib.sha256(json.dumps(plan.preregistration(), sort_keys=True, default=str).encode()).hexdigest()
         screen_id = f"{preset}-{backend}-{digest[:10]}"
     return dataclasses.replace(plan, screen_id=screen_id)
+
+
+def extend_seeds(seeds: Sequence[int], n: int) -> tuple[int, ...]:
+    """``seeds`` followed by the next unused integers after their maximum, up to ``n`` seeds in all."""
+    out = list(seeds)
+    nxt = max(out) + 1 if out else 0
+    while len(out) < n:
+        out.append(nxt)
+        nxt += 1
+    return tuple(out[:max(n, 0)])
 
 
 def _jsonable_config(cfg: tg.Hyperparameters) -> dict:
@@ -146,15 +177,22 @@ def plan_from_ledger(ledger: Ledger, screen_id: str) -> ScreenPlan:
     return ScreenPlan(screen_id=screen_id, preset=p["preset"], backend=p["backend"], seeds=tuple(p["seeds"]),
                       treatments=treatments, base_config=dict(p["base_config"]), alpha=p["alpha"],
                       margin_bpb=p["margin_bpb"], correction=p["correction"],
+                      metric=p.get("metric", "post_quant_val_bpb"), effect_bpb=p.get("effect_bpb"),
+                      aa_mode=p.get("aa_mode", "arm"), sequential=p.get("sequential"),
                       configs=_arm_configs(base, treatments))
 
 
 def plan_grid(plan: ScreenPlan) -> list[GridCell]:
-    """The run order: for each seed, the control then every treatment (interleaved)."""
+    """The run order: for each seed, the control then every treatment (interleaved).
+
+    With ``aa_mode`` "repeat", ``aa`` runs on the first seed only (a bit-identity check, not a statistical arm).
+    """
     cells: list[GridCell] = []
     for seed in plan.seeds:
         cells.append(GridCell(len(cells), CONTROL, "control", seed, {}))
         for name, ov in plan.treatments:
+            if name == "aa" and plan.aa_mode == "repeat" and seed != plan.seeds[0]:
+                continue
             cells.append(GridCell(len(cells), name, "treatment", seed, dict(ov)))
     return cells
 
@@ -218,9 +256,11 @@ def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = 
                on_run: Callable[[RunRecord], None] | None = None) -> ScreenResult:
     """Run (or resume) a screen: pre-register it, then run every grid cell not yet in the ledger.
 
-    ``progress``: a ``screen.progress`` renderer, or True/False for the default one (bars on a terminal,
+    A group-sequential plan (``plan.sequential``) runs its first ``n0`` seeds, then adds seeds round by round
+    to the arms ``stats.sequential_plan`` keeps open (and their controls), until every arm stopped or ran all
+    seeds. ``progress``: a ``screen.progress`` renderer, or True/False for the default one (bars on a terminal,
     plain lines otherwise; False keeps the per-run lines and drops the bars). ``on_run`` is called with each
-    newly finished RunRecord after it is committed to the ledger. Returns every run of the screen in grid order.
+    newly finished RunRecord after it is committed to the ledger. Returns the screen's runs in grid order.
     """
     executor = executor or InProcessExecutor()
     prog = progress if isinstance(progress, LineProgress) else make_progress(bool(progress))
@@ -235,12 +275,10 @@ def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = 
             done[cell.index] = rec
     n_skipped = len(done)
     controls = {r.seed: r for r in done.values() if r.arm == "control"}
-    prog.start(plan.screen_id, len(grid), n_skipped)
-    if n_skipped:
-        prog.line(f"resuming {plan.screen_id}: {n_skipped}/{len(grid)} runs already in {ledger.path}")
-    n_executed = 0
-    try:
-        for cell in grid:
+    counter = {"executed": 0}
+
+    def run_cells(cells: Sequence[GridCell]) -> None:
+        for cell in cells:
             if cell.index in done:
                 continue
             cfg = plan.configs[cell.intervention]
@@ -255,16 +293,56 @@ def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = 
             ledger.record_run(rec)
             rec = ledger.get_run(plan.screen_id, cell.intervention, cell.seed, hashes[cell.intervention]) or rec
             done[cell.index] = rec
-            n_executed += 1
+            counter["executed"] += 1
             if rec.arm == "control":
                 controls[rec.seed] = rec
             prog.run_finished(format_run_line(rec, controls.get(rec.seed), done=len(done), total=len(grid)))
             if on_run is not None:
                 on_run(rec)
+
+    prog.start(plan.screen_id, len(grid), n_skipped)
+    if n_skipped:
+        prog.line(f"resuming {plan.screen_id}: {n_skipped}/{len(grid)} runs already in {ledger.path}")
+    try:
+        if plan.sequential is None:
+            run_cells(grid)
+        else:
+            _run_sequential(plan, grid, done, run_cells, prog)
     finally:
         prog.close()
-    runs = tuple(done[c.index] for c in grid)
-    return ScreenResult(plan=plan, runs=runs, n_executed=n_executed, n_skipped=n_skipped)
+    runs = tuple(done[c.index] for c in grid if c.index in done)
+    return ScreenResult(plan=plan, runs=runs, n_executed=counter["executed"], n_skipped=n_skipped)
+
+
+def sequential_state(plan: ScreenPlan, runs: Sequence[RunRecord]) -> dict:
+    """``stats.sequential_plan`` on the runs so far: each family arm's status and the seeds to run next."""
+    from scripts.causal.stats.sequential_plan import sequential_plan
+
+    family = plan.preregistration()["family"]
+    seq = dict(plan.sequential or {})
+    return sequential_plan([r.runs_row() for r in runs], seeds=plan.seeds, family=family, alpha=plan.alpha,
+                           n0=seq.get("n0", 3), step=seq.get("step", 1), margin_bpb=plan.margin_bpb,
+                           metric=plan.metric, futility_effect_sd=seq.get("futility_effect_sd"))
+
+
+def _run_sequential(plan: ScreenPlan, grid: Sequence[GridCell], done: dict[int, RunRecord],
+                    run_cells: Callable[[Sequence[GridCell]], None], prog: LineProgress) -> None:
+    """Rounds of a group-sequential screen: the first n0 seeds for every arm, then what the design keeps open."""
+    n0 = int(plan.sequential["n0"])
+    first = set(plan.seeds[:n0])
+    run_cells([c for c in grid if c.seed in first])
+    while True:
+        state = sequential_state(plan, [done[i] for i in sorted(done)])
+        if state["done"]:
+            stops = ", ".join(f"{a}={r['status']}@n={r.get('look')}" for a, r in state["results"].items())
+            prog.line(f"{plan.screen_id}: sequential design finished ({stops})")
+            return
+        wanted = {(CONTROL, s) for s in state["next_control_seeds"]}
+        wanted |= {(arm, s) for arm, seeds in state["next"].items() for s in seeds}
+        cells = [c for c in grid if (c.intervention, c.seed) in wanted and c.index not in done]
+        if not cells:  # every wanted run already failed: nothing new can change the state
+            return
+        run_cells(cells)
 
 
 def screen_header(plan: ScreenPlan, *, commit: str | None = None) -> dict:
@@ -330,6 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.01, help="pre-registered alpha (default: 0.01)")
     p.add_argument("--margin-bpb", type=float, default=0.0, help="pre-registered improvement margin (default: 0)")
     p.add_argument("--correction", default="holm", choices=list(CORRECTIONS), help="multiplicity correction")
+    p.add_argument("--metric", default="post_quant_val_bpb", choices=["post_quant_val_bpb", "val_bpb"],
+                   help="pre-registered decision metric (default: the scored post-quant round-trip val_bpb)")
+    p.add_argument("--effect-bpb", type=float, default=None,
+                   help="pre-registered effect of interest in bpb, e.g. 0.003 (default: 0.005 nats, the record bar)")
+    p.add_argument("--sequential", action="store_true",
+                   help="group-sequential seeds (O'Brien-Fleming, non-binding futility): stop clear arms early")
+    p.add_argument("--max-seeds", type=int, default=None,
+                   help="with --sequential: seeds at most per arm (extends --seeds with the next integers), e.g. 10")
+    p.add_argument("--futility-sd", type=float, default=None,
+                   help="with --sequential: planned effect in sigma_d units for the futility bound, e.g. 0.5")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (run lines still print; bars are drawn only on a terminal)")
     p.add_argument("--threads", type=int, default=None,
@@ -369,9 +457,15 @@ def _main(args: argparse.Namespace) -> int:
         if args.resume and args.screen_id and not names and not args.override:
             plan = plan_from_ledger(ledger, args.screen_id)
         else:
-            plan = build_plan(interventions=names, seeds=args.seeds, preset=args.preset, backend=backend,
+            seeds = parse_seeds(args.seeds)
+            sequential = None
+            if args.sequential:
+                seeds = extend_seeds(seeds, args.max_seeds or max(len(seeds), 10))
+                sequential = {"n0": min(3, len(seeds) - 1), "futility_effect_sd": args.futility_sd}
+            plan = build_plan(interventions=names, seeds=seeds, preset=args.preset, backend=backend,
                               overrides=args.override, base_overrides=base_overrides or None, alpha=args.alpha,
-                              margin_bpb=args.margin_bpb, correction=args.correction, screen_id=args.screen_id)
+                              margin_bpb=args.margin_bpb, correction=args.correction, screen_id=args.screen_id,
+                              metric=args.metric, effect_bpb=args.effect_bpb, sequential=sequential)
         existing = ledger.count_runs(plan.screen_id) if ledger.get_screen(plan.screen_id) else 0
         if args.resume and ledger.get_screen(plan.screen_id) is None:
             raise ConfigError(f"--resume: {args.ledger} has no screen {plan.screen_id!r} "

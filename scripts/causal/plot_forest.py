@@ -2,7 +2,7 @@
 
 Reads the ``results`` of an ablation_results.json (statistical_analysis.py). A vertical line marks zero
 (no effect) and, when the margin is positive, another marks -margin (the improvement a change must beat).
-Rows without a CI (e.g. ``insufficient``) show the point estimate only, as a hollow marker.
+Rows without a CI (e.g. an ``inconclusive`` arm with < 2 pairs) show the point estimate only, as a hollow marker.
 
     python scripts/causal/plot_forest.py --input results/example/ablation_results.json --output forest.png
 """
@@ -19,12 +19,11 @@ from scripts.causal.core.schema import read_json
 
 DECISION_COLORS: dict[str, str] = {
     "confirmed": "#1a9641",
-    "suggestive": "#a6a61a",
+    "inconclusive": "#a6a61a",
     "null": "#7f7f7f",
     "harmful": "#d7191c",
-    "insufficient": "#6a3d9a",
 }
-DECISION_ORDER = ("confirmed", "suggestive", "null", "harmful", "insufficient")
+DECISION_ORDER = ("confirmed", "inconclusive", "null", "harmful")  # stats/decision.py DECISIONS
 
 
 def _num(x) -> float | None:

@@ -1,10 +1,12 @@
 """The decision-gate report: report.json (machine-readable) and report.md (rendered from that same dict).
 
-``build_report`` gathers what was run, the decision table (a verbatim copy of ablation_results.json's
-rows, so the two files can never disagree), the calibration self-check (``aa`` must come out null,
-``sanity_frozen_matrices`` harmful), the confirmation stage, identifiability, the top of the ranking, the
-DAG and its diff, promotion and a Parameter-Golf-style snippet per confirmed change. ``render_markdown``
-formats every number through ``fmt`` so a test can check each cell of report.md against the JSON.
+``build_report`` gathers what was run, the pre-registered test (metric, named effect of interest, family; an
+EXPLORATORY banner when the analysis deviated from the pre-registration), the decision table (a verbatim copy of
+ablation_results.json's rows, so the two files can never disagree) with the reason for each decision, the
+calibration self-check (outside the family: ``aa`` bit-identical repeat or null arm, ``sanity_frozen_matrices``
+harmful), the confirmation stage, identifiability, the top of the ranking, the DAG and its diff, promotion and
+both Parameter Golf claim lines per confirmed change (``claim_snippets``). ``render_markdown`` formats every
+number through ``fmt`` so a test can check each cell of report.md against the JSON.
 
     python scripts/causal/report.py --input results/example/report.json --output /tmp/report.md   # re-render
 """
@@ -15,13 +17,11 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from scipy import stats
-
 from scripts.causal.core.cli import add_debug_flag, run_cli
+from scripts.causal.core.errors import DataFormatError
 from scripts.causal.core.schema import RunInfo, _jsonable, read_json, write_json
-
-PG_MIN_GAIN_NATS = 0.005  # Parameter Golf: a new record must beat the baseline by >= 0.005 nats (p < 0.01)
-CALIBRATION_EXPECTED = {"aa": ("null", "suggestive"), "sanity_frozen_matrices": ("harmful",)}
+from scripts.causal.stats.calibration import CALIBRATION_EXPECTED
+from scripts.causal.stats.effect import bytes_per_token_from_runs
 
 # One formatter per numeric field of an ablation_results row: report.md uses exactly these.
 FIELD_FORMATS: dict[str, str] = {
@@ -36,6 +36,9 @@ FIELD_FORMATS: dict[str, str] = {
     "mde": "{:.5f}",
     "power": "{:.2f}",
     "rho": "{:.2f}",
+    "improve_upper": "{:+.5f}",
+    "mean_delta_val_bpb": "{:+.5f}",
+    "mean_quant_gap_delta": "{:+.5f}",
 }
 
 
@@ -55,48 +58,47 @@ def delta_nats(mean_delta_bpb: float | None, nats_per_bpb: float | None) -> floa
 
 
 def nats_per_bpb_from_runs(runs: Sequence[Mapping]) -> float | None:
-    """Median of val_loss/val_bpb over ok runs that carry both (the corpus' ln2 * bytes/token)."""
-    ratios = sorted(float(r["val_loss"]) / float(r["val_bpb"]) for r in runs
-                    if r.get("status") == "ok" and r.get("val_loss") and r.get("val_bpb"))
-    return ratios[len(ratios) // 2] if ratios else None
+    """ln 2 * bytes per token of the val split, measured from the ok runs (stats/effect.py); None if unknown."""
+    try:
+        return math.log(2.0) * bytes_per_token_from_runs([r for r in runs if r.get("status") == "ok"])
+    except DataFormatError:
+        return None
 
 
 
-def calibration_check(results: Sequence[Mapping]) -> list[dict]:
-    """The gate's self-check: each calibration arm present, its decision, what was expected, pass/fail."""
+def calibration_check(results: Sequence[Mapping], calibration: Mapping | None = None) -> list[dict]:
+    """The gate's self-check: each calibration arm, its check (repeat or arm), what was expected, pass/fail.
+
+    ``calibration`` is ablation_results' own ``calibration`` block (schema 2); without it each calibration row's
+    decision is compared with ``CALIBRATION_EXPECTED``.
+    """
     out = []
     for r in results:
-        expected = CALIBRATION_EXPECTED.get(str(r.get("intervention")))
+        name = str(r.get("intervention"))
+        expected = CALIBRATION_EXPECTED.get(name)
         if expected is None:
             continue
-        out.append({"intervention": r["intervention"], "decision": r.get("decision"),
+        check = (calibration or {}).get(name)
+        if check and check.get("mode") == "repeat":
+            out.append({"intervention": name, "decision": "bit-identical repeat" if check["passed"] else
+                        f"repeat differs: {check['mismatches'][:3]}", "expected": ["bit-identical repeat"],
+                        "passed": bool(check["passed"])})
+            continue
+        out.append({"intervention": name, "decision": r.get("decision"),
                     "expected": list(expected), "passed": r.get("decision") in expected})
     return out
 
 
-def parameter_golf_snippet(name: str, treatment_bpb: Sequence[float], *, baseline_bpb: float,
-                           nats_per_bpb: float, baseline_label: str = "control mean",
-                           min_gain_nats: float = PG_MIN_GAIN_NATS) -> dict:
-    """Record-style claim: mean over seeds, one-sample t against (baseline − 0.005 nats), df, one-sided p.
-
-    The threshold in bpb is ``baseline_bpb - min_gain_nats / nats_per_bpb`` (nats = bpb * nats_per_bpb);
-    H1: the mean treatment val_bpb is below that threshold. Needs at least 2 seeds.
-    """
-    x = [float(v) for v in treatment_bpb if v is not None and math.isfinite(float(v))]
-    n = len(x)
-    threshold = baseline_bpb - min_gain_nats / nats_per_bpb
-    mean = sum(x) / n if n else float("nan")
-    if n >= 2:
-        res = stats.ttest_1samp(x, threshold, alternative="less")
-        t, p, df = float(res.statistic), float(res.pvalue), n - 1
-    else:
-        t, p, df = float("nan"), float("nan"), 0
-    text = (f"{name}: val_bpb {mean:.4f} (mean of {n} seeds: {', '.join(f'{v:.4f}' for v in x)}); "
-            f"baseline {baseline_bpb:.4f} ({baseline_label}); H1: mean < baseline − {min_gain_nats} nats "
-            f"= {threshold:.4f} bpb; t = {t:.2f}, df = {df}, one-sided p = {p:.3g}")
-    return {"intervention": name, "n_seeds": n, "mean_bpb": mean, "seeds_bpb": x, "baseline_bpb": baseline_bpb,
-            "baseline_label": baseline_label, "min_gain_nats": min_gain_nats, "threshold_bpb": threshold,
-            "t": t, "df": df, "p_one_sided": p, "text": text}
+def claim_snippets(payload: Mapping | None) -> list[dict]:
+    """Both Parameter Golf claim lines of every confirmed row (``claims``, computed by the analysis)."""
+    out = []
+    for r in (payload or {}).get("results", []):
+        claims = r.get("claims")
+        if r.get("decision") == "confirmed" and claims:
+            lines = [claims[k]["text"] for k in ("paired_nats", "welch_record") if claims.get(k)]
+            out.append({"intervention": r["intervention"], "claims": dict(claims),
+                        "text": f"{r['intervention']}:\n" + "\n".join(lines)})
+    return out
 
 
 def build_report(*, info: RunInfo, ablation: Mapping, nats_per_bpb: float | None = None,
@@ -109,11 +111,14 @@ def build_report(*, info: RunInfo, ablation: Mapping, nats_per_bpb: float | None
     return _jsonable({
         "run": info,
         "test": {"alpha": ablation.get("alpha"), "margin_bpb": ablation.get("margin_bpb"),
-                 "correction": ablation.get("correction")},
+                 "correction": ablation.get("correction"), "metric": ablation.get("metric"),
+                 "effect": ablation.get("effect"), "family": ablation.get("family"),
+                 "family_size": ablation.get("family_size"), "exploratory": ablation.get("exploratory"),
+                 "preregistration": ablation.get("preregistration")},
         "nats_per_bpb": nats_per_bpb,
         "decisions": decisions,
         "delta_nats": {r["intervention"]: delta_nats(r.get("mean_delta_bpb"), nats_per_bpb) for r in decisions},
-        "calibration": calibration_check(decisions),
+        "calibration": calibration_check(decisions, ablation.get("calibration")),
         "confirmation": dict(confirmation) if confirmation else None,
         "identifiability": dict(identifiability) if identifiability else None,
         "ranking_top": _ranking_top(ranking, top_n),
@@ -138,8 +143,10 @@ def _ranking_top(ranking: Mapping | None, n: int) -> list[dict]:
 _TABLE_COLUMNS = (
     ("intervention", "intervention"), ("n_pairs", "n pairs"), ("n_failed", "failed"),
     ("mean_delta_bpb", "mean Δ bpb"), ("delta_nats", "Δ nats"), ("ci_low", "95% CI low"),
-    ("ci_high", "95% CI high"), ("p_improve", "raw p (improve)"), ("p_harm", "raw p (harm)"),
-    ("p_adjusted", "adjusted p"), ("power", "power"), ("mde", "MDE bpb"), ("rho", "ρ"), ("decision", "decision"),
+    ("ci_high", "95% CI high"), ("improve_upper", "improvement UB"), ("p_improve", "raw p (improve)"),
+    ("p_harm", "raw p (harm)"), ("p_adjusted", "adjusted p"), ("power", "power"), ("mde", "MDE bpb"),
+    ("seeds_needed", "n for power 0.8"), ("mean_delta_val_bpb", "pre-quant Δ"),
+    ("mean_quant_gap_delta", "quant gap Δ"), ("rho", "ρ"), ("decision", "decision"),
 )
 
 
@@ -176,6 +183,10 @@ def render_markdown(report: Mapping) -> str:
     """report.md from the report.json payload (same numbers, formatted by ``fmt``)."""
     run, test = report["run"], report["test"]
     L: list[str] = [f"# Decision-gate report: {run['run_id']}", ""]
+    if test.get("exploratory"):
+        devs = (test.get("preregistration") or {}).get("deviations") or "no pre-registration was given"
+        L += [f"> **EXPLORATORY**: this analysis deviates from the pre-registration ({devs}); its decisions "
+              "cannot be promoted.", ""]
     L += ["## What was run", ""]
     L += [f"- **command**: `{run['command']}`", f"- **started (UTC)**: {run['started_utc']}",
           f"- **git commit**: {run.get('git_commit') or 'unknown'}",
@@ -187,6 +198,13 @@ def render_markdown(report: Mapping) -> str:
           f"- **interventions**: {', '.join(run['interventions'])}",
           f"- **pre-registered test**: {run['test']}",
           f"- **α** = {test['alpha']}, **margin** = {test['margin_bpb']} bpb, **correction** = {test['correction']}"]
+    if test.get("metric"):
+        L.append(f"- **decision metric**: {test['metric']} (pre-quant Δ and the quantization gap shown beside it)")
+    if test.get("effect"):
+        L.append(f"- **effect of interest** (power, MDE, null): {test['effect']['name']}")
+    if test.get("family") is not None:
+        L.append(f"- **multiplicity family** (K = {test.get('family_size')} one-sided tests, calibration arms "
+                 f"outside): {', '.join(test['family']) or 'empty'}")
     if report.get("wall_s") is not None:
         L.append(f"- **wall time of this invocation**: {report['wall_s']:.1f} s")
     rs = report.get("runs_summary")
@@ -200,6 +218,10 @@ def render_markdown(report: Mapping) -> str:
           f"(nats = bpb × {report['nats_per_bpb']:.4f})." if report.get("nats_per_bpb") else
           "Δ = val_bpb(treatment) − val_bpb(control, same seed); negative is better.", ""]
     L += decision_table(report["decisions"], report.get("nats_per_bpb"))
+    reasons = [r for r in report["decisions"] if r.get("message")]
+    if reasons:
+        L += ["", "Why each decision:", ""]
+        L += [f"- `{r['intervention']}` **{r['decision']}**: {r['message']}" for r in reasons]
     if report["plots"].get("forest"):
         L += ["", f"![forest plot]({report['plots']['forest']})"]
     if report.get("calibration"):
@@ -222,7 +244,10 @@ def render_markdown(report: Mapping) -> str:
     L += _render_causal(report)
     L += _render_promotion(report.get("promotion"))
     if report.get("snippets"):
-        L += ["", "## Parameter Golf snippets (confirmed changes)", ""]
+        L += ["", "## Parameter Golf claim lines (confirmed changes)", "",
+              "(a) the README rule, a paired one-sided t of the per-seed differences in nats against 0.005 at "
+              "p < 0.01; (b) the maintainers' practice, Welch's one-sided t against the previous record's per-seed "
+              "scores at p < 0.25 with a mean over >= 3 seeds.", ""]
         for s in report["snippets"]:
             L += ["```", s["text"], "```"]
     if report.get("cycles"):

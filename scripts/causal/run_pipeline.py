@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.01, help="family-wise error rate of the gate (default 0.01)")
     p.add_argument("--margin-bpb", type=float, default=0.0, help="improvement a change must beat, e.g. 0.002")
     p.add_argument("--correction", default="holm", choices=("holm", "bh"), help="screen multiplicity correction")
+    p.add_argument("--effect-bpb", type=float,
+                   help="pre-registered effect of interest in bpb, e.g. 0.003 (default: the record bar, 0.005 nats)")
+    p.add_argument("--sequential", action="store_true",
+                   help="group-sequential seeds (O'Brien-Fleming, Bonferroni across arms): clear arms stop early")
+    p.add_argument("--max-seeds", type=int, help="with --sequential: seeds at most per arm (default 10)")
+    p.add_argument("--futility-sd", type=float,
+                   help="with --sequential: planned effect in sigma_d units for a non-binding futility stop, e.g. 0.5")
     p.add_argument("--no-confirm", action="store_true", help="skip the fresh-seed confirmation of winners")
     p.add_argument("--promote", dest="promote", action="store_true", default=True,
                    help="promote confirmed changes into train_gpt.py as a dry-run diff (default on)")
@@ -91,7 +98,7 @@ def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = Non
         raise ConfigError(f"--fast is --profile fast; it contradicts --profile {args.profile}")
     profile = "fast" if args.fast else (args.profile or "default")
     for flag, v in (("--top-k", args.top_k), ("--cycles", args.cycles), ("--max-null-cycles", args.max_null_cycles),
-                    ("--threads", args.threads)):
+                    ("--threads", args.threads), ("--max-seeds", args.max_seeds)):
         if v is not None and v < 1:
             raise ConfigError(f"{flag} {v}: must be >= 1")
     o = resolve_options(profile, {
@@ -130,7 +137,8 @@ def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = Non
         alpha=args.alpha, margin_bpb=args.margin_bpb, correction=args.correction, confirm=not args.no_confirm,
         promote=args.promote, apply_promotion=args.apply_promotion, resume=args.resume, dag_alpha=args.dag_alpha,
         matrix_path=args.matrix, data_overrides=data, extra_overrides=parse_key_values(args.set, "--set"),
-        threads=args.threads, **o)
+        threads=args.threads, effect_bpb=args.effect_bpb, sequential=args.sequential, max_seeds=args.max_seeds,
+        futility_sd=args.futility_sd, **o)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,21 +1,23 @@
-"""Tests for confirmation.py: fresh-seed confirmation plan, Fieller transfer ratio, Parameter-Golf claim line."""
+"""Tests for confirmation.py: fresh-seed confirmation plan and the Fieller transfer ratio."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from scripts.causal.core.errors import ConfigError
 from scripts.causal.statistical_analysis import analyze
 from scripts.causal.stats.confirmation import (
     analyze_confirmation,
     fieller_ratio,
-    pg_snippet,
     plan_confirmation,
     platform_transfer,
 )
+
+
+def _m(v):
+    return {"val_bpb": v, "post_quant_val_bpb": v, "val_loss": v * math.log(2.0) * 2.5}
 
 
 def screen_rows(effects: dict, seeds, *, rng, sd=0.002):
@@ -23,9 +25,9 @@ def screen_rows(effects: dict, seeds, *, rng, sd=0.002):
     for s in seeds:
         c = 1.5 + 0.03 * rng.standard_normal()
         runs.append({"intervention": "control", "arm": "control", "seed": s, "backend": "torch", "status": "ok",
-                     "val_bpb": c})
+                     **_m(c)})
         runs += [{"intervention": k, "arm": "treatment", "seed": s, "backend": "torch", "status": "ok",
-                  "val_bpb": c + e + sd * rng.standard_normal()} for k, e in effects.items()]
+                  **_m(c + e + sd * rng.standard_normal())} for k, e in effects.items()]
     return runs
 
 
@@ -43,6 +45,8 @@ def test_two_stage_plan_uses_fresh_seeds_and_holm():
     runs = screen_rows({"win": -0.02}, plan.seeds, rng=rng)
     out = analyze_confirmation(runs, plan)
     assert out["correction"] == "holm" and out["confirm_seeds"] == [17, 18, 19, 20, 21]
+    assert out["stage"] == "confirmation" and out["screen_correction"] == "bh" and not out["exploratory"]
+    assert out["preregistration"]["family"] == ["win"] and out["preregistration"]["source"] == "confirmation plan"
     assert [r["intervention"] for r in out["results"]] == ["win"] and out["results"][0]["decision"] == "confirmed"
     with pytest.raises(ConfigError, match=r"confirm runs use screening seeds \[11\]"):
         analyze_confirmation(screen_rows({"win": -0.02}, [11, 17, 18], rng=rng), plan)
@@ -66,15 +70,3 @@ def test_platform_transfer_sign_and_ratio():
     assert res["x"].sign_agree and not res["y"].sign_agree
     assert res["x"].ratio == pytest.approx(res["x"].target_mean / res["x"].proxy_mean)
     assert res["x"].ratio_ci_kind == "bounded" and res["x"].ratio_ci_low < res["x"].ratio < res["x"].ratio_ci_high
-
-
-def test_pg_snippet_hand_values():
-    s = pg_snippet([1.20, 1.21, 1.19], baseline_bpb=1.25, tokens_per_byte=0.4, label="act_leaky_relu2")
-    thr = 0.005 * 0.4 / math.log(2)  # 0.0028854 bpb
-    assert s.threshold_bpb == pytest.approx(0.0028853901, abs=1e-9)
-    t = (1.20 - (1.25 - thr)) / (0.01 / math.sqrt(3))
-    assert s.t == pytest.approx(t, rel=1e-9) and s.df == 2
-    assert s.p_value == pytest.approx(stats.t.cdf(t, 2), rel=1e-9)
-    assert "df = 2" in s.text and s.text.startswith("act_leaky_relu2: val_bpb 1.2000")
-    with pytest.raises(ConfigError, match="need >= 2 finite"):
-        pg_snippet([1.2], baseline_bpb=1.25, tokens_per_byte=0.4)

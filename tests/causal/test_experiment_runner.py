@@ -39,19 +39,26 @@ def base_ov(micro_corpus):
 
 
 def _plan(base_ov, **kw):
-    args = dict(interventions=["aa", "mlp_mult_3"], seeds=[11, 12], preset="tiny", base_overrides=base_ov)
+    args = dict(interventions=["aa", "mlp_mult_3"], seeds=[11, 12], preset="tiny", base_overrides=base_ov,
+                aa_mode="arm")
     args.update(kw)
     return er.build_plan(**args)
 
 
 def test_plan_grid_is_interleaved_with_one_control_per_seed(base_ov):
-    plan = _plan(base_ov, seeds="3,1,2", overrides=["activation=gelu"])
+    plan = _plan(base_ov, seeds="3,1,2", overrides=["activation=gelu"], aa_mode="arm")
     cells = er.plan_grid(plan)
     assert [(c.intervention, c.seed) for c in cells] == [
         ("control", 3), ("aa", 3), ("mlp_mult_3", 3), ("override:activation=gelu", 3),
         ("control", 1), ("aa", 1), ("mlp_mult_3", 1), ("override:activation=gelu", 1),
         ("control", 2), ("aa", 2), ("mlp_mult_3", 2), ("override:activation=gelu", 2)]
     assert [c.arm for c in cells[:2]] == ["control", "treatment"]
+    # on a bit-reproducible backend (CPU torch) the A/A check is one repeat run of the first seed
+    repeat = _plan(base_ov, seeds="3,1,2", overrides=["activation=gelu"], aa_mode="auto")
+    assert repeat.aa_mode == "repeat" and repeat.preregistration()["aa_mode"] == "repeat"
+    assert [(c.intervention, c.seed) for c in er.plan_grid(repeat) if c.intervention == "aa"] == [("aa", 3)]
+    assert repeat.preregistration()["family"] == ["mlp_mult_3", "override:activation=gelu"]
+    assert repeat.preregistration()["metric"] == "post_quant_val_bpb"
     configs = plan.configs
     assert configs["aa"] == configs["control"] and configs["mlp_mult_3"].mlp_mult == 3
     assert configs["override:activation=gelu"].activation == "gelu"
@@ -296,3 +303,49 @@ def test_the_trainer_reports_steps_through_the_callback(base_ov):
                                               on_step=lambda s, n: seen.append((s, n)))
     n = plan.configs["control"].iterations
     assert result.status == "ok" and seen == [(s, n) for s in range(1, n + 1)]
+
+
+class _SyntheticExecutor:
+    """Paired synthetic scores, no training: control 2.0 + seed noise; 'mlp_mult_3' is clearly worse (+0.05),
+    'override:activation=gelu' is a hair better (-0.0002) inside the noise."""
+
+    name = "synthetic"
+    shift = {"control": 0.0, "mlp_mult_3": 0.05, "override:activation=gelu": -0.0002}
+
+    def run(self, config, seed, backend, *, on_step=None):
+        import dataclasses as dc
+
+        import numpy as np
+
+        from scripts.causal.screen.executors import failed_result
+
+        arm = "mlp_mult_3" if config.mlp_mult == 3 else ("override:activation=gelu" if config.activation == "gelu"
+                                                         else "control")
+        noise = np.random.default_rng([seed, len(arm)]).normal(0, 0.002)
+        v = 2.0 + np.random.default_rng(seed).normal(0, 0.01) + self.shift[arm] + (noise if arm != "control" else 0)
+        base = failed_result(config.with_overrides(seed=seed), seed, backend, None, status="ok", wall_s=0.01)
+        return dc.replace(base, val_bpb=float(v), post_quant_val_bpb=float(v), val_loss=float(v) * 0.693 * 2.44,
+                          versions={"torch": "x"}, steps=config.iterations)
+
+
+def test_sequential_screen_stops_clear_arms_early_and_resumes(tmp_path, base_ov):
+    seeds = er.extend_seeds([11, 12, 13], 8)
+    assert seeds == (11, 12, 13, 14, 15, 16, 17, 18)
+    plan = _plan(base_ov, interventions=["mlp_mult_3"], overrides=["activation=gelu"], seeds=seeds,
+                 sequential={"n0": 3})
+    assert plan.preregistration()["sequential"] == {"n0": 3, "step": 1, "futility_effect_sd": None}
+    with Ledger(tmp_path / "l.sqlite") as led:
+        res = er.run_screen(plan, ledger=led, executor=_SyntheticExecutor(), progress=LineProgress(io.StringIO()))
+        state = er.sequential_state(plan, res.runs)
+    by_arm = {}
+    for r in res.runs:
+        by_arm.setdefault(r.intervention, []).append(r.seed)
+    assert state["done"] and state["results"]["mlp_mult_3"]["status"] == "harmful"
+    assert len(by_arm["mlp_mult_3"]) < len(seeds) == len(by_arm["override:activation=gelu"])  # stopped early
+    assert by_arm["control"] == list(seeds)  # the open arm still needs its paired controls
+    assert state["results"]["override:activation=gelu"]["status"] == "undecided"
+    with Ledger(tmp_path / "l.sqlite") as led:  # a re-run resumes: nothing runs twice
+        again = er.run_screen(plan, ledger=led, executor=_SyntheticExecutor(), progress=LineProgress(io.StringIO()))
+    assert again.n_executed == 0 and len(again.runs) == len(res.runs)
+    with pytest.raises(ConfigError, match="n0=3 must be >= 3 and below the number of seeds"):
+        _plan(base_ov, seeds=[1, 2, 3], sequential={"n0": 3})

@@ -1,13 +1,12 @@
 """report.json / report.md from hand-written fixtures: same numbers in both, every section present."""
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import pytest
-from scipy import stats
 
 from scripts.causal import report as rep
 from scripts.causal.core.schema import RunInfo, read_json
+from scripts.causal.stats.claims import claim_lines
 
 
 def _info(**kw) -> RunInfo:
@@ -30,9 +29,12 @@ def test_fmt_and_nats():
     assert rep.fmt("p_adjusted", 4.8e-05) == "4.8e-05"
     assert rep.fmt("rho", None) == "n/a" and rep.fmt("mde", float("nan")) == "n/a"
     assert rep.delta_nats(-0.01, 0.5) == pytest.approx(-0.005)
-    runs = [{"status": "ok", "val_loss": 2.0, "val_bpb": 1.0}, {"status": "ok", "val_loss": 3.3, "val_bpb": 1.1},
+    # nats per bpb = val_loss / val_bpb = ln 2 * bytes per token; failed runs are ignored
+    runs = [{"status": "ok", "val_loss": 2.0, "val_bpb": 1.0}, {"status": "ok", "val_loss": 2.2, "val_bpb": 1.1},
             {"status": "failed", "val_loss": 9.0, "val_bpb": 1.0}]
-    assert rep.nats_per_bpb_from_runs(runs) == pytest.approx(3.0)
+    assert rep.nats_per_bpb_from_runs(runs) == pytest.approx(2.0)
+    runs[1]["val_loss"] = 3.3  # a different val split: no single conversion
+    assert rep.nats_per_bpb_from_runs(runs) is None
 
 
 def test_markdown_table_equals_ablation_results(ablation, tmp_path):
@@ -58,17 +60,19 @@ def test_calibration_self_check(ablation):
     assert not {c["intervention"]: c for c in rep.calibration_check(bad)}["aa"]["passed"]
 
 
-def test_parameter_golf_snippet_by_hand():
-    x = [1.200, 1.202, 1.198, 1.201, 1.199]
-    s = rep.parameter_golf_snippet("gelu", x, baseline_bpb=1.21, nats_per_bpb=0.5)
-    thr = 1.21 - 0.005 / 0.5  # 0.005 nats = 0.01 bpb
-    assert s["threshold_bpb"] == pytest.approx(1.20)
-    mean = sum(x) / 5
-    sd = math.sqrt(sum((v - mean) ** 2 for v in x) / 4)
-    t = (mean - thr) / (sd / math.sqrt(5))
-    assert s["t"] == pytest.approx(t) and s["df"] == 4
-    assert s["p_one_sided"] == pytest.approx(stats.t.cdf(t, 4))
-    assert "t = " in s["text"] and "df = 4" in s["text"] and "0.005 nats" in s["text"]
+CONFIRMED = {"results": [{"intervention": "gelu", "decision": "confirmed", "claims": claim_lines(
+    {"delta": np.array([-0.012, -0.010, -0.011]), "control": np.array([1.21, 1.22, 1.20]),
+     "treatment": np.array([1.198, 1.21, 1.189])}, bytes_per_token=2.44)},
+    {"intervention": "silu", "decision": "inconclusive", "claims": None}]}
+
+
+def test_claim_snippets_carry_both_named_lines():
+    snips = rep.claim_snippets(CONFIRMED)
+    assert [s["intervention"] for s in snips] == ["gelu"]
+    text = snips[0]["text"]
+    assert "(a) paired t vs 0.005 nats (README rule)" in text
+    assert "(b) Welch t vs control arm (stand-in for the previous record) (maintainers' practice)" in text
+    assert "[3 seed" not in text and "df=2" in text
 
 
 def test_all_sections_rendered(ablation):
@@ -79,13 +83,13 @@ def test_all_sections_rendered(ablation):
         ranking={"candidates": [{"name": "gelu", "score": 0.01, "reason": "ablation rows say -0.004"}]},
         dag={"png": "plots/dag.png", "diff": {"added": [{"text": "xsa --> val_bpb"}], "removed": []}},
         promotion={"applied": False, "promoted": ["gelu"], "diff": "-a\n+b"},
-        snippets=[rep.parameter_golf_snippet("gelu", [1.2, 1.19, 1.21], baseline_bpb=1.22, nats_per_bpb=1.7)],
+        snippets=rep.claim_snippets(CONFIRMED),
         plots={"forest": "plots/forest.png", "loss_gelu": "plots/loss_gelu.png"}, wall_s=12.5)
     md = rep.render_markdown(report)
     for text in ("## What was run", "git commit**: abc123", "## Decisions", "Calibration self-check",
                  "## Confirmation on fresh seeds", "## Identifiability", "under-identified", "## Top of the ranking",
                  "ablation rows say", "![DAG](plots/dag.png)", "xsa --> val_bpb", "## Promotion", "```diff",
-                 "Parameter Golf snippets", "![loss_gelu](plots/loss_gelu.png)", "invocation**: 12.5 s"):
+                 "Parameter Golf claim lines", "README rule", "![loss_gelu](plots/loss_gelu.png)", "invocation**: 12.5 s"):
         assert text in md, text
 
 

@@ -99,11 +99,15 @@ def test_experiment_rows_and_winners():
     rows = experiment_rows(plan, runs)
     assert [(r["intervention"], r["feature"], r["value"], r["control_value"], r["val_bpb"]) for r in rows] == [
         ("control", None, None, None, 2.0), ("aa", None, None, None, 2.0), ("model_dim_up", "model_dim", 72, 64, 1.9)]
-    abl = {"results": [{"intervention": "aa", "decision": "suggestive", "mean_delta_bpb": -0.1},
-                       {"intervention": "a", "decision": "confirmed", "mean_delta_bpb": -0.01},
-                       {"intervention": "b", "decision": "suggestive", "mean_delta_bpb": 0.01},
+    abl = {"results": [{"intervention": "aa", "decision": "confirmed", "mean_delta_bpb": -0.1},
+                       {"intervention": "a", "decision": "confirmed", "mean_delta_bpb": -0.01, "seeds": [1, 2, 3]},
+                       {"intervention": "b", "decision": "inconclusive", "mean_delta_bpb": -0.01},
                        {"intervention": "c", "decision": "null", "mean_delta_bpb": -0.02}]}
-    assert st.winners(abl) == ["a"]
+    plan = st.confirmation_plan(abl, (101, 102, 103))
+    assert plan.interventions == ("a",) and plan.seeds == (101, 102, 103)  # calibration arms are never confirmed
+    assert st.confirmation_plan({"results": abl["results"][2:]}, (101, 102, 103)) is None
+    with pytest.raises(ConfigError, match="already used by the screen"):
+        st.confirmation_plan(abl, (3, 4, 5))
 
 
 def test_clock_budget():
@@ -162,20 +166,31 @@ def test_end_to_end_tiny(tiny_corpus, tmp_path, monkeypatch):
 
 
 def test_promotion_stage_dry_run_diff(tmp_path):
+    import math
+
+    import train_gpt as tg
     from scripts.causal.core.paths import TRAIN_GPT
     from scripts.causal.core.schema import write_json
     from scripts.causal.promote import promotion_stage
+    from scripts.causal.statistical_analysis import analyze
 
     before = TRAIN_GPT.read_text()
-    abl = write_json(tmp_path / "ablation_results.json", {
-        "alpha": 0.01, "margin_bpb": 0.0, "correction": "holm",
-        "results": [{"intervention": "act_gelu", "n_pairs": 5, "n_failed": 0, "mean_delta_bpb": -0.006,
-                     "sd_delta": 0.001, "ci_low": -0.007, "ci_high": -0.005, "p_improve": 1e-4, "p_harm": 0.9999,
-                     "p_adjusted": 4e-4, "decision": "confirmed", "mde": 0.002, "power": 0.99, "rho": 0.9}]})
+    runs = []
+    for i, s in enumerate(range(11, 16)):
+        c = 1.5 + 0.01 * i
+        for name, arm, v in (("control", "control", c), ("act_gelu", "treatment", c - 0.006 + 1e-4 * (i % 2))):
+            runs.append({"intervention": name, "arm": arm, "seed": s, "backend": "torch", "status": "ok",
+                         "val_bpb": v, "post_quant_val_bpb": v, "val_loss": v * math.log(2) * 2.44})
+    header = {"screen_id": "s1", "preset": "fast", "seeds": list(range(11, 16)), "interventions": ["act_gelu"],
+              "alpha": 0.01, "margin_bpb": 0.0, "correction": "holm", "metric": "post_quant_val_bpb",
+              "base_config": tg.preset_config("fast").to_dict(), "treatment_overrides": {"act_gelu":
+                                                                                        {"activation": "gelu"}}}
+    payload = analyze({"screen": header, "runs": runs})
+    abl = write_json(tmp_path / "ablation_results.json", payload, schema_version=payload["schema_version"])
     logs = []
     promo = promotion_stage(["act_gelu"], abl, screen_id="s1", log=logs.append)
     assert promo["promoted"] == ["act_gelu"] and not promo["applied"]
-    assert "+    'activation': 'gelu',  # screen=s1 intervention=act_gelu" in promo["diff"]
+    assert "+    'activation': ('set', 'gelu'),  # tested on preset=fast: 'relu2' -> 'gelu'; screen=s1" in promo["diff"]
     assert TRAIN_GPT.read_text() == before  # dry run: nothing written
     assert promotion_stage([], abl, screen_id="s1", log=logs.append)["promoted"] == []
     assert promotion_stage(["act_gelu"], abl, enabled=False)["promoted"] == []
@@ -191,17 +206,20 @@ def test_clock_charges_reused_runs():
     assert c.credited_s == 50.0 and c.fits(5) and not c.fits(15)
 
 
-def test_snippets_pair_confirmed_runs_with_control_seeds(fixtures_dir):
-    pf = st
-    runs = read_json(fixtures_dir / "pipeline" / "runs.json")["runs"]
-    (s,) = pf.snippets_for(["mlp_mult_3"], runs, nats_per_bpb=1.7)
-    ctrl = {r["seed"]: r["val_bpb"] for r in runs if r["arm"] == "control"}
-    treat = {r["seed"]: r["val_bpb"] for r in runs if r["intervention"] == "mlp_mult_3" and r["status"] == "ok"}
-    assert s["n_seeds"] == 3 and s["seeds_bpb"] == [treat[11], treat[12], treat[13]]
-    assert s["baseline_bpb"] == pytest.approx((ctrl[11] + ctrl[12] + ctrl[13]) / 3)
-    assert pf.snippets_for(["mlp_mult_3"], runs, nats_per_bpb=None) == []
-    (s2,) = pf.snippets_for(["sanity_frozen_matrices"], runs, nats_per_bpb=1.7)  # seed 13 diverged: 2 pairs
-    assert s2["n_seeds"] == 2 and s2["baseline_bpb"] == pytest.approx((ctrl[11] + ctrl[12]) / 2)
+def test_snippets_are_the_analysis_claim_lines_of_confirmed_changes():
+    import numpy as np
+
+    from scripts.causal.report import claim_snippets
+    from scripts.causal.stats.claims import claim_lines
+
+    pair = {"delta": np.array([-0.012, -0.010, -0.011]), "control": np.array([1.21, 1.22, 1.20]),
+            "treatment": np.array([1.198, 1.21, 1.189])}
+    decided = {"results": [{"intervention": "mlp_mult_3", "decision": "confirmed",
+                            "claims": claim_lines(pair, bytes_per_token=2.44)},
+                           {"intervention": "gelu", "decision": "null", "claims": None}]}
+    (s,) = claim_snippets(decided)
+    assert s["intervention"] == "mlp_mult_3" and "README rule" in s["text"] and "maintainers' practice" in s["text"]
+    assert claim_snippets({"results": []}) == []
 
 
 def test_small_png_downscales(tmp_path):

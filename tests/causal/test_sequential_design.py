@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from scripts.causal.core.errors import ConfigError
+from scripts.causal.core.errors import ConfigError, DataFormatError
+from scripts.causal.statistical_analysis import analyze
 from scripts.causal.stats.sequential import (
+    design_at_looks,
     design_group_sequential,
     first_crossing,
     obf_spending,
-    screen_design,
-    sequential_step,
     simulate_sequential,
     t_paths,
 )
+from scripts.causal.stats.sequential_plan import sequential_payload, sequential_plan
 
 
 def test_obf_spending_hand_values():
@@ -59,50 +60,82 @@ def test_type_one_error_per_test_at_most_alpha():
         assert p <= alpha + 3 * se and p >= alpha - 6 * se, oc
 
 
-def _rows(deltas: dict, seeds):
+def _rows(deltas: dict, seeds, *, failed=()):
     runs = [{"intervention": "control", "arm": "control", "seed": s, "backend": "torch", "status": "ok",
-             "val_bpb": 1.5} for s in seeds]
+             "post_quant_val_bpb": 1.5} for s in seeds]
     for name, d in deltas.items():
-        runs += [{"intervention": name, "arm": "treatment", "seed": s, "backend": "torch", "status": "ok",
-                  "val_bpb": 1.5 + float(v)} for s, v in zip(seeds, d, strict=False)]
+        runs += [{"intervention": name, "arm": "treatment", "seed": s, "backend": "torch",
+                  "status": "failed" if (name, s) in failed else "ok", "post_quant_val_bpb": 1.5 + float(v)}
+                 for s, v in zip(seeds, d, strict=False)]
     return runs
 
 
 def test_screen_familywise_error_through_the_allocation_api():
-    """A/A screens of 5 interventions run through sequential_step seed by seed: FWER <= alpha + 3 MC SE."""
-    alpha, m, n_screens = 0.05, 5, 300
-    design = screen_design(n_interventions=m, alpha=alpha, n0=3, n_max=8, n_sim=100_000, seed=0)
+    """A/A screens of 3 arms run through sequential_plan round by round: FWER <= alpha + 3 MC SE."""
+    alpha, m, n_screens, seeds = 0.05, 3, 200, list(range(100, 108))
     rng = np.random.default_rng(4)
     hits = 0
     for _ in range(n_screens):
         full = {f"i{j}": 0.01 * rng.standard_normal(8) for j in range(m)}
         used = {name: 3 for name in full}
         while True:
-            state = sequential_step(_rows({k: full[k][: used[k]] for k in full}, range(100, 108)), design)
-            if not state["next"]:
+            rows = [r for r in _rows(full, seeds) if r["arm"] == "control" or r["seed"] in
+                    seeds[: used[r["intervention"]]]]
+            state = sequential_plan(rows, seeds=seeds, family=list(full), alpha=alpha, n_sim=50_000)
+            if state["done"]:
                 break
-            for name in state["next"]:
-                used[name] += 1
+            for name, nxt in state["next"].items():
+                used[name] += len(nxt)
         hits += any(r["status"] in ("confirmed", "harmful") for r in state["results"].values())
     bound = alpha + 3 * math.sqrt(alpha * (1 - alpha) / n_screens)
     assert hits / n_screens <= bound, (hits, n_screens)
 
 
-def test_sequential_step_decides_and_allocates():
-    design = design_group_sequential(n0=3, n_max=6, alpha=0.05, n_sim=50_000, seed=0)
+def test_sequential_plan_decides_and_allocates():
     d_good = [-0.10, -0.11, -0.09, -0.10, -0.1, -0.1]
     d_bad = [0.10, 0.11, 0.09, 0.1, 0.1, 0.1]
     d_null = [0.01, -0.02, 0.015, -0.01, 0.0, 0.01]
-    state = sequential_step(_rows({"good": d_good[:4], "bad": d_bad[:4], "null": d_null[:4]}, range(11, 15)),
-                            design)
+    seeds = list(range(11, 17))
+    kw = {"seeds": seeds, "alpha": 0.1, "n_sim": 50_000}  # alpha / (2 x 3 arms) per test
+    state = sequential_plan(_rows({"good": d_good[:4], "bad": d_bad[:4], "null": d_null[:4]}, seeds[:4]),
+                            family=["good", "bad", "null"], **kw)
     res = state["results"]
     assert res["good"]["status"] == "confirmed" and res["bad"]["status"] == "harmful"
-    assert res["null"]["status"] == "continue" and state["next"] == ["null"]
-    final = sequential_step(_rows({"null": d_null}, range(11, 17)), design)
-    assert final["results"]["null"]["status"] == "undecided" and final["next"] == []
+    assert res["good"]["looks"] == [3, 4] and res["good"]["bound"] < 10
+    assert res["null"]["status"] == "continue" and state["next"] == {"null": [15]}
+    assert state["next_control_seeds"] == [15] and not state["done"]
+    final = sequential_plan(_rows({"null": d_null}, seeds), family=["null"], **kw)
+    assert final["results"]["null"]["status"] == "undecided" and final["done"]
     # a margin larger than the effect blocks confirmation
-    m = sequential_step(_rows({"good": d_good}, range(11, 17)), design, margin_bpb=0.2)
+    m = sequential_plan(_rows({"good": d_good}, seeds), family=["good"], margin_bpb=0.2, **kw)
     assert m["results"]["good"]["status"] == "undecided"
+    # a failed treatment seed: one look fewer (no new pair), and it blocks confirmation
+    f = sequential_plan(_rows({"good": d_good}, seeds, failed={("good", 13)}), family=["good"], **kw)
+    assert f["results"]["good"]["status"] == "blocked" and f["results"]["good"]["looks"][0] == 3
+    # runs off the registered order are refused
+    with pytest.raises(DataFormatError, match="must run a prefix of the registered seed order"):
+        sequential_plan(_rows({"good": d_good[:3]}, [11, 12, 14]), family=["good"], **kw)
+
+
+def test_boundaries_at_looks_taken_do_not_change_later():
+    a = design_at_looks((3, 5), n_max=10, alpha=0.01, n_sim=50_000, seed=0)
+    b = design_at_looks((3, 5, 6, 9), n_max=10, alpha=0.01, n_sim=50_000, seed=0)
+    assert a.t_bounds == b.t_bounds[:2] and a.spent == b.spent[:2]
+    with pytest.raises(ConfigError, match="must be increasing valid-pair counts"):
+        design_at_looks((3, 3), n_max=10, alpha=0.01)
+
+
+def test_sequential_payload_is_promotable_shape():
+    d_good = [-0.10, -0.11, -0.09, -0.10, -0.1, -0.1]
+    seeds = list(range(11, 17))
+    rows = _rows({"good": d_good[:4]}, seeds[:4])
+    for r in rows:
+        r["val_bpb"] = r["post_quant_val_bpb"]
+    plan = sequential_plan(rows, seeds=seeds, family=["good"], alpha=0.1, n_sim=50_000)
+    analysis = analyze(rows, alpha=0.1, effect_bpb=0.003, interventions=["good"])
+    out = sequential_payload(analysis, plan)
+    assert out["correction"] == "group_sequential_bonferroni" and out["results"][0]["decision"] == "confirmed"
+    assert "at look n=3" in out["results"][0]["reason"]
 
 
 def test_first_crossing_signs():
@@ -129,5 +162,6 @@ def test_non_binding_futility_keeps_type_one_error_and_costs_little_power():
     h1_plain = simulate_sequential(plain, effect_sd=eff, n_paths=n_paths, seed=12)
     assert h1_plain["p_confirm"] - h1_fut["p_confirm"] <= 0.1 + 0.01
     flat = [0.001, -0.001, 0.0005, -0.0005, 0.0002, 0.0, 0.0, 0.0, 0.0, 0.0]
-    state = sequential_step(_rows({"flat": flat[:6]}, range(11, 17)), fut)
-    assert state["results"]["flat"]["status"] == "futile" and state["next"] == []
+    state = sequential_plan(_rows({"flat": flat[:6]}, range(11, 17)), seeds=range(11, 21), family=["flat"],
+                            alpha=2 * alpha, futility_effect_sd=eff, beta_futility=0.1, n_sim=100_000)
+    assert state["results"]["flat"]["status"] == "futile" and state["next"] == {}

@@ -16,7 +16,6 @@ from scripts.causal.core.errors import ConfigError, DataFormatError
 from scripts.causal.core.paths import REPO_ROOT
 from scripts.causal.core.schema import PooledSigma
 from scripts.causal.statistical_analysis import (
-    _wilcoxon_p,
     adjust_pvalues,
     analyze,
     bh_adjust,
@@ -26,6 +25,7 @@ from scripts.causal.statistical_analysis import (
     pooled_sigma_from_aa,
     pooled_sigma_from_screens,
 )
+from scripts.causal.stats.paired_tests import wilcoxon_p as _wilcoxon_p
 from scripts.causal.stats.power import mde_one_sided, power_one_sided
 
 # R's `sleep` data: extra sleep (hours) for 10 patients under drug 1 (group 1) and drug 2 (group 2).
@@ -36,11 +36,20 @@ SLEEP_2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
 def rows_from(control, treatments: dict, *, backend="torch", seeds=None):
     seeds = list(range(11, 11 + len(control))) if seeds is None else seeds
     runs = [{"intervention": "control", "arm": "control", "seed": s, "backend": backend, "status": "ok",
-             "val_bpb": float(c)} for s, c in zip(seeds, control, strict=True)]
+             **metrics(c)} for s, c in zip(seeds, control, strict=True)]
     for name, vals in treatments.items():
         runs += [{"intervention": name, "arm": "treatment", "seed": s, "backend": backend, "status": "ok",
-                  "val_bpb": float(v)} for s, v in zip(seeds, vals, strict=True)]
+                  **metrics(v)} for s, v in zip(seeds, vals, strict=True)]
     return runs
+
+
+BYTES_PER_TOKEN = 2.5
+
+
+def metrics(bpb):
+    """Both metrics equal (no quantization gap) and a val_loss consistent with BYTES_PER_TOKEN."""
+    return {"val_bpb": float(bpb), "post_quant_val_bpb": float(bpb),
+            "val_loss": float(bpb) * math.log(2.0) * BYTES_PER_TOKEN}
 
 
 def simulate_screen(rng, *, effects: dict, n=5, sigma_c=0.01, sigma_t=0.01, base_sd=0.05):
@@ -165,21 +174,27 @@ def test_margin_blocks_small_improvements():
     assert r["decision"] != "confirmed" and r["p_improve"] > 0.5
 
 
-def test_suggestive_and_null():
+def test_weak_evidence_is_inconclusive_with_the_seeds_it_needs():
     c = [1.50, 1.52, 1.49, 1.51, 1.50]
     t = [x + e for x, e in zip(c, [-0.004, -0.001, -0.003, 0.001, -0.002], strict=True)]
     r = by_name(analyze(rows_from(c, {"x": t})))["x"]
-    assert r["p_improve"] < 0.1 and r["decision"] == "suggestive" and r["direction"] == "improve"
-    t2 = [x + e for x, e in zip(c, [-0.004, 0.003, -0.003, 0.004, 0.001], strict=True)]
-    assert by_name(analyze(rows_from(c, {"x": t2})))["x"]["decision"] == "null"
+    # p_improve 0.052 was "suggestive" before; it shows nothing at alpha = 0.01
+    assert r["p_improve"] == pytest.approx(0.05227, abs=1e-5) and r["decision"] == "inconclusive"
+    sd = float(np.std(np.array(t) - np.array(c), ddof=1))
+    effect = 0.005 / (math.log(2.0) * BYTES_PER_TOKEN)  # the record bar in bpb
+    assert r["power"] == pytest.approx(power_one_sided(effect=effect, sigma=sd, n=5, alpha=0.01 / 2), rel=1e-9)
+    need = r["seeds_needed"]
+    assert power_one_sided(effect=effect, sigma=sd, n=need, alpha=0.005) >= 0.8
+    assert power_one_sided(effect=effect, sigma=sd, n=need - 1, alpha=0.005) < 0.8
+    assert f"{need - 5} more seed(s) (n={need})" in r["message"] and "MDE" in r["message"]
 
 
-def test_insufficient_at_two_pairs_says_df1():
+def test_two_pairs_are_inconclusive_and_stay_in_the_family():
     r = by_name(analyze(rows_from([1.5, 1.6], {"x": [1.4, 1.5]})))["x"]
-    assert r["decision"] == "insufficient" and r["can_reach_alpha"] is False
-    assert r["p_adjusted"] is None and r["df"] == 1
-    assert "df=1" in r["message"] and "31.8" in r["message"]
-    assert analyze(rows_from([1.5, 1.6], {"x": [1.4, 1.5]}))["family_size"] == 0
+    assert r["decision"] == "inconclusive" and r["df"] == 1
+    assert r["p_adjusted"] == 1.0 and "only 2 valid pair(s)" in r["message"]
+    # the registered family keeps its size: an untested member enters Holm with p = 1
+    assert analyze(rows_from([1.5, 1.6], {"x": [1.4, 1.5]}))["family_size"] == 2
 
 
 def test_bit_identical_aa_is_null_and_cannot_be_pooled():
@@ -203,12 +218,12 @@ def test_failed_and_diverged_pairs_are_counted_never_dropped():
     res = by_name(analyze(runs))
     x, y = res["x"], res["y"]
     assert x["n_pairs"] == 4 and x["n_failed"] == 2 and y["n_pairs"] == 5 and y["n_failed"] == 1
-    assert x["diverged_treatment_seeds"] == [12] and y["diverged_treatment_seeds"] == []
+    assert x["failed_treatment_seeds"] == [12] and y["failed_treatment_seeds"] == []
     assert {(f["seed"], f["arm"], f["status"]) for f in x["failed_pairs"]} == {
         (12, "treatment", "diverged"), (16, "control", "failed")}
     # x improves strongly on the valid seeds, but an unstable change is never confirmed
-    assert x["p_adjusted_improve"] < 0.01 and x["decision"] == "suggestive"
-    assert "possible harm" in x["message"] and "2 failed pair(s)" in x["message"]
+    assert x["p_adjusted_improve"] < 0.01 and x["decision"] == "inconclusive"
+    assert "failed on seeds [12]" in x["message"] and "2 failed pair(s)" in x["message"]
     assert y["decision"] == "confirmed"
 
 
@@ -234,7 +249,7 @@ def test_pooled_sigma_honest_df():
     assert ps.df == 3 and ps.sigma == pytest.approx(math.sqrt(4e-4 / 3))
     c = [1.50, 1.52, 1.49, 1.51, 1.50]
     t = [x - 0.01 + e for x, e in zip(c, [0.002, -0.002, 0.001, 0.0, -0.001], strict=True)]
-    r = by_name(analyze(rows_from(c, {"x": t}), aa_sigma=ps, correction="none"))["x"]
+    r = by_name(analyze(rows_from(c, {"x": t}), aa_sigma=ps, correction="none", effect_bpb=0.005))["x"]
     d = np.array(t) - np.array(c)
     var = (4 * d.var(ddof=1) + 3 * ps.sigma ** 2) / 7
     assert r["df"] == 7 and r["sigma_source"] == "pooled_aa"
@@ -305,11 +320,15 @@ def test_cli_round_trip_and_error(tmp_path, capsys):
     c = [1.50, 1.52, 1.49, 1.51, 1.50]
     runs = rows_from(c, {"worse": [v + 0.05 + 0.001 * i for i, v in enumerate(c)]})
     inp = tmp_path / "runs.json"
-    inp.write_text(json.dumps({"schema_version": 1, "screen": {"screen_id": "s1", "seeds": [11, 12]}, "runs": runs}))
+    inp.write_text(json.dumps({"schema_version": 1, "screen": {"screen_id": "s1", "seeds": [11, 12, 13, 14, 15],
+                                                               "alpha": 0.05}, "runs": runs}))
     out = tmp_path / "ablation_results.json"
     assert main(["--input", str(inp), "--output", str(out), "--alpha", "0.05"]) == 0
     data = json.loads(out.read_text())
-    assert data["schema_version"] == 1 and data["alpha"] == 0.05 and data["correction"] == "holm"
+    assert data["schema_version"] == 2 and data["alpha"] == 0.05 and data["correction"] == "holm"
+    assert data["exploratory"] is False and data["preregistration"]["source"] == "runs.json header"
+    assert set(data["preregistration"]["unregistered"]) == {"effect_bpb", "effect_nats", "correction", "metric",
+                                                           "aa_mode", "family", "margin_bpb"}
     keys = {"intervention", "n_pairs", "n_failed", "mean_delta_bpb", "sd_delta", "ci_low", "ci_high", "p_improve",
             "p_harm", "p_adjusted", "decision", "mde", "power", "rho"}
     assert keys <= set(data["results"][0]) and data["results"][0]["decision"] == "harmful"
@@ -334,8 +353,8 @@ def test_cli_on_hand_written_screen_fixture(fixtures_dir, tmp_path):
     assert res["sanity_frozen_matrices"]["decision"] == "harmful"
     assert res["sanity_frozen_matrices"]["mean_delta_bpb"] == pytest.approx(0.41204, abs=1e-9)  # 0.412 + mean noise 0.00004
     lr = res["act_leaky_relu2"]
-    assert lr["n_pairs"] == 4 and lr["n_failed"] == 1 and lr["diverged_treatment_seeds"] == [13]
-    assert lr["decision"] == "suggestive" and "possible harm" in lr["message"]
+    assert lr["n_pairs"] == 4 and lr["n_failed"] == 1 and lr["failed_treatment_seeds"] == [13]
+    assert lr["decision"] == "inconclusive" and "failed on seeds [13]" in lr["message"]
 
 
 @pytest.mark.parametrize("method", ["holm", "bh", "none"])

@@ -276,6 +276,11 @@ class ScreenPlan:
     ``base_config`` (the preset's resolved Hyperparameters as a dict). Seeds are shared by all arms.
     ``configs`` holds every arm's Hyperparameters ("control" and each treatment), resolved once when the plan
     is built and used as is by the runner, the checks and the DAG rows (not part of the pre-registration).
+    ``aa_mode`` "repeat" (a bit-reproducible backend: ``aa`` is one repeat run of the first seed, which must
+    match its control bit for bit) or "arm" (``aa`` runs on every seed, a statistical A/A arm). ``effect_bpb``
+    None means the record bar, 0.005 nats, converted with the val split's measured bytes per token.
+    ``sequential`` (None: fixed n) is the group-sequential design: {"n0", "step", "futility_effect_sd"}; then
+    ``seeds`` is the full ordered list (its length is the maximum number of seeds).
     """
 
     screen_id: str
@@ -287,6 +292,10 @@ class ScreenPlan:
     alpha: float = 0.01
     margin_bpb: float = 0.0
     correction: str = "holm"
+    metric: str = "post_quant_val_bpb"
+    effect_bpb: float | None = None
+    aa_mode: str = "arm"
+    sequential: Mapping[str, Any] | None = None
     configs: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -295,6 +304,8 @@ class ScreenPlan:
 
     def preregistration(self) -> dict:
         """What the ledger stores (and checks on resume) as this screen's pre-registration."""
+        from scripts.causal.screen.registry import CALIBRATION
+
         return {
             "preset": self.preset,
             "backend": self.backend,
@@ -304,6 +315,11 @@ class ScreenPlan:
             "alpha": self.alpha,
             "margin_bpb": self.margin_bpb,
             "correction": self.correction,
+            "metric": self.metric,
+            "effect_bpb": self.effect_bpb,
+            "family": [n for n in self.intervention_names if n not in CALIBRATION],
+            "aa_mode": self.aa_mode,
+            "sequential": dict(self.sequential) if self.sequential else None,
             "design": "paired seeds, one shared control per seed, interleaved (control, treatments) per seed",
         }
 
@@ -333,6 +349,26 @@ class PooledSigma:
 
 
 @dataclasses.dataclass(frozen=True)
+class Preregistration:
+    """What a screen fixes before its first run and the analysis must use (stats/prereg.py enforces it).
+
+    ``effect_bpb`` None: the record bar ``effect_nats`` converted with the val split's measured bytes per token.
+    ``family``: the interventions in the multiplicity family (None: every non-calibration intervention).
+    ``aa_mode``: repeat (bit-identity check) | arm (statistical A/A arm) | auto.
+    """
+
+    alpha: float = 0.01
+    margin_bpb: float = 0.0
+    effect_bpb: float | None = None
+    effect_nats: float = 0.005
+    correction: str = "holm"
+    metric: str = "post_quant_val_bpb"
+    family: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] = ()
+    aa_mode: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
 class ConfirmPlan:
     """Stage two of the two-stage design: confirm the screen's winners on fresh seeds with Holm."""
 
@@ -343,6 +379,9 @@ class ConfirmPlan:
     margin_bpb: float
     correction: str = "holm"
     screen_correction: str = "bh"
+    metric: str = "post_quant_val_bpb"
+    effect_bpb: float | None = None
+    effect_nats: float = 0.005
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,21 +397,6 @@ class TransferResult:
     ratio_ci_high: float | None
     ratio_ci_kind: str
     level: float
-
-
-@dataclasses.dataclass(frozen=True)
-class PGSnippet:
-    """Parameter-Golf-style significance line: mean over seeds vs (baseline - threshold), one-sided t."""
-
-    n: int
-    mean_bpb: float
-    sd_bpb: float
-    target_bpb: float
-    threshold_bpb: float
-    t: float
-    df: int
-    p_value: float
-    text: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -455,3 +479,7 @@ class PipelineOptions:
     extra_overrides: dict = dataclasses.field(default_factory=dict)
     profile: str = "default"
     threads: int | None = None  # torch CPU threads (None: decided once from the load)
+    effect_bpb: float | None = None  # effect of interest (None: the record bar, 0.005 nats, in bpb)
+    sequential: bool = False  # group-sequential seeds in the screens
+    max_seeds: int | None = None  # with sequential: seeds at most per arm
+    futility_sd: float | None = None  # with sequential: planned effect / sigma_d for the futility bound

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import statistics
 import sys
 import time
 import warnings
@@ -102,13 +101,13 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say: Log, *, progress: 
     final: dict = {"ablation": None}
     stop, null_cycles, mean_run_s = "completed all cycles", 0, None
 
-    def screen(name: str, arms: Sequence[str], seeds: Sequence[int], screen_dir: Path, correction: str):
+    def screen(name: str, arms: Sequence[str], seeds: Sequence[int], screen_dir: Path, *, confirm=None):
         result, runs_path = run_screen_stage(opts, name=name, interventions=arms, seeds=seeds, out_dir=screen_dir,
-                                             base_overrides=data, correction=correction, progress=progress,
-                                             log=say, threads=threads)
+                                             base_overrides=data, progress=progress, log=say, threads=threads,
+                                             sequential=opts.sequential and confirm is None)
         clock.credit_reused(result.runs)
-        ablation = analyze_stage(runs_path, screen_dir / "ablation_results.json", alpha=opts.alpha,
-                                 margin_bpb=opts.margin_bpb, correction=correction)
+        ablation = analyze_stage(runs_path, screen_dir / "ablation_results.json", result=result, confirm=confirm,
+                                 ledger_path=Path(opts.output_dir) / "ledger.sqlite")
         return result, runs_path, ablation
 
     for c in range(1, opts.cycles + 1):
@@ -124,20 +123,21 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say: Log, *, progress: 
             break
         screen_dir = out / f"cycle_{c}"
         say(f"cycle {c}: screening {', '.join(arms)} on {len(opts.seeds)} seeds ({n_runs} runs)")
-        result, runs_path, ablation = screen(f"cycle{c}-screen", arms, opts.seeds, screen_dir, opts.correction)
+        result, runs_path, ablation = screen(f"cycle{c}-screen", arms, opts.seeds, screen_dir)
         mean_run_s = _mean_wall(result.runs) or mean_run_s
         say(f"cycle {c}: " + ", ".join(f"{r['intervention']}={r['decision']}" for r in ablation["results"]))
         all_runs, confirm_runs = list(result.runs), None
         exp_rows += _experiment_rows(result)
         confirmation, found = None, _confirmed(ablation)
-        win = winners(ablation)
+        cplan = confirmation_plan(ablation, tuple(s + 100 * (c - 1) for s in opts.confirm_seeds))
+        win = list(cplan.interventions) if cplan else []
         if opts.confirm and win:
-            seeds = tuple(s + 100 * (c - 1) for s in opts.confirm_seeds)
-            need = len(seeds) * (len(win) + 1) * (mean_run_s or 0.0)
+            need = len(cplan.seeds) * (len(win) + 1) * (mean_run_s or 0.0)
             if clock.fits(need):
-                say(f"cycle {c}: confirming {', '.join(win)} on fresh seeds {list(seeds)}")
-                cres, _, confirmation = screen(f"cycle{c}-confirm", win, seeds, screen_dir / "confirm", "holm")
-                confirmation["seeds"] = list(seeds)
+                say(f"cycle {c}: confirming {', '.join(win)} on fresh seeds {list(cplan.seeds)}")
+                cres, _, confirmation = screen(f"cycle{c}-confirm", win, cplan.seeds, screen_dir / "confirm",
+                                               confirm=cplan)
+                confirmation["seeds"] = list(cplan.seeds)
                 found = _confirmed(confirmation)
                 all_runs += list(cres.runs)
                 confirm_runs = [r.runs_row() for r in cres.runs]
@@ -258,17 +258,23 @@ def choose_interventions(ranking: Mapping | None, *, top_k: int, explicit: Seque
 
 
 def run_screen_stage(opts: PipelineOptions, *, name: str, interventions: Sequence[str], seeds: Sequence[int],
-                     out_dir: Path, base_overrides: Mapping, correction: str, progress: bool,
-                     log: Log, threads: int | None = None) -> tuple[Any, Path]:
-    """A paired-seed screen into the run's ledger; writes ``<out_dir>/runs.json``. Returns (ScreenResult, path)."""
+                     out_dir: Path, base_overrides: Mapping, progress: bool, log: Log, threads: int | None = None,
+                     sequential: bool = False) -> tuple[Any, Path]:
+    """A paired-seed screen into the run's ledger; writes ``<out_dir>/runs.json``. Returns (ScreenResult, path).
+
+    ``sequential``: a group-sequential screen over ``seeds`` extended to ``opts.max_seeds``."""
     from scripts.causal import experiment_runner as er
     from scripts.causal.screen.executors import InProcessExecutor
     from scripts.causal.screen.ledger import Ledger
 
+    design = None
+    if sequential:
+        seeds = er.extend_seeds(seeds, opts.max_seeds or max(len(seeds), 10))
+        design = {"n0": min(3, len(seeds) - 1), "futility_effect_sd": opts.futility_sd}
     plan = er.build_plan(interventions=list(interventions), seeds=list(seeds), preset=opts.preset,
                          backend=opts.backend, base_overrides={**base_overrides, **opts.extra_overrides},
-                         alpha=opts.alpha, margin_bpb=opts.margin_bpb, correction=correction,
-                         screen_id=f"{opts.run_id}-{name}")
+                         alpha=opts.alpha, margin_bpb=opts.margin_bpb, correction=opts.correction,
+                         screen_id=f"{opts.run_id}-{name}", effect_bpb=opts.effect_bpb, sequential=design)
     ledger_path = Path(opts.output_dir) / "ledger.sqlite"
     with Ledger(ledger_path) as ledger:
         result = er.run_screen(plan, ledger=ledger, executor=InProcessExecutor(threads=threads), progress=progress)
@@ -277,26 +283,40 @@ def run_screen_stage(opts: PipelineOptions, *, name: str, interventions: Sequenc
     return result, runs_path
 
 
-def analyze_stage(runs_path: Path, out_path: Path, *, alpha: float, margin_bpb: float, correction: str) -> dict:
-    """statistical_analysis.analyze on a runs.json; writes ablation_results.json and returns its payload."""
-    from scripts.causal import statistical_analysis as sa
+def analyze_stage(runs_path: Path, out_path: Path, *, result: Any = None, confirm: Any = None,
+                  ledger_path: Path | None = None) -> dict:
+    """The gate on a screen's runs.json (its header is the pre-registration): ablation_results.json, decisions
+    written to the ledger. ``confirm``: a ``stats.confirmation`` plan (Holm over its winners on fresh seeds);
+    a sequential screen's decisions are the group-sequential ones."""
+    from scripts.causal.experiment_runner import sequential_state
+    from scripts.causal.screen.ledger import Ledger
+    from scripts.causal.stats.analysis import analyze, record_decisions
+    from scripts.causal.stats.confirmation import analyze_confirmation
+    from scripts.causal.stats.sequential_plan import sequential_payload
 
-    runs = read_json(runs_path)["runs"]
+    runs = read_json(runs_path)
     try:
-        payload = sa.analyze(runs, alpha=alpha, margin_bpb=margin_bpb, correction=correction)
+        if confirm is not None:
+            payload = analyze_confirmation(runs, confirm)
+        elif result is not None and result.plan.sequential:
+            payload = sequential_payload(analyze(runs), sequential_state(result.plan, result.runs))
+        else:
+            payload = analyze(runs)
     except CausalPipelineError as exc:
         raise stage_error("statistics", runs_path, exc, "check the runs file; rerun with --resume") from exc
-    write_json(out_path, payload)
-    return read_json(out_path)
+    write_json(out_path, payload, schema_version=payload["schema_version"])
+    if ledger_path is not None:
+        with Ledger(ledger_path) as ledger:
+            record_decisions(ledger, payload, screen_id=runs["screen"]["screen_id"])
+    return read_json(out_path, schema_versions=(payload["schema_version"],))
 
 
-def winners(ablation: Mapping, *, decisions: Sequence[str] = ("confirmed", "suggestive")) -> list[str]:
-    """Interventions that improved (negative mean delta) with one of ``decisions``; calibration arms excluded."""
-    from scripts.causal.screen.registry import CALIBRATION
+def confirmation_plan(ablation: Mapping, seeds: Sequence[int]) -> Any:
+    """``stats.confirmation.plan_confirmation`` of a screen's confirmed arms on ``seeds`` (None: no winner)."""
+    from scripts.causal.stats.confirmation import plan_confirmation
 
-    return [r["intervention"] for r in ablation.get("results", [])
-            if r.get("decision") in decisions and r["intervention"] not in CALIBRATION
-            and (r.get("mean_delta_bpb") or 0.0) < 0]
+    plan = plan_confirmation(ablation, confirm_seeds=seeds)
+    return plan if plan.interventions else None
 
 
 # ----------------------------------------------------------------------------- causal stages (cached)
@@ -348,23 +368,6 @@ def causal_cycle(opts: PipelineOptions, *, cycle: int, matrix: Path, out_dir: Pa
 
 # ----------------------------------------------------------------------------- finish
 
-def snippets_for(confirmed: Sequence[str], runs: Sequence[Mapping], *, nats_per_bpb: float | None) -> list[dict]:
-    """A Parameter-Golf-style claim per confirmed change, against the control mean on the same seeds."""
-    if not nats_per_bpb:
-        return []
-    control = {r["seed"]: r["val_bpb"] for r in runs if r.get("arm") == "control" and r.get("status") == "ok"}
-    out = []
-    for name in confirmed:
-        treat = {r["seed"]: r["val_bpb"] for r in runs if r["intervention"] == name and r.get("status") == "ok"}
-        seeds = sorted(set(treat) & set(control))
-        if len(seeds) < 2:
-            continue
-        base = statistics.fmean(control[s] for s in seeds)
-        out.append(rep.parameter_golf_snippet(name, [treat[s] for s in seeds], baseline_bpb=base,
-                                              nats_per_bpb=nats_per_bpb,
-                                              baseline_label=f"control mean, seeds {seeds}"))
-    return out
-
 
 def run_info(opts: PipelineOptions, *, started: str, command: str, records: Sequence[Any],
              interventions: tuple[str, ...] = ()) -> RunInfo:
@@ -412,8 +415,7 @@ def finish(opts: PipelineOptions, *, out: Path, final: Mapping, cycles: Sequence
     promo_src = Path(final["screen_dir"]) / ("confirm" if decided is confirmation else "") / "ablation_results.json"
     promotion = promotion_stage(confirmed, promo_src, enabled=opts.promote, apply=opts.apply_promotion,
                                 screen_id=opts.run_id, log=log)
-    snippet_runs = final.get("confirm_runs") if decided is confirmation else runs
-    snippets = snippets_for(confirmed, snippet_runs or runs, nats_per_bpb=nats)
+    snippets = rep.claim_snippets(decided)
     info = run_info(opts, started=started, command=command, records=records,
                     interventions=tuple(final.get("arms") or ()))
     report = rep.build_report(

@@ -1,10 +1,13 @@
-"""Follow-ups to a screen: two-stage confirmation on fresh seeds, platform transfer, Parameter-Golf claim line.
+"""Follow-ups to a screen: two-stage confirmation on fresh seeds, and platform transfer.
 
 Two-stage design. Stage one screens many interventions on cheap runs with BH (``analyze(..., correction="bh")``,
-FDR control: a screen is for finding candidates). Stage two re-tests only the winners on FRESH seeds with Holm
-(FWER): ``plan_confirmation`` picks the winners and the seeds and refuses any seed used before, and
-``analyze_confirmation`` re-checks that the confirm runs use exactly the planned fresh seeds before analysing
-them. Because stage two uses new data, its error rate does not depend on how the winners were selected.
+FDR control: a screen is for finding candidates). Stage two re-tests only the winners (the screen's
+``confirmed`` rows outside the calibration arms) on FRESH seeds with Holm (FWER): ``plan_confirmation`` picks the
+winners and the seeds and refuses any seed used before, and ``analyze_confirmation`` re-checks that the confirm
+runs use exactly the planned fresh seeds, then analyses them under the plan as the pre-registration (alpha,
+margin, metric, effect of interest, Holm, family = the winners, seeds = the fresh seeds). Because stage two uses
+new data, its error rate does not depend on how the winners were selected; its result carries
+``stage="confirmation"`` and ``screen_correction``, which promote.py accepts as "BH-screened, Holm-confirmed".
 
 Platform transfer. For one intervention measured on a proxy (e.g. the MLX backend or the ``fast`` preset) and a
 target, we report sign agreement and the ratio R = target / proxy with a Fieller interval: the set of R with
@@ -12,11 +15,7 @@ target, we report sign agreement and the ratio R = target / proxy with a Fieller
 proxy mean deltas (independent runs). It is a bounded interval only when the proxy effect is itself significant
 at that level (b^2 > q^2 se_b^2); otherwise it is reported as unbounded (``ratio_ci_kind``).
 
-Parameter-Golf claim. A record must beat the stated baseline by 0.005 nats with one-sided p < 0.01 over seeds.
-bpb and nats per token relate by bpb = nats / ln 2 * tokens_per_byte, so the threshold in bpb is
-``threshold_bpb = min_gain_nats * tokens_per_byte / ln 2`` and H1 is mean(val_bpb) < baseline_bpb - threshold_bpb,
-tested with a one-sample t (df = n - 1). (report.parameter_golf_snippet uses nats_per_bpb = ln 2 / tokens_per_byte,
-the same threshold.)
+The Parameter Golf claim lines for a confirmed change are in claims.py (the analysis attaches them).
 """
 from __future__ import annotations
 
@@ -27,10 +26,11 @@ import numpy as np
 from scipy import stats
 
 from scripts.causal.core.errors import ConfigError, DataFormatError
-from scripts.causal.core.schema import ConfirmPlan, PGSnippet, TransferResult
-from scripts.causal.statistical_analysis import analyze
+from scripts.causal.core.schema import ConfirmPlan, Preregistration, TransferResult
+from scripts.causal.stats.analysis import analyze
+from scripts.causal.stats.calibration import CALIBRATION_EXPECTED
 
-__all__ = ["plan_confirmation", "analyze_confirmation", "platform_transfer", "fieller_ratio", "pg_snippet"]
+__all__ = ["plan_confirmation", "analyze_confirmation", "confirmation_prereg", "platform_transfer", "fieller_ratio"]
 
 
 def _used_seeds(screen: Mapping) -> set[int]:
@@ -43,15 +43,14 @@ def _used_seeds(screen: Mapping) -> set[int]:
 
 
 def plan_confirmation(screen: Mapping, *, screen_seeds: Sequence[int] = (), confirm_seeds: Sequence[int] | None = None,
-                      n_confirm: int = 5, include_suggestive: bool = True, alpha: float | None = None) -> ConfirmPlan:
-    """Winners of a screen (``confirmed``, plus improving ``suggestive`` ones if asked) and fresh seeds for them.
+                      n_confirm: int = 5, alpha: float | None = None) -> ConfirmPlan:
+    """Winners of a screen (its ``confirmed`` rows, calibration arms excluded) and fresh seeds for them.
 
     Every seed in ``screen_seeds`` or recorded in the screen payload is excluded. ``confirm_seeds`` that overlap
     them are refused; without them, the ``n_confirm`` integers after the largest used seed are taken.
     """
     winners = tuple(r["intervention"] for r in screen.get("results", [])
-                    if r.get("decision") == "confirmed"
-                    or (include_suggestive and r.get("decision") == "suggestive" and r.get("direction") == "improve"))
+                    if r.get("decision") == "confirmed" and r["intervention"] not in CALIBRATION_EXPECTED)
     used = _used_seeds(screen) | set(map(int, screen_seeds))
     if confirm_seeds is not None:
         overlap = sorted(used & set(map(int, confirm_seeds)))
@@ -66,10 +65,20 @@ def plan_confirmation(screen: Mapping, *, screen_seeds: Sequence[int] = (), conf
             raise ConfigError(f"n_confirm={n_confirm} must be >= 3 (the gate's minimum number of pairs)")
         start = max(used) + 1 if used else 0
         seeds = tuple(range(start, start + n_confirm))
+    prereg = screen.get("preregistration") or {}
     return ConfirmPlan(interventions=winners, seeds=seeds, excluded_seeds=tuple(sorted(used)),
                        alpha=float(screen.get("alpha", 0.01) if alpha is None else alpha),
                        margin_bpb=float(screen.get("margin_bpb", 0.0)), correction="holm",
-                       screen_correction=str(screen.get("correction", "bh")))
+                       screen_correction=str(screen.get("correction", "bh")),
+                       metric=str(screen.get("metric", "post_quant_val_bpb")),
+                       effect_bpb=prereg.get("effect_bpb"), effect_nats=float(prereg.get("effect_nats") or 0.005))
+
+
+def confirmation_prereg(plan: ConfirmPlan) -> Preregistration:
+    """The plan as the confirmation's pre-registration (Holm over the winners on the fresh seeds)."""
+    return Preregistration(alpha=plan.alpha, margin_bpb=plan.margin_bpb, effect_bpb=plan.effect_bpb,
+                           effect_nats=plan.effect_nats, correction="holm", metric=plan.metric,
+                           family=tuple(plan.interventions), seeds=tuple(plan.seeds))
 
 
 def analyze_confirmation(runs: Sequence[Mapping] | Mapping, plan: ConfirmPlan, **kwargs) -> dict:
@@ -84,9 +93,9 @@ def analyze_confirmation(runs: Sequence[Mapping] | Mapping, plan: ConfirmPlan, *
         raise DataFormatError(f"confirm runs use seeds {extra} that are not in the plan {list(plan.seeds)}")
     if not plan.interventions:
         raise ConfigError("the confirmation plan has no winners to confirm")
-    out = analyze(runs, alpha=plan.alpha, margin_bpb=plan.margin_bpb, correction="holm",
-                  interventions=list(plan.interventions), **kwargs)
+    out = analyze(runs, prereg=confirmation_prereg(plan), prereg_source="confirmation plan", **kwargs)
     out["stage"] = "confirmation"
+    out["screen_correction"] = plan.screen_correction
     out["confirm_seeds"] = list(plan.seeds)
     return out
 
@@ -121,22 +130,3 @@ def platform_transfer(proxy: Mapping, target: Mapping, *, level: float = 0.95) -
                                   ratio=a / b if b != 0 else None, ratio_ci_low=lo, ratio_ci_high=hi,
                                   ratio_ci_kind=kind, level=level))
     return out
-
-
-def pg_snippet(values_bpb: Sequence[float], *, baseline_bpb: float, tokens_per_byte: float,
-               min_gain_nats: float = 0.005, label: str = "") -> PGSnippet:
-    """One-sided t of mean(val_bpb) < baseline_bpb - min_gain_nats * tokens_per_byte / ln 2 (see module doc)."""
-    x = np.asarray([v for v in values_bpb if v is not None and math.isfinite(v)], dtype=float)
-    if x.size < 2:
-        raise ConfigError(f"need >= 2 finite val_bpb values for a t-test, got {x.size}")
-    if not tokens_per_byte > 0:
-        raise ConfigError(f"tokens_per_byte={tokens_per_byte!r} must be > 0 (tokens / UTF-8 bytes of the val split)")
-    thr = min_gain_nats * tokens_per_byte / math.log(2.0)
-    target = baseline_bpb - thr
-    res = stats.ttest_1samp(x, target, alternative="less")
-    sd = float(x.std(ddof=1))
-    text = (f"{label + ': ' if label else ''}val_bpb {x.mean():.4f} (mean of {x.size} seeds, sd {sd:.4f}); "
-            f"H1: mean < {baseline_bpb:.4f} - {min_gain_nats} nats ({thr:.4f} bpb at {tokens_per_byte:.4f} tokens/byte)"
-            f" = {target:.4f}; t = {float(res.statistic):.2f}, df = {x.size - 1}, one-sided p = {float(res.pvalue):.3g}")
-    return PGSnippet(n=int(x.size), mean_bpb=float(x.mean()), sd_bpb=sd, target_bpb=target, threshold_bpb=thr,
-                     t=float(res.statistic), df=int(x.size - 1), p_value=float(res.pvalue), text=text)

@@ -20,26 +20,24 @@ Family. Holm's step-down does not carry over to sequential looks without a graph
 screen we use Bonferroni: each of the 2m one-sided tests gets level alpha / (2m) (``screen_design``); the FWER is
 then <= alpha by the union bound, whatever the dependence between interventions (they share controls).
 
-Allocation. ``sequential_step`` re-derives every intervention's state from the runs (stateless): looks use the
-first n_k valid pairs in increasing seed order (the runner must add seeds in increasing order), an intervention
-is decided at its first crossing (``confirmed`` / ``harmful``), ``continue`` while n < n_max and undecided
-(the runner adds its next seed), ``futile`` at a futility stop, and ``undecided`` at n_max. Failed pairs do not count as looks; they are
-reported as in statistical_analysis. A treatment that diverged blocks ``confirmed`` as in the fixed design.
+Allocation for the runner (which arms stop, which get more seeds, at the looks actually taken) is in
+sequential_plan.py; ``design_at_looks`` gives the boundaries for any sequence of looks.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from scipy import special
 
 from scripts.causal.core.errors import ConfigError
 from scripts.causal.core.schema import GroupSequentialDesign
-from scripts.causal.statistical_analysis import MIN_PAIRS, paired_deltas
+from scripts.causal.stats.pairing import MIN_PAIRS
 
-__all__ = ["obf_spending", "design_group_sequential", "screen_design", "t_paths", "first_crossing",
-           "simulate_sequential", "sequential_step"]
+__all__ = ["obf_spending", "design_group_sequential", "design_at_looks", "screen_design", "t_paths",
+           "first_crossing", "simulate_sequential"]
 
 
 def obf_spending(t: float | np.ndarray, alpha: float) -> np.ndarray:
@@ -77,11 +75,27 @@ def design_group_sequential(*, n0: int, n_max: int, alpha: float, step: int = 1,
                             beta_futility: float = 0.05) -> GroupSequentialDesign:
     """Per-look one-sided t boundaries for ONE test at level ``alpha`` (OBF spending, MC-calibrated).
 
-    With ``futility_effect_sd`` also non-binding futility bounds f_k (see the module docstring).
+    Planned looks n0, n0 + step, ..., n_max. With ``futility_effect_sd`` also non-binding futility bounds f_k
+    (see the module docstring).
+    """
+    return design_at_looks(_looks(n0, n_max, step), n_max=n_max, alpha=alpha, n_sim=n_sim, seed=seed,
+                           futility_effect_sd=futility_effect_sd, beta_futility=beta_futility)
+
+
+@lru_cache(maxsize=256)
+def design_at_looks(looks: tuple[int, ...], *, n_max: int, alpha: float, n_sim: int = 200_000, seed: int = 0,
+                    futility_effect_sd: float | None = None, beta_futility: float = 0.05) -> GroupSequentialDesign:
+    """Boundaries at the looks actually taken (valid pairs, increasing, last <= n_max), spending at n_k / n_max.
+
+    The boundary of look k depends only on looks 1..k (the same seeded paths are calibrated look by look), so
+    boundaries already used never change when a later look is added; a final look below n_max leaves the
+    unspent alpha unspent (conservative).
     """
     if not (0.0 < alpha < 0.5):
         raise ConfigError(f"alpha={alpha!r} must lie in (0, 0.5)")
-    looks = _looks(n0, n_max, step)
+    looks = tuple(int(n) for n in looks)
+    if not looks or looks[0] < MIN_PAIRS or any(b <= a for a, b in zip(looks, looks[1:], strict=False)) or looks[-1] > n_max:
+        raise ConfigError(f"looks={list(looks)} must be increasing valid-pair counts in [{MIN_PAIRS}, n_max={n_max}]")
     rng = np.random.default_rng(seed)
     t = t_paths(rng.standard_normal((n_sim, n_max)), looks)
     spent = obf_spending(np.asarray(looks) / n_max, alpha)
@@ -105,25 +119,24 @@ def design_group_sequential(*, n0: int, n_max: int, alpha: float, step: int = 1,
         if not (futility_effect_sd > 0 and 0 < beta_futility < 0.5):
             raise ConfigError(f"futility needs futility_effect_sd > 0 and 0 < beta_futility < 0.5, got "
                               f"{futility_effect_sd!r}, {beta_futility!r}")
-        f_bounds = _futility_bounds(looks, tuple(bounds), effect_sd=futility_effect_sd, beta=beta_futility,
-                                    n_sim=n_sim, rng=rng)
+        f_bounds = _futility_bounds(looks, tuple(bounds), n_max=n_max, effect_sd=futility_effect_sd,
+                                    beta=beta_futility, n_sim=n_sim, rng=rng)
     return GroupSequentialDesign(looks=looks, alpha=float(alpha), spent=tuple(float(s) for s in spent),
                                  t_bounds=tuple(bounds), n_sim=int(n_sim), seed=int(seed), f_bounds=f_bounds,
                                  futility_effect_sd=futility_effect_sd,
                                  beta_futility=float(beta_futility) if f_bounds else 0.0)
 
 
-def _futility_bounds(looks: tuple[int, ...], bounds: tuple[float, ...], *, effect_sd: float, beta: float,
-                     n_sim: int, rng: np.random.Generator) -> tuple[float, ...]:
-    """f_k with P_H1(first stop for |T_k| <= f_k at look k) = beta(t_k) - beta(t_{k-1}); f_K = 0 (final look)."""
-    n_max = looks[-1]
+def _futility_bounds(looks: tuple[int, ...], bounds: tuple[float, ...], *, n_max: int, effect_sd: float,
+                     beta: float, n_sim: int, rng: np.random.Generator) -> tuple[float, ...]:
+    """f_k with P_H1(first stop for |T_k| <= f_k at look k) = beta(t_k) - beta(t_{k-1}); f_k = 0 at n_max."""
     t = -t_paths(rng.standard_normal((n_sim, n_max)) - effect_sd, looks)  # improvement side, positive = better
     spent = obf_spending(np.asarray(looks) / n_max, beta)
     alive = np.ones(n_sim, dtype=bool)
     out, prev = [], 0.0
     for k in range(len(looks)):
         alive &= ~(t[:, k] >= bounds[k])
-        if k == len(looks) - 1:
+        if looks[k] >= n_max:
             out.append(0.0)
             break
         m = int(math.floor((spent[k] - prev) * n_sim))
@@ -149,7 +162,7 @@ def first_crossing(t: np.ndarray, design: GroupSequentialDesign) -> tuple[np.nda
 
     sign is -1 for improvement (t <= -c), +1 for harm (t >= c), 0 for none or a futility stop (first >= 0);
     the improvement t must already include
-    the margin shift. With a margin the two directions use different statistics: use ``sequential_step``.
+    the margin shift. With a margin the two directions use different statistics: use sequential_plan.
     """
     c = np.asarray(design.t_bounds)
     hit_lo, hit_hi = t <= -c, t >= c
@@ -175,47 +188,3 @@ def simulate_sequential(design: GroupSequentialDesign, *, effect_sd: float, n_pa
     n_used = np.where(first >= 0, looks[np.maximum(first, 0)], looks[-1])
     return {"p_confirm": float(np.mean(sign == -1)), "p_harm": float(np.mean(sign == 1)),
             "mean_n": float(n_used.mean()), "n_max": int(looks[-1])}
-
-
-def sequential_step(runs: Sequence[Mapping] | Mapping, design: GroupSequentialDesign, *, margin_bpb: float = 0.0,
-                    metric: str = "val_bpb", backend: str | None = None) -> dict:
-    """State of every intervention under the group-sequential design; ``next`` lists those needing a pair.
-
-    Returns ``{"design": {...}, "results": {name: {"status", "n_pairs", "look", "t_improve", "t_harm",
-    "bound", "n_failed", "diverged_treatment_seeds"}}, "next": [names with status "continue"]}``.
-    """
-    pairs = paired_deltas(runs, metric=metric, backend=backend)
-    looks = np.asarray(design.looks)
-    results = {}
-    for name, p in pairs.items():
-        d = p["delta"]
-        n = int(d.size)
-        usable = [k for k, nk in enumerate(looks) if nk <= n]
-        status, look, t_imp, t_harm, bound = "continue", None, None, None, None
-        for k in usable:
-            dk = d[: looks[k]]
-            sd = float(dk.std(ddof=1))
-            se = sd / math.sqrt(looks[k])
-            mean = float(dk.mean())
-            t_imp = (mean + margin_bpb) / se if se > 0 else math.copysign(math.inf, mean + margin_bpb or 1.0)
-            t_harm = mean / se if se > 0 else math.copysign(math.inf, mean or -1.0)
-            bound, look = design.t_bounds[k], int(looks[k])
-            if t_imp <= -bound:
-                status = "confirmed" if not p["diverged_treatment_seeds"] else "undecided"
-                break
-            if t_harm >= bound:
-                status = "harmful"
-                break
-            f_k = design.f_bounds[k] if design.f_bounds else 0.0
-            if f_k > 0 and abs(t_harm) <= f_k and abs(t_imp) <= f_k:
-                status = "futile"
-                break
-        else:
-            if n >= looks[-1]:
-                status = "undecided"
-        results[name] = {"status": status, "n_pairs": n, "look": look, "t_improve": t_imp, "t_harm": t_harm,
-                         "bound": bound, "n_failed": p["n_failed"],
-                         "diverged_treatment_seeds": p["diverged_treatment_seeds"]}
-    return {"design": {"looks": list(design.looks), "alpha_per_test": design.alpha,
-                       "t_bounds": list(design.t_bounds), "spending": "lan-demets-obf"},
-            "results": results, "next": sorted(n for n, r in results.items() if r["status"] == "continue")}
