@@ -117,7 +117,15 @@ def test_lookalikes_dead_code_and_negative_results(by_id):
 def test_ablations_are_normalised(by_id):
     rows = by_id["2026-01-08_Ablations"]["ablations"]
     assert len(rows) == 7
-    assert all(set(a) == {"change", "delta_bpb", "source"} for a in rows)
+    assert all(set(a) >= {"change", "delta_bpb", "source", "kind", "features", "from_value", "to_value", "metric",
+                          "record_id", "base", "n_seeds", "source_kind"} for a in rows)
+    typed = {a["change"][:14]: (a["kind"], a["features"], a["direction"]) for a in rows}
+    assert typed["+ Legal TTT"] == ("ablation", ["ttt"], 1)
+    assert typed["+ QK gain 5"] == ("ablation", ["qk_gain"], 1)
+    assert typed["Raising the wa"] == ("ablation", ["warmdown_iters"], 1)  # direction from "Raising"
+    assert typed["Muon momentum "][0] == "sweep_unmapped"
+    qk = next(a for a in rows if a["change"] == "+ QK gain 5")
+    assert (qk["from_value"], qk["to_value"], qk["record_id"]) == (1.5, 5.0, "2026-01-08_Ablations")
     nats = [a for a in rows if "Muon momentum" in a["change"]]
     assert nats[0]["delta_bpb"] == pytest.approx(-0.0021 * 1.1194 / 1.89, abs=1e-6)
 
@@ -163,7 +171,7 @@ def test_cli_writes_json_csv_and_coverage(tmp_path):
     out, csv_path, rep = tmp_path / "iv.json", tmp_path / "iv.csv", tmp_path / "cov.md"
     assert ei.main(["--input", str(RECORDS), "--output", str(out), "--csv", str(csv_path), "--report", str(rep)]) == 0
     data = read_json(out)
-    assert data["schema_version"] == 1 and data["generated_from"] == [str(RECORDS)]
+    assert data["schema_version"] == 2 and data["generated_from"] == [str(RECORDS)]
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
     assert len(rows) == 12
     assert list(rows[0]) == ["record_id", "track", "val_bpb", *INTERVENTION_FEATURES]

@@ -15,6 +15,10 @@ from typing import Any
 from scripts.causal.core.errors import DataFormatError, SchemaVersionError
 
 SCHEMA_VERSION = 1
+#: results/interventions.json: 2 = typed ablation rows (kind, features, from/to, metric, stack, seeds).
+#: Version 1 matrices still read (their rows are typed on the fly by ``extract.row_types``).
+MATRIX_SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = (SCHEMA_VERSION, MATRIX_SCHEMA_VERSION)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -44,7 +48,7 @@ def write_json(path: str | Path, payload: dict, *, schema_version: int = SCHEMA_
     return path
 
 
-def read_json(path: str | Path, *, schema_versions: tuple[int, ...] = (SCHEMA_VERSION,)) -> dict:
+def read_json(path: str | Path, *, schema_versions: tuple[int, ...] = SUPPORTED_SCHEMA_VERSIONS) -> dict:
     """Read a versioned JSON output; errors name the file and the problem."""
     path = Path(path)
     if not path.is_file():
@@ -123,13 +127,64 @@ class SeedScore:
     val_bpb: float | None
 
 
+#: Row classes of a mined ablation row. Only ``ablation`` rows are evidence about one feature; the others
+#: are kept (with the reason in ``note``) so coverage can count them.
+ABLATION_KINDS: tuple[str, ...] = (
+    "ablation",        # one canonical feature changed (from -> to where given), a bpb delta: evidence
+    "multi_feature",   # several canonical features changed together: evidence for none of them alone
+    "record_vs_base",  # the whole record against its base / the SOTA / the baseline: a headline, not an ablation
+    "headline",        # an overall claim ("Improvement: 0.1144 nats (threshold: 0.005)")
+    "sweep_unmapped",  # a sweep of a knob with no canonical feature (LR, momentum, batch size, ...)
+    "unmapped",        # names no canonical feature
+    "fragment",        # a sentence fragment that names no change
+    "no_direction",    # one numeric feature changed, but the text gives no value to tell the direction
+    "no_delta",        # no usable bpb delta (nats without a bpb ratio, or |delta| out of range)
+    "untyped",         # read from an older matrix (schema 1) that had no typing
+)
+#: Which score a delta is measured on.
+ABLATION_METRICS: tuple[str, ...] = ("pre_quant", "post_quant", "post_ttt", "sliding", "unknown")
+#: Where a row was read.
+ABLATION_SOURCES: tuple[str, ...] = ("table", "prose", "log")
+
+
 @dataclasses.dataclass(frozen=True)
 class AblationRow:
-    """One ablation reported by a record; ``delta_bpb`` < 0 means the change helped."""
+    """One ablation reported by a record; ``delta_bpb`` < 0 means the change helped.
+
+    ``change``/``delta_bpb``/``source`` are the raw reading (schema 1). The typed fields (schema 2) say what
+    it is evidence about: ``kind`` (one of ``ABLATION_KINDS``), the canonical ``features`` changed, with
+    ``from_value`` -> ``to_value`` where the text gives them, ``direction`` (+1 the change adds / increases the
+    feature, -1 removes / decreases it), ``metric`` (``ABLATION_METRICS``), the stack it was measured on
+    (``record_id`` and its ``base``), ``n_seeds`` behind it (None = not stated), ``source_kind``
+    (``ABLATION_SOURCES``), the ``reference`` row or value it is compared with, and a ``note``.
+    """
 
     change: str
     delta_bpb: float | None
     source: str
+    kind: str = "untyped"
+    features: tuple[str, ...] = ()
+    from_value: object = None
+    to_value: object = None
+    direction: int = 1
+    metric: str = "unknown"
+    record_id: str | None = None
+    base: str | None = None
+    n_seeds: int | None = None
+    source_kind: str = "prose"
+    reference: str | None = None
+    note: str = ""
+
+    @property
+    def is_evidence(self) -> bool:
+        return self.kind == "ablation" and self.delta_bpb is not None and len(self.features) == 1
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AblationRow":
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in data.items() if k in known}
+        kw["features"] = tuple(kw.get("features") or ())
+        return cls(**kw)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +218,7 @@ class InterventionRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in data.items() if k in known}
         kw["seeds"] = tuple(SeedScore(**s) for s in data.get("seeds") or ())
-        kw["ablations"] = tuple(AblationRow(**a) for a in data.get("ablations") or ())
+        kw["ablations"] = tuple(AblationRow.from_dict(a) for a in data.get("ablations") or ())
         kw["base_prs"] = tuple(data.get("base_prs") or ())
         kw["warnings"] = tuple(data.get("warnings") or ())
         return cls(**kw)

@@ -127,8 +127,8 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             continue
         cumulative = sum(lbl.startswith("+") for lbl, _ in vals[1:]) >= max(1, (len(vals) - 1) // 2)
         for k in range(1, len(vals)):
-            ref = vals[k - 1][1] if cumulative else vals[0][1]
-            rows_out.append(AblationRow(change=vals[k][0], delta_bpb=round(vals[k][1] - ref, 8),
+            ref_label, ref = vals[k - 1] if cumulative else vals[0]
+            rows_out.append(AblationRow(change=vals[k][0], delta_bpb=round(vals[k][1] - ref, 8), reference=ref_label,
                                         source=f"README table '{heading}' ({'cumulative' if cumulative else 'vs first row'})"))
     return rows_out
 
@@ -239,7 +239,7 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 change = re.sub(r"^[-*\d.)\s]+", "", change)
                 if len(change.split()) < 4:  # "Improvement over baseline: ~" says little: keep the sentence
                     change = re.sub(r"^[-*\d.)\s]+", "", _clean(sent))
-                change = change[-140:]
+                change = change[-300:]
                 if m.group("unit").lower().startswith("nat"):
                     if nats_to_bpb is None:
                         out.append(AblationRow(change=f"{change} (nats {d:+g}; no bpb ratio)", delta_bpb=None,
