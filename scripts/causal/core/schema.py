@@ -184,6 +184,9 @@ class AblationRow:
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in data.items() if k in known}
         kw["features"] = tuple(kw.get("features") or ())
+        kw.setdefault("source", "unknown")
+        if "change" not in kw or "delta_bpb" not in kw:
+            raise DataFormatError(f"ablation row {data!r}: needs 'change' and 'delta_bpb'")
         return cls(**kw)
 
 
