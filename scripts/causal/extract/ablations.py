@@ -107,7 +107,8 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                     d = d * nats_to_bpb
                 if re.search(r"^(?:base(?:line)?|control|reference|ours?|final|total|sota)\b", label, re.I) and d == 0:
                     continue
-                rows_out.append(AblationRow(change=label, delta_bpb=round(d, 8), source=f"README table '{heading}'"))
+                col = f" column '{_clean(header[bpb_col])}'" if bpb_col is not None else ""
+                rows_out.append(AblationRow(change=label, delta_bpb=round(d, 8), source=f"README table '{heading}'{col}"))
             continue
         # absolute values only
         vals = []
@@ -146,8 +147,10 @@ def _ttt_effect(header: list[str], rows: list[list[str]], heading: str) -> list[
     a, b = _bpb_in(mean[before]), _bpb_in(mean[after])
     if a is None or b is None:
         return []
+    n = sum(1 for r in rows if r and re.fullmatch(r"\d+", _clean(r[0])))
     return [AblationRow(change=f"TTT ({_clean(header[before])} -> {_clean(header[after])}, mean)",
-                        delta_bpb=round(b - a, 8), source=f"README table '{heading}' (mean row)")]
+                        delta_bpb=round(b - a, 8), source=f"README table '{heading}' (mean row)",
+                        n_seeds=n or None)]
 
 
 def _comparison_rows(header: list[str], rows: list[list[str]], heading: str,
@@ -259,3 +262,31 @@ def extract_ablations(readme: str, *, nats_to_bpb: float | None = None) -> list[
             rows.append(r)
             seen.add(r.delta_bpb)
     return rows
+
+
+def log_ablations(finals: dict[str, list[tuple[str, float]]]) -> list[AblationRow]:
+    """The TTT effect the logs show: per log, its last test-time-training metric against the last sliding or
+    quantized metric before it (``quantized_sliding_window`` -> ``quantized_ttt_phased``), averaged over logs.
+
+    ``finals`` maps a log name to its named final metrics in order (``records.log_metrics``).
+    """
+    deltas, pairs = [], set()
+    for metrics in finals.values():
+        idx = [i for i, (n, _) in enumerate(metrics) if re.search(r"ttt", n, re.I)]
+        if not idx:
+            continue
+        j = idx[-1]
+        before = [(n, v) for n, v in metrics[:j] if not re.search(r"ttt|pre[-_ ]?quant|post[-_ ]ema", n, re.I)
+                  and re.search(r"sliding|quant|roundtrip|int\d", n, re.I)]
+        if not before:
+            continue
+        sliding = [(n, v) for n, v in before if "sliding" in n.lower()]
+        ref_name, ref = (sliding or before)[-1]
+        deltas.append(metrics[j][1] - ref)
+        pairs.add(f"{ref_name} -> {metrics[j][0]}")
+    if not deltas:
+        return []
+    mean = sum(deltas) / len(deltas)
+    return [AblationRow(change=f"TTT (log: {'; '.join(sorted(pairs))}, mean of {len(deltas)} log(s))",
+                        delta_bpb=round(mean, 8), source=f"log ({len(deltas)} seed log(s))",
+                        n_seeds=len(deltas), source_kind="log", metric="post_ttt")]

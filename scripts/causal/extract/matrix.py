@@ -51,7 +51,7 @@ def extract(inputs: list[Path]) -> dict:
             lb_rows += rp.parse_leaderboard(text)
         found = rp.discover_records(d)
         for f in rp.empty_candidate_folders(d):
-            warnings.append(f"{f}: not a record folder (needs README.md plus a submission JSON or a train log)")
+            warnings.append(f"{f}: not a record folder (needs README.md plus a submission JSON or a train log, or a train log with a final val_bpb line)")
         folders += [f for f in found if f not in folders]
         if ch is not None:  # sibling records under the challenge root are read for lineage only
             context += [f for f in rp.discover_records(ch.parent) if f not in context]

@@ -171,9 +171,10 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
     src = row.source.lower()
     source_kind = "table" if "table" in src else "log" if src.startswith("log") else "prose"
     seeds = seeds_of(context)
-    common = dict(record_id=record_id, base=base, source_kind=source_kind,
-                  n_seeds=seeds if seeds is not None else (n_seeds if source_kind == "table" and
-                                                           _VS_BASE.search(text) else None),
+    if seeds is None:
+        seeds = row.n_seeds if row.n_seeds is not None else (
+            n_seeds if source_kind == "table" and _VS_BASE.search(text) else None)
+    common = dict(record_id=record_id, base=base, source_kind=source_kind, n_seeds=seeds,
                   metric=metric_of(f"{context} {row.source}"))
 
     def out(kind: str, note: str, **kw) -> AblationRow:
