@@ -22,7 +22,8 @@ from scripts.causal.dag.prepare import PreparedMatrix
 @pytest.mark.parametrize("change, features, sign", [
     ("+ LoRA TTT", ["lora_ttt"], 1),
     ("EMA", ["ema"], 1),
-    ("No EMA: EMA still hurts", ["ema"], -1),
+    ("No EMA: EMA still hurts", ["ema"], 1),  # "No EMA:" labels the bullet; the sentence says what EMA does
+    ("No EMA at all", ["ema"], -1),
     ("SmearGate: blends each position", ["smeargate"], 1),
     ("+ Stride (chunk=256)", ["sliding_window_eval"], 1),
     ("+ Doc-isolated", ["varlen_attention"], 1),

@@ -50,14 +50,21 @@ def test_three_concordant_rows_beat_a_prior_only_change_and_a_contradicting_row_
     out4 = rank_candidates(cands, ablations=pooled4)
     assert [c["name"] for c in out3["candidates"]] == ["xsa_last4", "ln_scale"]
     # the expected amount: precision weights of N(0, 0.01^2) and rows of sd sqrt(TAU^2 + SEED_SD^2)
-    w0, w = 1 / 0.01**2, 1 / (ev.TAU**2 + ev.SEED_SD**2)
-    mu3, mu4 = 3 * w * -0.003 / (w0 + 3 * w), (3 * w * -0.003 + w * 0.003) / (w0 + 4 * w)
+    # the expected amount: precision weights of N(0, 0.01^2) and rows of variance TAU^2 + SEED_SD^2, plus (four
+    # rows that disagree) the DerSimonian-Laird between-record variance: Q = w * sum((x - mean)^2), k - 1 = 3
+    v = ev.TAU**2 + ev.SEED_SD**2
+    w0, w = 1 / 0.01**2, 1 / v
+    q = w * (3 * (-0.003 + 0.0015) ** 2 + (0.003 + 0.0015) ** 2)
+    tau2 = (q - 3) / (4 * w - 4 * w**2 / (4 * w))
+    w4 = 1 / (v + tau2)
+    mu3, mu4 = 3 * w * -0.003 / (w0 + 3 * w), (3 * w4 * -0.003 + w4 * 0.003) / (w0 + 4 * w4)
     x3 = next(c for c in out3["candidates"] if c["name"] == "xsa_last4")
     x4 = next(c for c in out4["candidates"] if c["name"] == "xsa_last4")
     assert x3["mean_delta_bpb"] == pytest.approx(mu3) and x3["sd"] == pytest.approx((w0 + 3 * w) ** -0.5)
-    assert x4["mean_delta_bpb"] == pytest.approx(mu4) and x4["sd"] == pytest.approx((w0 + 4 * w) ** -0.5)
+    assert x4["mean_delta_bpb"] == pytest.approx(mu4) and x4["sd"] == pytest.approx((w0 + 4 * w4) ** -0.5)
     assert x4["mean_delta_bpb"] - x3["mean_delta_bpb"] == pytest.approx(mu4 - mu3)
-    assert mu4 - mu3 == pytest.approx(0.001477, abs=1e-6)
+    assert (mu3, mu4) == (pytest.approx(-0.0029635, abs=1e-6), pytest.approx(-0.0014670, abs=1e-6))
+    assert "between-record spread tau" in x4["reason"] and x4["p_beats"] < x3["p_beats"]
     assert x3["consistent_gain"] and x3["p_beats"] > 0.8
     assert "3 leaderboard row(s)" in x3["reason"] and "r0: '+ XSA' -0.0030" in x3["reason"]
     ln = next(c for c in out3["candidates"] if c["name"] == "ln_scale")

@@ -156,7 +156,8 @@ class AblationRow:
     ``from_value`` -> ``to_value`` where the text gives them, ``direction`` (+1 the change adds / increases the
     feature, -1 removes / decreases it), ``metric`` (``ABLATION_METRICS``), the stack it was measured on
     (``record_id`` and its ``base``), ``n_seeds`` behind it (None = not stated), ``source_kind``
-    (``ABLATION_SOURCES``), the ``reference`` row or value it is compared with, and a ``note``.
+    (``ABLATION_SOURCES``), the ``reference`` row or value it is compared with, the ``context`` after the
+    number in prose ("... improvement over the naive baseline"), and a ``note``.
     """
 
     change: str
@@ -173,6 +174,7 @@ class AblationRow:
     n_seeds: int | None = None
     source_kind: str = "prose"
     reference: str | None = None
+    context: str = ""
     note: str = ""
 
     @property

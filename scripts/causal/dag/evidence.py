@@ -16,6 +16,9 @@ stack differs from the control) x ``NON_RECORD_FACTOR`` for the non-record track
 the opposite direction of the candidate (9L -> 8L for a +2 layers candidate) enters with its sign flipped
 and its sd x ``REVERSED_FACTOR``.
 
+When a candidate's rows disagree beyond their sds (binary-weight and JEPA studies next to record stacks), the
+DerSimonian-Laird between-record variance tau^2 is added to every row's variance (random-effects pooling).
+
 Our screen results enter with the sd of their CI, widened by 1 / agreement when the proxy-to-H100 transfer
 agreement of the candidate's class is known; absent, undiscounted, and the label says so. Observational
 effects enter only when the identifiability check says the feature is identified.
@@ -33,7 +36,7 @@ TAU = 0.0015
 SEED_SD = 0.0012
 METRIC_FACTOR = {"post_quant": 1.0, "sliding": 1.0, "pre_quant": 1.15, "post_ttt": 1.3, "unknown": 1.2}
 DISTANCE_STEP = 0.03
-NON_RECORD_FACTOR = 1.5
+NON_RECORD_FACTOR = 2.0
 REVERSED_FACTOR = 1.5
 #: Features whose leaderboard effect comes from a training length the proxy cannot represent.
 SCALE_LIMITED = {
@@ -111,7 +114,24 @@ def leaderboard_items(c: CandidateIntervention, pooled: Mapping | None) -> tuple
         label = (f"{row.get('record_id')}: '{_short(row)}' {mean:+.4f} ({seeds}, metric {metric}, "
                  f"{dist if dist is not None else '?'} features from control{frm_to}{how}; sd {sd:.4f})")
         items.append(EvidenceItem("leaderboard", mean, sd, label))
+    tau2 = dersimonian_laird_tau2([(it.mean, it.sd) for it in items])
+    if tau2 > 0:
+        items = [dataclasses.replace(it, sd=math.sqrt(it.sd**2 + tau2)) for it in items]
+        notes.append(f"leaderboard rows disagree beyond their sds: between-record spread tau {math.sqrt(tau2):.4f} "
+                     "(DerSimonian-Laird) added to each row's sd")
     return items, notes
+
+
+def dersimonian_laird_tau2(rows: Sequence[tuple[float, float]]) -> float:
+    """Between-study variance of (mean, sd) estimates by DerSimonian-Laird; 0 for fewer than two rows."""
+    if len(rows) < 2:
+        return 0.0
+    w = [1 / sd**2 for _, sd in rows]
+    sw = sum(w)
+    mean = sum(wi * x for wi, (x, _) in zip(w, rows, strict=True)) / sw
+    q = sum(wi * (x - mean) ** 2 for wi, (x, _) in zip(w, rows, strict=True))
+    denom = sw - sum(wi**2 for wi in w) / sw
+    return max(0.0, (q - (len(rows) - 1)) / denom) if denom > 0 else 0.0
 
 
 def _short(row: Mapping) -> str:

@@ -52,7 +52,8 @@ _HEADLINE = re.compile(r"threshold\W+\d|record bar|\bnet\b(?! ?effect of)|each (
                        r"^(?:improvement|delta|results?)\s*(?:[:(]|$)|overall|\bsubmission\b|total\b", re.I)
 # a comparison with another submission: strong phrases make the row a record-level comparison whatever it
 # names; a weak "vs baseline" keeps a one-feature row an ablation measured against that base
-_VS_STRONG = re.compile(r"over (?:the )?(?:then |current |merged )?(?:sota|baseline|leaderboard|pr\b|\[?pr ?#)|"
+_VS_STRONG = re.compile(r"over (?:the )?(?:then |current |merged |naive |previous )?(?:sota|baseline|leaderboard|pr\b|\[?pr ?#|"
+                        r"best|record|entry)|\bvs\.?\s*\[?pr\s*#|"
                         r"\bbeats?\b|changes from|this (?:run|pr|submission)|\(this pr\)|^#\d+|^\[?pr ?#\d+|"
                         r"leaderboard|\bsota\b|whole record|where this sits|delta vs|this vs base|summary row", re.I)
 _VS_BASE = re.compile(r"\bvs\.?\s*(?:\[?pr|#|merged|current|the\b|naive|baseline|sota|leaderboard)|naive baseline|"
@@ -99,7 +100,8 @@ def map_change(change: str) -> tuple[list[str], int]:
             feats.append(f)
     if "lora_ttt" in feats and "ttt" in feats:
         feats.remove("ttt")
-    return feats, (-1 if _NEGATE.search(change) else 1)
+    label = re.match(r"^\s*(?:no|without)\b[^:.]{0,25}:", change, re.I)  # "No EMA: EMA still hurts by ..." is a label
+    return feats, (-1 if _NEGATE.search(change) and not label else 1)
 
 
 def metric_of(text: str) -> str:
@@ -166,7 +168,7 @@ def _is_fragment(text: str) -> bool:
 def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None = None,
              n_seeds: int | None = None, heading: str = "") -> AblationRow:
     """The typed twin of ``row`` (see the module docstring for the rules). Pure."""
-    text = row.change
+    text = f"{row.change} {row.context}".strip()
     context = f"{text} {heading}"
     src = row.source.lower()
     source_kind = "table" if "table" in src else "log" if src.startswith("log") else "prose"
@@ -186,6 +188,10 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
         return out("no_delta", f"|delta| > {MAX_ABS_DELTA}: compares different setups")
     if _METRIC_LABEL.match(text) or re.search(r"this vs base|summary row", src):
         return out("record_vs_base", "a score row of a this-vs-base table: the whole record against its base")
+    if re.search(r"threshold\W+\d|record bar", text, re.I):
+        return out("headline", "an overall claim of the record against the record bar, not an ablation")
+    if _VS_STRONG.search(text) and not map_change(text)[0]:
+        return out("record_vs_base", "the record against its base or another submission")
     if _HEADLINE.search(text) and not re.search(r"^\s*\+", text):
         return out("headline", "an overall claim of the record, not an ablation")
     if _KNOB_FIRST.search(text):
@@ -237,13 +243,15 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
     from scripts.causal.extract.features import features_from_prose
 
     val = features_from_prose(text).get(feat, (None,))[0]
+    if val is None and heading:
+        val = features_from_prose(heading).get(feat, (None,))[0]
     if feat in CATEGORICAL_FEATURES:
         return out("ablation", note, features=(feat,), to_value=val, from_value=None, direction=1)
     sizes = re.search(rf"({_NUM})\s*(?:->|→|to)\s*({_NUM})", text)
     if sizes and sign > 0 and val is not False:
         return out("sweep_unmapped", f"resizes {feat} ({sizes.group(0)}), does not add or remove it",
                    features=(feat,))
-    if _KNOB.search(text) and val is not False:
+    if _KNOB.search(re.sub(r"\([^)]*\)", "", text)) and val is not False:
         return out("sweep_unmapped", f"a knob of {feat} with no registry mapping", features=(feat,))
     if BASELINE_FEATURES.get(feat) is True and sign > 0 and val is not False:
         return out("unmapped", f"a variant of {feat}, which the baseline already has", features=(feat,))
@@ -254,8 +262,8 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
 
 
 def heading_of(source: str) -> str:
-    """The table heading inside a row's ``source`` ("README table 'Ablations' (...)" -> "Ablations")."""
-    m = re.search(r"table '([^']*)'", source or "")
+    """The table heading or prose section inside a row's ``source`` ("README table 'Ablations' (...)" -> "Ablations")."""
+    m = re.search(r"(?:table|section) '([^']*)'", source or "")
     return m.group(1) if m else ""
 
 
