@@ -103,7 +103,7 @@ def test_numeric_rows_use_their_direction():
     items, _ = ev.leaderboard_items(CandidateIntervention("num_layers_plus2", "num_layers", "", 11),
                                     pooled["num_layers"])
     assert [round(i.mean, 6) for i in items] == [-0.004, -0.006]  # removing a layer hurt: adding helps
-    assert items[1].sd == pytest.approx(items[0].sd * ev.REVERSED_FACTOR)
+    assert items[1].sd == pytest.approx(items[0].sd * ev.REVERSED_FACTOR * ev.OUT_OF_RANGE_FACTOR)  # 9 -> 8
     fewer, _ = ev.leaderboard_items(CandidateIntervention("num_layers_minus2", "num_layers", "", 7),
                                     pooled["num_layers"])
     assert [round(i.mean, 6) for i in fewer] == [0.004, 0.006]
@@ -214,3 +214,15 @@ def test_cli_rejects_a_bad_transfer_file(tmp_path, capsys):
     bad.write_text('{"schema_version": 1, "agreement": 0.5}')
     assert main(["--transfer", str(bad), "--out", str(tmp_path / "r.json")]) != 0
     assert "needs a 'classes' object" in capsys.readouterr().err
+
+
+def test_numeric_row_outside_the_candidates_range_is_an_extrapolation():
+    rows = [_row("Softcap = 10", -0.003, "logit_softcap", from_value=15, to_value=10, direction=-1),
+            _row("Softcap 30 -> 25", -0.002, "logit_softcap", from_value=30, to_value=25, direction=-1)]
+    pooled, _ = pool_ablations(_matrix(rows))
+    far, near = ev.leaderboard_items(CandidateIntervention("logit_softcap_20", "logit_softcap", "", 20.0),
+                                     pooled["logit_softcap"])[0]
+    base = math.sqrt(ev.TAU**2 + ev.SEED_SD**2)
+    assert (far.mean, near.mean) == (pytest.approx(-0.003), pytest.approx(-0.002))
+    assert far.sd == pytest.approx(base * ev.OUT_OF_RANGE_FACTOR) and "outside the candidate's range" in far.label
+    assert near.sd == pytest.approx(base)

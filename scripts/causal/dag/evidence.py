@@ -14,7 +14,8 @@ not state it). ``metric_factor`` (``METRIC_FACTOR``) widens rows measured on a s
 report (post-TTT) or not named; ``stack_factor`` = (1 + ``DISTANCE_STEP`` x features where the record's
 stack differs from the control) x ``NON_RECORD_FACTOR`` for the non-record track. A numeric row measured in
 the opposite direction of the candidate (9L -> 8L for a +2 layers candidate) enters with its sign flipped
-and its sd x ``REVERSED_FACTOR``.
+and its sd x ``REVERSED_FACTOR``; a row whose from -> to interval shares no stretch with the candidate's
+(11L -> 13L or 9L -> 8L for a 9L -> 11L candidate) is an extrapolation, sd x ``OUT_OF_RANGE_FACTOR`` too.
 
 When a candidate's rows disagree beyond their sds (binary-weight and JEPA studies next to record stacks), the
 DerSimonian-Laird between-record variance tau^2 is added to every row's variance (random-effects pooling).
@@ -38,6 +39,7 @@ METRIC_FACTOR = {"post_quant": 1.0, "sliding": 1.0, "pre_quant": 1.15, "post_ttt
 DISTANCE_STEP = 0.03
 NON_RECORD_FACTOR = 2.0
 REVERSED_FACTOR = 1.5
+OUT_OF_RANGE_FACTOR = 2.0
 #: Features whose leaderboard effect comes from a training length the proxy cannot represent.
 SCALE_LIMITED = {
     "ema": "EMA averages over thousands of steps; leaderboard rows come from ~7k-20k-step record runs, the "
@@ -107,6 +109,9 @@ def leaderboard_items(c: CandidateIntervention, pooled: Mapping | None) -> tuple
             if int(row.get("direction") or 1) != want:
                 factor *= REVERSED_FACTOR
                 how = f", opposite direction: sign flipped, sd x{REVERSED_FACTOR}"
+            if not _overlaps(row, c):  # another region of the knob (a reversed row usually is)
+                factor *= OUT_OF_RANGE_FACTOR
+                how += f", outside the candidate's range {BASELINE_FEATURES[c.feature]} -> {c.value}: sd x{OUT_OF_RANGE_FACTOR}"
         sd = factor * math.sqrt(TAU**2 + SEED_SD**2 / n)
         seeds = f"{n} seed{'s' if n > 1 else ''}" if row.get("n_seeds") else "seeds not stated (1 assumed)"
         frm_to = (f", {row.get('from_value')} -> {row.get('to_value')}"
@@ -116,7 +121,9 @@ def leaderboard_items(c: CandidateIntervention, pooled: Mapping | None) -> tuple
         items.append(EvidenceItem("leaderboard", mean, sd, label))
     tau2 = dersimonian_laird_tau2([(it.mean, it.sd) for it in items])
     if tau2 > 0:
-        items = [dataclasses.replace(it, sd=math.sqrt(it.sd**2 + tau2)) for it in items]
+        items = [dataclasses.replace(it, sd=math.sqrt(it.sd**2 + tau2),
+                                     label=f"{it.label[:-1]}, with tau {math.sqrt(it.sd**2 + tau2):.4f})")
+                 for it in items]
         notes.append(f"leaderboard rows disagree beyond their sds: between-record spread tau {math.sqrt(tau2):.4f} "
                      "(DerSimonian-Laird) added to each row's sd")
     return items, notes
@@ -132,6 +139,16 @@ def dersimonian_laird_tau2(rows: Sequence[tuple[float, float]]) -> float:
     q = sum(wi * (x - mean) ** 2 for wi, (x, _) in zip(w, rows, strict=True))
     denom = sw - sum(wi**2 for wi in w) / sw
     return max(0.0, (q - (len(rows) - 1)) / denom) if denom > 0 else 0.0
+
+
+def _overlaps(row: Mapping, c: CandidateIntervention) -> bool:
+    """Whether a numeric row's from -> to interval shares more than a point with the candidate's baseline -> value
+    (a row without both values is taken to overlap)."""
+    a, b = row.get("from_value"), row.get("to_value")
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+        return True
+    lo, hi = sorted((float(BASELINE_FEATURES[c.feature]), float(c.value)))
+    return min(hi, max(a, b)) - max(lo, min(a, b)) > 0
 
 
 def _short(row: Mapping) -> str:

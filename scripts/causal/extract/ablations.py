@@ -252,9 +252,12 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
     headings = [(h.start(), h.group(1).strip()) for h in re.finditer(r"^#{1,6}\s+(.*)$", text, re.M)]
     for pm in re.finditer(r"(?:[^\n]|\n(?![ \t]*\n))+", text):
         para = pm.group(0)
-        if para.lstrip().startswith(("|", "#")):
+        lead = re.match(r"(?:[ \t]*#{1,6}\s+[^\n]*(?:\n|$))+", para)  # heading lines glued to their text
+        body_start = pm.start() + (lead.end() if lead else 0)
+        para = para[lead.end():] if lead else para
+        if not para.strip() or para.lstrip().startswith("|"):
             continue
-        section = next((h for pos, h in reversed(headings) if pos < pm.start()), "")
+        section = next((h for pos, h in reversed(headings) if pos < body_start), "")
         src = f"README prose (section '{section}')" if section else "README prose"
         for sent in re.split(r"(?<=[.!?])\s+(?=[A-Z*(])|\n[-*] |\n", para):
             matches = list(_PROSE.finditer(sent))

@@ -47,6 +47,7 @@ _EXTRA_KEYWORDS: tuple[tuple[str, str], ...] = (
 )
 _EXTRA_RES = [(f, re.compile(p, re.I)) for f, p in _EXTRA_KEYWORDS]
 _NEGATE = re.compile(r"^\s*(?:-\s|no\b|without\b|w/o\b|remov|disabl|drop)", re.I)
+_LABEL = re.compile(r"^\s*(?:no|without)\b[^:.]{0,25}:", re.I)  # "No EMA: EMA still hurts by ..." labels a bullet
 
 _HEADLINE = re.compile(r"threshold\W+\d|record bar|\bnet\b(?! ?effect of)|each (?:individual )?seed|mean improvement|"
                        r"^(?:improvement|delta|results?)\s*(?:[:(]|$)|overall|\bsubmission\b|total\b", re.I)
@@ -100,8 +101,7 @@ def map_change(change: str) -> tuple[list[str], int]:
             feats.append(f)
     if "lora_ttt" in feats and "ttt" in feats:
         feats.remove("ttt")
-    label = re.match(r"^\s*(?:no|without)\b[^:.]{0,25}:", change, re.I)  # "No EMA: EMA still hurts by ..." is a label
-    return feats, (-1 if _NEGATE.search(change) and not label else 1)
+    return feats, (-1 if _NEGATE.search(change) and not _LABEL.match(change) else 1)
 
 
 def metric_of(text: str) -> str:
@@ -255,6 +255,9 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
         return out("sweep_unmapped", f"a knob of {feat} with no registry mapping", features=(feat,))
     if BASELINE_FEATURES.get(feat) is True and sign > 0 and val is not False:
         return out("unmapped", f"a variant of {feat}, which the baseline already has", features=(feat,))
+    if _LABEL.match(text):
+        return out("ablation", f"{note}; a 'No {feat}:' label, the sentence gives the effect of {feat} itself",
+                   features=(feat,), from_value=False, to_value=True, direction=1)
     if val is False or sign < 0:
         return out("ablation", f"{note}; removes {feat}", features=(feat,), from_value=True, to_value=False,
                    direction=-1)
