@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from scripts.causal.core.schema import AblationRow
+from scripts.causal.extract.row_types import map_change
 
 _NUM = r"[+\-−–]?\s?\d*\.\d+"
 MAX_DELTA = 0.3
@@ -259,7 +260,11 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             continue
         section = next((h for pos, h in reversed(headings) if pos < body_start), "")
         src = f"README prose (section '{section}')" if section else "README prose"
-        for sent in re.split(r"(?<=[.!?])\s+(?=[A-Z*(])|\n[-*] |\n", para):
+        # (previous sentence on the same line, sentence): a sentence that names no change borrows the one before it
+        pairs = [(parts[i - 1] if i else "", p) for line in para.split("\n")
+                 for parts in [re.split(r"(?<=[.!?])\s+(?=[A-Z*(])", re.sub(r"^\s*[-*] ", "", line))]
+                 for i, p in enumerate(parts)]
+        for before, sent in pairs:
             matches = list(_PROSE.finditer(sent))
             if any(not m.group("unit").lower().startswith("nat") for m in matches):
                 matches = [m for m in matches if not m.group("unit").lower().startswith("nat")]  # bpb twin given
@@ -295,6 +300,8 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 change = re.sub(r"^\s*(?:[-*]\s+|\d+[.)]\s+)", "", change)
                 if len(change.split()) < 4:  # "Improvement over baseline: ~" says little: keep the sentence
                     change = re.sub(r"^\s*(?:[-*]\s+|\d+[.)]\s+)", "", _clean(sent))
+                if before and not map_change(change)[0]:  # "Zero-byte cost, ~0.001 BPB improvement." names its
+                    change = f"{_clean(before)} {change}"  # change in the bullet's previous sentence
                 change = change[-300:]
                 if m.group("unit").lower().startswith("nat"):
                     if nats_to_bpb is None:

@@ -29,7 +29,8 @@ MAX_ABS_DELTA = 0.1
 # Keywords for features the shared prose rules (features_from_prose) do not cover: numeric / categorical knobs.
 _EXTRA_KEYWORDS: tuple[tuple[str, str], ...] = (
     ("activation", r"leaky|relu|gelu|silu|swiglu|activation"),
-    ("num_layers", r"\b\d{1,2}\s?l\b|\blayers?\b|depth\b"),
+    ("num_layers", r"\b\d{1,2}\s?l\b|\b\d{1,2}[\s-]layers?\b|\b\d{1,2}(?:st|nd|rd|th) layer\b|\bnum[_ ]layers\b|\bdepth\b(?![\s-]*recur)|"
+                   r"\b(?:more|fewer|extra|deeper|shallower)\s+layers?\b"),
     ("model_dim", r"model[\s_-]?dim|\bwidth\b|\bd_?model\b|\bdim\s?\d{3}"),
     ("mlp_mult", r"mlp[\s_-]?(?:mult|\dx|x\d|ratio|expansion)|\d(?:\.\d)?x mlp"),
     ("vocab_size", r"vocab|tokeni[sz]er|sp\d{3,5}"),
@@ -50,12 +51,13 @@ _NEGATE = re.compile(r"^\s*(?:-\s|no\b|without\b|w/o\b|remov|disabl|drop)", re.I
 _LABEL = re.compile(r"^\s*(?:no|without)\b[^:.]{0,25}:", re.I)  # "No EMA: EMA still hurts by ..." labels a bullet
 
 _HEADLINE = re.compile(r"threshold\W+\d|record bar|\bnet\b(?! ?effect of)|each (?:individual )?seed|mean improvement|"
-                       r"^(?:improvement|delta|results?)\s*(?:[:(]|$)|overall|\bsubmission\b|total\b", re.I)
+                       r"^(?:improvement|results?)\s*(?:[:(]|$)|overall|\bsubmission\b|total\b", re.I)
 # a comparison with another submission: strong phrases make the row a record-level comparison whatever it
 # names; a weak "vs baseline" keeps a one-feature row an ablation measured against that base
 _VS_STRONG = re.compile(r"over (?:the )?(?:then |current |merged |naive |previous )?(?:sota|baseline|leaderboard|pr\b|\[?pr ?#|"
                         r"best|record|entry)|\bvs\.?\s*\[?pr\s*#|"
-                        r"\bbeats?\b|changes from|this (?:run|pr|submission)|\(this pr\)|^#\d+|^\[?pr ?#\d+|"
+                        r"\bbeats?\b|changes from|this (?:run|pr|submission)|\(this pr\)|"
+                        r"^\W*(?:\[?pr ?)?#\d+\W*(?:\(this pr\))?\W*$|^\W*(?:this|ours?)\W*$|^\W*delta\b|"
                         r"leaderboard|\bsota\b|whole record|where this sits|delta vs|this vs base|summary row", re.I)
 _VS_BASE = re.compile(r"\bvs\.?\s*(?:\[?pr|#|merged|current|the\b|naive|baseline|sota|leaderboard)|naive baseline|"
                       + _VS_STRONG.pattern, re.I)
@@ -65,7 +67,7 @@ _KNOB_FIRST = re.compile(r"^\W*(?:lower|higher|reduc\w*|increas\w*|tuned?)?\s*(?
                          r"momentum|batch|grad)", re.I)
 _KNOB = re.compile(r"\b(?:lr|learning[\s_-]?rate|matrix_lr|scalar_lr|momentum|batch(?:[\s_-]?size)?|wd|weight[\s_-]?"
                    r"decay|beta\d?|grad(?:ient)?[\s_-]?clip|lambda|chunk|group[\s_-]?size|rlw|ns|steps?|"
-                   r"start|decay|temperature|frac\w*|ratio|alpha|eps)\b\s*(?:=|:|\d)", re.I)
+                   r"start|decay|temperature|frac\w*|ratio|alpha|eps|freeze|epochs?|rank)\b\s*(?:=|:|\d)", re.I)
 _UP = re.compile(r"\b(?:rais\w*|increas\w*|longer|more|larger|bigger|wider|deeper|higher|extra|add(?:ed|ing)? "
                  r"(?:a |an |one |two )?(?:layer|block)s?)\b", re.I)
 _DOWN = re.compile(r"\b(?:lower\w*|reduc\w*|decreas\w*|shorter|fewer|less|smaller|narrower|shallower|"
@@ -99,8 +101,9 @@ def map_change(change: str) -> tuple[list[str], int]:
     for f, rx in _EXTRA_RES:
         if f not in feats and rx.search(change):
             feats.append(f)
-    if "lora_ttt" in feats and "ttt" in feats:
-        feats.remove("ttt")
+    for specific, general in (("lora_ttt", "ttt"), ("muoneq_r", "muon")):  # the specific one names the change
+        if specific in feats and general in feats:
+            feats.remove(general)
     return feats, (-1 if _NEGATE.search(change) and not _LABEL.match(change) else 1)
 
 
@@ -188,10 +191,10 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
         return out("no_delta", f"|delta| > {MAX_ABS_DELTA}: compares different setups")
     if _METRIC_LABEL.match(text) or re.search(r"this vs base|summary row", src):
         return out("record_vs_base", "a score row of a this-vs-base table: the whole record against its base")
-    if re.search(r"threshold\W+\d|record bar", text, re.I):
-        return out("headline", "an overall claim of the record against the record bar, not an ablation")
     if _VS_STRONG.search(text) and not map_change(text)[0]:
         return out("record_vs_base", "the record against its base or another submission")
+    if re.search(r"threshold\W+\d|record bar", text, re.I):
+        return out("headline", "an overall claim of the record against the record bar, not an ablation")
     if _HEADLINE.search(text) and not re.search(r"^\s*\+", text):
         return out("headline", "an overall claim of the record, not an ablation")
     if _KNOB_FIRST.search(text):
@@ -251,7 +254,7 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
     if sizes and sign > 0 and val is not False:
         return out("sweep_unmapped", f"resizes {feat} ({sizes.group(0)}), does not add or remove it",
                    features=(feat,))
-    if _KNOB.search(re.sub(r"\([^)]*\)", "", text)) and val is not False:
+    if _KNOB.search(re.sub(r"\([^)]*\)", "", text)):
         return out("sweep_unmapped", f"a knob of {feat} with no registry mapping", features=(feat,))
     if BASELINE_FEATURES.get(feat) is True and sign > 0 and val is not False:
         return out("unmapped", f"a variant of {feat}, which the baseline already has", features=(feat,))
@@ -278,3 +281,35 @@ def type_rows(rows, *, record_id: str | None = None, base: str | None = None,
         row = r if isinstance(r, AblationRow) else AblationRow.from_dict(r)
         out.append(type_row(row, record_id=record_id, base=base, n_seeds=n_seeds, heading=heading_of(row.source)))
     return tuple(out)
+
+
+def comparison_base(row: AblationRow) -> str:
+    """Which stack a record-level row compares with: ``baseline`` (the naive baseline), ``pr:N``, or ``base``."""
+    text = f"{row.change} {row.context}"
+    pr = re.search(r"(?:PR\s*#|pull/|#)(\d{2,5})\b", text)
+    if pr:
+        return f"pr:{pr.group(1)}"
+    if re.search(r"naive baseline|vs\.? (?:the )?baseline\b|over (?:the )?baseline\b", text, re.I):
+        return "baseline"
+    return "base"
+
+
+def retype_single_difference(row: AblationRow, features: dict, base_features: dict, base_name: str) -> AblationRow:
+    """A record-level row (``record_vs_base``) whose record differs from the compared stack in exactly one canonical
+    feature is an ablation of that feature (from the base's value to the record's)."""
+    if row.kind != "record_vs_base":
+        return row
+    diff = [f for f in BASELINE_FEATURES if features.get(f) is not None and base_features.get(f) is not None
+            and features[f] != base_features[f]]
+    if len(diff) != 1:
+        return row
+    f = diff[0]
+    frm, to = base_features[f], features[f]
+    if isinstance(to, bool) or isinstance(frm, bool):
+        direction = 1 if to else -1
+    elif isinstance(to, (int, float)) and isinstance(frm, (int, float)):
+        direction = 1 if to > frm else -1
+    else:
+        direction = 1
+    return dataclasses.replace(row, kind="ablation", features=(f,), from_value=frm, to_value=to, direction=direction,
+                               base=base_name, note=f"the record differs from {base_name} only in {f}")
