@@ -15,7 +15,9 @@ Score: ``p_beats`` = P(delta < -effect_of_interest) under the posterior, plus a 
 (``bonus_cap`` x posterior sd / prior sd). The bonus never lifts a candidate above one with consistent evidence
 of gain: candidates are ordered first by that flag (the evidence alone, without the prior, gives
 P(delta < 0) >= ``CONSISTENT_P`` and most items agree in sign), then by score. Pairs of candidates whose
-features were never tried together on the leaderboard are ranked in ``combinations``.
+features were never tried together on the leaderboard are ranked in ``combinations`` (a part is the feature's
+best candidate, or "add_<feature>" from its leaderboard rows when no registry intervention exists: ``runnable``
+false).
 
 CLI: python scripts/causal/select_interventions.py --dag dags/cycle_0/causal_dag.json --identifiability dags/cycle_0/identifiability.json --out dags/cycle_0/ranking.json
 """
@@ -33,7 +35,7 @@ import networkx as nx
 
 from scripts.causal.core.cli import add_debug_flag, run_cli
 from scripts.causal.core.errors import DataFormatError
-from scripts.causal.core.schema import CandidateIntervention, read_json, write_json
+from scripts.causal.core.schema import BASELINE_FEATURES, CandidateIntervention, read_json, write_json
 from scripts.causal.dag.evidence import (SCALE_LIMITED, EvidenceItem, leaderboard_items, observational_item,
                                          screen_item)
 
@@ -217,9 +219,11 @@ def rank_candidates(candidates: Iterable, *, effects: Mapping[str, Mapping] | No
     ranked.sort(key=lambda r: (not r["consistent_gain"], -r["score"], r["name"]))
     for i, r in enumerate(ranked, 1):
         r["rank"] = i
-    combos = rank_combinations(ranked, (identifiability or {}).get("never_tried_pairs", []),
-                               interaction_sd=interaction_sd, overlap=overlap, max_parents=max_pair_parents,
-                               eoi=effect_of_interest)
+    never = [tuple(p) for p in (identifiability or {}).get("never_tried_pairs", [])]
+    parts = feature_parts(ranked, {f for p in never for f in p}, ablations=ablations, prior_sd=prior_sd,
+                          prior_strength=prior_strength, eoi=effect_of_interest)
+    combos = rank_combinations(parts, never, interaction_sd=interaction_sd, overlap=overlap,
+                               max_parents=max_pair_parents, eoi=effect_of_interest)
     return {"schema": "p_beats = P(delta_bpb < -effect_of_interest); score = p_beats + exploration bonus "
                       "(<= kappa * bonus_cap, proportional to posterior sd / prior sd); candidates with consistent "
                       "evidence of gain first",
@@ -229,16 +233,39 @@ def rank_candidates(candidates: Iterable, *, effects: Mapping[str, Mapping] | No
             "score": "p_beats + bonus", "candidates": ranked, "excluded": excluded, "combinations": combos}
 
 
+def feature_parts(ranked: Sequence[Mapping], features: set[str], *, ablations: Mapping | None, prior_sd: float,
+                  prior_strength: Mapping[str, float] | None, eoi: float) -> list[dict]:
+    """One scored part per feature of a never-tried pair: the best-ranked candidate of that feature, else (a
+    boolean feature with no runnable candidate) "add_<feature>" scored on its leaderboard rows and the prior."""
+    out, seen = [], set()
+    for r in ranked:
+        f = r["features"][0] if r["features"] else ""
+        if f in features and f not in seen:
+            out.append({**r, "runnable": True})
+            seen.add(f)
+    for f in sorted(features - seen):
+        if BASELINE_FEATURES.get(f) is not False:
+            continue  # only presence features can be "added" without a registry value
+        c = CandidateIntervention(f"add_{f}", f, f"add {f} (no registry intervention yet)", True)
+        items, words = leaderboard_items(c, (ablations or {}).get(f))
+        psd = prior_sd * (0.5 + (prior_strength or {}).get(f, 0.5))
+        mu, sd = pool(items, prior_sd=psd)
+        out.append({**_scored(c.name, [f], c.description, mu, sd, items, words, prior_sd=psd, eoi=eoi, bonus=0.0),
+                    "runnable": False})
+    return out
+
+
 def rank_combinations(singles: Sequence[Mapping], never_tried: Iterable, *, interaction_sd: float, overlap: float,
                       max_parents: int, eoi: float) -> list[dict]:
-    """Pairs of the top ``max_parents`` candidates whose features were never tried together on the leaderboard.
+    """Pairs of parts (``feature_parts``) whose features were never tried together on the leaderboard; the
+    best ``max_parents * (max_parents - 1) / 2`` by P(beats the effect of interest) are kept.
 
     Interaction prior: when both parts are expected to help, the pair keeps all but ``overlap`` of the smaller
     gain (gains of tricks aimed at the same weakness overlap); sd ``interaction_sd``. Mean = mu_a + mu_b +
     interaction mean; variance = sd_a^2 + sd_b^2 + interaction_sd^2.
     """
     never = {tuple(sorted(p)) for p in never_tried}
-    top = [r for r in singles if r["features"] and r["features"][0]][:max_parents]
+    top = [r for r in singles if r["features"] and r["features"][0]]
     out = []
     for a, b in itertools.combinations(top, 2):
         fa, fb = a["features"][0], b["features"][0]
@@ -250,6 +277,7 @@ def rank_combinations(singles: Sequence[Mapping], never_tried: Iterable, *, inte
         sd = math.sqrt(a["sd"] ** 2 + b["sd"] ** 2 + interaction_sd**2)
         p = _phi((-eoi - mu) / sd)
         out.append({"name": f"{a['name']}+{b['name']}", "features": [fa, fb], "mean_delta_bpb": mu, "sd": sd,
+                    "runnable": bool(a.get("runnable", True) and b.get("runnable", True)),
                     "p_beats": p, "interaction_prior": {"mean": inter, "sd": interaction_sd},
                     "parts": [{"name": r["name"], "mean_delta_bpb": r["mean_delta_bpb"], "sd": r["sd"],
                                "evidence": [e["label"] for e in r["evidence"]] or ["prior only"]} for r in (a, b)],
@@ -257,6 +285,7 @@ def rank_combinations(singles: Sequence[Mapping], never_tried: Iterable, *, inte
                                f" + interaction {inter:+.4f} (overlap {overlap:.0%} of the smaller gain, sd "
                                f"{interaction_sd}) = {mu:+.4f} ±{sd:.4f}, P(beats {eoi} bpb)={p:.2f}")})
     out.sort(key=lambda r: (-r["p_beats"], r["name"]))
+    out = out[: max_parents * (max_parents - 1) // 2]
     for i, r in enumerate(out, 1):
         r["rank"] = i
     return out

@@ -163,7 +163,19 @@ def test_never_tried_pairs_are_ranked_with_an_interaction_prior():
     inter = 0.25 * min(-a["mean_delta_bpb"], -b["mean_delta_bpb"])
     assert pair["mean_delta_bpb"] == pytest.approx(a["mean_delta_bpb"] + b["mean_delta_bpb"] + inter)
     assert pair["sd"] == pytest.approx(math.sqrt(a["sd"] ** 2 + b["sd"] ** 2 + 0.003**2))
-    assert len(pair["parts"]) == 2 and pair["parts"][0]["evidence"]
+    assert len(pair["parts"]) == 2 and pair["parts"][0]["evidence"] and pair["runnable"]
+
+
+def test_combinations_reach_features_without_a_registry_intervention():
+    pooled, _ = pool_ablations(_matrix([_row("+ SWA", -0.002, "swa"), _row("+ XSA", -0.003, "xsa")]))
+    ident = {"never_tried_pairs": [["swa", "xsa"], ["swa", "activation"]], "verdict": {"status": "identified"}}
+    out = rank_candidates(CANDS, ablations=pooled, identifiability=ident)
+    by = {c["name"]: c for c in out["combinations"]}
+    assert set(by) == {"xsa_last4+add_swa", "act_gelu+add_swa"}  # activation's part: its best candidate
+    assert not by["xsa_last4+add_swa"]["runnable"]
+    assert out["combinations"][0]["name"] == "xsa_last4+add_swa"  # both parts have evidence of gain
+    swa = next(p for p in by["xsa_last4+add_swa"]["parts"] if p["name"] == "add_swa")
+    assert "r0: '+ SWA' -0.0020" in swa["evidence"][0]
 
 
 def test_observational_evidence_only_where_identified():

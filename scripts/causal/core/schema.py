@@ -68,7 +68,6 @@ def read_json(path: str | Path, *, schema_versions: tuple[int, ...] = SUPPORTED_
     return data
 
 
-
 def file_sha256(path: str | Path) -> str:
     """sha256 hex of a file's bytes (streamed), for manifests and stage caches."""
     h = hashlib.sha256()
@@ -127,38 +126,23 @@ class SeedScore:
     val_bpb: float | None
 
 
-#: Row classes of a mined ablation row. Only ``ablation`` rows are evidence about one feature; the others
-#: are kept (with the reason in ``note``) so coverage can count them.
-ABLATION_KINDS: tuple[str, ...] = (
-    "ablation",        # one canonical feature changed (from -> to where given), a bpb delta: evidence
-    "multi_feature",   # several canonical features changed together: evidence for none of them alone
-    "record_vs_base",  # the whole record against its base / the SOTA / the baseline: a headline, not an ablation
-    "headline",        # an overall claim ("Improvement: 0.1144 nats (threshold: 0.005)")
-    "sweep_unmapped",  # a sweep of a knob with no canonical feature (LR, momentum, batch size, ...)
-    "unmapped",        # names no canonical feature
-    "fragment",        # a sentence fragment that names no change
-    "no_direction",    # one numeric feature changed, but the text gives no value to tell the direction
-    "no_delta",        # no usable bpb delta (nats without a bpb ratio, or |delta| out of range)
-    "untyped",         # read from an older matrix (schema 1) that had no typing
-)
-#: Which score a delta is measured on.
-ABLATION_METRICS: tuple[str, ...] = ("pre_quant", "post_quant", "post_ttt", "sliding", "unknown")
-#: Where a row was read.
-ABLATION_SOURCES: tuple[str, ...] = ("table", "prose", "log")
+#: Classes of a mined ablation row; only ``ablation`` rows (one canonical feature, a bpb delta, a direction) are
+#: evidence. multi_feature: several features at once; record_vs_base: the record against its base / SOTA;
+#: headline: an overall claim ("Improvement: 0.1144 nats (threshold: 0.005)"); sweep_unmapped: a knob with no
+#: canonical feature (LR, momentum); unmapped: names no feature; fragment: a cut sentence; no_direction: a numeric
+#: feature without values or direction; no_delta: no usable bpb delta; untyped: read from a schema-1 matrix.
+ABLATION_KINDS: tuple[str, ...] = ("ablation", "multi_feature", "record_vs_base", "headline", "sweep_unmapped",
+                                   "unmapped", "fragment", "no_direction", "no_delta", "untyped")
+ABLATION_METRICS: tuple[str, ...] = ("pre_quant", "post_quant", "post_ttt", "sliding", "unknown")  # score measured
+ABLATION_SOURCES: tuple[str, ...] = ("table", "prose", "log")  # where a row was read
 
 
 @dataclasses.dataclass(frozen=True)
 class AblationRow:
-    """One ablation reported by a record; ``delta_bpb`` < 0 means the change helped.
-
-    ``change``/``delta_bpb``/``source`` are the raw reading (schema 1). The typed fields (schema 2) say what
-    it is evidence about: ``kind`` (one of ``ABLATION_KINDS``), the canonical ``features`` changed, with
-    ``from_value`` -> ``to_value`` where the text gives them, ``direction`` (+1 the change adds / increases the
-    feature, -1 removes / decreases it), ``metric`` (``ABLATION_METRICS``), the stack it was measured on
-    (``record_id`` and its ``base``), ``n_seeds`` behind it (None = not stated), ``source_kind``
-    (``ABLATION_SOURCES``), the ``reference`` row or value it is compared with, the ``context`` after the
-    number in prose ("... improvement over the naive baseline"), and a ``note``.
-    """
+    """One ablation reported by a record; ``delta_bpb`` < 0 means the change helped. Schema 2 types it: ``kind``,
+    canonical ``features`` with ``from_value`` -> ``to_value``, ``direction`` (+1 adds / raises, -1 removes /
+    lowers), ``metric``, the stack (``record_id``, ``base``), ``n_seeds`` (None = not stated), ``source_kind``,
+    the ``reference`` row, the prose ``context`` after the number, and a ``note`` saying why."""
 
     change: str
     delta_bpb: float | None
