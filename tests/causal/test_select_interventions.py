@@ -42,9 +42,9 @@ def test_pool_is_precision_weighted():
 
 
 def test_three_concordant_rows_beat_a_prior_only_change_and_a_contradicting_row_lowers_it_as_expected():
-    three = [_row("+ XSA", -0.003, "xsa") for _ in range(3)]
-    pooled3, _ = pool_ablations(_matrix(three))
-    pooled4, _ = pool_ablations(_matrix(three + [_row("+ XSA", +0.003, "xsa")]))
+    three = [[_row("+ XSA", -0.003, "xsa")] for _ in range(3)]  # three records, one row each
+    pooled3, _ = pool_ablations(_matrix(*three))
+    pooled4, _ = pool_ablations(_matrix(*three, [_row("+ XSA", +0.003, "xsa")]))
     cands = [("xsa_last4", "xsa", "XSA", True), ("ln_scale", "ln_scale", "", True)]
     out3 = rank_candidates(cands, ablations=pooled3)
     out4 = rank_candidates(cands, ablations=pooled4)
@@ -66,7 +66,7 @@ def test_three_concordant_rows_beat_a_prior_only_change_and_a_contradicting_row_
     assert (mu3, mu4) == (pytest.approx(-0.0029635, abs=1e-6), pytest.approx(-0.0014670, abs=1e-6))
     assert "between-record spread tau" in x4["reason"] and x4["p_beats"] < x3["p_beats"]
     assert x3["consistent_gain"] and x3["p_beats"] > 0.8
-    assert "3 leaderboard row(s)" in x3["reason"] and "r0: '+ XSA' -0.0030" in x3["reason"]
+    assert "3 leaderboard row(s)" in x3["reason"] and "r2: '+ XSA' -0.0030" in x3["reason"]
     ln = next(c for c in out3["candidates"] if c["name"] == "ln_scale")
     assert ln["evidence"] == [] and "prior only" in ln["reason"] and ln["score"] < x3["score"]
 
@@ -99,7 +99,7 @@ def test_row_discounts_for_seeds_metric_distance_and_track():
 def test_numeric_rows_use_their_direction():
     rows = [_row("11L vs 9L", -0.004, "num_layers", from_value=9, to_value=11),
             _row("8L vs 9L", 0.006, "num_layers", from_value=9, to_value=8, direction=-1)]
-    pooled, _ = pool_ablations(_matrix(rows))
+    pooled, _ = pool_ablations(_matrix(rows[:1], rows[1:]))
     items, _ = ev.leaderboard_items(CandidateIntervention("num_layers_plus2", "num_layers", "", 11),
                                     pooled["num_layers"])
     assert [round(i.mean, 6) for i in items] == [-0.004, -0.006]  # removing a layer hurt: adding helps
@@ -144,6 +144,16 @@ def test_transfer_agreement_widens_screen_evidence():
     assert "agreement of class 'normalisation' 0.50" in ln["reason"]
     with pytest.raises(ValueError, match="must lie in"):
         rank_candidates(CANDS, ledger=ledger, transfer={"normalisation": 1.5}, classes={"ln_scale": "normalisation"})
+
+
+def test_rows_of_one_record_count_once():
+    rows = [_row("+ LeakyReLU^2", -0.002, "activation", to_value="leaky_relu2"),
+            _row("LeakyReLU^2 delivers", -0.003, "activation", to_value="leaky_relu2", metric="unknown")]
+    pooled, _ = pool_ablations(_matrix(rows))
+    (item,), _ = ev.leaderboard_items(CandidateIntervention("act_leaky_relu2", "activation", "", "leaky_relu2"),
+                                      pooled["activation"])
+    assert item.mean == pytest.approx(-0.0025) and item.sd == pytest.approx(math.sqrt(ev.TAU**2 + ev.SEED_SD**2))
+    assert item.label.startswith("one record, 2 rows")
 
 
 def test_scale_limited_evidence_carries_the_caveat():
@@ -231,10 +241,25 @@ def test_cli_rejects_a_bad_transfer_file(tmp_path, capsys):
 def test_numeric_row_outside_the_candidates_range_is_an_extrapolation():
     rows = [_row("Softcap = 10", -0.003, "logit_softcap", from_value=15, to_value=10, direction=-1),
             _row("Softcap 30 -> 25", -0.002, "logit_softcap", from_value=30, to_value=25, direction=-1)]
-    pooled, _ = pool_ablations(_matrix(rows))
+    pooled, _ = pool_ablations(_matrix(rows[:1], rows[1:]))
     far, near = ev.leaderboard_items(CandidateIntervention("logit_softcap_20", "logit_softcap", "", 20.0),
                                      pooled["logit_softcap"])[0]
     base = math.sqrt(ev.TAU**2 + ev.SEED_SD**2)
     assert (far.mean, near.mean) == (pytest.approx(-0.003), pytest.approx(-0.002))
     assert far.sd == pytest.approx(base * ev.OUT_OF_RANGE_FACTOR) and "outside the candidate's range" in far.label
     assert near.sd == pytest.approx(base)
+
+
+def test_committed_ranking_puts_leaderboard_gains_above_prior_only():
+    from pathlib import Path
+
+    from scripts.causal.core.schema import read_json
+
+    ranking = read_json(Path(__file__).resolve().parents[2] / "dags" / "cycle_0" / "ranking.json")
+    cands = ranking["candidates"]
+    prior_only = [c["rank"] for c in cands if not c["evidence"]]
+    gains = [c for c in cands if any(e["source"] == "leaderboard" for e in c["evidence"])
+             and all(e["mean"] < 0 for e in c["evidence"] if e["source"] == "leaderboard")]
+    assert "act_leaky_relu2" in {c["name"] for c in gains}
+    assert all(c["rank"] < min(prior_only) for c in gains)
+    assert all("scale caveat" in c["reason"] for c in cands if c["name"] == "ema_0997")

@@ -17,7 +17,8 @@ the opposite direction of the candidate (9L -> 8L for a +2 layers candidate) ent
 and its sd x ``REVERSED_FACTOR``; a row whose from -> to interval shares no stretch with the candidate's
 (11L -> 13L or 9L -> 8L for a 9L -> 11L candidate) is an extrapolation, sd x ``OUT_OF_RANGE_FACTOR`` too.
 
-When a candidate's rows disagree beyond their sds (binary-weight and JEPA studies next to record stacks), the
+Rows of one record (the same stack and runs, often one result stated in a table and again in prose) enter as one
+item: their mean, with the sd of the most precise row. When a candidate's rows disagree beyond their sds (binary-weight and JEPA studies next to record stacks), the
 DerSimonian-Laird between-record variance tau^2 is added to every row's variance (random-effects pooling).
 
 Our screen results enter with the sd of their CI, widened by 1 / agreement when the proxy-to-H100 transfer
@@ -83,7 +84,7 @@ def _row_matches(c: CandidateIntervention, row: Mapping) -> bool:
 
 def leaderboard_items(c: CandidateIntervention, pooled: Mapping | None) -> tuple[list[EvidenceItem], list[str]]:
     """One item per typed leaderboard row about the candidate's feature (see the module docstring)."""
-    items, notes = [], []
+    items, notes, records = [], [], []
     if not pooled or not c.feature:
         return items, notes
     want = numeric_direction(c)
@@ -119,6 +120,8 @@ def leaderboard_items(c: CandidateIntervention, pooled: Mapping | None) -> tuple
         label = (f"{row.get('record_id')}: '{_short(row)}' {mean:+.4f} ({seeds}, metric {metric}, "
                  f"{dist if dist is not None else '?'} features from control{frm_to}{how}; sd {sd:.4f})")
         items.append(EvidenceItem("leaderboard", mean, sd, label))
+        records.append(str(row.get("record_id")))
+    items = _one_per_record(items, records)
     tau2 = dersimonian_laird_tau2([(it.mean, it.sd) for it in items])
     if tau2 > 0:
         items = [dataclasses.replace(it, sd=math.sqrt(it.sd**2 + tau2),
@@ -127,6 +130,24 @@ def leaderboard_items(c: CandidateIntervention, pooled: Mapping | None) -> tuple
         notes.append(f"leaderboard rows disagree beyond their sds: between-record spread tau {math.sqrt(tau2):.4f} "
                      "(DerSimonian-Laird) added to each row's sd")
     return items, notes
+
+
+def _one_per_record(items: list[EvidenceItem], records: list[str]) -> list[EvidenceItem]:
+    """Rows of one record share its stack and runs: they enter as one item (their mean, the sd of its most precise
+    row), so a record that states a result twice (table and prose) is not counted twice."""
+    by: dict[str, list[EvidenceItem]] = {}
+    for it, rid in zip(items, records, strict=True):
+        by.setdefault(rid, []).append(it)
+    out = []
+    for group in by.values():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        mean = sum(it.mean for it in group) / len(group)
+        sd = min(it.sd for it in group)
+        out.append(EvidenceItem("leaderboard", mean, sd, f"one record, {len(group)} rows, mean {mean:+.4f}, sd {sd:.4f}: "
+                                + " | ".join(it.label for it in group)))
+    return out
 
 
 def dersimonian_laird_tau2(rows: Sequence[tuple[float, float]]) -> float:
