@@ -46,8 +46,8 @@ from scripts.causal.select_interventions import (
     expert_strengths,
     rank_candidates,
     read_transfer,
-    registry_classes,
     registry_candidates,
+    registry_classes,
 )
 
 STABLE = 0.5

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -36,8 +35,13 @@ import networkx as nx
 from scripts.causal.core.cli import add_debug_flag, run_cli
 from scripts.causal.core.errors import DataFormatError
 from scripts.causal.core.schema import BASELINE_FEATURES, CandidateIntervention, read_json, write_json
-from scripts.causal.dag.evidence import (SCALE_LIMITED, EvidenceItem, leaderboard_items, observational_item,
-                                         screen_item)
+from scripts.causal.dag.evidence import (
+    SCALE_LIMITED,
+    EvidenceItem,
+    leaderboard_items,
+    observational_item,
+    screen_item,
+)
 
 SETTLED = {"confirmed": "confirmed by our experiments: promote, no further screening"}
 LOWERING = ("null", "harmful")  # decisions whose data stays in and lowers the candidate
@@ -89,21 +93,13 @@ def as_candidates(items: Iterable) -> list[CandidateIntervention]:
     return out
 
 
-def _level(c: CandidateIntervention) -> str | None:
-    """The categorical level a candidate sets: its ``value`` if a string, else a level named in its name."""
-    if isinstance(c.value, str):
-        return c.value
-    return None
-
-
 def _pick_effect(c: CandidateIntervention, effects: Mapping[str, Mapping]) -> Mapping | None:
     """The observational effect row for this candidate's feature (matching a categorical level)."""
     rows = [e for e in effects.values() if e.get("feature") == c.feature and e.get("estimate") is not None]
     if not rows:
         return None
-    level = _level(c)
-    if level is not None:
-        return next((e for e in rows if e["column"] == f"{c.feature}={level}"), None)
+    if isinstance(c.value, str):  # a categorical level
+        return next((e for e in rows if e["column"] == f"{c.feature}={c.value}"), None)
     text = f"{c.name} {c.description}".lower()
     levels = [e for e in rows if "=" in e["column"] and e["column"].split("=", 1)[1].lower() in text]
     if levels:
@@ -306,7 +302,7 @@ def _scored(name, features, description, mu, sd, items, words, *, prior_sd, eoi,
     words = words + [it.label for it in items if it.source != "leaderboard"]
     return {"name": name, "features": features, "description": description, "mean_delta_bpb": mu, "sd": sd,
             "expected_improvement": imp, "p_improve": p_improve, "p_beats": p_beats, "exploration_bonus": explore,
-            "score": p_beats + explore, "ucb": imp + sd,
+            "score": p_beats + explore,
             "evidence": [{"source": it.source, "mean": it.mean, "sd": it.sd, "label": it.label} for it in items],
             "reason": head + "; " + "; ".join(words)}
 

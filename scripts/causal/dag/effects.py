@@ -21,6 +21,7 @@ from scripts.causal.dag.prepare import PreparedMatrix
 from scripts.causal.dag.search import canonical_edge
 from scripts.causal.extract.row_types import MAX_ABS_DELTA, map_change, type_rows  # noqa: F401 - map_change re-exported
 
+
 def record_distance(rec: Mapping, control: Mapping | None = None) -> int | None:
     """Number of canonical features where a record's stack differs from the control (the naive baseline)."""
     feats = rec.get("features")

@@ -150,7 +150,7 @@ def _deltas_from_base(rows: list[list[str]], delta_col: int, bpb_col: int | None
     if len(vals) < 3 or sum(_clean(r[label_col]).startswith("+") for _, _, r in vals[1:]) < len(vals) - 1:
         return None
     base, out, differs = vals[0][1], {}, False
-    for (_, prev, _), (k, v, r) in zip(vals, vals[1:]):
+    for (_, prev, _), (k, v, r) in zip(vals, vals[1:], strict=False):
         m = re.search(_NUM, r[delta_col]) if len(r) > delta_col else None
         d = _to_float(m.group(0)) if m else None
         if d is None or abs(d - (v - base)) > 1.5e-4:

@@ -12,7 +12,12 @@ from collections import Counter
 from pathlib import Path
 
 from scripts.causal.core.errors import ConfigError
-from scripts.causal.core.schema import ABLATION_KINDS, BASELINE_FEATURES, INTERVENTION_FEATURES, InterventionRecord
+from scripts.causal.core.schema import (
+    ABLATION_KINDS,
+    BASELINE_FEATURES,
+    INTERVENTION_FEATURES,
+    InterventionRecord,
+)
 from scripts.causal.extract import lineage as lin
 from scripts.causal.extract import records as rp
 from scripts.causal.extract.record import extract_record
