@@ -186,6 +186,8 @@ def _ttt_effect(header: list[str], rows: list[list[str]], heading: str) -> list[
     ttt = first(r"post[\s-]?ttt|\bttt\b", r"pre[\s-]?ttt|no[\s-]?ttt|gain|time")
     sliding = first(r"pre[\s-]?ttt|sliding|no[\s-]?ttt") if ttt is not None else first(r"sliding")
     post_q = first(r"post[\s-]?quant|quantized|roundtrip|\bint\d\b", r"pre[\s-]?quant|ttt|sliding")
+    if post_q is None and sliding is not None and ttt is None:  # "val_bpb (standard)" next to "val_bpb (sliding)"
+        post_q = first(r"standard|\bval[_ ]bpb\b|^bpb$", r"pre[\s-]?quant|ttt|sliding|post[\s-]?ema|std")
     means = _column_means(rows, [j for j in (ttt, sliding, post_q) if j is not None])
     out = []
     before = sliding if sliding in means else post_q
