@@ -45,7 +45,9 @@ from scripts.causal.dag.search import (
 from scripts.causal.select_interventions import (
     expert_strengths,
     rank_candidates,
+    read_transfer,
     registry_candidates,
+    registry_classes,
 )
 
 STABLE = 0.5
@@ -88,8 +90,11 @@ def experiment_effects(rows: Iterable) -> dict:
 def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alpha: float = 0.05,
              bootstrap: int = 100, seed: int = 0, previous: Mapping | None = None,
              experiment_rows: Iterable | None = None, candidates: Iterable | None = None,
-             ledger: Sequence[Mapping] | None = None, depth: int = 3) -> dict:
-    """Run the whole causal stage in memory; returns {"dag", "identifiability", "ranking", "diff"}."""
+             ledger: Sequence[Mapping] | None = None, depth: int = 3, transfer: Mapping | None = None) -> dict:
+    """Run the whole causal stage in memory; returns {"dag", "identifiability", "ranking", "diff"}.
+
+    ``transfer`` (optional) maps a candidate class or name to its measured proxy-to-H100 agreement in [0, 1]
+    (see ``select_interventions.rank_candidates``); absent, screen results are not discounted."""
     t0 = time.perf_counter()
     expert = expert or load_expert(DEFAULT_EXPERT)
     records = _records(matrix)
@@ -147,7 +152,8 @@ def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alp
                                 "ci_high": e["mean_delta_bpb"] + half if half > 0 else None})
     ranking = rank_candidates(candidates if candidates is not None else registry_candidates(), effects=effects,
                               ablations=pooled, identifiability=ident, ledger=ledger_rows,
-                              prior_strength=expert_strengths(expert))
+                              prior_strength=expert_strengths(expert), transfer=transfer,
+                              classes=registry_classes())
     note = (f"{len(stable)} data-driven edge(s) appear in >= {STABLE:.0%} of {bootstrap} resamples"
             if stable else f"no edge reaches {STABLE:.0%} of resamples: with n={m.n} rows the rank Fisher-z test at "
             f"alpha={alpha} rarely rejects independence, so adjacencies are unstable")
@@ -226,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment-rows", default=None,
                    help="JSON with 'rows': [{intervention, feature, value, val_bpb, seed, arm}] from our runs")
     p.add_argument("--ledger-results", default=None, help="ablation_results.json of our experiments")
+    p.add_argument("--transfer", default=None, metavar="PATH",
+                   help="proxy-to-H100 transfer agreement per class, JSON {\"classes\": {\"activation\": 0.8}} "
+                        "(absent: screen results are not discounted, and the ranking says so)")
     p.add_argument("--alpha", type=float, default=0.05, help="CI-test level, e.g. 0.05")
     p.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples, e.g. 100")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed, e.g. 0")
@@ -247,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = read_json(args.experiment_rows)["rows"] if args.experiment_rows else None
         ledger = read_json(args.ledger_results)["results"] if args.ledger_results else None
         result = estimate(matrix, expert=load_expert(args.expert), alpha=args.alpha, bootstrap=args.bootstrap,
-                          seed=args.seed, previous=previous, experiment_rows=rows, ledger=ledger)
+                          seed=args.seed, previous=previous, experiment_rows=rows, ledger=ledger,
+                          transfer=read_transfer(args.transfer) if args.transfer else None)
         digest = hashlib.sha256(Path(args.input).read_bytes()).hexdigest()
         result["dag"]["input"] = {"path": str(args.input), "sha256": digest}
         paths = write_outputs(result, args.output_dir, render=not args.no_render)

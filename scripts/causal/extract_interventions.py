@@ -8,474 +8,27 @@ Usage::
 Per record the sources are read in order of trust: log config dumps and env settings, code defaults,
 submission JSON keys, README / JSON prose; features still unknown are inherited from the record that
 introduced a base PR ("inherited from <record_id>"), then fall back to the naive baseline's values
-("default: naive baseline"). Bad input never stops the run: it becomes a warning on that record.
+("default: naive baseline"). Ablation rows are typed (feature, from -> to, metric, stack, seeds, source)
+or classified as non-evidence (``core.schema.ABLATION_KINDS``). Bad input never stops the run: it becomes
+a warning on that record. The logic lives in ``scripts/causal/extract/`` (``matrix``, ``record``,
+``records``, ``features``, ``ablations``, ``row_types``, ``lineage``); this module is the CLI.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import re
-import statistics
 import sys
 from pathlib import Path
 
 from scripts.causal.core.cli import add_debug_flag, run_cli
-from scripts.causal.core.errors import ConfigError
-from scripts.causal.core.schema import (
-    INTERVENTION_FEATURES,
-    InterventionRecord,
-    SeedScore,
-    write_json,
-)
-from scripts.causal.extract import features as fr
-from scripts.causal.extract import lineage as lin
-from scripts.causal.extract import records as rp
-from scripts.causal.extract.ablations import extract_ablations
+from scripts.causal.core.schema import MATRIX_SCHEMA_VERSION, write_json
+from scripts.causal.extract.matrix import coverage, coverage_markdown, extract, source_kind, to_csv
 
-SOURCE_KINDS = ("log", "code", "json", "readme", "inherited", "default")
+__all__ = ["extract", "to_csv", "coverage", "coverage_markdown", "source_kind", "write_matrix", "main"]
 
 
-
-def _num(v):
-    return rp._num(v)
-
-
-# ---------------------------------------------------------------------------------------------
-# One record
-# ---------------------------------------------------------------------------------------------
-
-def _readme_numbers(readme: str) -> list[tuple[float, str, str]]:
-    """(value, text, context) of bpb-looking numbers in the README."""
-    out = []
-    for m in re.finditer(r"(?<![\d.])([0-4]\.\d{3,8})(?![\d.])", readme or ""):
-        ctx = readme[max(0, m.start() - 80): m.end() + 40]
-        out.append((float(m.group(1)), m.group(1), ctx))
-    return out
-
-
-def _precise_match(target: float, candidates: list[tuple[float, str]], tol: float) -> float | None:
-    """The most precise candidate within ``tol`` of ``target``."""
-    best = None
-    for v, text in candidates:
-        if abs(v - target) <= tol:
-            digits = len(text.split(".")[-1]) if "." in text else 0
-            if best is None or digits > best[1]:
-                best = (v, digits)
-    return best[0] if best else None
-
-
-_HEADLINE = re.compile(r"val[_\\ ]*(?:var[_\\ ]*)?bpb\W{0,6}(?:=|:)?\W{0,4}([0-4]\.\d{3,8})|([0-4]\.\d{3,8})\s*BPB", re.I)
-
-
-def readme_headline(readme: str) -> tuple[float, str, str] | None:
-    """The score a README headlines in its first lines: (value, text, line)."""
-    lines = (readme or "").splitlines()[:12]
-    for line in lines:
-        m = _HEADLINE.search(line)
-        if m:
-            text = m.group(1) or m.group(2)
-            context = " ".join(x for x in lines if text in x)  # the title's score is often qualified below it
-            return float(text), text, context
-    return None
-
-
-def _digits(text: str) -> int:
-    return len(text.split(".")[-1])
-
-
-def _headline(src: rp.RecordSources, jname: str | None, jd: dict, log_finals: dict[str, tuple[str, float]],
-              lb_score: float | None, prov: dict, warns: list[str]) -> float | None:
-    val, key = rp.json_headline(jd)
-    if val is not None:
-        prov["val_bpb"] = f"{jname}:{key}"
-    head = readme_headline(src.readme or "")
-    if head is not None and val is not None:
-        hv, htext, hline = head
-        if abs(round(val, _digits(htext)) - hv) > 10 ** -_digits(htext) / 2 + 1e-12 and re.search(r"mean|avg|average",
-                                                                                                  hline, re.I):
-            warns.append(f"{src.folder.name}: {jname} {key}={val} is not the README's headline mean {htext}; "
-                         "using the README")
-            val = hv
-            prov["val_bpb"] = "README.md:headline mean (JSON held a single seed)"
-            lb_score = None
-    seeds = [v for _, v in rp.json_seed_scores(jd) if v is not None]
-    readme_nums = [(v, t) for v, t, ctx in _readme_numbers(src.readme or "")
-                   if re.search(r"bpb|mean|score|val", ctx, re.I)]
-    # JSON gave the best seed while the README headlines the mean
-    if val is not None and len(seeds) > 1 and abs(val - min(seeds)) < 1e-9:
-        mean = statistics.fmean(seeds)
-        stated = _precise_match(mean, readme_nums, 6e-5)
-        val = stated if stated is not None else round(mean, 8)
-        prov["val_bpb"] = f"README.md:mean of seeds (JSON {key} was the best seed)"
-    if val is None and head is not None and log_finals:
-        # no JSON: the README headline decides; a log value that rounds to it adds precision
-        hv, htext, _ = head
-        d = _digits(htext)
-        cands = [v for _, v in log_finals.values()] + [statistics.fmean(v for _, v in log_finals.values())]
-        close = [v for v in cands if abs(round(v, d) - hv) <= 10 ** -d / 2 + 1e-12]
-        val = round(close[0], 8) if close else hv
-        prov["val_bpb"] = "README.md:headline" + (" (precise value from logs)" if close else "")
-    if val is None and log_finals:
-        vals = [v for _, v in log_finals.values()]
-        mean = statistics.fmean(vals)
-        stated = _precise_match(mean, readme_nums, 6e-5) if len(vals) > 1 else None
-        val = stated if stated is not None else (vals[0] if len(vals) == 1 else round(mean, 8))
-        prov["val_bpb"] = ("log:" + next(iter(log_finals.values()))[0]) if len(vals) == 1 else "logs:mean of seeds"
-    if val is None and readme_nums:
-        m = re.search(r"(?:val_bpb|bpb|score)[^0-9\n]{0,30}([0-4]\.\d{3,8})", src.readme or "", re.I)
-        if m:
-            val = float(m.group(1))
-            prov["val_bpb"] = "README.md:first bpb number"
-    if head is not None and val is None:
-        val = head[0]
-        prov["val_bpb"] = "README.md:headline"
-    head_agrees = head is not None and val is not None and abs(
-        round(val, _digits(head[1])) - head[0]) <= 10 ** -_digits(head[1]) / 2 + 1e-12
-    if head_agrees:
-        lb_score = None
-    if lb_score is not None and val is not None and _digits(repr(lb_score)) <= 6:
-        d = _digits(repr(lb_score))
-        if abs(round(val, d) - lb_score) > 10 ** -d / 2 + 1e-12:
-            stated = [(v, t) for v, t, ctx in _readme_numbers(src.readme or "") if re.search(r"mean", ctx, re.I)]
-            better = _precise_match(lb_score, stated, 10 ** -d / 2)
-            if better is not None:
-                val = better
-                prov["val_bpb"] = "README.md:stated mean matching the leaderboard score"
-    if lb_score is not None:
-        if val is None or abs(val - lb_score) > 6e-4:
-            cands = readme_nums + [(v, f"{v}") for _, v in log_finals.values()]
-            cands += [(float(v), str(v)) for k, v in jd.items() if "bpb" in k and isinstance(v, (int, float))]
-            better = _precise_match(lb_score, cands, 5.1e-4)
-            if better is not None:
-                if val is not None:
-                    warns.append(f"{src.folder.name}: headline {val} disagrees with leaderboard {lb_score}; "
-                                 f"using {better}")
-                val = better
-                prov["val_bpb"] = "matched leaderboard score (most precise source value)"
-            elif val is None:
-                val = lb_score
-                prov["val_bpb"] = "leaderboard table score"
-    return val
-
-
-def _merged_config(src: rp.RecordSources, jd: dict) -> tuple[dict[str, str], dict[str, str]]:
-    """Config keys with their source kind: log dump > env settings > code defaults > JSON scalars."""
-    cfg: dict[str, str] = {}
-    kind: dict[str, str] = {}
-
-    def add(d: dict, label: str) -> None:
-        for k, v in d.items():
-            if k not in cfg:
-                cfg[k] = str(v)
-                kind[k] = label
-
-    for name, text in src.logs.items():
-        if not name.endswith(".txt") and not name.endswith(".log"):
-            continue
-        add(rp.log_config(text), f"log:{name}")
-        if len(cfg) > 20:
-            break
-    for name, text in src.logs.items():
-        add(rp.env_assignments(text[:20000]), f"log:{name}(env)")
-        break
-    add(rp.env_assignments(src.readme or ""), "README.md(env)")
-    add(rp.readme_config_table(src.readme or ""), "README.md(table)")
-    for name, code in src.code.items():
-        add(rp.code_defaults(code), f"code:{name}")
-    flat = dict(jd)
-    for key in ("config", "hyperparameters", "hparams", "args", "model", "architecture", "training", "settings"):
-        if isinstance(jd.get(key), dict):
-            flat.update({k: v for k, v in jd[key].items() if k not in flat})
-    add({k.lower(): v for k, v in flat.items() if isinstance(v, (int, float, bool))
-         or (isinstance(v, str) and len(v) < 40)}, "json")
-    return cfg, kind
-
-
-def _prose_sources(src: rp.RecordSources, jd: dict, lb_row: rp.LeaderboardRow | None) -> list[tuple[str, str]]:
-    texts = []
-    if src.readme:
-        texts.append(("README.md", fr.positive_text(src.readme)))
-    jtext = " . ".join(str(jd.get(k, "")) for k in ("name", "blurb", "technique_summary", "description", "summary"))
-    if isinstance(jd.get("techniques"), list):
-        jtext += " . " + " . ".join(map(str, jd["techniques"]))
-    texts.append(("json", jtext))
-    if lb_row is not None:
-        texts.append(("leaderboard", f"{lb_row.run} . {lb_row.summary}"))
-    return texts
-
-
-def _nats_ratio(jd: dict) -> float | None:
-    """bpb per nat of this record (its tokenizer's bytes per token), from a matching bpb/loss pair."""
-    for bk, lk in (("val_bpb", "val_loss"), ("mean_val_bpb", "mean_val_loss"), ("val_bpb", "val_loss_sliding"),
-                   ("val_bpb", "val_loss_nats"), ("pre_quant_val_bpb", "pre_quant_val_loss")):
-        bpb, loss = _num(jd.get(bk)), _num(jd.get(lk))
-        if bpb and loss and loss > bpb * 1.2:
-            return bpb / loss
-    return None
-
-
-def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None, warnings: list[str],
-                   record_absent: dict | None = None) -> tuple[dict, dict[str, tuple[object, str]]]:
-    """Everything one folder says (no lineage yet). Returns (record dict, own features with provenance)."""
-    warns: list[str] = []
-    record_absent = {} if record_absent is None else record_absent
-    src = rp.load_record(folder, warns)
-    jname, jd = rp.submission_json(src)
-    if jname is None:
-        warns.append(f"{folder.name}: no submission JSON; scores come from the README and logs")
-    prov: dict[str, str] = {}
-    log_finals: dict[str, tuple[str, float]] = {}
-    log_seeds: dict[int, float] = {}
-    for name, text in src.logs.items():
-        fin = rp.log_final_bpb(text)
-        if fin:
-            log_finals[name] = fin
-            s = rp.log_seed(name, text)
-            if s is not None:
-                log_seeds.setdefault(s, fin[1])
-    val = _headline(src, jname, jd, log_finals, lb_row.score if lb_row else None, prov, warns)
-
-    pre = None
-    for k in ("pre_quant_val_bpb", "pre_quant_bpb", "prequant_val_bpb", "val_bpb_prequant"):
-        if _num(jd.get(k)) is not None:
-            pre, prov["pre_quant_bpb"] = _num(jd[k]), f"{jname}:{k}"
-            break
-    post = None
-    for k in ("post_quant_val_bpb", "int6_zstd_val_bpb", "int8_zlib_val_bpb", "val_bpb_roundtrip",
-              "post_quant_standard_val_bpb", "roundtrip_val_bpb", "quantized_val_bpb"):
-        if _num(jd.get(k)) is not None:
-            post, prov["post_quant_bpb"] = _num(jd[k]), f"{jname}:{k}"
-            break
-    if post is None or pre is None:
-        for name, text in src.logs.items():
-            for mname, v in rp.log_metrics(text):
-                low = mname.lower()
-                if post is None and "roundtrip" in low and low.endswith("_exact"):
-                    post, prov["post_quant_bpb"] = v, f"log:{name}:{mname}"
-                if pre is None and re.search(r"pre[_-]?quant|prequant|pre_ema|ema_eval", low):
-                    pre, prov["pre_quant_bpb"] = v, f"log:{name}:{mname}"
-            break
-    art, akey = rp.json_artifact_bytes(jd)
-    if art is not None:
-        prov["artifact_bytes"] = f"{jname}:{akey}"
-    else:
-        for name, text in src.logs.items():
-            m = re.findall(r"Total submission size[^:\n]*:\s*(\d+)\s*bytes", text)
-            if m:
-                art, prov["artifact_bytes"] = int(m[-1]), f"log:{name}:Total submission size"
-                break
-
-    seeds = [SeedScore(seed=s, val_bpb=v) for s, v in rp.json_seed_scores(jd)]
-    if any(s.val_bpb is None for s in seeds) and log_seeds:
-        seeds = [SeedScore(seed=s.seed, val_bpb=s.val_bpb if s.val_bpb is not None else log_seeds.get(s.seed))
-                 for s in seeds]
-    if not seeds and log_seeds:
-        seeds = [SeedScore(seed=s, val_bpb=v) for s, v in log_seeds.items()]
-        prov["seeds"] = "logs:final metric per seed"
-    elif seeds:
-        prov["seeds"] = f"{jname}:seed_results"
-
-    own_pr = None
-    for k in ("pr", "pr_number", "pull_request"):
-        if own_pr is None and _num(jd.get(k)) is not None:
-            own_pr = int(jd[k])
-    base_prs = lin.base_prs(src.readme or "", jd, own_pr, lb_row.summary if lb_row else "")
-    if own_pr is None and lb_row is not None:
-        # the leaderboard's "On PR #N" is usually the record's own PR, unless the README names N as its base
-        own_pr = next((n for n in lb_row.prs if n not in base_prs), None)
-    base_prs = [n for n in base_prs if n != own_pr]
-    base_links = [f for f in lin.base_record_links(src.readme or "") if f != folder.name]
-
-    # features, in order of trust
-    own: dict[str, tuple[object, str]] = {}
-    cfg, kind = _merged_config(src, jd)
-    for feat, (value, rule) in fr.features_from_config(cfg).items():
-        key = rule.split(":", 1)[1].split(" ")[0].split("/")[0]
-        own[feat] = (value, f"{kind.get(key, 'config')}: {rule}")
-    for name, code in src.code.items():
-        for feat, (value, rule) in fr.features_from_code(code).items():
-            if feat not in own:
-                own[feat] = (value, f"code:{name}: {rule}")
-    for name, text in src.logs.items():  # runtime lines (e.g. varlen warmup buckets) reveal code paths too
-        m = re.search(r"^(?:warmup_cu_buckets|cu_seqlens)\b.*$", text, re.M)
-        if m and "varlen_attention" not in own:
-            own["varlen_attention"] = (True, f"log:{name}: '{m.group(0)[:40]}'")
-    for label, text in _prose_sources(src, jd, lb_row):
-        for feat, (value, rule) in fr.features_from_prose(text).items():
-            if feat not in own or ("dead code" in rule and label == "README.md"):
-                own[feat] = (value, f"{label}: {rule}")  # "X was dead code" overrides X's config flag
-    dump_sizes = {name: rp.dump_block_size(text) for name, text in src.logs.items()}
-    big = max(dump_sizes, key=dump_sizes.get) if dump_sizes else None
-    absent = {}
-    if big is not None and dump_sizes[big] >= fr.FULL_DUMP_MIN_KEYS:
-        absent = {f: (False, f"log:{big}: no config key for it in the full config dump")
-                  for f in fr.KEYED_FLAGS if f not in own}
-    record_absent[folder.name] = absent
-    if not src.readme and not jd and not src.logs:
-        warns.append(f"{folder.name}: no readable README, JSON or logs; record has nulls only")
-
-    ratio = _nats_ratio(jd)
-    ablations = extract_ablations(src.readme or "", nats_to_bpb=ratio)
-    date = (str(jd.get("date"))[:10] if jd.get("date") else None) or (lb_row.date if lb_row else None)
-    if date is None:
-        m = re.match(r"(\d{4}-\d{2}-\d{2})", folder.name)
-        date = m.group(1) if m else None
-    author = jd.get("author") or (lb_row.author if lb_row else None)
-    record = {
-        "record_id": folder.name, "track": track, "date": date, "author": author, "val_bpb": val,
-        "pre_quant_bpb": pre, "post_quant_bpb": post, "artifact_bytes": art, "seeds": seeds,
-        "base_prs": tuple(base_prs), "ablations": tuple(ablations), "provenance": prov, "pr": own_pr,
-        "_base_links": base_links,
-        "leaderboard_rank": lb_row.rank if lb_row else None, "leaderboard_score": lb_row.score if lb_row else None,
-        "summary": lb_row.summary if lb_row else (jd.get("name") if isinstance(jd.get("name"), str) else None),
-        "warnings": tuple(warns),
-    }
-    warnings.extend(warns)
-    return record, own
-
-
-# ---------------------------------------------------------------------------------------------
-# Whole run
-# ---------------------------------------------------------------------------------------------
-
-def _match_row(folder: Path, jd_score: float | None, rows: list[rp.LeaderboardRow]) -> rp.LeaderboardRow | None:
-    rel = f"{folder.parent.name}/{folder.name}"
-    for r in rows:
-        if r.record_path == rel:
-            return r
-    date = folder.name[:10]
-    cands = [r for r in rows if r.record_path is None and r.score is not None and jd_score is not None
-             and abs(r.score - jd_score) <= 6e-4]
-    cands.sort(key=lambda r: (r.date != date, abs(r.score - jd_score)))
-    return cands[0] if cands else None
-
-
-def extract(inputs: list[Path]) -> dict:
-    """Run the miner over input folders; returns the JSON payload (without schema_version)."""
-    warnings: list[str] = []
-    lb_rows: list[rp.LeaderboardRow] = []
-    readmes_seen = set()
-    folders: list[Path] = []
-    context: list[Path] = []
-    for d in inputs:
-        d = Path(d)
-        if not d.is_dir():
-            raise ConfigError(f"--input {d}: not a folder; pass a records/ folder, a track folder or a record folder")
-        ch = rp.find_challenge_readme(d)
-        if ch and ch not in readmes_seen:
-            readmes_seen.add(ch)
-            text = rp.read_text_safe(ch, warnings) or ""
-            lb_rows += rp.parse_leaderboard(text)
-        found = rp.discover_records(d)
-        for f in rp.empty_candidate_folders(d):
-            warnings.append(f"{f}: not a record folder (needs README.md plus a submission JSON or a train log)")
-        folders += [f for f in found if f not in folders]
-        if ch is not None:  # sibling records under the challenge root are read for lineage only
-            context += [f for f in rp.discover_records(ch.parent) if f not in context]
-    wanted = {f.resolve() for f in folders}
-    folders += [f for f in context if f.resolve() not in wanted and f not in folders]
-
-    records: list[dict] = []
-    owns: dict[str, dict] = {}
-    absent: dict[str, dict] = {}
-    texts: dict[str, tuple[str, dict]] = {}
-    for folder in folders:
-        w: list[str] = []
-        loaded = rp.load_record(folder, w)
-        src_json = rp.submission_json(loaded)[1]
-        row = _match_row(folder, rp.json_headline(src_json)[0], lb_rows)
-        rec, own = extract_record(folder, track=folder.parent.name, lb_row=row, warnings=warnings,
-                                  record_absent=absent)
-        records.append(rec)
-        owns[rec["record_id"]] = own
-        texts[rec["record_id"]] = (loaded.readme or "", src_json)
-
-    by_id = {r["record_id"]: r for r in records}
-    pr_to_record = lin.build_pr_map(records, texts)
-    resolved = lin.resolve_features(records, owns, absent, pr_to_record)
-
-    out_records = []
-    wanted_ids = {f.name for f in folders if f.resolve() in wanted}
-    for rec in sorted(records, key=lambda r: (r["track"], r["date"] or "", r["record_id"])):
-        if rec["record_id"] not in wanted_ids:
-            continue
-        feats = resolved[rec["record_id"]]
-        rec["features"] = {f: feats[f][0] for f in INTERVENTION_FEATURES}
-        rec["provenance"] = {**rec["provenance"], **{f"features.{f}": feats[f][1] for f in INTERVENTION_FEATURES}}
-        rec["base_record_ids"] = lin.base_candidates(rec, pr_to_record, set(by_id))
-        rec.pop("_base_links")
-        ir = InterventionRecord(**{k: v for k, v in rec.items() if k != "base_record_ids"})
-        d = ir.to_dict()
-        d["base_record_ids"] = rec["base_record_ids"]
-        out_records.append(d)
-    context_only = {f.name for f in folders if f.resolve() not in wanted}
-    warnings = [w for w in warnings if not any(name in w for name in context_only)]
-    return {"generated_from": [str(p) for p in inputs], "records": out_records, "warnings": warnings}
-
-
-# ---------------------------------------------------------------------------------------------
-# Outputs
-# ---------------------------------------------------------------------------------------------
-
-def _csv_value(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "1" if v else "0"
-    return str(v)
-
-
-def to_csv(payload: dict) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["record_id", "track", "val_bpb", *INTERVENTION_FEATURES])
-    for r in payload["records"]:
-        w.writerow([r["record_id"], r["track"], _csv_value(r["val_bpb"]),
-                    *[_csv_value(r["features"].get(f)) for f in INTERVENTION_FEATURES]])
-    return buf.getvalue()
-
-
-def source_kind(prov: str) -> str:
-    p = prov.lower()
-    if p.startswith("inherited"):
-        return "inherited"
-    if p.startswith("default"):
-        return "default"
-    if p.startswith("log"):
-        return "log"
-    if p.startswith("code"):
-        return "code"
-    if p.startswith("json") or p.startswith("submission"):
-        return "json"
-    return "readme"
-
-
-def coverage(payload: dict) -> dict:
-    rows = {}
-    for f in INTERVENTION_FEATURES:
-        counts = {k: 0 for k in SOURCE_KINDS}
-        filled = 0
-        for r in payload["records"]:
-            if r["features"].get(f) is not None:
-                filled += 1
-            counts[source_kind(r["provenance"].get(f"features.{f}", "default"))] += 1
-        rows[f] = {"filled": filled, "sources": counts}
-    return {"n_records": len(payload["records"]), "features": rows}
-
-
-def coverage_markdown(cov: dict) -> str:
-    lines = [f"# Intervention matrix coverage ({cov['n_records']} records)", "",
-             "Filled = non-null value (`warmdown_iters` is null for fraction-based or cosine schedules). "
-             "Sources = where each record's value came from: `log` (config dumps, key:value lines, env listings in "
-             "logs), `code` (train_gpt.py defaults and structure, also source embedded in logs), `json` (submission "
-             "JSON keys and prose), `readme` (README prose, tables and env listings; the leaderboard row), "
-             "`inherited` (from the record of a base PR), `default` (naive-baseline fallback).", "",
-             "| feature | filled | " + " | ".join(SOURCE_KINDS) + " |",
-             "|---|---:|" + "---:|" * len(SOURCE_KINDS)]
-    for f, row in cov["features"].items():
-        lines.append(f"| {f} | {row['filled']} | " + " | ".join(str(row["sources"][k]) for k in SOURCE_KINDS) + " |")
-    return "\n".join(lines) + "\n"
+def write_matrix(path: str | Path, payload: dict) -> Path:
+    """Write the payload as results/interventions.json (schema ``MATRIX_SCHEMA_VERSION``)."""
+    return write_json(path, payload, schema_version=MATRIX_SCHEMA_VERSION)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -484,14 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="records/ folder, track folder or record folder (repeatable), e.g. ../shared/records")
     p.add_argument("--output", required=True, metavar="PATH", help="JSON output, e.g. results/interventions.json")
     p.add_argument("--csv", metavar="PATH", help="CSV twin for FCI, e.g. results/interventions.csv")
-    p.add_argument("--report", metavar="PATH", help="coverage report (.md or .json), e.g. results/interventions_coverage.md")
+    p.add_argument("--report", metavar="PATH",
+                   help="coverage report (.md or .json): feature sources and ablation row classes, "
+                        "e.g. results/interventions_coverage.md")
     add_debug_flag(p)
     return p
 
 
 def _main(args: argparse.Namespace) -> int:
     payload = extract([Path(p) for p in args.input])
-    write_json(args.output, payload)
+    write_matrix(args.output, payload)
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         Path(args.csv).write_text(to_csv(payload), encoding="utf-8")
@@ -502,7 +57,10 @@ def _main(args: argparse.Namespace) -> int:
         else:
             Path(args.report).parent.mkdir(parents=True, exist_ok=True)
             Path(args.report).write_text(coverage_markdown(cov), encoding="utf-8")
-    print(f"{len(payload['records'])} records, {len(payload['warnings'])} warnings -> {args.output}")
+    n_rows = sum(len(r["ablations"]) for r in payload["records"])
+    n_ev = sum(a["kind"] == "ablation" for r in payload["records"] for a in r["ablations"])
+    print(f"{len(payload['records'])} records, {n_rows} ablation rows ({n_ev} evidence), "
+          f"{len(payload['warnings'])} warnings -> {args.output}")
     return 0
 
 

@@ -1,12 +1,23 @@
-"""Rank the next interventions to run: pooled normal prior per candidate, scored by upper confidence bound.
+"""Rank the next interventions to run by the probability that each beats the effect of interest at target scale.
 
-Evidence per candidate (delta val_bpb of adding it; < 0 = better), combined by precision weighting:
-a weak prior N(0, prior_sd^2); the observational estimate from the DAG stage (variance x4 when the
-feature is not identified, left out when the verdict is "under_identified"); pooled leaderboard
-ablation rows; and our own ledger results (``ablation_results.json`` rows). Score: UCB =
-expected improvement + kappa * sd. Candidates already confirmed or refuted (confirmed / harmful / null)
-are left out and listed with the reason. Pairs of candidates whose features were never tried together
-on the leaderboard are ranked too (sum of means, variances plus an interaction term).
+Per candidate (delta val_bpb of adding it; < 0 = better) the evidence is combined by precision
+(``dag.evidence`` says how each item is discounted):
+
+- a weak prior N(0, prior_sd^2), wider for features the expert DAG links strongly to val_bpb;
+- typed leaderboard ablation rows of its feature (discounted by seeds, metric, distance from the control
+  stack; numeric rows by direction);
+- our own screen results, whatever the decision (``inconclusive`` rows stay in as data: only the data of a
+  ``null`` or ``harmful`` result lowers a candidate; ``confirmed`` ones leave the list, as settled), discounted
+  by the class's proxy-to-H100 transfer agreement once it is measured (``transfer``);
+- the observational (FCI back-door) effect, only where the identifiability check says the feature is identified.
+
+Score: ``p_beats`` = P(delta < -effect_of_interest) under the posterior, plus a bounded exploration bonus
+(``bonus_cap`` x posterior sd / prior sd). The bonus never lifts a candidate above one with consistent evidence
+of gain: candidates are ordered first by that flag (the evidence alone, without the prior, gives
+P(delta < 0) >= ``CONSISTENT_P`` and most items agree in sign), then by score. Pairs of candidates whose
+features were never tried together on the leaderboard are ranked in ``combinations`` (a part is the feature's
+best candidate, or "add_<feature>" from its leaderboard rows when no registry intervention exists: ``runnable``
+false).
 
 CLI: python scripts/causal/select_interventions.py --dag dags/cycle_0/causal_dag.json --identifiability dags/cycle_0/identifiability.json --out dags/cycle_0/ranking.json
 """
@@ -15,7 +26,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -23,10 +33,22 @@ from typing import Iterable, Mapping, Sequence
 import networkx as nx
 
 from scripts.causal.core.cli import add_debug_flag, run_cli
+from scripts.causal.core.errors import DataFormatError
 from scripts.causal.core.schema import BASELINE_FEATURES, CandidateIntervention, read_json, write_json
+from scripts.causal.dag.evidence import (
+    SCALE_LIMITED,
+    EvidenceItem,
+    leaderboard_items,
+    observational_item,
+    screen_item,
+)
 
-SETTLED = {"confirmed": "confirmed by our experiments", "harmful": "refuted: harmful in our experiments",
-           "null": "refuted: no effect beyond the margin in our experiments"}
+SETTLED = {"confirmed": "confirmed by our experiments: promote, no further screening"}
+LOWERING = ("null", "harmful")  # decisions whose data stays in and lowers the candidate
+EFFECT_OF_INTEREST = 0.001  # bpb: the smallest gain worth a screen slot (about a third of the 0.005-nat record bar)
+BONUS_CAP = 0.05
+CONSISTENT_P = 0.8
+OVERLAP = 0.25
 _DECREASE = ("down", "half", "minus", "smaller", "fewer", "less", "lower", "off", "remove", "no_")
 
 
@@ -71,21 +93,13 @@ def as_candidates(items: Iterable) -> list[CandidateIntervention]:
     return out
 
 
-def _level(c: CandidateIntervention) -> str | None:
-    """The categorical level a candidate sets: its ``value`` if a string, else a level named in its name."""
-    if isinstance(c.value, str):
-        return c.value
-    return None
-
-
 def _pick_effect(c: CandidateIntervention, effects: Mapping[str, Mapping]) -> Mapping | None:
     """The observational effect row for this candidate's feature (matching a categorical level)."""
     rows = [e for e in effects.values() if e.get("feature") == c.feature and e.get("estimate") is not None]
     if not rows:
         return None
-    level = _level(c)
-    if level is not None:
-        return next((e for e in rows if e["column"] == f"{c.feature}={level}"), None)
+    if isinstance(c.value, str):  # a categorical level
+        return next((e for e in rows if e["column"] == f"{c.feature}={c.value}"), None)
     text = f"{c.name} {c.description}".lower()
     levels = [e for e in rows if "=" in e["column"] and e["column"].split("=", 1)[1].lower() in text]
     if levels:
@@ -94,83 +108,31 @@ def _pick_effect(c: CandidateIntervention, effects: Mapping[str, Mapping]) -> Ma
     return plain[0] if plain else None
 
 
-def _ablation_evidence(c: CandidateIntervention, abl: Mapping | None) -> Mapping | None:
-    """Pooled ablations of the feature; for a categorical level only the rows that name that level."""
-    if not abl:
-        return None
-    level = _level(c)
-    if level is None:
-        return abl
-    token = re.split(r"[_\d]", level.lower())[0]
-    rows = [r for r in abl.get("rows", []) if token and token in r["change"].lower()]
-    if not rows:
-        return None
-    xs = [r["delta_bpb"] for r in rows]
-    mean = sum(xs) / len(xs)
-    sd = (sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else None
-    return {"n": len(xs), "mean": mean, "sd": sd}
-
-
-def pool(evidence: list[tuple[str, float, float]], *, prior_sd: float) -> tuple[float, float]:
-    """Precision-weighted mean and sd of N(0, prior_sd^2) and the (name, mean, sd) evidence items."""
+def pool(evidence: Sequence, *, prior_sd: float) -> tuple[float, float]:
+    """Precision-weighted mean and sd of N(0, prior_sd^2) and the evidence items ((name, mean, sd) or
+    ``EvidenceItem``)."""
     prec = 1.0 / prior_sd**2
     acc = 0.0
-    for _, mu, sd in evidence:
+    for it in evidence:
+        mu, sd = (it.mean, it.sd) if isinstance(it, EvidenceItem) else (it[1], it[2])
         w = 1.0 / max(sd, 1e-6) ** 2
         prec += w
         acc += w * mu
     return acc / prec, math.sqrt(1.0 / prec)
 
 
-def _evidence(c: CandidateIntervention, *, effects, ablations, identifiability, ledger,
-              default_ablation_sd: float) -> tuple[list[tuple[str, float, float]], list[str]]:
-    ev, words = [], []
-    verdict = (identifiability or {}).get("verdict", {})
-    status = verdict.get("status", "identified")
-    feat_ident = ((identifiability or {}).get("per_feature", {}).get(c.feature) or {}).get("identifiable", True)
-    eff = _pick_effect(c, effects)
-    if eff is not None and eff.get("se"):
-        mu, sd = float(eff["estimate"]), float(eff["se"])
-        if eff.get("unit", "0 -> 1") != "0 -> 1":
-            base = BASELINE_FEATURES.get(c.feature)
-            if isinstance(c.value, (int, float)) and isinstance(base, (int, float)) and eff.get("scale"):
-                steps = (float(c.value) - float(base)) / float(eff["scale"])
-                words.append(f"observational {mu:+.4f} per SD x {steps:+.2f} SD ({c.feature} {base} -> {c.value})")
-            else:
-                steps = -1.0 if any(k in c.name.lower() for k in _DECREASE) else 1.0
-                words.append(f"observational {mu:+.4f} per SD of {c.feature} ({'decrease' if steps < 0 else 'increase'} of 1 SD assumed)")
-            mu, sd = mu * steps, sd * abs(steps)
-        if status == "under_identified":
-            words.append(f"observational {mu:+.4f} ±{sd:.4f} ignored (matrix under-identified)")
-        else:
-            if not eff.get("reliable", True):
-                words.append(f"observational {mu:+.4f} not used ({eff.get('note', 'unreliable')})")
-                eff = None
-            elif not feat_ident or not eff.get("adjustment_valid", True):
-                sd *= 2.0
-                words.append(f"observational {mu:+.4f} (sd doubled: {c.feature} not identified)")
-            else:
-                words.append(f"observational {mu:+.4f} ±{sd:.4f} (n={eff.get('n')})")
-            if eff is not None:
-                ev.append(("observational", mu, sd))
-    abl = _ablation_evidence(c, (ablations or {}).get(c.feature))
-    base = BASELINE_FEATURES.get(c.feature)
-    if abl and isinstance(base, (int, float)) and not isinstance(base, bool):
-        words.append(f"{abl['n']} ablation row(s) of numeric {c.feature} not used (direction of change unknown)")
-        abl = None
-    if abl:
-        sd = (abl["sd"] if abl.get("sd") else default_ablation_sd) / math.sqrt(abl["n"])
-        ev.append(("ablations", float(abl["mean"]), sd))
-        words.append(f"{abl['n']} leaderboard ablation(s) mean {abl['mean']:+.4f}")
-    row = (ledger or {}).get(c.name)
-    if row and row.get("mean_delta_bpb") is not None:
-        lo, hi = row.get("ci_low"), row.get("ci_high")
-        sd = (hi - lo) / (2 * 1.96) if lo is not None and hi is not None and hi > lo else default_ablation_sd
-        ev.append(("experiments", float(row["mean_delta_bpb"]), sd))
-        words.append(f"our experiments {row['mean_delta_bpb']:+.4f} ({row.get('decision') or 'paired runs, no decision yet'})")
-    if not ev:
-        words.append("no evidence yet: prior only (worth a first look)")
-    return ev, words
+def _phi(z: float) -> float:
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
+def consistent_gain(items: Sequence[EvidenceItem]) -> bool:
+    """The evidence alone (no prior) says P(delta < 0) >= CONSISTENT_P and at most a third of items disagree."""
+    if not items:
+        return False
+    prec = sum(1 / it.sd**2 for it in items)
+    mean = sum(it.mean / it.sd**2 for it in items) / prec
+    against = sum(it.mean > 0 for it in items)
+    return _phi(-mean * math.sqrt(prec)) >= CONSISTENT_P and against <= len(items) / 3
 
 
 def expert_strengths(expert, *, target: str = "val_bpb") -> dict[str, float]:
@@ -185,21 +147,47 @@ def expert_strengths(expert, *, target: str = "val_bpb") -> dict[str, float]:
     return best
 
 
+def _gather(c: CandidateIntervention, *, effects, ablations, identifiability, ledger, transfer, klass,
+            default_ablation_sd) -> tuple[list[EvidenceItem], list[str]]:
+    items, words = [], []
+    obs, note = observational_item(c, _pick_effect(c, effects), identifiability, _DECREASE)
+    if obs is not None:
+        items.append(obs)
+    if note:
+        words.append(note)
+    lb, notes = leaderboard_items(c, (ablations or {}).get(c.feature))
+    items += lb
+    words += notes
+    exp, note = screen_item(c, ledger.get(c.name), transfer=transfer, klass=klass, default_sd=default_ablation_sd)
+    if exp is not None:
+        items.append(exp)
+    if note and exp is not None:
+        words.append(note)
+    return items, words
+
+
 def rank_candidates(candidates: Iterable, *, effects: Mapping[str, Mapping] | None = None,
                     ablations: Mapping[str, Mapping] | None = None, identifiability: Mapping | None = None,
                     ledger: Mapping[str, Mapping] | Sequence[Mapping] | None = None, kappa: float = 1.0,
                     prior_sd: float = 0.01, default_ablation_sd: float = 0.004, interaction_sd: float = 0.003,
-                    max_pair_parents: int = 6, prior_strength: Mapping[str, float] | None = None) -> dict:
-    """Score each candidate and never-tried pair by UCB; return ranked and excluded lists (pure).
+                    max_pair_parents: int = 6, prior_strength: Mapping[str, float] | None = None,
+                    effect_of_interest: float = EFFECT_OF_INTEREST, bonus_cap: float = BONUS_CAP,
+                    transfer: Mapping | None = None, classes: Mapping[str, str] | None = None,
+                    overlap: float = OVERLAP) -> dict:
+    """Score each candidate and each never-tried pair; return ranked, excluded and combination lists (pure).
 
     ``prior_strength`` (feature -> 0..1, e.g. ``expert_strengths(expert)``) widens the prior of features the
     expert DAG links strongly to val_bpb: prior sd = prior_sd * (0.5 + strength); unknown features use 0.5.
+    ``transfer`` maps a class (registry category) or a candidate name to its proxy-to-H100 agreement in
+    [0, 1] (a number or ``{"agreement": a}``); ``classes`` maps candidate names to classes (default: the
+    registry's categories, else the feature). ``kappa`` scales the exploration bonus (0 = none).
     """
     cands = as_candidates(candidates)
     effects = effects or {}
     if isinstance(ledger, Sequence):
         ledger = {r["intervention"]: r for r in ledger}
     ledger = ledger or {}
+    classes = dict(classes or {})
     ranked, excluded = [], []
     for c in cands:
         row = ledger.get(c.name)
@@ -207,39 +195,133 @@ def rank_candidates(candidates: Iterable, *, effects: Mapping[str, Mapping] | No
             excluded.append({"name": c.name, "feature": c.feature, "reason": SETTLED[row["decision"]],
                              "mean_delta_bpb": row.get("mean_delta_bpb")})
             continue
-        ev, words = _evidence(c, effects=effects, ablations=ablations, identifiability=identifiability,
-                              ledger=ledger, default_ablation_sd=default_ablation_sd)
+        klass = classes.get(c.name) or c.feature or c.name
+        items, words = _gather(c, effects=effects, ablations=ablations, identifiability=identifiability,
+                               ledger=ledger, transfer=transfer, klass=klass, default_ablation_sd=default_ablation_sd)
         strength = (prior_strength or {}).get(c.feature, 0.5)
+        psd = prior_sd * (0.5 + strength)
         if prior_strength is not None:
             words.insert(0, f"expert path strength to val_bpb {strength:.2f}")
-        mu, sd = pool(ev, prior_sd=prior_sd * (0.5 + strength))
-        ranked.append(_scored(c.name, [c.feature], c.description, mu, sd, kappa, ev, words))
-    never = {tuple(sorted(p)) for p in (identifiability or {}).get("never_tried_pairs", [])}
-    singles = sorted(ranked, key=lambda r: -r["ucb"])[:max_pair_parents]
-    for a, b in itertools.combinations(singles, 2):
-        fa, fb = a["features"][0], b["features"][0]
-        if fa == fb or not fa or not fb:
-            continue
-        if tuple(sorted((fa, fb))) not in never:
-            continue
-        mu = a["mean_delta_bpb"] + b["mean_delta_bpb"]
-        sd = math.sqrt(a["sd"] ** 2 + b["sd"] ** 2 + interaction_sd**2)
-        words = [f"never tried together on the leaderboard; sum of the two means, +{interaction_sd} interaction sd"]
-        ranked.append(_scored(f"{a['name']}+{b['name']}", [fa, fb], "pairwise combination", mu, sd, kappa, [], words))
-    ranked.sort(key=lambda r: (-r["ucb"], r["name"]))
+        if row and row.get("decision") in LOWERING:
+            words.append(f"our screen says {row['decision']}: its data lowers the candidate")
+        if c.feature in SCALE_LIMITED and any(it.source == "leaderboard" for it in items):
+            words.append(f"scale caveat: {SCALE_LIMITED[c.feature]}")
+        mu, sd = pool(items, prior_sd=psd)
+        entry = _scored(c.name, [c.feature], c.description, mu, sd, items, words, prior_sd=psd,
+                        eoi=effect_of_interest, bonus=kappa * bonus_cap)
+        entry["class"] = klass
+        entry["consistent_gain"] = consistent_gain(items)
+        ranked.append(entry)
+    ranked.sort(key=lambda r: (not r["consistent_gain"], -r["score"], r["name"]))
     for i, r in enumerate(ranked, 1):
         r["rank"] = i
-    return {"kappa": kappa, "prior_sd": prior_sd, "score": "ucb = -mean_delta_bpb + kappa * sd",
-            "candidates": ranked, "excluded": excluded}
+    never = [tuple(p) for p in (identifiability or {}).get("never_tried_pairs", [])]
+    parts = feature_parts(ranked, {f for p in never for f in p}, ablations=ablations, prior_sd=prior_sd,
+                          prior_strength=prior_strength, eoi=effect_of_interest)
+    combos = rank_combinations(parts, never, interaction_sd=interaction_sd, overlap=overlap,
+                               max_parents=max_pair_parents, eoi=effect_of_interest)
+    return {"schema": "p_beats = P(delta_bpb < -effect_of_interest); score = p_beats + exploration bonus "
+                      "(<= kappa * bonus_cap, proportional to posterior sd / prior sd); candidates with consistent "
+                      "evidence of gain first",
+            "effect_of_interest": effect_of_interest, "kappa": kappa, "bonus_cap": bonus_cap, "prior_sd": prior_sd,
+            "transfer": "measured for " + ", ".join(sorted(transfer)) if transfer else
+                        "not measured: screen results not discounted for proxy-to-H100 transfer",
+            "score": "p_beats + bonus", "candidates": ranked, "excluded": excluded, "combinations": combos}
 
 
-def _scored(name, features, description, mu, sd, kappa, ev, words) -> dict:
+def feature_parts(ranked: Sequence[Mapping], features: set[str], *, ablations: Mapping | None, prior_sd: float,
+                  prior_strength: Mapping[str, float] | None, eoi: float) -> list[dict]:
+    """One scored part per feature of a never-tried pair: the best-ranked candidate of that feature, else (a
+    boolean feature with no runnable candidate) "add_<feature>" scored on its leaderboard rows and the prior."""
+    out, seen = [], set()
+    for r in ranked:
+        f = r["features"][0] if r["features"] else ""
+        if f in features and f not in seen:
+            out.append({**r, "runnable": True})
+            seen.add(f)
+    for f in sorted(features - seen):
+        if BASELINE_FEATURES.get(f) is not False:
+            continue  # only presence features can be "added" without a registry value
+        c = CandidateIntervention(f"add_{f}", f, f"add {f} (no registry intervention yet)", True)
+        items, words = leaderboard_items(c, (ablations or {}).get(f))
+        psd = prior_sd * (0.5 + (prior_strength or {}).get(f, 0.5))
+        mu, sd = pool(items, prior_sd=psd)
+        out.append({**_scored(c.name, [f], c.description, mu, sd, items, words, prior_sd=psd, eoi=eoi, bonus=0.0),
+                    "runnable": False})
+    return out
+
+
+def rank_combinations(singles: Sequence[Mapping], never_tried: Iterable, *, interaction_sd: float, overlap: float,
+                      max_parents: int, eoi: float) -> list[dict]:
+    """Pairs of parts (``feature_parts``) whose features were never tried together on the leaderboard; the
+    best ``max_parents * (max_parents - 1) / 2`` by P(beats the effect of interest) are kept.
+
+    Interaction prior: when both parts are expected to help, the pair keeps all but ``overlap`` of the smaller
+    gain (gains of tricks aimed at the same weakness overlap); sd ``interaction_sd``. Mean = mu_a + mu_b +
+    interaction mean; variance = sd_a^2 + sd_b^2 + interaction_sd^2.
+    """
+    never = {tuple(sorted(p)) for p in never_tried}
+    top = [r for r in singles if r["features"] and r["features"][0]]
+    out = []
+    for a, b in itertools.combinations(top, 2):
+        fa, fb = a["features"][0], b["features"][0]
+        if fa == fb or tuple(sorted((fa, fb))) not in never:
+            continue
+        ma, mb = a["mean_delta_bpb"], b["mean_delta_bpb"]
+        inter = overlap * min(-ma, -mb) if ma < 0 and mb < 0 else 0.0
+        mu = ma + mb + inter
+        sd = math.sqrt(a["sd"] ** 2 + b["sd"] ** 2 + interaction_sd**2)
+        p = _phi((-eoi - mu) / sd)
+        out.append({"name": f"{a['name']}+{b['name']}", "features": [fa, fb], "mean_delta_bpb": mu, "sd": sd,
+                    "runnable": bool(a.get("runnable", True) and b.get("runnable", True)),
+                    "p_beats": p, "interaction_prior": {"mean": inter, "sd": interaction_sd},
+                    "parts": [{"name": r["name"], "mean_delta_bpb": r["mean_delta_bpb"], "sd": r["sd"],
+                               "evidence": [e["label"] for e in r["evidence"]] or ["prior only"]} for r in (a, b)],
+                    "reason": (f"never tried together on the leaderboard; {a['name']} {ma:+.4f} + {b['name']} {mb:+.4f}"
+                               f" + interaction {inter:+.4f} (overlap {overlap:.0%} of the smaller gain, sd "
+                               f"{interaction_sd}) = {mu:+.4f} ±{sd:.4f}, P(beats {eoi} bpb)={p:.2f}")})
+    out.sort(key=lambda r: (-r["p_beats"], r["name"]))
+    out = out[: max_parents * (max_parents - 1) // 2]
+    for i, r in enumerate(out, 1):
+        r["rank"] = i
+    return out
+
+
+def _scored(name, features, description, mu, sd, items, words, *, prior_sd, eoi, bonus) -> dict:
     imp = -mu
-    p_improve = 0.5 * (1 + math.erf(imp / (sd * math.sqrt(2))))
-    reason = (f"expected improvement {imp:+.4f} bpb (sd {sd:.4f}, P(better)={p_improve:.2f}); " + "; ".join(words))
+    p_beats = _phi((-eoi - mu) / sd)
+    p_improve = _phi(imp / sd)
+    explore = bonus * min(1.0, sd / prior_sd)
+    lb = [it for it in items if it.source == "leaderboard"]
+    head = (f"P(beats {eoi} bpb)={p_beats:.2f}, expected improvement {imp:+.4f} bpb (sd {sd:.4f}), "
+            f"exploration bonus {explore:.3f}")
+    if not items:
+        words = words + ["no evidence yet: prior only (worth a first look)"]
+    elif lb:
+        words = [f"{len(lb)} leaderboard row(s): " + "; ".join(it.label for it in lb)] + words
+    words = words + [it.label for it in items if it.source != "leaderboard"]
     return {"name": name, "features": features, "description": description, "mean_delta_bpb": mu, "sd": sd,
-            "expected_improvement": imp, "ucb": imp + kappa * sd, "p_improve": p_improve,
-            "evidence": [{"source": s, "mean": m, "sd": d} for s, m, d in ev], "reason": reason}
+            "expected_improvement": imp, "p_improve": p_improve, "p_beats": p_beats, "exploration_bonus": explore,
+            "score": p_beats + explore,
+            "evidence": [{"source": it.source, "mean": it.mean, "sd": it.sd, "label": it.label} for it in items],
+            "reason": head + "; " + "; ".join(words)}
+
+
+def registry_classes() -> dict[str, str]:
+    """Candidate name -> registry category (the class whose proxy-to-H100 transfer is measured)."""
+    from scripts.causal.screen import registry as reg
+
+    return {iv.name: iv.category for iv in reg.list_interventions()}
+
+
+def read_transfer(path: str | Path) -> dict:
+    """``{"classes": {class_or_name: agreement | {"agreement": a, ...}}}`` from a transfer JSON."""
+    data = read_json(path)
+    classes = data.get("classes")
+    if not isinstance(classes, Mapping):
+        raise DataFormatError(f"{path}: needs a 'classes' object mapping a class or intervention name to its "
+                              "proxy-to-H100 agreement in [0, 1], e.g. {\"classes\": {\"activation\": 0.8}}")
+    return dict(classes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,7 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dag", default="dags/cycle_0/causal_dag.json", help="causal_dag.json from estimate_dag.py")
     p.add_argument("--identifiability", default=None, help="identifiability.json (default: beside --dag)")
     p.add_argument("--ledger-results", default=None, help="ablation_results.json of our experiments, e.g. results/ablation_results.json")
-    p.add_argument("--kappa", type=float, default=1.0, help="UCB exploration weight, e.g. 1.0")
+    p.add_argument("--transfer", default=None, metavar="PATH",
+                   help="proxy-to-H100 transfer agreement per class, JSON {\"classes\": {\"activation\": 0.8}} "
+                        "(absent: screen results are not discounted, and the ranking says so)")
+    p.add_argument("--effect-of-interest", type=float, default=EFFECT_OF_INTEREST,
+                   help=f"bpb gain the score asks for: P(delta < -this), e.g. {EFFECT_OF_INTEREST}")
+    p.add_argument("--kappa", type=float, default=1.0,
+                   help=f"exploration bonus weight (bonus <= kappa x {BONUS_CAP}), e.g. 1.0; 0 = none")
     p.add_argument("--out", default=None, help="output JSON (default: ranking.json beside --dag)")
     add_debug_flag(p)
     return p
@@ -262,10 +350,13 @@ def main(argv: list[str] | None = None) -> int:
         ledger = read_json(args.ledger_results)["results"] if args.ledger_results else None
         result = rank_candidates(registry_candidates(), effects=dag.get("effects", {}),
                                  ablations=dag.get("ablations", {}).get("pooled", {}), identifiability=ident,
-                                 ledger=ledger, kappa=args.kappa)
+                                 ledger=ledger, kappa=args.kappa, effect_of_interest=args.effect_of_interest,
+                                 transfer=read_transfer(args.transfer) if args.transfer else None,
+                                 classes=registry_classes())
         out = args.out or Path(args.dag).with_name("ranking.json")
         write_json(out, result)
-        print(f"ranking:{len(result['candidates'])} excluded:{len(result['excluded'])} out:{out}")
+        print(f"ranking:{len(result['candidates'])} excluded:{len(result['excluded'])} "
+              f"combinations:{len(result['combinations'])} out:{out}")
         return 0
 
     return run_cli(body, debug=args.debug)

@@ -99,3 +99,11 @@ def test_per_seed_table_with_sliding_and_ttt_columns_gives_the_mean_ttt_effect()
     text = ("| Seed | Sliding BPP | **TTT BPP** | Artifact |\n|---|---|---|---|\n| 42 | 1.0829 | **1.0808** | 1 |\n"
             "| **Mean** | **1.0827** | **1.0810** | 2 |\n")
     assert [r.delta_bpb for r in table_ablations(text)] == [pytest.approx(-0.0017)]
+
+
+def test_per_seed_standard_and_sliding_columns_give_the_sliding_effect():
+    text = ("| seed | val_bpb | sliding_val_bpb | size |\n|---|---|---|---|\n"
+            "| 1 | 1.2184 | 1.1971 | 15418110 |\n| 2 | 1.2182 | 1.1969 | 15422121 |\n")
+    (row,) = table_ablations(text)
+    assert row.delta_bpb == pytest.approx(1.197 - 1.2183) and row.n_seeds == 2
+    assert row.change.startswith("sliding window eval (val_bpb -> sliding_val_bpb")

@@ -22,7 +22,8 @@ from scripts.causal.dag.prepare import PreparedMatrix
 @pytest.mark.parametrize("change, features, sign", [
     ("+ LoRA TTT", ["lora_ttt"], 1),
     ("EMA", ["ema"], 1),
-    ("No EMA: EMA still hurts", ["ema"], -1),
+    ("No EMA: EMA still hurts", ["ema"], 1),  # "No EMA:" labels the bullet; the sentence says what EMA does
+    ("No EMA at all", ["ema"], -1),
     ("SmearGate: blends each position", ["smeargate"], 1),
     ("+ Stride (chunk=256)", ["sliding_window_eval"], 1),
     ("+ Doc-isolated", ["varlen_attention"], 1),
@@ -50,8 +51,25 @@ def test_pool_ablations_pools_per_feature_and_reports_unmapped():
     assert pooled["ema"]["n"] == 2
     assert pooled["ema"]["mean"] == pytest.approx(-0.003)
     assert pooled["ema"]["sd"] == pytest.approx(np.std([-0.004, -0.002], ddof=1))
-    reasons = sorted(u["reason"].split(" ")[0] for u in unmapped)
-    assert len(unmapped) == 3 and reasons == ["no", "several", "|delta_bpb|"]
+    assert {u["change"]: u["kind"] for u in unmapped} == {
+        "1337": "fragment", "+ XSA + EMA": "multi_feature", "Byte best (10min)": "no_delta", "EMA": "no_delta"}
+    # each evidence row keeps what the ranking discounts by
+    row = pooled["ema"]["rows"][1]
+    assert (row["reported_delta_bpb"], row["direction"], row["record_id"]) == (0.002, -1, "a")
+
+
+def test_pool_ablations_reads_typed_rows_and_uses_their_direction():
+    recs = [{"record_id": "r", "features": {"num_layers": 11, "ema": True},
+             "ablations": [{"change": "11L vs 9L", "delta_bpb": -0.004, "source": "README prose", "kind": "ablation",
+                            "features": ["num_layers"], "from_value": 9, "to_value": 11, "direction": 1},
+                           {"change": "10L vs 11L", "delta_bpb": 0.002, "source": "README prose", "kind": "ablation",
+                            "features": ["num_layers"], "from_value": 11, "to_value": 10, "direction": -1},
+                           {"change": "Improvement: 0.1144 nats", "delta_bpb": -0.06, "source": "README prose",
+                            "kind": "headline"}]}]
+    pooled, unmapped = pool_ablations(recs)
+    assert [r["delta_bpb"] for r in pooled["num_layers"]["rows"]] == [-0.004, -0.002]
+    assert pooled["num_layers"]["rows"][0]["distance"] == 2  # num_layers and ema differ from the baseline
+    assert [u["kind"] for u in unmapped] == ["headline"]
 
 
 EXPERT = ExpertDag(

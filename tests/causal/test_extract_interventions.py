@@ -32,7 +32,7 @@ def by_id(payload) -> dict:
 
 
 def test_every_record_has_the_schema_fields(payload):
-    assert len(payload["records"]) == 12
+    assert len(payload["records"]) == 14
     for r in payload["records"]:
         for key in ("record_id", "track", "date", "author", "val_bpb", "pre_quant_bpb", "post_quant_bpb",
                     "artifact_bytes", "seeds", "base_prs", "features", "ablations", "provenance"):
@@ -117,7 +117,15 @@ def test_lookalikes_dead_code_and_negative_results(by_id):
 def test_ablations_are_normalised(by_id):
     rows = by_id["2026-01-08_Ablations"]["ablations"]
     assert len(rows) == 7
-    assert all(set(a) == {"change", "delta_bpb", "source"} for a in rows)
+    assert all(set(a) >= {"change", "delta_bpb", "source", "kind", "features", "from_value", "to_value", "metric",
+                          "record_id", "base", "n_seeds", "source_kind"} for a in rows)
+    typed = {a["change"][:14]: (a["kind"], a["features"], a["direction"]) for a in rows}
+    assert typed["+ Legal TTT"] == ("ablation", ["ttt"], 1)
+    assert typed["+ QK gain 5"] == ("ablation", ["qk_gain"], 1)
+    assert typed["Raising the wa"] == ("ablation", ["warmdown_iters"], 1)  # direction from "Raising"
+    assert typed["Muon momentum "][0] == "sweep_unmapped"
+    qk = next(a for a in rows if a["change"] == "+ QK gain 5")
+    assert (qk["from_value"], qk["to_value"], qk["record_id"]) == (1.5, 5.0, "2026-01-08_Ablations")
     nats = [a for a in rows if "Muon momentum" in a["change"]]
     assert nats[0]["delta_bpb"] == pytest.approx(-0.0021 * 1.1194 / 1.89, abs=1e-6)
 
@@ -126,7 +134,7 @@ def test_bad_input_gives_warnings_and_the_run_goes_on(tmp_path):
     shutil.copytree(RECORDS, tmp_path / "records")
     (tmp_path / "records" / "track_fixture_10min" / "2026-01-13_Empty").mkdir()
     out = ei.extract([tmp_path / "records"])
-    assert len(out["records"]) == 12
+    assert len(out["records"]) == 14
     w = "\n".join(out["warnings"])
     assert "2026-01-13_Empty: not a record folder" in w
     assert "not valid UTF-8" in w and "malformed JSON" in w
@@ -151,7 +159,7 @@ def test_single_record_and_track_inputs(by_id):
     assert r["base_record_ids"] == ["2026-01-03_SmearGateBase"]  # siblings are read for lineage only
     assert r["features"]["smeargate"] is True and single["warnings"] == []
     track = ei.extract([RECORDS / "track_fixture_10min"])
-    assert len(track["records"]) == 11
+    assert len(track["records"]) == 13
 
 
 def test_missing_input_is_a_config_error(tmp_path):
@@ -163,9 +171,9 @@ def test_cli_writes_json_csv_and_coverage(tmp_path):
     out, csv_path, rep = tmp_path / "iv.json", tmp_path / "iv.csv", tmp_path / "cov.md"
     assert ei.main(["--input", str(RECORDS), "--output", str(out), "--csv", str(csv_path), "--report", str(rep)]) == 0
     data = read_json(out)
-    assert data["schema_version"] == 1 and data["generated_from"] == [str(RECORDS)]
+    assert data["schema_version"] == 2 and data["generated_from"] == [str(RECORDS)]
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
-    assert len(rows) == 12
+    assert len(rows) == 14
     assert list(rows[0]) == ["record_id", "track", "val_bpb", *INTERVENTION_FEATURES]
     base = next(r for r in rows if r["record_id"] == "2026-01-01_Baseline")
     assert base["tied_embeddings"] == "1" and base["smeargate"] == "0" and base["activation"] == "relu2"
@@ -173,7 +181,8 @@ def test_cli_writes_json_csv_and_coverage(tmp_path):
     assert "| smeargate |" in text and "inherited" in text
     assert ei.main(["--input", str(RECORDS), "--output", str(out), "--report", str(tmp_path / "cov.json")]) == 0
     cov = json.loads((tmp_path / "cov.json").read_text())
-    assert cov["features"]["num_layers"]["filled"] == 12
+    assert cov["features"]["num_layers"]["filled"] == 14
+    assert cov["ablation_rows"]["kinds"]["headline"] == 1 and cov["ablation_rows"]["kinds"]["sweep_unmapped"] == 3
 
 
 def test_script_runs_without_install(tmp_path):
@@ -210,3 +219,31 @@ def test_without_json_the_readme_headline_beats_a_mean_over_unrelated_logs(tmp_p
     (rec / "log_10min.txt").write_text("final_int8_zlib_roundtrip_exact val_loss:0.97 val_bpb:1.40320671\n")
     (r,) = ei.extract([tmp_path])["records"]
     assert r["val_bpb"] == 1.35945128
+
+
+def test_logs_only_folder_with_an_odd_name_is_a_record(by_id):
+    rec = by_id["2026-01-14_Logs Only (rerun)"]
+    assert rec["val_bpb"] == pytest.approx(1.0705) and rec["provenance"]["val_bpb"] == "logs:mean of seeds"
+    assert rec["leaderboard_rank"] == 4 and rec["author"] == "erin"  # matched through the %20 / (..) link
+    assert rec["features"]["num_layers"] == 11 and rec["features"]["vocab_size"] == 8192
+    assert [s["val_bpb"] for s in rec["seeds"]] == [1.07, 1.071]  # frontier line without val_loss
+    assert rec["pre_quant_bpb"] == pytest.approx(1.079)  # "pre-quantization post-ema" line
+    (ttt,) = rec["ablations"]
+    assert (ttt["kind"], ttt["features"], ttt["source_kind"], ttt["n_seeds"]) == ("ablation", ["ttt"], "log", 2)
+    assert ttt["delta_bpb"] == pytest.approx(-0.0098) and ttt["metric"] == "post_ttt"
+
+
+def test_table_shapes_are_read_and_typed(by_id):
+    rows = {a["change"]: a for a in by_id["2026-01-15_TableShapes"]["ablations"]}
+    typed = {k: (a["kind"], a["features"], a["from_value"], a["to_value"], a["direction"], a["delta_bpb"])
+             for k, a in rows.items()}
+    assert typed["with SmearGate"] == ("ablation", ["smeargate"], False, True, 1, -0.003)  # with/without pair
+    assert typed["11L vs 9L"] == ("ablation", ["num_layers"], 9.0, 11.0, 1, -0.0042)      # Δ vs base column
+    assert typed["MLP 3x"] == ("ablation", ["mlp_mult"], 2.0, 3.0, 1, -0.0031)            # from = baseline
+    assert typed["Softcap 30 -> 20"] == ("ablation", ["logit_softcap"], 30.0, 20.0, -1, 0.0006)
+    assert rows["11L vs 9L"]["metric"] == "sliding"                                       # from the column name
+    assert [typed[k][0] for k in ("MATRIX_LR = 0.04", "MATRIX_LR = 0.06")] == ["sweep_unmapped"] * 2
+    ttt = rows["TTT (Sliding BPB -> TTT BPB, mean)"]                                      # per-seed table
+    assert (ttt["kind"], ttt["n_seeds"], ttt["delta_bpb"]) == ("ablation", 3, pytest.approx(-0.0023))
+    head = next(a for a in rows.values() if a["change"].startswith("Improvement"))
+    assert head["kind"] == "headline"

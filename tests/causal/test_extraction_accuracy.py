@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 
 from scripts.causal.core.schema import read_json
-from scripts.causal.extraction_accuracy import main, score, values_equal
+from scripts.causal.extraction_accuracy import main, merge_truths, score, type_matches, values_equal
 
 REPO = Path(__file__).resolve().parents[2]
 TRUTH = Path(__file__).parent / "data" / "labels" / "truth.json"
+ABLATION_TRUTH = Path(__file__).parent / "data" / "labels" / "ablation_truth.json"
 
 
 def test_values_equal_types():
@@ -28,6 +29,30 @@ def test_score_counts_each_metric():
     assert any("xsa" in m for m in rep.mismatches)
 
 
+def test_typing_is_scored_on_found_rows():
+    truth = {"records": {"a": {"ablations": [
+        {"change": "+ XSA", "delta_bpb": -0.003, "kind": "ablation", "features": ["xsa"], "direction": 1},
+        {"change": "vs PR #1", "delta_bpb": -0.01, "kind": "record_vs_base"},
+        {"change": "LR 0.02", "delta_bpb": -0.002, "kind": "sweep_unmapped"},
+        {"change": "unfound", "delta_bpb": 0.05, "kind": "headline"}]}}}
+    pred = {"records": [{"record_id": "a", "features": {}, "ablations": [
+        {"change": "+ XSA", "delta_bpb": -0.003, "kind": "ablation", "features": ["xsa"], "direction": -1},
+        {"change": "vs PR #1", "delta_bpb": -0.01, "kind": "record_vs_base", "features": []},
+        {"change": "LR", "delta_bpb": -0.002, "kind": "sweep_unmapped", "features": []}]}]}
+    rep = score(pred, truth)
+    assert rep.ablation_recall == 0.75 and rep.n_typed == 3
+    assert rep.typing_accuracy == pytest.approx(2 / 3)  # XSA found but with the wrong direction
+    assert any("typed ablation ['xsa'] -1 != ablation ['xsa'] 1" in m for m in rep.mismatches)
+    assert type_matches({"kind": "multi_feature", "features": ["a", "b"]}, {"kind": "multi_feature"})
+
+
+def test_merge_truths_rejects_a_record_labelled_twice():
+    one = {"records": {"a": {"ablations": []}}}
+    assert merge_truths([one, {"records": {"b": {}}}])["records"].keys() == {"a", "b"}
+    with pytest.raises(ValueError, match="more than one"):
+        merge_truths([one, one])
+
+
 def test_truth_fixture_covers_at_least_ten_records():
     truth = read_json(TRUTH)
     assert len(truth["records"]) >= 10
@@ -39,7 +64,14 @@ def test_committed_matrix_meets_the_targets_on_the_hand_labels():
     assert rep.val_bpb_exact >= 0.95
     assert rep.feature_agreement >= 0.90
     assert rep.feature_agreement_non_baseline >= 0.80
-    assert rep.ablation_recall >= 0.70
+    assert rep.ablation_recall >= 0.85 and rep.typing_accuracy >= 0.80
+
+
+def test_committed_matrix_recall_and_typing_on_all_ablation_labels():
+    truth = merge_truths([read_json(TRUTH), read_json(ABLATION_TRUTH)])
+    rep = score(read_json(REPO / "results" / "interventions.json"), truth)
+    assert rep.n_ablations >= 80 and len(truth["records"]) >= 40
+    assert rep.ablation_recall >= 0.85 and rep.typing_accuracy >= 0.80
 
 
 def test_cli_prints_a_report(capsys):

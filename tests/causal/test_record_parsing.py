@@ -15,19 +15,37 @@ TRACK = RECORDS / "track_fixture_10min"
 def test_discover_records_from_root_track_and_single_folder():
     found = rp.discover_records(RECORDS)
     names = [p.name for p in found]
-    assert len(names) == 12
-    assert "2026-01-10_Study" in names  # non-record track is found too
+    assert len(names) == 14
+    assert "2026-01-10_Study" in names and "2026-01-14_Logs Only (rerun)" in names  # logs only, odd name  # non-record track is found too
     assert [p.name for p in rp.discover_records(TRACK)] == [n for n in names if n != "2026-01-10_Study"]
     single = rp.discover_records(TRACK / "2026-01-05_NoJson")
     assert [p.name for p in single] == ["2026-01-05_NoJson"]
+
+
+def test_frontier_final_log_lines_are_read():
+    text = ("step:500/500 val_loss:1.9 val_bpb:1.12\n"
+            "pre-quantization post-ema val_loss:2.78 val_bpb:1.079\n"
+            "final_sliding_window_eval_exact stride:64 val_loss:1.8 val_bpb:1.10000001\n"
+            "final_int6_sliding_window_exact val_loss:1.87 val_bpb:1.09876543\n"
+            "ttt_sliding:done val_loss=1.8 val_bpb=1.0999\n"
+            "quantized_ttt val_loss:2.7 val_bpb:1.0712\n"
+            "quantized_ttt_phased val_bpb:1.0611 eval_time:300ms\n")
+    assert rp.log_metrics(text) == [("pre-quantization post-ema", 1.079), ("final_sliding_window_eval_exact", 1.10000001),
+                                    ("final_int6_sliding_window_exact", 1.09876543), ("ttt_sliding:done", 1.0999),
+                                    ("quantized_ttt", 1.0712), ("quantized_ttt_phased", 1.0611)]
+    assert rp.log_final_bpb(text) == ("quantized_ttt_phased", 1.0611)
 
 
 def test_folder_without_readme_or_scores_is_not_a_record(tmp_path):
     (tmp_path / "track_x" / "empty").mkdir(parents=True)
     (tmp_path / "track_x" / "readme_only").mkdir()
     (tmp_path / "track_x" / "readme_only" / "README.md").write_text("# notes\n")
+    (tmp_path / "track_x" / "log_no_score").mkdir()
+    (tmp_path / "track_x" / "log_no_score" / "train.log").write_text("step:1/10 val_loss:2.0 val_bpb:1.3\n")
     assert rp.discover_records(tmp_path) == []
-    assert {p.name for p in rp.empty_candidate_folders(tmp_path)} == {"empty", "readme_only"}
+    assert {p.name for p in rp.empty_candidate_folders(tmp_path)} == {"empty", "readme_only", "log_no_score"}
+    (tmp_path / "track_x" / "log_no_score" / "train.log").write_text("final_int8_zlib_roundtrip_exact val_bpb:1.2\n")
+    assert [p.name for p in rp.discover_records(tmp_path)] == ["log_no_score"]
 
 
 def test_non_utf8_is_replaced_with_a_warning():
@@ -106,7 +124,8 @@ def test_log_final_prefers_the_exact_line():
 
 def test_parse_leaderboard_rows_links_and_prs():
     rows = rp.parse_leaderboard((RECORDS / "README.md").read_text())
-    assert [r.rank for r in rows] == [1, 2, 3, 4]
+    assert [r.rank for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[3].record_path == "track_fixture_10min/2026-01-14_Logs Only (rerun)"  # %20 and (..) in the link
     top = rows[0]
     assert top.score == 1.11 and top.author == "carol" and top.date == "2026-01-07"
     assert top.record_path == "track_fixture_10min/2026-01-07_DeltaOverBase"

@@ -1,4 +1,5 @@
-"""Tests for scripts/causal/select_interventions.py: pooling, exclusions, pairs and reasons."""
+"""Tests for scripts/causal/select_interventions.py (and dag/evidence.py): precision pooling of a weak prior,
+typed leaderboard rows, screen results and identified observational effects; ordering, reasons, pairs."""
 from __future__ import annotations
 
 import math
@@ -6,15 +7,32 @@ import math
 import pytest
 
 from scripts.causal.core.schema import CandidateIntervention
-from scripts.causal.select_interventions import as_candidates, pool, rank_candidates, registry_candidates
+from scripts.causal.dag import evidence as ev
+from scripts.causal.dag.effects import pool_ablations
+from scripts.causal.select_interventions import (
+    as_candidates,
+    main,
+    pool,
+    rank_candidates,
+    registry_candidates,
+    registry_classes,
+)
 
-CANDS = [("ema_0997", "ema", "EMA weights"), ("xsa_last4", "xsa", "XSA"), ("act_gelu", "activation", "GELU", "gelu"),
-         ("act_leaky_relu2", "activation", "leaky", "leaky_relu2"), ("matrix_lr_half", "", "lr x0.5"),
-         ("ln_scale", "ln_scale", "ln scale")]
-ABLATIONS = {"ema": {"n": 2, "mean": -0.004, "sd": 0.002, "rows": [{"change": "EMA", "delta_bpb": -0.003},
-                                                                    {"change": "EMA", "delta_bpb": -0.005}]},
-             "activation": {"n": 1, "mean": -0.003, "sd": None,
-                            "rows": [{"change": "LeakyReLU^2", "delta_bpb": -0.003}]}}
+CANDS = [("ema_0997", "ema", "EMA weights", True), ("xsa_last4", "xsa", "XSA", True),
+         ("act_gelu", "activation", "GELU", "gelu"), ("act_leaky_relu2", "activation", "leaky", "leaky_relu2"),
+         ("matrix_lr_half", "", "lr x0.5"), ("ln_scale", "ln_scale", "ln scale", True)]
+
+
+def _row(change, delta, feature, **kw):
+    return {"change": change, "delta_bpb": delta, "source": "README table 'Ablations'", "kind": "ablation",
+            "features": [feature], "direction": kw.pop("direction", 1), "metric": kw.pop("metric", "post_quant"),
+            "source_kind": "table", **kw}
+
+
+def _matrix(*rows_per_record):
+    """Records on the control stack (no feature differs from the baseline), one per list of rows."""
+    return [{"record_id": f"r{i}", "track": "track_10min_16mb", "features": {}, "ablations": rows}
+            for i, rows in enumerate(rows_per_record)]
 
 
 def test_pool_is_precision_weighted():
@@ -23,62 +41,172 @@ def test_pool_is_precision_weighted():
     assert pool([], prior_sd=0.02) == (0.0, pytest.approx(0.02))
 
 
-def test_ranking_uses_evidence_and_gives_reasons():
-    out = rank_candidates(CANDS, ablations=ABLATIONS, prior_sd=0.01)
+def test_three_concordant_rows_beat_a_prior_only_change_and_a_contradicting_row_lowers_it_as_expected():
+    three = [[_row("+ XSA", -0.003, "xsa")] for _ in range(3)]  # three records, one row each
+    pooled3, _ = pool_ablations(_matrix(*three))
+    pooled4, _ = pool_ablations(_matrix(*three, [_row("+ XSA", +0.003, "xsa")]))
+    cands = [("xsa_last4", "xsa", "XSA", True), ("ln_scale", "ln_scale", "", True)]
+    out3 = rank_candidates(cands, ablations=pooled3)
+    out4 = rank_candidates(cands, ablations=pooled4)
+    assert [c["name"] for c in out3["candidates"]] == ["xsa_last4", "ln_scale"]
+    # the expected amount: precision weights of N(0, 0.01^2) and rows of sd sqrt(TAU^2 + SEED_SD^2)
+    # the expected amount: precision weights of N(0, 0.01^2) and rows of variance TAU^2 + SEED_SD^2, plus (four
+    # rows that disagree) the DerSimonian-Laird between-record variance: Q = w * sum((x - mean)^2), k - 1 = 3
+    v = ev.TAU**2 + ev.SEED_SD**2
+    w0, w = 1 / 0.01**2, 1 / v
+    q = w * (3 * (-0.003 + 0.0015) ** 2 + (0.003 + 0.0015) ** 2)
+    tau2 = (q - 3) / (4 * w - 4 * w**2 / (4 * w))
+    w4 = 1 / (v + tau2)
+    mu3, mu4 = 3 * w * -0.003 / (w0 + 3 * w), (3 * w4 * -0.003 + w4 * 0.003) / (w0 + 4 * w4)
+    x3 = next(c for c in out3["candidates"] if c["name"] == "xsa_last4")
+    x4 = next(c for c in out4["candidates"] if c["name"] == "xsa_last4")
+    assert x3["mean_delta_bpb"] == pytest.approx(mu3) and x3["sd"] == pytest.approx((w0 + 3 * w) ** -0.5)
+    assert x4["mean_delta_bpb"] == pytest.approx(mu4) and x4["sd"] == pytest.approx((w0 + 4 * w4) ** -0.5)
+    assert x4["mean_delta_bpb"] - x3["mean_delta_bpb"] == pytest.approx(mu4 - mu3)
+    assert (mu3, mu4) == (pytest.approx(-0.0029635, abs=1e-6), pytest.approx(-0.0014670, abs=1e-6))
+    assert "between-record spread tau" in x4["reason"] and x4["p_beats"] < x3["p_beats"]
+    assert x3["consistent_gain"] and x3["p_beats"] > 0.8
+    assert "3 leaderboard row(s)" in x3["reason"] and "r2: '+ XSA' -0.0030" in x3["reason"]
+    ln = next(c for c in out3["candidates"] if c["name"] == "ln_scale")
+    assert ln["evidence"] == [] and "prior only" in ln["reason"] and ln["score"] < x3["score"]
+
+
+def test_exploration_bonus_never_lifts_prior_only_above_consistent_evidence():
+    # a weak but consistent gain (one row, far stack) still ranks above a very wide prior-only candidate
+    rows = [_row("+ XSA", -0.004, "xsa", metric="post_ttt")]
+    pooled, _ = pool_ablations([{"record_id": "far", "track": "track_10min_16mb",
+                                 "features": {"num_layers": 11, "ema": True, "xsa": True}, "ablations": rows}])
+    out = rank_candidates([("wide", "num_layers", "", None), ("xsa_last4", "xsa", "", True)], ablations=pooled,
+                          prior_strength={"num_layers": 5.0, "xsa": 0.5}, kappa=10.0)
+    x = next(c for c in out["candidates"] if c["name"] == "xsa_last4")
+    wide = next(c for c in out["candidates"] if c["name"] == "wide")
+    assert wide["score"] > x["score"]  # the bonus alone would put it first ...
+    assert x["consistent_gain"] and out["candidates"][0]["name"] == "xsa_last4"  # ... the evidence rule does not
+    assert "3 features from control" in x["reason"] and "metric post_ttt" in x["reason"]
+
+
+def test_row_discounts_for_seeds_metric_distance_and_track():
+    base = math.sqrt(ev.TAU**2 + ev.SEED_SD**2)
+    rows = [_row("+ XSA", -0.002, "xsa", n_seeds=3, metric="post_ttt")]
+    pooled, _ = pool_ablations([{"record_id": "x", "track": "track_non_record_16mb", "features": {"ema": True},
+                                 "ablations": rows}])
+    items, _ = ev.leaderboard_items(CandidateIntervention("xsa_last4", "xsa", "", True), pooled["xsa"])
+    want = ev.METRIC_FACTOR["post_ttt"] * (1 + ev.DISTANCE_STEP) * ev.NON_RECORD_FACTOR * math.sqrt(
+        ev.TAU**2 + ev.SEED_SD**2 / 3)
+    assert items[0].sd == pytest.approx(want) and items[0].sd > base
+
+
+def test_numeric_rows_use_their_direction():
+    rows = [_row("11L vs 9L", -0.004, "num_layers", from_value=9, to_value=11),
+            _row("8L vs 9L", 0.006, "num_layers", from_value=9, to_value=8, direction=-1)]
+    pooled, _ = pool_ablations(_matrix(rows[:1], rows[1:]))
+    items, _ = ev.leaderboard_items(CandidateIntervention("num_layers_plus2", "num_layers", "", 11),
+                                    pooled["num_layers"])
+    assert [round(i.mean, 6) for i in items] == [-0.004, -0.006]  # removing a layer hurt: adding helps
+    assert items[1].sd == pytest.approx(items[0].sd * ev.REVERSED_FACTOR * ev.OUT_OF_RANGE_FACTOR)  # 9 -> 8
+    fewer, _ = ev.leaderboard_items(CandidateIntervention("num_layers_minus2", "num_layers", "", 7),
+                                    pooled["num_layers"])
+    assert [round(i.mean, 6) for i in fewer] == [0.004, 0.006]
+
+
+def test_categorical_level_takes_only_its_own_rows():
+    pooled, _ = pool_ablations(_matrix([_row("+ LeakyReLU(0.5)^2", -0.002, "activation", to_value="leaky_relu2")]))
+    out = rank_candidates(CANDS, ablations=pooled)
     by = {c["name"]: c for c in out["candidates"]}
-    assert len(out["candidates"]) >= 5
-    ema = by["ema_0997"]
-    exp_mu, exp_sd = pool([("ablations", -0.004, 0.002 / math.sqrt(2))], prior_sd=0.01)
-    assert ema["mean_delta_bpb"] == pytest.approx(exp_mu) and ema["sd"] == pytest.approx(exp_sd)
-    assert "2 leaderboard ablation(s)" in ema["reason"]
-    # a categorical level only takes the ablation rows that name it
-    assert by["act_leaky_relu2"]["evidence"][0]["source"] == "ablations"
-    assert by["act_gelu"]["evidence"] == [] and "prior only" in by["act_gelu"]["reason"]
-    assert [c["rank"] for c in out["candidates"]] == list(range(1, len(out["candidates"]) + 1))
-    ucbs = [c["ucb"] for c in out["candidates"]]
-    assert ucbs == sorted(ucbs, reverse=True)
+    assert by["act_leaky_relu2"]["evidence"][0]["source"] == "leaderboard"
+    assert by["act_gelu"]["evidence"] == []
+    assert by["act_leaky_relu2"]["rank"] == 1
 
 
-def test_settled_candidates_are_left_out():
+def test_screen_decisions_confirmed_leaves_null_and_harmful_lower_inconclusive_stays():
     ledger = [{"intervention": "ema_0997", "decision": "confirmed", "mean_delta_bpb": -0.01},
-              {"intervention": "xsa_last4", "decision": "harmful", "mean_delta_bpb": 0.01},
-              {"intervention": "ln_scale", "decision": "suggestive", "mean_delta_bpb": -0.002,
+              {"intervention": "xsa_last4", "decision": "harmful", "mean_delta_bpb": 0.004, "ci_low": 0.001,
+               "ci_high": 0.007},
+              {"intervention": "ln_scale", "decision": "inconclusive", "mean_delta_bpb": -0.002,
                "ci_low": -0.006, "ci_high": 0.002}]
     out = rank_candidates(CANDS, ledger=ledger)
-    names = {c["name"] for c in out["candidates"]}
-    assert "ema_0997" not in names and "xsa_last4" not in names
-    assert {e["name"]: e["reason"] for e in out["excluded"]} == {
-        "ema_0997": "confirmed by our experiments", "xsa_last4": "refuted: harmful in our experiments"}
+    by = {c["name"]: c for c in out["candidates"]}
+    assert "ema_0997" not in by and out["excluded"][0]["name"] == "ema_0997"
+    assert by["xsa_last4"]["rank"] == len(by) and "our screen says harmful" in by["xsa_last4"]["reason"]
+    ln = by["ln_scale"]
+    assert ln["evidence"][0]["source"] == "experiments" and ln["evidence"][0]["sd"] == pytest.approx(0.008 / 3.92)
+    assert "inconclusive" in ln["reason"] and "not measured: screen result not discounted" in ln["reason"]
+    assert "not measured" in out["transfer"]
+
+
+def test_transfer_agreement_widens_screen_evidence():
+    ledger = [{"intervention": "ln_scale", "decision": "inconclusive", "mean_delta_bpb": -0.002,
+               "ci_low": -0.006, "ci_high": 0.002}]
+    out = rank_candidates(CANDS, ledger=ledger, transfer={"normalisation": 0.5},
+                          classes={"ln_scale": "normalisation"})
     ln = next(c for c in out["candidates"] if c["name"] == "ln_scale")
-    assert ln["evidence"][0]["source"] == "experiments"
-    assert ln["evidence"][0]["sd"] == pytest.approx(0.008 / (2 * 1.96))
+    assert ln["evidence"][0]["sd"] == pytest.approx(0.008 / 3.92 / 0.5)
+    assert "agreement of class 'normalisation' 0.50" in ln["reason"]
+    with pytest.raises(ValueError, match="must lie in"):
+        rank_candidates(CANDS, ledger=ledger, transfer={"normalisation": 1.5}, classes={"ln_scale": "normalisation"})
 
 
-def test_never_tried_pairs_are_ranked():
+def test_rows_of_one_record_count_once():
+    rows = [_row("+ LeakyReLU^2", -0.002, "activation", to_value="leaky_relu2"),
+            _row("LeakyReLU^2 delivers", -0.003, "activation", to_value="leaky_relu2", metric="unknown")]
+    pooled, _ = pool_ablations(_matrix(rows))
+    (item,), _ = ev.leaderboard_items(CandidateIntervention("act_leaky_relu2", "activation", "", "leaky_relu2"),
+                                      pooled["activation"])
+    assert item.mean == pytest.approx(-0.0025) and item.sd == pytest.approx(math.sqrt(ev.TAU**2 + ev.SEED_SD**2))
+    assert item.label.startswith("one record, 2 rows")
+
+
+def test_scale_limited_evidence_carries_the_caveat():
+    pooled, _ = pool_ablations(_matrix([_row("EMA", -0.0006, "ema")]))
+    ema = next(c for c in rank_candidates(CANDS, ablations=pooled)["candidates"] if c["name"] == "ema_0997")
+    assert "scale caveat" in ema["reason"] and "proxy" in ema["reason"]
+
+
+def test_never_tried_pairs_are_ranked_with_an_interaction_prior():
+    pooled, _ = pool_ablations(_matrix([_row("EMA", -0.003, "ema"), _row("+ LN scale", -0.002, "ln_scale")]))
     ident = {"never_tried_pairs": [["ema", "ln_scale"]], "verdict": {"status": "identified"}, "per_feature": {}}
-    out = rank_candidates(CANDS, ablations=ABLATIONS, identifiability=ident)
-    pair = next(c for c in out["candidates"] if "+" in c["name"])
-    assert set(pair["features"]) == {"ema", "ln_scale"}
-    assert "never tried together" in pair["reason"]
+    out = rank_candidates(CANDS, ablations=pooled, identifiability=ident)
+    assert all("+" not in c["name"] for c in out["candidates"])
+    pair = out["combinations"][0]
+    assert set(pair["features"]) == {"ema", "ln_scale"} and "never tried together" in pair["reason"]
+    a, b = (next(c for c in out["candidates"] if c["name"] == n) for n in ("ema_0997", "ln_scale"))
+    inter = 0.25 * min(-a["mean_delta_bpb"], -b["mean_delta_bpb"])
+    assert pair["mean_delta_bpb"] == pytest.approx(a["mean_delta_bpb"] + b["mean_delta_bpb"] + inter)
+    assert pair["sd"] == pytest.approx(math.sqrt(a["sd"] ** 2 + b["sd"] ** 2 + 0.003**2))
+    assert len(pair["parts"]) == 2 and pair["parts"][0]["evidence"] and pair["runnable"]
 
 
-def test_observational_evidence_ignored_when_under_identified():
+def test_combinations_reach_features_without_a_registry_intervention():
+    pooled, _ = pool_ablations(_matrix([_row("+ SWA", -0.002, "swa"), _row("+ XSA", -0.003, "xsa")]))
+    ident = {"never_tried_pairs": [["swa", "xsa"], ["swa", "activation"]], "verdict": {"status": "identified"}}
+    out = rank_candidates(CANDS, ablations=pooled, identifiability=ident)
+    by = {c["name"]: c for c in out["combinations"]}
+    assert set(by) == {"xsa_last4+add_swa", "act_gelu+add_swa"}  # activation's part: its best candidate
+    assert not by["xsa_last4+add_swa"]["runnable"]
+    assert out["combinations"][0]["name"] == "xsa_last4+add_swa"  # both parts have evidence of gain
+    swa = next(p for p in by["xsa_last4+add_swa"]["parts"] if p["name"] == "add_swa")
+    assert "r0: '+ SWA' -0.0020" in swa["evidence"][0]
+
+
+def test_observational_evidence_only_where_identified():
     effects = {"ema": {"column": "ema", "feature": "ema", "estimate": -0.02, "se": 0.005, "unit": "0 -> 1",
                        "n": 40, "reliable": True}}
     used = rank_candidates(CANDS, effects=effects, identifiability={"verdict": {"status": "identified"}})
-    ignored = rank_candidates(CANDS, effects=effects, identifiability={"verdict": {"status": "under_identified"}})
-    ema_used = next(c for c in used["candidates"] if c["name"] == "ema_0997")
-    ema_ignored = next(c for c in ignored["candidates"] if c["name"] == "ema_0997")
-    assert ema_used["evidence"][0]["source"] == "observational"
-    assert ema_ignored["evidence"] == [] and "ignored" in ema_ignored["reason"]
+    under = rank_candidates(CANDS, effects=effects, identifiability={"verdict": {"status": "under_identified"}})
+    not_feat = rank_candidates(CANDS, effects=effects, identifiability={
+        "verdict": {"status": "partially_identified"}, "per_feature": {"ema": {"identifiable": False}}})
+    get = lambda out: next(c for c in out["candidates"] if c["name"] == "ema_0997")  # noqa: E731
+    assert get(used)["evidence"][0]["source"] == "observational"
+    assert get(under)["evidence"] == [] and "under-identified" in get(under)["reason"]
+    assert get(not_feat)["evidence"] == [] and "ema not identified" in get(not_feat)["reason"]
 
 
 def test_numeric_effect_is_scaled_to_the_candidate_value():
     effects = {"logit_softcap": {"column": "logit_softcap", "feature": "logit_softcap", "estimate": 0.01,
                                  "se": 0.002, "unit": "+1 SD (5)", "scale": 5.0, "n": 40, "reliable": True}}
     out = rank_candidates([("softcap_20", "logit_softcap", "", 20.0)], effects=effects, prior_sd=1.0)
-    ev = out["candidates"][0]["evidence"][0]
-    assert ev["mean"] == pytest.approx(0.01 * (20.0 - 30.0) / 5.0)  # baseline 30 -> 20 is -2 SD
+    e = out["candidates"][0]["evidence"][0]
+    assert e["mean"] == pytest.approx(0.01 * (20.0 - 30.0) / 5.0)  # baseline 30 -> 20 is -2 SD
 
 
 def test_expert_strength_widens_the_prior():
@@ -95,15 +223,43 @@ def test_expert_strength_widens_the_prior():
     assert out["candidates"][0]["name"] == "a" and "expert path strength" in out["candidates"][0]["reason"]
 
 
-def test_numeric_ablations_are_not_used_as_evidence():
-    abl = {"num_layers": {"n": 4, "mean": -0.01, "sd": 0.002, "rows": []}}
-    out = rank_candidates([("more_layers", "num_layers", "", 11)], ablations=abl)
-    c = out["candidates"][0]
-    assert c["evidence"] == [] and "direction of change unknown" in c["reason"]
-
-
 def test_candidate_inputs_and_registry():
     cands = as_candidates([CandidateIntervention("a", "ema"), ("b", "xsa", "d"), {"name": "c", "feature": None}])
     assert [c.name for c in cands] == ["a", "b", "c"] and cands[2].feature == ""
     reg = registry_candidates()
     assert len(reg) >= 5 and all(c.name not in ("aa", "sanity_frozen_matrices") for c in reg)
+    assert registry_classes()["act_leaky_relu2"] == "activation"
+
+
+def test_cli_rejects_a_bad_transfer_file(tmp_path, capsys):
+    bad = tmp_path / "transfer.json"
+    bad.write_text('{"schema_version": 1, "agreement": 0.5}')
+    assert main(["--transfer", str(bad), "--out", str(tmp_path / "r.json")]) != 0
+    assert "needs a 'classes' object" in capsys.readouterr().err
+
+
+def test_numeric_row_outside_the_candidates_range_is_an_extrapolation():
+    rows = [_row("Softcap = 10", -0.003, "logit_softcap", from_value=15, to_value=10, direction=-1),
+            _row("Softcap 30 -> 25", -0.002, "logit_softcap", from_value=30, to_value=25, direction=-1)]
+    pooled, _ = pool_ablations(_matrix(rows[:1], rows[1:]))
+    far, near = ev.leaderboard_items(CandidateIntervention("logit_softcap_20", "logit_softcap", "", 20.0),
+                                     pooled["logit_softcap"])[0]
+    base = math.sqrt(ev.TAU**2 + ev.SEED_SD**2)
+    assert (far.mean, near.mean) == (pytest.approx(-0.003), pytest.approx(-0.002))
+    assert far.sd == pytest.approx(base * ev.OUT_OF_RANGE_FACTOR) and "outside the candidate's range" in far.label
+    assert near.sd == pytest.approx(base)
+
+
+def test_committed_ranking_puts_leaderboard_gains_above_prior_only():
+    from pathlib import Path
+
+    from scripts.causal.core.schema import read_json
+
+    ranking = read_json(Path(__file__).resolve().parents[2] / "dags" / "cycle_0" / "ranking.json")
+    cands = ranking["candidates"]
+    prior_only = [c["rank"] for c in cands if not c["evidence"]]
+    gains = [c for c in cands if any(e["source"] == "leaderboard" for e in c["evidence"])
+             and all(e["mean"] < 0 for e in c["evidence"] if e["source"] == "leaderboard")]
+    assert "act_leaky_relu2" in {c["name"] for c in gains}
+    assert all(c["rank"] < min(prior_only) for c in gains)
+    assert all("scale caveat" in c["reason"] for c in cands if c["name"] == "ema_0997")

@@ -15,6 +15,10 @@ from typing import Any, Mapping
 from scripts.causal.core.errors import DataFormatError, SchemaVersionError
 
 SCHEMA_VERSION = 1
+#: results/interventions.json: 2 = typed ablation rows (kind, features, from/to, metric, stack, seeds).
+#: Version 1 matrices still read (their rows are typed on the fly by ``extract.row_types``).
+MATRIX_SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = (SCHEMA_VERSION, MATRIX_SCHEMA_VERSION)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -44,7 +48,7 @@ def write_json(path: str | Path, payload: dict, *, schema_version: int = SCHEMA_
     return path
 
 
-def read_json(path: str | Path, *, schema_versions: tuple[int, ...] = (SCHEMA_VERSION,)) -> dict:
+def read_json(path: str | Path, *, schema_versions: tuple[int, ...] = SUPPORTED_SCHEMA_VERSIONS) -> dict:
     """Read a versioned JSON output; errors name the file and the problem."""
     path = Path(path)
     if not path.is_file():
@@ -62,7 +66,6 @@ def read_json(path: str | Path, *, schema_versions: tuple[int, ...] = (SCHEMA_VE
             "regenerate the file with this version of the pipeline"
         )
     return data
-
 
 
 def file_sha256(path: str | Path) -> str:
@@ -123,13 +126,54 @@ class SeedScore:
     val_bpb: float | None
 
 
+#: Classes of a mined ablation row; only ``ablation`` rows (one canonical feature, a bpb delta, a direction) are
+#: evidence. multi_feature: several features at once; record_vs_base: the record against its base / SOTA;
+#: headline: an overall claim ("Improvement: 0.1144 nats (threshold: 0.005)"); sweep_unmapped: a knob with no
+#: canonical feature (LR, momentum); unmapped: names no feature; fragment: a cut sentence; no_direction: a numeric
+#: feature without values or direction; no_delta: no usable bpb delta; untyped: read from a schema-1 matrix.
+ABLATION_KINDS: tuple[str, ...] = ("ablation", "multi_feature", "record_vs_base", "headline", "sweep_unmapped",
+                                   "unmapped", "fragment", "no_direction", "no_delta", "untyped")
+ABLATION_METRICS: tuple[str, ...] = ("pre_quant", "post_quant", "post_ttt", "sliding", "unknown")  # score measured
+ABLATION_SOURCES: tuple[str, ...] = ("table", "prose", "log")  # where a row was read
+
+
 @dataclasses.dataclass(frozen=True)
 class AblationRow:
-    """One ablation reported by a record; ``delta_bpb`` < 0 means the change helped."""
+    """One ablation reported by a record; ``delta_bpb`` < 0 means the change helped. Schema 2 types it: ``kind``,
+    canonical ``features`` with ``from_value`` -> ``to_value``, ``direction`` (+1 adds / raises, -1 removes /
+    lowers), ``metric``, the stack (``record_id``, ``base``), ``n_seeds`` (None = not stated), ``source_kind``,
+    the ``reference`` row, the prose ``context`` after the number, and a ``note`` saying why."""
 
     change: str
     delta_bpb: float | None
     source: str
+    kind: str = "untyped"
+    features: tuple[str, ...] = ()
+    from_value: object = None
+    to_value: object = None
+    direction: int = 1
+    metric: str = "unknown"
+    record_id: str | None = None
+    base: str | None = None
+    n_seeds: int | None = None
+    source_kind: str = "prose"
+    reference: str | None = None
+    context: str = ""
+    note: str = ""
+
+    @property
+    def is_evidence(self) -> bool:
+        return self.kind == "ablation" and self.delta_bpb is not None and len(self.features) == 1
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AblationRow":
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in data.items() if k in known}
+        kw["features"] = tuple(kw.get("features") or ())
+        kw.setdefault("source", "unknown")
+        if "change" not in kw or "delta_bpb" not in kw:
+            raise DataFormatError(f"ablation row {data!r}: needs 'change' and 'delta_bpb'")
+        return cls(**kw)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +207,7 @@ class InterventionRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in data.items() if k in known}
         kw["seeds"] = tuple(SeedScore(**s) for s in data.get("seeds") or ())
-        kw["ablations"] = tuple(AblationRow(**a) for a in data.get("ablations") or ())
+        kw["ablations"] = tuple(AblationRow.from_dict(a) for a in data.get("ablations") or ())
         kw["base_prs"] = tuple(data.get("base_prs") or ())
         kw["warnings"] = tuple(data.get("warnings") or ())
         return cls(**kw)

@@ -3,97 +3,70 @@
 Combined graph: every edge is labelled expert / data / both / conflict with its bootstrap frequency.
 Observational effect: OLS of val_bpb on the intervention column plus a back-door set chosen from the
 combined graph (networkx d-separation; o-o / <-> edges become a latent common cause), HC3 robust SEs.
-Ablation rows (``delta_bpb`` < 0 = the change helped) are mapped to canonical features by keyword and
-pooled per feature; disagreement with the observational estimate is stated.
+Typed ablation rows (``delta_bpb`` < 0 = the change helped; ``extract.row_types``) that are evidence about
+one feature are pooled per feature; disagreement with the observational estimate is stated.
 """
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from typing import Iterable, Mapping
 
 import networkx as nx
 import numpy as np
 
-from scripts.causal.core.schema import PagEdge
+from scripts.causal.core.schema import BASELINE_FEATURES, AblationRow, PagEdge
 from scripts.causal.dag.expert import TARGET, ExpertDag
 from scripts.causal.dag.prepare import PreparedMatrix
 from scripts.causal.dag.search import canonical_edge
-
-# Keywords for features the shared prose rules (feature_rules) do not cover: numeric / categorical knobs.
-_EXTRA_KEYWORDS: tuple[tuple[str, str], ...] = (
-    ("activation", r"leaky|relu|gelu|silu|swiglu|activation"),
-    ("num_layers", r"\b\d{1,2}\s?l\b|\blayers?\b|depth\b"),
-    ("model_dim", r"model[\s_-]?dim|\bwidth\b|\bd_?model\b|\bdim\s?\d{3}"),
-    ("mlp_mult", r"mlp[\s_-]?(?:mult|\dx|x\d|ratio|expansion)|\d(?:\.\d)?x mlp"),
-    ("vocab_size", r"vocab|tokeni[sz]er|sp\d{3,5}"),
-    ("train_seq_len", r"seq(?:uence)?[\s_-]?len|context length|seq\d{3,4}"),
-    ("logit_softcap", r"soft[\s_-]?cap"),
-    ("qk_gain", r"qk[\s_-]?gain|qk[\s_-]?norm"),
-    ("quant_bits", r"\bint\d\b|\d[\s-]?bit|quant(?:i[sz]ation)? bits"),
-    ("gptq", r"gptq"),
-    ("compression", r"zstd|lzma|brotli|zlib|compress"),
-    ("warmdown_iters", r"warm[\s_-]?down"),
-    ("tied_embeddings", r"tied|untied|tie[\s_-]embed"),
-    ("sliding_window_eval", r"\bstride\b"),
-    ("swa", r"\bswa_"),
-    ("varlen_attention", r"doc(?:ument)?[\s_-]?isolat"),
-)
-_EXTRA_RES = [(f, re.compile(p, re.I)) for f, p in _EXTRA_KEYWORDS]
-_NEGATE = re.compile(r"^\s*(?:-\s|no\b|without\b|w/o\b|remov|disabl|drop)", re.I)
+from scripts.causal.extract.row_types import MAX_ABS_DELTA, map_change, type_rows  # noqa: F401 - map_change re-exported
 
 
-def map_change(change: str) -> tuple[list[str], int]:
-    """Canonical features named by an ablation's free-text ``change`` and its sign (+1 add, -1 remove)."""
-    feats: list[str] = []
-    try:
-        from scripts.causal.extract.features import features_from_prose  # shared with the mining stage
-        feats.extend(k for k in features_from_prose(change) if k not in feats)
-    except ImportError:  # pragma: no cover - the mining stage ships feature_rules
-        pass
-    for f, rx in _EXTRA_RES:
-        if f not in feats and rx.search(change):
-            feats.append(f)
-    if "lora_ttt" in feats and "ttt" in feats:
-        feats.remove("ttt")
-    return feats, (-1 if _NEGATE.search(change) else 1)
+def record_distance(rec: Mapping, control: Mapping | None = None) -> int | None:
+    """Number of canonical features where a record's stack differs from the control (the naive baseline)."""
+    feats = rec.get("features")
+    if not isinstance(feats, Mapping):
+        return None
+    control = BASELINE_FEATURES if control is None else control
+    return sum(1 for f, v in control.items() if f in feats and feats[f] is not None and feats[f] != v)
 
 
-def pool_ablations(records: Iterable[Mapping], *, max_abs_delta: float = 0.1) -> tuple[dict[str, dict], list[dict]]:
-    """Per feature: n, mean, sd, min, max of ``delta_bpb`` for adding the feature; plus unmapped rows.
+def pool_ablations(records: Iterable[Mapping], *, max_abs_delta: float = MAX_ABS_DELTA) -> tuple[dict[str, dict], list[dict]]:
+    """Per feature: the typed evidence rows (``kind == "ablation"``) and their n, mean, sd, min, max; plus the
+    rows that are not evidence, with their class and reason.
 
-    A change that names several features is credited to none of them (its effect cannot be split) and
-    reported under ``unmapped`` with reason "several features"; so is a delta above ``max_abs_delta``
-    (no single change in this challenge moves val_bpb by 0.1; such rows compare different setups).
+    Rows of a schema-1 matrix (untyped) are typed here (``extract.row_types.type_rows``). Each evidence row's
+    ``delta_bpb`` is the effect of adding / increasing the feature (``direction`` x the reported delta); it keeps
+    what the ranking needs to discount it: ``record_id``, ``base``, ``metric``, ``n_seeds``, ``from_value`` ->
+    ``to_value``, ``track`` and ``distance`` (features where the record's stack differs from the baseline).
     """
-    deltas: dict[str, list[float]] = defaultdict(list)
-    sources: dict[str, list[str]] = defaultdict(list)
-    changes: dict[str, list[str]] = defaultdict(list)
+    rows_by: dict[str, list[dict]] = defaultdict(list)
     unmapped: list[dict] = []
     for rec in records:
-        for ab in rec.get("ablations") or ():
-            d = ab.get("delta_bpb")
-            if d is None or not math.isfinite(float(d)):
-                continue
-            feats, sign = map_change(str(ab.get("change", "")))
-            if abs(float(d)) > max_abs_delta:
-                unmapped.append({"record_id": rec.get("record_id"), "change": ab.get("change"), "delta_bpb": d,
-                                 "reason": f"|delta_bpb| > {max_abs_delta}: compares different setups"})
-                continue
-            if len(feats) != 1:
-                unmapped.append({"record_id": rec.get("record_id"), "change": ab.get("change"), "delta_bpb": d,
-                                 "reason": "no canonical feature named" if not feats else f"several features {feats}"})
-                continue
-            deltas[feats[0]].append(sign * float(d))
-            sources[feats[0]].append(str(rec.get("record_id")))
-            changes[feats[0]].append(str(ab.get("change", "")))
+        raw = rec.get("ablations") or ()
+        typed = [AblationRow.from_dict(a) for a in raw]
+        if any(a.kind == "untyped" for a in typed):
+            typed = list(type_rows(raw, record_id=rec.get("record_id")))
+        dist = record_distance(rec)
+        for a in typed:
+            d = a.delta_bpb
+            if a.is_evidence and d is not None and math.isfinite(float(d)) and abs(float(d)) <= max_abs_delta:
+                rows_by[a.features[0]].append({
+                    "change": a.change, "delta_bpb": a.direction * float(d), "reported_delta_bpb": float(d),
+                    "direction": a.direction, "from_value": a.from_value, "to_value": a.to_value,
+                    "metric": a.metric, "n_seeds": a.n_seeds, "source_kind": a.source_kind,
+                    "record_id": rec.get("record_id"), "base": a.base, "track": rec.get("track"),
+                    "distance": dist, "note": a.note})
+            else:
+                unmapped.append({"record_id": rec.get("record_id"), "change": a.change, "delta_bpb": d,
+                                 "kind": a.kind, "features": list(a.features),
+                                 "reason": a.note or f"|delta_bpb| > {max_abs_delta}: compares different setups"})
     pooled = {}
-    for f, xs in sorted(deltas.items()):
-        arr = np.array(xs)
-        pooled[f] = {"n": len(xs), "mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if len(xs) > 1 else None,
-                     "min": float(arr.min()), "max": float(arr.max()), "records": sorted(set(sources[f])),
-                     "rows": [{"change": c, "delta_bpb": x} for c, x in zip(changes[f], xs, strict=True)]}
+    for f, rows in sorted(rows_by.items()):
+        arr = np.array([r["delta_bpb"] for r in rows])
+        pooled[f] = {"n": len(rows), "mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if len(rows) > 1 else None,
+                     "min": float(arr.min()), "max": float(arr.max()),
+                     "records": sorted({str(r["record_id"]) for r in rows}), "rows": rows}
     return pooled, unmapped
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from scripts.causal.core.schema import AblationRow
+from scripts.causal.extract.row_types import map_change
 
 _NUM = r"[+\-−–]?\s?\d*\.\d+"
 MAX_DELTA = 0.3
@@ -18,7 +19,7 @@ _NOT_QUALITY = re.compile(r"size|bytes|\bmb\b|time|ms/step|step_avg|\bsteps\b|pa
                           r"artifact|speed|latency", re.I)
 _SUMMARY = re.compile(r"^(?:total|net|sum|overall|combined|all)\b", re.I)
 _GAIN = re.compile(r"improv|gain|better|help|reduc|lower|saves?|benefit|win\b|beats?\b|outperform", re.I)
-_LOSS = re.compile(r"worse|hurt|regress|cost|penalt|degrad|higher|increase", re.I)
+_LOSS = re.compile(r"worse|hurt|regress|cost|penalt|degrad|higher|increase|quality loss|loss of quality", re.I)
 
 
 def _to_float(s: str) -> float | None:
@@ -42,7 +43,7 @@ def _tables(text: str) -> list[tuple[list[str], list[list[str]], str]]:
         s = lines[i].strip()
         if s.startswith("#"):
             heading = s.lstrip("#").strip()
-        if s.startswith("|") and i + 1 < len(lines) and re.match(r"^\|?\s*:?-{2,}", lines[i + 1].strip()):
+        if s.startswith("|") and i + 1 < len(lines) and re.match(r"^\|?\s*:?-+:?\s*\|", lines[i + 1].strip()):
             header = [c.strip() for c in s.strip("|").split("|")]
             rows = []
             i += 2
@@ -71,7 +72,8 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             continue
         delta_col = next((j for j, h in enumerate(low) if re.search(r"δ|delta|diff|change vs|vs\.? |gain|improv|"
                                                                     r"effect|impact|\bd ?bpb", h)), None)
-        bpb_col = next((j for j, h in enumerate(low) if re.search(r"bp[bp]|score|loss", h) and j != delta_col), None)
+        bpb_col = next((j for j, h in enumerate(low) if re.search(r"bp[bp]", h) and j != delta_col),
+                       next((j for j, h in enumerate(low) if re.search(r"score|loss", h) and j != delta_col), None))
         label_col = 0
         if delta_col == 0 or bpb_col == 0:
             label_col = 1
@@ -80,8 +82,9 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             continue
         is_nats = delta_col is not None and "nat" in low[delta_col]
         gain_header = delta_col is not None and re.search(r"gain|improv|reduc", low[delta_col]) is not None
+        from_base = _deltas_from_base(rows, delta_col, bpb_col, label_col) if delta_col is not None else None
         if delta_col is not None:
-            for r in rows:
+            for k, r in enumerate(rows):
                 if len(r) <= max(delta_col, label_col):
                     continue
                 m = re.search(_NUM, r[delta_col])
@@ -95,6 +98,8 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 elif re.fullmatch(r"[\d.]+", label):
                     label = f"{_clean(header[label_col])} = {label}"
                 d = _to_float(m.group(0))
+                if from_base is not None and k in from_base:  # a "+ X" stack whose Δ column is vs its first row
+                    d, label = from_base[k], f"{label} (increment; the table's delta is vs its first row)"
                 if d is None or abs(d) > MAX_DELTA:
                     continue
                 if gain_header and not re.search(r"[+\-−–]", m.group(0)):
@@ -107,7 +112,8 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                     d = d * nats_to_bpb
                 if re.search(r"^(?:base(?:line)?|control|reference|ours?|final|total|sota)\b", label, re.I) and d == 0:
                     continue
-                rows_out.append(AblationRow(change=label, delta_bpb=round(d, 8), source=f"README table '{heading}'"))
+                col = f" column '{_clean(header[bpb_col])}'" if bpb_col is not None else ""
+                rows_out.append(AblationRow(change=label, delta_bpb=round(d, 8), source=f"README table '{heading}'{col}"))
             continue
         # absolute values only
         vals = []
@@ -127,27 +133,73 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             continue
         cumulative = sum(lbl.startswith("+") for lbl, _ in vals[1:]) >= max(1, (len(vals) - 1) // 2)
         for k in range(1, len(vals)):
-            ref = vals[k - 1][1] if cumulative else vals[0][1]
-            rows_out.append(AblationRow(change=vals[k][0], delta_bpb=round(vals[k][1] - ref, 8),
+            ref_label, ref = vals[k - 1] if cumulative else vals[0]
+            rows_out.append(AblationRow(change=vals[k][0], delta_bpb=round(vals[k][1] - ref, 8), reference=ref_label,
                                         source=f"README table '{heading}' ({'cumulative' if cumulative else 'vs first row'})"))
     return rows_out
 
 
+def _deltas_from_base(rows: list[list[str]], delta_col: int, bpb_col: int | None,
+                      label_col: int) -> dict[int, float] | None:
+    """Row index -> increment over the previous row, when a "+ X" stack's Δ column is measured from its first
+    row (every Δ equals bpb minus the first bpb, and at least one differs from the row-to-row step)."""
+    if bpb_col is None:
+        return None
+    vals = [(k, _bpb_in(r[bpb_col]) if len(r) > bpb_col else None, r) for k, r in enumerate(rows)]
+    vals = [(k, v, r) for k, v, r in vals if v is not None]
+    if len(vals) < 3 or sum(_clean(r[label_col]).startswith("+") for _, _, r in vals[1:]) < len(vals) - 1:
+        return None
+    base, out, differs = vals[0][1], {}, False
+    for (_, prev, _), (k, v, r) in zip(vals, vals[1:], strict=False):
+        m = re.search(_NUM, r[delta_col]) if len(r) > delta_col else None
+        d = _to_float(m.group(0)) if m else None
+        if d is None or abs(d - (v - base)) > 1.5e-4:
+            return None
+        differs = differs or abs(d - (v - prev)) > 1.5e-4
+        out[k] = round(v - prev, 8)
+    return out if differs else None
+
+
+def _column_means(rows: list[list[str]], cols: list[int]) -> dict[int, tuple[float, int]]:
+    """Per column: the Mean row's value, else the mean over seed rows (first cell an integer): (mean, n)."""
+    seeds = [r for r in rows if r and re.fullmatch(r"\d+", _clean(r[0]))]
+    mean_row = next((r for r in rows if r and re.fullmatch(r"mean|avg|average", _clean(r[0]), re.I)), None)
+    out = {}
+    for j in cols:
+        v = _bpb_in(mean_row[j]) if mean_row is not None and j < len(mean_row) else None
+        if v is None:
+            xs = [_bpb_in(r[j]) for r in seeds if j < len(r)]
+            xs = [x for x in xs if x is not None]
+            v = round(sum(xs) / len(xs), 8) if xs and len(xs) == len(seeds) else None
+        if v is not None:
+            out[j] = (v, len(seeds))
+    return out
+
+
 def _ttt_effect(header: list[str], rows: list[list[str]], heading: str) -> list[AblationRow]:
-    """Per-seed results with a no-TTT and a TTT score column: the Mean row gives the TTT effect."""
+    """Per-seed results with eval-stage score columns: the TTT effect (no-TTT / sliding / post-quant column ->
+    TTT column) and the sliding-window effect (post-quant column -> sliding column), on the column means."""
     low = [h.lower() for h in header]
-    before = next((j for j, h in enumerate(low) if re.search(r"pre[\s-]?ttt|sliding|no[\s-]?ttt", h)
-                   and re.search(r"bp[bp]", h)), None)
-    after = next((j for j, h in enumerate(low) if re.search(r"post[\s-]?ttt|\bttt\b", h) and j != before
-                  and not re.search(r"pre[\s-]?ttt|no[\s-]?ttt|gain|time", h) and re.search(r"bp[bp]", h)), None)
-    mean = next((r for r in rows if r and re.fullmatch(r"mean|avg|average", _clean(r[0]), re.I)), None)
-    if before is None or after is None or mean is None or max(before, after) >= len(mean):
-        return []
-    a, b = _bpb_in(mean[before]), _bpb_in(mean[after])
-    if a is None or b is None:
-        return []
-    return [AblationRow(change=f"TTT ({_clean(header[before])} -> {_clean(header[after])}, mean)",
-                        delta_bpb=round(b - a, 8), source=f"README table '{heading}' (mean row)")]
+    bpb = [j for j, h in enumerate(low) if re.search(r"bp[bp]", h)]
+    first = lambda rx, excl=None: next((j for j in bpb if re.search(rx, low[j])  # noqa: E731
+                                        and not (excl and re.search(excl, low[j]))), None)
+    ttt = first(r"post[\s-]?ttt|\bttt\b", r"pre[\s-]?ttt|no[\s-]?ttt|gain|time")
+    sliding = first(r"pre[\s-]?ttt|sliding|no[\s-]?ttt") if ttt is not None else first(r"sliding")
+    post_q = first(r"post[\s-]?quant|quantized|roundtrip|\bint\d\b", r"pre[\s-]?quant|ttt|sliding")
+    if post_q is None and sliding is not None and ttt is None:  # "val_bpb (standard)" next to "val_bpb (sliding)"
+        post_q = first(r"standard|\bval[_ ]bpb\b|^bpb$", r"pre[\s-]?quant|ttt|sliding|post[\s-]?ema|std")
+    means = _column_means(rows, [j for j in (ttt, sliding, post_q) if j is not None])
+    out = []
+    before = sliding if sliding in means else post_q
+    if ttt in means and before in means:
+        (a, n), (b, _) = means[before], means[ttt]
+        out.append(AblationRow(change=f"TTT ({_clean(header[before])} -> {_clean(header[ttt])}, mean)",
+                               delta_bpb=round(b - a, 8), source=f"README table '{heading}' (mean row)", n_seeds=n or None))
+    if sliding in means and post_q in means and sliding != post_q and ttt is None:
+        (a, n), (b, _) = means[post_q], means[sliding]
+        out.append(AblationRow(change=f"sliding window eval ({_clean(header[post_q])} -> {_clean(header[sliding])}, mean)",
+                               delta_bpb=round(b - a, 8), source=f"README table '{heading}' (mean row)", n_seeds=n or None))
+    return out
 
 
 def _comparison_rows(header: list[str], rows: list[list[str]], heading: str,
@@ -200,10 +252,21 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             start = max(text.rfind(". ", 0, m.start()), text.rfind("\n", 0, m.start())) + 1
             change = _clean(text[start: m.end()])[:120]
             out.append(AblationRow(change=change, delta_bpb=round(b - a, 8), source="README prose (before -> after)"))
-    for para in re.split(r"\n\s*\n", text):
-        if para.lstrip().startswith("|"):
+    headings = [(h.start(), h.group(1).strip()) for h in re.finditer(r"^#{1,6}\s+(.*)$", text, re.M)]
+    for pm in re.finditer(r"(?:[^\n]|\n(?![ \t]*\n))+", text):
+        para = pm.group(0)
+        lead = re.match(r"(?:[ \t]*#{1,6}\s+[^\n]*(?:\n|$))+", para)  # heading lines glued to their text
+        body_start = pm.start() + (lead.end() if lead else 0)
+        para = para[lead.end():] if lead else para
+        if not para.strip() or para.lstrip().startswith("|"):
             continue
-        for sent in re.split(r"(?<=[.!?])\s+(?=[A-Z*(])|\n[-*] |\n", para):
+        section = next((h for pos, h in reversed(headings) if pos < body_start), "")
+        src = f"README prose (section '{section}')" if section else "README prose"
+        # (previous sentence on the same line, sentence): a sentence that names no change borrows the one before it
+        pairs = [(parts[i - 1] if i else "", p) for line in para.split("\n")
+                 for parts in [re.split(r"(?<=[.!?])\s+(?=[A-Z*(])", re.sub(r"^\s*[-*] ", "", line))]
+                 for i, p in enumerate(parts)]
+        for before, sent in pairs:
             matches = list(_PROSE.finditer(sent))
             if any(not m.group("unit").lower().startswith("nat") for m in matches):
                 matches = [m for m in matches if not m.group("unit").lower().startswith("nat")]  # bpb twin given
@@ -236,26 +299,65 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                     elif not signed:
                         continue
                 change = _clean(sent[:m.start()]).rstrip(" :(—-,~≈")
-                change = re.sub(r"^[-*\d.)\s]+", "", change)
+                change = re.sub(r"^\s*(?:[-*]\s+|\d+[.)]\s+)", "", change)
                 if len(change.split()) < 4:  # "Improvement over baseline: ~" says little: keep the sentence
-                    change = re.sub(r"^[-*\d.)\s]+", "", _clean(sent))
-                change = change[-140:]
+                    change = re.sub(r"^\s*(?:[-*]\s+|\d+[.)]\s+)", "", _clean(sent))
+                if before and not map_change(change)[0]:  # "Zero-byte cost, ~0.001 BPB improvement." names its
+                    change = f"{_clean(before)} {change}"  # change in the bullet's previous sentence
+                change = change[-300:]
                 if m.group("unit").lower().startswith("nat"):
                     if nats_to_bpb is None:
                         out.append(AblationRow(change=f"{change} (nats {d:+g}; no bpb ratio)", delta_bpb=None,
-                                               source="README prose"))
+                                               source=src))
                         continue
                     d = d * nats_to_bpb
-                out.append(AblationRow(change=change, delta_bpb=round(d, 8), source="README prose"))
+                tail = sent[m.end():]
+                cut = re.search(rf"{_NUM}\s*(?:bpb|bpp|bits)|[.;!?](?:\s|$)", tail, re.I)
+                context = _clean(tail[: cut.start() if cut else 100])[:100]
+                out.append(AblationRow(change=change, delta_bpb=round(d, 8), source=src, context=context))
     return out
 
 
 def extract_ablations(readme: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
     """Table rows first, then prose deltas that do not repeat a table row's value."""
-    rows = table_ablations(readme or "", nats_to_bpb=nats_to_bpb)
+    rows = []
+    for r in table_ablations(readme or "", nats_to_bpb=nats_to_bpb):
+        # an effect computed from a per-seed table repeats a stated one (a "TTT gain" column's mean)
+        if "(mean row)" in r.source and any(abs(r.delta_bpb - x.delta_bpb) < 6e-5 for x in rows
+                                            if x.delta_bpb is not None):
+            continue
+        rows.append(r)
     seen = {r.delta_bpb for r in rows}
     for r in prose_ablations(readme or "", nats_to_bpb=nats_to_bpb):
         if r.delta_bpb not in seen:
             rows.append(r)
             seen.add(r.delta_bpb)
     return rows
+
+
+def log_ablations(finals: dict[str, list[tuple[str, float]]]) -> list[AblationRow]:
+    """The TTT effect the logs show: per log, its last test-time-training metric against the last sliding or
+    quantized metric before it (``quantized_sliding_window`` -> ``quantized_ttt_phased``), averaged over logs.
+
+    ``finals`` maps a log name to its named final metrics in order (``records.log_metrics``).
+    """
+    deltas, pairs = [], set()
+    for metrics in finals.values():
+        idx = [i for i, (n, _) in enumerate(metrics) if re.search(r"ttt", n, re.I)]
+        if not idx:
+            continue
+        j = idx[-1]
+        before = [(n, v) for n, v in metrics[:j] if not re.search(r"ttt|pre[-_ ]?quant|post[-_ ]ema", n, re.I)
+                  and re.search(r"sliding|quant|roundtrip|int\d", n, re.I)]
+        if not before:
+            continue
+        sliding = [(n, v) for n, v in before if "sliding" in n.lower()]
+        ref_name, ref = (sliding or before)[-1]
+        deltas.append(metrics[j][1] - ref)
+        pairs.add(f"{ref_name} -> {metrics[j][0]}")
+    if not deltas:
+        return []
+    mean = sum(deltas) / len(deltas)
+    return [AblationRow(change=f"TTT (log: {'; '.join(sorted(pairs))}, mean of {len(deltas)} log(s))",
+                        delta_bpb=round(mean, 8), source=f"log ({len(deltas)} seed log(s))",
+                        n_seeds=len(deltas), source_kind="log", metric="post_ttt")]

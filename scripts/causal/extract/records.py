@@ -11,6 +11,7 @@ import json
 import re
 import statistics
 from pathlib import Path
+from urllib.parse import unquote
 
 LOG_SUFFIXES = (".log", ".txt")
 CODE_NAMES = ("train_gpt.py",)
@@ -62,11 +63,21 @@ def read_text_safe(path: Path, warnings: list[str]) -> str | None:
 
 
 def is_record_folder(folder: Path) -> bool:
-    """A record folder has a README.md plus a submission JSON or a train log."""
-    if not (folder / "README.md").is_file():
-        return False
+    """A record folder has a README.md plus a submission JSON or a train log, or (no README) a train log with
+    a final val_bpb line: folders the leaderboard lists that hold only logs (and maybe a JSON)."""
     has_json = any(p.suffix == ".json" for p in folder.iterdir() if p.is_file())
-    return has_json or bool(_log_files(folder))
+    logs = _log_files(folder)
+    if (folder / "README.md").is_file():
+        return has_json or bool(logs)
+    return any(_has_final_metric(p) for p in logs)
+
+
+def _has_final_metric(path: Path) -> bool:
+    try:
+        text = path.read_bytes()[:MAX_TEXT_BYTES].decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return bool(log_metrics(strip_line_prefixes(text)))
 
 
 def _log_files(folder: Path) -> list[Path]:
@@ -85,8 +96,10 @@ def discover_records(root: Path) -> list[Path]:
     if is_record_folder(root) and not _looks_like_challenge_root(root):
         return [root]
     found: list[Path] = []
-    for readme in sorted(root.rglob("README.md")):
-        folder = readme.parent
+    folders = {readme.parent for readme in root.rglob("README.md")}
+    tracks = [root] if root.name.startswith("track") else [p for p in root.rglob("track*") if p.is_dir()]
+    folders |= {sub for t in tracks for sub in t.iterdir() if sub.is_dir()}  # log-only folders have no README
+    for folder in sorted(folders):
         if folder == root and _looks_like_challenge_root(root):
             continue
         if is_record_folder(folder):
@@ -278,16 +291,21 @@ def code_defaults(code: str) -> dict[str, str]:
     return out
 
 
+# A named final-metric line: a name (words joined by _ - : or one space, e.g. "pre-quantization post-ema",
+# "ttt_sliding:done"), optional key:value tokens ("stride:64"), an optional val_loss, then val_bpb.
 _METRIC_LINE = re.compile(
-    r"^(?P<name>[A-Za-z][\w:-]*)[ \t]+val_loss[:=]\s*(?P<loss>[0-9.]+)[ \t,]+val_bpb[:=]\s*(?P<bpb>[0-9.]+)", re.M)
+    r"^(?P<name>[A-Za-z][\w:.-]*(?: [A-Za-z][\w.-]*)?)(?:[ \t]+(?!val_)[a-z_]+[:=][\w.]+)*"
+    r"(?:[ \t,]+val_loss[:=]\s*(?P<loss>[0-9.]+))?[ \t,]+val_bpb[:=]\s*(?P<bpb>[0-9.]+)", re.M)
 
 
 def log_metrics(text: str) -> list[tuple[str, float]]:
-    """(name, val_bpb) of every named final-metric line (``final_int8_zlib_roundtrip_exact val_loss:..``)."""
+    """(name, val_bpb) of every named final-metric line: ``final_int8_zlib_roundtrip_exact val_loss:.. val_bpb:..``,
+    ``quantized_ttt_phased val_bpb:..`` (no loss), ``final_sliding_window_eval_exact stride:64 val_loss:..``,
+    ``pre-quantization post-ema val_loss:..``. Step lines (``step:N/M``) are not final metrics."""
     out = []
     for m in _METRIC_LINE.finditer(text):
         name = m.group("name").rstrip(":")
-        if name.startswith("step") or name.lower() in ("val", "eval"):
+        if name.startswith("step") or name.lower() in ("val", "eval") or re.match(r"step[:\s]", m.group(0)):
             continue
         try:
             out.append((name, float(m.group("bpb"))))
@@ -409,6 +427,7 @@ def json_artifact_bytes(d: dict) -> tuple[int | None, str | None]:
 # Challenge README leaderboard tables
 # ---------------------------------------------------------------------------------------------
 
+_LINK = re.compile(r"\]\(<([^>]*)>\)|\]\(((?:[^()\s]|\([^()]*\))*)\)")
 _PR_REF = re.compile(r"(?:PR\s*#|pull/|#)(\d{2,5})\b")
 
 
@@ -431,7 +450,9 @@ def parse_leaderboard(text: str) -> list[LeaderboardRow]:
                 cell = dict(zip(header, cells, strict=False))
                 rank += 1
                 info = cell.get("info", "")
-                m = re.search(r"records/([^/)\s]+/[^/)\s]+)/README\.md", info)
+                m = None
+                for angled, plain in _LINK.findall(info):  # link targets; %20, <a b> spaces, (balanced) parens
+                    m = m or re.search(r"records/([^/]+/[^/]+?)(?:/README\.md|/)?$", unquote((angled or plain).strip()))
                 summary = cell.get("summary", "")
                 own = [int(x) for x in re.findall(r"pull/(\d+)", info)]
                 lead = re.match(r"\s*On PR #(\d+)", summary)

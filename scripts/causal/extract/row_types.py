@@ -1,0 +1,315 @@
+"""Typing of mined ablation rows: which canonical feature changed, from what to what, on which metric.
+
+``type_row`` turns a raw ``AblationRow`` (change text, delta, source) into a typed one. The order of the
+rules (each documented below) decides the row's ``kind`` (``core.schema.ABLATION_KINDS``):
+
+1. no delta, or |delta| > ``MAX_ABS_DELTA`` -> ``no_delta`` (a difference that large compares setups,
+   not one change);
+2. an overall claim (record bar, threshold, "net", "each seed beats") -> ``headline``;
+3. the canonical features the text names (``map_change``; table rows also read their heading):
+   none -> ``record_vs_base`` when it compares with a PR / SOTA / baseline, ``sweep_unmapped`` for a
+   knob setting (``LR = 0.02``, a sweep table), ``fragment`` for a cut sentence, else ``unmapped``;
+   several -> ``multi_feature`` (or ``record_vs_base`` when it is a comparison with another submission);
+   one -> ``ablation``, unless it only resizes a present boolean feature (``BigramHash 2048->3072``:
+   ``sweep_unmapped``) or a numeric feature's direction cannot be read (``no_direction``).
+
+Direction: boolean features use the negation words ("no X", "without X", "remove X": -1). Numeric features
+read ``from -> to`` from the text ("11L vs 9L", "QK_GAIN_INIT 4 -> 5", a table's reference row) and,
+when only the new value is given ("MLP 3x"), take the naive baseline's value as ``from`` (said in ``note``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from scripts.causal.core.schema import BASELINE_FEATURES, AblationRow
+
+MAX_ABS_DELTA = 0.1
+
+# Keywords for features the shared prose rules (features_from_prose) do not cover: numeric / categorical knobs.
+_EXTRA_KEYWORDS: tuple[tuple[str, str], ...] = (
+    ("activation", r"leaky|relu|gelu|silu|swiglu|activation"),
+    ("num_layers", r"\b\d{1,2}\s?l\b|\b\d{1,2}[\s-]layers?\b|\b\d{1,2}(?:st|nd|rd|th) layer\b|\bnum[_ ]layers\b|\bdepth\b(?![\s-]*recur)|"
+                   r"\b(?:more|fewer|extra|deeper|shallower)\s+layers?\b"),
+    ("model_dim", r"model[\s_-]?dim|\bwidth\b|\bd_?model\b|\bdim\s?\d{3}"),
+    ("mlp_mult", r"mlp[\s_-]?(?:mult|\dx|x\d|ratio|expansion)|\d(?:\.\d)?x mlp"),
+    ("vocab_size", r"vocab|tokeni[sz]er|sp\d{3,5}"),
+    ("train_seq_len", r"seq(?:uence)?[\s_-]?len|context length|seq\d{3,4}"),
+    ("logit_softcap", r"soft[\s_-]?cap"),
+    ("qk_gain", r"qk[\s_-]?gain|qk[\s_-]?norm"),
+    ("quant_bits", r"\bint\d\b|\d[\s-]?bit|quant(?:i[sz]ation)? bits"),
+    ("gptq", r"gptq"),
+    ("compression", r"zstd|lzma|brotli|zlib|compress"),
+    ("warmdown_iters", r"warm[\s_-]?down"),
+    ("tied_embeddings", r"tied|untied|tie[\s_-]embed"),
+    ("sliding_window_eval", r"\bstride\b"),
+    ("swa", r"\bswa_"),
+    ("varlen_attention", r"doc(?:ument)?[\s_-]?isolat"),
+)
+_EXTRA_RES = [(f, re.compile(p, re.I)) for f, p in _EXTRA_KEYWORDS]
+_NEGATE = re.compile(r"^\s*(?:-\s|no\b|without\b|w/o\b|remov|disabl|drop)", re.I)
+_LABEL = re.compile(r"^\s*(?:no|without)\b[^:.]{0,25}:", re.I)  # "No EMA: EMA still hurts by ..." labels a bullet
+
+_HEADLINE = re.compile(r"threshold\W+\d|record bar|\bnet\b(?! ?effect of)|each (?:individual )?seed|mean improvement|"
+                       r"^(?:improvement|results?)\s*(?:[:(]|$)|overall|\bsubmission\b|total\b", re.I)
+# a comparison with another submission: strong phrases make the row a record-level comparison whatever it
+# names; a weak "vs baseline" keeps a one-feature row an ablation measured against that base
+_VS_STRONG = re.compile(r"over (?:the )?(?:then |current |merged |naive |previous )?(?:sota|baseline|leaderboard|pr\b|\[?pr ?#|"
+                        r"best|record|entry)|\bvs\.?\s*\[?pr\s*#|"
+                        r"\bbeats?\b|changes from|this (?:run|pr|submission)|\(this pr\)|"
+                        r"^\W*(?:\[?pr ?)?#\d+\W*(?:\(this pr\))?\W*$|^\W*(?:this|ours?)\W*$|^\W*delta\b|"
+                        r"leaderboard|\bsota\b|whole record|where this sits|delta vs|this vs base|summary row", re.I)
+_VS_BASE = re.compile(r"\bvs\.?\s*(?:\[?pr|#|merged|current|the\b|naive|baseline|sota|leaderboard)|naive baseline|"
+                      + _VS_STRONG.pattern, re.I)
+_METRIC_LABEL = re.compile(r"^\W*(?:val[_ ]?)?(?:bpb|bpp|loss|score|val_bpb|val_loss|nats?)\W*$", re.I)
+_SETTING = re.compile(r"^\W*[\w ]{1,30}?\s*[=:]\s*[\d.]+\s*%?\W*$|\d+\s*%")
+_KNOB_FIRST = re.compile(r"^\W*(?:lower|higher|reduc\w*|increas\w*|tuned?)?\s*(?:learning[\s_-]?rates?|lr\b|"
+                         r"momentum|batch|grad)", re.I)
+_KNOB = re.compile(r"\b(?:lr|learning[\s_-]?rate|matrix_lr|scalar_lr|momentum|batch(?:[\s_-]?size)?|wd|weight[\s_-]?"
+                   r"decay|beta\d?|grad(?:ient)?[\s_-]?clip|lambda|chunk|group[\s_-]?size|rlw|ns|steps?|"
+                   r"start|decay|temperature|frac\w*|ratio|alpha|eps|freeze|epochs?|rank)\b\s*(?:=|:|\d)", re.I)
+_UP = re.compile(r"\b(?:rais\w*|increas\w*|longer|more|larger|bigger|wider|deeper|higher|extra|add(?:ed|ing)? "
+                 r"(?:a |an |one |two )?(?:layer|block)s?)\b", re.I)
+_DOWN = re.compile(r"\b(?:lower\w*|reduc\w*|decreas\w*|shorter|fewer|less|smaller|narrower|shallower|"
+                   r"remov\w* (?:a |one |two )?(?:layer|block)s?)\b", re.I)
+_NUM = r"\d+(?:\.\d+)?"
+_ARROW = re.compile(rf"({_NUM})\s*[a-zA-Z]{{0,3}}\s*(?:->|→|=>|to)\s*({_NUM})")
+_VS = re.compile(rf"({_NUM})\s*([a-zA-Z]{{0,4}})\s+vs\.?\s+({_NUM})\s*\2\b", re.I)
+
+# numeric features: a value pattern each (group 1 = the value)
+_VALUE_RES: dict[str, re.Pattern] = {
+    "num_layers": re.compile(r"\b(\d{1,2})\s?(?:l\b|-?layers?\b)|layers?\s*[=:]?\s*(\d{1,2})\b", re.I),
+    "mlp_mult": re.compile(r"mlp\s*(?:mult\w*)?\s*[=:]?\s*(\d(?:\.\d+)?)\s*x?|(\d(?:\.\d+)?)\s*x\s*mlp", re.I),
+    "model_dim": re.compile(r"(?:model[\s_-]?dim|d_?model|dim|width)\s*[=:]?\s*(\d{3,4})|(\d{3,4})\s*(?:d\b|-?dim)", re.I),
+    "vocab_size": re.compile(r"\bsp\s?(\d{3,5})\b|vocab\w*\s*[=:]?\s*(\d{3,5})|(\d{3,5})\s*(?:vocab|bpe)", re.I),
+    "train_seq_len": re.compile(r"seq\w*\s*[=:]?\s*(\d{3,5})|(\d{3,5})\s*(?:ctx|context)", re.I),
+    "qk_gain": re.compile(r"qk[\s_-]?gain\w*\s*[=:]?\s*(\d+(?:\.\d+)?)", re.I),
+    "logit_softcap": re.compile(r"soft[\s_-]?cap\w*\s*[=:]?\s*(\d+(?:\.\d+)?)", re.I),
+    "warmdown_iters": re.compile(r"warm[\s_-]?down\w*\s*[=:]?\s*(\d{3,5})", re.I),
+    "quant_bits": re.compile(r"\bint(\d)\b|\b(\d)[\s-]?bit", re.I),
+}
+NUMERIC_FEATURES = tuple(f for f, v in BASELINE_FEATURES.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool))
+CATEGORICAL_FEATURES = tuple(f for f, v in BASELINE_FEATURES.items() if isinstance(v, str))
+
+
+def map_change(change: str) -> tuple[list[str], int]:
+    """Canonical features named by an ablation's free-text ``change`` and its sign (+1 add, -1 remove)."""
+    from scripts.causal.extract.features import features_from_prose
+
+    feats: list[str] = [k for k in features_from_prose(change)]
+    for f, rx in _EXTRA_RES:
+        if f not in feats and rx.search(change):
+            feats.append(f)
+    for specific, general in (("lora_ttt", "ttt"), ("muoneq_r", "muon")):  # the specific one names the change
+        if specific in feats and general in feats:
+            feats.remove(general)
+    return feats, (-1 if _NEGATE.search(change) and not _LABEL.match(change) else 1)
+
+
+def metric_of(text: str) -> str:
+    """The score a row's text / heading / column names (``ABLATION_METRICS``), else ``unknown``."""
+    t = text.lower()
+    if re.search(r"pre[\s_-]?quant|prequant|\bfp32\b|\bbf16\b|pre[\s_-]?ema|before quant", t):
+        return "pre_quant"
+    if re.search(r"post[\s_-]?ttt|\bttt\b|test[\s-]time", t):
+        return "post_ttt"
+    if re.search(r"sliding|stride", t):
+        return "sliding"
+    if re.search(r"post[\s_-]?quant|int[4-8]|roundtrip|quantized|\bgptq\b|compressed", t):
+        return "post_quant"
+    return "unknown"
+
+
+def seeds_of(text: str) -> int | None:
+    """Seeds a row states: "3-seed mean", "(5 seeds)", "same seed" (1); None when not stated."""
+    m = re.search(r"(\d{1,2})[\s-]?seeds?\b", text, re.I)
+    if m:
+        return int(m.group(1))
+    if re.search(r"same seed|single seed|one seed|1 seed", text, re.I):
+        return 1
+    return None
+
+
+def _values(feature: str, text: str) -> list[float]:
+    rx = _VALUE_RES.get(feature)
+    if rx is None:
+        return []
+    out = []
+    for m in rx.finditer(text):
+        g = next((x for x in m.groups() if x), None)
+        if g is not None:
+            out.append(float(g))
+    return out
+
+
+def numeric_from_to(feature: str, text: str, reference: str | None = None) -> tuple[float | None, float | None, str]:
+    """``(from, to, how)`` of a numeric feature's change read from ``text`` (and a reference row's label)."""
+    m = _ARROW.search(text)
+    if m and _values(feature, text):
+        return float(m.group(1)), float(m.group(2)), "arrow"
+    m = _VS.search(text)
+    if m:
+        return float(m.group(3)), float(m.group(1)), "vs"
+    vals = _values(feature, text)
+    if len(vals) >= 2 and re.search(r"\bvs\.?\b|instead of|over|compared", text, re.I):
+        return vals[1], vals[0], "vs"
+    if vals and reference:
+        ref = _values(feature, reference)
+        if ref:
+            return ref[0], vals[0], "reference row"
+    if vals:
+        return None, vals[0], "value only"
+    return None, None, "none"
+
+
+def _is_fragment(text: str) -> bool:
+    t = text.strip()
+    return len(t.split()) < 2 or bool(re.match(r"^[a-z,;)]", t))
+
+
+def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None = None,
+             n_seeds: int | None = None, heading: str = "") -> AblationRow:
+    """The typed twin of ``row`` (see the module docstring for the rules). Pure."""
+    text = f"{row.change} {row.context}".strip()
+    context = f"{text} {heading}"
+    src = row.source.lower()
+    source_kind = "table" if "table" in src else "log" if src.startswith("log") else "prose"
+    seeds = seeds_of(context)
+    if seeds is None:
+        seeds = row.n_seeds if row.n_seeds is not None else (
+            n_seeds if source_kind == "table" and _VS_BASE.search(text) else None)
+    common = dict(record_id=record_id, base=base, source_kind=source_kind, n_seeds=seeds,
+                  metric=metric_of(f"{context} {row.source}"))
+
+    def out(kind: str, note: str, **kw) -> AblationRow:
+        return dataclasses.replace(row, kind=kind, note=note, **{**common, **kw})
+
+    if row.delta_bpb is None:
+        return out("no_delta", "no bpb delta (nats without a bpb ratio)")
+    if abs(row.delta_bpb) > MAX_ABS_DELTA:
+        return out("no_delta", f"|delta| > {MAX_ABS_DELTA}: compares different setups")
+    if _METRIC_LABEL.match(text) or re.search(r"this vs base|summary row", src):
+        return out("record_vs_base", "a score row of a this-vs-base table: the whole record against its base")
+    if _VS_STRONG.search(text) and not map_change(text)[0]:
+        return out("record_vs_base", "the record against its base or another submission")
+    if re.search(r"threshold\W+\d|record bar", text, re.I):
+        return out("headline", "an overall claim of the record against the record bar, not an ablation")
+    if _HEADLINE.search(text) and not re.search(r"^\s*\+", text):
+        return out("headline", "an overall claim of the record, not an ablation")
+    if _KNOB_FIRST.search(text):
+        return out("sweep_unmapped", "a knob with no canonical feature (no registry mapping)")
+    feats, sign = map_change(text)
+    from_heading = False
+    if not feats and heading:
+        feats, _ = map_change(heading)
+        from_heading = len(feats) == 1
+        if len(feats) != 1:
+            feats = []
+    vs_base = _VS_BASE.search(text) is not None
+    if feats and _VS_STRONG.search(text):
+        return out("record_vs_base", f"the record against another submission; names {feats}", features=tuple(feats))
+    if from_heading and _SETTING.search(text):
+        return out("sweep_unmapped", f"a setting of {feats[0]} (from the table heading), not adding or removing it",
+                   features=tuple(feats))
+    if not feats:
+        if _SETTING.search(text):
+            return out("sweep_unmapped", "a knob setting with no canonical feature (no registry mapping)")
+        if vs_base:
+            return out("record_vs_base", "the record against its base or another submission")
+        if _KNOB.search(context) or re.search(r"sweep", heading, re.I):
+            return out("sweep_unmapped", "a knob with no canonical feature (no registry mapping)")
+        if _is_fragment(text):
+            return out("fragment", "a sentence fragment that names no change")
+        return out("unmapped", "names no canonical feature")
+    if len(feats) > 1:
+        if vs_base:
+            return out("record_vs_base", f"the record against its base; changes {feats}", features=tuple(feats))
+        return out("multi_feature", f"several features changed together: {feats}", features=tuple(feats))
+    feat = feats[0]
+    note = f"measured against {'the base named in the text' if vs_base else 'the row it follows'}"
+    if feat in NUMERIC_FEATURES:
+        frm, to, how = numeric_from_to(feat, text, row.reference)
+        if to is None:
+            up, down = _UP.search(text), _DOWN.search(text)
+            if bool(up) != bool(down):
+                return out("ablation", f"{note}; direction from '{(up or down).group(0)}', no values given",
+                           features=(feat,), direction=1 if up else -1)
+            return out("no_direction", f"{feat} changed but the text gives no value or direction", features=(feat,))
+        if frm is None:
+            frm = float(BASELINE_FEATURES[feat])
+            how = "from assumed: the naive baseline's value"
+        if frm == to:
+            return out("no_direction", f"{feat} {frm:g} -> {to:g}: no change", features=(feat,))
+        return out("ablation", f"{note}; {how}", features=(feat,), from_value=frm, to_value=to,
+                   direction=1 if to > frm else -1)
+    from scripts.causal.extract.features import features_from_prose
+
+    val = features_from_prose(text).get(feat, (None,))[0]
+    if val is None and heading:
+        val = features_from_prose(heading).get(feat, (None,))[0]
+    if feat in CATEGORICAL_FEATURES:
+        return out("ablation", note, features=(feat,), to_value=val, from_value=None, direction=1)
+    sizes = re.search(rf"({_NUM})\s*(?:->|→|to)\s*({_NUM})", text)
+    if sizes and sign > 0 and val is not False:
+        return out("sweep_unmapped", f"resizes {feat} ({sizes.group(0)}), does not add or remove it",
+                   features=(feat,))
+    if _KNOB.search(re.sub(r"\([^)]*\)", "", text)):
+        return out("sweep_unmapped", f"a knob of {feat} with no registry mapping", features=(feat,))
+    if BASELINE_FEATURES.get(feat) is True and sign > 0 and val is not False:
+        return out("unmapped", f"a variant of {feat}, which the baseline already has", features=(feat,))
+    if _LABEL.match(text):
+        return out("ablation", f"{note}; a 'No {feat}:' label, the sentence gives the effect of {feat} itself",
+                   features=(feat,), from_value=False, to_value=True, direction=1)
+    if val is False or sign < 0:
+        return out("ablation", f"{note}; removes {feat}", features=(feat,), from_value=True, to_value=False,
+                   direction=-1)
+    return out("ablation", note, features=(feat,), from_value=False, to_value=True, direction=1)
+
+
+def heading_of(source: str) -> str:
+    """The table heading or prose section inside a row's ``source`` ("README table 'Ablations' (...)" -> "Ablations")."""
+    m = re.search(r"(?:table|section) '([^']*)'", source or "")
+    return m.group(1) if m else ""
+
+
+def type_rows(rows, *, record_id: str | None = None, base: str | None = None,
+              n_seeds: int | None = None) -> tuple[AblationRow, ...]:
+    """``type_row`` over a record's rows (raw dicts or ``AblationRow``), heading read from each source."""
+    out = []
+    for r in rows:
+        row = r if isinstance(r, AblationRow) else AblationRow.from_dict(r)
+        out.append(type_row(row, record_id=record_id, base=base, n_seeds=n_seeds, heading=heading_of(row.source)))
+    return tuple(out)
+
+
+def comparison_base(row: AblationRow) -> str:
+    """Which stack a record-level row compares with: ``baseline`` (the naive baseline), ``pr:N``, or ``base``."""
+    text = f"{row.change} {row.context}"
+    pr = re.search(r"(?:PR\s*#|pull/|#)(\d{2,5})\b", text)
+    if pr:
+        return f"pr:{pr.group(1)}"
+    if re.search(r"naive baseline|vs\.? (?:the )?baseline\b|over (?:the )?baseline\b", text, re.I):
+        return "baseline"
+    return "base"
+
+
+def retype_single_difference(row: AblationRow, features: dict, base_features: dict, base_name: str) -> AblationRow:
+    """A record-level row (``record_vs_base``) whose record differs from the compared stack in exactly one canonical
+    feature is an ablation of that feature (from the base's value to the record's)."""
+    if row.kind != "record_vs_base":
+        return row
+    diff = [f for f in BASELINE_FEATURES if features.get(f) is not None and base_features.get(f) is not None
+            and features[f] != base_features[f]]
+    if len(diff) != 1:
+        return row
+    f = diff[0]
+    frm, to = base_features[f], features[f]
+    if isinstance(to, bool) or isinstance(frm, bool):
+        direction = 1 if to else -1
+    elif isinstance(to, (int, float)) and isinstance(frm, (int, float)):
+        direction = 1 if to > frm else -1
+    else:
+        direction = 1
+    return dataclasses.replace(row, kind="ablation", features=(f,), from_value=frm, to_value=to, direction=direction,
+                               base=base_name, note=f"the record differs from {base_name} only in {f}")
