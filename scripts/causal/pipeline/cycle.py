@@ -224,8 +224,7 @@ def stage_matrix(opts: PipelineOptions, out_dir: Path, log: Log, *, records: Seq
         from scripts.causal import extract_interventions as ex
 
         payload = ex.extract([Path(p) for p in records])
-        matrix = out_dir / "interventions.json"
-        write_json(matrix, payload)
+        matrix = ex.write_matrix(out_dir / "interventions.json", payload)
         (out_dir / "interventions.csv").write_text(ex.to_csv(payload), encoding="utf-8")
         log(f"extract: {len(payload['records'])} records -> {matrix}")
         return matrix
