@@ -757,23 +757,36 @@ def restore_low_dim_params_to_fp32(module: nn.Module) -> None:
 
 
 class Rotary(nn.Module):
-    # cos/sin tables for the first `dim` dims of a head, cached per sequence length and device.
+    """cos/sin tables for the first `dim` dims of a head, built by `build` OUTSIDE torch.compile (train() calls
+    GPT.prepare_rotary first), so a compiled model only slices them and its first call may be an eval under
+    inference_mode; eager callers get them built on first use. Positions take inv_freq's dtype, as upstream: fp32
+    on CPU (unchanged), bf16 on CUDA, where build_model's `.bfloat16()` casts inv_freq as upstream's whole-model
+    cast does (positions above 256 round in bf16 there too), so RoPE is not a difference when comparing with
+    upstream. Upstream builds its tables inside its compiled graph, so an entry may differ in its last bf16 bit."""
+
     def __init__(self, dim: int, base: float = 10000.0):
         super().__init__()
         inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self._cache: tuple[int, torch.device, Tensor, Tensor] | None = None
+        self.register_buffer("cos_table", None, persistent=False)
+        self.register_buffer("sin_table", None, persistent=False)
+
+    @torch.no_grad()
+    def build(self, seq_len: int, device: torch.device | None = None) -> None:
+        """(Re)build the tables for positions [0, seq_len) on `device` (default: inv_freq's), in inv_freq's dtype."""
+        inv_freq = self.inv_freq if device is None else self.inv_freq.to(device)
+        with torch.inference_mode(False):  # plain tensors, so tables built during an eager eval still train
+            t = torch.arange(seq_len, device=inv_freq.device, dtype=inv_freq.dtype)
+            freqs = torch.outer(t, inv_freq)
+            self.cos_table, self.sin_table = freqs.cos()[None, None], freqs.sin()[None, None]
 
     def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        if self._cache is None or self._cache[0] != seq_len or self._cache[1] != device:
-            with torch.inference_mode(False):  # a table first built during eval must still serve training
-                self._build(seq_len, device)
-        return self._cache[2].to(dtype), self._cache[3].to(dtype)
-
-    def _build(self, seq_len: int, device: torch.device) -> None:
-        t = torch.arange(seq_len, device=device, dtype=torch.float32)
-        freqs = torch.outer(t, self.inv_freq.to(device))
-        self._cache = (seq_len, device, freqs.cos()[None, None], freqs.sin()[None, None])
+        if self.cos_table is None or self.cos_table.size(2) < seq_len or self.cos_table.device != device:
+            if torch.compiler.is_compiling():
+                raise RuntimeError(f"rotary tables for seq_len={seq_len} on {device} were not built before "
+                                   "torch.compile; call GPT.prepare_rotary(seq_len) first")
+            self.build(seq_len, device)
+        return self.cos_table[:, :, :seq_len].to(dtype), self.sin_table[:, :, :seq_len].to(dtype)
 
 
 def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -930,6 +943,11 @@ class GPT(nn.Module):
                    activation=cfg.activation, rope_partial_dims=cfg.rope_partial_dims, ln_scale=cfg.ln_scale,
                    xsa_last_n=cfg.xsa_last_n, loss=cfg.loss, rho1_keep_frac=cfg.rho1_keep_frac,
                    mtp_weight=cfg.mtp_weight)
+
+    def prepare_rotary(self, seq_len: int) -> None:
+        """Build every block's rotary tables (outside torch.compile), after the final device/dtype cast."""
+        for block in self.blocks:
+            block.attn.rotary.build(seq_len)
 
     def _logits(self, h: Tensor) -> Tensor:
         proj = F.linear(h, self.tok_emb.weight) if self.lm_head is None else self.lm_head(h)
@@ -1182,6 +1200,17 @@ def make_lr_schedule(cfg: Hyperparameters) -> Callable[[int, float], float]:
     return lr_mul
 
 
+SDP_BACKENDS = {"cudnn": False, "flash": True, "mem_efficient": False, "math": False}  # upstream's pinning
+
+
+def pin_cuda_kernels() -> str:
+    """As upstream on CUDA (process-wide): TF32 matmuls, flash SDPA only. Returns the `sdp_backends:` line."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    for name, enabled in SDP_BACKENDS.items():
+        getattr(torch.backends.cuda, f"enable_{name}_sdp")(enabled)
+    return "sdp_backends:" + " ".join(f"{n}={getattr(torch.backends.cuda, f'{n}_sdp_enabled')()}" for n in SDP_BACKENDS)
+
+
 def build_model(cfg: Hyperparameters, device: torch.device) -> GPT:
     model = GPT.from_config(cfg).to(device)
     if device.type == "cuda":  # as upstream: bf16 body, fp32 CastedLinear weights and low-dim/control params
@@ -1195,6 +1224,20 @@ def build_model(cfg: Hyperparameters, device: torch.device) -> GPT:
 
 def _noop_log(msg: str) -> None:
     return None
+
+
+def vote_stop(loss_finite: bool, reached_cap: bool, *, rank: int = 0, world_size: int = 1,
+              device: torch.device | None = None) -> tuple[list[int], bool]:
+    """(ranks with a non-finite train loss, whether any rank hit the wallclock cap), agreed by every rank with one
+    all-reduce per step before the next step's collectives, so a rank that saw NaN/inf stops with the others
+    instead of leaving them blocked until the NCCL timeout. Without a process group: this process's answer."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return ([] if loss_finite else [rank]), reached_cap
+    flags = torch.zeros(world_size + 1, dtype=torch.int32, device=device)
+    flags[rank], flags[world_size] = int(not loss_finite), int(reached_cap)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    votes = flags.tolist()
+    return [r for r in range(world_size) if votes[r]], bool(votes[world_size])
 
 
 def train(
@@ -1237,6 +1280,7 @@ def train(
     base_model = model if model is not None else build_model(cfg, device)
     init_weights(base_model, seed)
     base_model.train()
+    base_model.prepare_rotary(cfg.train_seq_len)  # outside torch.compile: a compiled first call may be an eval
     global _newton_schulz
     compiled = cfg.compile and device.type == "cuda"
     _newton_schulz = torch.compile(zeropower_via_newtonschulz5) if compiled else zeropower_via_newtonschulz5
@@ -1244,13 +1288,17 @@ def train(
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        run_model = DDP(run_model, device_ids=[device.index], broadcast_buffers=False)
+        run_model = DDP(run_model, device_ids=[device.index] if device.type == "cuda" else None,
+                        broadcast_buffers=False)
     optimizers, opt_muon = build_optimizers(cfg, base_model)
     grad_accum = max(1, min(8 // world_size, cfg.train_batch_tokens // (world_size * cfg.train_seq_len))) \
         if device.type == "cuda" else 1
     n_params = sum(p.numel() for p in base_model.parameters())
     log(f"model_params:{n_params}")
     log(f"world_size:{world_size} grad_accum_steps:{grad_accum} device:{device.type}")
+    if device.type == "cuda":  # flash SDPA only, as upstream; the peak memory logged below is this run's
+        log(pin_cuda_kernels())
+        torch.cuda.reset_peak_memory_stats(device)
     log(f"attention_mode:gqa num_heads:{cfg.num_heads} num_kv_heads:{cfg.num_kv_heads}")
     log(f"tie_embeddings:{cfg.tie_embeddings} embed_lr:{cfg.tied_embed_lr if cfg.tie_embeddings else cfg.embed_lr} "
         f"head_lr:{cfg.head_lr if base_model.lm_head is not None else 0.0} matrix_lr:{cfg.matrix_lr} "
@@ -1355,24 +1403,26 @@ def train(
         if on_step is not None:  # progress for a caller's bar: (steps done, planned steps)
             on_step(step, cfg.iterations)
         approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
-        if not math.isfinite(loss_value):
+        bad_ranks, reached_cap = vote_stop(math.isfinite(loss_value), max_ms is not None and approx_ms >= max_ms,
+                                           rank=rank, world_size=world_size, device=device)
+        if bad_ranks:
             status, error = "diverged", f"train loss became {loss_value} at step {step}"
-            log(f"step:{step}/{cfg.iterations} train_loss:{loss_value} diverged: stopping")
+            if bad_ranks != [rank]:
+                error = f"train loss became non-finite on rank(s) {bad_ranks} at step {step} (rank {rank}: {loss_value})"
+            log(f"step:{step}/{cfg.iterations} train_loss:{loss_value} nonfinite_ranks:{bad_ranks} diverged: stopping")
             training_ms = approx_ms
             break
         if cfg.train_log_every > 0 and (step <= 10 or step % cfg.train_log_every == 0 or stop_after is not None):
             log(f"step:{step}/{cfg.iterations} train_loss:{loss_value:.4f} "
                 f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
-        reached_cap = max_ms is not None and approx_ms >= max_ms
-        if distributed and max_ms is not None:
-            flag = torch.tensor(int(reached_cap), device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            reached_cap = bool(flag.item())
         if stop_after is None and reached_cap:
             stop_after = step
     sync()
     if status == "ok":
         training_ms += 1000.0 * (time.perf_counter() - t0)
+    if device.type == "cuda":
+        log(f"peak memory allocated: {torch.cuda.max_memory_allocated(device) // 1024 // 1024} MiB "
+            f"reserved: {torch.cuda.max_memory_reserved(device) // 1024 // 1024} MiB")
 
     base = dict(config=cfg.to_dict(), config_hash=config_hash(cfg), seed=seed, backend="torch",
                 versions=library_versions(), step_losses=step_losses, steps=step,
@@ -1399,8 +1449,10 @@ def train(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         torch.save(state, out / "final_model.pt")
-        log(f"Serialized model: {(out / 'final_model.pt').stat().st_size} bytes")
+        model_bytes = (out / "final_model.pt").stat().st_size
+        log(f"Serialized model: {model_bytes} bytes")
         log(f"Code size: {code_bytes} bytes")
+        log(f"Total submission size: {model_bytes + code_bytes} bytes")
         (out / "final_model.int8.ptz").write_bytes(blob)
     ratio = qstats["baseline_tensor_bytes"] / max(qstats["int8_payload_bytes"], 1)
     log(f"Serialized model int8+zlib: {len(blob)} bytes (payload:{qstats['int8_payload_bytes']} "
@@ -1435,8 +1487,6 @@ def main(argv: list[str] | None = None) -> int:
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
         if distributed:
             dist.init_process_group(backend="nccl", device_id=device)
             dist.barrier()

@@ -181,6 +181,7 @@ _VAL_RE = re.compile(r"step:(\d+)/\d+ val_loss:(\S+) val_bpb:(\S+)")
 _TRAIN_RE = re.compile(r"step:(\d+)/\d+ train_loss:(\S+)")
 _BYTES_RE = re.compile(r"Total submission size int8\+zlib: (\d+) bytes")
 _TRAIN_TIME_RE = re.compile(r"train_time:(\d+(?:\.\d+)?)ms")
+_STATUS_RE = re.compile(r"^run_status:(\w+) error:(.*)$", re.M)  # train_gpt.main's line for a run that stopped
 
 
 def env_overrides(config: tg.Hyperparameters, seed: int) -> dict[str, str]:
@@ -231,6 +232,10 @@ def parse_train_log(text: str) -> dict:
         "status": "ok", "error": None,
     }
     if not finals:
+        stopped = _STATUS_RE.findall(text)
+        if stopped and stopped[-1][0] == "diverged":
+            out["status"], out["error"] = "diverged", stopped[-1][1]
+            return out
         out["status"] = "failed"
         out["error"] = "log has no 'final_int8_zlib_roundtrip_exact val_loss:X val_bpb:Y' line (run did not finish)"
         return out
