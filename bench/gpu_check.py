@@ -303,11 +303,11 @@ def step_screen(ctx: Context) -> dict[str, Any]:
     vals: dict[str, dict[int, float]] = {}
     for arm, overrides in SCREEN_ARMS.items():
         for seed in ctx.plan.seeds:
-            r = executor.run(base.with_overrides(overrides), seed, "torch")
-            if r["status"] != "ok":
-                raise RuntimeError(f"{arm} seed {seed}: {r['status']}: {r['error']}")
-            vals.setdefault(arm, {})[seed] = r["val_bpb"]
-            ctx.log(f"  {arm} seed {seed}: val_bpb {r['val_bpb']:.6f} wall {r['wall_s']:.1f}s")
+            r = executor.run(base.with_overrides(overrides), seed, "torch")  # a train_gpt.RunResult
+            if r.status != "ok":
+                raise RuntimeError(f"{arm} seed {seed}: {r.status}: {r.error}")
+            vals.setdefault(arm, {})[seed] = r.val_bpb
+            ctx.log(f"  {arm} seed {seed}: val_bpb {r.val_bpb:.6f} wall {r.wall_s:.1f}s")
     return {"executor": used, "preset": ctx.plan.screen_preset, "val_bpb": vals, "deltas": paired_deltas(vals)}
 
 
