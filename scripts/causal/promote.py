@@ -16,7 +16,8 @@ re-derived for the baseline), then ad-hoc names ``override:KEY=VALUE,...``. Anyt
 refused, as are two confirmed interventions setting one key to different values. ``--dry-run`` (the default)
 prints the unified diff; ``--apply`` writes it and then re-imports the file to check that it still imports and
 that ``preset_config("baseline")`` carries the promoted values (on failure the original text is restored);
-``--revert`` restores the empty block.
+``--revert`` restores the empty block. The MLX twin next to the file (``train_gpt_mlx.py``) carries the same
+block (a twin section the tests compare), so every write copies the block into it too.
 """
 from __future__ import annotations
 
@@ -188,6 +189,32 @@ def _diff(old: str, new: str, path: Path) -> str:
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{path.name}", f"b/{path.name}"))
 
 
+def twin_of(path: Path) -> Path | None:
+    """The MLX twin beside a train_gpt.py, which carries a copy of its PROMOTED DEFAULTS block; None if absent."""
+    twin = path.with_name("train_gpt_mlx.py")
+    return twin if twin.is_file() and twin.resolve() != path.resolve() else None
+
+
+def _twin_text(source: str, twin: Path) -> tuple[str, str]:
+    """(old, new) text of ``twin`` with its block replaced by the one in ``source`` (the new train_gpt text)."""
+    old = twin.read_text(encoding="utf-8")
+    start, end = _block_span(source, "train_gpt.py")
+    t_start, t_end = _block_span(old, twin)
+    return old, old[:t_start] + source[start:end] + old[t_end:]
+
+
+def _write_with_twin(path: Path, old: str, new: str, expect: Mapping[str, Any]) -> str:
+    """Diff of the file and its twin; with ``expect`` given (apply), write both (the file checked by import)."""
+    twin = twin_of(path)
+    twin_old, twin_new = _twin_text(new, twin) if twin is not None else ("", "")
+    if expect is not None and new != old:
+        _write_checked(path, old, new, expect)
+    if expect is not None and twin is not None and twin_new != twin_old:
+        current_entries(twin_new, path=twin)  # the copied block parses in its new home
+        twin.write_text(twin_new, encoding="utf-8")
+    return _diff(old, new, path) + (_diff(twin_old, twin_new, twin) if twin is not None else "")
+
+
 def _write_checked(path: Path, old: str, new: str, expect: Mapping[str, Any]) -> None:
     path.write_text(new, encoding="utf-8")
     try:
@@ -219,9 +246,8 @@ def promote(results: str | Path | Mapping, *, train_gpt: str | Path = TRAIN_GPT,
     entries = promotion_entries(payload, interventions=names, overrides=overrides, base_config=base,
                                 screen_id=screen_id)
     new = promoted_text(old, entries, path=path)
-    if apply and new != old:
-        _write_checked(path, old, new, {e["key"]: e["value"] for e in current_entries(new, path=path)})
-    return _diff(old, new, path)
+    expect = {e["key"]: e["value"] for e in current_entries(new, path=path)} if apply else None
+    return _write_with_twin(path, old, new, expect)
 
 
 def revert(*, train_gpt: str | Path = TRAIN_GPT, apply: bool = False) -> str:
@@ -229,9 +255,7 @@ def revert(*, train_gpt: str | Path = TRAIN_GPT, apply: bool = False) -> str:
     path = Path(train_gpt)
     old = path.read_text(encoding="utf-8")
     new = reverted_text(old, path=path)
-    if apply and new != old:
-        _write_checked(path, old, new, {})
-    return _diff(old, new, path)
+    return _write_with_twin(path, old, new, {} if apply else None)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,9 @@ import pytest
 from scripts.causal.core.errors import ConfigError, DataFormatError
 from scripts.causal.core.paths import TRAIN_GPT
 from scripts.causal.promote import (
+    BEGIN,
     EMPTY_BLOCK,
+    END,
     current_entries,
     load_module,
     main,
@@ -128,3 +130,19 @@ def test_real_train_gpt_copy_promotes_through_the_registry(tmp_path):
     assert "screen=cpu-fast-1 intervention=matrix_lr_half" in dst.read_text()
     revert(train_gpt=dst, apply=True)
     assert dst.read_text() == TRAIN_GPT.read_text()
+
+
+def test_promotion_copies_the_block_into_the_mlx_twin(tmp_path):
+    """The twin beside train_gpt.py gets the same block (diff shows both files); revert restores both."""
+    dst, twin = tmp_path / "train_gpt.py", tmp_path / "train_gpt_mlx.py"
+    shutil.copy(TRAIN_GPT, dst)
+    shutil.copy(TRAIN_GPT.with_name("train_gpt_mlx.py"), twin)
+    twin_before = twin.read_text()
+    res = {**RESULTS, "results": [row("act_leaky_relu2")]}
+    diff = promote(res, train_gpt=dst, apply=False, screen_id="s1")
+    assert "+++ b/train_gpt.py" in diff and "+++ b/train_gpt_mlx.py" in diff and twin.read_text() == twin_before
+    promote(res, train_gpt=dst, apply=True, screen_id="s1")
+    block = lambda text: text[text.index(BEGIN):text.index(END)]  # noqa: E731
+    assert block(twin.read_text()) == block(dst.read_text()) and "leaky_relu2" in block(dst.read_text())
+    revert(train_gpt=dst, apply=True)
+    assert twin.read_text() == twin_before and dst.read_text() == TRAIN_GPT.read_text()

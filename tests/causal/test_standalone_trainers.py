@@ -63,12 +63,15 @@ def test_train_gpt_mlx_imports_alone_without_scripts_or_torch(tmp_path):
     assert proc.stdout.split("\n")[:2] == ["[]", "False"]
 
 
-def test_train_gpt_trains_alone_given_shard_and_tokenizer_paths(tmp_path, tiny_corpus):
-    """A copied train_gpt.py runs as a script from an empty folder on explicitly named data."""
-    folder = _alone(tmp_path, "train_gpt.py")
+@pytest.mark.parametrize("script", ["train_gpt.py", "train_gpt_mlx.py"])
+def test_trainer_trains_alone_given_shard_and_tokenizer_paths(tmp_path, tiny_corpus, script):
+    """A copied trainer runs as a script from an empty folder on explicitly named data (2 tiny steps)."""
+    if script == "train_gpt_mlx.py":
+        pytest.importorskip("mlx.core", reason="mlx is not installed (pip install -e '.[mlx]')")
+    folder = _alone(tmp_path, script)
     env = {**_clean_env(), "PRESET": "tiny", "ITERATIONS": "2", "RUN_ID": "alone", "VOCAB_SIZE": "1024",
            "DATA_PATH": tiny_corpus.data_path, "TOKENIZER_PATH": tiny_corpus.tokenizer_path}
-    proc = subprocess.run([sys.executable, "train_gpt.py"], cwd=folder, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, script], cwd=folder, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1].startswith("final_int8_zlib_roundtrip_exact val_loss:")
