@@ -79,21 +79,27 @@ def _arch_key(cfg: Hyperparameters) -> tuple:
     return tuple(getattr(cfg, f) for f in fields)
 
 
+def _names(path: str, relative: str, prepared: str) -> bool:
+    """True when ``path`` is the presets' relative path or the prepared corpus' absolute one."""
+    return os.path.normpath(path) == os.path.normpath(relative) or Path(path).resolve() == Path(prepared).resolve()
+
+
 def names_embedded_corpus(cfg: Hyperparameters) -> bool:
-    """True when cfg's data is the embedded default corpus: the presets' relative path or its prepared folder."""
-    if os.path.normpath(cfg.data_path) == os.path.normpath(tg.EMBEDDED_DATA_PATH):
-        return True
-    return Path(cfg.data_path).resolve() == Path(corpus_paths(DATA_DIR, DEFAULT_SOURCE).data_path).resolve()
+    """True when cfg's data folder is the embedded default corpus (the tiny/fast presets' data)."""
+    return _names(cfg.data_path, tg.EMBEDDED_DATA_PATH, corpus_paths(DATA_DIR, DEFAULT_SOURCE).data_path)
 
 
 def prepare_data(cfg: Hyperparameters) -> Hyperparameters:
     """Make sure the corpus cfg names exists before training: the embedded corpus is prepared (cached, see
-    ``data.shards.ensure_default_corpus``) and cfg points at it; any other data must already hold shards
-    (``tg.resolve_data_paths`` raises naming the folder and the command that makes them)."""
-    if names_embedded_corpus(cfg):
-        paths = ensure_default_corpus()
-        return cfg.with_overrides(data_path=paths.data_path, tokenizer_path=paths.tokenizer_path)
-    return tg.resolve_data_paths(cfg)
+    ``data.shards.ensure_default_corpus``) and cfg points at it (its tokenizer too, unless cfg names another);
+    any other data must already hold shards (``tg.resolve_data_paths`` raises naming the folder and the command
+    that makes them)."""
+    if not names_embedded_corpus(cfg):
+        return tg.resolve_data_paths(cfg)
+    paths = ensure_default_corpus()
+    own_tokenizer = _names(cfg.tokenizer_path, tg.EMBEDDED_TOKENIZER_PATH, paths.tokenizer_path)
+    return cfg.with_overrides(data_path=paths.data_path,
+                              tokenizer_path=paths.tokenizer_path if own_tokenizer else cfg.tokenizer_path)
 
 
 def cached_data(cfg: Hyperparameters) -> tuple[Hyperparameters, tg.TrainData]:
