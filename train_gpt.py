@@ -1090,7 +1090,8 @@ def resolve_data_paths(cfg: Hyperparameters) -> Hyperparameters:
     if not os.path.isabs(cfg.data_path) and _has_shards(here / cfg.data_path):
         tok = cfg.tokenizer_path if os.path.isabs(cfg.tokenizer_path) else str(here / cfg.tokenizer_path)
         return cfg.with_overrides(data_path=str(here / cfg.data_path), tokenizer_path=tok)
-    where = cfg.data_path if os.path.isabs(cfg.data_path) else f"{cfg.data_path} (looked in {os.getcwd()} and {here})"
+    looked = " and ".join(dict.fromkeys((os.getcwd(), str(here))))
+    where = cfg.data_path if os.path.isabs(cfg.data_path) else f"{cfg.data_path} (looked in {looked})"
     raise ShardError(
         f"DATA_PATH={where}: no fineweb_train_*.bin / fineweb_val_*.bin shards there. Prepare the data before "
         f"training: `{prepare_command(cfg.data_path)}` (from the repository root), or set DATA_PATH and "
