@@ -319,7 +319,11 @@ def test_warmup_steps_do_not_change_the_result(synth):
 
 @pytest.mark.slow
 def test_script_prints_upstream_final_line(tmp_path):
-    env = {**os.environ, "PRESET": "tiny", "RUN_ID": "mlx_script_test"}
+    from scripts.causal.data.shards import ensure_default_corpus
+
+    ensure_default_corpus()  # the tiny preset's corpus, found next to the script (the twin never prepares data)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_PATH", "TOKENIZER_PATH")}
+    env.update(PRESET="tiny", RUN_ID="mlx_script_test")
     proc = subprocess.run([sys.executable, str(REPO / "train_gpt_mlx.py")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
