@@ -38,6 +38,8 @@ from torch import Tensor, nn
 # -----------------------------
 # A shard is 256 little-endian int32 header words (magic 20240520, version 1, token count, rest zero),
 # followed by `token count` little-endian uint16 tokens.
+# Code between `# >>> twin: NAME >>>` banners is framework-free and copied verbatim into train_gpt_mlx.py
+# (tests/causal/test_standalone_trainers.py compares the copies): change both files together.
 
 # >>> twin: data-format >>>
 SHARD_MAGIC = 20240520
