@@ -3,7 +3,7 @@ The Parameter Golf baseline trainer (torch), extended with the knobs the causal 
 
 Runs as a script (single CPU process in fp32, or `torchrun` DDP on CUDA with bf16 autocast) and imports with
 no side effects: it exposes the config dataclass, the model, the optimizers and `train(config, seed) -> RunResult`.
-Hard cap: at most 1500 lines, to keep it readable for newcomers.
+At most 3,000 lines (its code bytes count in the 16,000,000-byte artifact), readable top to bottom in sections.
 """
 from __future__ import annotations
 
@@ -38,7 +38,10 @@ from torch import Tensor, nn
 # -----------------------------
 # A shard is 256 little-endian int32 header words (magic 20240520, version 1, token count, rest zero),
 # followed by `token count` little-endian uint16 tokens.
+# Code between `# >>> twin: NAME >>>` banners is framework-free and copied verbatim into train_gpt_mlx.py
+# (tests/causal/test_standalone_trainers.py compares the copies): change both files together.
 
+# >>> twin: data-format >>>
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
 HEADER_INTS = 256
@@ -145,6 +148,8 @@ def count_target_bytes(prev_ids: np.ndarray, tgt_ids: np.ndarray, luts) -> int:
     prev = np.asarray(prev_ids, dtype=np.int64)
     nbytes = base_bytes[tgt].astype(np.int64) + (has_leading_space[tgt] & ~is_boundary[prev]).astype(np.int64)
     return int(nbytes.sum())
+# <<< twin: data-format <<<
+
 
 # -----------------------------
 # HYPERPARAMETERS
@@ -154,11 +159,16 @@ def count_target_bytes(prev_ids: np.ndarray, tgt_ids: np.ndarray, luts) -> int:
 # Each field is read from the upper-case env var of the same name. The screening knobs after grad_clip_norm
 # default to the baseline's behaviour.
 
+# >>> twin: hyperparameters >>>
 ACTIVATIONS = ("relu2", "leaky_relu2", "gelu", "silu", "sin2")
 LOSSES = ("ce", "rho1", "mtp")
 DATA_ORDERS = ("sequential", "seeded")
 DEFAULT_DATA_PATH = "./data/datasets/fineweb10B_sp1024"
 DEFAULT_TOKENIZER_PATH = "./data/tokenizers/fineweb_1024_bpe.model"
+# The embedded corpus (Shakespeare, BPE-1024) that the CPU presets train on; `python scripts/causal/prepare_data.py
+# prepare` makes it. A trainer never switches corpus by itself: a config names its data.
+EMBEDDED_DATA_PATH = "./data/datasets/shakespeare_sp1024"
+EMBEDDED_TOKENIZER_PATH = "./data/tokenizers/shakespeare_1024_bpe.model"
 
 
 class ConfigValueError(ValueError):
@@ -380,7 +390,9 @@ Hyperparameters = _promoted_class(Hyperparameters)
 # Named presets: values on top of the baseline defaults; the promoted rules then act on the result.
 # fast: the CPU screening regime (about 20 s per run, train + both evals, on a 2-core CPU); the seed drives the
 # data order and the wallclock cap is off so that a run is a fixed number of steps.
-# tiny: a few seconds per run, for tests.
+# tiny: a few seconds per run, for tests. Both train on the embedded corpus (EMBEDDED_DATA_PATH); baseline
+# keeps the FineWeb default.
+_EMBEDDED_DATA = {"data_path": EMBEDDED_DATA_PATH, "tokenizer_path": EMBEDDED_TOKENIZER_PATH}
 PRESETS: dict[str, dict[str, object]] = {
     "baseline": {},
     "fast": {
@@ -388,12 +400,14 @@ PRESETS: dict[str, dict[str, object]] = {
         "train_seq_len": 128, "train_batch_tokens": 2048, "iterations": 120, "warmdown_iters": 60,
         "warmup_steps": 0, "val_loss_every": 0, "train_log_every": 20, "val_batch_size": 16384,
         "max_wallclock_seconds": 0.0, "muon_momentum_warmup_steps": 30, "data_order": "seeded", "compile": False,
+        **_EMBEDDED_DATA,
     },
     "tiny": {
         "num_layers": 2, "model_dim": 64, "num_heads": 4, "num_kv_heads": 2, "mlp_mult": 2,
         "train_seq_len": 64, "train_batch_tokens": 512, "iterations": 12, "warmdown_iters": 4,
         "warmup_steps": 0, "val_loss_every": 0, "train_log_every": 4, "val_batch_size": 4096,
         "max_wallclock_seconds": 0.0, "muon_momentum_warmup_steps": 5, "data_order": "seeded", "compile": False,
+        **_EMBEDDED_DATA,
     },
 }
 
@@ -404,6 +418,7 @@ def preset_config(name: str = "baseline", **overrides: Any) -> Hyperparameters:
         raise ConfigValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     preset = Hyperparameters().with_overrides({**BASELINE_DEFAULTS, **PRESETS[name]})
     return Hyperparameters().with_overrides({**apply_promoted(preset.to_dict()), **overrides})
+# <<< twin: hyperparameters <<<
 
 
 # -----------------------------
@@ -545,18 +560,21 @@ def eval_val(
 # int8 per-row for large 2-D float tensors (clipped at a high percentile), per-tensor int8 for other large float
 # tensors, small float tensors passed through (fp32 for control tensors, fp16 otherwise), then zlib level 9.
 
+# >>> twin: export-format >>>
 CONTROL_TENSOR_NAME_PATTERNS = (
     "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes", "q_gain", "skip_weight",
     "skip_weights",
 )
 INT8_KEEP_FLOAT_FP32_NAME_PATTERNS = CONTROL_TENSOR_NAME_PATTERNS
 INT8_KEEP_FLOAT_MAX_NUMEL = 65_536
-INT8_KEEP_FLOAT_STORE_DTYPE = torch.float16
-INT8_PER_ROW_SCALE_DTYPE = torch.float16
 INT8_CLIP_PERCENTILE = 99.99984
 INT8_CLIP_Q = INT8_CLIP_PERCENTILE / 100.0
+QUANT_FORMAT = "int8_clean_per_row_v1"
 # Parameters that train but are not part of the artifact (the mtp auxiliary head).
 EXPORT_EXCLUDED_PREFIXES = ("mtp_head.",)
+# <<< twin: export-format <<<
+INT8_KEEP_FLOAT_STORE_DTYPE = torch.float16
+INT8_PER_ROW_SCALE_DTYPE = torch.float16
 
 
 def tensor_nbytes(t: Tensor) -> int:
@@ -608,7 +626,7 @@ def quantize_state_dict_int8(state_dict: Mapping[str, Tensor]) -> tuple[dict[str
             continue
         stats["int8_payload_bytes"] += tensor_nbytes(passthrough[name])
     obj: dict[str, Any] = {
-        "__quant_format__": "int8_clean_per_row_v1", "quantized": quantized, "scales": scales, "dtypes": dtypes,
+        "__quant_format__": QUANT_FORMAT, "quantized": quantized, "scales": scales, "dtypes": dtypes,
         "passthrough": passthrough,
     }
     if qmeta:
@@ -664,14 +682,17 @@ def deserialize_int8_zlib(blob: bytes) -> dict[str, Tensor]:
 #   so the seed fixes the data order and both arms of a paired comparison see the same windows.
 
 
+# >>> twin: data-order >>>
 def open_shard_memmap(path: str | Path) -> np.ndarray:
     num_tokens = read_shard_header(path)
     return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(num_tokens,))
 
 
-class TokenLoader:
-    def __init__(self, pattern: str | list, *, rank: int = 0, world_size: int = 1, device: torch.device | None = None,
-                 order: str = "sequential", seed: int = 0):
+class TokenStream:
+    """Training batches as int64 numpy arrays (framework-free; the trainer converts them to its tensors)."""
+
+    def __init__(self, pattern: str | list, *, rank: int = 0, world_size: int = 1, order: str = "sequential",
+                 seed: int = 0):
         if isinstance(pattern, str):
             files = sorted(glob.glob(pattern))
             if not files:
@@ -680,7 +701,6 @@ class TokenLoader:
         else:
             self.shards = list(pattern)
         self.rank, self.world_size = rank, world_size
-        self.device = torch.device("cpu") if device is None else device
         self.order = order
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.file_idx, self.pos = 0, 0
@@ -712,19 +732,33 @@ class TokenLoader:
             out[j] = self.shards[shard][start : start + span]
         return out
 
-    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[Tensor, Tensor]:
+    def next_arrays(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's (inputs, targets) for one micro-step, each (sequences, seq_len) int64."""
         local_tokens = global_tokens // (self.world_size * grad_accum_steps)
         if self.order == "seeded":
             nseq = max(1, local_tokens // seq_len)
             windows = self._random_windows(nseq * self.world_size, seq_len + 1)
-            local = torch.from_numpy(windows[self.rank * nseq : (self.rank + 1) * nseq])
-            x, y = local[:, :-1], local[:, 1:]
-        else:
-            span = local_tokens + 1
-            chunk = self._take(span * self.world_size)
-            local = torch.from_numpy(chunk[self.rank * span : (self.rank + 1) * span].astype(np.int64))
-            x, y = local[:-1].reshape(-1, seq_len), local[1:].reshape(-1, seq_len)
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            local = windows[self.rank * nseq : (self.rank + 1) * nseq]
+            return local[:, :-1], local[:, 1:]
+        span = local_tokens + 1
+        chunk = self._take(span * self.world_size)
+        local = chunk[self.rank * span : (self.rank + 1) * span].astype(np.int64)
+        return local[:-1].reshape(-1, seq_len), local[1:].reshape(-1, seq_len)
+# <<< twin: data-order <<<
+
+
+class TokenLoader(TokenStream):
+    """TokenStream batches as torch tensors on ``device``."""
+
+    def __init__(self, pattern: str | list, *, rank: int = 0, world_size: int = 1, device: torch.device | None = None,
+                 order: str = "sequential", seed: int = 0):
+        super().__init__(pattern, rank=rank, world_size=world_size, order=order, seed=seed)
+        self.device = torch.device("cpu") if device is None else device
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[Tensor, Tensor]:
+        x, y = self.next_arrays(global_tokens, seq_len, grad_accum_steps)
+        return (torch.from_numpy(x).to(self.device, non_blocking=True),
+                torch.from_numpy(y).to(self.device, non_blocking=True))
 
 
 # -----------------------------
@@ -987,8 +1021,10 @@ class GPT(nn.Module):
         return main + self.mtp_weight * aux
 
 
+# >>> twin: init-keys >>>
 def _param_seed(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & (2**63 - 1)
+# <<< twin: init-keys <<<
 
 
 @torch.no_grad()
@@ -1027,6 +1063,7 @@ def init_weights(model: GPT, seed: int) -> None:
 # RUN RESULT + DATA SETUP
 # -----------------------------
 
+# >>> twin: run-result >>>
 RUN_STATUSES = ("ok", "diverged", "failed")
 
 
@@ -1073,12 +1110,14 @@ def _float_or_nan(value: Any) -> float:
     if value is None:
         return float("nan")
     return float(value)  # float("inf") / float("-inf") parse the strings write_json stores
+# <<< twin: run-result <<<
 
 
 def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
 
 
+# >>> twin: data-setup >>>
 @dataclass
 class TrainData:
     """Everything a run reads from disk, loaded once and shareable between runs of the same data."""
@@ -1091,33 +1130,37 @@ class TrainData:
     vocab_size: int
 
 
-def _has_shards(data_path: str) -> bool:
-    return bool(glob.glob(shard_pattern(data_path, "train"))) and bool(
-        glob.glob(shard_pattern(data_path, "val"))
-    )
+def _has_shards(data_path: str | Path) -> bool:
+    return bool(glob.glob(shard_pattern(data_path, "train"))) and bool(glob.glob(shard_pattern(data_path, "val")))
+
+
+def prepare_command(data_path: str | Path) -> str:
+    """The command that makes the shards a data folder should hold (named in missing-data errors)."""
+    name = Path(data_path).name
+    if name.startswith("fineweb"):
+        variant = name.rpartition("_")[2]
+        return "python scripts/causal/download_fineweb.py" + ("" if variant == "sp1024" else f" --variant {variant}")
+    source = name.rpartition("_sp")[0] or name
+    return "python scripts/causal/prepare_data.py prepare" + ("" if source == "shakespeare" else f" --source {source}")
 
 
 def resolve_data_paths(cfg: Hyperparameters) -> Hyperparameters:
-    """Return cfg with usable data paths. When the default FineWeb folder has no shards (here or next to this
-    file), prepare the embedded default corpus (scripts.causal.data.shards.ensure_default_corpus) and point at it."""
+    """Return cfg with data paths that hold shards. A relative DATA_PATH is looked up in the working directory,
+    then next to this file (a relative TOKENIZER_PATH moves with it). Data is never prepared or switched here:
+    no shards raises ShardError naming the folder and the command that makes them."""
     if _has_shards(cfg.data_path):
         return cfg
-    if os.path.normpath(cfg.data_path) != os.path.normpath(DEFAULT_DATA_PATH):
-        raise ShardError(
-            f"DATA_PATH={cfg.data_path}: no fineweb_train_*.bin / fineweb_val_*.bin shards there; fix the path or "
-            "unset DATA_PATH to use the embedded default corpus"
-        )
     here = Path(__file__).resolve().parent
-    repo_data = here / DEFAULT_DATA_PATH
-    if _has_shards(str(repo_data)):
-        tok = here / DEFAULT_TOKENIZER_PATH if cfg.tokenizer_path == DEFAULT_TOKENIZER_PATH else cfg.tokenizer_path
-        return cfg.with_overrides(data_path=str(repo_data), tokenizer_path=str(tok))
-    if str(here) not in sys.path:
-        sys.path.insert(0, str(here))
-    from scripts.causal.data.shards import ensure_default_corpus  # lazy: only when FineWeb is absent
-
-    paths = ensure_default_corpus()
-    return cfg.with_overrides(data_path=str(paths.data_path), tokenizer_path=str(paths.tokenizer_path))
+    if not os.path.isabs(cfg.data_path) and _has_shards(here / cfg.data_path):
+        tok = cfg.tokenizer_path if os.path.isabs(cfg.tokenizer_path) else str(here / cfg.tokenizer_path)
+        return cfg.with_overrides(data_path=str(here / cfg.data_path), tokenizer_path=tok)
+    looked = " and ".join(dict.fromkeys((os.getcwd(), str(here))))
+    where = cfg.data_path if os.path.isabs(cfg.data_path) else f"{cfg.data_path} (looked in {looked})"
+    raise ShardError(
+        f"DATA_PATH={where}: no fineweb_train_*.bin / fineweb_val_*.bin shards there. Prepare the data before "
+        f"training: `{prepare_command(cfg.data_path)}` (from the repository root), or set DATA_PATH and "
+        "TOKENIZER_PATH to a folder of shards and its SentencePiece model"
+    )
 
 
 def load_train_data(cfg: Hyperparameters) -> TrainData:
@@ -1127,7 +1170,8 @@ def load_train_data(cfg: Hyperparameters) -> TrainData:
     if not cfg.tokenizer_path.endswith(".model"):
         raise ConfigValueError(f"TOKENIZER_PATH={cfg.tokenizer_path}: expected a SentencePiece .model file")
     if not Path(cfg.tokenizer_path).is_file():
-        raise ShardError(f"TOKENIZER_PATH={cfg.tokenizer_path}: tokenizer file not found")
+        raise ShardError(f"TOKENIZER_PATH={cfg.tokenizer_path}: tokenizer file not found; it is made with the shards "
+                         f"by `{prepare_command(cfg.data_path)}`")
     sp = spm.SentencePieceProcessor(model_file=cfg.tokenizer_path)
     if int(sp.vocab_size()) != cfg.vocab_size:
         raise ConfigValueError(f"VOCAB_SIZE={cfg.vocab_size} does not match tokenizer vocab_size={int(sp.vocab_size())}")
@@ -1147,6 +1191,7 @@ def trim_val_tokens(tokens: np.ndarray, seq_len: int, source: str = "validation 
     if usable <= 0:
         raise ShardError(f"{source} ({tokens.size} tokens) is too short for TRAIN_SEQ_LEN={seq_len}")
     return tokens[: usable + 1]
+# <<< twin: data-setup <<<
 
 
 # -----------------------------
@@ -1180,6 +1225,7 @@ def build_optimizers(cfg: Hyperparameters, model: GPT) -> tuple[list[torch.optim
     return optimizers, opt_muon
 
 
+# >>> twin: lr-schedule >>>
 def make_lr_schedule(cfg: Hyperparameters) -> Callable[[int, float], float]:
     """lr multiplier: linear warmdown to 0 over the last warmdown_iters steps, or, with a wallclock cap, over the
     last warmdown_iters x (average step time) before the cap."""
@@ -1198,6 +1244,7 @@ def make_lr_schedule(cfg: Hyperparameters) -> Callable[[int, float], float]:
         return remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0
 
     return lr_mul
+# <<< twin: lr-schedule <<<
 
 
 SDP_BACKENDS = {"cudnn": False, "flash": True, "mem_efficient": False, "math": False}  # upstream's pinning

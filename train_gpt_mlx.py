@@ -2,39 +2,627 @@
 """
 The MLX twin of train_gpt.py: the same Parameter Golf baseline and screening knobs, trained with MLX.
 
-It shares everything that is not framework code with train_gpt.py (the Hyperparameters dataclass and its
-presets, the shard reader, the SentencePiece byte LUTs, the data order, the keyed initialisation, the int8+zlib
-artifact format and the RunResult shape), so a config means the same thing on both backends and a parity test
-can copy torch weights into this model by name. Runs as a script (env-var config, upstream's final line) and
-imports with no side effects beyond making mlx[cpu] use OpenBLAS on Linux (scripts/causal/screen/mlx_blas.py).
-Hard cap: at most 1500 lines.
+Standalone: imports neither train_gpt.py nor torch nor scripts/, so it runs copied alone into a folder with mlx,
+numpy and sentencepiece. What is not framework code (Hyperparameters and presets, shard reader and byte
+accounting, data order, init keys, export constants, RunResult, lr schedule) is a verbatim copy of train_gpt.py's
+`# >>> twin: NAME >>>` sections; tests/causal/test_standalone_trainers.py keeps the copies identical. Runs as a
+script (env-var config, upstream's final line) and imports with no side effects.
+On Linux a standalone run uses mlx[cpu]'s bundled reference BLAS (slow) unless the caller loads OpenBLAS before
+the first `import mlx` (the screen adapter and benches call scripts/causal/screen/mlx_blas.py's
+ensure_fast_blas(); by hand: LD_PRELOAD=libopenblas.so.0). At most 3,000 lines.
 """
 from __future__ import annotations
 
+import dataclasses
+import glob
+import hashlib
+import io
 import json
 import math
 import os
+import pickle
+import platform
+import struct
 import sys
 import time
 import uuid
+import zipfile
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
 
-try:  # must run before the first `import mlx`: mlx[cpu] on Linux otherwise keeps its reference BLAS
-    from scripts.causal.screen.mlx_blas import ensure_fast_blas
-except ImportError:  # this file copied somewhere on its own: run with whatever BLAS mlx has
-    ensure_fast_blas = None
-BLAS_STATUS = ensure_fast_blas() if ensure_fast_blas is not None else None
+# -----------------------------
+# DATA FORMAT (FineWeb shards)
+# -----------------------------
 
-import mlx.core as mx  # noqa: E402
-import mlx.nn as nn  # noqa: E402
-from mlx.utils import tree_flatten, tree_unflatten  # noqa: E402
+# >>> twin: data-format >>>
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
 
-import train_gpt as tg  # noqa: E402
 
-Hyperparameters = tg.Hyperparameters
-RunResult = tg.RunResult
+def shard_pattern(data_path: str | Path, split: str) -> str:
+    """Glob of a split's shards in a dataset folder (upstream layout): fineweb_{train,val}_*.bin."""
+    return os.path.join(str(data_path), f"fineweb_{split}_*.bin")
+
+
+class ShardError(ValueError):
+    """A shard file is missing, has a corrupt header, or is truncated. The message names the file."""
+
+
+def read_shard_header(path: str | Path) -> int:
+    """Validate a shard's header and size; return its token count."""
+    path = Path(path)
+    if not path.is_file():
+        raise ShardError(f"{path}: shard file not found")
+    size = path.stat().st_size
+    if size < HEADER_BYTES:
+        raise ShardError(f"{path}: file is {size} bytes, shorter than the {HEADER_BYTES}-byte header")
+    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    if int(header[0]) != SHARD_MAGIC:
+        raise ShardError(f"{path}: bad magic {int(header[0])} (expected {SHARD_MAGIC}); not a FineWeb shard")
+    if int(header[1]) != SHARD_VERSION:
+        raise ShardError(f"{path}: unsupported shard version {int(header[1])} (expected {SHARD_VERSION})")
+    num_tokens = int(header[2])
+    expected = HEADER_BYTES + 2 * num_tokens
+    if num_tokens < 0 or size != expected:
+        raise ShardError(
+            f"{path}: header says {num_tokens} tokens, so the file should be {expected} bytes, but it is "
+            f"{size} bytes (truncated or corrupt)"
+        )
+    return num_tokens
+
+
+def load_data_shard(path: str | Path) -> np.ndarray:
+    """Read one shard's tokens as a uint16 array (header validated first)."""
+    num_tokens = read_shard_header(path)
+    with open(path, "rb") as f:
+        f.seek(HEADER_BYTES)
+        tokens = np.frombuffer(f.read(2 * num_tokens), dtype="<u2")
+    return tokens.astype(np.uint16, copy=False)
+
+
+def write_data_shard(path: str | Path, tokens: np.ndarray) -> Path:
+    """Write tokens (values < 65536) as a shard in the challenge format."""
+    path = Path(path)
+    tokens = np.asarray(tokens)
+    if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= 2**16):
+        raise ShardError(f"{path}: token ids must lie in [0, 65535] to fit uint16")
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, tokens.size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(header.tobytes())
+        f.write(tokens.astype("<u2").tobytes())
+    return path
+
+
+def load_validation_tokens(pattern: str, seq_len: int) -> np.ndarray:
+    """Concatenate every shard matching ``pattern``, trimmed to a multiple of seq_len plus one token."""
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise ShardError(f"no validation shards match {pattern}")
+    tokens = np.concatenate([load_data_shard(f) for f in files])
+    usable = ((tokens.size - 1) // seq_len) * seq_len
+    if usable <= 0:
+        raise ShardError(f"validation split {pattern} is too short for seq_len={seq_len}")
+    return tokens[: usable + 1]
+
+
+def build_sentencepiece_luts(sp, vocab_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-token byte accounting, as upstream: (base_bytes, has_leading_space, is_boundary_token).
+
+    Control/unknown/unused ids are boundaries with 0 bytes; byte tokens count 1 byte; a piece starting with
+    "\u2581" has that marker stripped and counts one extra byte only when the previous token is not a boundary.
+    """
+    table_size = max(int(sp.vocab_size()), vocab_size)
+    base_bytes = np.zeros(table_size, dtype=np.int16)
+    has_leading_space = np.zeros(table_size, dtype=np.bool_)
+    is_boundary = np.ones(table_size, dtype=np.bool_)
+    for token_id in range(int(sp.vocab_size())):
+        if sp.is_control(token_id) or sp.is_unknown(token_id) or sp.is_unused(token_id):
+            continue
+        is_boundary[token_id] = False
+        if sp.is_byte(token_id):
+            base_bytes[token_id] = 1
+            continue
+        piece = sp.id_to_piece(token_id)
+        if piece.startswith("\u2581"):
+            has_leading_space[token_id] = True
+            piece = piece[1:]
+        base_bytes[token_id] = len(piece.encode("utf-8"))
+    return base_bytes, has_leading_space, is_boundary
+
+
+def count_target_bytes(prev_ids: np.ndarray, tgt_ids: np.ndarray, luts) -> int:
+    """Bytes of UTF-8 text covered by the target tokens, given each target's previous token."""
+    base_bytes, has_leading_space, is_boundary = luts
+    tgt = np.asarray(tgt_ids, dtype=np.int64)
+    prev = np.asarray(prev_ids, dtype=np.int64)
+    nbytes = base_bytes[tgt].astype(np.int64) + (has_leading_space[tgt] & ~is_boundary[prev]).astype(np.int64)
+    return int(nbytes.sum())
+# <<< twin: data-format <<<
+
+
+# -----------------------------
+# HYPERPARAMETERS
+# -----------------------------
+
+# >>> twin: hyperparameters >>>
+ACTIVATIONS = ("relu2", "leaky_relu2", "gelu", "silu", "sin2")
+LOSSES = ("ce", "rho1", "mtp")
+DATA_ORDERS = ("sequential", "seeded")
+DEFAULT_DATA_PATH = "./data/datasets/fineweb10B_sp1024"
+DEFAULT_TOKENIZER_PATH = "./data/tokenizers/fineweb_1024_bpe.model"
+# The embedded corpus (Shakespeare, BPE-1024) that the CPU presets train on; `python scripts/causal/prepare_data.py
+# prepare` makes it. A trainer never switches corpus by itself: a config names its data.
+EMBEDDED_DATA_PATH = "./data/datasets/shakespeare_sp1024"
+EMBEDDED_TOKENIZER_PATH = "./data/tokenizers/shakespeare_1024_bpe.model"
+
+
+class ConfigValueError(ValueError):
+    """An unknown config key or a value that cannot be coerced / is out of range. Names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    # Data and run identity.
+    data_path: str = DEFAULT_DATA_PATH  # folder holding fineweb_{train,val}_*.bin
+    tokenizer_path: str = DEFAULT_TOKENIZER_PATH  # SentencePiece .model
+    run_id: str = ""  # empty: a fresh uuid4 when run as a script
+    seed: int = 1337
+    # Validation cadence and batch size (validation always uses the full val split).
+    val_batch_size: int = 524_288
+    val_loss_every: int = 1000
+    train_log_every: int = 200
+    # Training length.
+    iterations: int = 20_000
+    warmdown_iters: int = 1200
+    warmup_steps: int = 20
+    train_batch_tokens: int = 524_288
+    train_seq_len: int = 1024
+    max_wallclock_seconds: float = 600.0
+    qk_gain_init: float = 1.5
+    # Model shape.
+    vocab_size: int = 1024
+    num_layers: int = 9
+    num_kv_heads: int = 4
+    model_dim: int = 512
+    num_heads: int = 8
+    mlp_mult: int = 2
+    tie_embeddings: bool = True
+    rope_base: float = 10000.0
+    logit_softcap: float = 30.0
+    # Optimizer.
+    embed_lr: float = 0.6
+    head_lr: float = 0.008
+    tied_embed_lr: float = 0.05
+    tied_embed_init_std: float = 0.005
+    matrix_lr: float = 0.04
+    scalar_lr: float = 0.04
+    muon_momentum: float = 0.95
+    muon_backend_steps: int = 5
+    muon_momentum_warmup_start: float = 0.85
+    muon_momentum_warmup_steps: int = 500
+    beta1: float = 0.9
+    beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip_norm: float = 0.0
+    # Screening knobs (defaults reproduce the baseline).
+    activation: str = "relu2"  # relu2 | leaky_relu2 (slope 0.5, squared) | gelu | silu | sin2
+    rope_partial_dims: int = 0  # 0: RoPE on every head dim; k: rotate only the first k dims of each head
+    ln_scale: bool = False  # scale each block's normed inputs by 1/sqrt(layer_idx+1)
+    xsa_last_n: int = 0  # exclusive self-attention on the last n layers
+    ema_decay: float = 0.0  # 0: off; else final eval and export use the EMA weights
+    loss: str = "ce"  # ce | rho1 | mtp
+    rho1_keep_frac: float = 0.7  # rho1: keep this fraction of the hardest tokens (at least one)
+    mtp_weight: float = 0.3  # mtp: weight of the auxiliary next-next-token loss
+    data_order: str = "sequential"  # sequential (upstream stream) | seeded (the seed picks each step's windows)
+    compile: bool = True  # torch.compile the model and Newton-Schulz (CUDA only; ignored on CPU)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("activation", ACTIVATIONS), ("loss", LOSSES), ("data_order", DATA_ORDERS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigValueError(
+                    f"{name}={getattr(self, name)!r} is not supported; choose one of {list(allowed)}"
+                )
+        for name in ("num_layers", "mlp_mult", "logit_softcap"):
+            if not getattr(self, name) > 0:
+                raise ConfigValueError(f"{name}={getattr(self, name)} must be > 0")
+        if self.matrix_lr < 0:
+            raise ConfigValueError(f"matrix_lr={self.matrix_lr} must be >= 0")
+        if not 0.0 < self.rho1_keep_frac <= 1.0:
+            raise ConfigValueError(f"rho1_keep_frac={self.rho1_keep_frac} must lie in (0, 1]")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigValueError(f"ema_decay={self.ema_decay} must lie in [0, 1) (0 turns EMA off)")
+        if self.xsa_last_n < 0 or self.xsa_last_n > self.num_layers:
+            raise ConfigValueError(f"xsa_last_n={self.xsa_last_n} must lie in [0, num_layers={self.num_layers}]")
+        if self.model_dim % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ConfigValueError(
+                f"model_dim={self.model_dim} must be divisible by num_heads={self.num_heads}, and num_heads by "
+                f"num_kv_heads={self.num_kv_heads}"
+            )
+        head_dim = self.model_dim // self.num_heads
+        if head_dim % 2 or self.rope_partial_dims < 0 or self.rope_partial_dims % 2 or self.rope_partial_dims > head_dim:
+            raise ConfigValueError(
+                f"rope_partial_dims={self.rope_partial_dims} must be even and in [0, head_dim={head_dim}] "
+                "(head_dim must be even too)"
+            )
+        if self.train_batch_tokens < self.train_seq_len:
+            raise ConfigValueError(
+                f"train_batch_tokens={self.train_batch_tokens} must hold at least one sequence of "
+                f"train_seq_len={self.train_seq_len}"
+            )
+
+    @property
+    def train_files(self) -> str:
+        return shard_pattern(self.data_path, "train")
+
+    @property
+    def val_files(self) -> str:
+        return shard_pattern(self.data_path, "val")
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Hyperparameters:
+        """Baseline defaults, then the preset named by PRESET, then PROMOTED_DEFAULTS rules, then each UPPER env var."""
+        env = os.environ if env is None else env
+        base = preset_config(env.get("PRESET", "baseline") or "baseline")
+        updates = {name: env[name.upper()] for name in cls.field_names() if name.upper() in env}
+        return base.with_overrides(updates)
+
+    def with_overrides(self, mapping: Mapping[str, Any] | None = None, **kwargs: Any) -> Hyperparameters:
+        """A copy with some fields replaced; strings are coerced to the field's type; unknown keys are errors."""
+        updates = {**(mapping or {}), **kwargs}
+        valid = self.field_names()
+        unknown = sorted(k for k in updates if k not in valid)
+        if unknown:
+            raise ConfigValueError(f"unknown config key(s) {unknown}; valid keys are {sorted(valid)}")
+        types = {f.name: f.type for f in dataclasses.fields(self)}
+        coerced = {k: _coerce(k, v, types[k]) for k, v in updates.items()}
+        return dataclasses.replace(self, **coerced)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(key: str, value: Any, type_name: Any) -> Any:
+    type_name = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+    try:
+        if type_name == "bool":
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, (bool, int, np.integer)) and int(value) in (0, 1):
+                return bool(value)
+            raise ValueError(value)
+        if type_name == "int":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            if isinstance(value, str):
+                as_float = float(value.strip())
+            else:
+                as_float = float(value)
+            if as_float != int(as_float):
+                raise ValueError(value)
+            return int(as_float)
+        if type_name == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigValueError(f"config key {key!r}: cannot read {value!r} as {type_name}") from None
+
+
+# Fields that do not change what is computed (excluded from config_hash).
+_HASH_EXCLUDED = ("run_id", "train_log_every")
+
+
+def config_hash(cfg: Hyperparameters) -> str:
+    """sha256 hex of the fields that affect the computation; data paths count by their folder/file name only."""
+    payload = {k: v for k, v in cfg.to_dict().items() if k not in _HASH_EXCLUDED}
+    payload["data_path"] = Path(cfg.data_path).name
+    payload["tokenizer_path"] = Path(cfg.tokenizer_path).name
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+# Promoted changes: rules that scripts/causal/promote.py writes for changes a screen confirmed (Holm, or BH then
+# Holm on fresh seeds). Each maps a field to ("set", value), ("add", delta) or ("mul", factor), the change as it
+# was tested, relative to the preset it was tested on (the comment records preset, tested from -> to, evidence).
+# Precedence, the same for every entry point: upstream baseline defaults -> preset -> promoted rules -> env /
+# explicit overrides. A rule acts on the preset's value, so the tested preset gets exactly the tested value
+# (num_layers ("add", 2) tested 4 -> 6 on fast: fast 6, baseline 11, tiny 4) and a preset cannot silently undo
+# a promotion (mlp_mult ("set", 3): 3 in every preset). Bare Hyperparameters() is the baseline preset with the
+# rules applied; from_env() and preset_config() go through the same path. Revert: promote.py --revert.
+# >>> PROMOTED DEFAULTS (generated by scripts/causal/promote.py; do not edit by hand) >>>
+PROMOTED_DEFAULTS: dict[str, object] = {}
+# <<< PROMOTED DEFAULTS <<<
+BASELINE_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Hyperparameters)}
+PROMOTION_OPS = ("set", "add", "mul")
+
+
+def apply_promoted(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (a full field mapping: baseline defaults + a preset) with every PROMOTED_DEFAULTS rule applied."""
+    out = dict(values)
+    for key, rule in PROMOTED_DEFAULTS.items():
+        if key not in out or not (isinstance(rule, tuple) and len(rule) == 2 and rule[0] in PROMOTION_OPS):
+            raise ConfigValueError(f"PROMOTED_DEFAULTS[{key!r}] = {rule!r}: expected a config key mapped to "
+                                   f"(op, value) with op in {PROMOTION_OPS}; run scripts/causal/promote.py --revert")
+        op, by = rule
+        out[key] = by if op == "set" else out[key] + by if op == "add" else out[key] * by
+    return out
+
+
+def _promoted_class(cls: type) -> type:
+    """``cls`` re-declared with the promoted baseline as its defaults, so bare ``Hyperparameters()`` carries them."""
+    promoted = apply_promoted(BASELINE_DEFAULTS)
+    changed = [(f.name, f.type, dataclasses.field(default=promoted[f.name])) for f in dataclasses.fields(cls)
+               if promoted[f.name] != f.default]
+    if not changed:
+        return cls
+    sub = dataclasses.make_dataclass(cls.__name__, changed, bases=(cls,), frozen=True,
+                                     namespace={"__module__": cls.__module__, "__doc__": cls.__doc__})
+    sub.__qualname__ = cls.__qualname__
+    return sub
+
+
+Hyperparameters = _promoted_class(Hyperparameters)
+
+# Named presets: values on top of the baseline defaults; the promoted rules then act on the result.
+# fast: the CPU screening regime (about 20 s per run, train + both evals, on a 2-core CPU); the seed drives the
+# data order and the wallclock cap is off so that a run is a fixed number of steps.
+# tiny: a few seconds per run, for tests. Both train on the embedded corpus (EMBEDDED_DATA_PATH); baseline
+# keeps the FineWeb default.
+_EMBEDDED_DATA = {"data_path": EMBEDDED_DATA_PATH, "tokenizer_path": EMBEDDED_TOKENIZER_PATH}
+PRESETS: dict[str, dict[str, object]] = {
+    "baseline": {},
+    "fast": {
+        "num_layers": 4, "model_dim": 128, "num_heads": 4, "num_kv_heads": 2, "mlp_mult": 2,
+        "train_seq_len": 128, "train_batch_tokens": 2048, "iterations": 120, "warmdown_iters": 60,
+        "warmup_steps": 0, "val_loss_every": 0, "train_log_every": 20, "val_batch_size": 16384,
+        "max_wallclock_seconds": 0.0, "muon_momentum_warmup_steps": 30, "data_order": "seeded", "compile": False,
+        **_EMBEDDED_DATA,
+    },
+    "tiny": {
+        "num_layers": 2, "model_dim": 64, "num_heads": 4, "num_kv_heads": 2, "mlp_mult": 2,
+        "train_seq_len": 64, "train_batch_tokens": 512, "iterations": 12, "warmdown_iters": 4,
+        "warmup_steps": 0, "val_loss_every": 0, "train_log_every": 4, "val_batch_size": 4096,
+        "max_wallclock_seconds": 0.0, "muon_momentum_warmup_steps": 5, "data_order": "seeded", "compile": False,
+        **_EMBEDDED_DATA,
+    },
+}
+
+
+def preset_config(name: str = "baseline", **overrides: Any) -> Hyperparameters:
+    """Baseline defaults -> PRESETS[name] -> PROMOTED_DEFAULTS rules -> overrides (see the block above)."""
+    if name not in PRESETS:
+        raise ConfigValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    preset = Hyperparameters().with_overrides({**BASELINE_DEFAULTS, **PRESETS[name]})
+    return Hyperparameters().with_overrides({**apply_promoted(preset.to_dict()), **overrides})
+# <<< twin: hyperparameters <<<
+
+
+# -----------------------------
+# DATA LOADING
+# -----------------------------
+
+# >>> twin: data-order >>>
+def open_shard_memmap(path: str | Path) -> np.ndarray:
+    num_tokens = read_shard_header(path)
+    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(num_tokens,))
+
+
+class TokenStream:
+    """Training batches as int64 numpy arrays (framework-free; the trainer converts them to its tensors)."""
+
+    def __init__(self, pattern: str | list, *, rank: int = 0, world_size: int = 1, order: str = "sequential",
+                 seed: int = 0):
+        if isinstance(pattern, str):
+            files = sorted(glob.glob(pattern))
+            if not files:
+                raise ShardError(f"no training shards match {pattern}")
+            self.shards = [open_shard_memmap(f) for f in files]
+        else:
+            self.shards = list(pattern)
+        self.rank, self.world_size = rank, world_size
+        self.order = order
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.file_idx, self.pos = 0, 0
+
+    def _take(self, n: int) -> np.ndarray:
+        chunks, remaining = [], n
+        while remaining > 0:
+            tokens = self.shards[self.file_idx]
+            avail = tokens.size - self.pos
+            if avail <= 0:
+                self.file_idx, self.pos = (self.file_idx + 1) % len(self.shards), 0
+                continue
+            k = min(remaining, avail)
+            chunks.append(np.asarray(tokens[self.pos : self.pos + k]))
+            self.pos += k
+            remaining -= k
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+    def _random_windows(self, count: int, span: int) -> np.ndarray:
+        valid = np.array([max(s.size - span + 1, 0) for s in self.shards], dtype=np.int64)
+        if valid.sum() <= 0:
+            raise ShardError(f"training shards are shorter than one window of {span} tokens")
+        flat = self.rng.integers(0, int(valid.sum()), size=count)
+        bounds = np.cumsum(valid)
+        out = np.empty((count, span), dtype=np.int64)
+        for j, g in enumerate(flat):
+            shard = int(np.searchsorted(bounds, g, side="right"))
+            start = int(g - (bounds[shard - 1] if shard else 0))
+            out[j] = self.shards[shard][start : start + span]
+        return out
+
+    def next_arrays(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's (inputs, targets) for one micro-step, each (sequences, seq_len) int64."""
+        local_tokens = global_tokens // (self.world_size * grad_accum_steps)
+        if self.order == "seeded":
+            nseq = max(1, local_tokens // seq_len)
+            windows = self._random_windows(nseq * self.world_size, seq_len + 1)
+            local = windows[self.rank * nseq : (self.rank + 1) * nseq]
+            return local[:, :-1], local[:, 1:]
+        span = local_tokens + 1
+        chunk = self._take(span * self.world_size)
+        local = chunk[self.rank * span : (self.rank + 1) * span].astype(np.int64)
+        return local[:-1].reshape(-1, seq_len), local[1:].reshape(-1, seq_len)
+# <<< twin: data-order <<<
+
+
+# -----------------------------
+# RUN RESULT + DATA SETUP
+# -----------------------------
+
+# >>> twin: run-result >>>
+RUN_STATUSES = ("ok", "diverged", "failed")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One training run, JSON-serialisable via to_dict/from_dict (non-finite floats become null in JSON)."""
+
+    config: dict
+    config_hash: str
+    seed: int
+    backend: str  # "torch" | "mlx"
+    versions: dict
+    step_losses: list = field(default_factory=list)  # train loss per step
+    val_history: list = field(default_factory=list)  # [{"step", "val_loss", "val_bpb"}]
+    val_loss: float = float("nan")
+    val_bpb: float = float("nan")
+    post_quant_val_loss: float = float("nan")
+    post_quant_val_bpb: float = float("nan")
+    artifact_bytes: int = 0
+    steps: int = 0
+    wall_s: float = 0.0
+    tokens_per_s: float = 0.0
+    status: str = "ok"
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted(n for n in ("config", "config_hash", "seed", "backend", "versions") if n not in data)
+        if missing:
+            raise ValueError(f"RunResult.from_dict: missing field(s) {missing}")
+        kwargs = {k: v for k, v in data.items() if k in names}
+        for key in ("val_loss", "val_bpb", "post_quant_val_loss", "post_quant_val_bpb", "wall_s", "tokens_per_s"):
+            if key in kwargs:
+                kwargs[key] = _float_or_nan(kwargs[key])
+        kwargs["step_losses"] = [_float_or_nan(v) for v in kwargs.get("step_losses", [])]
+        return cls(**kwargs)
+
+
+def _float_or_nan(value: Any) -> float:
+    if value is None:
+        return float("nan")
+    return float(value)  # float("inf") / float("-inf") parse the strings write_json stores
+# <<< twin: run-result <<<
+
+
+def library_versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "mlx": getattr(mx, "__version__", "unknown"),
+            "numpy": np.__version__}
+
+
+# >>> twin: data-setup >>>
+@dataclass
+class TrainData:
+    """Everything a run reads from disk, loaded once and shareable between runs of the same data."""
+
+    data_path: str
+    tokenizer_path: str
+    train_shards: list  # np.memmap per train shard
+    val_tokens: np.ndarray  # the full val split (untrimmed)
+    luts: tuple  # (base_bytes, has_leading_space, is_boundary)
+    vocab_size: int
+
+
+def _has_shards(data_path: str | Path) -> bool:
+    return bool(glob.glob(shard_pattern(data_path, "train"))) and bool(glob.glob(shard_pattern(data_path, "val")))
+
+
+def prepare_command(data_path: str | Path) -> str:
+    """The command that makes the shards a data folder should hold (named in missing-data errors)."""
+    name = Path(data_path).name
+    if name.startswith("fineweb"):
+        variant = name.rpartition("_")[2]
+        return "python scripts/causal/download_fineweb.py" + ("" if variant == "sp1024" else f" --variant {variant}")
+    source = name.rpartition("_sp")[0] or name
+    return "python scripts/causal/prepare_data.py prepare" + ("" if source == "shakespeare" else f" --source {source}")
+
+
+def resolve_data_paths(cfg: Hyperparameters) -> Hyperparameters:
+    """Return cfg with data paths that hold shards. A relative DATA_PATH is looked up in the working directory,
+    then next to this file (a relative TOKENIZER_PATH moves with it). Data is never prepared or switched here:
+    no shards raises ShardError naming the folder and the command that makes them."""
+    if _has_shards(cfg.data_path):
+        return cfg
+    here = Path(__file__).resolve().parent
+    if not os.path.isabs(cfg.data_path) and _has_shards(here / cfg.data_path):
+        tok = cfg.tokenizer_path if os.path.isabs(cfg.tokenizer_path) else str(here / cfg.tokenizer_path)
+        return cfg.with_overrides(data_path=str(here / cfg.data_path), tokenizer_path=tok)
+    looked = " and ".join(dict.fromkeys((os.getcwd(), str(here))))
+    where = cfg.data_path if os.path.isabs(cfg.data_path) else f"{cfg.data_path} (looked in {looked})"
+    raise ShardError(
+        f"DATA_PATH={where}: no fineweb_train_*.bin / fineweb_val_*.bin shards there. Prepare the data before "
+        f"training: `{prepare_command(cfg.data_path)}` (from the repository root), or set DATA_PATH and "
+        "TOKENIZER_PATH to a folder of shards and its SentencePiece model"
+    )
+
+
+def load_train_data(cfg: Hyperparameters) -> TrainData:
+    """Open the train shards (memory-mapped), read the val split and build the byte-accounting tables."""
+    import sentencepiece as spm
+
+    if not cfg.tokenizer_path.endswith(".model"):
+        raise ConfigValueError(f"TOKENIZER_PATH={cfg.tokenizer_path}: expected a SentencePiece .model file")
+    if not Path(cfg.tokenizer_path).is_file():
+        raise ShardError(f"TOKENIZER_PATH={cfg.tokenizer_path}: tokenizer file not found; it is made with the shards "
+                         f"by `{prepare_command(cfg.data_path)}`")
+    sp = spm.SentencePieceProcessor(model_file=cfg.tokenizer_path)
+    if int(sp.vocab_size()) != cfg.vocab_size:
+        raise ConfigValueError(f"VOCAB_SIZE={cfg.vocab_size} does not match tokenizer vocab_size={int(sp.vocab_size())}")
+    files = sorted(glob.glob(cfg.train_files))
+    if not files:
+        raise ShardError(f"no training shards match {cfg.train_files}")
+    val_files = sorted(glob.glob(cfg.val_files))
+    if not val_files:
+        raise ShardError(f"no validation shards match {cfg.val_files}")
+    val_tokens = np.concatenate([load_data_shard(f) for f in val_files])
+    return TrainData(cfg.data_path, cfg.tokenizer_path, [open_shard_memmap(f) for f in files], val_tokens,
+                     build_sentencepiece_luts(sp, cfg.vocab_size), cfg.vocab_size)
+
+
+def trim_val_tokens(tokens: np.ndarray, seq_len: int, source: str = "validation split") -> np.ndarray:
+    usable = ((tokens.size - 1) // seq_len) * seq_len
+    if usable <= 0:
+        raise ShardError(f"{source} ({tokens.size} tokens) is too short for TRAIN_SEQ_LEN={seq_len}")
+    return tokens[: usable + 1]
+# <<< twin: data-setup <<<
+
 
 # -----------------------------
 # MATH HELPERS
@@ -143,10 +731,12 @@ class Adam:
 
 
 class CastedLinear(nn.Module):
-    """Bias-free linear layer holding a torch-layout (out, in) fp32 weight."""
+    """Bias-free linear layer holding a torch-layout (out, in) fp32 weight; zero_init marks the projections that
+    start at zero (as train_gpt.py's _zero_init)."""
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
+        self.zero_init = False
         self.weight = mx.zeros((out_dim, in_dim), dtype=mx.float32)
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -203,6 +793,7 @@ class CausalSelfAttention(nn.Module):
         self.c_k = CastedLinear(dim, kv_dim)
         self.c_v = CastedLinear(dim, kv_dim)
         self.proj = CastedLinear(dim, dim)
+        self.proj.zero_init = True
         self.q_gain = mx.full((self.num_heads,), float(cfg.qk_gain_init), dtype=mx.float32)
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -226,6 +817,7 @@ class MLP(nn.Module):
         hidden = cfg.mlp_mult * cfg.model_dim
         self.fc = CastedLinear(cfg.model_dim, hidden)
         self.proj = CastedLinear(hidden, cfg.model_dim)
+        self.proj.zero_init = True
         self.act = activation_fn(cfg.activation)
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -276,6 +868,7 @@ class GPT(nn.Module):
         self.blocks = [Block(cfg, i) for i in range(cfg.num_layers)]
         if not cfg.tie_embeddings:
             self.lm_head = CastedLinear(cfg.model_dim, cfg.vocab_size)
+            self.lm_head.zero_init = True
         if cfg.loss == "mtp":  # training-only projection of the last hidden state whose logits predict token t+2
             self.mtp_head = CastedLinear(cfg.model_dim, cfg.model_dim)
 
@@ -342,8 +935,19 @@ def rho1_loss(tok_loss: mx.array, keep_frac: float) -> mx.array:
 
 
 # -----------------------------
-# WEIGHTS <-> TORCH, INIT, OPTIMIZER GROUPS
+# WEIGHTS, KEYED INIT, OPTIMIZER GROUPS
 # -----------------------------
+# train_gpt.init_weights draws each parameter from torch's CPU generator (MT19937) seeded with
+# _param_seed(seed, name). numpy's legacy MT19937 seeds the same way, so the uniform draws (every linear layer)
+# are bit-identical to torch.rand. The normal draw (tok_emb) follows torch's Box-Muller pairing (normal_fill:
+# blocks of 16 uniforms, u1 = 1 - u[j], u2 = u[j + 8]) in float64, rounded once to float32: it equals torch.randn
+# to within float32 rounding (torch's vectorised log/sin/cos differ in the last bit), and is the same on every
+# platform. Zero-init projections and the constant control tensors are set exactly.
+
+# >>> twin: init-keys >>>
+def _param_seed(seed: int, name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & (2**63 - 1)
+# <<< twin: init-keys <<<
 
 
 def flat_params(model: nn.Module) -> dict[str, mx.array]:
@@ -361,25 +965,61 @@ def load_flat_params(model: nn.Module, params: dict[str, mx.array], *, strict: b
 
 
 def params_from_torch(state_dict) -> dict[str, mx.array]:
-    """torch state_dict (or named tensors) -> fp32 MLX arrays, same names."""
+    """torch state_dict (or named tensors) -> fp32 MLX arrays, same names (duck-typed: torch is not imported)."""
     return {k: mx.array(v.detach().to("cpu").float().numpy()) for k, v in state_dict.items()}
 
 
-def params_to_torch(params: dict[str, mx.array]):
-    return {k: tg.torch.from_numpy(np.array(v, dtype=np.float32, copy=True)) for k, v in params.items()}
+def torch_uniform(seed: int, n: int) -> np.ndarray:
+    """torch.rand(n, generator=torch.Generator().manual_seed(seed)) in float32, bit for bit."""
+    words = np.random.RandomState(seed & 0xFFFFFFFF).randint(0, 2**32, size=n, dtype=np.uint64)
+    return (words & 0xFFFFFF).astype(np.float32) * np.float32(2.0**-24)
+
+
+def torch_normal(seed: int, n: int) -> np.ndarray:
+    """torch.randn(n) for n >= 16 by torch's normal_fill pairing (equal to within float32 rounding, see above)."""
+    if n < 16:
+        raise ValueError(f"torch_normal needs n >= 16 (torch draws smaller tensors another way), got {n}")
+    u = torch_uniform(seed, n + (16 if n % 16 else 0))
+
+    def box_muller(block: np.ndarray) -> np.ndarray:  # (k, 16) uniforms -> (k, 16) normals
+        radius = np.sqrt(-2.0 * np.log(1.0 - block[:, :8].astype(np.float64)))
+        theta = (2.0 * math.pi * block[:, 8:].astype(np.float64)).astype(np.float32).astype(np.float64)
+        return np.concatenate([radius * np.cos(theta), radius * np.sin(theta)], axis=1).astype(np.float32)
+
+    full = n - n % 16
+    out = np.empty(n, dtype=np.float32)
+    out[:full] = box_muller(u[:full].reshape(-1, 16)).reshape(-1)
+    if n % 16:  # torch then redraws the last 16 values from 16 fresh uniforms
+        out[n - 16 :] = box_muller(u[n:].reshape(1, 16)).reshape(-1)
+    return out
 
 
 def init_params(cfg, seed: int) -> dict[str, mx.array]:
-    """train_gpt.py's name-keyed initialisation, bit for bit: the torch model is built and initialised with the
-    same (seed, parameter name) generators, then copied. Both backends start from identical weights."""
-    with tg.torch.no_grad():
-        torch_model = tg.GPT.from_config(cfg)
-        tg.init_weights(torch_model, seed)
-        return params_from_torch(dict(torch_model.named_parameters()))
+    """train_gpt.init_weights' name-keyed initialisation: adding or removing a module leaves every other
+    parameter's initial values unchanged (common random numbers)."""
+    model = GPT(cfg)
+    modules = dict(model.named_modules())
+    zero_init = {f"{n}.weight" for n, m in modules.items() if getattr(m, "zero_init", False)}
+    linear = {f"{n}.weight" for n, m in modules.items() if isinstance(m, CastedLinear)}
+    out = {}
+    for name, p in flat_params(model).items():
+        n = int(np.prod(p.shape))
+        if name == "tok_emb.weight":
+            std = cfg.tied_embed_init_std if cfg.tie_embeddings else 1.0
+            value = torch_normal(_param_seed(seed, name), n) * np.float32(std)
+        elif name in zero_init:
+            value = np.zeros(n, dtype=np.float32)
+        elif name in linear:
+            bound = np.float32(1.0 / math.sqrt(p.shape[1]))
+            value = (torch_uniform(_param_seed(seed, name), n) * np.float32(2.0) - np.float32(1.0)) * bound
+        else:  # control tensors: the constants the model was built with (q_gain, scales, resid_mix, skips)
+            value = np.array(p, dtype=np.float32).reshape(-1)
+        out[name] = mx.array(value.reshape(p.shape))
+    return out
 
 
 def is_control(name: str, ndim: int) -> bool:
-    return ndim < 2 or any(p in name for p in tg.CONTROL_TENSOR_NAME_PATTERNS)
+    return ndim < 2 or any(p in name for p in CONTROL_TENSOR_NAME_PATTERNS)
 
 
 def param_groups(cfg, params: dict[str, mx.array]) -> dict[str, list[str]]:
@@ -442,18 +1082,19 @@ def clip_grad_norm(grads: dict[str, mx.array], max_norm: float) -> dict[str, mx.
 # EVALUATION
 # -----------------------------
 # val_loss: token CE (nats) over the FULL val split; val_bpb = bits/token x tokens/byte, bytes counted with the
-# SentencePiece tables of train_gpt.py. Batched by val_batch_size tokens, sums in float64, as train_gpt.eval_val.
+# SentencePiece tables (count_target_bytes). Batched by val_batch_size tokens, sums in float64, as
+# train_gpt.eval_val.
 
 
 class EvalSet:
     """The trimmed val split as (N, seq_len) inputs/targets plus its total byte count (computed once)."""
 
     def __init__(self, val_tokens: np.ndarray, luts, seq_len: int):
-        tokens = tg.trim_val_tokens(np.asarray(val_tokens), seq_len).astype(np.int64)
+        tokens = trim_val_tokens(np.asarray(val_tokens), seq_len).astype(np.int64)
         self.x = tokens[:-1].reshape(-1, seq_len)
         self.y = tokens[1:].reshape(-1, seq_len)
         self.seq_len = seq_len
-        self.total_bytes = tg.count_target_bytes(self.x.reshape(-1), self.y.reshape(-1), luts)
+        self.total_bytes = count_target_bytes(self.x.reshape(-1), self.y.reshape(-1), luts)
 
 
 def eval_val(cfg, model: GPT, ev: EvalSet) -> tuple[float, float]:
@@ -473,18 +1114,190 @@ def eval_val(cfg, model: GPT, ev: EvalSet) -> tuple[float, float]:
 # -----------------------------
 # INT8 + ZLIB ROUND TRIP
 # -----------------------------
-# The artifact format is train_gpt.py's (same quantiser, same serialisation), so artifact bytes compare across
-# backends; only the array conversion is MLX-specific.
+# train_gpt.py's quantiser in numpy, bit for bit (torch.quantile's float32 rank and lerp, round-half-even,
+# float16 scales), written in torch.save's zip layout by a small pickle writer, so torch.load reads the MLX
+# artifact as its own and artifact sizes compare across backends. Byte order: little-endian only.
+
+# >>> twin: export-format >>>
+CONTROL_TENSOR_NAME_PATTERNS = (
+    "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes", "q_gain", "skip_weight",
+    "skip_weights",
+)
+INT8_KEEP_FLOAT_FP32_NAME_PATTERNS = CONTROL_TENSOR_NAME_PATTERNS
+INT8_KEEP_FLOAT_MAX_NUMEL = 65_536
+INT8_CLIP_PERCENTILE = 99.99984
+INT8_CLIP_Q = INT8_CLIP_PERCENTILE / 100.0
+QUANT_FORMAT = "int8_clean_per_row_v1"
+# Parameters that train but are not part of the artifact (the mtp auxiliary head).
+EXPORT_EXCLUDED_PREFIXES = ("mtp_head.",)
+# <<< twin: export-format <<<
+
+_STORAGES = {np.dtype(np.int8): "CharStorage", np.dtype(np.float16): "HalfStorage",
+             np.dtype(np.float32): "FloatStorage"}
+_STORAGE_DTYPES = {name: dtype for dtype, name in _STORAGES.items()}
 
 
-def export_params(params: dict[str, mx.array]) -> dict[str, mx.array]:
-    return {k: v for k, v in params.items() if not k.startswith(tg.EXPORT_EXCLUDED_PREFIXES)}
+def _quantile_rows(values: np.ndarray, q: float) -> np.ndarray:
+    """torch.quantile(values, q, dim=-1) (linear interpolation), computed in float32 as torch does."""
+    s = np.sort(values, axis=-1)
+    rank = np.float32(q) * np.float32(s.shape[-1] - 1)
+    below, above = int(np.floor(rank)), int(np.ceil(rank))
+    w = rank - np.float32(below)
+    lo, hi = s[..., below], s[..., above]
+    return lo + w * (hi - lo) if w < 0.5 else hi - (hi - lo) * (np.float32(1.0) - w)
+
+
+def _quantize_float(t32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if t32.ndim == 2:
+        clip = _quantile_rows(np.abs(t32), INT8_CLIP_Q) if t32.size else np.empty(t32.shape[0], np.float32)
+        clipped = np.maximum(np.minimum(t32, clip[:, None]), -clip[:, None])
+        scale = np.maximum(clip / np.float32(127.0), np.float32(1.0 / 127.0))
+        q = np.clip(np.rint(clipped / scale[:, None]), -127, 127).astype(np.int8)
+        return q, scale.astype(np.float16)
+    clip_abs = float(_quantile_rows(np.abs(t32).reshape(-1), INT8_CLIP_Q)) if t32.size else 0.0
+    scale = np.float32(clip_abs / 127.0 if clip_abs > 0 else 1.0)
+    q = np.clip(np.rint(np.clip(t32, np.float32(-clip_abs), np.float32(clip_abs)) / scale), -127, 127)
+    return q.astype(np.int8), np.array(scale, dtype=np.float32)
+
+
+def quantize_state_dict_int8(state: Mapping[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, int]]:
+    """train_gpt.quantize_state_dict_int8 on fp32 numpy arrays (the MLX model's dtype)."""
+    quantized, scales, dtypes, passthrough, orig_dtypes, qmeta = {}, {}, {}, {}, {}, {}
+    stats = dict.fromkeys(("param_count", "num_tensors", "baseline_tensor_bytes", "int8_payload_bytes"), 0)
+    for name, array in state.items():
+        t = np.ascontiguousarray(array, dtype=np.float32)
+        stats["param_count"] += int(t.size)
+        stats["num_tensors"] += 1
+        stats["baseline_tensor_bytes"] += int(t.nbytes)
+        if t.size <= INT8_KEEP_FLOAT_MAX_NUMEL:
+            if any(p in name for p in INT8_KEEP_FLOAT_FP32_NAME_PATTERNS):
+                passthrough[name] = t
+            else:
+                orig_dtypes[name] = "float32"
+                passthrough[name] = t.astype(np.float16)
+            stats["int8_payload_bytes"] += int(passthrough[name].nbytes)
+            continue
+        q, s = _quantize_float(t)
+        if s.ndim > 0:
+            qmeta[name] = {"scheme": "per_row", "axis": 0}
+        quantized[name], scales[name], dtypes[name] = q, s, "float32"
+        stats["int8_payload_bytes"] += int(q.nbytes + s.nbytes)
+    obj: dict[str, Any] = {"__quant_format__": QUANT_FORMAT, "quantized": quantized, "scales": scales,
+                           "dtypes": dtypes, "passthrough": passthrough}
+    if qmeta:
+        obj["qmeta"] = qmeta
+    if orig_dtypes:
+        obj["passthrough_orig_dtypes"] = orig_dtypes
+    return obj, stats
+
+
+def dequantize_state_dict_int8(obj: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, q in obj["quantized"].items():
+        s = obj["scales"][name]
+        view = s.astype(np.float32).reshape(q.shape[0], *([1] * (q.ndim - 1))) if s.ndim > 0 else np.float32(s)
+        out[name] = np.ascontiguousarray(q.astype(np.float32) * view, dtype=np.float32)
+    for name, t in obj["passthrough"].items():
+        out[name] = np.asarray(t, dtype=np.float32)  # fp16 passthroughs were float32 originally
+    return out
+
+
+def torch_save_bytes(obj: Any) -> bytes:
+    """torch.save's zip layout for dicts/str/int/bool/tuples and numpy arrays (as CPU tensors), without torch."""
+    storages: list[np.ndarray] = []
+    out = [b"\x80\x02"]  # pickle protocol 2
+
+    def emit(o: Any) -> None:
+        if isinstance(o, dict):
+            out.append(b"}")
+            for k, v in o.items():
+                emit(k)
+                emit(v)
+                out.append(b"s")
+        elif isinstance(o, str):
+            raw = o.encode("utf-8")
+            out.append(b"X" + struct.pack("<I", len(raw)) + raw)
+        elif isinstance(o, bool):
+            out.append(b"\x88" if o else b"\x89")
+        elif isinstance(o, int):
+            out.append(b"J" + struct.pack("<i", o))
+        elif isinstance(o, tuple):
+            out.append(b"(")
+            for v in o:
+                emit(v)
+            out.append(b"t")
+        elif isinstance(o, np.ndarray):  # _rebuild_tensor_v2((storage id), offset, size, stride, False, {})
+            a = o if o.flags.c_contiguous else o.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
+            storages.append(a)
+            out.append(b"ctorch._utils\n_rebuild_tensor_v2\n((")
+            emit("storage")
+            out.append(f"ctorch\n{_STORAGES[a.dtype]}\n".encode())
+            for v in (str(len(storages) - 1), "cpu", int(a.size)):
+                emit(v)
+            out.append(b"tQ")
+            for v in (0, tuple(int(d) for d in a.shape), tuple(s // a.itemsize for s in a.strides), False):
+                emit(v)
+            out.append(b"ccollections\nOrderedDict\n)RtR")
+        else:
+            raise TypeError(f"torch_save_bytes: cannot store {type(o).__name__}")
+
+    emit(obj)
+    out.append(b".")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in [("data.pkl", b"".join(out)), ("byteorder", b"little")] + \
+                [(f"data/{i}", a.astype(a.dtype.newbyteorder("<")).tobytes()) for i, a in enumerate(storages)] + \
+                [("version", b"3\n")]:
+            info = zipfile.ZipInfo(f"archive/{name}", date_time=(1980, 1, 1, 0, 0, 0))
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def torch_load_bytes(blob: bytes) -> Any:
+    """Read what torch_save_bytes (or torch.save, for these types) wrote; tensors come back as numpy arrays."""
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        names = zf.namelist()
+        prefix = next(n for n in names if n.endswith("data.pkl"))[: -len("data.pkl")]
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module: str, name: str) -> Any:
+                if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                    return lambda storage, offset, size, stride, *_: np.lib.stride_tricks.as_strided(
+                        storage[offset:], size, tuple(s * storage.itemsize for s in stride)).copy()
+                if module == "torch" and name in _STORAGE_DTYPES:
+                    return name
+                if (module, name) == ("collections", "OrderedDict"):
+                    return OrderedDict
+                raise pickle.UnpicklingError(f"artifact references {module}.{name}, which is not a tensor")
+
+            def persistent_load(self, pid: Any) -> np.ndarray:
+                _, kind, key, _, numel = pid
+                raw = zf.read(f"{prefix}data/{key}")
+                return np.frombuffer(raw, dtype=_STORAGE_DTYPES[kind].newbyteorder("<"))[:numel]
+
+        return Unpickler(io.BytesIO(zf.read(f"{prefix}data.pkl"))).load()
+
+
+def export_params(params: dict[str, mx.array]) -> dict[str, np.ndarray]:
+    """The artifact's tensors: the model's parameters minus training-only heads, as fp32 numpy."""
+    return {k: np.array(v, dtype=np.float32) for k, v in params.items() if not k.startswith(EXPORT_EXCLUDED_PREFIXES)}
+
+
+def serialize_int8_zlib(state: Mapping[str, np.ndarray]) -> tuple[bytes, dict[str, int]]:
+    obj, stats = quantize_state_dict_int8(state)
+    raw = torch_save_bytes(obj)
+    stats["raw_torch_bytes"] = len(raw)
+    return zlib.compress(raw, level=9), stats
+
+
+def deserialize_int8_zlib(blob: bytes) -> dict[str, np.ndarray]:
+    return dequantize_state_dict_int8(torch_load_bytes(zlib.decompress(blob)))
 
 
 def int8_zlib_roundtrip(params: dict[str, mx.array]) -> tuple[bytes, dict[str, int], dict[str, mx.array]]:
     """Quantise + compress the exportable params; return (blob, stats, dequantised params)."""
-    blob, stats = tg.serialize_int8_zlib(params_to_torch(export_params(params)))
-    restored = params_from_torch(tg.deserialize_int8_zlib(blob))
+    blob, stats = serialize_int8_zlib(export_params(params))
+    restored = {k: mx.array(v) for k, v in deserialize_int8_zlib(blob).items()}
     return blob, stats, restored
 
 
@@ -492,17 +1305,26 @@ def int8_zlib_roundtrip(params: dict[str, mx.array]) -> tuple[bytes, dict[str, i
 # TRAINING
 # -----------------------------
 
+# >>> twin: lr-schedule >>>
+def make_lr_schedule(cfg: Hyperparameters) -> Callable[[int, float], float]:
+    """lr multiplier: linear warmdown to 0 over the last warmdown_iters steps, or, with a wallclock cap, over the
+    last warmdown_iters x (average step time) before the cap."""
+    max_ms = 1000.0 * cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else None
 
-def library_versions() -> dict[str, str]:
-    versions = tg.library_versions()
-    versions["mlx"] = getattr(mx, "__version__", "unknown")
-    if BLAS_STATUS is not None and BLAS_STATUS.applicable:
-        versions["mlx_blas"] = BLAS_STATUS.loaded or "bundled-reference"
-    return versions
+    def lr_mul(step: int, elapsed_ms: float) -> float:
+        if cfg.warmdown_iters <= 0:
+            return 1.0
+        if max_ms is None:
+            start = max(cfg.iterations - cfg.warmdown_iters, 0)
+            if start <= step < cfg.iterations:
+                return max((cfg.iterations - step) / max(cfg.warmdown_iters, 1), 0.0)
+            return 1.0
+        warmdown_ms = cfg.warmdown_iters * elapsed_ms / max(step, 1)
+        remaining_ms = max(max_ms - elapsed_ms, 0.0)
+        return remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0
 
-
-def _noop_log(msg: str) -> None:
-    return None
+    return lr_mul
+# <<< twin: lr-schedule <<<
 
 
 class _Stepper:
@@ -533,28 +1355,31 @@ def train(
 ) -> RunResult:
     """Train one model with MLX and evaluate it (full val split, then the int8+zlib round trip).
 
-    Same contract as train_gpt.train: ``seed`` (default config.seed) fixes the name-keyed initialisation (bit-
-    identical to torch's) and, with data_order="seeded", the data order (train_gpt.TokenLoader, so both backends
-    see the same batches). ``data`` is a train_gpt.TrainData to reuse. A non-finite train loss stops the run with
-    status "diverged"; other errors propagate. ``compiled=True`` wraps the loss+grad step in mx.compile; it is
+    Same contract as train_gpt.train: ``seed`` (default config.seed) fixes the name-keyed initialisation (see
+    init_params) and, with data_order="seeded", the data order (TokenStream, so both backends see the same
+    batches). ``config`` is a Hyperparameters, train_gpt's (converted by field), or a mapping of overrides
+    optionally naming its "preset". ``data`` is a TrainData (or train_gpt's) to reuse. A non-finite train loss
+    stops the run with status "diverged"; other errors propagate. ``compiled=True`` wraps the loss+grad step in mx.compile; it is
     off by default whatever config.compile says (that knob is torch.compile on CUDA), because on a Linux CPU it
     was measured slower here (tiny preset: 47 vs 616 tokens/s).
     """
     t_start = time.perf_counter()
-    log = log or _noop_log
-    if not isinstance(config, Hyperparameters):  # a mapping of overrides, optionally naming its "preset"
+    log = log or (lambda msg: None)
+    if isinstance(config, Mapping):  # a mapping of overrides, optionally naming its "preset"
         overrides = dict(config)
-        config = tg.preset_config(str(overrides.pop("preset", "baseline")), **overrides)
+        config = preset_config(str(overrides.pop("preset", "baseline")), **overrides)
+    elif not isinstance(config, Hyperparameters):  # train_gpt.Hyperparameters: the same fields (twin section)
+        config = Hyperparameters(**config.to_dict())
     cfg = config
     cfg = cfg if seed is None else cfg.with_overrides(seed=seed)
     seed = cfg.seed
     if data is None:
-        cfg = tg.resolve_data_paths(cfg)
-        data = tg.load_train_data(cfg)
+        cfg = resolve_data_paths(cfg)
+        data = load_train_data(cfg)
     else:
         cfg = cfg.with_overrides(data_path=data.data_path, tokenizer_path=data.tokenizer_path)
     if data.vocab_size != cfg.vocab_size:
-        raise tg.ConfigValueError(f"VOCAB_SIZE={cfg.vocab_size} does not match the loaded data's {data.vocab_size}")
+        raise ConfigValueError(f"VOCAB_SIZE={cfg.vocab_size} does not match the loaded data's {data.vocab_size}")
     compiled = bool(compiled)
     np.random.seed(seed % 2**32)
     mx.random.seed(seed % 2**32)
@@ -562,8 +1387,6 @@ def train(
     log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={cfg.tokenizer_path}")
     log(f"train_loader:dataset:{Path(cfg.data_path).name} train_shards:{len(data.train_shards)}")
     log(f"val_loader:shards pattern={cfg.val_files} tokens:{ev.y.size}")
-    if BLAS_STATUS is not None and BLAS_STATUS.applicable:
-        log(f"mlx_blas:{BLAS_STATUS.loaded or 'bundled-reference'}")
 
     model = GPT(cfg)
     init = init_params(cfg, seed)
@@ -578,17 +1401,17 @@ def train(
         f"max_wallclock_seconds:{cfg.max_wallclock_seconds:.3f}")
     log(f"activation:{cfg.activation} loss:{cfg.loss} rope_partial_dims:{cfg.rope_partial_dims} "
         f"ln_scale:{cfg.ln_scale} xsa_last_n:{cfg.xsa_last_n} ema_decay:{cfg.ema_decay} data_order:{cfg.data_order}")
-    log(f"seed:{seed} config_hash:{tg.config_hash(cfg)}")
+    log(f"seed:{seed} config_hash:{config_hash(cfg)}")
 
     def new_loader():
-        return tg.TokenLoader(data.train_shards, order=cfg.data_order, seed=seed)
+        return TokenStream(data.train_shards, order=cfg.data_order, seed=seed)
 
     def next_batch(loader) -> tuple[mx.array, mx.array]:
-        x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, 1)
-        return mx.array(x.numpy().astype(np.int32)), mx.array(y.numpy().astype(np.int32))
+        x, y = loader.next_arrays(cfg.train_batch_tokens, cfg.train_seq_len, 1)
+        return mx.array(x.astype(np.int32)), mx.array(y.astype(np.int32))
 
     loader = new_loader()
-    lr_mul = tg.make_lr_schedule(cfg)
+    lr_mul = make_lr_schedule(cfg)
     max_ms = 1000.0 * cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else None
 
     # Warmup primes the (compiled) step, then restores the initial weights, optimizer state and data order.
@@ -648,7 +1471,7 @@ def train(
     if status == "ok":
         training_ms += 1000.0 * (time.perf_counter() - t0)
 
-    base = dict(config=cfg.to_dict(), config_hash=tg.config_hash(cfg), seed=seed, backend="mlx",
+    base = dict(config=cfg.to_dict(), config_hash=config_hash(cfg), seed=seed, backend="mlx",
                 versions=library_versions(), step_losses=step_losses, steps=step,
                 tokens_per_s=step * cfg.train_batch_tokens / max(training_ms / 1000.0, 1e-9))
     if status != "ok":
@@ -669,7 +1492,7 @@ def train(
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        tg.torch.save(params_to_torch(export_params(final)), out / "final_model_mlx.pt")
+        (out / "final_model_mlx.pt").write_bytes(torch_save_bytes(export_params(final)))
         (out / "final_model_mlx.int8.ptz").write_bytes(blob)
     ratio = qstats["baseline_tensor_bytes"] / max(qstats["int8_payload_bytes"], 1)
     log(f"Serialized model int8+zlib: {len(blob)} bytes (payload:{qstats['int8_payload_bytes']} "
@@ -691,8 +1514,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Hyperparameters.from_env()
     if not cfg.run_id:
         cfg = cfg.with_overrides(run_id=str(uuid.uuid4()))
-    if BLAS_STATUS is not None and BLAS_STATUS.hint:
-        print(f"hint: {BLAS_STATUS.hint}", file=sys.stderr)
     os.makedirs("logs", exist_ok=True)
     logfile = f"logs/{cfg.run_id}.txt"
     print(logfile)

@@ -5,7 +5,7 @@ FLOPs per token use the usual estimate 6 x (matrix params, incl. the tied output
 (attention scores and values, forward + backward), so GFLOP/s is comparable across backends.
 
     python bench/throughput.py --backend torch --steps 20
-    python bench/throughput.py --backend mlx --steps 20                        # OpenBLAS preloaded
+    python bench/throughput.py --backend mlx --steps 20                        # OpenBLAS preloaded (mlx_twin)
     PG_MLX_BLAS=reference python bench/throughput.py --backend mlx --steps 20  # mlx[cpu]'s bundled BLAS
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import train_gpt as tg
+from scripts.causal.screen.trainer import cached_data, mlx_twin
 
 CONFIGS: dict[str, dict[str, object]] = {
     "fast": {},
@@ -50,8 +51,7 @@ def time_steps(step, cfg: tg.Hyperparameters, *, steps: int, warmup: int, thread
 def measure_torch(cfg: tg.Hyperparameters, *, steps: int, warmup: int = 3, seed: int = 0) -> dict[str, float]:
     import torch
 
-    cfg = tg.resolve_data_paths(cfg)
-    data = tg.load_train_data(cfg)
+    cfg, data = cached_data(cfg)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     model = tg.build_model(cfg, device)
     tg.init_weights(model, seed)
@@ -75,8 +75,7 @@ def measure_torch(cfg: tg.Hyperparameters, *, steps: int, warmup: int = 3, seed:
 
 def sgemm_gflops(n: int = 1024, reps: int = 5) -> float:
     """Achieved GFLOP/s of one fp32 n x n matmul in MLX (shows which BLAS mlx[cpu] is running on)."""
-    import train_gpt_mlx as tm  # preloads OpenBLAS (scripts/causal/screen/mlx_blas.py) before mlx is first imported
-
+    tm, _ = mlx_twin()  # preloads OpenBLAS (scripts/causal/screen/mlx_blas.py) before mlx is first imported
     mx = tm.mx
     a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
     mx.eval(a @ b)
@@ -88,23 +87,19 @@ def sgemm_gflops(n: int = 1024, reps: int = 5) -> float:
 
 def measure_mlx(cfg: tg.Hyperparameters, *, steps: int, warmup: int = 3, seed: int = 0) -> dict[str, float]:
     """Same steps as measure_torch with train_gpt_mlx. PG_MLX_BLAS=reference keeps mlx[cpu]'s bundled BLAS."""
-    import train_gpt_mlx as tm
-
-    status = tm.BLAS_STATUS
-    print(f"mlx_blas:{(status.loaded or 'bundled-reference') if status and status.applicable else 'native'} "
-          f"sgemm_1024_gflops:{sgemm_gflops():.1f}", flush=True)
+    tm, status = mlx_twin()
+    print(f"mlx_blas:{status.tag or 'native'} sgemm_1024_gflops:{sgemm_gflops():.1f}", flush=True)
     mx = tm.mx
-    cfg = tg.resolve_data_paths(cfg)
-    data = tg.load_train_data(cfg)
+    cfg, data = cached_data(cfg)
     model = tm.GPT(cfg)
     init = tm.init_params(cfg, seed)
     tm.load_flat_params(model, init)
     stepper = tm._Stepper(cfg, model, tm.Optimizers(cfg, init), compiled=False)
-    loader = tg.TokenLoader(data.train_shards, order="seeded", seed=seed)
+    loader = tm.TokenStream(data.train_shards, order="seeded", seed=seed)
 
     def step() -> None:
-        x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, 1)
-        xm, ym = mx.array(x.numpy().astype("int32")), mx.array(y.numpy().astype("int32"))
+        x, y = loader.next_arrays(cfg.train_batch_tokens, cfg.train_seq_len, 1)
+        xm, ym = mx.array(x.astype("int32")), mx.array(y.astype("int32"))
         float(stepper(xm, ym, 1.0, cfg.muon_momentum).item())
 
     blas_threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.cpu_count() or 1  # MLX has no thread knob

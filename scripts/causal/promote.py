@@ -23,7 +23,9 @@ is already promoted composes with a new rule only when the new screen's control 
 default) prints the unified diff; ``--apply`` writes it and re-imports the file to check that the tested preset now
 gives the tested values and that bare ``Hyperparameters()``, ``from_env({})`` and ``preset_config("baseline")``
 agree (the original text is restored on failure); ``--revert`` restores the empty block, byte for byte the
-unpromoted file.
+unpromoted file. The MLX twin next to the
+file (``train_gpt_mlx.py``) carries the same block (a twin section the tests compare), so every write copies the
+block into it too.
 """
 from __future__ import annotations
 
@@ -281,6 +283,32 @@ def _diff(old: str, new: str, path: Path) -> str:
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{path.name}", f"b/{path.name}"))
 
 
+def twin_of(path: Path) -> Path | None:
+    """The MLX twin beside a train_gpt.py, which carries a copy of its PROMOTED DEFAULTS block; None if absent."""
+    twin = path.with_name("train_gpt_mlx.py")
+    return twin if twin.is_file() and twin.resolve() != path.resolve() else None
+
+
+def _twin_text(source: str, twin: Path) -> tuple[str, str]:
+    """(old, new) text of ``twin`` with its block replaced by the one in ``source`` (the new train_gpt text)."""
+    old = twin.read_text(encoding="utf-8")
+    start, end = _block_span(source, "train_gpt.py")
+    t_start, t_end = _block_span(old, twin)
+    return old, old[:t_start] + source[start:end] + old[t_end:]
+
+
+def _write_with_twin(path: Path, old: str, new: str, entries: Sequence[Mapping] | None) -> str:
+    """Diff of the file and its twin; with ``entries`` given (apply), write both (the file checked by import)."""
+    twin = twin_of(path)
+    twin_old, twin_new = _twin_text(new, twin) if twin is not None else ("", "")
+    if entries is not None and new != old:
+        _write_checked(path, old, new, entries)
+    if entries is not None and twin is not None and twin_new != twin_old:
+        current_entries(twin_new, path=twin)  # the copied block parses in its new home
+        twin.write_text(twin_new, encoding="utf-8")
+    return _diff(old, new, path) + (_diff(twin_old, twin_new, twin) if twin is not None else "")
+
+
 def _check_module(mod: Any, entries: Sequence[Mapping], path: Path) -> None:
     problems = []
     for e in entries:
@@ -325,9 +353,7 @@ def promote(results: str | Path | Mapping, *, train_gpt: str | Path = TRAIN_GPT,
         mod = load_module(path)
         current = {p: mod.preset_config(p).to_dict() for p in presets if p in mod.PRESETS}
     new = promoted_text(old, entries, path=path, current_preset_values=current)
-    if apply and new != old:
-        _write_checked(path, old, new, entries)
-    return _diff(old, new, path)
+    return _write_with_twin(path, old, new, entries if apply else None)
 
 
 def revert(*, train_gpt: str | Path = TRAIN_GPT, apply: bool = False) -> str:
@@ -335,9 +361,7 @@ def revert(*, train_gpt: str | Path = TRAIN_GPT, apply: bool = False) -> str:
     path = Path(train_gpt)
     old = path.read_text(encoding="utf-8")
     new = reverted_text(old, path=path)
-    if apply and new != old:
-        _write_checked(path, old, new, [])
-    return _diff(old, new, path)
+    return _write_with_twin(path, old, new, [] if apply else None)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""Tests for scripts/causal/data/shards.py: shards, byte accounting, corpus building and caching, paths, CLI."""
+"""Tests for scripts/causal/data/shards.py (shards, byte accounting, corpus building and caching, paths) and its
+CLI scripts/causal/prepare_data.py."""
 from __future__ import annotations
 
 import io
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
+from scripts.causal import prepare_data
 from scripts.causal.core.errors import ConfigError, DataFormatError
 from scripts.causal.data import shards as data
 from scripts.causal.data.shards import (
@@ -253,13 +255,13 @@ def test_resolve_data_paths_env_and_defaults(tmp_path, tiny_corpus):
 
 
 def test_cli_prepare_info_and_error(tmp_path, capsys):
-    assert data.main(["prepare", "--data-dir", str(tmp_path), "--source", "synthetic", "--n-bytes", "50000",
+    assert prepare_data.main(["prepare", "--data-dir", str(tmp_path), "--source", "synthetic", "--n-bytes", "50000",
                       "--val-bytes", "5000"]) == 0
     out = capsys.readouterr().out
     assert f"DATA_PATH={tmp_path / 'datasets' / 'synthetic_sp1024'}" in out and "VOCAB_SIZE=1024" in out
-    assert data.main(["info", "--data-dir", str(tmp_path)]) == 0  # the default (shakespeare) is not prepared here
+    assert prepare_data.main(["info", "--data-dir", str(tmp_path)]) == 0  # the default (shakespeare) is not prepared here
     assert "no shards yet" in capsys.readouterr().out
-    rc = data.main(["prepare", "--data-dir", str(tmp_path), "--source", "synthetic", "--n-bytes", "50000",
+    rc = prepare_data.main(["prepare", "--data-dir", str(tmp_path), "--source", "synthetic", "--n-bytes", "50000",
                     "--val-bytes", "10000000"])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and "DataFormatError" in err and "lower val_bytes" in err
@@ -268,7 +270,7 @@ def test_cli_prepare_info_and_error(tmp_path, capsys):
 def test_cli_info_honours_data_path_env(tiny_corpus, monkeypatch, capsys):
     monkeypatch.setenv("DATA_PATH", tiny_corpus.data_path)
     monkeypatch.delenv("TOKENIZER_PATH", raising=False)
-    assert data.main(["info"]) == 0
+    assert prepare_data.main(["info"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[:2] == [f"data_path:{tiny_corpus.data_path}", f"tokenizer_path:{tiny_corpus.tokenizer_path}"]
     assert "source:synthetic " in out and "vocab_size:1024" in out and out[-1] == "intact:True"
@@ -290,3 +292,27 @@ def test_default_corpus_end_to_end(tmp_path):
     before = _mtimes(paths)
     assert data.ensure_default_corpus(tmp_path) == paths
     assert _mtimes(paths) == before
+
+
+def test_prepare_data_cli_help_and_run_returns_paths(tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(repo / "scripts" / "causal" / "prepare_data.py"), "--help"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "prepare" in proc.stdout and "info" in proc.stdout
+    assert "download_fineweb.py" in proc.stdout
+    paths = prepare_data.run(tmp_path, source="synthetic", n_bytes=50_000, val_bytes=5_000, seed=0)
+    assert paths == data.corpus_paths(tmp_path, "synthetic") and paths.vocab_size == 1024
+    assert prepare_data.info({"DATA_PATH": paths.data_path})[:2] == [f"data_path:{paths.data_path}",
+                                                                     f"tokenizer_path:{paths.tokenizer_path}"]
+
+
+def test_trainer_embedded_paths_are_the_default_corpus_layout():
+    """train_gpt's EMBEDDED_DATA_PATH (the tiny/fast presets' data) is where prepare_data.py puts the default."""
+    import train_gpt as tg
+
+    default = data.corpus_paths("data", data.DEFAULT_SOURCE)
+    assert Path(tg.EMBEDDED_DATA_PATH) == Path(default.data_path)
+    assert Path(tg.EMBEDDED_TOKENIZER_PATH) == Path(default.tokenizer_path)

@@ -11,7 +11,15 @@ import pytest
 import train_gpt as tg
 from scripts.causal.core.errors import ConfigError, DataFormatError
 from scripts.causal.core.paths import TRAIN_GPT
-from scripts.causal.promote import EMPTY_BLOCK, compose, current_entries, load_module, main, promote, revert
+from scripts.causal.promote import (
+    EMPTY_BLOCK,
+    compose,
+    current_entries,
+    load_module,
+    main,
+    promote,
+    revert,
+)
 from scripts.causal.statistical_analysis import analyze
 from scripts.causal.stats.confirmation import analyze_confirmation, plan_confirmation
 

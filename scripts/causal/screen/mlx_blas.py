@@ -6,7 +6,8 @@ which runs fp32 matmuls at a few GFLOP/s. Loading an optimised BLAS into the glo
 Measured here: ``ctypes.CDLL(libopenblas.so.0, RTLD_GLOBAL)`` works as well as ``LD_PRELOAD`` (see
 bench/RESULTS.md), so no re-exec is needed. Debian/Ubuntu: ``apt-get install libopenblas0-pthread``.
 
-Call :func:`ensure_fast_blas` before anything imports ``mlx``; it is idempotent and never raises.
+Call :func:`ensure_fast_blas` before anything imports ``mlx``; it is idempotent and never raises. The standalone
+``train_gpt_mlx.py`` leaves this to its caller: ``screen/trainer.py``'s ``mlx_twin()`` and the benches call it.
 Set ``PG_MLX_BLAS=reference`` to keep the bundled BLAS (for benchmarks), or ``PG_MLX_BLAS=/path/lib.so``
 to load a specific library.
 """
@@ -53,6 +54,11 @@ class BlasStatus:
     @property
     def fast(self) -> bool:
         return (not self.applicable) or (self.loaded is not None and not self.mlx_already_imported)
+
+    @property
+    def tag(self) -> str | None:
+        """The BLAS an mlx[cpu] run uses, for logs and run records; None where the question does not apply."""
+        return (self.loaded or "bundled-reference") if self.applicable else None
 
 
 _STATUS: BlasStatus | None = None

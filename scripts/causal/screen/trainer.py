@@ -9,8 +9,10 @@ Its CLI is ``scripts/causal/train_one.py``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
+import sys
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,6 +20,8 @@ from typing import Any
 
 import train_gpt as tg
 from scripts.causal.core.errors import ConfigError
+from scripts.causal.core.paths import DATA_DIR
+from scripts.causal.data.shards import DEFAULT_SOURCE, corpus_paths, ensure_default_corpus
 
 Hyperparameters = tg.Hyperparameters
 RunResult = tg.RunResult
@@ -28,6 +32,7 @@ _MODEL_CACHE: dict[tuple, Any] = {}
 _MODEL_CACHE_MAX = 4  # architectures kept alive at once (a screen alternates between a handful)
 _DEFAULT_THREADS = tg.torch.get_num_threads()
 _AUTO_THREADS: int | None = None  # the auto decision, taken once per process (see cpu_threads)
+_BLAS_HINTED = False  # the OpenBLAS hint is printed once per process
 
 
 def resolve_backend(name: str = "auto") -> str:
@@ -74,9 +79,32 @@ def _arch_key(cfg: Hyperparameters) -> tuple:
     return tuple(getattr(cfg, f) for f in fields)
 
 
+def _names(path: str, relative: str, prepared: str) -> bool:
+    """True when ``path`` is the presets' relative path or the prepared corpus' absolute one."""
+    return os.path.normpath(path) == os.path.normpath(relative) or Path(path).resolve() == Path(prepared).resolve()
+
+
+def names_embedded_corpus(cfg: Hyperparameters) -> bool:
+    """True when cfg's data folder is the embedded default corpus (the tiny/fast presets' data)."""
+    return _names(cfg.data_path, tg.EMBEDDED_DATA_PATH, corpus_paths(DATA_DIR, DEFAULT_SOURCE).data_path)
+
+
+def prepare_data(cfg: Hyperparameters) -> Hyperparameters:
+    """Make sure the corpus cfg names exists before training: the embedded corpus is prepared (cached, see
+    ``data.shards.ensure_default_corpus``) and cfg points at it (its tokenizer too, unless cfg names another);
+    any other data must already hold shards (``tg.resolve_data_paths`` raises naming the folder and the command
+    that makes them)."""
+    if not names_embedded_corpus(cfg):
+        return tg.resolve_data_paths(cfg)
+    paths = ensure_default_corpus()
+    own_tokenizer = _names(cfg.tokenizer_path, tg.EMBEDDED_TOKENIZER_PATH, paths.tokenizer_path)
+    return cfg.with_overrides(data_path=paths.data_path,
+                              tokenizer_path=paths.tokenizer_path if own_tokenizer else cfg.tokenizer_path)
+
+
 def cached_data(cfg: Hyperparameters) -> tuple[Hyperparameters, tg.TrainData]:
-    """Resolve the data paths (preparing the default corpus if needed) and load them once per process."""
-    cfg = tg.resolve_data_paths(cfg)
+    """Prepare the corpus cfg names (``prepare_data``) and load it once per process."""
+    cfg = prepare_data(cfg)
     key = (str(Path(cfg.data_path).resolve()), str(Path(cfg.tokenizer_path).resolve()), cfg.vocab_size)
     if key not in _DATA_CACHE:
         _DATA_CACHE[key] = tg.load_train_data(cfg)
@@ -101,13 +129,31 @@ def _failed(cfg: Hyperparameters, seed: int, backend: str, exc: BaseException) -
                      versions=tg.library_versions(), status="failed", error=last)
 
 
-def _run_mlx(cfg: Hyperparameters, seed: int, data: tg.TrainData, *, progress: bool, on_step=None) -> RunResult:
-    import train_gpt_mlx  # the MLX twin shares train_gpt's Hyperparameters, TrainData and RunResult
+def mlx_twin():
+    """(train_gpt_mlx module, BlasStatus): OpenBLAS is preloaded (Linux + mlx[cpu]) before the first `import mlx`,
+    which the standalone twin leaves to its caller (see mlx_blas.py)."""
+    from scripts.causal.screen.mlx_blas import ensure_fast_blas
 
-    result = train_gpt_mlx.train(cfg, seed, log=print if progress else None, data=data, on_step=on_step)
-    if isinstance(result, RunResult):
+    global _BLAS_HINTED
+    status = ensure_fast_blas()
+    if status.hint and not _BLAS_HINTED:
+        print(f"hint: {status.hint}", file=sys.stderr)
+        _BLAS_HINTED = True
+    import train_gpt_mlx
+
+    return train_gpt_mlx, status
+
+
+def _run_mlx(cfg: Hyperparameters, seed: int, data: tg.TrainData, *, progress: bool, on_step=None) -> RunResult:
+    """Train with the MLX twin; its RunResult (the same fields, a twin section) becomes train_gpt's type."""
+    tm, blas = mlx_twin()
+    log = print if progress else None
+    if log is not None and blas.tag is not None:
+        log(f"mlx_blas:{blas.tag}")
+    result = RunResult.from_dict(tm.train(cfg, seed, log=log, data=data, on_step=on_step).to_dict())
+    if blas.tag is None:
         return result
-    return RunResult.from_dict(result.to_dict() if hasattr(result, "to_dict") else dict(result))
+    return dataclasses.replace(result, versions={**result.versions, "mlx_blas": blas.tag})
 
 
 def busy_cores(*, window_s: float = 0.5) -> float:
