@@ -13,21 +13,14 @@ import networkx as nx
 
 from scripts.causal.core.errors import DataFormatError
 from scripts.causal.core.paths import DAGS_DIR
-from scripts.causal.core.schema import read_json
+from scripts.causal.core.schema import INTERVENTION_FEATURES, read_json
 
 DEFAULT_EXPERT = DAGS_DIR / "expert.json"
 TARGET = "val_bpb"
 KINDS = ("binary", "numeric", "categorical")
 
 # Canonical feature keys of the intervention matrix (issue 3); tier-0 nodes must be among them.
-CANONICAL_FEATURES: tuple[str, ...] = (
-    "num_layers", "model_dim", "mlp_mult", "vocab_size", "train_seq_len", "tied_embeddings", "activation",
-    "smeargate", "bigram_hash", "value_embeddings", "xsa", "partial_rope", "ln_scale", "unet_skips",
-    "depth_recurrence", "parallel_residuals", "qk_gain", "logit_softcap", "muon", "muon_weight_decay",
-    "muoneq_r", "ema", "swa", "qat", "quant_bits", "gptq", "compression", "sliding_window_eval", "ttt",
-    "lora_ttt", "ngram_cache", "warmdown_iters", "fp16_embed", "orthogonal_init", "attention_gate",
-    "caseops", "varlen_attention",
-)
+CANONICAL_FEATURES: tuple[str, ...] = INTERVENTION_FEATURES
 
 
 @dataclasses.dataclass(frozen=True)
