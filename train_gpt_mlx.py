@@ -378,27 +378,11 @@ def init_params(cfg, seed: int) -> dict[str, mx.array]:
         return params_from_torch(dict(torch_model.named_parameters()))
 
 
-def is_control(name: str, ndim: int) -> bool:
-    return ndim < 2 or any(p in name for p in tg.CONTROL_TENSOR_NAME_PATTERNS)
-
-
 def param_groups(cfg, params: dict[str, mx.array]) -> dict[str, list[str]]:
-    """Upstream's split (as train_gpt.build_optimizers): Adam for tok_emb (and an untied lm_head), Muon for block
-    matrices and the mtp head, Adam at scalar_lr for vectors, control tensors and skip_weights."""
+    """Parameter names per optimizer, by train_gpt.optimizer_group (the one rule both backends use)."""
     groups: dict[str, list[str]] = {"tok": [], "head": [], "matrix": [], "scalar": []}
     for name, p in params.items():
-        if name == "tok_emb.weight":
-            groups["tok"].append(name)
-        elif name == "lm_head.weight":
-            groups["head"].append(name)
-        elif name == "mtp_head.weight":
-            groups["matrix"].append(name)
-        elif name == "skip_weights" or (name.startswith("blocks.") and is_control(name, p.ndim)):
-            groups["scalar"].append(name)
-        elif name.startswith("blocks."):
-            groups["matrix"].append(name)
-        else:
-            raise KeyError(f"parameter {name!r} has no optimizer group; add it to param_groups()")
+        groups[tg.optimizer_group(name, p.ndim)].append(name)
     return groups
 
 
