@@ -7,7 +7,7 @@ presets, the shard reader, the SentencePiece byte LUTs, the data order, the keye
 artifact format and the RunResult shape), so a config means the same thing on both backends and a parity test
 can copy torch weights into this model by name. Runs as a script (env-var config, upstream's final line) and
 imports with no side effects beyond making mlx[cpu] use OpenBLAS on Linux (scripts/causal/screen/mlx_blas.py).
-Hard cap: at most 1500 lines.
+At most 3,000 lines.
 """
 from __future__ import annotations
 
@@ -66,15 +66,15 @@ def activation_fn(name: str):
 # -----------------------------
 
 
-def zeropower_via_newtonschulz5(g: mx.array, steps: int = 10, eps: float = 1e-7) -> mx.array:
-    """Orthogonalise a 2D update with the quintic Newton-Schulz iteration (fp32 here, as on CPU in torch)."""
-    a, b, c = 3.4445, -4.7750, 2.0315
+def zeropower_via_newtonschulz5(g: mx.array, steps: int = 10, eps: float = 1e-7, coeffs=None) -> mx.array:
+    """Orthogonalise a 2D update with the quintic Newton-Schulz iteration (fp32 here, as on CPU in torch);
+    ``coeffs`` is one (a, b, c) per iteration (train_gpt.ns_coefficients), default upstream's fixed tuple."""
     x = g.astype(mx.float32)
     x = x / (mx.sqrt(mx.sum(x * x)) + eps)
     transposed = g.shape[0] > g.shape[1]
     if transposed:
         x = x.T
-    for _ in range(steps):
+    for a, b, c in coeffs or (tg.NS_COEFFS,) * steps:
         a_mat = x @ x.T
         b_mat = b * a_mat + c * (a_mat @ a_mat)
         x = a * x + b_mat @ x
@@ -84,9 +84,12 @@ def zeropower_via_newtonschulz5(g: mx.array, steps: int = 10, eps: float = 1e-7)
 class Muon:
     """Momentum (Nesterov) + Newton-Schulz orthogonalised updates for the matrix parameters."""
 
-    def __init__(self, names: list[str], *, lr: float, momentum: float, backend_steps: int, nesterov: bool = True):
+    def __init__(self, names: list[str], *, lr: float, momentum: float, backend_steps: int, nesterov: bool = True,
+                 weight_decay: float = 0.0, row_normalize: bool = False, ns: str = "default"):
         self.names, self.base_lr, self.lr = list(names), lr, lr
         self.momentum, self.backend_steps, self.nesterov = momentum, backend_steps, nesterov
+        self.weight_decay, self.row_normalize = weight_decay, row_normalize
+        self.coeffs = tg.ns_coefficients(ns, backend_steps)
         self.buf: dict[str, mx.array] = {}
 
     def step(self, params: dict[str, mx.array], grads: dict[str, mx.array]) -> dict[str, mx.array]:
@@ -98,8 +101,12 @@ class Muon:
             self.buf[name] = buf
             if self.nesterov:
                 g = g + self.momentum * buf
-            g = zeropower_via_newtonschulz5(g, steps=self.backend_steps)
+            if self.row_normalize:  # MuonEq-R
+                g = g / mx.maximum(mx.sqrt(mx.sum(g * g, axis=-1, keepdims=True)), 1e-7)
+            g = zeropower_via_newtonschulz5(g, steps=self.backend_steps, coeffs=self.coeffs)
             g = g * max(1.0, g.shape[0] / g.shape[1]) ** 0.5
+            if self.weight_decay > 0:
+                p = p * (1.0 - self.lr * self.weight_decay)
             out[name] = p - self.lr * g
         return out
 
@@ -138,7 +145,7 @@ class Adam:
 # MODEL
 # -----------------------------
 # Module and parameter names match train_gpt.py's state_dict exactly (tok_emb.weight, blocks.{i}.attn.c_q.weight,
-# blocks.{i}.attn.q_gain, blocks.{i}.mlp.fc.weight, ..., skip_weights, lm_head.weight, mtp_head.weight), so
+# blocks.{i}.attn.q_gain, blocks.{i}.mlp.fc.weight, ..., skip_weights, lm_head.weight, mtp_heads.{j}.weight), so
 # weights copy by name in both directions. Parameter-free RMSNorms are plain function calls here.
 
 
@@ -204,12 +211,18 @@ class CausalSelfAttention(nn.Module):
         self.c_v = CastedLinear(dim, kv_dim)
         self.proj = CastedLinear(dim, dim)
         self.q_gain = mx.full((self.num_heads,), float(cfg.qk_gain_init), dtype=mx.float32)
+        self.out_gate, self.gate_window, self.gate_scale = cfg.attn_out_gate, cfg.gate_window, cfg.attn_gate_scale
+        if self.out_gate != "none":  # attention-output gate (train_gpt.CausalSelfAttention)
+            self.attn_gate_w = mx.zeros((self.num_heads, dim if self.out_gate == "dense" else cfg.gate_window))
 
-    def __call__(self, x: mx.array) -> mx.array:
+    def __call__(self, x: mx.array, v_embed: mx.array | None = None) -> mx.array:
         bsz, seqlen, dim = x.shape
         q = self.c_q(x).reshape(bsz, seqlen, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
         k = self.c_k(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
-        v = self.c_v(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
+        v = self.c_v(x)
+        if v_embed is not None:
+            v = v + v_embed
+        v = v.reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
         cos, sin = rotary_tables(seqlen, self.rope_dims, self.rope_base)
         q = apply_rotary(rms_norm(q), cos, sin, self.rope_dims)
         k = apply_rotary(rms_norm(k), cos, sin, self.rope_dims)
@@ -217,6 +230,11 @@ class CausalSelfAttention(nn.Module):
         y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.head_dim**-0.5, mask="causal")
         if self.xsa:
             y = exclusive_self_attention(y, v)
+        if self.out_gate != "none":
+            gate_in = x if self.out_gate == "dense" else x[..., : self.gate_window]
+            logits = gate_in @ self.attn_gate_w.T
+            g = mx.sigmoid(logits if self.out_gate == "dense" else self.gate_scale * logits)
+            y = y * g.transpose(0, 2, 1)[..., None]
         return self.proj(y.transpose(0, 2, 1, 3).reshape(bsz, seqlen, dim))
 
 
@@ -243,21 +261,68 @@ class Block(nn.Module):
         self.resid_mix = mx.array(np.stack([np.ones(dim), np.zeros(dim)]).astype(np.float32))
         self.norm_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale else 1.0  # ln_scale knob
 
-    def __call__(self, x: mx.array, x0: mx.array) -> mx.array:
+    def _attn_out(self, x: mx.array, x0: mx.array, v_embed) -> tuple[mx.array, mx.array]:
         mix = self.resid_mix
         x = mix[0][None, None, :] * x + mix[1][None, None, :] * x0
         h = rms_norm(x)
         if self.norm_scale != 1.0:
             h = h * self.norm_scale
-        x = x + self.attn_scale[None, None, :] * self.attn(h)
+        return x, self.attn_scale[None, None, :] * self.attn(h, v_embed)
+
+    def _mlp_out(self, x: mx.array) -> mx.array:
         h = rms_norm(x)
         if self.norm_scale != 1.0:
             h = h * self.norm_scale
-        return x + self.mlp_scale[None, None, :] * self.mlp(h)
+        return self.mlp_scale[None, None, :] * self.mlp(h)
+
+    def __call__(self, x: mx.array, x0: mx.array, v_embed=None) -> mx.array:
+        x, attn_out = self._attn_out(x, x0, v_embed)
+        x = x + attn_out
+        return x + self._mlp_out(x)
+
+    def parallel(self, lanes, x0: mx.array, post: mx.array, resid: mx.array, v_embed=None):
+        """Two-lane parallel residual block (train_gpt.Block.parallel)."""
+        lane0, lane1 = lanes
+        _, attn_out = self._attn_out(lane0, x0, v_embed)
+        mlp_out = self._mlp_out(lane1)
+        return (resid[0] * lane0 + post[0, 0] * attn_out + post[1, 0] * mlp_out,
+                resid[1] * lane1 + post[0, 1] * attn_out + post[1, 1] * mlp_out)
+
+
+class BigramHash(nn.Module):
+    """train_gpt.BigramHash: hashed (previous token, token) table, projected and scaled."""
+
+    def __init__(self, buckets: int, dim: int, model_dim: int):
+        super().__init__()
+        self.buckets = buckets
+        self.embed = nn.Embedding(buckets, dim)
+        self.proj = CastedLinear(dim, model_dim)
+        self.scale = mx.array(0.05, dtype=mx.float32)
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        t = ids.astype(mx.int32)
+        mod = self.buckets - 1
+        h = mx.remainder(mx.bitwise_xor(36313 * t[:, 1:], 27191 * t[:, :-1]), mod)
+        h = mx.concatenate([mx.full(t[:, :1].shape, mod, dtype=mx.int32), h], axis=1)
+        return self.proj(self.embed(h)) * self.scale
+
+
+class ValueEmbedding(nn.Module):
+    """train_gpt.ValueEmbedding: shared token table projected to the kv width, scaled."""
+
+    def __init__(self, vocab_size: int, dim: int, kv_dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim)
+        self.proj = CastedLinear(dim, kv_dim)
+        self.scale = mx.array(0.1, dtype=mx.float32)
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        return self.proj(self.embed(ids)) * self.scale
 
 
 class GPT(nn.Module):
-    """The baseline U-Net-style GPT (first half of the blocks stores skips, the second half adds them back).
+    """The baseline U-Net-style GPT (first half of the blocks stores skips, the second half adds them back),
+    with train_gpt.GPT's frontier knobs.
 
     ``model(x, y)`` is the training objective for cfg.loss (ce | rho1 | mtp); ``model.eval_loss(x, y)`` is plain
     next-token CE, which is what evaluation uses (train_gpt.py's eval mode).
@@ -268,33 +333,87 @@ class GPT(nn.Module):
         if cfg.logit_softcap <= 0.0:
             raise ValueError(f"logit_softcap must be positive, got {cfg.logit_softcap}")
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+        dim = cfg.model_dim
+        self.tok_emb = nn.Embedding(cfg.vocab_size, dim)
         self.num_encoder_layers = cfg.num_layers // 2
         self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers
-        num_skip = min(self.num_encoder_layers, self.num_decoder_layers)
-        self.skip_weights = mx.ones((num_skip, cfg.model_dim), dtype=mx.float32)
+        self.looping = False  # depth recurrence (train_gpt.GPT.looping)
+        enc, dec = tg.layer_schedule(cfg, cfg.num_loops > 0)
+        self.num_skip = min(len(enc), len(dec))
+        self.skip_weights = mx.ones((self.num_skip, dim), dtype=mx.float32)
+        if cfg.skip_gates:
+            self.skip_gates = mx.zeros((self.num_skip, dim), dtype=mx.float32)
         self.blocks = [Block(cfg, i) for i in range(cfg.num_layers)]
+        if cfg.parallel_start_layer > 0:
+            self.parallel_post_lambdas = mx.ones((cfg.num_layers, 2, 2), dtype=mx.float32)
+            self.parallel_resid_lambdas = mx.full((cfg.num_layers, 2), 1.1, dtype=mx.float32)
+        if cfg.smear_gate:
+            self.smear_gate = CastedLinear(cfg.gate_window, 1)
+            self.smear_lambda = mx.zeros((1,), dtype=mx.float32)
+        if cfg.bigram_buckets > 0:
+            self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, dim)
+        self.ve_layers = cfg.ve_layer_indices
+        if self.ve_layers:
+            self.ve_shared = ValueEmbedding(cfg.vocab_size, cfg.ve_dim, cfg.num_kv_heads * (dim // cfg.num_heads))
+            self.ve_layer_scales = [mx.ones((1,), dtype=mx.float32) for _ in self.ve_layers]
         if not cfg.tie_embeddings:
-            self.lm_head = CastedLinear(cfg.model_dim, cfg.vocab_size)
-        if cfg.loss == "mtp":  # training-only projection of the last hidden state whose logits predict token t+2
-            self.mtp_head = CastedLinear(cfg.model_dim, cfg.model_dim)
+            self.lm_head = CastedLinear(dim, cfg.vocab_size)
+        if cfg.loss == "mtp":  # training-only vocab heads; head j predicts token t+j+2
+            self.mtp_heads = [CastedLinear(dim, cfg.vocab_size) for _ in range(cfg.mtp_heads)]
+
+    def _embed(self, input_ids: mx.array) -> mx.array:
+        cfg = self.cfg
+        x = self.tok_emb(input_ids)
+        if cfg.bigram_buckets > 0:
+            x = x + self.bigram(input_ids)
+        if cfg.smear_gate:
+            g = self.smear_lambda * mx.sigmoid(self.smear_gate(x[:, 1:, : cfg.gate_window]))
+            not_bos = (input_ids[:, 1:] != tg.BOS_ID).astype(x.dtype)[..., None]
+            x = mx.concatenate([x[:, :1], x[:, 1:] + g * x[:, :-1] * not_bos], axis=1)
+        return rms_norm(x)
+
+    def _skip(self, x: mx.array, j: int, skip: mx.array) -> mx.array:
+        scaled = self.skip_weights[j][None, None, :] * skip
+        if self.cfg.skip_gates:
+            g = mx.sigmoid(self.skip_gates[j])[None, None, :]
+            return scaled + g * (x - scaled)  # torch.lerp(scaled, x, g)
+        return x + scaled
 
     def hidden(self, input_ids: mx.array) -> mx.array:
         """Residual stream after the last block (before final_norm)."""
-        x = rms_norm(self.tok_emb(input_ids))
-        x0, skips = x, []
-        for i in range(self.num_encoder_layers):
-            x = self.blocks[i](x, x0)
-            skips.append(x)
-        for i in range(self.num_decoder_layers):
-            if skips:
-                x = x + self.skip_weights[i][None, None, :] * skips.pop()
-            x = self.blocks[self.num_encoder_layers + i](x, x0)
-        return x
+        x = self._embed(input_ids)
+        ve_base = self.ve_shared(input_ids) if self.ve_layers else None
 
-    def logits(self, h: mx.array) -> mx.array:
-        """Soft-capped logits of final-normed hidden states h (..., dim)."""
-        proj = h @ self.tok_emb.weight.T if self.cfg.tie_embeddings else self.lm_head(h)
+        def ve(i: int):
+            if ve_base is None or i not in self.ve_layers:
+                return None
+            return ve_base * self.ve_layer_scales[self.ve_layers.index(i)]
+
+        enc, dec = tg.layer_schedule(self.cfg, self.looping)
+        x0, skips = x, []
+        for i in enc:
+            x = self.blocks[i](x, x0, ve(i))
+            skips.append(x)
+        psl, lanes = self.cfg.parallel_start_layer, None
+        for j, i in enumerate(dec):
+            if psl > 0 and i >= psl:
+                if lanes is None:
+                    lanes = (x, x)
+                lane0 = self._skip(lanes[0], j, skips.pop()) if j < self.num_skip and skips else lanes[0]
+                lanes = self.blocks[i].parallel((lane0, lanes[1]), x0, self.parallel_post_lambdas[i],
+                                                self.parallel_resid_lambdas[i], ve(i))
+                continue
+            if j < self.num_skip and skips:
+                x = self._skip(x, j, skips.pop())
+            x = self.blocks[i](x, x0, ve(i))
+        return x if lanes is None else 0.5 * (lanes[0] + lanes[1])
+
+    def logits(self, h: mx.array, head=None) -> mx.array:
+        """Soft-capped logits of final-normed hidden states h (..., dim); ``head`` defaults to the output head."""
+        if head is not None:
+            proj = head(h)
+        else:
+            proj = h @ self.tok_emb.weight.T if self.cfg.tie_embeddings else self.lm_head(h)
         cap = self.cfg.logit_softcap
         return cap * mx.tanh(proj / cap)
 
@@ -315,12 +434,12 @@ class GPT(nn.Module):
             return mx.mean(tok)
         if cfg.loss == "rho1":
             return rho1_loss(tok, cfg.rho1_keep_frac)
-        main = mx.mean(tok)  # mtp: main CE + mtp_weight x CE of token t+2 predicted at position t
-        if target_ids.shape[1] < 2:
-            return main
-        h2 = rms_norm(self.mtp_head(x[:, :-1])).reshape(-1, cfg.model_dim)
-        aux = mx.mean(cross_entropy(self.logits(h2), target_ids[:, 1:].reshape(-1)))
-        return main + cfg.mtp_weight * aux
+        main = mx.mean(tok)  # mtp: main CE + mtp_weight x mean over heads of CE of token t+j+2
+        h = rms_norm(x)
+        aux = [mx.mean(cross_entropy(self.logits(h[:, : -(j + 1)].reshape(-1, cfg.model_dim), head),
+                                     target_ids[:, j + 1 :].reshape(-1)))
+               for j, head in enumerate(self.mtp_heads) if target_ids.shape[1] > j + 1]
+        return main + cfg.mtp_weight * (sum(aux) / len(aux)) if aux else main
 
 
 def cross_entropy(logits: mx.array, targets: mx.array) -> mx.array:
@@ -394,7 +513,8 @@ class Optimizers:
         betas = (cfg.beta1, cfg.beta2)
         token_lr = cfg.tied_embed_lr if cfg.tie_embeddings else cfg.embed_lr
         self.muon = Muon(groups["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
-                         backend_steps=cfg.muon_backend_steps)
+                         backend_steps=cfg.muon_backend_steps, weight_decay=cfg.muon_wd,
+                         row_normalize=cfg.muon_row_normalize, ns=cfg.muon_ns)
         self.all = [Adam(groups["tok"], lr=token_lr, betas=betas, eps=cfg.adam_eps), self.muon,
                     Adam(groups["scalar"], lr=cfg.scalar_lr, betas=betas, eps=cfg.adam_eps)]
         if groups["head"]:
@@ -489,8 +609,16 @@ def _noop_log(msg: str) -> None:
     return None
 
 
+def microbatches(x: mx.array, y: mx.array, max_tokens: int) -> list[tuple[mx.array, mx.array]]:
+    """Split a (rows, seq_len) batch into consecutive chunks of at most max_tokens tokens (whole rows), as
+    upstream's MLX trainer does, so a large batch never goes through one value_and_grad."""
+    rows = max(1, max_tokens // x.shape[1])
+    return [(x[i : i + rows], y[i : i + rows]) for i in range(0, x.shape[0], rows)]
+
+
 class _Stepper:
-    """One optimisation step: loss + grads (optionally mx.compile'd), clip, schedule, optimizer update."""
+    """One optimisation step: loss + grads (optionally mx.compile'd) accumulated over micro-batches of at most
+    cfg.mlx_max_microbatch_tokens tokens (weighted by their share of the batch), clip, schedule, update."""
 
     def __init__(self, cfg, model: GPT, opts: Optimizers, *, compiled: bool):
         self.cfg, self.model, self.opts = cfg, model, opts
@@ -500,8 +628,19 @@ class _Stepper:
             self._loss_and_grad = mx.compile(self._loss_and_grad, inputs=state, outputs=state)
 
     def __call__(self, x: mx.array, y: mx.array, lr_scale: float, momentum: float) -> mx.array:
-        loss, grads = self._loss_and_grad(x, y)
-        grads = dict(tree_flatten(grads))
+        chunks = microbatches(x, y, self.cfg.mlx_max_microbatch_tokens)
+        if len(chunks) == 1:
+            loss, grads = self._loss_and_grad(x, y)
+            grads = dict(tree_flatten(grads))
+        else:
+            loss, grads = mx.array(0.0, dtype=mx.float32), {}
+            for cx, cy in chunks:
+                weight = cx.shape[0] / x.shape[0]
+                c_loss, c_grads = self._loss_and_grad(cx, cy)
+                loss = loss + weight * c_loss
+                for name, g in tree_flatten(c_grads):
+                    grads[name] = grads[name] + weight * g if name in grads else weight * g
+                mx.eval(loss, list(grads.values()))
         if self.cfg.grad_clip_norm > 0:
             grads = clip_grad_norm(grads, self.cfg.grad_clip_norm)
         self.opts.set_schedule(lr_scale, momentum)
@@ -586,7 +725,9 @@ def train(
         stepper.opts = opts
         loader = new_loader()
 
-    ema = dict(init) if cfg.ema_decay > 0 else None
+    training_frac = tg.make_training_frac(cfg)
+    ema = swa = None
+    swa_count = 0
     step_losses: list[float] = []
     val_history: list[dict[str, float]] = []
     status, error = "ok", None
@@ -605,7 +746,13 @@ def train(
             if stop_after is not None and step < cfg.iterations:
                 log(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{cfg.iterations}")
             break
-        scale = lr_mul(step, training_ms + 1000.0 * (time.perf_counter() - t0))
+        elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        scale, frac_done = lr_mul(step, elapsed_ms), training_frac(step, elapsed_ms)
+        if cfg.num_loops > 0 and not model.looping and frac_done >= cfg.loop_start_frac:
+            model.looping = True
+            log(f"layer_loop:enabled step:{step} frac:{frac_done:.3f}")
+        if cfg.ema_decay > 0 and ema is None and frac_done >= cfg.ema_start_frac:
+            ema = flat_params(model)
         frac = min(step / cfg.muon_momentum_warmup_steps, 1.0) if cfg.muon_momentum_warmup_steps > 0 else 1.0
         momentum = (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
         loss = stepper(*next_batch(loader), scale, momentum)
@@ -614,6 +761,11 @@ def train(
             ema = {k: d * ema[k] + (1.0 - d) * v for k, v in flat_params(model).items()}
             mx.eval(list(ema.values()))
         step += 1
+        if cfg.swa_every > 0 and scale < cfg.swa_start_scale and step % cfg.swa_every == 0:
+            live = flat_params(model)
+            swa = live if swa is None else {k: swa[k] + v for k, v in live.items()}
+            swa_count += 1
+            mx.eval(list(swa.values()))
         loss_value = float(loss.item())
         step_losses.append(loss_value)
         approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
@@ -639,7 +791,12 @@ def train(
 
     if ema is not None:
         load_flat_params(model, ema)
-        log(f"ema:applied decay:{cfg.ema_decay}")
+        log(f"ema:applied decay:{cfg.ema_decay} start_frac:{cfg.ema_start_frac}")
+    if swa is not None:
+        load_flat_params(model, {k: v / swa_count for k, v in swa.items()})
+        log(f"swa:applied checkpoints:{swa_count}")
+    if cfg.num_loops > 0:
+        model.looping = True  # evaluation runs the looped depth (train_gpt.train)
     val_loss, val_bpb = eval_val(cfg, model, ev)
     val_history.append({"step": step, "val_loss": val_loss, "val_bpb": val_bpb})
     log(f"step:{step}/{cfg.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
