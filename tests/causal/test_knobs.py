@@ -288,3 +288,17 @@ def test_microbatches_accumulate_to_the_whole_batch(synth):
     np.testing.assert_allclose(split.step_losses, whole.step_losses, atol=2e-5)
     assert abs(split.val_bpb - whole.val_bpb) < 1e-4
     assert tg.preset_config("baseline").train_batch_tokens // tg.Hyperparameters().mlx_max_microbatch_tokens == 64
+
+
+def test_cached_model_is_reused_only_for_the_same_config():
+    """Bug fixed: the trainer's model cache keyed on the March knobs only, so a run with a new knob (e.g.
+    smear_gate) silently reused a cached baseline model."""
+    from scripts.causal.screen import trainer
+
+    trainer.clear_caches()
+    base = _cfg()
+    model, _ = trainer.cached_model(base)
+    assert trainer.cached_model(base.with_overrides(seed=9))[0] is model
+    smear, _ = trainer.cached_model(base.with_overrides(smear_gate=True))
+    assert smear is not model and hasattr(smear, "smear_gate")
+    trainer.clear_caches()
