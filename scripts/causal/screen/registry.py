@@ -273,6 +273,9 @@ _REGISTRY: tuple[Intervention, ...] = (
     Intervention("muon_momentum_099", "Muon momentum 0.99, warmed up from 0.92 over 1,500 of 7,100 steps (scaled)",
                  "optimizer", None, derive=_momentum(0.99, 0.92, 1500 / STEPS_11L_EMA),
                  transfer="optimizer_schedule"),
+    Intervention("muon_momentum_097", "Muon momentum 0.97, warmed up from 0.92 over 1,500 of 4,930 steps (scaled)",
+                 "optimizer", None, derive=_momentum(0.97, 0.92, 1500 / STEPS_RECENT),
+                 transfer="optimizer_schedule"),
     # schedule
     Intervention("warmdown_frac_075", "linear warmdown over the last 75% of training (the April records)",
                  "schedule", None, {"warmdown_frac": 0.75}, transfer="optimizer_schedule"),
