@@ -15,6 +15,7 @@ mx = pytest.importorskip("mlx.core", reason="mlx is not installed (pip install -
 import train_gpt_mlx as tm  # noqa: E402
 
 LOSS_TOL, GRAD_TOL = 2e-6, 1e-6
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
 # One entry per knob, at the tiny preset's scale (2 layers unless the knob needs more).
 MODEL_KNOBS = {
@@ -49,31 +50,9 @@ def _cfg(**overrides) -> tg.Hyperparameters:
     return tg.preset_config("tiny", val_batch_size=2048, vocab_size=128, **overrides)
 
 
-def _synthetic_data(vocab: int = 128) -> tg.TrainData:
-    rng = np.random.default_rng(0)
-
-    def stream(n):
-        base = (np.arange(n) * 7) % 64
-        return np.where(rng.random(n) < 0.8, base, rng.integers(0, 64, n)).astype(np.uint16)
-
-    luts = (np.ones(vocab, dtype=np.int16), np.zeros(vocab, dtype=bool), np.zeros(vocab, dtype=bool))
-    return tg.TrainData("synthetic", "synthetic.model", [stream(40_000)], stream(2_049), luts, vocab)
-
-
 @pytest.fixture(scope="module")
-def synth() -> tg.TrainData:
-    return _synthetic_data()
-
-
-def _perturbed_torch_model(cfg, seed: int = 3) -> tg.GPT:
-    """Keyed init, then every parameter moved off its start so no gradient is trivially zero."""
-    model = tg.GPT.from_config(cfg)
-    tg.init_weights(model, seed)
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(0)
-        for _, p in model.named_parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-    return model.train()
+def synth(synthetic_data) -> tg.TrainData:
+    return synthetic_data
 
 
 def _batch(cfg, seed: int = 0, seq: int = 32):
@@ -117,9 +96,9 @@ def test_bad_knob_values_name_the_field():
 
 
 @pytest.mark.parametrize("name", sorted(COVERAGE_CASES))
-def test_torch_every_parameter_in_exactly_one_group_and_trained(name):
+def test_torch_every_parameter_in_exactly_one_group_and_trained(name, perturbed):
     cfg = _cfg(**COVERAGE_CASES[name], **OPTIMIZER_KNOBS["muon_wd"])
-    model = _perturbed_torch_model(cfg)
+    model = perturbed(cfg)
     model.looping = cfg.num_loops > 0
     optimizers, _ = tg.build_optimizers(cfg, model)
     grouped = [id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]]
@@ -137,9 +116,9 @@ def test_torch_every_parameter_in_exactly_one_group_and_trained(name):
     assert unmoved == []
 
 
-def test_torch_frozen_group_does_not_move():
+def test_torch_frozen_group_does_not_move(perturbed):
     cfg = _cfg(matrix_lr=0.0, smear_gate=True)
-    model = _perturbed_torch_model(cfg)
+    model = perturbed(cfg)
     optimizers, muon = tg.build_optimizers(cfg, model)
     frozen = {id(p) for g in muon.param_groups for p in g["params"]}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -152,11 +131,11 @@ def test_torch_frozen_group_does_not_move():
 
 
 @pytest.mark.parametrize("name", sorted(COVERAGE_CASES))
-def test_mlx_every_parameter_in_exactly_one_group_and_trained(name):
+def test_mlx_every_parameter_in_exactly_one_group_and_trained(name, perturbed):
     cfg = _cfg(**COVERAGE_CASES[name], **OPTIMIZER_KNOBS["muon_wd"])
     model = tm.GPT(cfg)
     model.looping = cfg.num_loops > 0
-    params = tm.params_from_torch(dict(_perturbed_torch_model(cfg).named_parameters()))
+    params = tm.params_from_torch(dict(perturbed(cfg).named_parameters()))
     tm.load_flat_params(model, params)
     groups = tm.param_groups(cfg, params)
     names = [n for g in groups.values() for n in g]
@@ -181,9 +160,9 @@ PARITY = {**MODEL_KNOBS, "all_model_knobs": ALL_MODEL}
 
 @pytest.mark.parametrize("looping", [False, True])
 @pytest.mark.parametrize("name", sorted(PARITY))
-def test_loss_and_gradients_match_torch(name, looping):
+def test_loss_and_gradients_match_torch(name, looping, perturbed):
     cfg = _cfg(**PARITY[name])
-    tmodel = _perturbed_torch_model(cfg)
+    tmodel = perturbed(cfg)
     tmodel.looping = looping
     x, y = _batch(cfg)
     t_loss = tmodel(torch.from_numpy(x), torch.from_numpy(y))
@@ -201,9 +180,9 @@ def test_loss_and_gradients_match_torch(name, looping):
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZER_KNOBS))
-def test_muon_knobs_step_like_torch(name):
+def test_muon_knobs_step_like_torch(name, perturbed):
     cfg = _cfg(**OPTIMIZER_KNOBS[name])
-    tmodel = _perturbed_torch_model(cfg)
+    tmodel = perturbed(cfg)
     params = tm.params_from_torch(dict(tmodel.named_parameters()))
     optimizers, _ = tg.build_optimizers(cfg, tmodel)
     opts = tm.Optimizers(cfg, params)
