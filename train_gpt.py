@@ -395,18 +395,24 @@ def _coerce(key: str, value: Any, type_name: Any) -> Any:
 _HASH_EXCLUDED = ("run_id", "train_log_every")
 
 
-# Fields added after the first hash version count only when set away from their default, so adding a knob
-# keeps the hash (and every cached result) of configs that do not use it.
-_HASH_OPTIONAL_FROM = "muon_wd"
+# The fields of the first hash version. Any field added since counts only when set away from its default, so
+# adding a knob keeps the hash (and every cached result) of the configs that do not use it.
+_HASH_V1_FIELDS = (
+    "data_path", "tokenizer_path", "run_id", "seed", "val_batch_size", "val_loss_every", "train_log_every",
+    "iterations", "warmdown_iters", "warmup_steps", "train_batch_tokens", "train_seq_len", "max_wallclock_seconds",
+    "qk_gain_init", "vocab_size", "num_layers", "num_kv_heads", "model_dim", "num_heads", "mlp_mult",
+    "tie_embeddings", "rope_base", "logit_softcap", "embed_lr", "head_lr", "tied_embed_lr", "tied_embed_init_std",
+    "matrix_lr", "scalar_lr", "muon_momentum", "muon_backend_steps", "muon_momentum_warmup_start",
+    "muon_momentum_warmup_steps", "beta1", "beta2", "adam_eps", "grad_clip_norm", "activation", "rope_partial_dims",
+    "ln_scale", "xsa_last_n", "ema_decay", "loss", "rho1_keep_frac", "mtp_weight", "data_order", "compile",
+)
 
 
 def config_hash(cfg: Hyperparameters) -> str:
     """sha256 hex of the fields that affect the computation; data paths count by their folder/file name only."""
-    fields = dataclasses.fields(cfg)
-    first_optional = [f.name for f in fields].index(_HASH_OPTIONAL_FROM)
-    optional_defaults = {f.name: f.default for f in fields[first_optional:]}
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.name not in _HASH_V1_FIELDS}
     payload = {k: v for k, v in cfg.to_dict().items() if k not in _HASH_EXCLUDED
-               and not (k in optional_defaults and v == optional_defaults[k])}
+               and not (k in defaults and v == defaults[k])}
     payload["data_path"] = Path(cfg.data_path).name
     payload["tokenizer_path"] = Path(cfg.tokenizer_path).name
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()

@@ -24,7 +24,7 @@ REQUIRED = {
     "num_layers_plus2", "mlp_mult_3", "qk_gain_4", "qk_gain_5", "partial_rope", "ln_scale", "xsa_last4",
     "ema_0997", "matrix_lr_half", "matrix_lr_double", "loss_hard_tokens", "loss_mtp", "aa", "sanity_frozen_matrices",
     # issue 11: the frontier techniques
-    "mlp_mult_4", "xsa_all", "attn_gate_dense", "attn_gate_sparse", "smear_gate", "bigram_hash", "value_embeddings",
+    "mlp_mult_4", "seq_len_double", "xsa_all", "attn_gate_dense", "attn_gate_sparse", "smear_gate", "bigram_hash", "value_embeddings",
     "skip_gates", "parallel_residuals", "depth_recurrence", "ema_09965", "ema_0997_late", "swa", "muon_wd_004",
     "muon_wd_0095", "muoneq_r", "polar_express", "muon_momentum_099", "muon_momentum_097", "warmdown_frac_075", "min_lr_010",
 }

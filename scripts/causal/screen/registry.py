@@ -215,6 +215,8 @@ _REGISTRY: tuple[Intervention, ...] = (
                  derive=lambda cfg: {"num_layers": int(cfg.num_layers) + 2}),
     Intervention("mlp_mult_3", "MLP hidden size 3x model_dim (baseline 2x)", "shape", "mlp_mult",
                  {"mlp_mult": 3}),
+    Intervention("seq_len_double", "train sequence length x2 at the same tokens per step (1024 -> 2048, the "
+                 "records)", "shape", "train_seq_len", derive=lambda cfg: {"train_seq_len": 2 * int(cfg.train_seq_len)}),
     Intervention("mlp_mult_4", "MLP hidden size 4x model_dim (baseline 2x; the April records)", "shape", "mlp_mult",
                  {"mlp_mult": 4}),
     # attention
@@ -427,6 +429,7 @@ _FEATURE_VALUE: dict[str, Callable[[Any], Any]] = {
     "ln_scale": lambda c: bool(c.ln_scale),
     "ema": lambda c: float(c.ema_decay) > 0,
     "swa": lambda c: int(c.swa_every) > 0,
+    "train_seq_len": lambda c: int(c.train_seq_len),
     "smeargate": lambda c: bool(c.smear_gate),
     "bigram_hash": lambda c: int(c.bigram_buckets) > 0,
     "value_embeddings": lambda c: bool(c.ve_layers),
@@ -442,7 +445,7 @@ _FIELD_FEATURE = {
     "activation": "activation", "logit_softcap": "logit_softcap", "model_dim": "model_dim",
     "num_layers": "num_layers", "mlp_mult": "mlp_mult", "qk_gain_init": "qk_gain",
     "rope_partial_dims": "partial_rope", "xsa_last_n": "xsa", "ln_scale": "ln_scale", "ema_decay": "ema",
-    "swa_every": "swa", "smear_gate": "smeargate", "bigram_buckets": "bigram_hash", "ve_layers": "value_embeddings",
+    "train_seq_len": "train_seq_len", "swa_every": "swa", "smear_gate": "smeargate", "bigram_buckets": "bigram_hash", "ve_layers": "value_embeddings",
     "parallel_start_layer": "parallel_residuals", "num_loops": "depth_recurrence", "attn_out_gate": "attention_gate",
     "muon_wd": "muon_weight_decay", "muon_row_normalize": "muoneq_r",
 }
