@@ -52,7 +52,7 @@ def test_unknown_intervention_lists_choices():
 
 # Interventions that cannot be expressed at a preset's scale (tiny: 12 steps, 2 layers, warmdown 4).
 REFUSED = {("tiny", "ema_0997"), ("tiny", "ema_09965"), ("tiny", "ema_0997_late"), ("tiny", "swa"),
-           ("tiny", "depth_recurrence")}
+           ("tiny", "depth_recurrence"), ("tiny", "min_lr_010")}
 
 
 @pytest.mark.parametrize("preset", sorted(tg.PRESETS))
@@ -116,6 +116,8 @@ def test_step_dependent_values_are_fractions_of_training():
     assert "0.56 steps (< 2)" in reg.representable("ema_0997", tiny)
     assert "num_layers=2" in reg.representable("depth_recurrence", tiny)
     assert reg.representable("ema_0997", fast) is None
+    assert "lowest lr multiplier here is 0.25" in reg.representable("min_lr_010", tiny)  # 1/warmdown_iters
+    assert reg.resolve_overrides("min_lr_010", fast) == {"min_lr": 0.1}
 
 
 def test_adhoc_override_is_typed_and_validated():

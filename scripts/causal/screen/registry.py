@@ -155,6 +155,22 @@ def _momentum(momentum: float, start: float, warmup_frac: float) -> Callable[[An
                         "muon_momentum_warmup_steps": max(1, round(warmup_frac * expected_steps(cfg)))}
 
 
+def _min_lr(floor: float) -> Callable[[Any], dict]:
+    """A floor under the warmdown's lr multiplier; refused where the warmdown never goes below it."""
+    def derive(cfg: Any) -> dict:
+        steps = expected_steps(cfg)
+        if float(cfg.warmdown_frac) > 0:
+            lowest = 1.0 / (steps * float(cfg.warmdown_frac))
+        else:
+            lowest = 1.0 / max(int(cfg.warmdown_iters), 1) if int(cfg.warmdown_iters) > 0 else 1.0
+        if lowest >= floor:
+            raise NotRepresentable(f"the warmdown's lowest lr multiplier here is {lowest:.3g} (warmdown_iters="
+                                   f"{cfg.warmdown_iters}, warmdown_frac={cfg.warmdown_frac}), never below {floor}")
+        return {"min_lr": floor}
+
+    return derive
+
+
 def _layer(cfg: Any, frac: float) -> int:
     return min(int(cfg.num_layers) - 1, round(frac * int(cfg.num_layers)))
 
@@ -282,7 +298,7 @@ _REGISTRY: tuple[Intervention, ...] = (
     Intervention("warmdown_frac_075", "linear warmdown over the last 75% of training (the April records)",
                  "schedule", None, {"warmdown_frac": 0.75}, transfer="optimizer_schedule"),
     Intervention("min_lr_010", "warmdown floor: the lr multiplier never drops below 0.1", "schedule", None,
-                 {"min_lr": 0.1}, transfer="optimizer_schedule"),
+                 derive=_min_lr(0.1), transfer="optimizer_schedule"),
     # loss
     Intervention("loss_hard_tokens", "hard-token mining (formerly loss_rho1, not Rho-1: no reference model): "
                  "train on the hardest rho1_keep_frac of tokens under the model itself", "loss", None,
