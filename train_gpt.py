@@ -218,9 +218,9 @@ class Hyperparameters:
     ln_scale: bool = False  # scale each block's normed inputs by 1/sqrt(layer_idx+1)
     xsa_last_n: int = 0  # exclusive self-attention on the last n layers
     ema_decay: float = 0.0  # 0: off; else final eval and export use the EMA weights
-    loss: str = "ce"  # ce | rho1 | mtp
-    rho1_keep_frac: float = 0.7  # rho1: keep this fraction of the hardest tokens (at least one)
-    mtp_weight: float = 0.3  # mtp: weight of the auxiliary next-next-token loss
+    loss: str = "ce"  # ce | rho1 (hard-token mining; the historical name, not Rho-1's reference model) | mtp
+    rho1_keep_frac: float = 0.7  # rho1: keep this fraction of the tokens hardest under the model (at least one)
+    mtp_weight: float = 0.3  # mtp: weight of the mean auxiliary loss of the mtp_heads (records: 0.2)
     data_order: str = "sequential"  # sequential (upstream stream) | seeded (the seed picks each step's windows)
     compile: bool = True  # torch.compile the model and Newton-Schulz (CUDA only; ignored on CPU)
     # Frontier knobs (issue 11), all off by default. Fractions are of training: step/iterations, or of the
