@@ -1009,7 +1009,8 @@ class BigramHash(nn.Module):
         mod = self.buckets - 1
         h = torch.bitwise_xor(36313 * t[:, 1:], 27191 * t[:, :-1]) % mod
         h = torch.cat((torch.full_like(t[:, :1], mod), h), dim=1).long()
-        return self.proj(self.embed(h)) * self.scale.to(self.proj.weight.dtype)
+        out = self.proj(self.embed(h))
+        return out * self.scale.to(out.dtype)
 
 
 class ValueEmbedding(nn.Module):
@@ -1024,7 +1025,8 @@ class ValueEmbedding(nn.Module):
         self.scale = nn.Parameter(torch.tensor(0.1, dtype=torch.float32))
 
     def forward(self, ids: Tensor) -> Tensor:
-        return self.proj(self.embed(ids)) * self.scale.to(self.proj.weight.dtype)
+        out = self.proj(self.embed(ids))
+        return out * self.scale.to(out.dtype)
 
 
 def layer_schedule(cfg: Hyperparameters, looping: bool) -> tuple[list[int], list[int]]:
