@@ -3,7 +3,8 @@ The Parameter Golf baseline trainer (torch), extended with the knobs the causal 
 
 Runs as a script (single CPU process in fp32, or `torchrun` DDP on CUDA with bf16 autocast) and imports with
 no side effects: it exposes the config dataclass, the model, the optimizers and `train(config, seed) -> RunResult`.
-At most 3,000 lines (its code bytes count in the 16,000,000-byte artifact), readable top to bottom in sections.
+It reads top to bottom in sections like upstream's, stays self-contained (stdlib, numpy, torch; sentencepiece
+when data is loaded) and at most 3,000 lines; its bytes count in the artifact size, as in the challenge.
 """
 from __future__ import annotations
 
@@ -163,6 +164,8 @@ def count_target_bytes(prev_ids: np.ndarray, tgt_ids: np.ndarray, luts) -> int:
 ACTIVATIONS = ("relu2", "leaky_relu2", "gelu", "silu", "sin2")
 LOSSES = ("ce", "rho1", "mtp")
 DATA_ORDERS = ("sequential", "seeded")
+MUON_NS = ("default", "polar_express")
+ATTN_OUT_GATES = ("none", "dense", "sparse")
 DEFAULT_DATA_PATH = "./data/datasets/fineweb10B_sp1024"
 DEFAULT_TOKENIZER_PATH = "./data/tokenizers/fineweb_1024_bpe.model"
 # The embedded corpus (Shakespeare, BPE-1024) that the CPU presets train on; `python scripts/causal/prepare_data.py
@@ -225,11 +228,37 @@ class Hyperparameters:
     ln_scale: bool = False  # scale each block's normed inputs by 1/sqrt(layer_idx+1)
     xsa_last_n: int = 0  # exclusive self-attention on the last n layers
     ema_decay: float = 0.0  # 0: off; else final eval and export use the EMA weights
-    loss: str = "ce"  # ce | rho1 | mtp
-    rho1_keep_frac: float = 0.7  # rho1: keep this fraction of the hardest tokens (at least one)
-    mtp_weight: float = 0.3  # mtp: weight of the auxiliary next-next-token loss
+    loss: str = "ce"  # ce | rho1 (hard-token mining; the historical name, not Rho-1's reference model) | mtp
+    rho1_keep_frac: float = 0.7  # rho1: keep this fraction of the tokens hardest under the model (at least one)
+    mtp_weight: float = 0.3  # mtp: weight of the mean auxiliary loss of the mtp_heads (records: 0.2)
     data_order: str = "sequential"  # sequential (upstream stream) | seeded (the seed picks each step's windows)
     compile: bool = True  # torch.compile the model and Newton-Schulz (CUDA only; ignored on CPU)
+    # Frontier knobs (issue 11), all off by default. Fractions are of training: step/iterations, or of the
+    # wallclock cap when one is set.
+    muon_wd: float = 0.0  # Muon decoupled weight decay: p *= 1 - lr * muon_wd before each update
+    muon_row_normalize: bool = False  # MuonEq-R: unit-norm rows of the momentum update before Newton-Schulz
+    muon_ns: str = "default"  # default (3.4445, -4.775, 2.0315) | polar_express (per-iteration coefficients)
+    warmdown_frac: float = 0.0  # >0: linear warmdown over this last fraction of training (replaces warmdown_iters)
+    min_lr: float = 0.0  # floor of the lr multiplier during the warmdown
+    ema_start_frac: float = 0.0  # EMA (ema_decay > 0) starts from the live weights at this fraction of training
+    swa_every: int = 0  # >0: SWA, average the weights every swa_every steps while the lr multiplier < swa_start_scale
+    swa_start_scale: float = 0.4
+    gate_window: int = 12  # input width (leading model dims) of SmearGate and the sparse attention-output gate
+    smear_gate: bool = False  # SmearGate with the BOS fix: x_t += lam * sigmoid(W x_t[:w]) * x_{t-1}, not at BOS
+    attn_out_gate: str = "none"  # none | dense (per-head sigmoid gate from the full input) | sparse (first gate_window)
+    attn_gate_scale: float = 1.0  # sparse gate: sigmoid(scale * W x[:w])
+    skip_gates: bool = False  # gated U-Net skips: x = lerp(w * skip, x, sigmoid(g))
+    ve_layers: str = ""  # value embeddings: comma-separated layers whose attention values add a shared table
+    ve_dim: int = 128
+    bigram_buckets: int = 0  # >0: BigramHash embedding with this many hash buckets added to the token embedding
+    bigram_dim: int = 128
+    parallel_start_layer: int = 0  # >0: two-lane parallel residuals (attention lane, MLP lane) from this layer on
+    num_loops: int = 0  # depth recurrence: layers loop_start..loop_end run num_loops extra times ...
+    loop_start: int = 0
+    loop_end: int = 0
+    loop_start_frac: float = 0.0  # ... from this fraction of training on (and at evaluation)
+    mtp_heads: int = 1  # mtp: number of zero-init vocab heads; head k predicts token t+k+2
+    mlx_max_microbatch_tokens: int = 8192  # MLX: split each step's batch into chunks of at most this many tokens
 
     def __post_init__(self) -> None:
         for name, allowed in (("activation", ACTIVATIONS), ("loss", LOSSES), ("data_order", DATA_ORDERS)):
@@ -259,11 +288,55 @@ class Hyperparameters:
                 f"rope_partial_dims={self.rope_partial_dims} must be even and in [0, head_dim={head_dim}] "
                 "(head_dim must be even too)"
             )
+        self._check_frontier_knobs()
         if self.train_batch_tokens < self.train_seq_len:
             raise ConfigValueError(
                 f"train_batch_tokens={self.train_batch_tokens} must hold at least one sequence of "
                 f"train_seq_len={self.train_seq_len}"
             )
+
+    def _check_frontier_knobs(self) -> None:
+        if self.muon_ns not in MUON_NS:
+            raise ConfigValueError(f"muon_ns={self.muon_ns!r} is not supported; choose one of {list(MUON_NS)}")
+        if self.attn_out_gate not in ATTN_OUT_GATES:
+            raise ConfigValueError(
+                f"attn_out_gate={self.attn_out_gate!r} is not supported; choose one of {list(ATTN_OUT_GATES)}")
+        for name in ("warmdown_frac", "min_lr", "ema_start_frac", "loop_start_frac"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
+        if self.muon_wd < 0:
+            raise ConfigValueError(f"muon_wd={self.muon_wd} must be >= 0")
+        if self.swa_every < 0 or (self.swa_every and self.ema_decay > 0):
+            raise ConfigValueError(f"swa_every={self.swa_every} must be >= 0 and SWA cannot be combined with EMA "
+                                   f"(ema_decay={self.ema_decay}); pick one averaging")
+        if (self.smear_gate or self.attn_out_gate == "sparse") and not 0 < self.gate_window <= self.model_dim:
+            raise ConfigValueError(f"gate_window={self.gate_window} must lie in [1, model_dim={self.model_dim}]")
+        bad = [i for i in self.ve_layer_indices if not 0 <= i < self.num_layers]
+        if bad:
+            raise ConfigValueError(f"ve_layers={self.ve_layers!r}: layers {bad} outside [0, {self.num_layers})")
+        if self.ve_layers and self.ve_dim <= 0:
+            raise ConfigValueError(f"ve_dim={self.ve_dim} must be > 0")
+        if self.bigram_buckets < 0 or self.bigram_buckets == 1 or (self.bigram_buckets and self.bigram_dim <= 0):
+            raise ConfigValueError(f"bigram_buckets={self.bigram_buckets} must be 0 (off) or >= 2, with bigram_dim > 0")
+        if not 0 <= self.parallel_start_layer < max(self.num_layers, 1):
+            raise ConfigValueError(
+                f"parallel_start_layer={self.parallel_start_layer} must lie in [0, num_layers={self.num_layers})")
+        if self.num_loops < 0 or (self.num_loops and not 0 <= self.loop_start <= self.loop_end < self.num_layers):
+            raise ConfigValueError(
+                f"depth recurrence num_loops={self.num_loops} loop_start={self.loop_start} loop_end={self.loop_end}: "
+                f"need num_loops >= 0 and 0 <= loop_start <= loop_end < num_layers={self.num_layers}")
+        if self.mtp_heads < 1:
+            raise ConfigValueError(f"mtp_heads={self.mtp_heads} must be >= 1")
+        if self.mlx_max_microbatch_tokens < self.train_seq_len:
+            raise ConfigValueError(f"mlx_max_microbatch_tokens={self.mlx_max_microbatch_tokens} must hold at least "
+                                   f"one sequence of train_seq_len={self.train_seq_len}")
+
+    @property
+    def ve_layer_indices(self) -> tuple[int, ...]:
+        try:
+            return tuple(int(v) for v in self.ve_layers.split(",") if v.strip())
+        except ValueError:
+            raise ConfigValueError(f"ve_layers={self.ve_layers!r} must be comma-separated layer indices") from None
 
     @property
     def train_files(self) -> str:
@@ -337,9 +410,24 @@ def _coerce(key: str, value: Any, type_name: Any) -> Any:
 _HASH_EXCLUDED = ("run_id", "train_log_every")
 
 
+# The fields of the first hash version. Any field added since counts only when set away from its default, so
+# adding a knob keeps the hash (and every cached result) of the configs that do not use it.
+_HASH_V1_FIELDS = (
+    "data_path", "tokenizer_path", "run_id", "seed", "val_batch_size", "val_loss_every", "train_log_every",
+    "iterations", "warmdown_iters", "warmup_steps", "train_batch_tokens", "train_seq_len", "max_wallclock_seconds",
+    "qk_gain_init", "vocab_size", "num_layers", "num_kv_heads", "model_dim", "num_heads", "mlp_mult",
+    "tie_embeddings", "rope_base", "logit_softcap", "embed_lr", "head_lr", "tied_embed_lr", "tied_embed_init_std",
+    "matrix_lr", "scalar_lr", "muon_momentum", "muon_backend_steps", "muon_momentum_warmup_start",
+    "muon_momentum_warmup_steps", "beta1", "beta2", "adam_eps", "grad_clip_norm", "activation", "rope_partial_dims",
+    "ln_scale", "xsa_last_n", "ema_decay", "loss", "rho1_keep_frac", "mtp_weight", "data_order", "compile",
+)
+
+
 def config_hash(cfg: Hyperparameters) -> str:
     """sha256 hex of the fields that affect the computation; data paths count by their folder/file name only."""
-    payload = {k: v for k, v in cfg.to_dict().items() if k not in _HASH_EXCLUDED}
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.name not in _HASH_V1_FIELDS}
+    payload = {k: v for k, v in cfg.to_dict().items() if k not in _HASH_EXCLUDED
+               and not (k in defaults and v == defaults[k])}
     payload["data_path"] = Path(cfg.data_path).name
     payload["tokenizer_path"] = Path(cfg.tokenizer_path).name
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
@@ -427,17 +515,35 @@ def preset_config(name: str = "baseline", **overrides: Any) -> Hyperparameters:
 # Muon (from modded-nanogpt): momentum, then an approximate orthogonalisation of each matrix update by a
 # quintic Newton-Schulz iteration. It runs in bf16 on CUDA (as upstream) and in fp32 on CPU.
 
+# >>> twin: ns-coefficients >>>
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
+# Polar Express: per-iteration minimax coefficients (records PR #1344 / #1787); past the fifth iteration the
+# last (converged) tuple repeats.
+POLAR_EXPRESS_COEFFS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
 
 
-def zeropower_via_newtonschulz5(G: Tensor, steps: int = 10, eps: float = 1e-7) -> Tensor:
-    a, b, c = NS_COEFFS
+def ns_coefficients(kind: str, steps: int) -> tuple[tuple[float, float, float], ...]:
+    """The (a, b, c) of each Newton-Schulz iteration for muon_ns=kind."""
+    if kind == "polar_express":
+        return tuple(POLAR_EXPRESS_COEFFS[min(i, len(POLAR_EXPRESS_COEFFS) - 1)] for i in range(steps))
+    return (NS_COEFFS,) * steps
+# <<< twin: ns-coefficients <<<
+
+
+def zeropower_via_newtonschulz5(G: Tensor, steps: int = 10, eps: float = 1e-7,
+                                coeffs: tuple[tuple[float, float, float], ...] | None = None) -> Tensor:
     X = G.bfloat16() if G.is_cuda else G.float()
     X = X / (X.norm() + eps)
     transposed = G.size(0) > G.size(1)
     if transposed:
         X = X.T
-    for _ in range(steps):
+    for a, b, c in coeffs or (NS_COEFFS,) * steps:
         gram = X @ X.T
         poly = b * gram + c * gram @ gram
         X = a * X + poly @ X
@@ -448,8 +554,12 @@ _newton_schulz: Callable[..., Tensor] = zeropower_via_newtonschulz5
 
 
 class Muon(torch.optim.Optimizer):
-    def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True):
-        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov))
+    """Muon; optional decoupled weight decay, MuonEq-R row normalisation and Newton-Schulz coefficients."""
+
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True, *,
+                 weight_decay: float = 0.0, row_normalize: bool = False, ns: str = "default"):
+        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov,
+                                      weight_decay=weight_decay, row_normalize=row_normalize, ns=ns))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -464,6 +574,7 @@ class Muon(torch.optim.Optimizer):
             params = group["params"]
             if not params:
                 continue
+            coeffs = ns_coefficients(group["ns"], group["backend_steps"])
             total = sum(int(p.numel()) for p in params)
             flat_dtype = torch.bfloat16 if params[0].is_cuda else torch.float32
             updates = torch.zeros(total, device=params[0].device, dtype=flat_dtype)
@@ -478,7 +589,9 @@ class Muon(torch.optim.Optimizer):
                     buf.mul_(group["momentum"]).add_(g)
                     if group["nesterov"]:
                         g = g.add(buf, alpha=group["momentum"])
-                    g = _newton_schulz(g, steps=group["backend_steps"])
+                    if group["row_normalize"]:
+                        g = g / g.float().norm(dim=-1, keepdim=True).clamp_min(1e-7).to(g.dtype)
+                    g = _newton_schulz(g, steps=group["backend_steps"], coeffs=coeffs)
                     g = g * max(1, g.size(0) / g.size(1)) ** 0.5
                     updates[offset : offset + p.numel()] = g.reshape(-1)
                 offset += p.numel()
@@ -486,6 +599,8 @@ class Muon(torch.optim.Optimizer):
                 dist.all_reduce(updates, op=dist.ReduceOp.SUM)
             offset = 0
             for p in params:
+                if group["weight_decay"] > 0:
+                    p.mul_(1.0 - group["lr"] * group["weight_decay"])
                 p.add_(updates[offset : offset + p.numel()].view_as(p).to(dtype=p.dtype), alpha=-group["lr"])
                 offset += p.numel()
         return loss
@@ -563,15 +678,16 @@ def eval_val(
 # >>> twin: export-format >>>
 CONTROL_TENSOR_NAME_PATTERNS = (
     "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes", "q_gain", "skip_weight",
-    "skip_weights",
+    "skip_weights", "skip_gates", "parallel_post_lambdas", "parallel_resid_lambdas", "attn_gate_w", "smear_gate",
+    "smear_lambda", "ve_layer_scales", "ve_shared.scale", "bigram.scale",
 )
 INT8_KEEP_FLOAT_FP32_NAME_PATTERNS = CONTROL_TENSOR_NAME_PATTERNS
 INT8_KEEP_FLOAT_MAX_NUMEL = 65_536
 INT8_CLIP_PERCENTILE = 99.99984
 INT8_CLIP_Q = INT8_CLIP_PERCENTILE / 100.0
 QUANT_FORMAT = "int8_clean_per_row_v1"
-# Parameters that train but are not part of the artifact (the mtp auxiliary head).
-EXPORT_EXCLUDED_PREFIXES = ("mtp_head.",)
+# Parameters that train but are not part of the artifact (the mtp auxiliary heads).
+EXPORT_EXCLUDED_PREFIXES = ("mtp_heads.",)
 # <<< twin: export-format <<<
 INT8_KEEP_FLOAT_STORE_DTYPE = torch.float16
 INT8_PER_ROW_SCALE_DTYPE = torch.float16
@@ -831,7 +947,8 @@ def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float,
-                 *, rope_partial_dims: int = 0, xsa: bool = False):
+                 *, rope_partial_dims: int = 0, xsa: bool = False, out_gate: str = "none", gate_window: int = 12,
+                 gate_scale: float = 1.0):
         super().__init__()
         if dim % num_heads != 0 or num_heads % num_kv_heads != 0:
             raise ConfigValueError(
@@ -850,17 +967,25 @@ class CausalSelfAttention(nn.Module):
         self.proj._zero_init = True
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
         self.rotary = Rotary(self.rope_dims, base=rope_base)
+        # Attention-output gate (records): a per-head sigmoid gate on each head's output, from the block's normed
+        # input: dense reads all of it (init N(0, 0.01)), sparse its first gate_window dims (zero init, scaled).
+        self.out_gate, self.gate_window, self.gate_scale = out_gate, gate_window, gate_scale
+        if out_gate != "none":
+            self.attn_gate_w = nn.Parameter(torch.zeros(num_heads, dim if out_gate == "dense" else gate_window))
 
     def _rope(self, t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         if self.rope_dims == self.head_dim:
             return apply_rotary_emb(t, cos, sin)
         return torch.cat((apply_rotary_emb(t[..., : self.rope_dims], cos, sin), t[..., self.rope_dims :]), dim=-1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, v_embed: Tensor | None = None) -> Tensor:
         bsz, seqlen, dim = x.shape
         q = self.c_q(x).reshape(bsz, seqlen, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.c_k(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.c_v(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.c_v(x)
+        if v_embed is not None:  # value embeddings: token identity re-injected into the values
+            v = v + v_embed
+        v = v.reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = F.rms_norm(q, (q.size(-1),))
         k = F.rms_norm(k, (k.size(-1),))
         cos, sin = self.rotary(seqlen, x.device, q.dtype)
@@ -875,6 +1000,11 @@ class CausalSelfAttention(nn.Module):
             yg = y.reshape(bsz, self.num_kv_heads, group, seqlen, self.head_dim)
             vn = F.normalize(v, dim=-1).unsqueeze(2)
             y = (yg - (yg * vn).sum(-1, keepdim=True) * vn).reshape(bsz, self.num_heads, seqlen, self.head_dim)
+        if self.out_gate != "none":
+            gate_in = x if self.out_gate == "dense" else x[..., : self.gate_window]
+            logits = F.linear(gate_in, self.attn_gate_w.to(x.dtype))
+            g = torch.sigmoid(logits if self.out_gate == "dense" else self.gate_scale * logits)
+            y = y * g.transpose(1, 2)[..., None]
         y = y.transpose(1, 2).contiguous().reshape(bsz, seqlen, dim)
         return self.proj(y)
 
@@ -908,97 +1038,222 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, mlp_mult: int, rope_base: float,
                  qk_gain_init: float, *, activation: str = "relu2", rope_partial_dims: int = 0, xsa: bool = False,
-                 norm_scale: float = 1.0):
+                 norm_scale: float = 1.0, out_gate: str = "none", gate_window: int = 12, gate_scale: float = 1.0):
         super().__init__()
         self.attn_norm = RMSNorm()
         self.mlp_norm = RMSNorm()
         self.attn = CausalSelfAttention(dim, num_heads, num_kv_heads, rope_base, qk_gain_init,
-                                        rope_partial_dims=rope_partial_dims, xsa=xsa)
+                                        rope_partial_dims=rope_partial_dims, xsa=xsa, out_gate=out_gate,
+                                        gate_window=gate_window, gate_scale=gate_scale)
         self.mlp = MLP(dim, mlp_mult, activation)
         self.attn_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
         self.mlp_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))).float())
         self.norm_scale = norm_scale  # ln_scale: 1/sqrt(layer_idx+1), else 1
 
-    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+    def _attn_out(self, x: Tensor, x0: Tensor, v_embed: Tensor | None) -> tuple[Tensor, Tensor]:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0][None, None, :] * x + mix[1][None, None, :] * x0
         h = self.attn_norm(x)
         if self.norm_scale != 1.0:
             h = h * self.norm_scale
-        x = x + self.attn_scale.to(x.dtype)[None, None, :] * self.attn(h)
+        return x, self.attn_scale.to(x.dtype)[None, None, :] * self.attn(h, v_embed)
+
+    def _mlp_out(self, x: Tensor) -> Tensor:
         h = self.mlp_norm(x)
         if self.norm_scale != 1.0:
             h = h * self.norm_scale
-        return x + self.mlp_scale.to(x.dtype)[None, None, :] * self.mlp(h)
+        return self.mlp_scale.to(x.dtype)[None, None, :] * self.mlp(h)
+
+    def forward(self, x: Tensor, x0: Tensor, v_embed: Tensor | None = None) -> Tensor:
+        x, attn_out = self._attn_out(x, x0, v_embed)
+        x = x + attn_out
+        return x + self._mlp_out(x)
+
+    def parallel(self, lanes: tuple[Tensor, Tensor], x0: Tensor, post: Tensor, resid: Tensor,
+                 v_embed: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Two-lane parallel residual block (records): attention reads lane 0, the MLP reads lane 1, and both
+        outputs are written to both lanes with learned weights post[branch, lane]; resid[lane] scales each lane."""
+        lane0, lane1 = lanes
+        _, attn_out = self._attn_out(lane0, x0, v_embed)
+        mlp_out = self._mlp_out(lane1)
+        post, resid = post.to(lane0.dtype), resid.to(lane0.dtype)
+        return (resid[0] * lane0 + post[0, 0] * attn_out + post[1, 0] * mlp_out,
+                resid[1] * lane1 + post[0, 1] * attn_out + post[1, 1] * mlp_out)
+
+
+# >>> twin: bos-id >>>
+BOS_ID = 1  # <s> of the challenge's SentencePiece tokenizers; SmearGate never smears across it
+# <<< twin: bos-id <<<
+
+
+class BigramHash(nn.Module):
+    """BigramHash embedding (records): a table indexed by a hash of (previous token, token), projected to
+    model_dim and scaled; position 0 uses the last bucket."""
+
+    def __init__(self, buckets: int, dim: int, model_dim: int):
+        super().__init__()
+        self.buckets = buckets
+        self.embed = nn.Embedding(buckets, dim)
+        self.embed._init_std = 0.0
+        self.proj = CastedLinear(dim, model_dim, bias=False)
+        self.scale = nn.Parameter(torch.tensor(0.05, dtype=torch.float32))
+
+    def forward(self, ids: Tensor) -> Tensor:
+        t = ids.to(torch.int32)
+        mod = self.buckets - 1
+        h = torch.bitwise_xor(36313 * t[:, 1:], 27191 * t[:, :-1]) % mod
+        h = torch.cat((torch.full_like(t[:, :1], mod), h), dim=1).long()
+        out = self.proj(self.embed(h))
+        return out * self.scale.to(out.dtype)
+
+
+class ValueEmbedding(nn.Module):
+    """Value embeddings (records): one shared token table (N(0, 0.01)) projected to the kv width, added to the
+    attention values of the chosen layers, each with its own learned scale (init 1) on top of a shared 0.1."""
+
+    def __init__(self, vocab_size: int, dim: int, kv_dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim)
+        self.embed._init_std = 0.01
+        self.proj = CastedLinear(dim, kv_dim, bias=False)
+        self.scale = nn.Parameter(torch.tensor(0.1, dtype=torch.float32))
+
+    def forward(self, ids: Tensor) -> Tensor:
+        out = self.proj(self.embed(ids))
+        return out * self.scale.to(out.dtype)
+
+
+# >>> twin: layer-schedule >>>
+def layer_schedule(cfg: Hyperparameters, looping: bool) -> tuple[list[int], list[int]]:
+    """(encoder, decoder) block indices. Depth recurrence repeats blocks loop_start..loop_end num_loops extra
+    times once looping is on; the U-Net split is half of the resulting sequence (as the records)."""
+    n = cfg.num_layers
+    if not looping or cfg.num_loops <= 0:
+        return list(range(n // 2)), list(range(n // 2, n))
+    seg = list(range(cfg.loop_start, cfg.loop_end + 1))
+    order = list(range(cfg.loop_start)) + seg * (cfg.num_loops + 1) + list(range(cfg.loop_end + 1, n))
+    return order[: len(order) // 2], order[len(order) // 2 :]
+# <<< twin: layer-schedule <<<
 
 
 class GPT(nn.Module):
     """The baseline U-Net-style GPT: the first half of the blocks stores skips the second half adds back.
 
     In training mode the loss follows `loss` (ce, rho1, mtp); in eval mode it is always plain next-token CE.
+    The frontier knobs (SmearGate, BigramHash, value embeddings, gated skips, parallel residuals, depth
+    recurrence, attention-output gates, MTP heads) add modules only when switched on.
     """
 
-    def __init__(self, vocab_size: int, num_layers: int, model_dim: int, num_heads: int, num_kv_heads: int,
-                 mlp_mult: int, tie_embeddings: bool, tied_embed_init_std: float, logit_softcap: float,
-                 rope_base: float, qk_gain_init: float, *, activation: str = "relu2", rope_partial_dims: int = 0,
-                 ln_scale: bool = False, xsa_last_n: int = 0, loss: str = "ce", rho1_keep_frac: float = 0.7,
-                 mtp_weight: float = 0.3):
+    def __init__(self, cfg: Hyperparameters):
         super().__init__()
-        if logit_softcap <= 0.0:
-            raise ConfigValueError(f"logit_softcap must be positive, got {logit_softcap}")
-        self.tie_embeddings = tie_embeddings
-        self.tied_embed_init_std = tied_embed_init_std
-        self.qk_gain_init = qk_gain_init
-        self.logit_softcap = logit_softcap
-        self.loss_kind, self.rho1_keep_frac, self.mtp_weight = loss, rho1_keep_frac, mtp_weight
-        self.tok_emb = nn.Embedding(vocab_size, model_dim)
+        if cfg.logit_softcap <= 0.0:
+            raise ConfigValueError(f"logit_softcap must be positive, got {cfg.logit_softcap}")
+        self.cfg = cfg
+        self.tie_embeddings = cfg.tie_embeddings
+        self.tied_embed_init_std = cfg.tied_embed_init_std
+        self.qk_gain_init = cfg.qk_gain_init
+        self.logit_softcap = cfg.logit_softcap
+        self.loss_kind, self.rho1_keep_frac, self.mtp_weight = cfg.loss, cfg.rho1_keep_frac, cfg.mtp_weight
+        dim, num_layers = cfg.model_dim, cfg.num_layers
+        self.tok_emb = nn.Embedding(cfg.vocab_size, dim)
         self.num_encoder_layers = num_layers // 2
         self.num_decoder_layers = num_layers - self.num_encoder_layers
-        self.num_skip_weights = min(self.num_encoder_layers, self.num_decoder_layers)
-        self.skip_weights = nn.Parameter(torch.ones(self.num_skip_weights, model_dim, dtype=torch.float32))
+        self.looping = False  # depth recurrence switches on at loop_start_frac (train) and for evaluation
+        enc, dec = layer_schedule(cfg, cfg.num_loops > 0)
+        self.num_skip_weights = min(len(enc), len(dec))
+        self.skip_weights = nn.Parameter(torch.ones(self.num_skip_weights, dim, dtype=torch.float32))
+        if cfg.skip_gates:
+            self.skip_gates = nn.Parameter(torch.zeros(self.num_skip_weights, dim, dtype=torch.float32))
         self.blocks = nn.ModuleList([
-            Block(model_dim, num_heads, num_kv_heads, mlp_mult, rope_base, qk_gain_init, activation=activation,
-                  rope_partial_dims=rope_partial_dims, xsa=i >= num_layers - xsa_last_n,
-                  norm_scale=1.0 / math.sqrt(i + 1) if ln_scale else 1.0)
+            Block(dim, cfg.num_heads, cfg.num_kv_heads, cfg.mlp_mult, cfg.rope_base, cfg.qk_gain_init,
+                  activation=cfg.activation, rope_partial_dims=cfg.rope_partial_dims,
+                  xsa=i >= num_layers - cfg.xsa_last_n, norm_scale=1.0 / math.sqrt(i + 1) if cfg.ln_scale else 1.0,
+                  out_gate=cfg.attn_out_gate, gate_window=cfg.gate_window, gate_scale=cfg.attn_gate_scale)
             for i in range(num_layers)
         ])
+        if cfg.parallel_start_layer > 0:
+            self.parallel_post_lambdas = nn.Parameter(torch.ones(num_layers, 2, 2, dtype=torch.float32))
+            self.parallel_resid_lambdas = nn.Parameter(torch.full((num_layers, 2), 1.1, dtype=torch.float32))
+        if cfg.smear_gate:
+            self.smear_gate = CastedLinear(cfg.gate_window, 1, bias=False)
+            self.smear_gate._zero_init = True
+            self.smear_lambda = nn.Parameter(torch.zeros(1, dtype=torch.float32))
+        if cfg.bigram_buckets > 0:
+            self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, dim)
+        self.ve_layers = cfg.ve_layer_indices
+        if self.ve_layers:
+            self.ve_shared = ValueEmbedding(cfg.vocab_size, cfg.ve_dim, cfg.num_kv_heads * (dim // cfg.num_heads))
+            self.ve_layer_scales = nn.ParameterList(
+                [nn.Parameter(torch.ones(1, dtype=torch.float32)) for _ in self.ve_layers])
         self.final_norm = RMSNorm()
-        self.lm_head = None if tie_embeddings else CastedLinear(model_dim, vocab_size, bias=False)
+        self.lm_head = None if cfg.tie_embeddings else CastedLinear(dim, cfg.vocab_size, bias=False)
         if self.lm_head is not None:
             self.lm_head._zero_init = True
-        # mtp: a training-only projection of the final hidden state whose logits predict token t+2.
-        self.mtp_head = CastedLinear(model_dim, model_dim, bias=False) if loss == "mtp" else None
+        # mtp (records): k training-only zero-init vocab heads on the final-normed state; head j predicts t+j+2.
+        self.mtp_heads = nn.ModuleList(
+            [CastedLinear(dim, cfg.vocab_size, bias=False) for _ in range(cfg.mtp_heads if cfg.loss == "mtp" else 0)])
+        for head in self.mtp_heads:
+            head._zero_init = True
 
     @classmethod
     def from_config(cls, cfg: Hyperparameters) -> GPT:
-        return cls(cfg.vocab_size, cfg.num_layers, cfg.model_dim, cfg.num_heads, cfg.num_kv_heads, cfg.mlp_mult,
-                   cfg.tie_embeddings, cfg.tied_embed_init_std, cfg.logit_softcap, cfg.rope_base, cfg.qk_gain_init,
-                   activation=cfg.activation, rope_partial_dims=cfg.rope_partial_dims, ln_scale=cfg.ln_scale,
-                   xsa_last_n=cfg.xsa_last_n, loss=cfg.loss, rho1_keep_frac=cfg.rho1_keep_frac,
-                   mtp_weight=cfg.mtp_weight)
+        return cls(cfg)
 
     def prepare_rotary(self, seq_len: int) -> None:
         """Build every block's rotary tables (outside torch.compile), after the final device/dtype cast."""
         for block in self.blocks:
             block.attn.rotary.build(seq_len)
 
-    def _logits(self, h: Tensor) -> Tensor:
-        proj = F.linear(h, self.tok_emb.weight) if self.lm_head is None else self.lm_head(h)
+    def _logits(self, h: Tensor, head: nn.Module | None = None) -> Tensor:
+        head = head if head is not None else self.lm_head
+        proj = F.linear(h, self.tok_emb.weight) if head is None else head(h)
         return self.logit_softcap * torch.tanh(proj / self.logit_softcap)
 
-    def hidden(self, input_ids: Tensor) -> Tensor:
+    def _embed(self, input_ids: Tensor) -> Tensor:
         x = self.tok_emb(input_ids)
-        x = F.rms_norm(x, (x.size(-1),))
+        if self.cfg.bigram_buckets > 0:
+            x = x + self.bigram(input_ids)
+        if self.cfg.smear_gate:
+            w = self.cfg.gate_window
+            g = self.smear_lambda.to(x.dtype) * torch.sigmoid(self.smear_gate(x[:, 1:, :w]))
+            not_bos = (input_ids[:, 1:] != BOS_ID).to(x.dtype).unsqueeze(-1)
+            x = torch.cat((x[:, :1], x[:, 1:] + g * x[:, :-1] * not_bos), dim=1)
+        return F.rms_norm(x, (x.size(-1),))
+
+    def _skip(self, x: Tensor, j: int, skip: Tensor) -> Tensor:
+        scaled = self.skip_weights[j].to(x.dtype)[None, None, :] * skip
+        if self.cfg.skip_gates:
+            return torch.lerp(scaled, x, torch.sigmoid(self.skip_gates[j].to(x.dtype))[None, None, :])
+        return x + scaled
+
+    def hidden(self, input_ids: Tensor) -> Tensor:
+        x = self._embed(input_ids)
+        ve_base = self.ve_shared(input_ids) if self.ve_layers else None
+
+        def ve(i: int) -> Tensor | None:
+            if ve_base is None or i not in self.ve_layers:
+                return None
+            return ve_base * self.ve_layer_scales[self.ve_layers.index(i)].to(ve_base.dtype)
+
+        enc, dec = layer_schedule(self.cfg, self.looping)
         x0, skips = x, []
-        for i in range(self.num_encoder_layers):
-            x = self.blocks[i](x, x0)
+        for i in enc:
+            x = self.blocks[i](x, x0, ve(i))
             skips.append(x)
-        for i in range(self.num_decoder_layers):
-            if skips:
-                x = x + self.skip_weights[i].to(x.dtype)[None, None, :] * skips.pop()
-            x = self.blocks[self.num_encoder_layers + i](x, x0)
-        return x
+        psl, lanes = self.cfg.parallel_start_layer, None
+        for j, i in enumerate(dec):
+            if psl > 0 and i >= psl:
+                if lanes is None:
+                    lanes = (x, x)
+                lane0 = self._skip(lanes[0], j, skips.pop()) if j < self.num_skip_weights and skips else lanes[0]
+                lanes = self.blocks[i].parallel((lane0, lanes[1]), x0, self.parallel_post_lambdas[i],
+                                                self.parallel_resid_lambdas[i], ve(i))
+                continue
+            if j < self.num_skip_weights and skips:
+                x = self._skip(x, j, skips.pop())
+            x = self.blocks[i](x, x0, ve(i))
+        return x if lanes is None else 0.5 * (lanes[0] + lanes[1])
 
     def forward(self, input_ids: Tensor, target_ids: Tensor) -> Tensor:
         x = self.hidden(input_ids)
@@ -1011,14 +1266,12 @@ class GPT(nn.Module):
             per_token = F.cross_entropy(logits, targets, reduction="none")
             keep = max(1, int(self.rho1_keep_frac * per_token.numel()))
             return torch.topk(per_token, keep, sorted=False).values.mean()
-        # mtp: main next-token CE plus mtp_weight x CE of token t+2 predicted at position t.
+        # mtp: main CE plus mtp_weight x the mean over heads of CE of token t+j+2 predicted at position t.
         main = F.cross_entropy(logits, targets, reduction="mean")
-        if target_ids.size(1) < 2:
-            return main
-        h2 = self.final_norm(self.mtp_head(x[:, :-1]))
-        logits2 = self._logits(h2.reshape(-1, h2.size(-1))).float()
-        aux = F.cross_entropy(logits2, target_ids[:, 1:].reshape(-1), reduction="mean")
-        return main + self.mtp_weight * aux
+        aux = [F.cross_entropy(self._logits(h[:, : -(j + 1)].reshape(-1, h.size(-1)), head).float(),
+                               target_ids[:, j + 1 :].reshape(-1), reduction="mean")
+               for j, head in enumerate(self.mtp_heads) if target_ids.size(1) > j + 1]
+        return main + self.mtp_weight * (sum(aux) / len(aux)) if aux else main
 
 
 # >>> twin: init-keys >>>
@@ -1037,10 +1290,16 @@ def init_weights(model: GPT, seed: int) -> None:
     """
     zero_init = {f"{n}.weight" for n, m in model.named_modules() if getattr(m, "_zero_init", False)}
     linear = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    table_std = {f"{n}.weight": m._init_std for n, m in model.named_modules() if hasattr(m, "_init_std")}
     for name, p in model.named_parameters():
         gen = torch.Generator(device="cpu").manual_seed(_param_seed(seed, name))
         if name == "tok_emb.weight":
             std = model.tied_embed_init_std if model.tie_embeddings else 1.0
+            value = torch.randn(p.shape, generator=gen, dtype=torch.float32) * std
+        elif name in table_std:
+            value = torch.randn(p.shape, generator=gen, dtype=torch.float32) * table_std[name]
+        elif name.endswith("attn_gate_w"):
+            std = DENSE_GATE_INIT_STD if model.cfg.attn_out_gate == "dense" else 0.0
             value = torch.randn(p.shape, generator=gen, dtype=torch.float32) * std
         elif name in zero_init:
             value = torch.zeros(p.shape, dtype=torch.float32)
@@ -1057,6 +1316,20 @@ def init_weights(model: GPT, seed: int) -> None:
         block.resid_mix[0].fill_(1.0)
         block.resid_mix[1].fill_(0.0)
     model.skip_weights.fill_(1.0)
+    for name, p in model.named_parameters():  # the frontier knobs' constants (records' values)
+        for prefix, value in CONSTANT_INITS:
+            if name.startswith(prefix):
+                p.fill_(value)
+
+
+# >>> twin: constant-inits >>>
+# Parameters of the frontier modules that start at a constant.
+CONSTANT_INITS = (
+    ("skip_gates", 0.0), ("parallel_post_lambdas", 1.0), ("parallel_resid_lambdas", 1.1), ("smear_lambda", 0.0),
+    ("bigram.scale", 0.05), ("ve_shared.scale", 0.1), ("ve_layer_scales.", 1.0),
+)
+DENSE_GATE_INIT_STD = 0.01  # dense attention-output gate: N(0, 0.01) (records); the sparse one starts at zero
+# <<< twin: constant-inits <<<
 
 
 # -----------------------------
@@ -1199,49 +1472,85 @@ def trim_val_tokens(tokens: np.ndarray, seq_len: int, source: str = "validation 
 # -----------------------------
 
 
+# >>> twin: optimizer-group >>>
+# Embedding tables other than tok_emb (trained by Adam at the token lr, as the records do).
+EMBED_TABLE_PATTERNS = ("bigram.embed.", "ve_shared.embed.")
+
+
+def optimizer_group(name: str, ndim: int) -> str:
+    """Which optimizer trains parameter `name` (one rule for every module, so no parameter is left out):
+    "tok" (Adam, token lr) for tok_emb and other embedding tables, "head" (Adam, head_lr) for an untied lm_head,
+    "scalar" (Adam, scalar_lr) for vectors, scalars and control tensors, "matrix" (Muon) for every other matrix."""
+    if name == "tok_emb.weight" or name.startswith(EMBED_TABLE_PATTERNS):
+        return "tok"
+    if name == "lm_head.weight":
+        return "head"
+    if ndim < 2 or any(pat in name for pat in CONTROL_TENSOR_NAME_PATTERNS):
+        return "scalar"
+    return "matrix"
+# <<< twin: optimizer-group <<<
+
+
 def build_optimizers(cfg: Hyperparameters, model: GPT) -> tuple[list[torch.optim.Optimizer], Muon]:
-    """Upstream's split: Adam for the token embedding (and an untied head), Muon for block matrices, Adam for
-    vectors/scalars and control tensors. The mtp auxiliary head (a matrix) goes to Muon."""
+    """Upstream's split, by optimizer_group: Adam for embedding tables (and an untied head), Muon for matrices,
+    Adam for vectors/scalars and control tensors. Every parameter of the model is in exactly one group."""
     fused = {"fused": True} if next(model.parameters()).is_cuda else {}
-    named = list(model.blocks.named_parameters())
-    is_control = lambda n, p: p.ndim < 2 or any(pat in n for pat in CONTROL_TENSOR_NAME_PATTERNS)
-    matrix_params = [p for n, p in named if not is_control(n, p)]
-    scalar_params = [p for n, p in named if is_control(n, p)]
-    if model.mtp_head is not None:
-        matrix_params.append(model.mtp_head.weight)
-    if model.skip_weights.numel() > 0:
-        scalar_params.append(model.skip_weights)
+    groups: dict[str, list[Tensor]] = {"tok": [], "head": [], "matrix": [], "scalar": []}
+    for name, p in model.named_parameters():
+        groups[optimizer_group(name, p.ndim)].append(p)
     token_lr = cfg.tied_embed_lr if cfg.tie_embeddings else cfg.embed_lr
     adam = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, **fused)
-    opt_tok = torch.optim.Adam([{"params": [model.tok_emb.weight], "lr": token_lr, "base_lr": token_lr}], **adam)
-    opt_muon = Muon(matrix_params, lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps)
+    opt_tok = torch.optim.Adam([{"params": groups["tok"], "lr": token_lr, "base_lr": token_lr}], **adam)
+    opt_muon = Muon(groups["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
+                    backend_steps=cfg.muon_backend_steps, weight_decay=cfg.muon_wd,
+                    row_normalize=cfg.muon_row_normalize, ns=cfg.muon_ns)
     for group in opt_muon.param_groups:
         group["base_lr"] = cfg.matrix_lr
-    opt_scalar = torch.optim.Adam([{"params": scalar_params, "lr": cfg.scalar_lr, "base_lr": cfg.scalar_lr}], **adam)
+    opt_scalar = torch.optim.Adam([{"params": groups["scalar"], "lr": cfg.scalar_lr, "base_lr": cfg.scalar_lr}],
+                                  **adam)
     optimizers: list[torch.optim.Optimizer] = [opt_tok, opt_muon, opt_scalar]
-    if model.lm_head is not None:
-        head = [{"params": [model.lm_head.weight], "lr": cfg.head_lr, "base_lr": cfg.head_lr}]
+    if groups["head"]:
+        head = [{"params": groups["head"], "lr": cfg.head_lr, "base_lr": cfg.head_lr}]
         optimizers.insert(1, torch.optim.Adam(head, **adam))
     return optimizers, opt_muon
 
 
 # >>> twin: lr-schedule >>>
-def make_lr_schedule(cfg: Hyperparameters) -> Callable[[int, float], float]:
-    """lr multiplier: linear warmdown to 0 over the last warmdown_iters steps, or, with a wallclock cap, over the
-    last warmdown_iters x (average step time) before the cap."""
+def make_training_frac(cfg: Hyperparameters) -> Callable[[int, float], float]:
+    """Fraction of training done before `step`: step/iterations, or elapsed time over the wallclock cap."""
     max_ms = 1000.0 * cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else None
 
+    def frac(step: int, elapsed_ms: float) -> float:
+        if max_ms is None:
+            return step / max(cfg.iterations, 1)
+        return min(elapsed_ms / max_ms, 1.0)
+
+    return frac
+
+
+def make_lr_schedule(cfg: Hyperparameters) -> Callable[[int, float], float]:
+    """lr multiplier: linear warmdown to 0 over the last warmdown_iters steps, or, with a wallclock cap, over the
+    last warmdown_iters x (average step time) before the cap. With warmdown_frac > 0 the warmdown spans that last
+    fraction of training instead (records). Inside the warmdown the multiplier never drops below min_lr."""
+    max_ms = 1000.0 * cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else None
+    training_frac = make_training_frac(cfg)
+
     def lr_mul(step: int, elapsed_ms: float) -> float:
+        if cfg.warmdown_frac > 0:
+            frac = training_frac(step, elapsed_ms)
+            if frac >= 1.0 - cfg.warmdown_frac:
+                return max((1.0 - frac) / cfg.warmdown_frac, cfg.min_lr)
+            return 1.0
         if cfg.warmdown_iters <= 0:
             return 1.0
         if max_ms is None:
             start = max(cfg.iterations - cfg.warmdown_iters, 0)
             if start <= step < cfg.iterations:
-                return max((cfg.iterations - step) / max(cfg.warmdown_iters, 1), 0.0)
+                return max((cfg.iterations - step) / max(cfg.warmdown_iters, 1), cfg.min_lr)
             return 1.0
         warmdown_ms = cfg.warmdown_iters * elapsed_ms / max(step, 1)
         remaining_ms = max(max_ms - elapsed_ms, 0.0)
-        return remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0
+        return max(remaining_ms / max(warmdown_ms, 1e-9), cfg.min_lr) if remaining_ms <= warmdown_ms else 1.0
 
     return lr_mul
 # <<< twin: lr-schedule <<<
@@ -1326,6 +1635,7 @@ def train(
 
     base_model = model if model is not None else build_model(cfg, device)
     init_weights(base_model, seed)
+    base_model.looping = False
     base_model.train()
     base_model.prepare_rotary(cfg.train_seq_len)  # outside torch.compile: a compiled first call may be an eval
     global _newton_schulz
@@ -1372,6 +1682,7 @@ def train(
     autocast = lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     loader = new_loader()
     lr_mul = make_lr_schedule(cfg)
+    training_frac = make_training_frac(cfg)
     max_ms = 1000.0 * cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else None
 
     def forward_backward() -> Tensor:
@@ -1403,7 +1714,9 @@ def train(
         zero_grad_all()
         loader = new_loader()
 
-    ema = ({k: p.detach().float().clone() for k, p in base_model.named_parameters()} if cfg.ema_decay > 0 else None)
+    ema: dict[str, Tensor] | None = None
+    swa: dict[str, Tensor] | None = None
+    swa_count = 0
     step_losses: list[float] = []
     val_history: list[dict[str, float]] = []
     status, error = "ok", None
@@ -1426,7 +1739,13 @@ def train(
             if stop_after is not None and step < cfg.iterations:
                 log(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{cfg.iterations}")
             break
-        scale = lr_mul(step, training_ms + 1000.0 * (time.perf_counter() - t0))
+        elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        scale, frac_done = lr_mul(step, elapsed_ms), training_frac(step, elapsed_ms)
+        if cfg.num_loops > 0 and not base_model.looping and frac_done >= cfg.loop_start_frac:
+            base_model.looping = True
+            log(f"layer_loop:enabled step:{step} frac:{frac_done:.3f}")
+        if cfg.ema_decay > 0 and ema is None and frac_done >= cfg.ema_start_frac:
+            ema = {k: p.detach().float().clone() for k, p in base_model.named_parameters()}
         zero_grad_all()
         train_loss = forward_backward()
         frac = min(step / cfg.muon_momentum_warmup_steps, 1.0) if cfg.muon_momentum_warmup_steps > 0 else 1.0
@@ -1445,6 +1764,13 @@ def train(
                 for k, p in base_model.named_parameters():
                     ema[k].mul_(cfg.ema_decay).add_(p.detach().float(), alpha=1.0 - cfg.ema_decay)
         step += 1
+        if cfg.swa_every > 0 and scale < cfg.swa_start_scale and step % cfg.swa_every == 0:
+            with torch.no_grad():
+                if swa is None:
+                    swa = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in base_model.named_parameters()}
+                for k, p in base_model.named_parameters():
+                    swa[k].add_(p.detach().float())
+                swa_count += 1
         loss_value = float(train_loss.item())
         step_losses.append(loss_value)
         if on_step is not None:  # progress for a caller's bar: (steps done, planned steps)
@@ -1482,7 +1808,14 @@ def train(
         with torch.no_grad():
             for k, p in base_model.named_parameters():
                 p.copy_(ema[k].to(p.dtype))
-        log(f"ema:applied decay:{cfg.ema_decay}")
+        log(f"ema:applied decay:{cfg.ema_decay} start_frac:{cfg.ema_start_frac}")
+    if swa is not None:
+        with torch.no_grad():
+            for k, p in base_model.named_parameters():
+                p.copy_((swa[k] / swa_count).to(p.dtype))
+        log(f"swa:applied checkpoints:{swa_count}")
+    if cfg.num_loops > 0:
+        base_model.looping = True  # evaluation runs the looped depth, as the records do
     val_loss, val_bpb = eval_val(cfg, run_model, ctx, rank=rank, world_size=world_size, device=device)
     val_history.append({"step": step, "val_loss": val_loss, "val_bpb": val_bpb})
     log(f"step:{step}/{cfg.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "

@@ -161,6 +161,8 @@ def count_target_bytes(prev_ids: np.ndarray, tgt_ids: np.ndarray, luts) -> int:
 ACTIVATIONS = ("relu2", "leaky_relu2", "gelu", "silu", "sin2")
 LOSSES = ("ce", "rho1", "mtp")
 DATA_ORDERS = ("sequential", "seeded")
+MUON_NS = ("default", "polar_express")
+ATTN_OUT_GATES = ("none", "dense", "sparse")
 DEFAULT_DATA_PATH = "./data/datasets/fineweb10B_sp1024"
 DEFAULT_TOKENIZER_PATH = "./data/tokenizers/fineweb_1024_bpe.model"
 # The embedded corpus (Shakespeare, BPE-1024) that the CPU presets train on; `python scripts/causal/prepare_data.py
@@ -223,11 +225,37 @@ class Hyperparameters:
     ln_scale: bool = False  # scale each block's normed inputs by 1/sqrt(layer_idx+1)
     xsa_last_n: int = 0  # exclusive self-attention on the last n layers
     ema_decay: float = 0.0  # 0: off; else final eval and export use the EMA weights
-    loss: str = "ce"  # ce | rho1 | mtp
-    rho1_keep_frac: float = 0.7  # rho1: keep this fraction of the hardest tokens (at least one)
-    mtp_weight: float = 0.3  # mtp: weight of the auxiliary next-next-token loss
+    loss: str = "ce"  # ce | rho1 (hard-token mining; the historical name, not Rho-1's reference model) | mtp
+    rho1_keep_frac: float = 0.7  # rho1: keep this fraction of the tokens hardest under the model (at least one)
+    mtp_weight: float = 0.3  # mtp: weight of the mean auxiliary loss of the mtp_heads (records: 0.2)
     data_order: str = "sequential"  # sequential (upstream stream) | seeded (the seed picks each step's windows)
     compile: bool = True  # torch.compile the model and Newton-Schulz (CUDA only; ignored on CPU)
+    # Frontier knobs (issue 11), all off by default. Fractions are of training: step/iterations, or of the
+    # wallclock cap when one is set.
+    muon_wd: float = 0.0  # Muon decoupled weight decay: p *= 1 - lr * muon_wd before each update
+    muon_row_normalize: bool = False  # MuonEq-R: unit-norm rows of the momentum update before Newton-Schulz
+    muon_ns: str = "default"  # default (3.4445, -4.775, 2.0315) | polar_express (per-iteration coefficients)
+    warmdown_frac: float = 0.0  # >0: linear warmdown over this last fraction of training (replaces warmdown_iters)
+    min_lr: float = 0.0  # floor of the lr multiplier during the warmdown
+    ema_start_frac: float = 0.0  # EMA (ema_decay > 0) starts from the live weights at this fraction of training
+    swa_every: int = 0  # >0: SWA, average the weights every swa_every steps while the lr multiplier < swa_start_scale
+    swa_start_scale: float = 0.4
+    gate_window: int = 12  # input width (leading model dims) of SmearGate and the sparse attention-output gate
+    smear_gate: bool = False  # SmearGate with the BOS fix: x_t += lam * sigmoid(W x_t[:w]) * x_{t-1}, not at BOS
+    attn_out_gate: str = "none"  # none | dense (per-head sigmoid gate from the full input) | sparse (first gate_window)
+    attn_gate_scale: float = 1.0  # sparse gate: sigmoid(scale * W x[:w])
+    skip_gates: bool = False  # gated U-Net skips: x = lerp(w * skip, x, sigmoid(g))
+    ve_layers: str = ""  # value embeddings: comma-separated layers whose attention values add a shared table
+    ve_dim: int = 128
+    bigram_buckets: int = 0  # >0: BigramHash embedding with this many hash buckets added to the token embedding
+    bigram_dim: int = 128
+    parallel_start_layer: int = 0  # >0: two-lane parallel residuals (attention lane, MLP lane) from this layer on
+    num_loops: int = 0  # depth recurrence: layers loop_start..loop_end run num_loops extra times ...
+    loop_start: int = 0
+    loop_end: int = 0
+    loop_start_frac: float = 0.0  # ... from this fraction of training on (and at evaluation)
+    mtp_heads: int = 1  # mtp: number of zero-init vocab heads; head k predicts token t+k+2
+    mlx_max_microbatch_tokens: int = 8192  # MLX: split each step's batch into chunks of at most this many tokens
 
     def __post_init__(self) -> None:
         for name, allowed in (("activation", ACTIVATIONS), ("loss", LOSSES), ("data_order", DATA_ORDERS)):
@@ -257,11 +285,55 @@ class Hyperparameters:
                 f"rope_partial_dims={self.rope_partial_dims} must be even and in [0, head_dim={head_dim}] "
                 "(head_dim must be even too)"
             )
+        self._check_frontier_knobs()
         if self.train_batch_tokens < self.train_seq_len:
             raise ConfigValueError(
                 f"train_batch_tokens={self.train_batch_tokens} must hold at least one sequence of "
                 f"train_seq_len={self.train_seq_len}"
             )
+
+    def _check_frontier_knobs(self) -> None:
+        if self.muon_ns not in MUON_NS:
+            raise ConfigValueError(f"muon_ns={self.muon_ns!r} is not supported; choose one of {list(MUON_NS)}")
+        if self.attn_out_gate not in ATTN_OUT_GATES:
+            raise ConfigValueError(
+                f"attn_out_gate={self.attn_out_gate!r} is not supported; choose one of {list(ATTN_OUT_GATES)}")
+        for name in ("warmdown_frac", "min_lr", "ema_start_frac", "loop_start_frac"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
+        if self.muon_wd < 0:
+            raise ConfigValueError(f"muon_wd={self.muon_wd} must be >= 0")
+        if self.swa_every < 0 or (self.swa_every and self.ema_decay > 0):
+            raise ConfigValueError(f"swa_every={self.swa_every} must be >= 0 and SWA cannot be combined with EMA "
+                                   f"(ema_decay={self.ema_decay}); pick one averaging")
+        if (self.smear_gate or self.attn_out_gate == "sparse") and not 0 < self.gate_window <= self.model_dim:
+            raise ConfigValueError(f"gate_window={self.gate_window} must lie in [1, model_dim={self.model_dim}]")
+        bad = [i for i in self.ve_layer_indices if not 0 <= i < self.num_layers]
+        if bad:
+            raise ConfigValueError(f"ve_layers={self.ve_layers!r}: layers {bad} outside [0, {self.num_layers})")
+        if self.ve_layers and self.ve_dim <= 0:
+            raise ConfigValueError(f"ve_dim={self.ve_dim} must be > 0")
+        if self.bigram_buckets < 0 or self.bigram_buckets == 1 or (self.bigram_buckets and self.bigram_dim <= 0):
+            raise ConfigValueError(f"bigram_buckets={self.bigram_buckets} must be 0 (off) or >= 2, with bigram_dim > 0")
+        if not 0 <= self.parallel_start_layer < max(self.num_layers, 1):
+            raise ConfigValueError(
+                f"parallel_start_layer={self.parallel_start_layer} must lie in [0, num_layers={self.num_layers})")
+        if self.num_loops < 0 or (self.num_loops and not 0 <= self.loop_start <= self.loop_end < self.num_layers):
+            raise ConfigValueError(
+                f"depth recurrence num_loops={self.num_loops} loop_start={self.loop_start} loop_end={self.loop_end}: "
+                f"need num_loops >= 0 and 0 <= loop_start <= loop_end < num_layers={self.num_layers}")
+        if self.mtp_heads < 1:
+            raise ConfigValueError(f"mtp_heads={self.mtp_heads} must be >= 1")
+        if self.mlx_max_microbatch_tokens < self.train_seq_len:
+            raise ConfigValueError(f"mlx_max_microbatch_tokens={self.mlx_max_microbatch_tokens} must hold at least "
+                                   f"one sequence of train_seq_len={self.train_seq_len}")
+
+    @property
+    def ve_layer_indices(self) -> tuple[int, ...]:
+        try:
+            return tuple(int(v) for v in self.ve_layers.split(",") if v.strip())
+        except ValueError:
+            raise ConfigValueError(f"ve_layers={self.ve_layers!r} must be comma-separated layer indices") from None
 
     @property
     def train_files(self) -> str:
@@ -335,9 +407,24 @@ def _coerce(key: str, value: Any, type_name: Any) -> Any:
 _HASH_EXCLUDED = ("run_id", "train_log_every")
 
 
+# The fields of the first hash version. Any field added since counts only when set away from its default, so
+# adding a knob keeps the hash (and every cached result) of the configs that do not use it.
+_HASH_V1_FIELDS = (
+    "data_path", "tokenizer_path", "run_id", "seed", "val_batch_size", "val_loss_every", "train_log_every",
+    "iterations", "warmdown_iters", "warmup_steps", "train_batch_tokens", "train_seq_len", "max_wallclock_seconds",
+    "qk_gain_init", "vocab_size", "num_layers", "num_kv_heads", "model_dim", "num_heads", "mlp_mult",
+    "tie_embeddings", "rope_base", "logit_softcap", "embed_lr", "head_lr", "tied_embed_lr", "tied_embed_init_std",
+    "matrix_lr", "scalar_lr", "muon_momentum", "muon_backend_steps", "muon_momentum_warmup_start",
+    "muon_momentum_warmup_steps", "beta1", "beta2", "adam_eps", "grad_clip_norm", "activation", "rope_partial_dims",
+    "ln_scale", "xsa_last_n", "ema_decay", "loss", "rho1_keep_frac", "mtp_weight", "data_order", "compile",
+)
+
+
 def config_hash(cfg: Hyperparameters) -> str:
     """sha256 hex of the fields that affect the computation; data paths count by their folder/file name only."""
-    payload = {k: v for k, v in cfg.to_dict().items() if k not in _HASH_EXCLUDED}
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.name not in _HASH_V1_FIELDS}
+    payload = {k: v for k, v in cfg.to_dict().items() if k not in _HASH_EXCLUDED
+               and not (k in defaults and v == defaults[k])}
     payload["data_path"] = Path(cfg.data_path).name
     payload["tokenizer_path"] = Path(cfg.tokenizer_path).name
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
@@ -417,6 +504,74 @@ def preset_config(name: str = "baseline", **overrides: Any) -> Hyperparameters:
     preset = Hyperparameters().with_overrides({**BASELINE_DEFAULTS, **PRESETS[name]})
     return Hyperparameters().with_overrides({**apply_promoted(preset.to_dict()), **overrides})
 # <<< twin: hyperparameters <<<
+
+
+# >>> twin: ns-coefficients >>>
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+# Polar Express: per-iteration minimax coefficients (records PR #1344 / #1787); past the fifth iteration the
+# last (converged) tuple repeats.
+POLAR_EXPRESS_COEFFS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+
+
+def ns_coefficients(kind: str, steps: int) -> tuple[tuple[float, float, float], ...]:
+    """The (a, b, c) of each Newton-Schulz iteration for muon_ns=kind."""
+    if kind == "polar_express":
+        return tuple(POLAR_EXPRESS_COEFFS[min(i, len(POLAR_EXPRESS_COEFFS) - 1)] for i in range(steps))
+    return (NS_COEFFS,) * steps
+# <<< twin: ns-coefficients <<<
+
+
+# >>> twin: bos-id >>>
+BOS_ID = 1  # <s> of the challenge's SentencePiece tokenizers; SmearGate never smears across it
+# <<< twin: bos-id <<<
+
+
+# >>> twin: layer-schedule >>>
+def layer_schedule(cfg: Hyperparameters, looping: bool) -> tuple[list[int], list[int]]:
+    """(encoder, decoder) block indices. Depth recurrence repeats blocks loop_start..loop_end num_loops extra
+    times once looping is on; the U-Net split is half of the resulting sequence (as the records)."""
+    n = cfg.num_layers
+    if not looping or cfg.num_loops <= 0:
+        return list(range(n // 2)), list(range(n // 2, n))
+    seg = list(range(cfg.loop_start, cfg.loop_end + 1))
+    order = list(range(cfg.loop_start)) + seg * (cfg.num_loops + 1) + list(range(cfg.loop_end + 1, n))
+    return order[: len(order) // 2], order[len(order) // 2 :]
+# <<< twin: layer-schedule <<<
+
+
+# >>> twin: optimizer-group >>>
+# Embedding tables other than tok_emb (trained by Adam at the token lr, as the records do).
+EMBED_TABLE_PATTERNS = ("bigram.embed.", "ve_shared.embed.")
+
+
+def optimizer_group(name: str, ndim: int) -> str:
+    """Which optimizer trains parameter `name` (one rule for every module, so no parameter is left out):
+    "tok" (Adam, token lr) for tok_emb and other embedding tables, "head" (Adam, head_lr) for an untied lm_head,
+    "scalar" (Adam, scalar_lr) for vectors, scalars and control tensors, "matrix" (Muon) for every other matrix."""
+    if name == "tok_emb.weight" or name.startswith(EMBED_TABLE_PATTERNS):
+        return "tok"
+    if name == "lm_head.weight":
+        return "head"
+    if ndim < 2 or any(pat in name for pat in CONTROL_TENSOR_NAME_PATTERNS):
+        return "scalar"
+    return "matrix"
+# <<< twin: optimizer-group <<<
+
+
+# >>> twin: constant-inits >>>
+# Parameters of the frontier modules that start at a constant.
+CONSTANT_INITS = (
+    ("skip_gates", 0.0), ("parallel_post_lambdas", 1.0), ("parallel_resid_lambdas", 1.1), ("smear_lambda", 0.0),
+    ("bigram.scale", 0.05), ("ve_shared.scale", 0.1), ("ve_layer_scales.", 1.0),
+)
+DENSE_GATE_INIT_STD = 0.01  # dense attention-output gate: N(0, 0.01) (records); the sparse one starts at zero
+# <<< twin: constant-inits <<<
 
 
 # -----------------------------
@@ -654,15 +809,15 @@ def activation_fn(name: str):
 # -----------------------------
 
 
-def zeropower_via_newtonschulz5(g: mx.array, steps: int = 10, eps: float = 1e-7) -> mx.array:
-    """Orthogonalise a 2D update with the quintic Newton-Schulz iteration (fp32 here, as on CPU in torch)."""
-    a, b, c = 3.4445, -4.7750, 2.0315
+def zeropower_via_newtonschulz5(g: mx.array, steps: int = 10, eps: float = 1e-7, coeffs=None) -> mx.array:
+    """Orthogonalise a 2D update with the quintic Newton-Schulz iteration (fp32 here, as on CPU in torch);
+    ``coeffs`` is one (a, b, c) per iteration (train_gpt.ns_coefficients), default upstream's fixed tuple."""
     x = g.astype(mx.float32)
     x = x / (mx.sqrt(mx.sum(x * x)) + eps)
     transposed = g.shape[0] > g.shape[1]
     if transposed:
         x = x.T
-    for _ in range(steps):
+    for a, b, c in coeffs or (NS_COEFFS,) * steps:
         a_mat = x @ x.T
         b_mat = b * a_mat + c * (a_mat @ a_mat)
         x = a * x + b_mat @ x
@@ -672,9 +827,12 @@ def zeropower_via_newtonschulz5(g: mx.array, steps: int = 10, eps: float = 1e-7)
 class Muon:
     """Momentum (Nesterov) + Newton-Schulz orthogonalised updates for the matrix parameters."""
 
-    def __init__(self, names: list[str], *, lr: float, momentum: float, backend_steps: int, nesterov: bool = True):
+    def __init__(self, names: list[str], *, lr: float, momentum: float, backend_steps: int, nesterov: bool = True,
+                 weight_decay: float = 0.0, row_normalize: bool = False, ns: str = "default"):
         self.names, self.base_lr, self.lr = list(names), lr, lr
         self.momentum, self.backend_steps, self.nesterov = momentum, backend_steps, nesterov
+        self.weight_decay, self.row_normalize = weight_decay, row_normalize
+        self.coeffs = ns_coefficients(ns, backend_steps)
         self.buf: dict[str, mx.array] = {}
 
     def step(self, params: dict[str, mx.array], grads: dict[str, mx.array]) -> dict[str, mx.array]:
@@ -686,8 +844,12 @@ class Muon:
             self.buf[name] = buf
             if self.nesterov:
                 g = g + self.momentum * buf
-            g = zeropower_via_newtonschulz5(g, steps=self.backend_steps)
+            if self.row_normalize:  # MuonEq-R
+                g = g / mx.maximum(mx.sqrt(mx.sum(g * g, axis=-1, keepdims=True)), 1e-7)
+            g = zeropower_via_newtonschulz5(g, steps=self.backend_steps, coeffs=self.coeffs)
             g = g * max(1.0, g.shape[0] / g.shape[1]) ** 0.5
+            if self.weight_decay > 0:
+                p = p * (1.0 - self.lr * self.weight_decay)
             out[name] = p - self.lr * g
         return out
 
@@ -726,7 +888,7 @@ class Adam:
 # MODEL
 # -----------------------------
 # Module and parameter names match train_gpt.py's state_dict exactly (tok_emb.weight, blocks.{i}.attn.c_q.weight,
-# blocks.{i}.attn.q_gain, blocks.{i}.mlp.fc.weight, ..., skip_weights, lm_head.weight, mtp_head.weight), so
+# blocks.{i}.attn.q_gain, blocks.{i}.mlp.fc.weight, ..., skip_weights, lm_head.weight, mtp_heads.{j}.weight), so
 # weights copy by name in both directions. Parameter-free RMSNorms are plain function calls here.
 
 
@@ -795,12 +957,18 @@ class CausalSelfAttention(nn.Module):
         self.proj = CastedLinear(dim, dim)
         self.proj.zero_init = True
         self.q_gain = mx.full((self.num_heads,), float(cfg.qk_gain_init), dtype=mx.float32)
+        self.out_gate, self.gate_window, self.gate_scale = cfg.attn_out_gate, cfg.gate_window, cfg.attn_gate_scale
+        if self.out_gate != "none":  # attention-output gate (train_gpt.CausalSelfAttention)
+            self.attn_gate_w = mx.zeros((self.num_heads, dim if self.out_gate == "dense" else cfg.gate_window))
 
-    def __call__(self, x: mx.array) -> mx.array:
+    def __call__(self, x: mx.array, v_embed: mx.array | None = None) -> mx.array:
         bsz, seqlen, dim = x.shape
         q = self.c_q(x).reshape(bsz, seqlen, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
         k = self.c_k(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
-        v = self.c_v(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
+        v = self.c_v(x)
+        if v_embed is not None:
+            v = v + v_embed
+        v = v.reshape(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
         cos, sin = rotary_tables(seqlen, self.rope_dims, self.rope_base)
         q = apply_rotary(rms_norm(q), cos, sin, self.rope_dims)
         k = apply_rotary(rms_norm(k), cos, sin, self.rope_dims)
@@ -808,6 +976,11 @@ class CausalSelfAttention(nn.Module):
         y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.head_dim**-0.5, mask="causal")
         if self.xsa:
             y = exclusive_self_attention(y, v)
+        if self.out_gate != "none":
+            gate_in = x if self.out_gate == "dense" else x[..., : self.gate_window]
+            logits = gate_in @ self.attn_gate_w.T
+            g = mx.sigmoid(logits if self.out_gate == "dense" else self.gate_scale * logits)
+            y = y * g.transpose(0, 2, 1)[..., None]
         return self.proj(y.transpose(0, 2, 1, 3).reshape(bsz, seqlen, dim))
 
 
@@ -835,21 +1008,70 @@ class Block(nn.Module):
         self.resid_mix = mx.array(np.stack([np.ones(dim), np.zeros(dim)]).astype(np.float32))
         self.norm_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale else 1.0  # ln_scale knob
 
-    def __call__(self, x: mx.array, x0: mx.array) -> mx.array:
+    def _attn_out(self, x: mx.array, x0: mx.array, v_embed) -> tuple[mx.array, mx.array]:
         mix = self.resid_mix
         x = mix[0][None, None, :] * x + mix[1][None, None, :] * x0
         h = rms_norm(x)
         if self.norm_scale != 1.0:
             h = h * self.norm_scale
-        x = x + self.attn_scale[None, None, :] * self.attn(h)
+        return x, self.attn_scale[None, None, :] * self.attn(h, v_embed)
+
+    def _mlp_out(self, x: mx.array) -> mx.array:
         h = rms_norm(x)
         if self.norm_scale != 1.0:
             h = h * self.norm_scale
-        return x + self.mlp_scale[None, None, :] * self.mlp(h)
+        return self.mlp_scale[None, None, :] * self.mlp(h)
+
+    def __call__(self, x: mx.array, x0: mx.array, v_embed=None) -> mx.array:
+        x, attn_out = self._attn_out(x, x0, v_embed)
+        x = x + attn_out
+        return x + self._mlp_out(x)
+
+    def parallel(self, lanes, x0: mx.array, post: mx.array, resid: mx.array, v_embed=None):
+        """Two-lane parallel residual block (train_gpt.Block.parallel)."""
+        lane0, lane1 = lanes
+        _, attn_out = self._attn_out(lane0, x0, v_embed)
+        mlp_out = self._mlp_out(lane1)
+        return (resid[0] * lane0 + post[0, 0] * attn_out + post[1, 0] * mlp_out,
+                resid[1] * lane1 + post[0, 1] * attn_out + post[1, 1] * mlp_out)
+
+
+class BigramHash(nn.Module):
+    """train_gpt.BigramHash: hashed (previous token, token) table, projected and scaled."""
+
+    def __init__(self, buckets: int, dim: int, model_dim: int):
+        super().__init__()
+        self.buckets = buckets
+        self.embed = nn.Embedding(buckets, dim)
+        self.embed.init_std = 0.0  # train_gpt.BigramHash: the table starts at zero
+        self.proj = CastedLinear(dim, model_dim)
+        self.scale = mx.array(0.05, dtype=mx.float32)
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        t = ids.astype(mx.int32)
+        mod = self.buckets - 1
+        h = mx.remainder(mx.bitwise_xor(36313 * t[:, 1:], 27191 * t[:, :-1]), mod)
+        h = mx.concatenate([mx.full(t[:, :1].shape, mod, dtype=mx.int32), h], axis=1)
+        return self.proj(self.embed(h)) * self.scale
+
+
+class ValueEmbedding(nn.Module):
+    """train_gpt.ValueEmbedding: shared token table projected to the kv width, scaled."""
+
+    def __init__(self, vocab_size: int, dim: int, kv_dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim)
+        self.embed.init_std = 0.01  # train_gpt.ValueEmbedding: N(0, 0.01)
+        self.proj = CastedLinear(dim, kv_dim)
+        self.scale = mx.array(0.1, dtype=mx.float32)
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        return self.proj(self.embed(ids)) * self.scale
 
 
 class GPT(nn.Module):
-    """The baseline U-Net-style GPT (first half of the blocks stores skips, the second half adds them back).
+    """The baseline U-Net-style GPT (first half of the blocks stores skips, the second half adds them back),
+    with train_gpt.GPT's frontier knobs.
 
     ``model(x, y)`` is the training objective for cfg.loss (ce | rho1 | mtp); ``model.eval_loss(x, y)`` is plain
     next-token CE, which is what evaluation uses (train_gpt.py's eval mode).
@@ -860,34 +1082,91 @@ class GPT(nn.Module):
         if cfg.logit_softcap <= 0.0:
             raise ValueError(f"logit_softcap must be positive, got {cfg.logit_softcap}")
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+        dim = cfg.model_dim
+        self.tok_emb = nn.Embedding(cfg.vocab_size, dim)
         self.num_encoder_layers = cfg.num_layers // 2
         self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers
-        num_skip = min(self.num_encoder_layers, self.num_decoder_layers)
-        self.skip_weights = mx.ones((num_skip, cfg.model_dim), dtype=mx.float32)
+        self.looping = False  # depth recurrence (train_gpt.GPT.looping)
+        enc, dec = layer_schedule(cfg, cfg.num_loops > 0)
+        self.num_skip = min(len(enc), len(dec))
+        self.skip_weights = mx.ones((self.num_skip, dim), dtype=mx.float32)
+        if cfg.skip_gates:
+            self.skip_gates = mx.zeros((self.num_skip, dim), dtype=mx.float32)
         self.blocks = [Block(cfg, i) for i in range(cfg.num_layers)]
+        if cfg.parallel_start_layer > 0:
+            self.parallel_post_lambdas = mx.ones((cfg.num_layers, 2, 2), dtype=mx.float32)
+            self.parallel_resid_lambdas = mx.full((cfg.num_layers, 2), 1.1, dtype=mx.float32)
+        if cfg.smear_gate:
+            self.smear_gate = CastedLinear(cfg.gate_window, 1)
+            self.smear_gate.zero_init = True
+            self.smear_lambda = mx.zeros((1,), dtype=mx.float32)
+        if cfg.bigram_buckets > 0:
+            self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, dim)
+        self.ve_layers = cfg.ve_layer_indices
+        if self.ve_layers:
+            self.ve_shared = ValueEmbedding(cfg.vocab_size, cfg.ve_dim, cfg.num_kv_heads * (dim // cfg.num_heads))
+            self.ve_layer_scales = [mx.ones((1,), dtype=mx.float32) for _ in self.ve_layers]
         if not cfg.tie_embeddings:
-            self.lm_head = CastedLinear(cfg.model_dim, cfg.vocab_size)
+            self.lm_head = CastedLinear(dim, cfg.vocab_size)
             self.lm_head.zero_init = True
-        if cfg.loss == "mtp":  # training-only projection of the last hidden state whose logits predict token t+2
-            self.mtp_head = CastedLinear(cfg.model_dim, cfg.model_dim)
+        if cfg.loss == "mtp":  # training-only vocab heads; head j predicts token t+j+2
+            self.mtp_heads = [CastedLinear(dim, cfg.vocab_size) for _ in range(cfg.mtp_heads)]
+            for head in self.mtp_heads:
+                head.zero_init = True
+
+    def _embed(self, input_ids: mx.array) -> mx.array:
+        cfg = self.cfg
+        x = self.tok_emb(input_ids)
+        if cfg.bigram_buckets > 0:
+            x = x + self.bigram(input_ids)
+        if cfg.smear_gate:
+            g = self.smear_lambda * mx.sigmoid(self.smear_gate(x[:, 1:, : cfg.gate_window]))
+            not_bos = (input_ids[:, 1:] != BOS_ID).astype(x.dtype)[..., None]
+            x = mx.concatenate([x[:, :1], x[:, 1:] + g * x[:, :-1] * not_bos], axis=1)
+        return rms_norm(x)
+
+    def _skip(self, x: mx.array, j: int, skip: mx.array) -> mx.array:
+        scaled = self.skip_weights[j][None, None, :] * skip
+        if self.cfg.skip_gates:
+            g = mx.sigmoid(self.skip_gates[j])[None, None, :]
+            return scaled + g * (x - scaled)  # torch.lerp(scaled, x, g)
+        return x + scaled
 
     def hidden(self, input_ids: mx.array) -> mx.array:
         """Residual stream after the last block (before final_norm)."""
-        x = rms_norm(self.tok_emb(input_ids))
-        x0, skips = x, []
-        for i in range(self.num_encoder_layers):
-            x = self.blocks[i](x, x0)
-            skips.append(x)
-        for i in range(self.num_decoder_layers):
-            if skips:
-                x = x + self.skip_weights[i][None, None, :] * skips.pop()
-            x = self.blocks[self.num_encoder_layers + i](x, x0)
-        return x
+        x = self._embed(input_ids)
+        ve_base = self.ve_shared(input_ids) if self.ve_layers else None
 
-    def logits(self, h: mx.array) -> mx.array:
-        """Soft-capped logits of final-normed hidden states h (..., dim)."""
-        proj = h @ self.tok_emb.weight.T if self.cfg.tie_embeddings else self.lm_head(h)
+        def ve(i: int):
+            if ve_base is None or i not in self.ve_layers:
+                return None
+            return ve_base * self.ve_layer_scales[self.ve_layers.index(i)]
+
+        enc, dec = layer_schedule(self.cfg, self.looping)
+        x0, skips = x, []
+        for i in enc:
+            x = self.blocks[i](x, x0, ve(i))
+            skips.append(x)
+        psl, lanes = self.cfg.parallel_start_layer, None
+        for j, i in enumerate(dec):
+            if psl > 0 and i >= psl:
+                if lanes is None:
+                    lanes = (x, x)
+                lane0 = self._skip(lanes[0], j, skips.pop()) if j < self.num_skip and skips else lanes[0]
+                lanes = self.blocks[i].parallel((lane0, lanes[1]), x0, self.parallel_post_lambdas[i],
+                                                self.parallel_resid_lambdas[i], ve(i))
+                continue
+            if j < self.num_skip and skips:
+                x = self._skip(x, j, skips.pop())
+            x = self.blocks[i](x, x0, ve(i))
+        return x if lanes is None else 0.5 * (lanes[0] + lanes[1])
+
+    def logits(self, h: mx.array, head=None) -> mx.array:
+        """Soft-capped logits of final-normed hidden states h (..., dim); ``head`` defaults to the output head."""
+        if head is not None:
+            proj = head(h)
+        else:
+            proj = h @ self.tok_emb.weight.T if self.cfg.tie_embeddings else self.lm_head(h)
         cap = self.cfg.logit_softcap
         return cap * mx.tanh(proj / cap)
 
@@ -908,12 +1187,12 @@ class GPT(nn.Module):
             return mx.mean(tok)
         if cfg.loss == "rho1":
             return rho1_loss(tok, cfg.rho1_keep_frac)
-        main = mx.mean(tok)  # mtp: main CE + mtp_weight x CE of token t+2 predicted at position t
-        if target_ids.shape[1] < 2:
-            return main
-        h2 = rms_norm(self.mtp_head(x[:, :-1])).reshape(-1, cfg.model_dim)
-        aux = mx.mean(cross_entropy(self.logits(h2), target_ids[:, 1:].reshape(-1)))
-        return main + cfg.mtp_weight * aux
+        main = mx.mean(tok)  # mtp: main CE + mtp_weight x mean over heads of CE of token t+j+2
+        h = rms_norm(x)
+        aux = [mx.mean(cross_entropy(self.logits(h[:, : -(j + 1)].reshape(-1, cfg.model_dim), head),
+                                     target_ids[:, j + 1 :].reshape(-1)))
+               for j, head in enumerate(self.mtp_heads) if target_ids.shape[1] > j + 1]
+        return main + cfg.mtp_weight * (sum(aux) / len(aux)) if aux else main
 
 
 def cross_entropy(logits: mx.array, targets: mx.array) -> mx.array:
@@ -1001,11 +1280,17 @@ def init_params(cfg, seed: int) -> dict[str, mx.array]:
     modules = dict(model.named_modules())
     zero_init = {f"{n}.weight" for n, m in modules.items() if getattr(m, "zero_init", False)}
     linear = {f"{n}.weight" for n, m in modules.items() if isinstance(m, CastedLinear)}
+    table_std = {f"{n}.weight": m.init_std for n, m in modules.items() if hasattr(m, "init_std")}
     out = {}
     for name, p in flat_params(model).items():
         n = int(np.prod(p.shape))
         if name == "tok_emb.weight":
             std = cfg.tied_embed_init_std if cfg.tie_embeddings else 1.0
+            value = torch_normal(_param_seed(seed, name), n) * np.float32(std)
+        elif name in table_std:
+            value = torch_normal(_param_seed(seed, name), n) * np.float32(table_std[name])
+        elif name.endswith("attn_gate_w"):
+            std = DENSE_GATE_INIT_STD if cfg.attn_out_gate == "dense" else 0.0
             value = torch_normal(_param_seed(seed, name), n) * np.float32(std)
         elif name in zero_init:
             value = np.zeros(n, dtype=np.float32)
@@ -1014,31 +1299,18 @@ def init_params(cfg, seed: int) -> dict[str, mx.array]:
             value = (torch_uniform(_param_seed(seed, name), n) * np.float32(2.0) - np.float32(1.0)) * bound
         else:  # control tensors: the constants the model was built with (q_gain, scales, resid_mix, skips)
             value = np.array(p, dtype=np.float32).reshape(-1)
+        for prefix, constant in CONSTANT_INITS:  # the frontier knobs' constants, as train_gpt.init_weights
+            if name.startswith(prefix):
+                value = np.full(n, constant, dtype=np.float32)
         out[name] = mx.array(value.reshape(p.shape))
     return out
 
 
-def is_control(name: str, ndim: int) -> bool:
-    return ndim < 2 or any(p in name for p in CONTROL_TENSOR_NAME_PATTERNS)
-
-
 def param_groups(cfg, params: dict[str, mx.array]) -> dict[str, list[str]]:
-    """Upstream's split (as train_gpt.build_optimizers): Adam for tok_emb (and an untied lm_head), Muon for block
-    matrices and the mtp head, Adam at scalar_lr for vectors, control tensors and skip_weights."""
+    """Parameter names per optimizer, by train_gpt.optimizer_group (the one rule both backends use)."""
     groups: dict[str, list[str]] = {"tok": [], "head": [], "matrix": [], "scalar": []}
     for name, p in params.items():
-        if name == "tok_emb.weight":
-            groups["tok"].append(name)
-        elif name == "lm_head.weight":
-            groups["head"].append(name)
-        elif name == "mtp_head.weight":
-            groups["matrix"].append(name)
-        elif name == "skip_weights" or (name.startswith("blocks.") and is_control(name, p.ndim)):
-            groups["scalar"].append(name)
-        elif name.startswith("blocks."):
-            groups["matrix"].append(name)
-        else:
-            raise KeyError(f"parameter {name!r} has no optimizer group; add it to param_groups()")
+        groups[optimizer_group(name, p.ndim)].append(name)
     return groups
 
 
@@ -1050,7 +1322,8 @@ class Optimizers:
         betas = (cfg.beta1, cfg.beta2)
         token_lr = cfg.tied_embed_lr if cfg.tie_embeddings else cfg.embed_lr
         self.muon = Muon(groups["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
-                         backend_steps=cfg.muon_backend_steps)
+                         backend_steps=cfg.muon_backend_steps, weight_decay=cfg.muon_wd,
+                         row_normalize=cfg.muon_row_normalize, ns=cfg.muon_ns)
         self.all = [Adam(groups["tok"], lr=token_lr, betas=betas, eps=cfg.adam_eps), self.muon,
                     Adam(groups["scalar"], lr=cfg.scalar_lr, betas=betas, eps=cfg.adam_eps)]
         if groups["head"]:
@@ -1121,15 +1394,16 @@ def eval_val(cfg, model: GPT, ev: EvalSet) -> tuple[float, float]:
 # >>> twin: export-format >>>
 CONTROL_TENSOR_NAME_PATTERNS = (
     "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes", "q_gain", "skip_weight",
-    "skip_weights",
+    "skip_weights", "skip_gates", "parallel_post_lambdas", "parallel_resid_lambdas", "attn_gate_w", "smear_gate",
+    "smear_lambda", "ve_layer_scales", "ve_shared.scale", "bigram.scale",
 )
 INT8_KEEP_FLOAT_FP32_NAME_PATTERNS = CONTROL_TENSOR_NAME_PATTERNS
 INT8_KEEP_FLOAT_MAX_NUMEL = 65_536
 INT8_CLIP_PERCENTILE = 99.99984
 INT8_CLIP_Q = INT8_CLIP_PERCENTILE / 100.0
 QUANT_FORMAT = "int8_clean_per_row_v1"
-# Parameters that train but are not part of the artifact (the mtp auxiliary head).
-EXPORT_EXCLUDED_PREFIXES = ("mtp_head.",)
+# Parameters that train but are not part of the artifact (the mtp auxiliary heads).
+EXPORT_EXCLUDED_PREFIXES = ("mtp_heads.",)
 # <<< twin: export-format <<<
 
 _STORAGES = {np.dtype(np.int8): "CharStorage", np.dtype(np.float16): "HalfStorage",
@@ -1306,29 +1580,56 @@ def int8_zlib_roundtrip(params: dict[str, mx.array]) -> tuple[bytes, dict[str, i
 # -----------------------------
 
 # >>> twin: lr-schedule >>>
-def make_lr_schedule(cfg: Hyperparameters) -> Callable[[int, float], float]:
-    """lr multiplier: linear warmdown to 0 over the last warmdown_iters steps, or, with a wallclock cap, over the
-    last warmdown_iters x (average step time) before the cap."""
+def make_training_frac(cfg: Hyperparameters) -> Callable[[int, float], float]:
+    """Fraction of training done before `step`: step/iterations, or elapsed time over the wallclock cap."""
     max_ms = 1000.0 * cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else None
 
+    def frac(step: int, elapsed_ms: float) -> float:
+        if max_ms is None:
+            return step / max(cfg.iterations, 1)
+        return min(elapsed_ms / max_ms, 1.0)
+
+    return frac
+
+
+def make_lr_schedule(cfg: Hyperparameters) -> Callable[[int, float], float]:
+    """lr multiplier: linear warmdown to 0 over the last warmdown_iters steps, or, with a wallclock cap, over the
+    last warmdown_iters x (average step time) before the cap. With warmdown_frac > 0 the warmdown spans that last
+    fraction of training instead (records). Inside the warmdown the multiplier never drops below min_lr."""
+    max_ms = 1000.0 * cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else None
+    training_frac = make_training_frac(cfg)
+
     def lr_mul(step: int, elapsed_ms: float) -> float:
+        if cfg.warmdown_frac > 0:
+            frac = training_frac(step, elapsed_ms)
+            if frac >= 1.0 - cfg.warmdown_frac:
+                return max((1.0 - frac) / cfg.warmdown_frac, cfg.min_lr)
+            return 1.0
         if cfg.warmdown_iters <= 0:
             return 1.0
         if max_ms is None:
             start = max(cfg.iterations - cfg.warmdown_iters, 0)
             if start <= step < cfg.iterations:
-                return max((cfg.iterations - step) / max(cfg.warmdown_iters, 1), 0.0)
+                return max((cfg.iterations - step) / max(cfg.warmdown_iters, 1), cfg.min_lr)
             return 1.0
         warmdown_ms = cfg.warmdown_iters * elapsed_ms / max(step, 1)
         remaining_ms = max(max_ms - elapsed_ms, 0.0)
-        return remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0
+        return max(remaining_ms / max(warmdown_ms, 1e-9), cfg.min_lr) if remaining_ms <= warmdown_ms else 1.0
 
     return lr_mul
 # <<< twin: lr-schedule <<<
 
 
+def microbatches(x: mx.array, y: mx.array, max_tokens: int) -> list[tuple[mx.array, mx.array]]:
+    """Split a (rows, seq_len) batch into consecutive chunks of at most max_tokens tokens (whole rows), as
+    upstream's MLX trainer does, so a large batch never goes through one value_and_grad."""
+    rows = max(1, max_tokens // x.shape[1])
+    return [(x[i : i + rows], y[i : i + rows]) for i in range(0, x.shape[0], rows)]
+
+
 class _Stepper:
-    """One optimisation step: loss + grads (optionally mx.compile'd), clip, schedule, optimizer update."""
+    """One optimisation step: loss + grads (optionally mx.compile'd) accumulated over micro-batches of at most
+    cfg.mlx_max_microbatch_tokens tokens (weighted by their share of the batch), clip, schedule, update."""
 
     def __init__(self, cfg, model: GPT, opts: Optimizers, *, compiled: bool):
         self.cfg, self.model, self.opts = cfg, model, opts
@@ -1338,8 +1639,19 @@ class _Stepper:
             self._loss_and_grad = mx.compile(self._loss_and_grad, inputs=state, outputs=state)
 
     def __call__(self, x: mx.array, y: mx.array, lr_scale: float, momentum: float) -> mx.array:
-        loss, grads = self._loss_and_grad(x, y)
-        grads = dict(tree_flatten(grads))
+        chunks = microbatches(x, y, self.cfg.mlx_max_microbatch_tokens)
+        if len(chunks) == 1:
+            loss, grads = self._loss_and_grad(x, y)
+            grads = dict(tree_flatten(grads))
+        else:
+            loss, grads = mx.array(0.0, dtype=mx.float32), {}
+            for cx, cy in chunks:
+                weight = cx.shape[0] / x.shape[0]
+                c_loss, c_grads = self._loss_and_grad(cx, cy)
+                loss = loss + weight * c_loss
+                for name, g in tree_flatten(c_grads):
+                    grads[name] = grads[name] + weight * g if name in grads else weight * g
+                mx.eval(loss, list(grads.values()))
         if self.cfg.grad_clip_norm > 0:
             grads = clip_grad_norm(grads, self.cfg.grad_clip_norm)
         self.opts.set_schedule(lr_scale, momentum)
@@ -1425,7 +1737,9 @@ def train(
         stepper.opts = opts
         loader = new_loader()
 
-    ema = dict(init) if cfg.ema_decay > 0 else None
+    training_frac = make_training_frac(cfg)
+    ema = swa = None
+    swa_count = 0
     step_losses: list[float] = []
     val_history: list[dict[str, float]] = []
     status, error = "ok", None
@@ -1444,7 +1758,13 @@ def train(
             if stop_after is not None and step < cfg.iterations:
                 log(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{cfg.iterations}")
             break
-        scale = lr_mul(step, training_ms + 1000.0 * (time.perf_counter() - t0))
+        elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        scale, frac_done = lr_mul(step, elapsed_ms), training_frac(step, elapsed_ms)
+        if cfg.num_loops > 0 and not model.looping and frac_done >= cfg.loop_start_frac:
+            model.looping = True
+            log(f"layer_loop:enabled step:{step} frac:{frac_done:.3f}")
+        if cfg.ema_decay > 0 and ema is None and frac_done >= cfg.ema_start_frac:
+            ema = flat_params(model)
         frac = min(step / cfg.muon_momentum_warmup_steps, 1.0) if cfg.muon_momentum_warmup_steps > 0 else 1.0
         momentum = (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
         loss = stepper(*next_batch(loader), scale, momentum)
@@ -1453,6 +1773,11 @@ def train(
             ema = {k: d * ema[k] + (1.0 - d) * v for k, v in flat_params(model).items()}
             mx.eval(list(ema.values()))
         step += 1
+        if cfg.swa_every > 0 and scale < cfg.swa_start_scale and step % cfg.swa_every == 0:
+            live = flat_params(model)
+            swa = live if swa is None else {k: swa[k] + v for k, v in live.items()}
+            swa_count += 1
+            mx.eval(list(swa.values()))
         loss_value = float(loss.item())
         step_losses.append(loss_value)
         if on_step is not None:  # progress for a caller's bar: (steps done, planned steps)
@@ -1480,7 +1805,12 @@ def train(
 
     if ema is not None:
         load_flat_params(model, ema)
-        log(f"ema:applied decay:{cfg.ema_decay}")
+        log(f"ema:applied decay:{cfg.ema_decay} start_frac:{cfg.ema_start_frac}")
+    if swa is not None:
+        load_flat_params(model, {k: v / swa_count for k, v in swa.items()})
+        log(f"swa:applied checkpoints:{swa_count}")
+    if cfg.num_loops > 0:
+        model.looping = True  # evaluation runs the looped depth (train_gpt.train)
     val_loss, val_bpb = eval_val(cfg, model, ev)
     val_history.append({"step": step, "val_loss": val_loss, "val_bpb": val_bpb})
     log(f"step:{step}/{cfg.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "

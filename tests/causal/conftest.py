@@ -35,3 +35,49 @@ def tiny_corpus(tmp_path_factory):
 
     return ensure_corpus(tmp_path_factory.mktemp("tiny_corpus"), source="synthetic", n_bytes=300_000,
                          val_bytes=30_000, seed=0)
+
+
+def synthetic_train_data(vocab: int = 128):
+    """A learnable in-memory token stream (a noisy cycle over 64 ids) with one byte per token, as a
+    train_gpt.TrainData. A small vocabulary keeps runs fast: MLX's CPU exp/tanh over the logits dominate a
+    tiny model's step."""
+    import numpy as np
+
+    import train_gpt as tg
+
+    rng = np.random.default_rng(0)
+
+    def stream(n):
+        base = (np.arange(n) * 7) % 64
+        noise = rng.integers(0, 64, n)
+        return np.where(rng.random(n) < 0.8, base, noise).astype(np.uint16)
+
+    luts = (np.ones(vocab, dtype=np.int16), np.zeros(vocab, dtype=bool), np.zeros(vocab, dtype=bool))
+    return tg.TrainData("synthetic", "synthetic.model", [stream(40_000)], stream(2_049), luts, vocab)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data():
+    return synthetic_train_data()
+
+
+@pytest.fixture(scope="session")
+def perturbed():
+    """perturbed_torch_model, as a fixture (tests import nothing from conftest under --import-mode=importlib)."""
+    return perturbed_torch_model
+
+
+def perturbed_torch_model(cfg, seed: int = 3):
+    """train_gpt.GPT with the keyed init, then every parameter moved off its start (N(0, 0.05), fixed generator)
+    so that no gradient is trivially zero; in train mode. The parity tests copy it into MLX by name."""
+    import torch
+
+    import train_gpt as tg
+
+    model = tg.GPT.from_config(cfg)
+    tg.init_weights(model, seed)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        for _, p in model.named_parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model.train()

@@ -32,8 +32,31 @@ def tiny_data(tiny_corpus):
 # ----------------------------- structure and config
 
 
-def test_file_stays_under_upstream_line_cap():
-    assert len((REPO / "train_gpt.py").read_text(encoding="utf-8").splitlines()) <= 3000
+ALLOWED_TOP_LEVEL_IMPORTS = {"numpy", "torch", "__future__"}
+
+
+def test_file_is_at_most_3000_lines_and_self_contained():
+    """At most 3,000 lines (the frontier records' own trainers are 3,000-3,750), and no top-level import of
+    anything but the standard library, numpy and torch: the file runs copied on its own."""
+    import ast
+
+    source = (REPO / "train_gpt.py").read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= 3000
+    tops = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Import):
+            tops |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            tops.add((node.module or "").split(".")[0])
+    assert not tops - ALLOWED_TOP_LEVEL_IMPORTS - set(sys.stdlib_module_names), tops
+
+
+def test_artifact_bytes_count_the_code_bytes(tiny_corpus, tiny_data):
+    lines: list[str] = []
+    result = tg.train(tiny_cfg(tiny_corpus, iterations=2), 0, data=tiny_data, log=lines.append)
+    blob_line = next(line for line in lines if line.startswith("Serialized model int8+zlib:"))
+    blob_bytes = int(blob_line.split()[3])
+    assert result.artifact_bytes == blob_bytes + len((REPO / "train_gpt.py").read_bytes())
 
 
 def test_import_has_no_side_effects(tmp_path):
@@ -142,8 +165,8 @@ def test_mtp_head_trains_but_is_not_exported_and_eval_is_plain_ce():
     with torch.no_grad():
         eval_loss = model(x, x)
     assert float(train_loss.detach()) > float(eval_loss)
-    assert not any(k.startswith("mtp_head") for k in tg.export_state_dict(model))
-    assert "mtp_head.weight" in model.state_dict()
+    assert not any(k.startswith("mtp_heads") for k in tg.export_state_dict(model))
+    assert "mtp_heads.0.weight" in model.state_dict()
 
 
 def test_xsa_removes_each_heads_component_along_its_own_value():

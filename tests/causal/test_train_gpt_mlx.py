@@ -71,16 +71,6 @@ def test_module_line_cap_and_quiet_import():
 # ----------------------------------------------------------------------------- parity
 
 
-def _torch_model(cfg, seed: int = 3) -> tg.GPT:
-    model = tg.GPT.from_config(cfg)
-    tg.init_weights(model, seed)
-    with torch.no_grad():  # move the zero-initialised projections off zero so every gradient is non-trivial
-        gen = torch.Generator().manual_seed(0)
-        for _, p in model.named_parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-    return model.train()
-
-
 def _batch(cfg, seed: int = 0, seq: int = 32):
     rng = np.random.default_rng(seed)
     return rng.integers(0, cfg.vocab_size, (2, seq)), rng.integers(0, cfg.vocab_size, (2, seq))
@@ -95,9 +85,9 @@ PARITY_CASES = (
 
 
 @pytest.mark.parametrize("overrides", PARITY_CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
-def test_loss_and_gradients_match_torch(overrides):
+def test_loss_and_gradients_match_torch(overrides, perturbed):
     cfg = tg.preset_config("tiny", **overrides)
-    tmodel = _torch_model(cfg)
+    tmodel = perturbed(cfg)
     x, y = _batch(cfg)
     t_loss = tmodel(torch.from_numpy(x), torch.from_numpy(y))
     t_loss.backward()
@@ -115,10 +105,10 @@ def test_loss_and_gradients_match_torch(overrides):
         assert float(np.abs(p.grad.numpy()).max()) > 0.0, f"{name}: zero gradient, the check would be vacuous"
 
 
-def test_eval_loss_is_plain_ce_for_every_loss_variant():
+def test_eval_loss_is_plain_ce_for_every_loss_variant(perturbed):
     for loss in tg.LOSSES:
         cfg = tg.preset_config("tiny", loss=loss)
-        tmodel = _torch_model(cfg).eval()
+        tmodel = perturbed(cfg).eval()
         x, y = _batch(cfg, seed=1)
         with torch.no_grad():
             t_eval = float(tmodel(torch.from_numpy(x), torch.from_numpy(y)).item())
@@ -174,12 +164,12 @@ def test_newton_schulz_matches_torch():
 
 
 @pytest.mark.parametrize("overrides", [{}, {"tie_embeddings": False, "loss": "mtp", "grad_clip_norm": 0.5}])
-def test_optimizer_steps_match_torch(overrides):
+def test_optimizer_steps_match_torch(overrides, perturbed):
     """Two steps of every optimizer group (Muon + the Adam groups, lr scale, momentum, clipping) fed the same
     gradients as train_gpt.build_optimizers. (Gradients themselves are compared above: recomputing them here
     would let Adam's division by sqrt(v) amplify 1e-7 gradient noise on near-zero embedding rows.)"""
     cfg = tg.preset_config("tiny", **overrides)
-    tmodel = _torch_model(cfg)
+    tmodel = perturbed(cfg)
     params = tm.params_from_torch(dict(tmodel.named_parameters()))
     optimizers, muon = tg.build_optimizers(cfg, tmodel)
     opts = tm.Optimizers(cfg, params)
@@ -213,11 +203,11 @@ def test_rho1_keeps_at_least_one_token():
     assert float(tm.rho1_loss(losses, 0.01).item()) == pytest.approx(3.0)
 
 
-def test_int8_roundtrip_uses_train_gpt_format_and_drops_mtp_head():
+def test_int8_roundtrip_uses_train_gpt_format_and_drops_mtp_head(perturbed):
     cfg = tg.preset_config("tiny", loss="mtp")
-    params = tm.params_from_torch(dict(_torch_model(cfg).named_parameters()))
+    params = tm.params_from_torch(dict(perturbed(cfg).named_parameters()))
     blob, stats, restored = tm.int8_zlib_roundtrip(params)
-    assert "mtp_head.weight" not in restored and set(restored) == set(params) - {"mtp_head.weight"}
+    assert "mtp_heads.0.weight" not in restored and set(restored) == set(params) - {"mtp_heads.0.weight"}
     torch_restored = tg.deserialize_int8_zlib(blob)  # torch reads the MLX artifact as its own
     for name, v in restored.items():
         np.testing.assert_array_equal(np.array(v), torch_restored[name].float().numpy())
@@ -229,21 +219,9 @@ def test_int8_roundtrip_uses_train_gpt_format_and_drops_mtp_head():
 # ----------------------------------------------------------------------------- training
 
 
-def _synthetic_data(vocab: int = 128) -> tg.TrainData:
-    """A learnable token stream (a noisy cycle over 64 ids) with one byte per token. A small vocabulary keeps
-    runs fast: MLX's CPU exp/tanh over the logits dominate a tiny model's step."""
-    rng = np.random.default_rng(0)
-    def stream(n):
-        base = (np.arange(n) * 7) % 64
-        noise = rng.integers(0, 64, n)
-        return np.where(rng.random(n) < 0.8, base, noise).astype(np.uint16)
-    luts = (np.ones(vocab, dtype=np.int16), np.zeros(vocab, dtype=bool), np.zeros(vocab, dtype=bool))
-    return tg.TrainData("synthetic", "synthetic.model", [stream(40_000)], stream(2_049), luts, vocab)
-
-
 @pytest.fixture(scope="module")
-def synth() -> tg.TrainData:
-    return _synthetic_data()
+def synth(synthetic_data) -> tg.TrainData:
+    return synthetic_data
 
 
 def _tiny(**overrides):

@@ -14,10 +14,21 @@ Some values are relative to the preset, computed from the base (control) config:
 * ``xsa_last4``: exclusive self-attention on the last 4 layers, clipped to num_layers for small presets.
 * ``matrix_lr_half`` / ``matrix_lr_double``: matrix_lr x0.5 and x2.
 
+Transfer classes. Every entry declares how its effect is expected to carry from a proxy to the H100 run
+(``TRANSFER_CLASSES``: architecture, optimizer_schedule, averaging, quantization_export, evaluation; None only
+for the calibration entries), so a report can quote each class's measured proxy-to-H100 agreement.
+
+Scale. Step- and horizon-dependent values are fractions of training resolved per preset (``expected_steps``):
+EMA decay from its horizon as a fraction of the record's steps, SWA spacing, momentum warmup, depth-recurrence
+and parallel-residual layers as fractions of the depth. A value that cannot be represented at a preset's scale
+(an EMA horizon under two steps, a loop on a two-layer model) raises ``NotRepresentable`` naming the preset's
+numbers; ``representable(name, cfg)`` returns that reason or None.
+
 Calibration: ``aa`` is an exact copy of the control (must come out null) and ``sanity_frozen_matrices``
 sets matrix_lr = 0 (the Muon-trained matrices never move; must come out harmful).
 
 API: ``get_intervention(name)``, ``list_interventions()``, ``resolve_overrides(name, base_config)``,
+``representable(name, base_config)``, ``expected_steps(cfg)``,
 ``apply(name, base_config)``, ``adhoc_treatment(spec, base_config)``,
 ``treatment_feature(name, overrides)``, ``feature_value(feature, config)``.
 """
@@ -31,6 +42,20 @@ from scripts.causal.core.cli import parse_key_values
 from scripts.causal.core.errors import ConfigError
 
 ADHOC_PREFIX = "override:"
+TRANSFER_CLASSES = ("architecture", "optimizer_schedule", "averaging", "quantization_export", "evaluation")
+# Renamed entries: old name -> current name (results and DAG rankings written before the rename still resolve).
+ALIASES = {"loss_rho1": "loss_hard_tokens"}
+# Steps of the 8xH100 10-minute records the step-valued settings come from (their READMEs): the 11L EMA
+# generation ran about 7,100 steps (84 ms/step), the April SP8192 stack about 4,930 (122 ms/step).
+STEPS_11L_EMA = 7100
+STEPS_RECENT = 4930
+# A wallclock-capped config's step count is unknown before the run; the baseline's own 8xH100 run reached
+# about 13,780 steps in 600 s (43.5 ms/step), used as its estimate.
+BASELINE_CAPPED_STEPS = 13_780
+
+
+class NotRepresentable(ConfigError):
+    """An intervention that cannot be expressed at a preset's scale; the message names the numbers."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +68,12 @@ class Intervention:
     feature: str | None
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     derive: Callable[[Any], dict] | None = None
+    transfer: str | None = "architecture"
+
+    def __post_init__(self) -> None:
+        if self.transfer not in TRANSFER_CLASSES and not (self.transfer is None and self.category == "calibration"):
+            raise ValueError(f"intervention {self.name!r}: transfer={self.transfer!r} must be one of "
+                             f"{list(TRANSFER_CLASSES)} (None only for calibration entries)")
 
     def resolve(self, base_config: Any) -> dict:
         out = dict(self.overrides)
@@ -78,6 +109,104 @@ def _scale(field: str, factor: float) -> Callable[[Any], dict]:
     return lambda cfg: {field: float(getattr(cfg, field)) * factor}
 
 
+def expected_steps(cfg: Any) -> int:
+    """Optimizer steps a run of ``cfg`` takes: iterations without a wallclock cap, else an estimate."""
+    if float(cfg.max_wallclock_seconds) <= 0:
+        return int(cfg.iterations)
+    return min(int(cfg.iterations), BASELINE_CAPPED_STEPS)
+
+
+def _ema(decay: float, record_steps: int, start_frac: float = 0.0) -> Callable[[Any], dict]:
+    """EMA whose horizon 1/(1-decay) is the same fraction of training as ``decay`` had in a record of
+    ``record_steps`` steps, starting at ``start_frac`` of training (the records start at 0)."""
+    horizon_frac = 1.0 / (1.0 - decay) / record_steps
+
+    def derive(cfg: Any) -> dict:
+        steps = expected_steps(cfg)
+        horizon = horizon_frac * steps * (1.0 - start_frac)
+        if horizon < 2.0:
+            raise NotRepresentable(
+                f"EMA {decay} averages over {horizon_frac:.1%} of training ({1 / (1 - decay):.0f} of "
+                f"{record_steps} record steps); at {steps} steps that is {horizon:.2f} steps (< 2), no average")
+        return {"ema_decay": round(1.0 - 1.0 / horizon, 6), "ema_start_frac": start_frac}
+
+    return derive
+
+
+def _swa(every_frac: float, start_scale: float) -> Callable[[Any], dict]:
+    """SWA every ``every_frac`` of training (at least every step) while the lr multiplier < ``start_scale``."""
+    def derive(cfg: Any) -> dict:
+        steps = expected_steps(cfg)
+        warmdown = float(cfg.warmdown_frac) * steps if float(cfg.warmdown_frac) > 0 else int(cfg.warmdown_iters)
+        every = max(1, round(every_frac * steps))
+        if warmdown * start_scale < 2 * every:
+            raise NotRepresentable(f"SWA needs two checkpoints below lr x{start_scale}: the warmdown of "
+                                   f"{warmdown:.0f} steps at {steps} steps holds {warmdown * start_scale / every:.1f}")
+        return {"swa_every": every, "swa_start_scale": start_scale, "ema_decay": 0.0}
+
+    return derive
+
+
+def _momentum(momentum: float, start: float, warmup_frac: float) -> Callable[[Any], dict]:
+    """Muon momentum with its warmup from ``start`` over ``warmup_frac`` of training."""
+    return lambda cfg: {"muon_momentum": momentum, "muon_momentum_warmup_start": start,
+                        "muon_momentum_warmup_steps": max(1, round(warmup_frac * expected_steps(cfg)))}
+
+
+def _min_lr(floor: float) -> Callable[[Any], dict]:
+    """A floor under the warmdown's lr multiplier; refused where the warmdown never goes below it."""
+    def derive(cfg: Any) -> dict:
+        steps = expected_steps(cfg)
+        if float(cfg.warmdown_frac) > 0:
+            lowest = 1.0 / (steps * float(cfg.warmdown_frac))
+        else:
+            lowest = 1.0 / max(int(cfg.warmdown_iters), 1) if int(cfg.warmdown_iters) > 0 else 1.0
+        if lowest >= floor:
+            raise NotRepresentable(f"the warmdown's lowest lr multiplier here is {lowest:.3g} (warmdown_iters="
+                                   f"{cfg.warmdown_iters}, warmdown_frac={cfg.warmdown_frac}), never below {floor}")
+        return {"min_lr": floor}
+
+    return derive
+
+
+def _layer(cfg: Any, frac: float) -> int:
+    return min(int(cfg.num_layers) - 1, round(frac * int(cfg.num_layers)))
+
+
+def _parallel(start_frac: float) -> Callable[[Any], dict]:
+    """Two-lane parallel residuals from layer ``start_frac`` of the depth (8 of 11 in the records), which must
+    fall in the decoder half."""
+    def derive(cfg: Any) -> dict:
+        layer = max(_layer(cfg, start_frac), int(cfg.num_layers) // 2, 1)
+        if layer >= int(cfg.num_layers):
+            raise NotRepresentable(f"parallel residuals need a decoder layer; num_layers={cfg.num_layers}")
+        return {"parallel_start_layer": layer}
+
+    return derive
+
+
+def _recurrence(first: float, last: float, loops: int, start_frac: float) -> Callable[[Any], dict]:
+    """Depth recurrence over the layers at fractions first..last of the depth (3-5 of 11 in the records)."""
+    def derive(cfg: Any) -> dict:
+        if int(cfg.num_layers) < 3:
+            raise NotRepresentable(f"depth recurrence loops middle layers; num_layers={cfg.num_layers} has none")
+        lo, hi = max(1, _layer(cfg, first)), _layer(cfg, last)
+        hi = min(max(hi, lo), int(cfg.num_layers) - 2)
+        return {"num_loops": loops, "loop_start": lo, "loop_end": hi, "loop_start_frac": start_frac}
+
+    return derive
+
+
+def _value_embeddings(cfg: Any) -> dict:
+    """Value embeddings on the last two layers (9,10 of 11 in the records), width 128 or model_dim if smaller."""
+    n = int(cfg.num_layers)
+    return {"ve_layers": ",".join(str(i) for i in range(max(0, n - 2), n)), "ve_dim": min(128, int(cfg.model_dim))}
+
+
+def _bigram(cfg: Any) -> dict:
+    return {"bigram_buckets": 2048, "bigram_dim": min(128, int(cfg.model_dim))}
+
+
 _REGISTRY: tuple[Intervention, ...] = (
     # activations (control: relu2)
     Intervention("act_leaky_relu2", "MLP activation leaky_relu(x, 0.5)^2 instead of relu(x)^2",
@@ -100,6 +229,10 @@ _REGISTRY: tuple[Intervention, ...] = (
                  derive=lambda cfg: {"num_layers": int(cfg.num_layers) + 2}),
     Intervention("mlp_mult_3", "MLP hidden size 3x model_dim (baseline 2x)", "shape", "mlp_mult",
                  {"mlp_mult": 3}),
+    Intervention("seq_len_double", "train sequence length x2 at the same tokens per step (1024 -> 2048, the "
+                 "records)", "shape", "train_seq_len", derive=lambda cfg: {"train_seq_len": 2 * int(cfg.train_seq_len)}),
+    Intervention("mlp_mult_4", "MLP hidden size 4x model_dim (baseline 2x; the April records)", "shape", "mlp_mult",
+                 {"mlp_mult": 4}),
     # attention
     Intervention("qk_gain_4", "QK gain init 4.0 (baseline 1.5)", "attention", "qk_gain", {"qk_gain_init": 4.0}),
     Intervention("qk_gain_5", "QK gain init 5.0 (baseline 1.5)", "attention", "qk_gain", {"qk_gain_init": 5.0}),
@@ -107,26 +240,75 @@ _REGISTRY: tuple[Intervention, ...] = (
                  "attention", "partial_rope", derive=_partial_rope),
     Intervention("xsa_last4", "exclusive self-attention on the last 4 layers (clipped to num_layers)",
                  "attention", "xsa", derive=_xsa_last4),
+    Intervention("xsa_all", "exclusive self-attention on every layer", "attention", "xsa",
+                 derive=lambda cfg: {"xsa_last_n": int(cfg.num_layers)}),
+    Intervention("attn_gate_dense", "dense attention-output gate: per-head sigmoid gate from the block input",
+                 "attention", "attention_gate", {"attn_out_gate": "dense"}),
+    Intervention("attn_gate_sparse", "sparse attention-output gate: per-head gate from the first 12 dims, scale 0.5",
+                 "attention", "attention_gate", {"attn_out_gate": "sparse", "gate_window": 12,
+                                                  "attn_gate_scale": 0.5}),
+    # embeddings and residual stream
+    Intervention("smear_gate", "SmearGate (BOS-fixed): each token adds a gated share of the previous embedding",
+                 "embedding", "smeargate", {"smear_gate": True, "gate_window": 12}),
+    Intervention("bigram_hash", "BigramHash embedding: 2048 hashed (prev, token) buckets, width 128",
+                 "embedding", "bigram_hash", derive=_bigram),
+    Intervention("value_embeddings", "value embeddings on the last two layers' attention values",
+                 "embedding", "value_embeddings", derive=_value_embeddings),
+    Intervention("skip_gates", "gated U-Net skips: lerp(w * skip, x, sigmoid(g))", "residual", None,
+                 {"skip_gates": True}),
+    Intervention("parallel_residuals", "two-lane parallel residuals from layer 8/11 of the depth (decoder half)",
+                 "residual", "parallel_residuals", derive=_parallel(8 / 11)),
+    Intervention("depth_recurrence", "loop layers 3-5 of 11 (scaled) twice more from 35% of training",
+                 "residual", "depth_recurrence", derive=_recurrence(3 / 11, 5 / 11, 2, 0.35)),
     # normalisation
     Intervention("ln_scale", "scale each block's normed inputs by 1/sqrt(layer_idx+1)", "normalisation",
                  "ln_scale", {"ln_scale": True}),
     # weight averaging
-    Intervention("ema_0997", "evaluate and export EMA weights, decay 0.997", "averaging", "ema",
-                 {"ema_decay": 0.997}),
+    Intervention("ema_0997", "EMA weights for eval/export, horizon scaled: decay 0.997 at the 11L records' "
+                 "7,100 steps (4.7% of training); at 120 steps about 0.82", "averaging", "ema",
+                 derive=_ema(0.997, STEPS_11L_EMA), transfer="averaging"),
+    Intervention("ema_09965", "EMA as the April records: decay 0.9965 at 4,930 steps (5.8% of training), scaled",
+                 "averaging", "ema", derive=_ema(0.9965, STEPS_RECENT), transfer="averaging"),
+    Intervention("ema_0997_late", "EMA 0.997 (scaled horizon) started at half of training", "averaging", "ema",
+                 derive=_ema(0.997, STEPS_11L_EMA, 0.5), transfer="averaging"),
+    Intervention("swa", "SWA: average every 50 of 7,100 steps (scaled) while lr < 0.2x, as the March records",
+                 "averaging", "swa", derive=_swa(50 / STEPS_11L_EMA, 0.2), transfer="averaging"),
     # optimiser
     Intervention("matrix_lr_half", "Muon matrix learning rate x0.5", "optimizer", None,
-                 derive=_scale("matrix_lr", 0.5)),
+                 derive=_scale("matrix_lr", 0.5), transfer="optimizer_schedule"),
     Intervention("matrix_lr_double", "Muon matrix learning rate x2", "optimizer", None,
-                 derive=_scale("matrix_lr", 2.0)),
+                 derive=_scale("matrix_lr", 2.0), transfer="optimizer_schedule"),
+    Intervention("muon_wd_004", "Muon decoupled weight decay 0.04 (the March records)", "optimizer",
+                 "muon_weight_decay", {"muon_wd": 0.04}, transfer="optimizer_schedule"),
+    Intervention("muon_wd_0095", "Muon decoupled weight decay 0.095 (the April records)", "optimizer",
+                 "muon_weight_decay", {"muon_wd": 0.095}, transfer="optimizer_schedule"),
+    Intervention("muoneq_r", "MuonEq-R: unit-norm rows of the update before Newton-Schulz", "optimizer",
+                 "muoneq_r", {"muon_row_normalize": True}, transfer="optimizer_schedule"),
+    Intervention("polar_express", "Polar-Express Newton-Schulz coefficients (one minimax tuple per iteration)",
+                 "optimizer", None, {"muon_ns": "polar_express"}, transfer="optimizer_schedule"),
+    Intervention("muon_momentum_099", "Muon momentum 0.99, warmed up from 0.92 over 1,500 of 7,100 steps (scaled)",
+                 "optimizer", None, derive=_momentum(0.99, 0.92, 1500 / STEPS_11L_EMA),
+                 transfer="optimizer_schedule"),
+    Intervention("muon_momentum_097", "Muon momentum 0.97, warmed up from 0.92 over 1,500 of 4,930 steps (scaled)",
+                 "optimizer", None, derive=_momentum(0.97, 0.92, 1500 / STEPS_RECENT),
+                 transfer="optimizer_schedule"),
+    # schedule
+    Intervention("warmdown_frac_075", "linear warmdown over the last 75% of training (the April records)",
+                 "schedule", None, {"warmdown_frac": 0.75}, transfer="optimizer_schedule"),
+    Intervention("min_lr_010", "warmdown floor: the lr multiplier never drops below 0.1", "schedule", None,
+                 derive=_min_lr(0.1), transfer="optimizer_schedule"),
     # loss
-    Intervention("loss_rho1", "Rho-1 style loss: train on the hardest rho1_keep_frac of tokens", "loss", None,
-                 {"loss": "rho1"}),
-    Intervention("loss_mtp", "multi-token prediction: auxiliary next-next-token head (weight mtp_weight)",
-                 "loss", None, {"loss": "mtp"}),
+    Intervention("loss_hard_tokens", "hard-token mining (formerly loss_rho1, not Rho-1: no reference model): "
+                 "train on the hardest rho1_keep_frac of tokens under the model itself", "loss", None,
+                 {"loss": "rho1"}, transfer="optimizer_schedule"),
+    Intervention("loss_mtp", "multi-token prediction as the records: 2 zero-init vocab heads on the final-normed "
+                 "state predict t+2 and t+3, mean CE weighted 0.2", "loss", None,
+                 {"loss": "mtp", "mtp_heads": 2, "mtp_weight": 0.2}, transfer="optimizer_schedule"),
     # calibration
-    Intervention("aa", "A/A calibration: an exact copy of the control (must come out null)", "calibration", None),
+    Intervention("aa", "A/A calibration: an exact copy of the control (must come out null)", "calibration", None,
+                 transfer=None),
     Intervention("sanity_frozen_matrices", "calibration: matrix_lr = 0, matrices never train (must be harmful)",
-                 "calibration", None, {"matrix_lr": 0.0}),
+                 "calibration", None, {"matrix_lr": 0.0}, transfer=None),
 )
 _BY_NAME: dict[str, Intervention] = {iv.name: iv for iv in _REGISTRY}
 CALIBRATION = ("aa", "sanity_frozen_matrices")
@@ -139,7 +321,7 @@ def list_interventions(*, category: str | None = None) -> list[Intervention]:
 
 def get_intervention(name: str) -> Intervention:
     try:
-        return _BY_NAME[name]
+        return _BY_NAME[ALIASES.get(name, name)]
     except KeyError:
         raise ConfigError(
             f"unknown intervention {name!r}; registered: {sorted(_BY_NAME)} "
@@ -180,10 +362,18 @@ def resolve_overrides(name: str, base_config: Any) -> dict:
     return overrides
 
 
+def representable(name: str, base_config: Any) -> str | None:
+    """Why intervention ``name`` cannot be run at ``base_config``'s scale, or None when it can."""
+    try:
+        resolve_overrides(name, base_config)
+    except NotRepresentable as exc:
+        return str(exc)
+    return None
+
+
 def apply(name: str, base_config: Any) -> Any:
     """``base_config`` with intervention ``name`` applied (a new Hyperparameters)."""
     return _with(base_config, resolve_overrides(name, base_config))
-
 
 
 def adhoc_treatment(spec: str, base_config: Any) -> tuple[str, dict]:
@@ -213,6 +403,16 @@ _FEATURE_VALUE: dict[str, Callable[[Any], Any]] = {
     "xsa": lambda c: int(c.xsa_last_n) > 0,
     "ln_scale": lambda c: bool(c.ln_scale),
     "ema": lambda c: float(c.ema_decay) > 0,
+    "swa": lambda c: int(c.swa_every) > 0,
+    "train_seq_len": lambda c: int(c.train_seq_len),
+    "smeargate": lambda c: bool(c.smear_gate),
+    "bigram_hash": lambda c: int(c.bigram_buckets) > 0,
+    "value_embeddings": lambda c: bool(c.ve_layers),
+    "parallel_residuals": lambda c: int(c.parallel_start_layer) > 0,
+    "depth_recurrence": lambda c: int(c.num_loops) > 0,
+    "attention_gate": lambda c: c.attn_out_gate != "none",
+    "muon_weight_decay": lambda c: float(c.muon_wd),
+    "muoneq_r": lambda c: bool(c.muon_row_normalize),
 }
 
 
@@ -220,6 +420,9 @@ _FIELD_FEATURE = {
     "activation": "activation", "logit_softcap": "logit_softcap", "model_dim": "model_dim",
     "num_layers": "num_layers", "mlp_mult": "mlp_mult", "qk_gain_init": "qk_gain",
     "rope_partial_dims": "partial_rope", "xsa_last_n": "xsa", "ln_scale": "ln_scale", "ema_decay": "ema",
+    "train_seq_len": "train_seq_len", "swa_every": "swa", "smear_gate": "smeargate", "bigram_buckets": "bigram_hash", "ve_layers": "value_embeddings",
+    "parallel_start_layer": "parallel_residuals", "num_loops": "depth_recurrence", "attn_out_gate": "attention_gate",
+    "muon_wd": "muon_weight_decay", "muon_row_normalize": "muoneq_r",
 }
 
 

@@ -71,12 +71,13 @@ def as_config(config: Hyperparameters | Mapping[str, Any] | None) -> Hyperparame
         raise ConfigError(str(exc)) from None
 
 
+# Fields a built model never reads; every other field may shape it (GPT keeps its config and the frontier knobs
+# read it at forward time), so a cached model is reused only for an otherwise identical config.
+_MODEL_KEY_EXCLUDED = ("seed", "run_id", "train_log_every", "val_loss_every", "data_path", "tokenizer_path")
+
+
 def _arch_key(cfg: Hyperparameters) -> tuple:
-    # Everything GPT.from_config reads; init-only values (q gain, embed std) are re-applied by init_weights.
-    fields = ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult", "tie_embeddings",
-              "tied_embed_init_std", "logit_softcap", "rope_base", "qk_gain_init", "activation",
-              "rope_partial_dims", "ln_scale", "xsa_last_n", "loss", "rho1_keep_frac", "mtp_weight")
-    return tuple(getattr(cfg, f) for f in fields)
+    return tuple(sorted((k, v) for k, v in cfg.to_dict().items() if k not in _MODEL_KEY_EXCLUDED))
 
 
 def _names(path: str, relative: str, prepared: str) -> bool:
