@@ -33,7 +33,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import train_gpt as tg
 from scripts.causal.core.cli import add_debug_flag, parse_key_values, parse_seeds, run_cli
@@ -239,16 +239,10 @@ def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = 
     if n_skipped:
         prog.line(f"resuming {plan.screen_id}: {n_skipped}/{len(grid)} runs already in {ledger.path}")
     n_executed = 0
+    todo = [cell for cell in grid if cell.index not in done]
     try:
-        for cell in grid:
-            if cell.index in done:
-                continue
+        for cell, result in _results(plan, todo, executor, prog):
             cfg = plan.configs[cell.intervention]
-            prog.run_started(f"{cell.intervention} seed {cell.seed}", int(cfg.iterations))
-            try:
-                result = executor.run(cfg, cell.seed, plan.backend, on_step=prog.on_step)
-            except Exception as exc:  # an executor bug must not stop the screen: record the run as failed
-                result = failed_result(cfg, cell.seed, plan.backend, f"executor raised {type(exc).__name__}: {exc}")
             rec = to_record(result, screen_id=plan.screen_id, cell=cell, planned=cfg,
                             expected_hash=hashes[cell.intervention],
                             commit=commit, executor=getattr(executor, "name", type(executor).__name__))
@@ -265,6 +259,27 @@ def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = 
         prog.close()
     runs = tuple(done[c.index] for c in grid)
     return ScreenResult(plan=plan, runs=runs, n_executed=n_executed, n_skipped=n_skipped)
+
+
+def _results(plan: ScreenPlan, cells: Sequence[GridCell], executor: Executor,
+             prog: LineProgress) -> Iterator[tuple[GridCell, tg.RunResult]]:
+    """(cell, RunResult) for every cell: concurrently in completion order through the executor's ``run_many``
+    when it has one (Ray), else one after another in grid order."""
+    if hasattr(executor, "run_many"):
+        def status(running: list, queued: int) -> None:
+            prog.cluster([f"{c.intervention} seed {c.seed} @{host}" for c, host in running], queued)
+
+        jobs = [(cell, plan.configs[cell.intervention], cell.seed, plan.backend) for cell in cells]
+        yield from executor.run_many(jobs, on_status=status)
+        return
+    for cell in cells:
+        cfg = plan.configs[cell.intervention]
+        prog.run_started(f"{cell.intervention} seed {cell.seed}", int(cfg.iterations))
+        try:
+            result = executor.run(cfg, cell.seed, plan.backend, on_step=prog.on_step)
+        except Exception as exc:  # an executor bug must not stop the screen: record the run as failed
+            result = failed_result(cfg, cell.seed, plan.backend, f"executor raised {type(exc).__name__}: {exc}")
+        yield cell, result
 
 
 def screen_header(plan: ScreenPlan, *, commit: str | None = None) -> dict:
@@ -324,16 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screen-id", default=None, help="screen id (default: derived from the design)")
     p.add_argument("--resume", action="store_true", help="continue an existing screen, skipping completed runs")
     p.add_argument("--executor", default="inprocess", choices=sorted(EXECUTORS),
-                   help="where each run executes (default: inprocess)")
-    p.add_argument("--timeout", type=float, default=None, help="per-run timeout in s (subprocess/torchrun)")
-    p.add_argument("--nproc-per-node", type=int, default=None, help="torchrun processes per node (default: 8)")
+                   help="where each run executes (default: inprocess; ray: concurrent tasks on a Ray cluster)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --executor ray: the cluster (default: start a local one; 'auto': join `ray start`)")
+    p.add_argument("--timeout", type=float, default=None, help="per-run timeout in s (subprocess/torchrun/ray)")
+    p.add_argument("--nproc-per-node", type=int, default=None,
+                   help="torchrun processes per node (default: 8); with --executor ray, each run is a torchrun "
+                        "job over this many GPUs of one node")
     p.add_argument("--alpha", type=float, default=0.01, help="pre-registered alpha (default: 0.01)")
     p.add_argument("--margin-bpb", type=float, default=0.0, help="pre-registered improvement margin (default: 0)")
     p.add_argument("--correction", default="holm", choices=list(CORRECTIONS), help="multiplicity correction")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (run lines still print; bars are drawn only on a terminal)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads per run, e.g. 1 (in-process default: chosen once from the current load)")
+                   help="torch CPU threads per run, e.g. 1 (in-process default: chosen once from the current load; "
+                        "ray: CPUs per task, default 1)")
     p.add_argument("--export-only", action="store_true",
                    help="run nothing: write runs.json for the screen from the ledger (with --screen-id)")
     add_debug_flag(p)
@@ -379,9 +399,14 @@ def _main(args: argparse.Namespace) -> int:
         if existing and not args.resume:
             raise ConfigError(f"screen {plan.screen_id!r} already has {existing} runs in {args.ledger}; "
                               "pass --resume to continue it (completed runs are skipped) or a new --screen-id")
+        if args.ray_address and args.executor != "ray":
+            raise ConfigError(f"--ray-address needs --executor ray (got --executor {args.executor})")
         executor = make_executor(args.executor, timeout_s=args.timeout, nproc_per_node=args.nproc_per_node,
-                                 threads=args.threads)
-        result = run_screen(plan, ledger=ledger, executor=executor, progress=not args.no_progress)
+                                 threads=args.threads, address=args.ray_address)
+        try:
+            result = run_screen(plan, ledger=ledger, executor=executor, progress=not args.no_progress)
+        finally:
+            getattr(executor, "close", lambda: None)()
         out = Path(args.output) if args.output else RESULTS_DIR / plan.screen_id / "runs.json"
         write_runs_json(out, plan, result.runs)
     bad = [r for r in result.runs if r.status != "ok"]
