@@ -24,8 +24,13 @@ from scripts.causal.core.paths import REPO_ROOT
 from scripts.causal.screen.executors import InProcessExecutor, make_executor
 from scripts.causal.screen.ledger import Ledger
 from scripts.causal.screen.progress import LineProgress
-from scripts.causal.screen.ray_executor import RayExecutor, check_fits, code_digest, import_ray, task_resources
-
+from scripts.causal.screen.ray_executor import (
+    RayExecutor,
+    check_fits,
+    code_digest,
+    import_ray,
+    task_resources,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Quick: no Ray needed
@@ -75,6 +80,29 @@ def test_ray_address_needs_the_ray_executor(tmp_path, capsys):
     rc = er.main(["--interventions", "aa", "--preset", "tiny", "--ledger", str(tmp_path / "l.sqlite"),
                   "--ray-address", "auto"])
     assert rc == 1 and "--ray-address needs --executor ray" in capsys.readouterr().err
+
+
+def test_run_pipeline_threads_executor_and_address_to_its_screens(tmp_path, tiny_corpus, monkeypatch):
+    from scripts.causal import run_pipeline as rp
+    from scripts.causal.core.schema import ScreenResult
+    from scripts.causal.pipeline import cycle
+
+    argv = ["--preset", "tiny", "--executor", "ray", "--ray-address", "auto", "--output-dir", str(tmp_path)]
+    opts = rp.options_from_args(rp.build_parser().parse_args(argv))
+    assert (opts.executor, opts.ray_address, opts.threads) == ("ray", "auto", None)
+    with pytest.raises(ConfigError, match="--ray-address needs --executor ray"):
+        rp.options_from_args(rp.build_parser().parse_args(["--ray-address", "auto", "--output-dir", str(tmp_path)]))
+    seen = []
+
+    def fake_run_screen(plan, *, ledger, executor, progress):
+        seen.append(executor)
+        return ScreenResult(plan=plan, runs=(), n_executed=0, n_skipped=0)
+
+    monkeypatch.setattr(er, "run_screen", fake_run_screen)
+    cycle.run_screen_stage(opts, name="screen", interventions=["aa"], seeds=[1, 2], out_dir=tmp_path / "s",
+                           base_overrides=tiny_corpus.overrides(), correction="holm", progress=False,
+                           log=lambda _: None, threads=2)
+    assert isinstance(seen[0], RayExecutor) and (seen[0].address, seen[0].threads) == ("auto", None)
 
 
 class _BatchFake:
@@ -151,7 +179,7 @@ def test_ray_tiny_screen_matches_inprocess_bit_for_bit(tmp_path, tiny_corpus, ra
         remote = er.run_screen(plan, ledger=led, executor=RayExecutor(threads=1), progress=LineProgress(stream)).runs
     assert len(local) == len(remote) == 9
     assert all(r.status == "ok" for r in local + remote), [r.error for r in remote if r.status != "ok"]
-    for a, b in zip(local, remote):
+    for a, b in zip(local, remote, strict=True):
         assert (a.intervention, a.seed) == (b.intervention, b.seed)
         assert a.val_bpb == b.val_bpb and a.post_quant_val_bpb == b.post_quant_val_bpb, (a.intervention, a.seed)
         assert a.step_losses == b.step_losses and a.config_hash == b.config_hash

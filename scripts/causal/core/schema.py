@@ -455,3 +455,5 @@ class PipelineOptions:
     extra_overrides: dict = dataclasses.field(default_factory=dict)
     profile: str = "default"
     threads: int | None = None  # torch CPU threads (None: decided once from the load)
+    executor: str = "inprocess"  # where screen runs execute (screen.executors.EXECUTORS), e.g. "ray"
+    ray_address: str | None = None  # --executor ray: None starts a local cluster, "auto" joins `ray start`
