@@ -10,7 +10,8 @@ Design (fixed before the first run and stored in the ledger as the screen's pre-
 
 Each finished run is written to the ledger in one transaction, keyed by
 (screen_id, intervention, seed, config_hash): ``--resume`` (or a re-run) skips completed runs, and a
-kill -9 loses at most the run in flight.
+kill -9 loses at most the runs in flight. An executor with ``run_many`` (``--executor ray``) runs the
+missing cells concurrently; this process alone writes the ledger, in completion order.
 
 CLI::
 
@@ -221,6 +222,7 @@ def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = 
     ``progress``: a ``screen.progress`` renderer, or True/False for the default one (bars on a terminal,
     plain lines otherwise; False keeps the per-run lines and drops the bars). ``on_run`` is called with each
     newly finished RunRecord after it is committed to the ledger. Returns every run of the screen in grid order.
+    An executor with ``run_many`` gets every missing cell at once and its results are recorded as they finish.
     """
     executor = executor or InProcessExecutor()
     prog = progress if isinstance(progress, LineProgress) else make_progress(bool(progress))

@@ -220,6 +220,15 @@ def test_a_worker_killed_mid_run_is_a_failed_run_and_the_screen_goes_on(tmp_path
     assert time.monotonic() - t0 < 120  # killed early, not run to its end
 
 
+@pytest.mark.slow
+def test_a_run_past_its_timeout_is_cancelled_and_failed(tiny_corpus, ray_cluster):
+    cfg = tg.preset_config("tiny", **tiny_corpus.overrides(), iterations=5000)
+    t0 = time.monotonic()
+    result = RayExecutor(threads=1, timeout_s=3.0).run(cfg, 1, "torch")
+    assert result.status == "failed" and result.error == "timeout: run exceeded 3 s (raise --timeout)"
+    assert time.monotonic() - t0 < 60 and result.config_hash == tg.config_hash(cfg)
+
+
 def _session_pids(sid: int) -> list[int]:
     out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True, check=True).stdout
     return [int(p) for p, s in (ln.split() for ln in out.splitlines()) if int(s) == sid]
