@@ -163,8 +163,8 @@ class RayExecutor:
         import logging
 
         kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
-        if self.address is None:
-            kwargs.update(num_cpus=self.local_cpus, include_dashboard=False,
+        if self.address is None:  # "local": always a new cluster (plain ray.init() would join `ray start`'s)
+            kwargs.update(address="local", num_cpus=self.local_cpus, include_dashboard=False,
                           object_store_memory=_LOCAL_OBJECT_STORE_BYTES)
         else:
             kwargs["address"] = self.address
