@@ -23,7 +23,7 @@ from scripts.causal.core.errors import ConfigError
 from scripts.causal.core.paths import REPO_ROOT
 from scripts.causal.screen.executors import InProcessExecutor, make_executor
 from scripts.causal.screen.ledger import Ledger
-from scripts.causal.screen.progress import LineProgress
+from scripts.causal.screen.progress import LineProgress, make_progress
 from scripts.causal.screen.ray_executor import (
     RayExecutor,
     check_fits,
@@ -103,6 +103,22 @@ def test_run_pipeline_threads_executor_and_address_to_its_screens(tmp_path, tiny
                            base_overrides=tiny_corpus.overrides(), correction="holm", progress=False,
                            log=lambda _: None, threads=2)
     assert isinstance(seen[0], RayExecutor) and (seen[0].address, seen[0].threads) == ("auto", None)
+
+
+def test_cluster_progress_is_a_line_off_a_terminal_and_the_bar_postfix_on_one():
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    plain, tty = io.StringIO(), Tty()
+    for prog in (make_progress(True, plain), make_progress(True, tty)):
+        prog.start("screen", 4, 0)
+        prog.cluster(["control seed 1 @nodeA:7", "aa seed 1 @nodeB:9"], 2)
+        prog.run_finished("[1/4] control seed=1 val_bpb=2.0000 (control)")
+        prog.close()
+    assert plain.getvalue() == ("running 2, queued 2: control seed 1 @nodeA:7, aa seed 1 @nodeB:9\n"
+                                "[1/4] control seed=1 val_bpb=2.0000 (control)\n")
+    assert "2 running, 2 queued" in tty.getvalue() and "[1/4] control seed=1" in tty.getvalue()
 
 
 class _BatchFake:
