@@ -10,7 +10,8 @@ Design (fixed before the first run and stored in the ledger as the screen's pre-
 
 Each finished run is written to the ledger in one transaction, keyed by
 (screen_id, intervention, seed, config_hash): ``--resume`` (or a re-run) skips completed runs, and a
-kill -9 loses at most the run in flight.
+kill -9 loses at most the runs in flight. An executor with ``run_many`` (``--executor ray``) runs the
+missing cells concurrently; this process alone writes the ledger, in completion order.
 
 CLI::
 
@@ -26,14 +27,11 @@ Python API: ``build_plan(...) -> ScreenPlan`` (every arm's config resolved once,
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
-import json
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import train_gpt as tg
 from scripts.causal.core.cli import add_debug_flag, parse_key_values, parse_seeds, run_cli
@@ -51,156 +49,19 @@ from scripts.causal.screen.executors import (
     make_executor,
 )
 from scripts.causal.screen.ledger import Ledger
+from scripts.causal.screen.plan import (  # noqa: F401  (the runner's planning API, used by stages and tests)
+    BACKENDS,
+    CONTROL,
+    CORRECTIONS,
+    GridCell,
+    base_config,
+    bit_reproducible,
+    build_plan,
+    extend_seeds,
+    plan_from_ledger,
+    plan_grid,
+)
 from scripts.causal.screen.progress import LineProgress, make_progress
-
-CONTROL = "control"
-CORRECTIONS = ("holm", "bh")
-BACKENDS = ("torch", "mlx")
-
-
-@dataclasses.dataclass(frozen=True)
-class GridCell:
-    """One run of the grid: which arm, which seed, which overrides on top of the control config."""
-
-    index: int
-    intervention: str
-    arm: str
-    seed: int
-    overrides: dict
-
-
-# ---------------------------------------------------------------------------------------------
-# Planning (pure)
-# ---------------------------------------------------------------------------------------------
-
-def base_config(preset: str, base_overrides: dict | None = None) -> tg.Hyperparameters:
-    """The control config: a train_gpt preset plus optional overrides (e.g. data paths)."""
-    if preset not in tg.PRESETS:
-        raise ConfigError(f"--preset {preset!r} is not one of {sorted(tg.PRESETS)}")
-    try:
-        return tg.preset_config(preset, **dict(base_overrides or {}))
-    except ValueError as exc:
-        raise ConfigError(f"preset {preset!r} with {base_overrides or {}} is invalid: {exc}") from exc
-
-
-def bit_reproducible(backend: str) -> bool:
-    """Whether same-seed runs are bit-identical here: CPU torch and MLX are; CUDA kernels are not."""
-    return backend == "mlx" or (backend == "torch" and not tg.torch.cuda.is_available())
-
-
-def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, preset: str, backend: str = "torch",
-               overrides: Sequence[str] = (), base_overrides: dict | None = None, alpha: float = 0.01,
-               margin_bpb: float = 0.0, correction: str = "holm", screen_id: str | None = None,
-               metric: str = "post_quant_val_bpb", effect_bpb: float | None = None, aa_mode: str = "auto",
-               sequential: dict | None = None) -> ScreenPlan:
-    """Resolve a screen's design: control config, treatments (registry names and ad-hoc overrides), seeds.
-
-    Every treatment must change the control's config (``aa`` excepted: it is the exact copy).
-    The default screen id is derived from the design, so re-running the same command resumes it.
-    ``aa_mode`` "auto": "repeat" where same-seed runs are bit-identical (one repeat run of the first seed),
-    else "arm". ``sequential``: {"n0", "step", "futility_effect_sd"} for a group-sequential screen over ``seeds``.
-    """
-    if aa_mode not in ("auto", "repeat", "arm"):
-        raise ConfigError(f"aa_mode {aa_mode!r} is not one of ['auto', 'repeat', 'arm']")
-    if aa_mode == "auto":
-        aa_mode = "repeat" if bit_reproducible(backend) else "arm"
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend {backend!r} is not one of {list(BACKENDS)}")
-    if correction not in CORRECTIONS:
-        raise ConfigError(f"--correction {correction!r} is not one of {list(CORRECTIONS)}")
-    if not 0.0 < float(alpha) < 1.0:
-        raise ConfigError(f"--alpha {alpha} must be in (0, 1)")
-    seeds_t = parse_seeds(seeds)
-    base = base_config(preset, base_overrides)
-    base_hash = tg.config_hash(base)
-    treatments: list[tuple[str, dict]] = []
-    for name in interventions:
-        treatments.append((name, reg.resolve_overrides(name, base)))
-    for spec in overrides:
-        treatments.append(reg.adhoc_treatment(spec, base))
-    if not treatments:
-        raise ConfigError("no treatments: pass --interventions a,b,c and/or --override KEY=VALUE")
-    names = [n for n, _ in treatments]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes or CONTROL in names:
-        raise ConfigError(f"treatment names must be unique and not {CONTROL!r}; repeated: {dupes or [CONTROL]}")
-    configs = _arm_configs(base, treatments)
-    for name, ov in treatments:
-        if name != "aa" and tg.config_hash(configs[name]) == base_hash:
-            raise ConfigError(f"treatment {name!r} ({ov}) leaves the config of preset {preset!r} unchanged; "
-                              "drop it or use 'aa' for an A/A control")
-    if sequential is not None:
-        n0 = int(sequential.get("n0", 3))
-        if not 3 <= n0 < len(seeds_t):
-            raise ConfigError(f"sequential n0={n0} must be >= 3 and below the number of seeds ({len(seeds_t)}); "
-                              "pass more seeds (--max-seeds)")
-        sequential = {"n0": n0, "step": int(sequential.get("step", 1)),
-                      "futility_effect_sd": sequential.get("futility_effect_sd")}
-    plan = ScreenPlan(screen_id="", preset=preset, backend=backend, seeds=seeds_t, treatments=tuple(treatments),
-                      base_config=_jsonable_config(base), alpha=float(alpha), margin_bpb=float(margin_bpb),
-                      correction=correction, metric=metric, effect_bpb=effect_bpb, aa_mode=aa_mode,
-                      sequential=sequential, configs=configs)
-    if not screen_id:
-        digest = hashlib.sha256(json.dumps(plan.preregistration(), sort_keys=True, default=str).encode()).hexdigest()
-        screen_id = f"{preset}-{backend}-{digest[:10]}"
-    return dataclasses.replace(plan, screen_id=screen_id)
-
-
-def extend_seeds(seeds: Sequence[int], n: int) -> tuple[int, ...]:
-    """``seeds`` followed by the next unused integers after their maximum, up to ``n`` seeds in all."""
-    out = list(seeds)
-    nxt = max(out) + 1 if out else 0
-    while len(out) < n:
-        out.append(nxt)
-        nxt += 1
-    return tuple(out[:max(n, 0)])
-
-
-def _jsonable_config(cfg: tg.Hyperparameters) -> dict:
-    return json.loads(json.dumps(cfg.to_dict(), default=str))
-
-
-def _arm_configs(base: tg.Hyperparameters, treatments: Sequence[tuple[str, dict]]) -> dict[str, tg.Hyperparameters]:
-    """Every arm's Hyperparameters: the control and each treatment's overrides on it (resolved here, once)."""
-    return {CONTROL: base, **{name: base.with_overrides(ov) if ov else base for name, ov in treatments}}
-
-
-def plan_from_ledger(ledger: Ledger, screen_id: str) -> ScreenPlan:
-    """Rebuild a screen's plan from its stored pre-registration (for ``--resume``)."""
-    screen = ledger.get_screen(screen_id)
-    if screen is None:
-        raise ConfigError(f"{ledger.path}: no screen {screen_id!r} to resume (known: {ledger.list_screens()}); "
-                          "start it without --resume")
-    p = screen["preregistration"]
-    treatments = tuple((t["name"], dict(t["overrides"])) for t in p["interventions"])
-    base = tg.Hyperparameters().with_overrides(p["base_config"])
-    return ScreenPlan(screen_id=screen_id, preset=p["preset"], backend=p["backend"], seeds=tuple(p["seeds"]),
-                      treatments=treatments, base_config=dict(p["base_config"]), alpha=p["alpha"],
-                      margin_bpb=p["margin_bpb"], correction=p["correction"],
-                      metric=p.get("metric", "post_quant_val_bpb"), effect_bpb=p.get("effect_bpb"),
-                      aa_mode=p.get("aa_mode", "arm"), sequential=p.get("sequential"),
-                      configs=_arm_configs(base, treatments))
-
-
-def plan_grid(plan: ScreenPlan) -> list[GridCell]:
-    """The run order: for each seed, the control then every treatment (interleaved).
-
-    With ``aa_mode`` "repeat", ``aa`` runs on the first seed only (a bit-identity check, not a statistical arm).
-    """
-    cells: list[GridCell] = []
-    for seed in plan.seeds:
-        cells.append(GridCell(len(cells), CONTROL, "control", seed, {}))
-        for name, ov in plan.treatments:
-            if name == "aa" and plan.aa_mode == "repeat" and seed != plan.seeds[0]:
-                continue
-            cells.append(GridCell(len(cells), name, "treatment", seed, dict(ov)))
-    return cells
-
-
-
-# ---------------------------------------------------------------------------------------------
-# Running
-# ---------------------------------------------------------------------------------------------
 
 
 def _finite(x: Any) -> bool:
@@ -260,7 +121,8 @@ def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = 
     to the arms ``stats.sequential_plan`` keeps open (and their controls), until every arm stopped or ran all
     seeds. ``progress``: a ``screen.progress`` renderer, or True/False for the default one (bars on a terminal,
     plain lines otherwise; False keeps the per-run lines and drops the bars). ``on_run`` is called with each
-    newly finished RunRecord after it is committed to the ledger. Returns the screen's runs in grid order.
+    newly finished RunRecord after it is committed to the ledger. Returns every run of the screen in grid order.
+    An executor with ``run_many`` gets every missing cell at once and its results are recorded as they finish.
     """
     executor = executor or InProcessExecutor()
     prog = progress if isinstance(progress, LineProgress) else make_progress(bool(progress))
@@ -278,15 +140,8 @@ def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = 
     counter = {"executed": 0}
 
     def run_cells(cells: Sequence[GridCell]) -> None:
-        for cell in cells:
-            if cell.index in done:
-                continue
+        for cell, result in _results(plan, [c for c in cells if c.index not in done], executor, prog):
             cfg = plan.configs[cell.intervention]
-            prog.run_started(f"{cell.intervention} seed {cell.seed}", int(cfg.iterations))
-            try:
-                result = executor.run(cfg, cell.seed, plan.backend, on_step=prog.on_step)
-            except Exception as exc:  # an executor bug must not stop the screen: record the run as failed
-                result = failed_result(cfg, cell.seed, plan.backend, f"executor raised {type(exc).__name__}: {exc}")
             rec = to_record(result, screen_id=plan.screen_id, cell=cell, planned=cfg,
                             expected_hash=hashes[cell.intervention],
                             commit=commit, executor=getattr(executor, "name", type(executor).__name__))
@@ -343,6 +198,27 @@ def _run_sequential(plan: ScreenPlan, grid: Sequence[GridCell], done: dict[int, 
         if not cells:  # every wanted run already failed: nothing new can change the state
             return
         run_cells(cells)
+
+
+def _results(plan: ScreenPlan, cells: Sequence[GridCell], executor: Executor,
+             prog: LineProgress) -> Iterator[tuple[GridCell, tg.RunResult]]:
+    """(cell, RunResult) for every cell: concurrently in completion order through the executor's ``run_many``
+    when it has one (Ray), else one after another in grid order."""
+    if hasattr(executor, "run_many"):
+        def status(running: list, queued: int) -> None:
+            prog.cluster([f"{c.intervention} seed {c.seed} @{host}" for c, host in running], queued)
+
+        jobs = [(cell, plan.configs[cell.intervention], cell.seed, plan.backend) for cell in cells]
+        yield from executor.run_many(jobs, on_status=status)
+        return
+    for cell in cells:
+        cfg = plan.configs[cell.intervention]
+        prog.run_started(f"{cell.intervention} seed {cell.seed}", int(cfg.iterations))
+        try:
+            result = executor.run(cfg, cell.seed, plan.backend, on_step=prog.on_step)
+        except Exception as exc:  # an executor bug must not stop the screen: record the run as failed
+            result = failed_result(cfg, cell.seed, plan.backend, f"executor raised {type(exc).__name__}: {exc}")
+        yield cell, result
 
 
 def screen_header(plan: ScreenPlan, *, commit: str | None = None) -> dict:
@@ -402,9 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screen-id", default=None, help="screen id (default: derived from the design)")
     p.add_argument("--resume", action="store_true", help="continue an existing screen, skipping completed runs")
     p.add_argument("--executor", default="inprocess", choices=sorted(EXECUTORS),
-                   help="where each run executes (default: inprocess)")
-    p.add_argument("--timeout", type=float, default=None, help="per-run timeout in s (subprocess/torchrun)")
-    p.add_argument("--nproc-per-node", type=int, default=None, help="torchrun processes per node (default: 8)")
+                   help="where each run executes (default: inprocess; ray: concurrent tasks on a Ray cluster)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --executor ray: the cluster (default: start a local one; 'auto': join `ray start`)")
+    p.add_argument("--timeout", type=float, default=None, help="per-run timeout in s (subprocess/torchrun/ray)")
+    p.add_argument("--nproc-per-node", type=int, default=None,
+                   help="torchrun processes per node (default: 8); with --executor ray, each run is a torchrun "
+                        "job over this many GPUs of one node")
     p.add_argument("--alpha", type=float, default=0.01, help="pre-registered alpha (default: 0.01)")
     p.add_argument("--margin-bpb", type=float, default=0.0, help="pre-registered improvement margin (default: 0)")
     p.add_argument("--correction", default="holm", choices=list(CORRECTIONS), help="multiplicity correction")
@@ -421,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (run lines still print; bars are drawn only on a terminal)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads per run, e.g. 1 (in-process default: chosen once from the current load)")
+                   help="torch CPU threads per run, e.g. 1 (in-process default: chosen once from the current load; "
+                        "ray: CPUs per task, default 1)")
     p.add_argument("--export-only", action="store_true",
                    help="run nothing: write runs.json for the screen from the ledger (with --screen-id)")
     add_debug_flag(p)
@@ -473,9 +354,14 @@ def _main(args: argparse.Namespace) -> int:
         if existing and not args.resume:
             raise ConfigError(f"screen {plan.screen_id!r} already has {existing} runs in {args.ledger}; "
                               "pass --resume to continue it (completed runs are skipped) or a new --screen-id")
+        if args.ray_address and args.executor != "ray":
+            raise ConfigError(f"--ray-address needs --executor ray (got --executor {args.executor})")
         executor = make_executor(args.executor, timeout_s=args.timeout, nproc_per_node=args.nproc_per_node,
-                                 threads=args.threads)
-        result = run_screen(plan, ledger=ledger, executor=executor, progress=not args.no_progress)
+                                 threads=args.threads, address=args.ray_address)
+        try:
+            result = run_screen(plan, ledger=ledger, executor=executor, progress=not args.no_progress)
+        finally:
+            getattr(executor, "close", lambda: None)()
         out = Path(args.output) if args.output else RESULTS_DIR / plan.screen_id / "runs.json"
         write_runs_json(out, plan, result.runs)
     bad = [r for r in result.runs if r.status != "ok"]

@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra config override for every arm, e.g. iterations=60 (repeatable)")
     p.add_argument("--threads", type=int, help="torch CPU threads per run, e.g. 2 (default: chosen once from the "
                                                "current load; pin it to reproduce CPU numbers bit for bit)")
+    p.add_argument("--executor", default="inprocess", choices=("inprocess", "subprocess", "ray"),
+                   help="where screen runs execute (default: inprocess; ray: concurrent Ray tasks)")
+    p.add_argument("--ray-address", metavar="ADDR", help="with --executor ray: the cluster (default: start a "
+                                                         "local one; 'auto': join the one from `ray start`)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (log lines only)")
     add_debug_flag(p)
     return p
@@ -109,6 +113,8 @@ def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = Non
     if set(o["seeds"]) & set(o["confirm_seeds"]):
         raise ConfigError(f"--confirm-seeds {sorted(set(o['seeds']) & set(o['confirm_seeds']))} overlap --seeds; "
                           "confirmation needs fresh seeds")
+    if args.ray_address and args.executor != "ray":
+        raise ConfigError(f"--ray-address needs --executor ray (got --executor {args.executor})")
     backend = resolve_backend(args.backend)
     out = args.output_dir
     if out is None and args.resume:
@@ -138,7 +144,7 @@ def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = Non
         promote=args.promote, apply_promotion=args.apply_promotion, resume=args.resume, dag_alpha=args.dag_alpha,
         matrix_path=args.matrix, data_overrides=data, extra_overrides=parse_key_values(args.set, "--set"),
         threads=args.threads, effect_bpb=args.effect_bpb, sequential=args.sequential, max_seeds=args.max_seeds,
-        futility_sd=args.futility_sd, **o)
+        futility_sd=args.futility_sd, executor=args.executor, ray_address=args.ray_address, **o)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -81,7 +81,7 @@ def test_make_executor():
     assert ex.make_executor("torchrun", nproc_per_node=2).nproc_per_node == 2
     assert ex.make_executor("inprocess", threads=1, timeout_s=5).threads == 1  # was silently dropped
     assert ex.make_executor("inprocess").threads is None and ex.make_executor("torchrun").nproc_per_node == 8
-    with pytest.raises(ConfigError, match=r"--executor 'gpu' is not one of \['inprocess', 'subprocess', 'torchrun'\]"):
+    with pytest.raises(ConfigError, match=r"--executor 'gpu' is not one of \['inprocess', 'ray', 'subprocess', 'torchrun'\]"):
         ex.make_executor("gpu")
 
 

@@ -470,3 +470,5 @@ class PipelineOptions:
     sequential: bool = False  # group-sequential seeds in the screens
     max_seeds: int | None = None  # with sequential: seeds at most per arm
     futility_sd: float | None = None  # with sequential: planned effect / sigma_d for the futility bound
+    executor: str = "inprocess"  # where screen runs execute (screen.executors.EXECUTORS), e.g. "ray"
+    ray_address: str | None = None  # --executor ray: None starts a local cluster, "auto" joins `ray start`

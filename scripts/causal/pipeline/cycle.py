@@ -266,7 +266,7 @@ def run_screen_stage(opts: PipelineOptions, *, name: str, interventions: Sequenc
 
     ``sequential``: a group-sequential screen over ``seeds`` extended to ``opts.max_seeds``."""
     from scripts.causal import experiment_runner as er
-    from scripts.causal.screen.executors import InProcessExecutor
+    from scripts.causal.screen.executors import make_executor
     from scripts.causal.screen.ledger import Ledger
 
     design = None
@@ -278,8 +278,11 @@ def run_screen_stage(opts: PipelineOptions, *, name: str, interventions: Sequenc
                          alpha=opts.alpha, margin_bpb=opts.margin_bpb, correction=opts.correction,
                          screen_id=f"{opts.run_id}-{name}", effect_bpb=opts.effect_bpb, sequential=design)
     ledger_path = Path(opts.output_dir) / "ledger.sqlite"
+    # Ray tasks each declare their CPUs: the flag as given (None: 1 per run), not the in-process auto choice.
+    executor = make_executor(opts.executor, threads=opts.threads if opts.executor == "ray" else threads,
+                             address=opts.ray_address)
     with Ledger(ledger_path) as ledger:
-        result = er.run_screen(plan, ledger=ledger, executor=InProcessExecutor(threads=threads), progress=progress)
+        result = er.run_screen(plan, ledger=ledger, executor=executor, progress=progress)
     runs_path = er.write_runs_json(out_dir / "runs.json", plan, result.runs)
     log(f"{name}: {result.n_executed} runs executed, {result.n_skipped} reused from {ledger_path.name}")
     return result, runs_path

@@ -13,6 +13,8 @@ is the trainer's progress callback (in-process only; the others report a run whe
 * ``TorchrunExecutor``: ``torchrun --standalone --nproc_per_node=N train_gpt.py`` with the config as
   env overrides (UPPER_CASE field names, bools as 0/1), parsing upstream's log lines, ending with
   ``final_int8_zlib_roundtrip_exact val_loss:X val_bpb:Y``. For full-fidelity confirm runs on GPUs.
+* ``RayExecutor`` (``screen/ray_executor.py``): each run is a Ray task on a local or multi-node cluster; it
+  also has ``run_many(jobs)``, which runs a batch concurrently and yields results in completion order.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ import train_gpt as tg
 from scripts.causal.core.cli import add_debug_flag, run_cli
 from scripts.causal.core.errors import ConfigError, DataFormatError
 from scripts.causal.core.paths import REPO_ROOT, TRAIN_GPT
+from scripts.causal.screen.ray_executor import RayExecutor
 
 StepCallback = Callable[[int, int], None]
 
@@ -155,15 +158,22 @@ class SubprocessExecutor:
         return result
 
 
+def rebuild_config(config: dict, expected_hash: str, where: str) -> tg.Hyperparameters:
+    """The Hyperparameters sent by the driver as a dict, rebuilt in a worker; ConfigError if its hash differs
+    (the worker's train_gpt defines the fields differently from the driver's)."""
+    cfg = tg.Hyperparameters().with_overrides(config)
+    got = tg.config_hash(cfg)
+    if got != expected_hash:
+        raise ConfigError(f"{where}: config rebuilt in the worker hashes to {got}, the driver sent {expected_hash}; "
+                          "the trainer's Hyperparameters differ between driver and worker")
+    return cfg
+
+
 def _worker(inp: Path, out: Path) -> int:
     from scripts.causal.screen import trainer
 
     job = json.loads(Path(inp).read_text(encoding="utf-8"))
-    cfg = tg.Hyperparameters().with_overrides(job["config"])
-    got = tg.config_hash(cfg)
-    if got != job["config_hash"]:
-        raise ConfigError(f"{inp}: config rebuilt in the child hashes to {got}, parent sent {job['config_hash']}; "
-                          "the trainer's Hyperparameters differ between parent and child")
+    cfg = rebuild_config(job["config"], job["config_hash"], str(inp))
     result = trainer.run(cfg, int(job["seed"]), job["backend"])
     tmp = Path(str(out) + ".tmp")
     tmp.write_text(json.dumps(result.to_dict()), encoding="utf-8")
@@ -286,19 +296,21 @@ class TorchrunExecutor:
                                       "post_quant_val_loss", "post_quant_val_bpb", "artifact_bytes")})
 
 
-EXECUTORS = {"inprocess": InProcessExecutor, "subprocess": SubprocessExecutor, "torchrun": TorchrunExecutor}
+EXECUTORS = {"inprocess": InProcessExecutor, "subprocess": SubprocessExecutor, "torchrun": TorchrunExecutor,
+             "ray": RayExecutor}
 
 
 def make_executor(name: str, *, timeout_s: float | None = None, nproc_per_node: int | None = None,
-                  threads: int | None = None) -> Executor:
+                  threads: int | None = None, address: str | None = None) -> Executor:
     """Build an executor from ``EXECUTORS`` by name; each option goes to the executors that have it.
 
-    ``threads`` (torch CPU threads) reaches the in-process and subprocess executors; None keeps their default
-    (in-process: the trainer's automatic choice)."""
+    ``threads`` (torch CPU threads) reaches the in-process, subprocess and Ray executors; None keeps their
+    default (in-process: the trainer's automatic choice; Ray: 1 per run). ``address`` is the Ray cluster
+    (None: start a local one; "auto": join the one started with ``ray start``)."""
     if name not in EXECUTORS:
         raise ConfigError(f"--executor {name!r} is not one of {sorted(EXECUTORS)}")
     cls = EXECUTORS[name]
-    given = {"timeout_s": timeout_s, "nproc_per_node": nproc_per_node, "threads": threads}
+    given = {"timeout_s": timeout_s, "nproc_per_node": nproc_per_node, "threads": threads, "address": address}
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in given.items() if v is not None and k in fields})
 

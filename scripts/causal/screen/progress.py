@@ -8,12 +8,13 @@ The runner calls a ``Progress`` object; the trainer reports its steps through ``
   interleaved bars turn into unreadable lines.
 
 ``make_progress(enabled, stream)`` picks one by ``stream.isatty()``; ``enabled=False`` keeps the run lines
-and drops the bars.
+and drops the bars. Executors that run several runs at once (Ray) report ``cluster(running, queued)``
+instead of steps: a line per change, or the runs bar's postfix.
 """
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import Any, Sequence, TextIO
 
 
 class LineProgress:
@@ -36,6 +37,10 @@ class LineProgress:
 
     def run_finished(self, text: str) -> None:
         self.line(text)
+
+    def cluster(self, running: Sequence[str], queued: int) -> None:
+        """Concurrent runs (Ray): which are running where, and how many wait; a line each time it changes."""
+        self.line(f"running {len(running)}, queued {queued}" + (": " + ", ".join(running) if running else ""))
 
     def close(self) -> None:
         pass
@@ -80,6 +85,12 @@ class BarProgress(LineProgress):
         self.line(text)
         if self._runs is not None:
             self._runs.update(1)
+
+    def cluster(self, running: Sequence[str], queued: int) -> None:
+        if self._runs is None:
+            super().cluster(running, queued)
+        else:
+            self._runs.set_postfix_str(f"{len(running)} running, {queued} queued")
 
     def _close_steps(self) -> None:
         if self._steps is not None:
