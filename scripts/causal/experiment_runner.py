@@ -272,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change the control itself (all arms), e.g. iterations=50 (repeatable)")
     p.add_argument("--seeds", default="11,12,13,14,15", help="comma-separated seeds (default: 11,12,13,14,15)")
     p.add_argument("--preset", default="fast", help="train_gpt preset: baseline | fast | tiny (default: fast)")
+    p.add_argument("--stack", default=None,
+                   help="control = a leaderboard stack scaled to --preset, e.g. 11l_ema_leaky (see screen/stacks.py)")
     p.add_argument("--backend", default="torch", help="torch | mlx | auto (default: torch)")
     p.add_argument("--ledger", default=str(RESULTS_DIR / "ledger.sqlite"), help="SQLite ledger (default: %(default)s)")
     p.add_argument("--output", default=None, help="runs.json path (default: results/<screen-id>/runs.json)")
@@ -346,7 +348,8 @@ def _main(args: argparse.Namespace) -> int:
             plan = build_plan(interventions=names, seeds=seeds, preset=args.preset, backend=backend,
                               overrides=args.override, base_overrides=base_overrides or None, alpha=args.alpha,
                               margin_bpb=args.margin_bpb, correction=args.correction, screen_id=args.screen_id,
-                              metric=args.metric, effect_bpb=args.effect_bpb, sequential=sequential)
+                              metric=args.metric, effect_bpb=args.effect_bpb, sequential=sequential,
+                              stack=args.stack)
         existing = ledger.count_runs(plan.screen_id) if ledger.get_screen(plan.screen_id) else 0
         if args.resume and ledger.get_screen(plan.screen_id) is None:
             raise ConfigError(f"--resume: {args.ledger} has no screen {plan.screen_id!r} "

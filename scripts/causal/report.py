@@ -192,7 +192,8 @@ def render_markdown(report: Mapping) -> str:
           f"- **git commit**: {run.get('git_commit') or 'unknown'}",
           "- **versions**: " + ", ".join(f"{k} {v}" for k, v in (run.get("versions") or {}).items()),
           f"- **backend**: {run['backend']}; **hardware**: {run['hardware']}",
-          f"- **preset**: {run['preset']}; **cycles**: {run['cycles']}",
+          f"- **preset**: {run['preset']}; **stack**: {run.get('stack') or 'none (the bare preset)'}; "
+          f"**cycles**: {run['cycles']}",
           f"- **screen seeds**: {', '.join(map(str, run['seeds']))}; **fresh confirmation seeds**: "
           f"{', '.join(map(str, run['confirm_seeds'])) or 'none'}",
           f"- **interventions**: {', '.join(run['interventions'])}",

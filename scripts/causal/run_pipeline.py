@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="same as --profile fast")
     p.add_argument("--preset", help=f"train_gpt.py preset of every run, e.g. fast, tiny, baseline "
                                     f"(default: {DEFAULTS['preset']})")
+    p.add_argument("--stack", help="control = a leaderboard stack scaled to the preset, e.g. 11l_ema_leaky; "
+                                   "interventions it already contains are refused")
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "mlx"),
                    help="auto = torch on CUDA, MLX on Apple Silicon, the faster one on a Linux CPU")
     p.add_argument("--seeds", help="screen seeds, e.g. 11,12,13,14,15 (default)")
@@ -144,7 +146,7 @@ def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = Non
         promote=args.promote, apply_promotion=args.apply_promotion, resume=args.resume, dag_alpha=args.dag_alpha,
         matrix_path=args.matrix, data_overrides=data, extra_overrides=parse_key_values(args.set, "--set"),
         threads=args.threads, effect_bpb=args.effect_bpb, sequential=args.sequential, max_seeds=args.max_seeds,
-        futility_sd=args.futility_sd, executor=args.executor, ray_address=args.ray_address, **o)
+        futility_sd=args.futility_sd, executor=args.executor, ray_address=args.ray_address, stack=args.stack, **o)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -78,3 +78,16 @@ def test_stack_trains_alike_in_both_backends(name, synthetic_data, one_torch_thr
     assert a.status == b.status == "ok"
     np.testing.assert_allclose(a.step_losses, b.step_losses, atol=1e-4)
     assert abs(a.val_bpb - b.val_bpb) < 1e-4
+
+
+def test_a_screen_on_a_stack_uses_it_as_control_and_refuses_its_own_parts():
+    from scripts.causal.experiment_runner import build_plan
+
+    free = next(iv.name for iv in reg.list_interventions() if iv.category != "calibration"
+                and stacks.stack_conflict("11l_ema_leaky", iv.name, "fast") is None)
+    plan = build_plan(interventions=["aa", free], seeds=[1, 2, 3], preset="fast", stack="11l_ema_leaky")
+    control = plan.configs["control"]
+    assert control == stacks.stack_config("11l_ema_leaky", "fast") and control.num_layers == 6
+    assert plan.preregistration()["stack"] == "11l_ema_leaky"
+    with pytest.raises(ConfigError, match="already part of stack '11l_ema_leaky'"):
+        build_plan(interventions=["mlp_mult_3"], seeds=[1, 2, 3], preset="fast", stack="11l_ema_leaky")

@@ -283,6 +283,7 @@ class ScreenPlan:
     effect_bpb: float | None = None
     aa_mode: str = "arm"
     sequential: Mapping[str, Any] | None = None
+    stack: str | None = None  # the leaderboard stack the control is (screen.stacks), None: the bare preset
     configs: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -307,6 +308,7 @@ class ScreenPlan:
             "family": [n for n in self.intervention_names if n not in CALIBRATION],
             "aa_mode": self.aa_mode,
             "sequential": dict(self.sequential) if self.sequential else None,
+            "stack": self.stack,
             "design": "paired seeds, one shared control per seed, interleaved (control, treatments) per seed",
         }
 
@@ -429,6 +431,7 @@ class RunInfo:
     margin_bpb: float
     correction: str
     cycles: int
+    stack: str | None = None  # the leaderboard stack the screens ran on (None: the bare preset)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -470,5 +473,6 @@ class PipelineOptions:
     sequential: bool = False  # group-sequential seeds in the screens
     max_seeds: int | None = None  # with sequential: seeds at most per arm
     futility_sd: float | None = None  # with sequential: planned effect / sigma_d for the futility bound
+    stack: str | None = None  # the screens' control is this leaderboard stack (screen.stacks)
     executor: str = "inprocess"  # where screen runs execute (screen.executors.EXECUTORS), e.g. "ray"
     ray_address: str | None = None  # --executor ray: None starts a local cluster, "auto" joins `ray start`

@@ -112,7 +112,7 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say: Log, *, progress: 
 
     for c in range(1, opts.cycles + 1):
         names = choose_interventions(ranking, top_k=opts.top_k, explicit=opts.interventions if c == 1 else (),
-                                     exclude=tested)
+                                     exclude=tested, stack=opts.stack, preset=opts.preset)
         if not names:
             stop = "no untested runnable candidates left in the ranking"
             break
@@ -242,17 +242,20 @@ def stage_matrix(opts: PipelineOptions, out_dir: Path, log: Log, *, records: Seq
 # ----------------------------------------------------------------------------- screen and statistics
 
 def choose_interventions(ranking: Mapping | None, *, top_k: int, explicit: Sequence[str] = (),
-                         exclude: Sequence[str] = ()) -> list[str]:
-    """``explicit`` if given, else the top-K runnable names of the ranking not already tested."""
+                         exclude: Sequence[str] = (), stack: str | None = None, preset: str = "fast") -> list[str]:
+    """``explicit`` if given, else the top-K runnable names of the ranking not already tested (and, on a
+    ``stack``, not already part of it, nor impossible to express at ``preset``)."""
     if explicit:
         return list(explicit)
     from scripts.causal.screen import registry as reg
+    from scripts.causal.screen.stacks import stack_conflict
 
     known = {iv.name for iv in reg.list_interventions()}
     picked: list[str] = []
     for row in (ranking or {}).get("candidates", []) if ranking else []:
         name = row.get("intervention") or row.get("name")
-        if name in known and name not in reg.CALIBRATION and name not in exclude and name not in picked:
+        if name in known and name not in reg.CALIBRATION and name not in exclude and name not in picked and (
+                stack is None or stack_conflict(stack, name, preset) is None):
             picked.append(name)
         if len(picked) >= top_k:
             break
@@ -276,7 +279,8 @@ def run_screen_stage(opts: PipelineOptions, *, name: str, interventions: Sequenc
     plan = er.build_plan(interventions=list(interventions), seeds=list(seeds), preset=opts.preset,
                          backend=opts.backend, base_overrides={**base_overrides, **opts.extra_overrides},
                          alpha=opts.alpha, margin_bpb=opts.margin_bpb, correction=opts.correction,
-                         screen_id=f"{opts.run_id}-{name}", effect_bpb=opts.effect_bpb, sequential=design)
+                         screen_id=f"{opts.run_id}-{name}", effect_bpb=opts.effect_bpb, sequential=design,
+                         stack=opts.stack)
     ledger_path = Path(opts.output_dir) / "ledger.sqlite"
     # Ray tasks each declare their CPUs: the flag as given (None: 1 per run), not the in-process auto choice.
     executor = make_executor(opts.executor, threads=opts.threads if opts.executor == "ray" else threads,
@@ -383,7 +387,7 @@ def run_info(opts: PipelineOptions, *, started: str, command: str, records: Sequ
                    preset=opts.preset, seeds=opts.seeds, confirm_seeds=opts.confirm_seeds,
                    interventions=interventions or (*opts.calibration, *opts.interventions),
                    test=TEST_DESCRIPTION.format(corr=opts.correction.capitalize()), alpha=opts.alpha,
-                   margin_bpb=opts.margin_bpb, correction=opts.correction, cycles=opts.cycles)
+                   margin_bpb=opts.margin_bpb, correction=opts.correction, cycles=opts.cycles, stack=opts.stack)
 
 
 def finish(opts: PipelineOptions, *, out: Path, final: Mapping, cycles: Sequence[Mapping], stop: str, clock: Clock,

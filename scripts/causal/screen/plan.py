@@ -34,10 +34,15 @@ class GridCell:
     overrides: dict
 
 
-def base_config(preset: str, base_overrides: dict | None = None) -> tg.Hyperparameters:
-    """The control config: a train_gpt preset plus optional overrides (e.g. data paths)."""
+def base_config(preset: str, base_overrides: dict | None = None, *, stack: str | None = None) -> tg.Hyperparameters:
+    """The control config: a train_gpt preset (or a leaderboard ``stack`` scaled to it) plus optional overrides
+    (e.g. data paths)."""
     if preset not in tg.PRESETS:
         raise ConfigError(f"--preset {preset!r} is not one of {sorted(tg.PRESETS)}")
+    if stack is not None:
+        from scripts.causal.screen.stacks import stack_config
+
+        return stack_config(stack, preset, **dict(base_overrides or {}))
     try:
         return tg.preset_config(preset, **dict(base_overrides or {}))
     except ValueError as exc:
@@ -53,13 +58,15 @@ def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, pres
                overrides: Sequence[str] = (), base_overrides: dict | None = None, alpha: float = 0.01,
                margin_bpb: float = 0.0, correction: str = "holm", screen_id: str | None = None,
                metric: str = "post_quant_val_bpb", effect_bpb: float | None = None, aa_mode: str = "auto",
-               sequential: dict | None = None) -> ScreenPlan:
+               sequential: dict | None = None, stack: str | None = None) -> ScreenPlan:
     """Resolve a screen's design: control config, treatments (registry names and ad-hoc overrides), seeds.
 
     Every treatment must change the control's config (``aa`` excepted: it is the exact copy).
     The default screen id is derived from the design, so re-running the same command resumes it.
     ``aa_mode`` "auto": "repeat" where same-seed runs are bit-identical (one repeat run of the first seed),
     else "arm". ``sequential``: {"n0", "step", "futility_effect_sd"} for a group-sequential screen over ``seeds``.
+    ``stack``: the control is that leaderboard stack at ``preset`` (screen.stacks); an intervention the stack
+    already contains, or one that cannot be expressed on it, is refused with the reason.
     """
     if aa_mode not in ("auto", "repeat", "arm"):
         raise ConfigError(f"aa_mode {aa_mode!r} is not one of ['auto', 'repeat', 'arm']")
@@ -72,7 +79,14 @@ def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, pres
     if not 0.0 < float(alpha) < 1.0:
         raise ConfigError(f"--alpha {alpha} must be in (0, 1)")
     seeds_t = parse_seeds(seeds)
-    base = base_config(preset, base_overrides)
+    base = base_config(preset, base_overrides, stack=stack)
+    if stack is not None:
+        from scripts.causal.screen.stacks import stack_conflict
+
+        for name in interventions:
+            reason = None if name in reg.CALIBRATION else stack_conflict(stack, name, preset)
+            if reason is not None:
+                raise ConfigError(f"--stack {stack}: {reason}")
     base_hash = tg.config_hash(base)
     treatments: list[tuple[str, dict]] = []
     for name in interventions:
@@ -100,7 +114,7 @@ def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, pres
     plan = ScreenPlan(screen_id="", preset=preset, backend=backend, seeds=seeds_t, treatments=tuple(treatments),
                       base_config=_jsonable_config(base), alpha=float(alpha), margin_bpb=float(margin_bpb),
                       correction=correction, metric=metric, effect_bpb=effect_bpb, aa_mode=aa_mode,
-                      sequential=sequential, configs=configs)
+                      sequential=sequential, stack=stack, configs=configs)
     if not screen_id:
         digest = hashlib.sha256(json.dumps(plan.preregistration(), sort_keys=True, default=str).encode()).hexdigest()
         screen_id = f"{preset}-{backend}-{digest[:10]}"
@@ -139,7 +153,7 @@ def plan_from_ledger(ledger: Ledger, screen_id: str) -> ScreenPlan:
                       treatments=treatments, base_config=dict(p["base_config"]), alpha=p["alpha"],
                       margin_bpb=p["margin_bpb"], correction=p["correction"],
                       metric=p.get("metric", "post_quant_val_bpb"), effect_bpb=p.get("effect_bpb"),
-                      aa_mode=p.get("aa_mode", "arm"), sequential=p.get("sequential"),
+                      aa_mode=p.get("aa_mode", "arm"), sequential=p.get("sequential"), stack=p.get("stack"),
                       configs=_arm_configs(base, treatments))
 
 
