@@ -342,7 +342,11 @@ def causal_cycle(opts: PipelineOptions, *, cycle: int, matrix: Path, out_dir: Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     rows_path = write_json(out_dir / "experiment_rows.json", {"rows": list(rows)})
     dec_path = write_json(out_dir / "decisions.json", {"decisions": list(decisions)})
-    inputs = [matrix, DAGS_DIR / "expert.json", rows_path, dec_path] + ([previous] if previous else [])
+    from scripts.causal.screen import registry
+
+    # the registry decides which candidates are runnable: a changed registry must not reuse an old ranking
+    inputs = [matrix, DAGS_DIR / "expert.json", rows_path, dec_path, Path(registry.__file__)] + (
+        [previous] if previous else [])
     options = {"alpha": opts.dag_alpha, "bootstrap": opts.bootstrap, "seed": opts.dag_seed}
     names = ["causal_dag.json", "identifiability.json", "ranking.json", "dag.png"]
     if previous is not None:
