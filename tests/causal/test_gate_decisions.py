@@ -174,3 +174,25 @@ def test_power_at_effect_of_interest_is_exact():
     r = by_name(analyze(rows(c, {"x": t}), effect_bpb=0.004))["x"]
     assert r["power"] == pytest.approx(power_one_sided(effect=0.004, sigma=r["sd_delta"], n=5, alpha=0.005),
                                        rel=1e-12)
+
+
+def test_aa_repeat_run_is_decided_by_its_bit_identity_check():
+    import math
+
+    from scripts.causal.stats.analysis import analyze
+
+    def row(name, arm, seed, v):
+        return {"intervention": name, "arm": arm, "seed": seed, "backend": "torch", "status": "ok", "val_bpb": v,
+                "post_quant_val_bpb": v, "val_loss": v * math.log(2) * 2.44}
+
+    runs = [row("control", "control", s, 2.0 + 0.01 * s) for s in (1, 2, 3)]
+    runs += [row("x", "treatment", s, 2.0 + 0.01 * s - 0.001 * (s % 2)) for s in (1, 2, 3)]
+    header = {"screen_id": "s", "seeds": [1, 2, 3], "interventions": ["aa", "x"], "alpha": 0.01, "margin_bpb": 0.0,
+              "correction": "holm", "metric": "post_quant_val_bpb", "aa_mode": "repeat"}
+    same = analyze({"screen": header, "runs": runs + [row("aa", "treatment", 1, 2.01)]})
+    aa = next(r for r in same["results"] if r["intervention"] == "aa")
+    assert aa["decision"] == "null" and "bit-identical repeat" in aa["reason"] and same["calibration"]["aa"]["passed"]
+    off = analyze({"screen": header, "runs": runs + [row("aa", "treatment", 1, 2.0100001)]})
+    aa = next(r for r in off["results"] if r["intervention"] == "aa")
+    assert aa["decision"] == "inconclusive" and "not bit-reproducible" in aa["reason"]
+    assert [r["intervention"] for r in same["results"] if r["in_family"]] == ["x"]

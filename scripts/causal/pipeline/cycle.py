@@ -28,10 +28,12 @@ from scripts.causal.core.stage_cache import StageCache, cached_stage
 
 Log = Callable[[str], None]
 SHARED_STORE = Path("data") / "cache" / "stages"  # cycle-0 DAG outputs shared across run folders
-TEST_DESCRIPTION = ("paired differences d = val_bpb(treatment) - val_bpb(control, same seed); one-sided paired "
-                    "t-tests for improvement (H1: mean d < -margin) and harm (H1: mean d > 0); {corr} across "
-                    "every intervention x both directions; confirmed needs adjusted p < alpha and mean "
-                    "improvement >= margin; winners re-tested on fresh seeds with Holm")
+TEST_DESCRIPTION = ("paired differences d = metric(treatment) - metric(control, same seed), metric = the "
+                    "post-quant round-trip val_bpb; one-sided paired t-tests for improvement (H1: mean d < -margin) "
+                    "and harm (H1: mean d > 0); {corr} across every family intervention x both directions "
+                    "(calibration arms outside); confirmed needs adjusted p < alpha, mean improvement >= margin and "
+                    "no failed treatment run; null needs the data to rule out the effect of interest; winners "
+                    "re-tested on fresh seeds with Holm")
 
 
 def stage_error(stage: str, path: Any, exc: BaseException | str, fix: str) -> StageError:
@@ -117,7 +119,11 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say: Log, *, progress: 
             stop = "no untested runnable candidates left in the ranking"
             break
         arms = [*opts.calibration, *[n for n in names if n not in opts.calibration]]
+        from scripts.causal.screen.plan import bit_reproducible
+
         n_runs = len(opts.seeds) * (len(arms) + 1)
+        if "aa" in arms and bit_reproducible(opts.backend):  # aa: one repeat run of the first seed
+            n_runs -= len(opts.seeds) - 1
         if mean_run_s is not None and not clock.fits(n_runs * mean_run_s):
             stop = f"budget: cycle {c} ({n_runs} runs x {mean_run_s:.0f}s) would pass {opts.budget_minutes} min"
             break

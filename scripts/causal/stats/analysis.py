@@ -177,6 +177,15 @@ def analyze(runs: Sequence[Mapping] | Mapping, *, alpha: float | None = None, ma
         row["claims"] = (claim_lines(pairs[row["intervention"]], bytes_per_token=bpt, record_values_bpb=record_values_bpb,
                                      record_label=record_label)
                          if row["decision"] == "confirmed" and bpt is not None else None)
+    calibration = _calibration_check(runs, rows, p.aa_mode, aa_name, backend)
+    repeat = calibration.get(aa_name)
+    if repeat is not None and repeat.get("mode") == "repeat":  # a check, not a test: its verdict is the decision
+        rows[aa_name].update(decision="null" if repeat["passed"] else "inconclusive", direction=None,
+                             reason=("bit-identical repeat of the control (seed "
+                                     f"{', '.join(map(str, repeat['seeds']))}): the A/A calibration passed"
+                                     if repeat["passed"] else "the repeat run differs from its control: the backend "
+                                     "is not bit-reproducible here, so the gate's noise model is in doubt"))
+        rows[aa_name]["message"] = rows[aa_name]["reason"]
     header = runs.get("screen", {}) if isinstance(runs, Mapping) else {}
     return {
         "schema_version": SCHEMA_VERSION, "exploratory": resolved.exploratory,
@@ -185,7 +194,7 @@ def analyze(runs: Sequence[Mapping] | Mapping, *, alpha: float | None = None, ma
         "effect": effect, "backend": backend, "family": family, "family_size": k, "power_alpha": power_alpha,
         "ci_level": CI_LEVEL, "ci_consistent_level": 1.0 - 2.0 * p.alpha,
         "pooled_sigma": None if pooled is None else dataclasses.asdict(pooled),
-        "calibration": _calibration_check(runs, rows, p.aa_mode, aa_name, backend),
+        "calibration": calibration,
         "screen": {k2: header.get(k2) for k2 in ("screen_id", "seeds", "preset", "backend", "treatment_overrides",
                                                   "base_config") if k2 in header},
         "results": [rows[name] for name in names],
