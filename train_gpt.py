@@ -1074,7 +1074,7 @@ class BudgetCheck:
 # -----------------------------
 # export_artifact / load_artifact pick upstream's int8 + zlib format when every export knob is at its default,
 # else the numpy format above. QAT fakes, in training, the quantization the export will apply to each block matrix
-# (per row, the export's bits, fp16 scales, clip at the row maximum): w + alpha * (fake(w) - w).detach(), so the
+# (per row, the export's bits and plain clip, fp16 scales): w + alpha * (fake(w) - w).detach(), so the
 # forward sees the quantized weights and the gradient passes straight through. alpha is a buffer (0 before the
 # start step, 1 after), data to a compiled graph rather than a constant folded in at trace time.
 
@@ -1095,10 +1095,14 @@ def load_artifact(blob: bytes, spec: ExportSpec) -> dict[str, Tensor]:
 
 
 def fake_quantize_rows(w: Tensor, bits: int) -> Tensor:
-    """w after per-row symmetric quantization at `bits` (scale = row max / qmax, stored as fp16)."""
+    """w after quantize_rows' plain per-row quantization at `bits` (clip at the PLAIN_CLIP_QUANTILE of |w|,
+    interpolated between the two largest values as np.quantile does for rows under 625,000 values; fp16 scale)."""
     qmax = 2 ** (bits - 1) - 1
     w32 = w.float()
-    scale = (w32.abs().amax(dim=1, keepdim=True) / qmax).to(torch.float16).float().clamp_min(2.0**-24)
+    top2 = w32.abs().topk(2, dim=1).values.double()
+    frac = PLAIN_CLIP_QUANTILE * (w32.size(1) - 1) - (w32.size(1) - 2)
+    clip = (top2[:, 1] + frac * (top2[:, 0] - top2[:, 1])).float()[:, None]
+    scale = (clip / qmax).to(torch.float16).float().clamp_min(2.0**-24)  # compiled: see emulate_fp16_scales
     return (torch.clamp(torch.round(w32 / scale), -qmax, qmax) * scale).to(w.dtype)
 
 
@@ -1116,6 +1120,15 @@ def configure_qat(model: GPT, spec: ExportSpec, enabled: bool) -> list[Tensor]:
         module.register_buffer("qat_alpha", torch.zeros((), device=module.weight.device), persistent=False)
         alphas.append(module.qat_alpha)
     return alphas
+
+
+def emulate_fp16_scales() -> None:
+    """Make compiled graphs round to fp16 where the code casts (inductor otherwise keeps the fp32 scale inside a
+    fused kernel, and every fake-quantized weight drifts off the export's grid). Process-wide; call before
+    compiling a model with QAT."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.emulate_precision_casts = True
 
 
 def qat_start_step(cfg: Hyperparameters) -> int:
@@ -1748,6 +1761,8 @@ def train(
     global _newton_schulz
     compiled = cfg.compile and device.type == "cuda"
     _newton_schulz = torch.compile(zeropower_via_newtonschulz5) if compiled else zeropower_via_newtonschulz5
+    if compiled and qat_alphas:
+        emulate_fp16_scales()
     run_model: nn.Module = torch.compile(base_model, dynamic=False, fullgraph=True) if compiled else base_model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
