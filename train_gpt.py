@@ -860,15 +860,16 @@ def deserialize_int8_zlib(blob: bytes) -> dict[str, Tensor]:
 # =====================================================================================================
 # The export formats beyond upstream's int8 (quant_bits < 8, clip search, fp16 embedding, lzma/brotli). Arrays
 # in, bytes out: the trainers hand in float32 numpy arrays by state-dict name and load back what comes out.
-# - matrices (2-D float tensors with more than quant_keep_float_max_numel values, and the token embedding
-#   unless embed_export="fp16") are quantized per row, symmetric: q = clamp(round(w / s), -qmax, qmax) with
-#   qmax = 2^(bits-1) - 1 and s = clip / qmax stored as fp16; the clip is the row's 99.99984th |w| percentile
-#   (upstream's), or with clip search the candidate quantile whose fp16-scaled reconstruction has the lowest
-#   squared error in that row (the percentile rule is a candidate, so search is never worse per row);
+# - matrices (2-D float tensors with more than quant_keep_float_max_numel values; the token embedding, and an
+#   untied head, at embed_export's bits or as fp16) are quantized per row, symmetric: q = clamp(round(w / s),
+#   -qmax, qmax) with qmax = 2^(bits-1) - 1 and s = clip / qmax stored as fp16; the clip is the row's 99.99984th
+#   |w| percentile (upstream's), or with clip search the candidate quantile whose fp16-scaled reconstruction has
+#   the lowest squared error in that row (the percentile rule is a candidate, so search is never worse per row);
 # - everything else is kept as float: fp32 for control tensors, fp16 otherwise;
 # - codes are stored one per int8 byte (not bit-packed; the compressor removes the unused bits), then the
 #   container (magic, JSON header, raw arrays) is compressed with zlib (level 9), lzma (preset 9) or brotli (11).
-# Unlike upstream's int8 the scale has no 1/qmax floor (upstream's floor coarsens rows whose clip is below 1).
+# Plain int8 keeps upstream's floor of 1/127 on the scale, so it quantizes exactly as upstream; every other
+# setting has no floor (the floor coarsens each row whose clip is below 1, as in every small or young model).
 # Uses from above: CONTROL_TENSOR_NAME_PATTERNS, COMPRESSORS, and the imports dataclasses/json/zlib/numpy/typing.
 
 ARTIFACT_BUDGET_BYTES = 16_000_000  # the challenge's cap on compressed model + code
@@ -912,12 +913,12 @@ class ExportSpec:
         """('q', bits) for a quantized matrix, ('f32', 0) for control tensors, ('f16', 0) for other floats."""
         if any(p in name for p in CONTROL_TENSOR_NAME_PATTERNS):
             return "f32", 0
-        if name in EMBEDDING_NAMES and len(shape) == 2:
+        if len(shape) != 2 or int(np.prod(shape)) <= self.keep_float_max_numel:
+            return "f16", 0
+        if name in EMBEDDING_NAMES:
             if self.embed == "fp16":
                 return "f16", 0
             return ("q", 8) if self.embed == "int8" else ("q", self.bits)
-        if len(shape) != 2 or int(np.prod(shape)) <= self.keep_float_max_numel:
-            return "f16", 0
         if ".attn." in name and self.bits_attn:
             return "q", self.bits_attn
         if ".mlp." in name and self.bits_mlp:
@@ -933,12 +934,14 @@ def quantize_rows(w: np.ndarray, bits: int, *, clip_search: bool = False) -> tup
     w32 = np.asarray(w, dtype=np.float32)
     mag = np.abs(w32)
     quantiles = CLIP_SEARCH_QUANTILES if clip_search else (PLAIN_CLIP_QUANTILE,)
+    floor = np.float32(1.0 / 127.0 if bits == 8 and not clip_search else 0.0)  # upstream's plain int8 floor
     best_q = best_s = best_err = None
     for quantile in quantiles:
         clip = mag.max(axis=1) if quantile == 1.0 else np.quantile(mag, quantile, axis=1).astype(np.float32)
-        scale = np.maximum((clip / qmax).astype(np.float16), FP16_TINY)  # fp16 would round a tiny scale to 0
+        scale = np.maximum(np.maximum(clip / qmax, floor).astype(np.float16), FP16_TINY)  # fp16 can round to 0
         s32 = scale.astype(np.float32)[:, None]
-        q = np.clip(np.round(w32 / s32), -qmax, qmax).astype(np.int8)
+        clipped = np.clip(w32, -clip[:, None], clip[:, None])
+        q = np.clip(np.round(clipped / s32), -qmax, qmax).astype(np.int8)
         err = np.square(w32 - q.astype(np.float32) * s32).sum(axis=1)
         if best_err is None:
             best_q, best_s, best_err = q, scale, err
@@ -1094,16 +1097,18 @@ def load_artifact(blob: bytes, spec: ExportSpec) -> dict[str, Tensor]:
     return {k: torch.from_numpy(v) for k, v in unpack_artifact(blob, spec.compressor).items()}
 
 
-def fake_quantize_rows(w: Tensor, bits: int) -> Tensor:
+def fake_quantize_rows(w: Tensor, bits: int, floor: float = 0.0) -> Tensor:
     """w after quantize_rows' plain per-row quantization at `bits` (clip at the PLAIN_CLIP_QUANTILE of |w|,
-    interpolated between the two largest values as np.quantile does for rows under 625,000 values; fp16 scale)."""
+    interpolated between the two largest values as np.quantile does for rows under 625,000 values; fp16 scale
+    of at least `floor`: 1/127 for plain int8, as the export)."""
     qmax = 2 ** (bits - 1) - 1
     w32 = w.float()
     top2 = w32.abs().topk(2, dim=1).values.double()
     frac = PLAIN_CLIP_QUANTILE * (w32.size(1) - 1) - (w32.size(1) - 2)
     clip = (top2[:, 1] + frac * (top2[:, 0] - top2[:, 1])).float()[:, None]
-    scale = (clip / qmax).to(torch.float16).float().clamp_min(2.0**-24)  # compiled: see emulate_fp16_scales
-    return (torch.clamp(torch.round(w32 / scale), -qmax, qmax) * scale).to(w.dtype)
+    scale = (clip / qmax).clamp_min(floor).to(torch.float16).float().clamp_min(2.0**-24)  # see emulate_fp16_scales
+    clipped = torch.maximum(torch.minimum(w32, clip), -clip)
+    return (torch.clamp(torch.round(clipped / scale), -qmax, qmax) * scale).to(w.dtype)
 
 
 def configure_qat(model: GPT, spec: ExportSpec, enabled: bool) -> list[Tensor]:
@@ -1115,6 +1120,7 @@ def configure_qat(model: GPT, spec: ExportSpec, enabled: bool) -> list[Tensor]:
             continue
         store, bits = spec.storage_for(f"{name}.weight", tuple(module.weight.shape))
         module.qat_bits = bits if enabled and store == "q" and name.startswith("blocks.") else 0
+        module.qat_floor = 1.0 / 127.0 if bits == 8 and not spec.clip_search else 0.0
         if not module.qat_bits:
             continue
         module.register_buffer("qat_alpha", torch.zeros((), device=module.weight.device), persistent=False)
@@ -1225,13 +1231,13 @@ class CastedLinear(nn.Linear):
     # fp32 weights (optimizer quality), cast to the activation dtype at matmul time (bf16 under autocast).
     # qat_bits > 0 (set by enable_qat, before any compile): straight-through fake quantization mixed in by the
     # qat_alpha buffer.
-    qat_bits = 0
+    qat_bits, qat_floor = 0, 0.0
 
     def forward(self, x: Tensor) -> Tensor:
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         w = self.weight
         if self.qat_bits:
-            w = w + self.qat_alpha * (fake_quantize_rows(w, self.qat_bits) - w).detach()
+            w = w + self.qat_alpha * (fake_quantize_rows(w, self.qat_bits, self.qat_floor) - w).detach()
         return F.linear(x, w.to(x.dtype), bias)
 
 

@@ -69,8 +69,9 @@ def test_storage_rules_follow_the_spec():
     assert spec.storage_for("blocks.0.attn.c_q.weight", (10, 10)) == ("f16", 0)  # at most keep_float_max_numel
     assert spec.storage_for("tok_emb.weight", (1024, 64)) == ("f16", 0)
     assert spec.storage_for("blocks.0.attn_scale", (64,)) == ("f32", 0)
-    assert tg.ExportSpec(bits=4, embed="matrix").storage_for("tok_emb.weight", (8, 8)) == ("q", 4)
-    assert tg.ExportSpec(bits=4).storage_for("tok_emb.weight", (8, 8)) == ("q", 8)
+    assert tg.ExportSpec(bits=4, embed="matrix", keep_float_max_numel=0).storage_for("tok_emb.weight", (8, 8)) == ("q", 4)
+    assert tg.ExportSpec(bits=4, keep_float_max_numel=0).storage_for("tok_emb.weight", (8, 8)) == ("q", 8)
+    assert tg.ExportSpec(bits=4).storage_for("tok_emb.weight", (8, 8)) == ("f16", 0)  # small: float, as upstream
     assert tg.ExportSpec().is_upstream_int8 and not spec.is_upstream_int8
     assert spec.label() == "int6/mlp5/emb-fp16/zlib"
 
@@ -131,6 +132,16 @@ def test_default_export_is_upstreams_int8_zlib(trained):
     assert set(restored) == set(state)
 
 
+def test_plain_int8_in_the_numpy_format_quantizes_as_upstream(trained):
+    state, _ = trained
+    w = state["tok_emb.weight"].float()
+    q_up, s_up = tg._quantize_float(w)
+    q, s = tg.quantize_rows(w.numpy(), 8)
+    np.testing.assert_array_equal(s, s_up.numpy())  # the same fp16 scales, upstream's 1/127 floor included
+    diff = np.abs(q.astype(int) - q_up.numpy().astype(int))  # upstream divides by the fp32 scale, we by the fp16 one
+    assert diff.max() <= 1 and diff.mean() < 0.01  # measured: 0.2 % of the codes one step apart
+
+
 def test_budget_check_counts_the_code_bytes(trained):
     _, result = trained
     code = len((REPO / "train_gpt.py").read_bytes())
@@ -151,3 +162,26 @@ def test_int6_run_reports_its_format_and_a_smaller_artifact(tiny_corpus, trained
     assert r.val_bpb == base.val_bpb  # export knobs do not touch training
     assert r.export_format == "int6+clip/emb-int8/lzma" and r.model_bytes < base.model_bytes
     assert abs(r.post_quant_val_bpb - r.val_bpb) < 0.02 and r.post_quant_val_bpb != base.post_quant_val_bpb
+
+
+def test_budget_gate_classifies_by_the_estimate_and_its_margin():
+    from scripts.causal.screen.budget import budget_gate
+
+    fits = budget_gate(preset="tiny")
+    assert fits.status == "fits" and not fits.refuse and fits.export_format == "int8+zlib"
+    assert fits.estimate.code_bytes == len((REPO / "train_gpt.py").read_bytes())
+    total = fits.estimate.artifact_bytes
+    assert budget_gate(preset="tiny", limit=total - 1, margin=0.5).status == "uncertain"
+    over = budget_gate(preset="tiny", limit=total - 1, margin=0.0)
+    assert over.refuse and "OVER" in over.message()
+    int6 = budget_gate({"quant_bits": 6, "quant_keep_float_max_numel": 0}, preset="tiny")
+    assert int6.estimate.model_bytes < fits.estimate.model_bytes and int6.export_format == "int6/emb-int8/zlib"
+
+
+@pytest.mark.slow  # about 20 s per estimate at the baseline shape
+def test_budget_gate_refuses_sp8192_at_int8_and_passes_the_baseline():
+    from scripts.causal.screen.budget import budget_gate
+
+    base = budget_gate()
+    assert base.status == "fits" and 15_500_000 < base.estimate.model_bytes < 16_000_000  # trained: 15,815,847
+    assert budget_gate({"vocab_size": 8192}).refuse  # the example: 9 layers, SP8192, int8 > 16 MB
