@@ -470,6 +470,22 @@ def eval_val(cfg, model: GPT, ev: EvalSet) -> tuple[float, float]:
     return val_loss, val_loss / math.log(2.0) * token_count / ev.total_bytes
 
 
+def eval_sliding(cfg, model: GPT, ev: EvalSet) -> tuple[float, float]:
+    """(val_loss, val_bpb) with sliding windows advancing eval_stride targets (train_gpt.eval_sliding's plan)."""
+    tokens = np.concatenate([ev.x.reshape(-1), ev.y[-1, -1:]])
+    window, n = ev.seq_len, tokens.size - 1
+    plan = tg.sliding_window_plan(n, window, cfg.eval_stride or window)
+    batch, offset, nll = max(1, cfg.val_batch_size // window), np.arange(window)[None, :], 0.0
+    for b in range(0, len(plan), batch):
+        rows = plan[b : b + batch]
+        idx = rows[:, :1] + np.arange(window + 1)[None, :]
+        x, y = mx.array(tokens[idx[:, :-1]].astype(np.int32)), mx.array(tokens[idx[:, 1:]].astype(np.int32))
+        losses = np.array(model.token_losses(x, y).astype(mx.float32)).reshape(len(rows), window).astype(np.float64)
+        keep = (offset >= (rows[:, 1:2] - rows[:, :1])) & (offset < (rows[:, 2:3] - rows[:, :1]))
+        nll += float(losses[keep].sum())
+    return tg.bits_per_byte(nll, n, ev.total_bytes)
+
+
 # -----------------------------
 # INT8 + ZLIB ROUND TRIP
 # -----------------------------
@@ -486,6 +502,16 @@ def int8_zlib_roundtrip(params: dict[str, mx.array]) -> tuple[bytes, dict[str, i
     blob, stats = tg.serialize_int8_zlib(params_to_torch(export_params(params)))
     restored = params_from_torch(tg.deserialize_int8_zlib(blob))
     return blob, stats, restored
+
+
+def export_roundtrip(params: dict[str, mx.array], spec) -> tuple[bytes, dict[str, int], dict[str, mx.array]]:
+    """As int8_zlib_roundtrip, in the format `spec` (a train_gpt.ExportSpec) names: upstream's for the defaults,
+    else the shared numpy export (train_gpt.pack_artifact)."""
+    if spec.is_upstream_int8:
+        return int8_zlib_roundtrip(params)
+    arrays = {k: np.array(v.astype(mx.float32)) for k, v in export_params(params).items()}
+    blob, stats = tg.pack_artifact(arrays, spec)
+    return blob, stats, {k: mx.array(v) for k, v in tg.unpack_artifact(blob, spec.compressor).items()}
 
 
 # -----------------------------
@@ -548,6 +574,9 @@ def train(
     cfg = config
     cfg = cfg if seed is None else cfg.with_overrides(seed=seed)
     seed = cfg.seed
+    torch_only = [k for k, off in (("qat", False), ("ttt", "off")) if getattr(cfg, k) != off]
+    if torch_only:
+        raise tg.ConfigValueError(f"{torch_only} are implemented in train_gpt.py only; run them with the torch backend")
     if data is None:
         cfg = tg.resolve_data_paths(cfg)
         data = tg.load_train_data(cfg)
@@ -663,25 +692,43 @@ def train(
 
     code_bytes = len(Path(__file__).read_bytes())
     final = flat_params(model)
-    blob, qstats, restored = int8_zlib_roundtrip(final)
+    spec = tg.ExportSpec.from_config(cfg)
+    fmt = "int8+zlib" if spec.is_upstream_int8 else spec.label()
+    blob, qstats, restored = export_roundtrip(final, spec)
+    budget = tg.BudgetCheck(len(blob), code_bytes)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         tg.torch.save(params_to_torch(export_params(final)), out / "final_model_mlx.pt")
-        (out / "final_model_mlx.int8.ptz").write_bytes(blob)
-    ratio = qstats["baseline_tensor_bytes"] / max(qstats["int8_payload_bytes"], 1)
-    log(f"Serialized model int8+zlib: {len(blob)} bytes (payload:{qstats['int8_payload_bytes']} "
-        f"raw_torch:{qstats['raw_torch_bytes']} payload_ratio:{ratio:.2f}x)")
-    log(f"Total submission size int8+zlib: {len(blob) + code_bytes} bytes")
+        (out / ("final_model_mlx.int8.ptz" if spec.is_upstream_int8 else "final_model_mlx.pgq.ptz")).write_bytes(blob)
+    if spec.is_upstream_int8:
+        ratio = qstats["baseline_tensor_bytes"] / max(qstats["int8_payload_bytes"], 1)
+        log(f"Serialized model int8+zlib: {len(blob)} bytes (payload:{qstats['int8_payload_bytes']} "
+            f"raw_torch:{qstats['raw_torch_bytes']} payload_ratio:{ratio:.2f}x)")
+    else:
+        log(f"Serialized model {fmt}: {len(blob)} bytes (payload:{qstats['payload_bytes']} raw:{qstats['raw_bytes']})")
+    log(f"Total submission size {fmt}: {budget.artifact_bytes} bytes")
+    log(f"artifact_budget: {budget.message()}")
     load_flat_params(model, restored, strict=False)
+    eval_s: dict[str, float] = {}
     t_q = time.perf_counter()
     q_loss, q_bpb = eval_val(cfg, model, ev)
-    log(f"final_int8_zlib_roundtrip val_loss:{q_loss:.4f} val_bpb:{q_bpb:.4f} "
-        f"eval_time:{1000.0 * (time.perf_counter() - t_q):.0f}ms")
-    log(f"final_int8_zlib_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")
+    eval_s["post_quant"] = time.perf_counter() - t_q
+    tag = "int8_zlib" if spec.is_upstream_int8 else "export"
+    log(f"final_{tag}_roundtrip val_loss:{q_loss:.4f} val_bpb:{q_bpb:.4f} "
+        f"eval_time:{1000.0 * eval_s['post_quant']:.0f}ms")
+    log(f"final_{tag}_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")
+    stages: dict[str, float] = {}
+    if cfg.eval_stride > 0:
+        t_s = time.perf_counter()
+        stages["sliding_val_loss"], stages["sliding_val_bpb"] = eval_sliding(cfg, model, ev)
+        eval_s["sliding"] = time.perf_counter() - t_s
+        log(f"final_sliding val_loss:{stages['sliding_val_loss']:.8f} val_bpb:{stages['sliding_val_bpb']:.8f} "
+            f"eval_time:{1000.0 * eval_s['sliding']:.0f}ms")
     return RunResult(**base, val_history=val_history, val_loss=val_loss, val_bpb=val_bpb, post_quant_val_loss=q_loss,
-                     post_quant_val_bpb=q_bpb, artifact_bytes=len(blob) + code_bytes,
-                     wall_s=time.perf_counter() - t_start, status="ok", error=None)
+                     post_quant_val_bpb=q_bpb, **stages, artifact_bytes=budget.artifact_bytes,
+                     model_bytes=budget.model_bytes, code_bytes=code_bytes, within_budget=budget.within_budget,
+                     export_format=fmt, eval_s=eval_s, wall_s=time.perf_counter() - t_start, status="ok", error=None)
 
 
 def main(argv: list[str] | None = None) -> int:

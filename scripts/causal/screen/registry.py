@@ -13,6 +13,12 @@ Some values are relative to the preset, computed from the base (control) config:
 * ``partial_rope``: RoPE on 16/64 of each head's dims (head_dim/4, rounded to an even number >= 2).
 * ``xsa_last4``: exclusive self-attention on the last 4 layers, clipped to num_layers for small presets.
 * ``matrix_lr_half`` / ``matrix_lr_double``: matrix_lr x0.5 and x2.
+* export interventions (transfer class ``quantization_export``) quantize every block matrix, as the export does at
+  the baseline where all of them exceed upstream's 65,536-value float threshold: quant_keep_float_max_numel is
+  lowered below the smallest block matrix at small presets (unchanged at the baseline). Their control is
+  upstream's int8 + zlib export, which at small presets keeps the block matrices fp16.
+* ``sliding_eval``: eval stride train_seq_len/16 (64 at the baseline); ``ttt_*``: chunks of 32 x train_seq_len
+  targets (32,768 at the baseline). Transfer class ``evaluation``.
 
 Calibration: ``aa`` is an exact copy of the control (must come out null) and ``sanity_frozen_matrices``
 sets matrix_lr = 0 (the Muon-trained matrices never move; must come out harmful).
@@ -45,6 +51,7 @@ class Intervention:
     feature: str | None
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     derive: Callable[[Any], dict] | None = None
+    backends: tuple[str, ...] = ("torch", "mlx")  # qat and ttt exist in train_gpt.py only
 
     def resolve(self, base_config: Any) -> dict:
         out = dict(self.overrides)
@@ -74,6 +81,22 @@ def _partial_rope(cfg: Any) -> dict:
 
 def _xsa_last4(cfg: Any) -> dict:
     return {"xsa_last_n": min(4, int(cfg.num_layers))}
+
+
+def _all_block_matrices(**fixed: Any) -> Callable[[Any], dict]:
+    def derive(cfg: Any) -> dict:
+        kv_dim = int(cfg.num_kv_heads) * _head_dim(cfg)
+        smallest = int(cfg.model_dim) * min(kv_dim, int(cfg.model_dim))
+        return {**fixed, "quant_keep_float_max_numel": min(65_536, smallest - 1)}
+    return derive
+
+
+def _sliding_stride(cfg: Any) -> dict:
+    return {"eval_stride": max(1, int(cfg.train_seq_len) // 16)}
+
+
+def _ttt(mode: str) -> Callable[[Any], dict]:
+    return lambda cfg: {"ttt": mode, "ttt_chunk_tokens": 32 * int(cfg.train_seq_len)}
 
 
 def _scale(field: str, factor: float) -> Callable[[Any], dict]:
@@ -125,6 +148,32 @@ _REGISTRY: tuple[Intervention, ...] = (
                  {"loss": "rho1"}),
     Intervention("loss_mtp", "multi-token prediction: auxiliary next-next-token head (weight mtp_weight)",
                  "loss", None, {"loss": "mtp"}),
+    # quantization and export (the artifact the challenge scores; see the module docstring)
+    Intervention("export_int6_clip", "int6 per-row export with the GPTQ-lite per-row clip search, int8 embedding",
+                 "quantization_export", "quant_bits", derive=_all_block_matrices(quant_bits=6,
+                                                                                 quant_clip_search=True)),
+    Intervention("export_int6", "int6 per-row export at upstream's clip percentile (no search), int8 embedding",
+                 "quantization_export", "quant_bits", derive=_all_block_matrices(quant_bits=6)),
+    Intervention("export_int8_clip", "int8 per-row export with the per-row clip search (GPTQ-lite at 8 bits)",
+                 "quantization_export", "gptq", derive=_all_block_matrices(quant_clip_search=True)),
+    Intervention("export_mlp_int5", "int6 attention and int5 MLP matrices with clip search, int8 embedding",
+                 "quantization_export", "quant_bits", derive=_all_block_matrices(quant_bits=6, quant_bits_mlp=5,
+                                                                                 quant_clip_search=True)),
+    Intervention("embed_fp16", "export the token embedding as fp16 instead of int8", "quantization_export",
+                 "fp16_embed", {"embed_export": "fp16"}),
+    Intervention("compress_lzma", "compress the artifact with lzma instead of zlib (same weights; bytes only)",
+                 "quantization_export", "compression", {"compressor": "lzma"}),
+    Intervention("qat_int6", "late QAT (last 15% of steps) in the int6 + clip search export's format",
+                 "quantization_export", "qat", derive=_all_block_matrices(qat=True, quant_bits=6,
+                                                                          quant_clip_search=True),
+                 backends=("torch",)),
+    # evaluation (on the exported model; each target scored once, same bytes)
+    Intervention("sliding_eval", "sliding-window evaluation, stride train_seq_len/16 (64 at the baseline)",
+                 "evaluation", "sliding_window_eval", derive=_sliding_stride),
+    Intervention("ttt_full", "score-first full-weight test-time training at evaluation (SGD, chunks of 32 windows)",
+                 "evaluation", "ttt", derive=_ttt("full"), backends=("torch",)),
+    Intervention("ttt_lora", "score-first LoRA (rank 8, q and v) test-time training at evaluation",
+                 "evaluation", "lora_ttt", derive=_ttt("lora"), backends=("torch",)),
     # calibration
     Intervention("aa", "A/A calibration: an exact copy of the control (must come out null)", "calibration", None),
     Intervention("sanity_frozen_matrices", "calibration: matrix_lr = 0, matrices never train (must be harmful)",
@@ -254,6 +303,14 @@ _FEATURE_VALUE: dict[str, Callable[[Any], Any]] = {
     "xsa": lambda c: int(c.xsa_last_n) > 0,
     "ln_scale": lambda c: bool(c.ln_scale),
     "ema": lambda c: float(c.ema_decay) > 0,
+    "quant_bits": lambda c: int(c.quant_bits),
+    "gptq": lambda c: "lite" if c.quant_clip_search else "none",
+    "fp16_embed": lambda c: c.embed_export == "fp16",
+    "compression": lambda c: c.compressor,
+    "qat": lambda c: bool(c.qat),
+    "sliding_window_eval": lambda c: 0 < int(c.eval_stride) < int(c.train_seq_len),
+    "ttt": lambda c: c.ttt != "off",
+    "lora_ttt": lambda c: c.ttt == "lora",
 }
 
 
@@ -261,6 +318,8 @@ _FIELD_FEATURE = {
     "activation": "activation", "logit_softcap": "logit_softcap", "model_dim": "model_dim",
     "num_layers": "num_layers", "mlp_mult": "mlp_mult", "qk_gain_init": "qk_gain",
     "rope_partial_dims": "partial_rope", "xsa_last_n": "xsa", "ln_scale": "ln_scale", "ema_decay": "ema",
+    "quant_bits": "quant_bits", "quant_clip_search": "gptq", "embed_export": "fp16_embed", "compressor": "compression",
+    "qat": "qat", "eval_stride": "sliding_window_eval",
 }
 
 
