@@ -1606,25 +1606,33 @@ def _has_shards(data_path: str) -> bool:
 
 
 def resolve_data_paths(cfg: Hyperparameters) -> Hyperparameters:
-    """Return cfg with usable data paths. When the default FineWeb folder has no shards (here or next to this
-    file), prepare the embedded default corpus (scripts.causal.data.shards.ensure_default_corpus) and point at it."""
+    """Return cfg with usable data paths. With the default DATA_PATH and another VOCAB_SIZE V, the FineWeb
+    folder is fineweb10B_spV (tokenizer fineweb_V_bpe.model). When that folder has no shards (here or next to
+    this file), prepare the embedded default corpus at V (scripts.causal.data.shards.ensure_default_corpus)."""
+    if cfg.vocab_size != 1024 and os.path.normpath(cfg.data_path) == os.path.normpath(DEFAULT_DATA_PATH):
+        return resolve_data_paths(cfg.with_overrides(
+            data_path=DEFAULT_DATA_PATH.replace("sp1024", f"sp{cfg.vocab_size}"),
+            tokenizer_path=DEFAULT_TOKENIZER_PATH.replace("1024", str(cfg.vocab_size))
+            if cfg.tokenizer_path == DEFAULT_TOKENIZER_PATH else cfg.tokenizer_path))
     if _has_shards(cfg.data_path):
         return cfg
-    if os.path.normpath(cfg.data_path) != os.path.normpath(DEFAULT_DATA_PATH):
+    default_path = DEFAULT_DATA_PATH.replace("sp1024", f"sp{cfg.vocab_size}")
+    default_tok = DEFAULT_TOKENIZER_PATH.replace("1024", str(cfg.vocab_size))
+    if os.path.normpath(cfg.data_path) != os.path.normpath(default_path):
         raise ShardError(
             f"DATA_PATH={cfg.data_path}: no fineweb_train_*.bin / fineweb_val_*.bin shards there; fix the path or "
             "unset DATA_PATH to use the embedded default corpus"
         )
     here = Path(__file__).resolve().parent
-    repo_data = here / DEFAULT_DATA_PATH
+    repo_data = here / default_path
     if _has_shards(str(repo_data)):
-        tok = here / DEFAULT_TOKENIZER_PATH if cfg.tokenizer_path == DEFAULT_TOKENIZER_PATH else cfg.tokenizer_path
+        tok = here / default_tok if cfg.tokenizer_path == default_tok else cfg.tokenizer_path
         return cfg.with_overrides(data_path=str(repo_data), tokenizer_path=str(tok))
     if str(here) not in sys.path:
         sys.path.insert(0, str(here))
     from scripts.causal.data.shards import ensure_default_corpus  # lazy: only when FineWeb is absent
 
-    paths = ensure_default_corpus()
+    paths = ensure_default_corpus(vocab_size=cfg.vocab_size)
     return cfg.with_overrides(data_path=str(paths.data_path), tokenizer_path=str(paths.tokenizer_path))
 
 

@@ -430,9 +430,12 @@ def _prepare(data_dir: Path, paths: DataPaths, *, source: str, params: Mapping[s
 
 
 def ensure_default_corpus(data_dir: str | Path = DATA_DIR, *, force: bool = False,
-                          val_bytes: int = DEFAULT_VAL_BYTES, log: Callable[[str], None] | None = None) -> DataPaths:
-    """The embedded default corpus (Shakespeare, BPE-1024), prepared once and cached under ``data_dir``."""
-    return ensure_corpus(data_dir, source=DEFAULT_SOURCE, force=force, val_bytes=val_bytes, log=log)
+                          val_bytes: int = DEFAULT_VAL_BYTES, vocab_size: int = VOCAB_SIZE,
+                          log: Callable[[str], None] | None = None) -> DataPaths:
+    """The embedded default corpus (Shakespeare, BPE at ``vocab_size``: 1024, 4096 or 8192 reach their size),
+    prepared once per vocab size and cached under ``data_dir``."""
+    return ensure_corpus(data_dir, source=DEFAULT_SOURCE, force=force, val_bytes=val_bytes, vocab_size=vocab_size,
+                         log=log)
 
 
 # -----------------------------
@@ -451,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--seed", type=int, default=SPLIT_SEED, help="split/shuffle seed, e.g. 1337")
     prep.add_argument("--n-bytes", type=int, default=SYNTHETIC_BYTES,
                       help=f"text size for --source synthetic, e.g. {SYNTHETIC_BYTES}")
+    prep.add_argument("--vocab-size", type=int, default=VOCAB_SIZE,
+                      help=f"BPE vocabulary size, e.g. 4096 or 8192 (default {VOCAB_SIZE}); set VOCAB_SIZE to match")
     prep.add_argument("--force", action="store_true", help="rebuild even if the manifest is intact")
     info = sub.add_parser("info", help="print the data the trainer would use (DATA_PATH/TOKENIZER_PATH honoured)")
     info.add_argument("--data-dir", type=Path, default=DATA_DIR, help="data folder, e.g. data")
@@ -487,8 +492,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         if args.command == "prepare":
+            if not 256 < args.vocab_size <= 65_536:
+                raise ConfigError(f"--vocab-size {args.vocab_size}: must lie in (256, 65536] (uint16 shards, "
+                                  "byte fallback needs 256 ids)")
             paths = ensure_corpus(args.data_dir, source=args.source, force=args.force, val_bytes=args.val_bytes,
-                                  seed=args.seed, n_bytes=args.n_bytes, log=print)
+                                  seed=args.seed, n_bytes=args.n_bytes, vocab_size=args.vocab_size, log=print)
             print(f"DATA_PATH={paths.data_path}")
             print(f"TOKENIZER_PATH={paths.tokenizer_path}")
             print(f"VOCAB_SIZE={paths.vocab_size}")
