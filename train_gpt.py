@@ -284,7 +284,8 @@ class Hyperparameters:
         if not 0 <= self.eval_stride <= self.train_seq_len:
             raise ConfigValueError(f"eval_stride={self.eval_stride} must lie in [0, train_seq_len={self.train_seq_len}]"
                                    " (0 turns sliding-window evaluation off)")
-        if self.ttt_chunk_tokens < self.train_seq_len or self.ttt_epochs < 1 or self.ttt_lora_rank < 1:
+        if self.ttt != "off" and (self.ttt_chunk_tokens < self.train_seq_len or self.ttt_epochs < 1
+                                  or self.ttt_lora_rank < 1):
             raise ConfigValueError(
                 f"ttt_chunk_tokens={self.ttt_chunk_tokens} must be >= train_seq_len={self.train_seq_len}, "
                 f"ttt_epochs={self.ttt_epochs} >= 1 and ttt_lora_rank={self.ttt_lora_rank} >= 1"

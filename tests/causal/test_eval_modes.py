@@ -150,3 +150,5 @@ def test_eval_knobs_are_validated():
     with pytest.raises(tg.ConfigValueError, match="ttt_chunk_tokens=32 must be >= train_seq_len=64"):
         tg.preset_config("tiny", ttt="full", ttt_chunk_tokens=32)
     assert tg.config_hash(tg.preset_config("tiny", metric="pre_quant")) == tg.config_hash(tg.preset_config("tiny"))
+    long = tg.preset_config("tiny", train_seq_len=65_536, train_batch_tokens=65_536)  # TTT off: chunk size unchecked
+    assert long.ttt == "off" and long.ttt_chunk_tokens < long.train_seq_len
