@@ -549,12 +549,12 @@ def eval_val(
 
 
 # =====================================================================================================
-# SHARED NUMPY: EVALUATION PLANS (framework-free; train_gpt_mlx.py carries a verbatim copy of this section)
+# SHARED NUMPY: EVALUATION PLANS (framework-free; copy verbatim into train_gpt_mlx.py, which calls tg.* today)
 # =====================================================================================================
 # The val stream has N targets: target j is token j+1, predicted from tokens 0..j. An evaluation plan is an
 # (n, 3) int64 array of rows (start, lo, hi): feed the window of inputs [start, start + window) and score the
 # targets [lo, hi) in it (start <= lo < hi <= start + window). Every plan scores each target exactly once, so
-# every evaluation mode divides by the same byte count.
+# every evaluation mode divides by the same byte count. Uses numpy and math only.
 
 
 def sliding_window_plan(n_targets: int, window: int, stride: int) -> np.ndarray:
@@ -857,7 +857,7 @@ def deserialize_int8_zlib(blob: bytes) -> dict[str, Tensor]:
 
 
 # =====================================================================================================
-# SHARED NUMPY: ARTIFACT EXPORT (framework-free; train_gpt_mlx.py carries a verbatim copy of this section)
+# SHARED NUMPY: ARTIFACT EXPORT (framework-free; copy verbatim into train_gpt_mlx.py, which calls tg.* today)
 # =====================================================================================================
 # The export formats beyond upstream's int8 (quant_bits < 8, clip search, fp16 embedding, lzma/brotli). Arrays
 # in, bytes out: the trainers hand in float32 numpy arrays by state-dict name and load back what comes out.
