@@ -163,6 +163,12 @@ LOSSES = ("ce", "rho1", "mtp")
 DATA_ORDERS = ("sequential", "seeded")
 MUON_NS = ("default", "polar_express")
 ATTN_OUT_GATES = ("none", "dense", "sparse")
+QUANT_BITS = (8, 6, 5, 4)
+EMBED_EXPORTS = ("int8", "fp16", "matrix")
+COMPRESSORS = ("zlib", "lzma", "brotli")
+TTT_MODES = ("off", "full", "lora")
+METRIC_STAGES = ("pre_quant", "post_quant", "sliding", "ttt")  # evaluation order: the last one on is "auto"
+METRICS = ("auto",) + METRIC_STAGES
 DEFAULT_DATA_PATH = "./data/datasets/fineweb10B_sp1024"
 DEFAULT_TOKENIZER_PATH = "./data/tokenizers/fineweb_1024_bpe.model"
 # The embedded corpus (Shakespeare, BPE-1024) that the CPU presets train on; `python scripts/causal/prepare_data.py
@@ -256,6 +262,24 @@ class Hyperparameters:
     loop_start_frac: float = 0.0  # ... from this fraction of training on (and at evaluation)
     mtp_heads: int = 1  # mtp: number of zero-init vocab heads; head k predicts token t+k+2
     mlx_max_microbatch_tokens: int = 8192  # MLX: split each step's batch into chunks of at most this many tokens
+    # Export and evaluation knobs (defaults: upstream's int8 + zlib round trip and plain non-overlapping eval).
+    quant_bits: int = 8  # per-row bits of the exported matrices: 8 | 6 | 5 | 4
+    quant_bits_attn: int = 0  # 0: quant_bits; else the bits of the attention matrices (c_q, c_k, c_v, proj)
+    quant_bits_mlp: int = 0  # 0: quant_bits; else the bits of the MLP matrices (fc, proj)
+    quant_clip_search: bool = False  # GPTQ-lite: per row, the clip quantile with the lowest reconstruction error
+    quant_keep_float_max_numel: int = 65_536  # matrices with at most this many values are stored as fp16
+    embed_export: str = "int8"  # int8 | fp16 | matrix (the matrices' bits): the token embedding (and untied head)
+    compressor: str = "zlib"  # zlib | lzma | brotli (brotli needs the optional extra: pip install '.[brotli]')
+    qat: bool = False  # straight-through fake quantization of the block matrices, in the export's format
+    qat_start_frac: float = 0.85  # qat turns on after this fraction of the iterations (or of the wallclock cap)
+    eval_stride: int = 0  # 0: non-overlapping windows; k: sliding windows of train_seq_len advancing k tokens
+    ttt: str = "off"  # off | full | lora: score-first test-time training on the val stream at evaluation
+    ttt_chunk_tokens: int = 32_768  # ttt: tokens scored per chunk before the model adapts on that chunk
+    ttt_lr: float = 1e-3  # ttt: SGD learning rate (full weights, or the LoRA factors)
+    ttt_epochs: int = 1  # ttt: passes over each scored chunk
+    ttt_lora_rank: int = 8  # ttt=lora: rank of the adapters on each block's attention q/v projections
+    metric: str = "auto"  # the score a run reports: auto (the last stage that is on) | pre_quant | post_quant |
+    # sliding | ttt
 
     def __post_init__(self) -> None:
         for name, allowed in (("activation", ACTIVATIONS), ("loss", LOSSES), ("data_order", DATA_ORDERS)):
@@ -286,6 +310,30 @@ class Hyperparameters:
                 "(head_dim must be even too)"
             )
         self._check_frontier_knobs()
+        for name in ("quant_bits", "quant_bits_attn", "quant_bits_mlp"):
+            bits = getattr(self, name)
+            if bits not in QUANT_BITS and not (bits == 0 and name != "quant_bits"):
+                raise ConfigValueError(f"{name}={bits} is not supported; choose one of {list(QUANT_BITS)}"
+                                       + (" or 0 (same as quant_bits)" if name != "quant_bits" else ""))
+        for name, allowed in (("embed_export", EMBED_EXPORTS), ("compressor", COMPRESSORS), ("ttt", TTT_MODES),
+                              ("metric", METRICS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigValueError(f"{name}={getattr(self, name)!r} is not supported; choose one of {list(allowed)}")
+        if self.quant_keep_float_max_numel < 0:
+            raise ConfigValueError(f"quant_keep_float_max_numel={self.quant_keep_float_max_numel} must be >= 0")
+        if not 0.0 <= self.qat_start_frac < 1.0:
+            raise ConfigValueError(f"qat_start_frac={self.qat_start_frac} must lie in [0, 1)")
+        if not 0 <= self.eval_stride <= self.train_seq_len:
+            raise ConfigValueError(f"eval_stride={self.eval_stride} must lie in [0, train_seq_len={self.train_seq_len}]"
+                                   " (0 turns sliding-window evaluation off)")
+        if self.ttt != "off" and (self.ttt_chunk_tokens < self.train_seq_len or self.ttt_epochs < 1
+                                  or self.ttt_lora_rank < 1):
+            raise ConfigValueError(
+                f"ttt_chunk_tokens={self.ttt_chunk_tokens} must be >= train_seq_len={self.train_seq_len}, "
+                f"ttt_epochs={self.ttt_epochs} >= 1 and ttt_lora_rank={self.ttt_lora_rank} >= 1"
+            )
+        if self.metric in ("sliding", "ttt") and not self.stage_enabled(self.metric):
+            raise ConfigValueError(f"metric={self.metric!r} names a stage that is off (eval_stride=0 / ttt='off')")
         if self.train_batch_tokens < self.train_seq_len:
             raise ConfigValueError(
                 f"train_batch_tokens={self.train_batch_tokens} must hold at least one sequence of "
@@ -334,6 +382,11 @@ class Hyperparameters:
             return tuple(int(v) for v in self.ve_layers.split(",") if v.strip())
         except ValueError:
             raise ConfigValueError(f"ve_layers={self.ve_layers!r} must be comma-separated layer indices") from None
+
+    def stage_enabled(self, stage: str) -> bool:
+        """Whether an evaluation stage (one of METRIC_STAGES) runs under this config."""
+        return {"pre_quant": True, "post_quant": True, "sliding": self.eval_stride > 0,
+                "ttt": self.ttt != "off"}[stage]
 
     @property
     def train_files(self) -> str:
@@ -404,7 +457,7 @@ def _coerce(key: str, value: Any, type_name: Any) -> Any:
 
 
 # Fields that do not change what is computed (excluded from config_hash).
-_HASH_EXCLUDED = ("run_id", "train_log_every")
+_HASH_EXCLUDED = ("run_id", "train_log_every", "metric")
 
 
 # The fields of the first hash version. Any field added since counts only when set away from its default, so
@@ -574,6 +627,285 @@ DENSE_GATE_INIT_STD = 0.01  # dense attention-output gate: N(0, 0.01) (records);
 # <<< twin: constant-inits <<<
 
 
+# >>> twin: eval-plans >>>
+# =====================================================================================================
+# SHARED NUMPY: EVALUATION PLANS (framework-free; a twin section: train_gpt_mlx.py carries it verbatim)
+# =====================================================================================================
+# The val stream has N targets: target j is token j+1, predicted from tokens 0..j. An evaluation plan is an
+# (n, 3) int64 array of rows (start, lo, hi): feed the window of inputs [start, start + window) and score the
+# targets [lo, hi) in it (start <= lo < hi <= start + window). Every plan scores each target exactly once, so
+# every evaluation mode divides by the same byte count. Uses numpy and math only.
+
+
+def sliding_window_plan(n_targets: int, window: int, stride: int) -> np.ndarray:
+    """Windows every `stride` targets; each target is scored in the first window that holds it, i.e. with the
+    longest context the window allows (at least window - stride + 1 tokens after the first window). The last
+    window is moved back to end at n_targets. stride == window gives the plain non-overlapping windows."""
+    if not 0 < stride <= window <= n_targets:
+        raise ValueError(f"need 0 < stride ({stride}) <= window ({window}) <= number of targets ({n_targets})")
+    rows, start, end = [], 0, 0
+    while end < n_targets:
+        start = min(start, n_targets - window)
+        rows.append((start, end, start + window))
+        end = start + window
+        start += stride
+    return np.asarray(rows, dtype=np.int64)
+
+
+def split_plan(plan: np.ndarray, boundaries: np.ndarray) -> list[np.ndarray]:
+    """Split a plan at chunk boundaries (sorted target positions): one plan per chunk [b_k, b_k+1), a row whose
+    scored range crosses a boundary becoming two rows with the same window."""
+    edges = np.concatenate(([0], np.asarray(boundaries, dtype=np.int64), [np.iinfo(np.int64).max]))
+    chunks: list[list[tuple[int, int, int]]] = [[] for _ in range(len(edges) - 1)]
+    for start, lo, hi in plan.tolist():
+        for k in range(len(edges) - 1):
+            a, b = max(lo, edges[k]), min(hi, edges[k + 1])
+            if a < b:
+                chunks[k].append((start, a, b))
+    return [np.asarray(c, dtype=np.int64).reshape(-1, 3) for c in chunks]
+
+
+def chunk_boundaries(n_targets: int, chunk: int) -> np.ndarray:
+    """Target positions where score-first TTT chunks start (after the first), every `chunk` targets."""
+    return np.arange(chunk, n_targets, chunk, dtype=np.int64)
+
+
+def train_windows(lo: int, hi: int, window: int) -> np.ndarray:
+    """Starts of the training windows over the targets [lo, hi) (hi - lo >= window): back to back from lo, the
+    last one moved back to end at hi. Inputs and targets stay inside [lo, hi]."""
+    if hi - lo < window:
+        raise ValueError(f"chunk [{lo}, {hi}) is shorter than the window {window}")
+    starts = list(range(lo, hi - window + 1, window))
+    if starts[-1] + window < hi:
+        starts.append(hi - window)
+    return np.asarray(starts, dtype=np.int64)
+
+
+def bits_per_byte(nll_sum: float, n_tokens: int, n_bytes: int) -> tuple[float, float]:
+    """(mean token loss in nats, bits per byte) from a summed token NLL, the token count and the byte count."""
+    loss = nll_sum / n_tokens
+    return float(loss), float(loss / math.log(2.0) * n_tokens / n_bytes)
+# <<< twin: eval-plans <<<
+
+
+# >>> twin: artifact-export >>>
+# =====================================================================================================
+# SHARED NUMPY: ARTIFACT EXPORT (framework-free; a twin section: train_gpt_mlx.py carries it verbatim)
+# =====================================================================================================
+# The export formats beyond upstream's int8 (quant_bits < 8, clip search, fp16 embedding, lzma/brotli). Arrays
+# in, bytes out: the trainers hand in float32 numpy arrays by state-dict name and load back what comes out.
+# - matrices (2-D float tensors with more than quant_keep_float_max_numel values; the token embedding, and an
+#   untied head, at embed_export's bits or as fp16) are quantized per row, symmetric: q = clamp(round(w / s),
+#   -qmax, qmax) with qmax = 2^(bits-1) - 1 and s = clip / qmax stored as fp16; the clip is the row's 99.99984th
+#   |w| percentile (upstream's), or with clip search the candidate quantile whose fp16-scaled reconstruction has
+#   the lowest squared error in that row (the percentile rule is a candidate, so search is never worse per row);
+# - everything else is kept as float: fp32 for control tensors, fp16 otherwise;
+# - codes are stored one per int8 byte (not bit-packed; the compressor removes the unused bits), then the
+#   container (magic, JSON header, raw arrays) is compressed with zlib (level 9), lzma (preset 9) or brotli (11).
+# Plain int8 keeps upstream's floor of 1/127 on the scale, so it quantizes exactly as upstream; every other
+# setting has no floor (the floor coarsens each row whose clip is below 1, as in every small or young model).
+# Uses from above: CONTROL_TENSOR_NAME_PATTERNS, COMPRESSORS, and the imports dataclasses/json/zlib/numpy/typing.
+
+ARTIFACT_BUDGET_BYTES = 16_000_000  # the challenge's cap on compressed model + code
+ARTIFACT_MAGIC = b"PGQ1"
+PLAIN_CLIP_QUANTILE = 0.9999984  # upstream's INT8_CLIP_PERCENTILE / 100
+CLIP_SEARCH_QUANTILES = (0.999, 0.9995, 0.9999, 0.99999, PLAIN_CLIP_QUANTILE, 1.0)
+FP16_TINY = np.float16(2.0**-24)  # the smallest positive fp16 (a floor for per-row scales)
+EMBEDDING_NAMES = ("tok_emb.weight", "lm_head.weight")
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """How the artifact is quantized and compressed (the export fields of Hyperparameters)."""
+
+    bits: int = 8
+    bits_attn: int = 0  # 0: bits
+    bits_mlp: int = 0  # 0: bits
+    clip_search: bool = False
+    embed: str = "int8"  # int8 | fp16 | matrix
+    compressor: str = "zlib"
+    keep_float_max_numel: int = 65_536
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ExportSpec:
+        return cls(cfg.quant_bits, cfg.quant_bits_attn, cfg.quant_bits_mlp, cfg.quant_clip_search, cfg.embed_export,
+                   cfg.compressor, cfg.quant_keep_float_max_numel)
+
+    @property
+    def is_upstream_int8(self) -> bool:
+        """True for the defaults: the trainers then write upstream's own int8 + zlib format."""
+        return self == ExportSpec()
+
+    def label(self) -> str:
+        """A short name, e.g. 'int6+clip/mlp5/emb-fp16/lzma'."""
+        parts = [f"int{self.bits}" + ("+clip" if self.clip_search else "")]
+        parts += [f"{k}{b}" for k, b in (("attn", self.bits_attn), ("mlp", self.bits_mlp)) if b]
+        parts += [f"emb-{self.embed}", self.compressor]
+        return "/".join(parts)
+
+    def storage_for(self, name: str, shape: tuple[int, ...]) -> tuple[str, int]:
+        """('q', bits) for a quantized matrix, ('f32', 0) for control tensors, ('f16', 0) for other floats."""
+        if any(p in name for p in CONTROL_TENSOR_NAME_PATTERNS):
+            return "f32", 0
+        if len(shape) != 2 or int(np.prod(shape)) <= self.keep_float_max_numel:
+            return "f16", 0
+        if name in EMBEDDING_NAMES:
+            if self.embed == "fp16":
+                return "f16", 0
+            return ("q", 8) if self.embed == "int8" else ("q", self.bits)
+        if ".attn." in name and self.bits_attn:
+            return "q", self.bits_attn
+        if ".mlp." in name and self.bits_mlp:
+            return "q", self.bits_mlp
+        return "q", self.bits
+
+
+def quantize_rows(w: np.ndarray, bits: int, *, clip_search: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row symmetric quantization of a 2-D array: (int8 codes, fp16 scales), see the section comment."""
+    if w.ndim != 2:
+        raise ValueError(f"quantize_rows needs a 2-D array, got shape {w.shape}")
+    qmax = 2 ** (bits - 1) - 1
+    w32 = np.asarray(w, dtype=np.float32)
+    mag = np.abs(w32)
+    quantiles = CLIP_SEARCH_QUANTILES if clip_search else (PLAIN_CLIP_QUANTILE,)
+    floor = np.float32(1.0 / 127.0 if bits == 8 and not clip_search else 0.0)  # upstream's plain int8 floor
+    best_q = best_s = best_err = None
+    for quantile in quantiles:
+        clip = mag.max(axis=1) if quantile == 1.0 else np.quantile(mag, quantile, axis=1).astype(np.float32)
+        scale = np.maximum(np.maximum(clip / qmax, floor).astype(np.float16), FP16_TINY)  # fp16 can round to 0
+        s32 = scale.astype(np.float32)[:, None]
+        clipped = np.clip(w32, -clip[:, None], clip[:, None])
+        q = np.clip(np.round(clipped / s32), -qmax, qmax).astype(np.int8)
+        err = np.square(w32 - q.astype(np.float32) * s32).sum(axis=1)
+        if best_err is None:
+            best_q, best_s, best_err = q, scale, err
+            continue
+        better = err < best_err
+        best_q[better], best_s[better], best_err[better] = q[better], scale[better], err[better]
+    return best_q, best_s
+
+
+def dequantize_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return q.astype(np.float32) * scale.astype(np.float32)[:, None]
+
+
+def compress_bytes(raw: bytes, compressor: str) -> bytes:
+    if compressor == "zlib":
+        return zlib.compress(raw, level=9)
+    if compressor == "lzma":
+        import lzma
+
+        return lzma.compress(raw, preset=9)
+    if compressor == "brotli":
+        return _brotli().compress(raw, quality=11)
+    raise ValueError(f"compressor={compressor!r} is not supported; choose one of {list(COMPRESSORS)}")
+
+
+def decompress_bytes(blob: bytes, compressor: str) -> bytes:
+    if compressor == "zlib":
+        return zlib.decompress(blob)
+    if compressor == "lzma":
+        import lzma
+
+        return lzma.decompress(blob)
+    if compressor == "brotli":
+        return _brotli().decompress(blob)
+    raise ValueError(f"compressor={compressor!r} is not supported; choose one of {list(COMPRESSORS)}")
+
+
+def _brotli():
+    try:
+        import brotli
+    except ImportError:
+        raise ImportError("compressor='brotli' needs the brotli package: pip install '.[brotli]' (or pip install "
+                          "brotli), or choose compressor=zlib or lzma") from None
+    return brotli
+
+
+def pack_artifact(arrays: Mapping[str, np.ndarray], spec: ExportSpec) -> tuple[bytes, dict[str, int]]:
+    """Quantize and compress a state dict of numpy arrays: (compressed bytes, stats)."""
+    entries, chunks = [], []
+    stats = dict.fromkeys(("param_count", "quantized_params", "payload_bytes"), 0)
+    for name, value in arrays.items():
+        a = np.ascontiguousarray(value)
+        entry: dict[str, Any] = {"name": name, "shape": list(a.shape)}
+        stats["param_count"] += int(a.size)
+        if not np.issubdtype(a.dtype, np.floating):
+            entry.update(store="raw", dtype=a.dtype.str)
+            parts = [a]
+        else:
+            store, bits = spec.storage_for(name, a.shape)
+            entry.update(store=store, bits=bits)
+            if store == "q":
+                q, s = quantize_rows(a, bits, clip_search=spec.clip_search)
+                parts = [q, s]
+                stats["quantized_params"] += int(a.size)
+            else:
+                parts = [a.astype(np.float32 if store == "f32" else np.float16)]
+        for part in parts:
+            chunks.append(part.tobytes())
+            stats["payload_bytes"] += part.nbytes
+        entries.append(entry)
+    header = json.dumps({"format": "pgq1", "spec": dataclasses.asdict(spec), "tensors": entries}).encode("utf-8")
+    raw = ARTIFACT_MAGIC + len(header).to_bytes(4, "little") + header + b"".join(chunks)
+    stats["raw_bytes"] = len(raw)
+    return compress_bytes(raw, spec.compressor), stats
+
+
+def unpack_artifact(blob: bytes, compressor: str) -> dict[str, np.ndarray]:
+    """The float32 (or raw integer) arrays of an artifact written by pack_artifact."""
+    raw = decompress_bytes(blob, compressor)
+    if raw[:4] != ARTIFACT_MAGIC:
+        raise ValueError(f"not a {ARTIFACT_MAGIC.decode()} artifact (starts with {raw[:4]!r})")
+    n = int.from_bytes(raw[4:8], "little")
+    header = json.loads(raw[8 : 8 + n].decode("utf-8"))
+    pos, out = 8 + n, {}
+
+    def take(dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        nonlocal pos
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape))
+        a = np.frombuffer(raw, dtype=dt, count=count, offset=pos).reshape(shape)
+        pos += count * dt.itemsize
+        return a
+
+    for e in header["tensors"]:
+        shape = tuple(e["shape"])
+        if e["store"] == "raw":
+            out[e["name"]] = take(e["dtype"], shape).copy()
+        elif e["store"] == "q":
+            q = take(np.int8, shape)
+            out[e["name"]] = dequantize_rows(q, take(np.float16, (shape[0],)))
+        else:
+            out[e["name"]] = take(np.float32 if e["store"] == "f32" else np.float16, shape).astype(np.float32)
+    if pos != len(raw):
+        raise ValueError(f"artifact has {len(raw) - pos} trailing bytes after its {len(out)} tensors")
+    return out
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """An artifact's size against the challenge budget (compressed model + code bytes)."""
+
+    model_bytes: int
+    code_bytes: int
+    limit: int = ARTIFACT_BUDGET_BYTES
+
+    @property
+    def artifact_bytes(self) -> int:
+        return self.model_bytes + self.code_bytes
+
+    @property
+    def within_budget(self) -> bool:
+        return self.artifact_bytes <= self.limit
+
+    def message(self) -> str:
+        verdict = "within" if self.within_budget else "OVER"
+        return (f"artifact {self.artifact_bytes:,} bytes (model {self.model_bytes:,} + code {self.code_bytes:,}) is "
+                f"{verdict} the {self.limit:,}-byte budget")
+# <<< twin: artifact-export <<<
+
+
 # -----------------------------
 # DATA LOADING
 # -----------------------------
@@ -666,7 +998,16 @@ class RunResult:
     val_bpb: float = float("nan")
     post_quant_val_loss: float = float("nan")
     post_quant_val_bpb: float = float("nan")
-    artifact_bytes: int = 0
+    sliding_val_loss: float = float("nan")  # NaN when eval_stride = 0
+    sliding_val_bpb: float = float("nan")
+    ttt_val_loss: float = float("nan")  # NaN when ttt = "off"
+    ttt_val_bpb: float = float("nan")
+    artifact_bytes: int = 0  # compressed model + code bytes of the trainer
+    model_bytes: int = 0
+    code_bytes: int = 0
+    within_budget: bool | None = None  # artifact_bytes <= ARTIFACT_BUDGET_BYTES (None: no artifact)
+    export_format: str = ""  # "int8+zlib" (upstream) or ExportSpec.label()
+    eval_s: dict = field(default_factory=dict)  # seconds per evaluation stage that ran
     steps: int = 0
     wall_s: float = 0.0
     tokens_per_s: float = 0.0
@@ -683,11 +1024,35 @@ class RunResult:
         if missing:
             raise ValueError(f"RunResult.from_dict: missing field(s) {missing}")
         kwargs = {k: v for k, v in data.items() if k in names}
-        for key in ("val_loss", "val_bpb", "post_quant_val_loss", "post_quant_val_bpb", "wall_s", "tokens_per_s"):
+        for key in ("val_loss", "val_bpb", "post_quant_val_loss", "post_quant_val_bpb", "sliding_val_loss",
+                    "sliding_val_bpb", "ttt_val_loss", "ttt_val_bpb", "wall_s", "tokens_per_s"):
             if key in kwargs:
                 kwargs[key] = _float_or_nan(kwargs[key])
         kwargs["step_losses"] = [_float_or_nan(v) for v in kwargs.get("step_losses", [])]
         return cls(**kwargs)
+
+
+METRIC_FIELDS = {"pre_quant": "val_bpb", "post_quant": "post_quant_val_bpb", "sliding": "sliding_val_bpb",
+                 "ttt": "ttt_val_bpb"}
+
+
+def stages_on(config: Mapping[str, Any]) -> list[str]:
+    """The evaluation stages a run's config turns on, in METRIC_STAGES order (old configs: the first two)."""
+    on = {"sliding": int(config.get("eval_stride", 0) or 0) > 0, "ttt": config.get("ttt", "off") not in ("off", None)}
+    return [s for s in METRIC_STAGES if on.get(s, True)]
+
+
+def pick_metric(result: RunResult | Mapping[str, Any], metric: str | None = None) -> tuple[str, float]:
+    """(stage, bpb) of a run's pre-registered score. `metric` (default: the run config's `metric`, else "auto")
+    names a stage of METRIC_STAGES, or "auto" for the last stage its config turns on. NaN when that stage did
+    not run (a failed run, or a stage that is off)."""
+    data = result.to_dict() if isinstance(result, RunResult) else result
+    config = data.get("config") or {}
+    metric = metric or config.get("metric") or "auto"
+    if metric not in METRICS:
+        raise ConfigValueError(f"metric={metric!r} is not supported; choose one of {list(METRICS)}")
+    stage = stages_on(config)[-1] if metric == "auto" else metric
+    return stage, _float_or_nan(data.get(METRIC_FIELDS[stage]))
 
 
 def _float_or_nan(value: Any) -> float:
@@ -731,8 +1096,14 @@ def prepare_command(data_path: str | Path) -> str:
 
 def resolve_data_paths(cfg: Hyperparameters) -> Hyperparameters:
     """Return cfg with data paths that hold shards. A relative DATA_PATH is looked up in the working directory,
-    then next to this file (a relative TOKENIZER_PATH moves with it). Data is never prepared or switched here:
-    no shards raises ShardError naming the folder and the command that makes them."""
+    then next to this file (a relative TOKENIZER_PATH moves with it). With the default FineWeb DATA_PATH and
+    another VOCAB_SIZE V, the folder is fineweb10B_spV (tokenizer fineweb_V_bpe.model), as the records' download.
+    Data is never prepared or switched here: no shards raises ShardError naming the folder and the command."""
+    if cfg.vocab_size != 1024 and os.path.normpath(cfg.data_path) == os.path.normpath(DEFAULT_DATA_PATH):
+        return resolve_data_paths(cfg.with_overrides(
+            data_path=DEFAULT_DATA_PATH.replace("sp1024", f"sp{cfg.vocab_size}"),
+            tokenizer_path=DEFAULT_TOKENIZER_PATH.replace("1024", str(cfg.vocab_size))
+            if cfg.tokenizer_path == DEFAULT_TOKENIZER_PATH else cfg.tokenizer_path))
     if _has_shards(cfg.data_path):
         return cfg
     here = Path(__file__).resolve().parent
@@ -1384,6 +1755,22 @@ def eval_val(cfg, model: GPT, ev: EvalSet) -> tuple[float, float]:
     return val_loss, val_loss / math.log(2.0) * token_count / ev.total_bytes
 
 
+def eval_sliding(cfg, model: GPT, ev: EvalSet) -> tuple[float, float]:
+    """(val_loss, val_bpb) with sliding windows advancing eval_stride targets (train_gpt.eval_sliding's plan)."""
+    tokens = np.concatenate([ev.x.reshape(-1), ev.y[-1, -1:]])
+    window, n = ev.seq_len, tokens.size - 1
+    plan = sliding_window_plan(n, window, cfg.eval_stride or window)
+    batch, offset, nll = max(1, cfg.val_batch_size // window), np.arange(window)[None, :], 0.0
+    for b in range(0, len(plan), batch):
+        rows = plan[b : b + batch]
+        idx = rows[:, :1] + np.arange(window + 1)[None, :]
+        x, y = mx.array(tokens[idx[:, :-1]].astype(np.int32)), mx.array(tokens[idx[:, 1:]].astype(np.int32))
+        losses = np.array(model.token_losses(x, y).astype(mx.float32)).reshape(len(rows), window).astype(np.float64)
+        keep = (offset >= (rows[:, 1:2] - rows[:, :1])) & (offset < (rows[:, 2:3] - rows[:, :1]))
+        nll += float(losses[keep].sum())
+    return bits_per_byte(nll, n, ev.total_bytes)
+
+
 # -----------------------------
 # INT8 + ZLIB ROUND TRIP
 # -----------------------------
@@ -1575,6 +1962,16 @@ def int8_zlib_roundtrip(params: dict[str, mx.array]) -> tuple[bytes, dict[str, i
     return blob, stats, restored
 
 
+def export_roundtrip(params: dict[str, mx.array], spec) -> tuple[bytes, dict[str, int], dict[str, mx.array]]:
+    """As int8_zlib_roundtrip, in the format `spec` (a train_gpt.ExportSpec) names: upstream's for the defaults,
+    else the shared numpy export (train_gpt.pack_artifact)."""
+    if spec.is_upstream_int8:
+        return int8_zlib_roundtrip(params)
+    arrays = export_params(params)  # fp32 numpy already
+    blob, stats = pack_artifact(arrays, spec)
+    return blob, stats, {k: mx.array(v) for k, v in unpack_artifact(blob, spec.compressor).items()}
+
+
 # -----------------------------
 # TRAINING
 # -----------------------------
@@ -1685,6 +2082,9 @@ def train(
     cfg = config
     cfg = cfg if seed is None else cfg.with_overrides(seed=seed)
     seed = cfg.seed
+    torch_only = [k for k, off in (("qat", False), ("ttt", "off")) if getattr(cfg, k) != off]
+    if torch_only:
+        raise ConfigValueError(f"{torch_only} are implemented in train_gpt.py only; run them with the torch backend")
     if data is None:
         cfg = resolve_data_paths(cfg)
         data = load_train_data(cfg)
@@ -1818,25 +2218,43 @@ def train(
 
     code_bytes = len(Path(__file__).read_bytes())
     final = flat_params(model)
-    blob, qstats, restored = int8_zlib_roundtrip(final)
+    spec = ExportSpec.from_config(cfg)
+    fmt = "int8+zlib" if spec.is_upstream_int8 else spec.label()
+    blob, qstats, restored = export_roundtrip(final, spec)
+    budget = BudgetCheck(len(blob), code_bytes)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "final_model_mlx.pt").write_bytes(torch_save_bytes(export_params(final)))
-        (out / "final_model_mlx.int8.ptz").write_bytes(blob)
-    ratio = qstats["baseline_tensor_bytes"] / max(qstats["int8_payload_bytes"], 1)
-    log(f"Serialized model int8+zlib: {len(blob)} bytes (payload:{qstats['int8_payload_bytes']} "
-        f"raw_torch:{qstats['raw_torch_bytes']} payload_ratio:{ratio:.2f}x)")
-    log(f"Total submission size int8+zlib: {len(blob) + code_bytes} bytes")
+        (out / ("final_model_mlx.int8.ptz" if spec.is_upstream_int8 else "final_model_mlx.pgq.ptz")).write_bytes(blob)
+    if spec.is_upstream_int8:
+        ratio = qstats["baseline_tensor_bytes"] / max(qstats["int8_payload_bytes"], 1)
+        log(f"Serialized model int8+zlib: {len(blob)} bytes (payload:{qstats['int8_payload_bytes']} "
+            f"raw_torch:{qstats['raw_torch_bytes']} payload_ratio:{ratio:.2f}x)")
+    else:
+        log(f"Serialized model {fmt}: {len(blob)} bytes (payload:{qstats['payload_bytes']} raw:{qstats['raw_bytes']})")
+    log(f"Total submission size {fmt}: {budget.artifact_bytes} bytes")
+    log(f"artifact_budget: {budget.message()}")
     load_flat_params(model, restored, strict=False)
+    eval_s: dict[str, float] = {}
     t_q = time.perf_counter()
     q_loss, q_bpb = eval_val(cfg, model, ev)
-    log(f"final_int8_zlib_roundtrip val_loss:{q_loss:.4f} val_bpb:{q_bpb:.4f} "
-        f"eval_time:{1000.0 * (time.perf_counter() - t_q):.0f}ms")
-    log(f"final_int8_zlib_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")
+    eval_s["post_quant"] = time.perf_counter() - t_q
+    tag = "int8_zlib" if spec.is_upstream_int8 else "export"
+    log(f"final_{tag}_roundtrip val_loss:{q_loss:.4f} val_bpb:{q_bpb:.4f} "
+        f"eval_time:{1000.0 * eval_s['post_quant']:.0f}ms")
+    log(f"final_{tag}_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")
+    stages: dict[str, float] = {}
+    if cfg.eval_stride > 0:
+        t_s = time.perf_counter()
+        stages["sliding_val_loss"], stages["sliding_val_bpb"] = eval_sliding(cfg, model, ev)
+        eval_s["sliding"] = time.perf_counter() - t_s
+        log(f"final_sliding val_loss:{stages['sliding_val_loss']:.8f} val_bpb:{stages['sliding_val_bpb']:.8f} "
+            f"eval_time:{1000.0 * eval_s['sliding']:.0f}ms")
     return RunResult(**base, val_history=val_history, val_loss=val_loss, val_bpb=val_bpb, post_quant_val_loss=q_loss,
-                     post_quant_val_bpb=q_bpb, artifact_bytes=len(blob) + code_bytes,
-                     wall_s=time.perf_counter() - t_start, status="ok", error=None)
+                     post_quant_val_bpb=q_bpb, **stages, artifact_bytes=budget.artifact_bytes,
+                     model_bytes=budget.model_bytes, code_bytes=code_bytes, within_budget=budget.within_budget,
+                     export_format=fmt, eval_s=eval_s, wall_s=time.perf_counter() - t_start, status="ok", error=None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,8 @@ train shards, and the tokenizer files, written to::
     data/datasets/fineweb10B_sp1024/fineweb_{train,val}_*.bin
     data/tokenizers/fineweb_1024_bpe.{model,vocab}
 
-Existing files are kept. Needs ``pip install huggingface_hub`` (imported only when downloading).
+``--variant sp4096`` / ``sp8192`` default to ``kevclark/parameter-golf``, where the leaderboard records that
+use those vocabularies got them. Existing files are kept. Needs ``pip install huggingface_hub`` (imported only when downloading).
 ``--dry-run`` prints the (remote, local) plan without touching the network.
 """
 from __future__ import annotations
@@ -27,6 +28,8 @@ from scripts.causal.core.errors import ConfigError, DataFormatError, StageError
 from scripts.causal.core.paths import DATA_DIR
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
+#: Where the leaderboard records got the larger-vocabulary variants (their READMEs: MATCHED_FINEWEB_REPO_ID).
+VARIANT_REPO_IDS = {"sp4096": "kevclark/parameter-golf", "sp8192": "kevclark/parameter-golf"}
 DEFAULT_REMOTE_ROOT = "datasets"
 DEFAULT_VARIANT = "sp1024"
 DEFAULT_TRAIN_SHARDS = 80
@@ -154,10 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("train_shards_positional", nargs="?", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--train-shards", type=int, default=DEFAULT_TRAIN_SHARDS,
                         help=f"training shards to fetch (100M tokens each), e.g. 8; default {DEFAULT_TRAIN_SHARDS}")
-    parser.add_argument("--variant", default=DEFAULT_VARIANT, help="tokenizer family, e.g. sp1024 (default)")
+    parser.add_argument("--variant", default=DEFAULT_VARIANT,
+                        help="tokenizer family, e.g. sp1024 (default), sp4096 or sp8192")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="local data folder, e.g. data")
     parser.add_argument("--repo-id", default=None,
-                        help=f"HF dataset repo, e.g. {DEFAULT_REPO_ID} (default: $MATCHED_FINEWEB_REPO_ID or that)")
+                        help=f"HF dataset repo, e.g. {DEFAULT_REPO_ID} (default: $MATCHED_FINEWEB_REPO_ID, else "
+                             f"{VARIANT_REPO_IDS['sp8192']} for sp4096/sp8192, else {DEFAULT_REPO_ID})")
     parser.add_argument("--remote-root", default=None,
                         help="export root inside the repo, e.g. datasets (default: $MATCHED_FINEWEB_REMOTE_ROOT_PREFIX)")
     parser.add_argument("--skip-manifest", action="store_true", help="use a local manifest.json, do not fetch it")
@@ -179,7 +184,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
 
     def body() -> int:
-        repo_id = args.repo_id or env.get("MATCHED_FINEWEB_REPO_ID") or DEFAULT_REPO_ID
+        repo_id = (args.repo_id or env.get("MATCHED_FINEWEB_REPO_ID")
+                   or VARIANT_REPO_IDS.get(args.variant, DEFAULT_REPO_ID))
         remote_root = args.remote_root if args.remote_root is not None else \
             env.get("MATCHED_FINEWEB_REMOTE_ROOT_PREFIX", DEFAULT_REMOTE_ROOT)
         train_shards = args.train_shards_positional if args.train_shards_positional is not None else args.train_shards

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from scripts.causal.core.cli import add_debug_flag, run_cli
-from scripts.causal.core.errors import DataFormatError
+from scripts.causal.core.errors import ConfigError, DataFormatError
 from scripts.causal.core.paths import DATA_DIR
 from scripts.causal.data.shards import (
     DEFAULT_SOURCE,
@@ -26,6 +26,7 @@ from scripts.causal.data.shards import (
     SOURCES,
     SPLIT_SEED,
     SYNTHETIC_BYTES,
+    VOCAB_SIZE,
     DataPaths,
     ensure_corpus,
     manifest_is_intact,
@@ -39,10 +40,13 @@ PROG = "prepare_data.py"
 
 def run(data_dir: str | Path = DATA_DIR, *, source: str = DEFAULT_SOURCE, force: bool = False,
         val_bytes: int | None = None, seed: int = SPLIT_SEED, n_bytes: int = SYNTHETIC_BYTES,
-        log: Callable[[str], None] | None = None) -> DataPaths:
-    """Prepare (or find, cached) the ``source`` corpus under ``data_dir``; return where it is."""
+        vocab_size: int = VOCAB_SIZE, log: Callable[[str], None] | None = None) -> DataPaths:
+    """Prepare (or find, cached) the ``source`` corpus at BPE ``vocab_size`` under ``data_dir``; return where it is."""
+    if not 256 < vocab_size <= 65_536:
+        raise ConfigError(f"--vocab-size {vocab_size}: must lie in (256, 65536] (uint16 shards, byte fallback "
+                          "needs 256 ids)")
     return ensure_corpus(data_dir, source=source, force=force, val_bytes=val_bytes, seed=seed, n_bytes=n_bytes,
-                         log=log)
+                         vocab_size=vocab_size, log=log)
 
 
 def info(env: Mapping[str, str], data_dir: str | Path = DATA_DIR) -> list[str]:
@@ -84,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--seed", type=int, default=SPLIT_SEED, help="split/shuffle seed, e.g. 1337")
     prep.add_argument("--n-bytes", type=int, default=SYNTHETIC_BYTES,
                       help=f"text size for --source synthetic, e.g. {SYNTHETIC_BYTES}")
+    prep.add_argument("--vocab-size", type=int, default=VOCAB_SIZE,
+                      help=f"BPE vocabulary size, e.g. 4096 or 8192 (default {VOCAB_SIZE}); set VOCAB_SIZE to match")
     prep.add_argument("--force", action="store_true", help="rebuild even if the manifest is intact")
     inf = sub.add_parser("info", help="print the data a run would use (DATA_PATH/TOKENIZER_PATH honoured)")
     inf.add_argument("--data-dir", type=Path, default=DATA_DIR, help="data folder, e.g. data")
@@ -96,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         if args.command == "prepare":
             paths = run(args.data_dir, source=args.source, force=args.force, val_bytes=args.val_bytes,
-                        seed=args.seed, n_bytes=args.n_bytes, log=print)
+                        seed=args.seed, n_bytes=args.n_bytes, vocab_size=args.vocab_size, log=print)
             print(f"DATA_PATH={paths.data_path}")
             print(f"TOKENIZER_PATH={paths.tokenizer_path}")
             print(f"VOCAB_SIZE={paths.vocab_size}")

@@ -118,3 +118,20 @@ def test_two_connections_see_committed_rows(tmp_path):
         a.record_run(_rec())
         assert b.count_runs("s1") == 1
         assert b.record_run(_rec()) is False
+
+
+def test_an_older_ledger_gets_the_new_metric_columns(tmp_path):
+    """A ledger written before the sliding/TTT/artifact columns existed opens, keeps its runs and takes new ones."""
+
+    from scripts.causal.screen import ledger as led_mod
+
+    path = tmp_path / "old.sqlite"
+    old_schema = led_mod._SCHEMA
+    for col in led_mod._ADDED_RUN_COLUMNS:
+        old_schema = "\n".join(line for line in old_schema.splitlines() if not line.strip().startswith(col + " "))
+    conn = sqlite3.connect(path)
+    conn.executescript(old_schema)
+    conn.close()
+    with Ledger(path) as led:
+        cols = {row[1] for row in led._conn.execute("PRAGMA table_info(runs)")}
+    assert set(led_mod._ADDED_RUN_COLUMNS) <= cols

@@ -210,7 +210,8 @@ class CandidateIntervention:
 # ---------------------------------------------------------------------------------------------
 
 RUNS_ROW_FIELDS = (
-    "intervention", "arm", "seed", "backend", "status", "val_bpb", "post_quant_val_bpb", "artifact_bytes",
+    "intervention", "arm", "seed", "backend", "status", "val_bpb", "post_quant_val_bpb", "sliding_val_bpb",
+    "ttt_val_bpb", "artifact_bytes", "model_bytes", "within_budget",
     "steps", "wall_s", "step_losses", "val_history",
 )
 
@@ -236,6 +237,10 @@ class RunRecord:
     post_quant_val_loss: float | None = None
     post_quant_val_bpb: float | None = None
     artifact_bytes: int | None = None
+    sliding_val_bpb: float | None = None  # sliding-window eval of the exported model (None: stage off)
+    ttt_val_bpb: float | None = None  # score-first TTT eval (None: stage off)
+    model_bytes: int | None = None  # the compressed model alone (artifact_bytes = model + code bytes)
+    within_budget: bool | None = None  # artifact_bytes <= 16,000,000
     steps: int | None = None
     wall_s: float | None = None
     tokens_per_s: float | None = None

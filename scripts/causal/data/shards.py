@@ -424,6 +424,9 @@ def _prepare(data_dir: Path, paths: DataPaths, *, source: str, params: Mapping[s
 
 
 def ensure_default_corpus(data_dir: str | Path = DATA_DIR, *, force: bool = False,
-                          val_bytes: int = DEFAULT_VAL_BYTES, log: Callable[[str], None] | None = None) -> DataPaths:
-    """The embedded default corpus (Shakespeare, BPE-1024), prepared once and cached under ``data_dir``."""
-    return ensure_corpus(data_dir, source=DEFAULT_SOURCE, force=force, val_bytes=val_bytes, log=log)
+                          val_bytes: int = DEFAULT_VAL_BYTES, vocab_size: int = VOCAB_SIZE,
+                          log: Callable[[str], None] | None = None) -> DataPaths:
+    """The embedded default corpus (Shakespeare, BPE at ``vocab_size``: 1024, 4096 or 8192 reach their size),
+    prepared once per vocab size and cached under ``data_dir``."""
+    return ensure_corpus(data_dir, source=DEFAULT_SOURCE, force=force, val_bytes=val_bytes, vocab_size=vocab_size,
+                         log=log)

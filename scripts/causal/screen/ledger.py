@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS runs (
     post_quant_val_loss REAL,
     post_quant_val_bpb REAL,
     artifact_bytes INTEGER,
+    sliding_val_bpb REAL,
+    ttt_val_bpb REAL,
+    model_bytes INTEGER,
+    within_budget INTEGER,
     steps INTEGER,
     wall_s REAL,
     tokens_per_s REAL,
@@ -80,11 +84,15 @@ CREATE TABLE IF NOT EXISTS decisions (
 
 _RUN_COLUMNS = (
     "screen_id", "intervention", "arm", "seed", "backend", "config_hash", "status", "error",
-    "val_loss", "val_bpb", "post_quant_val_loss", "post_quant_val_bpb", "artifact_bytes", "steps",
+    "val_loss", "val_bpb", "post_quant_val_loss", "post_quant_val_bpb", "artifact_bytes", "sliding_val_bpb",
+    "ttt_val_bpb", "model_bytes", "within_budget", "steps",
     "wall_s", "tokens_per_s", "step_losses", "val_history", "versions", "git_commit", "executor",
     "config", "finished_at",
 )
 _JSON_COLUMNS = ("step_losses", "val_history", "versions", "config")
+# Columns added after a ledger format was first written: an older ledger gets them (NULL for its old runs).
+_ADDED_RUN_COLUMNS = {"sliding_val_bpb": "REAL", "ttt_val_bpb": "REAL", "model_bytes": "INTEGER",
+                      "within_budget": "INTEGER"}
 
 
 def _dumps(value: Any) -> str:
@@ -115,6 +123,10 @@ class Ledger:
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(_SCHEMA)
             self._check_version()
+            have = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+            for col, kind in _ADDED_RUN_COLUMNS.items():
+                if col not in have:
+                    self._conn.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
         except sqlite3.DatabaseError as exc:
             raise DataFormatError(
                 f"{self.path}: not a usable ledger database ({exc}); pass another --ledger path"
@@ -244,6 +256,8 @@ class Ledger:
             kw = dict(zip(_RUN_COLUMNS, row, strict=True))
             for col in _JSON_COLUMNS:
                 kw[col] = json.loads(kw[col])
+            if kw["within_budget"] is not None:  # stored as 0/1
+                kw["within_budget"] = bool(kw["within_budget"])
             out.append(RunRecord(**kw))
         return out
 

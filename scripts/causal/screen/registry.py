@@ -13,6 +13,12 @@ Some values are relative to the preset, computed from the base (control) config:
 * ``partial_rope``: RoPE on 16/64 of each head's dims (head_dim/4, rounded to an even number >= 2).
 * ``xsa_last4``: exclusive self-attention on the last 4 layers, clipped to num_layers for small presets.
 * ``matrix_lr_half`` / ``matrix_lr_double``: matrix_lr x0.5 and x2.
+* export interventions (transfer class ``quantization_export``) quantize every block matrix, as the export does at
+  the baseline where all of them exceed upstream's 65,536-value float threshold: quant_keep_float_max_numel is
+  lowered below the smallest block matrix at small presets (unchanged at the baseline). Their control is
+  upstream's int8 + zlib export, which at small presets keeps the block matrices fp16.
+* ``sliding_eval``: eval stride train_seq_len/16 (64 at the baseline); ``ttt_*``: chunks of 32 x train_seq_len
+  targets (32,768 at the baseline). Transfer class ``evaluation``.
 
 Transfer classes. Every entry declares how its effect is expected to carry from a proxy to the H100 run
 (``TRANSFER_CLASSES``: architecture, optimizer_schedule, averaging, quantization_export, evaluation; None only
@@ -69,6 +75,7 @@ class Intervention:
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     derive: Callable[[Any], dict] | None = None
     transfer: str | None = "architecture"
+    backends: tuple[str, ...] = ("torch", "mlx")  # qat and ttt exist in train_gpt.py only
 
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFER_CLASSES and not (self.transfer is None and self.category == "calibration"):
@@ -103,6 +110,22 @@ def _partial_rope(cfg: Any) -> dict:
 
 def _xsa_last4(cfg: Any) -> dict:
     return {"xsa_last_n": min(4, int(cfg.num_layers))}
+
+
+def _all_block_matrices(**fixed: Any) -> Callable[[Any], dict]:
+    def derive(cfg: Any) -> dict:
+        kv_dim = int(cfg.num_kv_heads) * _head_dim(cfg)
+        smallest = int(cfg.model_dim) * min(kv_dim, int(cfg.model_dim))
+        return {**fixed, "quant_keep_float_max_numel": min(65_536, smallest - 1)}
+    return derive
+
+
+def _sliding_stride(cfg: Any) -> dict:
+    return {"eval_stride": max(1, int(cfg.train_seq_len) // 16)}
+
+
+def _ttt(mode: str) -> Callable[[Any], dict]:
+    return lambda cfg: {"ttt": mode, "ttt_chunk_tokens": 32 * int(cfg.train_seq_len)}
 
 
 def _scale(field: str, factor: float) -> Callable[[Any], dict]:
@@ -304,6 +327,32 @@ _REGISTRY: tuple[Intervention, ...] = (
     Intervention("loss_mtp", "multi-token prediction as the records: 2 zero-init vocab heads on the final-normed "
                  "state predict t+2 and t+3, mean CE weighted 0.2", "loss", None,
                  {"loss": "mtp", "mtp_heads": 2, "mtp_weight": 0.2}, transfer="optimizer_schedule"),
+    # quantization and export (the artifact the challenge scores; see the module docstring)
+    Intervention("export_int6_clip", "int6 per-row export with the GPTQ-lite per-row clip search, int8 embedding",
+                 "quantization_export", "quant_bits", derive=_all_block_matrices(quant_bits=6,
+                                                                                 quant_clip_search=True), transfer="quantization_export"),
+    Intervention("export_int6", "int6 per-row export at upstream's clip percentile (no search), int8 embedding",
+                 "quantization_export", "quant_bits", derive=_all_block_matrices(quant_bits=6), transfer="quantization_export"),
+    Intervention("export_int8_clip", "int8 per-row export with the per-row clip search (GPTQ-lite at 8 bits)",
+                 "quantization_export", "gptq", derive=_all_block_matrices(quant_clip_search=True), transfer="quantization_export"),
+    Intervention("export_mlp_int5", "int6 attention and int5 MLP matrices with clip search, int8 embedding",
+                 "quantization_export", "quant_bits", derive=_all_block_matrices(quant_bits=6, quant_bits_mlp=5,
+                                                                                 quant_clip_search=True), transfer="quantization_export"),
+    Intervention("embed_fp16", "export the token embedding as fp16 instead of int8", "quantization_export",
+                 "fp16_embed", {"embed_export": "fp16"}, transfer="quantization_export"),
+    Intervention("compress_lzma", "compress the artifact with lzma instead of zlib (same weights; bytes only)",
+                 "quantization_export", "compression", {"compressor": "lzma"}, transfer="quantization_export"),
+    Intervention("qat_int6", "late QAT (last 15% of steps) in the int6 + clip search export's format",
+                 "quantization_export", "qat", derive=_all_block_matrices(qat=True, quant_bits=6,
+                                                                          quant_clip_search=True),
+                 backends=("torch",), transfer="quantization_export"),
+    # evaluation (on the exported model; each target scored once, same bytes)
+    Intervention("sliding_eval", "sliding-window evaluation, stride train_seq_len/16 (64 at the baseline)",
+                 "evaluation", "sliding_window_eval", derive=_sliding_stride, transfer="evaluation"),
+    Intervention("ttt_full", "score-first full-weight test-time training at evaluation (SGD, chunks of 32 windows)",
+                 "evaluation", "ttt", derive=_ttt("full"), backends=("torch",), transfer="evaluation"),
+    Intervention("ttt_lora", "score-first LoRA (rank 8, q and v) test-time training at evaluation",
+                 "evaluation", "lora_ttt", derive=_ttt("lora"), backends=("torch",), transfer="evaluation"),
     # calibration
     Intervention("aa", "A/A calibration: an exact copy of the control (must come out null)", "calibration", None,
                  transfer=None),
@@ -413,6 +462,14 @@ _FEATURE_VALUE: dict[str, Callable[[Any], Any]] = {
     "attention_gate": lambda c: c.attn_out_gate != "none",
     "muon_weight_decay": lambda c: float(c.muon_wd),
     "muoneq_r": lambda c: bool(c.muon_row_normalize),
+    "quant_bits": lambda c: int(c.quant_bits),
+    "gptq": lambda c: "lite" if c.quant_clip_search else "none",
+    "fp16_embed": lambda c: c.embed_export == "fp16",
+    "compression": lambda c: c.compressor,
+    "qat": lambda c: bool(c.qat),
+    "sliding_window_eval": lambda c: 0 < int(c.eval_stride) < int(c.train_seq_len),
+    "ttt": lambda c: c.ttt != "off",
+    "lora_ttt": lambda c: c.ttt == "lora",
 }
 
 
@@ -423,6 +480,8 @@ _FIELD_FEATURE = {
     "train_seq_len": "train_seq_len", "swa_every": "swa", "smear_gate": "smeargate", "bigram_buckets": "bigram_hash", "ve_layers": "value_embeddings",
     "parallel_start_layer": "parallel_residuals", "num_loops": "depth_recurrence", "attn_out_gate": "attention_gate",
     "muon_wd": "muon_weight_decay", "muon_row_normalize": "muoneq_r",
+    "quant_bits": "quant_bits", "quant_clip_search": "gptq", "embed_export": "fp16_embed", "compressor": "compression",
+    "qat": "qat", "eval_stride": "sliding_window_eval",
 }
 
 

@@ -97,7 +97,7 @@ def prepare_data(cfg: Hyperparameters) -> Hyperparameters:
     that makes them)."""
     if not names_embedded_corpus(cfg):
         return tg.resolve_data_paths(cfg)
-    paths = ensure_default_corpus()
+    paths = ensure_default_corpus(vocab_size=cfg.vocab_size)
     own_tokenizer = _names(cfg.tokenizer_path, tg.EMBEDDED_TOKENIZER_PATH, paths.tokenizer_path)
     return cfg.with_overrides(data_path=paths.data_path,
                               tokenizer_path=paths.tokenizer_path if own_tokenizer else cfg.tokenizer_path)

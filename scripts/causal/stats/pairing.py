@@ -23,7 +23,7 @@ from scripts.causal.core.schema import read_json
 
 __all__ = ["DEFAULT_METRIC", "METRICS", "MIN_PAIRS", "load_runs", "paired_deltas", "run_rows", "valid_run"]
 
-METRICS = ("post_quant_val_bpb", "val_bpb")
+METRICS = ("post_quant_val_bpb", "val_bpb", "sliding_val_bpb", "ttt_val_bpb")
 DEFAULT_METRIC = "post_quant_val_bpb"
 MIN_PAIRS = 3
 
