@@ -185,5 +185,8 @@ def test_budget_gate_refuses_sp8192_at_int8_and_passes_the_baseline():
     from scripts.causal.screen.budget import budget_gate
 
     base = budget_gate()
-    assert base.status == "fits" and 15_500_000 < base.estimate.model_bytes < 16_000_000  # trained: 15,815,847
+    # trained: 15,815,847 model bytes; with train_gpt.py's own (now ~100 KB) code bytes the estimate sits in the
+    # uncertain band below the cap: not refused
+    assert base.status in ("fits", "uncertain") and not base.refuse
+    assert 15_500_000 < base.estimate.model_bytes < 16_000_000
     assert budget_gate({"vocab_size": 8192}).refuse  # the example: 9 layers, SP8192, int8 > 16 MB

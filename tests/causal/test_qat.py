@@ -61,6 +61,8 @@ def test_qat_changes_gradients_after_its_start_under_compile_and_not_before(one_
     reference = copy.deepcopy(model)  # QAT off, eager
     alphas = tg.configure_qat(model, tg.ExportSpec.from_config(cfg), True)
     tg.emulate_fp16_scales()  # as train() does before compiling with QAT
+    model.prepare_rotary(cfg.train_seq_len)  # as train() does: the rotary tables are built outside the graph
+    reference.prepare_rotary(cfg.train_seq_len)
     compiled = torch.compile(model, dynamic=False, fullgraph=True)
     gen = torch.Generator().manual_seed(2)
     x = torch.randint(0, cfg.vocab_size, (2, cfg.train_seq_len), generator=gen)

@@ -285,13 +285,13 @@ def test_driver_killed_mid_screen_resumes_with_each_run_once(tmp_path, tiny_corp
     with Ledger(ledger) as led:
         assert led.integrity_ok()
         before = {(r.intervention, r.seed): r for r in led.runs("raykill")}
-    assert 2 <= len(before) < 9
+    assert 2 <= len(before) < 7
     assert er.main([*args, "--resume"]) == 0  # joins this module's cluster (Ray is initialised here)
     con = sqlite3.connect(ledger)
     counts = con.execute("SELECT intervention, seed, COUNT(*) FROM runs GROUP BY intervention, seed").fetchall()
     con.close()
-    assert sorted((i, s) for i, s, _ in counts) == sorted(
-        (i, s) for s in (1, 2, 3) for i in ("control", "aa", "mlp_mult_3"))
+    assert sorted((i, s) for i, s, _ in counts) == sorted(  # aa: one repeat run of the first seed on CPU
+        [("aa", 1)] + [(i, s) for s in (1, 2, 3) for i in ("control", "mlp_mult_3")])
     assert all(n == 1 for _, _, n in counts)
     with Ledger(ledger) as led:
         after = {(r.intervention, r.seed): r for r in led.runs("raykill")}

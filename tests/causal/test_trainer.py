@@ -66,7 +66,7 @@ def test_prepare_data_prepares_the_embedded_corpus_a_config_names(tiny_corpus, m
     """The tiny/fast presets name the embedded corpus: the adapter prepares it (ensure_default_corpus) and points
     the config at it; a config's own tokenizer is kept; other data is only resolved, never replaced."""
     calls = []
-    monkeypatch.setattr(trainer, "ensure_default_corpus", lambda: calls.append(1) or tiny_corpus)
+    monkeypatch.setattr(trainer, "ensure_default_corpus", lambda **_: calls.append(1) or tiny_corpus)
     cfg = trainer.prepare_data(tg.preset_config("tiny"))
     assert calls == [1] and (cfg.data_path, cfg.tokenizer_path) == (tiny_corpus.data_path, tiny_corpus.tokenizer_path)
     own = trainer.prepare_data(tg.preset_config("tiny", tokenizer_path="/elsewhere/tok.model"))
@@ -77,7 +77,7 @@ def test_prepare_data_prepares_the_embedded_corpus_a_config_names(tiny_corpus, m
 
 
 def test_baseline_without_fineweb_fails_naming_the_download_never_switching(monkeypatch, tmp_path):
-    monkeypatch.setattr(trainer, "ensure_default_corpus", lambda: pytest.fail("must not prepare another corpus"))
+    monkeypatch.setattr(trainer, "ensure_default_corpus", lambda **_: pytest.fail("must not prepare another corpus"))
     cfg = tg.preset_config("baseline", data_path=str(tmp_path / "fineweb10B_sp1024"))
     result = trainer.run(cfg, 1)
     assert result.status == "failed" and "python scripts/causal/download_fineweb.py" in result.error

@@ -1,14 +1,12 @@
 """Intervention registry: named sets of config overrides that a screen compares against its control.
 
-An intervention is identical for both backends (torch and MLX read the same Hyperparameters fields).
-Each one has a description, a category and the canonical leaderboard ``feature`` it maps to (the names
-used by the intervention matrix and the DAG, or None when no feature matches), so DAG ranking and
-experiments join up.
+An intervention is identical for both backends (torch and MLX read the same Hyperparameters fields). Each has a
+description, a category and the canonical leaderboard ``feature`` it maps to (the matrix's and the DAG's names, or
+None), so DAG ranking and experiments join up.
 
 Some values are relative to the preset, computed from the base (control) config:
 
-* ``model_dim_up``: model_dim + one step, the step being model_dim/8 rounded up to a multiple of
-  2*num_heads (512 -> 576 at the baseline), so head_dim stays an even integer.
+* ``model_dim_up``: model_dim + model_dim/8 rounded up to a multiple of 2*num_heads (512 -> 576), head_dim even.
 * ``num_layers_plus2``: num_layers + 2.
 * ``partial_rope``: RoPE on 16/64 of each head's dims (head_dim/4, rounded to an even number >= 2).
 * ``xsa_last4``: exclusive self-attention on the last 4 layers, clipped to num_layers for small presets.
