@@ -62,6 +62,7 @@ from scripts.causal.screen.plan import (  # noqa: F401  (the runner's planning A
     plan_grid,
 )
 from scripts.causal.screen.progress import LineProgress, make_progress
+from scripts.causal.stats.pairing import METRICS
 
 
 def _finite(x: Any) -> bool:
@@ -293,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.01, help="pre-registered alpha (default: 0.01)")
     p.add_argument("--margin-bpb", type=float, default=0.0, help="pre-registered improvement margin (default: 0)")
     p.add_argument("--correction", default="holm", choices=list(CORRECTIONS), help="multiplicity correction")
-    p.add_argument("--metric", default="post_quant_val_bpb", choices=["post_quant_val_bpb", "val_bpb"],
+    p.add_argument("--metric", default="post_quant_val_bpb", choices=list(METRICS),
                    help="pre-registered decision metric (default: the scored post-quant round-trip val_bpb)")
     p.add_argument("--effect-bpb", type=float, default=None,
                    help="pre-registered effect of interest in bpb, e.g. 0.003 (default: 0.005 nats, the record bar)")
