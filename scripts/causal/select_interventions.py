@@ -135,6 +135,12 @@ def consistent_gain(items: Sequence[EvidenceItem]) -> bool:
     return _phi(-mean * math.sqrt(prec)) >= CONSISTENT_P and against <= len(items) / 3
 
 
+def _concordant_gain(evidence: Sequence[Mapping]) -> bool:
+    """Some leaderboard rows, and every one of them an improvement (however weak)."""
+    rows = [e for e in evidence if e.get("source") == "leaderboard"]
+    return bool(rows) and all(e["mean"] < 0 for e in rows)
+
+
 def expert_strengths(expert, *, target: str = "val_bpb") -> dict[str, float]:
     """Per node: the strongest path to ``target`` in the expert DAG (product of edge strengths)."""
     g = expert.graph()
@@ -212,7 +218,9 @@ def rank_candidates(candidates: Iterable, *, effects: Mapping[str, Mapping] | No
         entry["class"] = klass
         entry["consistent_gain"] = consistent_gain(items)
         ranked.append(entry)
-    ranked.sort(key=lambda r: (not r["consistent_gain"], -r["score"], r["name"]))
+    # tiers: evidence that alone says "gain"; then leaderboard rows that all point to a gain (weak but concordant);
+    # then everything else, prior-only candidates included. The score orders each tier.
+    ranked.sort(key=lambda r: (not r["consistent_gain"], not _concordant_gain(r["evidence"]), -r["score"], r["name"]))
     for i, r in enumerate(ranked, 1):
         r["rank"] = i
     never = [tuple(p) for p in (identifiability or {}).get("never_tried_pairs", [])]
