@@ -60,6 +60,7 @@ from scripts.causal.screen.plan import (  # noqa: F401  (the runner's planning A
     extend_seeds,
     plan_from_ledger,
     plan_grid,
+    sequential_design,
 )
 from scripts.causal.screen.progress import LineProgress, make_progress
 from scripts.causal.stats.pairing import METRICS
@@ -347,8 +348,7 @@ def _main(args: argparse.Namespace) -> int:
             seeds = parse_seeds(args.seeds)
             sequential = None
             if args.sequential:
-                seeds = extend_seeds(seeds, args.max_seeds or max(len(seeds), 10))
-                sequential = {"n0": min(3, len(seeds) - 1), "futility_effect_sd": args.futility_sd}
+                seeds, sequential = sequential_design(seeds, max_seeds=args.max_seeds, futility_sd=args.futility_sd)
             plan = build_plan(interventions=names, seeds=seeds, preset=args.preset, backend=backend,
                               overrides=args.override, base_overrides=base_overrides or None, alpha=args.alpha,
                               margin_bpb=args.margin_bpb, correction=args.correction, screen_id=args.screen_id,

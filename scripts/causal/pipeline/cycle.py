@@ -119,11 +119,10 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say: Log, *, progress: 
             stop = "no untested runnable candidates left in the ranking"
             break
         arms = [*opts.calibration, *[n for n in names if n not in opts.calibration]]
-        from scripts.causal.screen.plan import bit_reproducible
+        from scripts.causal.screen.plan import arm_seeds, bit_reproducible
 
-        n_runs = len(opts.seeds) * (len(arms) + 1)
-        if "aa" in arms and bit_reproducible(opts.backend):  # aa: one repeat run of the first seed
-            n_runs -= len(opts.seeds) - 1
+        aa_mode = "repeat" if bit_reproducible(opts.backend) else "arm"
+        n_runs = len(opts.seeds) + sum(len(arm_seeds(a, opts.seeds, aa_mode)) for a in arms)
         if mean_run_s is not None and not clock.fits(n_runs * mean_run_s):
             stop = f"budget: cycle {c} ({n_runs} runs x {mean_run_s:.0f}s) would pass {opts.budget_minutes} min"
             break
@@ -280,8 +279,7 @@ def run_screen_stage(opts: PipelineOptions, *, name: str, interventions: Sequenc
 
     design = None
     if sequential:
-        seeds = er.extend_seeds(seeds, opts.max_seeds or max(len(seeds), 10))
-        design = {"n0": min(3, len(seeds) - 1), "futility_effect_sd": opts.futility_sd}
+        seeds, design = er.sequential_design(seeds, max_seeds=opts.max_seeds, futility_sd=opts.futility_sd)
     plan = er.build_plan(interventions=list(interventions), seeds=list(seeds), preset=opts.preset,
                          backend=opts.backend, base_overrides={**base_overrides, **opts.extra_overrides},
                          alpha=opts.alpha, margin_bpb=opts.margin_bpb, correction=opts.correction,

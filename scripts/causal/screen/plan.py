@@ -131,6 +131,14 @@ def extend_seeds(seeds: Sequence[int], n: int) -> tuple[int, ...]:
     return tuple(out[:max(n, 0)])
 
 
+def sequential_design(seeds: Sequence[int], *, max_seeds: int | None = None,
+                      futility_sd: float | None = None) -> tuple[tuple[int, ...], dict]:
+    """(registered seed order, design) of a group-sequential screen: ``seeds`` extended to ``max_seeds``
+    (default: at least 10), first look after 3 seeds, optional futility at ``futility_sd`` (effect / sigma_d)."""
+    seeds = extend_seeds(seeds, max_seeds or max(len(seeds), 10))
+    return seeds, {"n0": min(3, len(seeds) - 1), "futility_effect_sd": futility_sd}
+
+
 def _jsonable_config(cfg: tg.Hyperparameters) -> dict:
     return json.loads(json.dumps(cfg.to_dict(), default=str))
 
@@ -162,11 +170,16 @@ def plan_grid(plan: ScreenPlan) -> list[GridCell]:
 
     With ``aa_mode`` "repeat", ``aa`` runs on the first seed only (a bit-identity check, not a statistical arm).
     """
+    runs_on = {name: set(arm_seeds(name, plan.seeds, plan.aa_mode)) for name, _ in plan.treatments}
     cells: list[GridCell] = []
     for seed in plan.seeds:
         cells.append(GridCell(len(cells), CONTROL, "control", seed, {}))
         for name, ov in plan.treatments:
-            if name == "aa" and plan.aa_mode == "repeat" and seed != plan.seeds[0]:
-                continue
-            cells.append(GridCell(len(cells), name, "treatment", seed, dict(ov)))
+            if seed in runs_on[name]:
+                cells.append(GridCell(len(cells), name, "treatment", seed, dict(ov)))
     return cells
+
+
+def arm_seeds(name: str, seeds: Sequence[int], aa_mode: str) -> tuple[int, ...]:
+    """The seeds treatment ``name`` runs on: all of them, except ``aa`` in "repeat" mode (the first seed only)."""
+    return tuple(seeds[:1]) if name == "aa" and aa_mode == "repeat" else tuple(seeds)
