@@ -191,6 +191,7 @@ class Hyperparameters:
     tokenizer_path: str = DEFAULT_TOKENIZER_PATH  # SentencePiece .model
     run_id: str = ""  # empty: a fresh uuid4 when run as a script
     seed: int = 1337
+    data_seed: int = -1  # -1: the seed drives the data order too; >= 0: the data order alone (variance studies)
     # Validation cadence and batch size (validation always uses the full val split).
     val_batch_size: int = 524_288
     val_loss_every: int = 1000
@@ -299,6 +300,8 @@ class Hyperparameters:
             raise ConfigValueError(f"rho1_keep_frac={self.rho1_keep_frac} must lie in (0, 1]")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigValueError(f"ema_decay={self.ema_decay} must lie in [0, 1) (0 turns EMA off)")
+        if self.data_seed < -1:
+            raise ConfigValueError(f"data_seed={self.data_seed} must be -1 (follow seed) or >= 0")
         if self.xsa_last_n < 0 or self.xsa_last_n > self.num_layers:
             raise ConfigValueError(f"xsa_last_n={self.xsa_last_n} must lie in [0, num_layers={self.num_layers}]")
         if self.model_dim % self.num_heads or self.num_heads % self.num_kv_heads:
@@ -531,6 +534,8 @@ Hyperparameters = _promoted_class(Hyperparameters)
 # Named presets: values on top of the baseline defaults; the promoted rules then act on the result.
 # fast: the CPU screening regime (about 20 s per run, train + both evals, on a 2-core CPU); the seed drives the
 # data order and the wallclock cap is off so that a run is a fixed number of steps.
+# small_long: a proxy with ~14x fast's training tokens per parameter (model_dim 64, 480 steps) at about fast's
+# cost, for the transfer calibration (scripts/causal/transfer_calibration.py).
 # tiny: a few seconds per run, for tests. Both train on the embedded corpus (EMBEDDED_DATA_PATH); baseline
 # keeps the FineWeb default.
 _EMBEDDED_DATA = {"data_path": EMBEDDED_DATA_PATH, "tokenizer_path": EMBEDDED_TOKENIZER_PATH}
@@ -541,6 +546,13 @@ PRESETS: dict[str, dict[str, object]] = {
         "train_seq_len": 128, "train_batch_tokens": 2048, "iterations": 120, "warmdown_iters": 60,
         "warmup_steps": 0, "val_loss_every": 0, "train_log_every": 20, "val_batch_size": 16384,
         "max_wallclock_seconds": 0.0, "muon_momentum_warmup_steps": 30, "data_order": "seeded", "compile": False,
+        **_EMBEDDED_DATA,
+    },
+    "small_long": {
+        "num_layers": 4, "model_dim": 64, "num_heads": 4, "num_kv_heads": 2, "mlp_mult": 2,
+        "train_seq_len": 128, "train_batch_tokens": 2048, "iterations": 480, "warmdown_iters": 240,
+        "warmup_steps": 0, "val_loss_every": 0, "train_log_every": 80, "val_batch_size": 16384,
+        "max_wallclock_seconds": 0.0, "muon_momentum_warmup_steps": 120, "data_order": "seeded", "compile": False,
         **_EMBEDDED_DATA,
     },
     "tiny": {
@@ -2254,7 +2266,7 @@ def train(
 
     def new_loader() -> TokenLoader:
         return TokenLoader(data.train_shards, rank=rank, world_size=world_size, device=device,
-                           order=cfg.data_order, seed=seed)
+                           order=cfg.data_order, seed=seed if cfg.data_seed < 0 else cfg.data_seed)
 
     def zero_grad_all() -> None:
         for opt in optimizers:

@@ -394,6 +394,23 @@ class TransferResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class CalibrationItem:
+    """One leaderboard ablation row mapped to a registry intervention: its H100 delta is the transfer target."""
+
+    intervention: str
+    transfer_class: str
+    feature: str
+    record_id: str
+    change: str  # the row's own words (with record_id, it names the row)
+    h100_delta: float  # val_bpb change of the intervention's direction on H100 (< 0 = better)
+    metric: str  # the score the row was measured on (post_quant, sliding, post_ttt, unknown, ...)
+    n_seeds: int | None
+    from_value: Any = None
+    to_value: Any = None
+    in_range: bool = True  # False: the row moves the knob over another stretch than the registry entry does
+
+
+@dataclasses.dataclass(frozen=True)
 class GroupSequentialDesign:
     """Looks (valid pairs per intervention) and per-look one-sided t boundaries from Lan-DeMets OBF spending."""
 

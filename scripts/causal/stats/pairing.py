@@ -21,9 +21,15 @@ import numpy as np
 from scripts.causal.core.errors import ConfigError, DataFormatError
 from scripts.causal.core.schema import read_json
 
-__all__ = ["DEFAULT_METRIC", "METRICS", "MIN_PAIRS", "load_runs", "paired_deltas", "run_rows", "valid_run"]
+__all__ = ["DEFAULT_METRIC", "FINAL_METRIC", "METRICS", "MIN_PAIRS", "load_runs", "metric_value", "paired_deltas",
+           "run_rows", "valid_run"]
 
-METRICS = ("post_quant_val_bpb", "val_bpb", "sliding_val_bpb", "ttt_val_bpb")
+# final_val_bpb: each run's score as the challenge takes it, the last evaluation stage that ran (post-TTT, else
+# sliding, else the post-quant round trip). It pairs an evaluation change (sliding, TTT) with a control that
+# scores plainly; under a single stage's metric such a change would compare a stage with itself.
+FINAL_METRIC = "final_val_bpb"
+FINAL_STAGES = ("ttt_val_bpb", "sliding_val_bpb", "post_quant_val_bpb")
+METRICS = ("post_quant_val_bpb", "val_bpb", "sliding_val_bpb", "ttt_val_bpb", FINAL_METRIC)
 DEFAULT_METRIC = "post_quant_val_bpb"
 MIN_PAIRS = 3
 
@@ -45,8 +51,19 @@ def valid_run(row: Mapping | None, metric: str) -> bool:
     """True when ``row`` finished with status "ok" and a finite ``metric``."""
     if row is None or row.get("status") != "ok":
         return False
-    v = row.get(metric)
+    return metric_value(row, metric) is not None
+
+
+def _finite(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def metric_value(row: Mapping, metric: str) -> float | None:
+    """``row``'s value of ``metric`` (``FINAL_METRIC``: its last stage that ran), or None when not finite."""
+    if metric == FINAL_METRIC:
+        return next((float(row[m]) for m in FINAL_STAGES if _finite(row.get(m))), None)
+    v = row.get(metric)
+    return float(v) if _finite(v) else None
 
 
 def _index_rows(rows: Sequence[Mapping], backend: str | None) -> tuple[dict, dict]:
@@ -108,8 +125,8 @@ def paired_deltas(runs: Sequence[Mapping] | Mapping, *, metric: str = DEFAULT_ME
             c_ok, t_ok = valid_run(c, metric), valid_run(t, metric)
             if c_ok and t_ok:
                 seeds.append(seed)
-                c_vals.append(float(c[metric]))
-                t_vals.append(float(t[metric]))
+                c_vals.append(metric_value(c, metric))
+                t_vals.append(metric_value(t, metric))
                 continue
             failed += [_failure(seed, arm, row, metric)
                        for arm, row, ok in (("control", c, c_ok), ("treatment", t, t_ok)) if not ok]

@@ -1,0 +1,1 @@
+"""Transfer calibration stage internals: the calibration set, the proxy screens, agreement scores, markdown."""

@@ -1,0 +1,61 @@
+"""Markdown of a transfer calibration: per proxy preset and class, how often the proxy's sign matched H100."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from scripts.causal.transfer.agreement import MIN_ABS_H100, TARGET
+
+
+def _f(x: Any, fmt: str = "+.4f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def _ci(ci: Any, fmt: str = ".0%") -> str:
+    return "" if not ci else f" [{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
+
+
+def class_table(presets: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    lines = ["| preset | tokens/param | class | sign agreement (k/n) [95% CI] | verdict | Spearman (interventions) | "
+             "slope H100/proxy [95% CI] |", "|---|---|---|---|---|---|---|"]
+    for preset, p in presets.items():
+        sc = p["score"]
+        for name, b in [("overall", sc["overall"]), *sorted(sc["classes"].items())]:
+            agree = (f"{b['k_agree']}/{b['n_decisive']} = {b['agreement']:.0%}{_ci(b['agreement_ci'])}"
+                     if b["n_decisive"] else "no rows")
+            rho = f"{b['spearman']:+.2f} (n={b['n_interventions']}, p={b['spearman_p']:.2g})" \
+                if b["spearman"] is not None else f"n/a (n={b['n_interventions']})"
+            slope = f"{b['slope']:+.2f}{_ci(b['slope_ci'], '+.2f')}" if b["slope"] is not None else "n/a"
+            lines.append(f"| `{preset}` | {p['tokens_per_param']:.2f} | {name} | {agree} | "
+                         f"{b.get('verdict', '')} | {rho} | {slope} |")
+    return lines
+
+
+def render(payload: Mapping[str, Any]) -> str:
+    presets = payload["presets"]
+    out = ["# Proxy-to-H100 transfer calibration", "",
+           f"Calibration set: {len(payload['calibration_set'])} leaderboard ablation rows that a registry "
+           f"intervention expresses ({len({i['intervention'] for i in payload['calibration_set']})} interventions), "
+           f"from `{payload['matrix']}`; {len(payload['unexpressed'])} rows cannot be expressed (listed below). "
+           f"Each proxy screens every intervention it can represent on seeds {payload['seeds']} (paired, "
+           f"backend {payload['backend']}). Sign agreement counts rows with |H100 delta| >= {MIN_ABS_H100} bpb; "
+           f"the target is {TARGET:.0%}. Spearman and slope are over interventions (their H100 rows averaged).", "",
+           *class_table(presets), ""]
+    if payload.get("chosen"):
+        out += [f"Best-transferring proxy on the architecture class: `{payload['chosen']}`.", ""]
+    for preset, p in presets.items():
+        out += [f"## `{preset}`: rows", "", "| intervention | class | record | row | H100 delta | proxy delta [95% CI] "
+                "| proxy decision | agree |", "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(p["score"]["rows"], key=lambda r: (r["transfer_class"], r["intervention"])):
+            lo, hi = r["proxy_ci"]
+            agree = {True: "yes", False: "**no**", None: "(|H100| < 0.002)"}[r["agree"]]
+            out.append(f"| `{r['intervention']}` | {r['transfer_class']} | {r['record_id']} | {r['change']} | "
+                       f"{r['h100_delta']:+.4f} | {_f(r['proxy_delta'])} [{_f(lo)}, {_f(hi)}] | "
+                       f"{r['proxy_decision']} | {agree} |")
+        if p["refused"]:
+            out += ["", "Refused at this preset:", ""] + [f"- `{n}`: {why}" for n, why in sorted(p["refused"].items())]
+        out.append("")
+    out += ["## Rows the registry cannot express", ""]
+    out += [f"- {u['record_id']}: '{u['change']}' ({_f(u.get('delta_bpb'))}): {u['reason']}"
+            for u in payload["unexpressed"]]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,144 @@
+"""Measure how well each proxy preset's screen verdicts transfer to H100, on the leaderboard's own ablation rows.
+
+Builds the calibration set (``transfer.calibration_set``: each leaderboard ablation row that a registry
+intervention expresses, with its H100 delta; the others listed with the reason), screens its interventions at
+each proxy preset with paired seeds (``transfer.proxy``: the same plan, ledger and gate as any screen; resumable),
+and scores the agreement per transfer class (``transfer.agreement``: sign agreement on |H100 delta| >= 0.002,
+Spearman, slope). Writes, under ``--output-dir``:
+
+- ``transfer_calibration.json`` (schema 1): the set, the rows left out, per preset its refusals and scores, and
+  the preset that transfers best on the architecture class;
+- ``transfer_<preset>.json``: ``{"classes": {...}}`` per class and per intervention, the ``--transfer`` input of
+  select_interventions.py / estimate_dag.py and what the decision-gate report quotes;
+- ``transfer_calibration.md``, and ``<preset>/runs.json`` + ``ablation_results.json`` per preset.
+
+    python scripts/causal/transfer_calibration.py --presets fast,small_long --seeds 1,2,3,4,5 --threads 2 \\
+        --output-dir results/transfer_calibration
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from scripts.causal.core.cli import add_debug_flag, parse_key_values, parse_seeds, run_cli
+from scripts.causal.core.errors import ConfigError, DataFormatError
+from scripts.causal.core.provenance import git_commit
+from scripts.causal.core.schema import file_sha256, read_json, write_json
+from scripts.causal.transfer.agreement import score
+from scripts.causal.transfer.calibration_set import build_calibration_set
+from scripts.causal.transfer.proxy import screen_preset
+from scripts.causal.transfer.render import render
+
+SCHEMA_VERSION = 1
+DEFAULT_PRESETS = ("fast", "small_long")
+
+
+def tokens_per_param(preset: str, overrides: Mapping[str, Any] | None = None) -> float:
+    """Training tokens per model parameter of a preset (expected steps x batch tokens / parameters)."""
+    import torch
+
+    import train_gpt as tg
+    from scripts.causal.screen.plan import base_config
+    from scripts.causal.screen.registry import expected_steps
+
+    cfg = base_config(preset, dict(overrides or {}))
+    n = sum(p.numel() for p in tg.build_model(cfg, torch.device("cpu")).parameters())
+    return expected_steps(cfg) * cfg.train_batch_tokens / n
+
+
+def transfer_json(block_scores: dict[str, Any], classes: dict[str, str], preset: str) -> dict[str, Any]:
+    """The ``--transfer`` input: each class's agreement, and each intervention's (its class's)."""
+    per_class = {c: {"agreement": b["agreement"], "k": b["k_agree"], "n": b["n_decisive"], "verdict": b["verdict"],
+                     "agreement_ci": b["agreement_ci"]} for c, b in block_scores.items()}
+    per_name = {name: {**per_class[c], "class": c} for name, c in classes.items() if c in per_class}
+    return {"preset": preset, "classes": {**per_class, **per_name}}
+
+
+def choose(presets: dict[str, dict[str, Any]], klass: str = "architecture") -> str | None:
+    """The preset with the highest sign agreement on ``klass`` (ties: higher overall Spearman)."""
+    def key(item: tuple[str, dict]) -> tuple[float, float]:
+        b = item[1]["score"]["classes"].get(klass) or {}
+        rho = item[1]["score"]["overall"].get("spearman")
+        return (b.get("agreement") if b.get("agreement") is not None else -1.0, rho if rho is not None else -2.0)
+    ranked = sorted(presets.items(), key=key, reverse=True)
+    return ranked[0][0] if ranked and key(ranked[0])[0] >= 0 else None
+
+
+def run(*, matrix_path: str | Path = "results/interventions.json", presets: Sequence[str] = DEFAULT_PRESETS,
+        seeds: Sequence[int] | str = "1,2,3,4,5", output_dir: str | Path = "results/transfer_calibration",
+        threads: int | None = None, backend: str = "torch", executor: str = "inprocess",
+        ray_address: str | None = None, progress: bool = True, overrides: Mapping[str, Any] | None = None,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build the set, screen it at each preset, score and write everything (see the module docstring).
+
+    ``overrides``: config values for every arm of every preset (e.g. another corpus's data_path)."""
+    out = Path(output_dir)
+    matrix = read_json(matrix_path)
+    if not isinstance(matrix.get("records"), list):
+        raise DataFormatError(f"{matrix_path}: no 'records' list (run extract_interventions.py first)")
+    items, unexpressed = build_calibration_set(matrix["records"])
+    if not items:
+        raise DataFormatError(f"{matrix_path}: no ablation row maps to a registry intervention")
+    names = list(dict.fromkeys(it.intervention for it in items))
+    classes = {it.intervention: it.transfer_class for it in items}
+    seeds_t = parse_seeds(seeds)
+    log(f"calibration set: {len(items)} rows, {len(names)} interventions; {len(unexpressed)} rows not expressible")
+    results: dict[str, dict[str, Any]] = {}
+    for preset in presets:
+        ablation, refused = screen_preset(preset, names, seeds=seeds_t, out_dir=out / preset,
+                                          ledger_path=out / "ledger.sqlite", threads=threads, backend=backend,
+                                          executor=executor, ray_address=ray_address, progress=progress,
+                                          overrides=overrides, log=log)
+        sc = score(items, {r["intervention"]: r for r in ablation["results"]})
+        results[preset] = {"tokens_per_param": tokens_per_param(preset, overrides), "refused": refused, "score": sc,
+                           "ablation_results": f"{preset}/ablation_results.json"}
+        write_json(out / f"transfer_{preset}.json", transfer_json(sc["classes"], classes, preset))
+    payload = {"matrix": str(matrix_path), "matrix_sha256": file_sha256(matrix_path), "git_commit": git_commit(),
+               "seeds": list(seeds_t), "backend": backend, "overrides": dict(overrides or {}),
+               "calibration_set": [dataclasses.asdict(i) for i in items], "unexpressed": unexpressed,
+               "presets": results, "chosen": choose(results)}
+    write_json(out / "transfer_calibration.json", payload, schema_version=SCHEMA_VERSION)
+    (out / "transfer_calibration.md").write_text(render(payload), encoding="utf-8")
+    log(f"wrote {out / 'transfer_calibration.json'} and {out / 'transfer_calibration.md'}")
+    return payload
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--matrix", default="results/interventions.json", help="intervention matrix with ablation rows")
+    p.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
+                   help="comma-separated proxy presets to compare, e.g. fast,small_long")
+    p.add_argument("--seeds", default="1,2,3,4,5", help="paired seeds per arm, comma-separated, e.g. 1,2,3,4,5")
+    p.add_argument("--output-dir", default="results/transfer_calibration", help="where to write (resumable)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="config value for every arm, repeatable (e.g. --set data_path=./data/datasets/fineweb10B_sp1024)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (pin it, e.g. 2)")
+    p.add_argument("--backend", default="torch", help="torch or mlx")
+    p.add_argument("--executor", default="inprocess", help="inprocess, subprocess or ray")
+    p.add_argument("--ray-address", default=None, help="with --executor ray: 'auto' joins `ray start`")
+    p.add_argument("--no-progress", action="store_true", help="plain lines only")
+    add_debug_flag(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    presets = [s.strip() for s in args.presets.split(",") if s.strip()]
+    if not presets:
+        raise SystemExit("--presets: name at least one preset, e.g. fast")
+
+    def body() -> None:
+        if args.threads is not None and args.threads < 1:
+            raise ConfigError(f"--threads {args.threads} must be >= 1")
+        run(matrix_path=args.matrix, presets=presets, seeds=args.seeds, output_dir=args.output_dir,
+            threads=args.threads, backend=args.backend, executor=args.executor, ray_address=args.ray_address,
+            progress=not args.no_progress, overrides=parse_key_values(args.sets, "--set"))
+
+    return run_cli(body, debug=args.debug, prog="transfer_calibration.py")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
