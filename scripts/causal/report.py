@@ -105,10 +105,17 @@ def build_report(*, info: RunInfo, ablation: Mapping, nats_per_bpb: float | None
                  confirmation: Mapping | None = None, identifiability: Mapping | None = None,
                  ranking: Mapping | None = None, dag: Mapping | None = None, promotion: Mapping | None = None,
                  snippets: Sequence[Mapping] = (), plots: Mapping[str, str] | None = None,
-                 cycles: Sequence[Mapping] = (), wall_s: float | None = None, top_n: int = 5) -> dict:
-    """The report.json payload. ``decisions`` is a verbatim copy of ``ablation['results']``."""
+                 cycles: Sequence[Mapping] = (), wall_s: float | None = None, top_n: int = 5,
+                 transfer: Mapping | None = None) -> dict:
+    """The report.json payload. ``decisions`` is a verbatim copy of ``ablation['results']``. ``transfer``: the
+    screen preset's transfer calibration (``transfer.sensitivity.load_transfer``; None: not measured)."""
+    from scripts.causal.transfer.calibration_set import registry_classes
+    from scripts.causal.transfer.sensitivity import screen_sensitivity
+
     decisions = [dict(r) for r in ablation.get("results", [])]
+    preset = info["preset"] if isinstance(info, Mapping) else info.preset
     return _jsonable({
+        "sensitivity": screen_sensitivity(decisions, ablation.get("effect"), transfer, preset, registry_classes()),
         "run": info,
         "test": {"alpha": ablation.get("alpha"), "margin_bpb": ablation.get("margin_bpb"),
                  "correction": ablation.get("correction"), "metric": ablation.get("metric"),
@@ -181,12 +188,15 @@ def _kv_lines(d: Mapping, keys: Sequence[str]) -> list[str]:
 
 def render_markdown(report: Mapping) -> str:
     """report.md from the report.json payload (same numbers, formatted by ``fmt``)."""
+    from scripts.causal.transfer.sensitivity import sensitivity_lines
+
     run, test = report["run"], report["test"]
     L: list[str] = [f"# Decision-gate report: {run['run_id']}", ""]
     if test.get("exploratory"):
         devs = (test.get("preregistration") or {}).get("deviations") or "no pre-registration was given"
         L += [f"> **EXPLORATORY**: this analysis deviates from the pre-registration ({devs}); its decisions "
               "cannot be promoted.", ""]
+    L += sensitivity_lines(report.get("sensitivity"))
     L += ["## What was run", ""]
     L += [f"- **command**: `{run['command']}`", f"- **started (UTC)**: {run['started_utc']}",
           f"- **git commit**: {run.get('git_commit') or 'unknown'}",

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where screen runs execute (default: inprocess; ray: concurrent Ray tasks)")
     p.add_argument("--ray-address", metavar="ADDR", help="with --executor ray: the cluster (default: start a "
                                                          "local one; 'auto': join the one from `ray start`)")
+    p.add_argument("--transfer-dir", default="results/transfer_calibration", metavar="DIR",
+                   help="where transfer_calibration.py wrote transfer_<preset>.json: the report quotes each class's "
+                        "proxy-to-H100 agreement and the ranking discounts by it ('none': do not use one)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (log lines only)")
     add_debug_flag(p)
     return p
@@ -146,7 +149,8 @@ def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = Non
         promote=args.promote, apply_promotion=args.apply_promotion, resume=args.resume, dag_alpha=args.dag_alpha,
         matrix_path=args.matrix, data_overrides=data, extra_overrides=parse_key_values(args.set, "--set"),
         threads=args.threads, effect_bpb=args.effect_bpb, sequential=args.sequential, max_seeds=args.max_seeds,
-        futility_sd=args.futility_sd, executor=args.executor, ray_address=args.ray_address, stack=args.stack, **o)
+        futility_sd=args.futility_sd, executor=args.executor, ray_address=args.ray_address, stack=args.stack,
+        transfer_dir=None if args.transfer_dir == "none" else args.transfer_dir, **o)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

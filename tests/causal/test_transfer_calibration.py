@@ -121,3 +121,27 @@ def test_transfer_calibration_runs_a_small_set_end_to_end(tmp_path, tiny_corpus,
     again = run(matrix_path=matrix, presets=["tiny"], seeds=[1, 2, 3], output_dir=tmp_path / "out", threads=1,
                 progress=False, log=lambda _: None, overrides=tiny_corpus.overrides())
     assert again["presets"]["tiny"]["score"] == payload["presets"]["tiny"]["score"]
+
+
+def test_report_header_states_mde_power_and_each_class_agreement(tmp_path):
+    from scripts.causal.core.schema import write_json
+    from scripts.causal.transfer.sensitivity import load_transfer, screen_sensitivity, sensitivity_lines
+
+    write_json(tmp_path / "transfer_fast.json", {"preset": "fast", "classes": {
+        "architecture": {"agreement": 0.5, "k": 4, "n": 8, "verdict": "poor", "agreement_ci": [0.16, 0.84]},
+        "evaluation": {"agreement": 0.9, "k": 27, "n": 30, "verdict": "good", "agreement_ci": [0.73, 0.98]}}})
+    transfer = load_transfer(tmp_path, "fast")
+    assert load_transfer(tmp_path, "small_long") is None
+    decisions = [{"intervention": "act_leaky_relu2", "mde": 0.025, "power": 0.01},
+                 {"intervention": "sliding_eval", "mde": 0.031, "power": 0.02},
+                 {"intervention": "aa", "mde": 0.5, "power": 0.0}]  # calibration arms are left out
+    s = screen_sensitivity(decisions, {"bpb": 0.003, "name": "record bar"}, transfer, "fast",
+                           {"act_leaky_relu2": "architecture", "sliding_eval": "evaluation"})
+    assert (s["mde_min"], s["mde_max"], s["power_max"]) == (0.025, 0.031, 0.02)
+    text = "\n".join(sensitivity_lines(s))
+    assert "MDE) is 0.0250-0.0310 bpb" in text and "says nothing about an effect of 0.0030 bpb" in text
+    assert "architecture changes agreed in sign with H100 in 4 of 8 calibration rows at `fast`" in text
+    assert "not to be trusted from the proxy" in text.split("architecture changes")[1].split("\n")[0]
+    assert "not to be trusted" not in text.split("evaluation changes")[1].split("\n")[0]
+    none = "\n".join(sensitivity_lines(screen_sensitivity(decisions, None, None, "screen", {})))
+    assert "no calibration for this preset" in none and "--presets screen" in none

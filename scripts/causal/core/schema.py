@@ -431,11 +431,8 @@ class GroupSequentialDesign:
 
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
-    """What a pipeline run was: the provenance block at the top of report.md and report.json.
-
-    ``test`` states the pre-registered test in words; ``seeds`` are the screen seeds and
-    ``confirm_seeds`` the fresh seeds reserved for confirmation (disjoint from ``seeds``).
-    """
+    """What a pipeline run was: the provenance block of report.md and report.json. ``test`` states the
+    pre-registered test in words; ``confirm_seeds`` are fresh seeds reserved for confirmation (disjoint)."""
 
     run_id: str
     started_utc: str
@@ -498,3 +495,4 @@ class PipelineOptions:
     stack: str | None = None  # the screens' control is this leaderboard stack (screen.stacks)
     executor: str = "inprocess"  # where screen runs execute (screen.executors.EXECUTORS), e.g. "ray"
     ray_address: str | None = None  # --executor ray: None starts a local cluster, "auto" joins `ray start`
+    transfer_dir: str | None = "results/transfer_calibration"  # transfer_<preset>.json for the report and ranking

@@ -351,6 +351,11 @@ def causal_cycle(opts: PipelineOptions, *, cycle: int, matrix: Path, out_dir: Pa
     # the registry decides which candidates are runnable: a changed registry must not reuse an old ranking
     inputs = [matrix, DAGS_DIR / "expert.json", rows_path, dec_path, Path(registry.__file__)] + (
         [previous] if previous else [])
+    from scripts.causal.transfer.sensitivity import load_transfer
+
+    transfer = load_transfer(opts.transfer_dir, opts.preset)
+    if transfer is not None:
+        inputs.append(Path(transfer["source"]))
     options = {"alpha": opts.dag_alpha, "bootstrap": opts.bootstrap, "seed": opts.dag_seed}
     names = ["causal_dag.json", "identifiability.json", "ranking.json", "dag.png"]
     if previous is not None:
@@ -363,7 +368,8 @@ def causal_cycle(opts: PipelineOptions, *, cycle: int, matrix: Path, out_dir: Pa
                 warnings.simplefilter("ignore")  # rank-deficient OLS warnings: reported in the DAG json instead
                 result = ed.estimate(read_json(matrix), alpha=opts.dag_alpha, bootstrap=opts.bootstrap,
                                      seed=opts.dag_seed, previous=read_json(previous) if previous else None,
-                                     experiment_rows=list(rows), ledger=list(decisions) or None)
+                                     experiment_rows=list(rows), ledger=list(decisions) or None,
+                                     transfer=(transfer or {}).get("classes"))
                 ed.write_outputs(result, out_dir)
         except CausalPipelineError as exc:
             raise stage_error(f"dag cycle {cycle}", matrix, exc, "check the matrix with "
@@ -409,6 +415,7 @@ def finish(opts: PipelineOptions, *, out: Path, final: Mapping, cycles: Sequence
     from scripts.causal.plot_forest import plot_forest
     from scripts.causal.plot_losses import plot_losses
     from scripts.causal.promote import promotion_stage
+    from scripts.causal.transfer.sensitivity import load_transfer
 
     plots_dir = out / "plots"
     runs_path = shutil.copyfile(final["runs_path"], out / "runs.json")
@@ -440,7 +447,8 @@ def finish(opts: PipelineOptions, *, out: Path, final: Mapping, cycles: Sequence
         identifiability=causal["identifiability"], ranking=causal["ranking"],
         dag={"png": plots["dag"], "cycle": len(cycles), "n_rows": causal["dag"]["n_rows"],
              "n_experiment_rows": causal["dag"]["preparation"]["n_experiment_rows"], "diff": causal["diff"]},
-        promotion=promotion, snippets=snippets, plots=plots, cycles=cycles, wall_s=clock.elapsed())
+        promotion=promotion, snippets=snippets, plots=plots, cycles=cycles, wall_s=clock.elapsed(),
+        transfer=load_transfer(opts.transfer_dir, opts.preset))
     report["stop"] = stop
     walls = [float(r.wall_s) for r in records if r.wall_s]
     report["runs_summary"] = {"n_runs": len(records), "n_ok": sum(r.status == "ok" for r in records),
