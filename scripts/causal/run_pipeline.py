@@ -29,6 +29,7 @@ from scripts.causal.core.paths import RESULTS_DIR
 from scripts.causal.core.schema import PipelineOptions
 from scripts.causal.pipeline.cycle import run_pipeline
 from scripts.causal.pipeline.profiles import DEFAULTS, PROFILES, resolve_options
+from scripts.causal.stats.pairing import METRICS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where screen runs execute (default: inprocess; ray: concurrent Ray tasks)")
     p.add_argument("--ray-address", metavar="ADDR", help="with --executor ray: the cluster (default: start a "
                                                          "local one; 'auto': join the one from `ray start`)")
+    p.add_argument("--metric", default="final_val_bpb", choices=list(METRICS),
+                   help="pre-registered decision metric (default final_val_bpb: each run's last evaluation stage, "
+                        "so sliding/TTT changes are scored as the challenge scores them)")
     p.add_argument("--transfer-dir", default="results/transfer_calibration", metavar="DIR",
                    help="where transfer_calibration.py wrote transfer_<preset>.json: the report quotes each class's "
                         "proxy-to-H100 agreement and the ranking discounts by it ('none': do not use one)")
@@ -150,7 +154,7 @@ def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = Non
         matrix_path=args.matrix, data_overrides=data, extra_overrides=parse_key_values(args.set, "--set"),
         threads=args.threads, effect_bpb=args.effect_bpb, sequential=args.sequential, max_seeds=args.max_seeds,
         futility_sd=args.futility_sd, executor=args.executor, ray_address=args.ray_address, stack=args.stack,
-        transfer_dir=None if args.transfer_dir == "none" else args.transfer_dir, **o)
+        transfer_dir=None if args.transfer_dir == "none" else args.transfer_dir, metric=args.metric, **o)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -496,3 +496,4 @@ class PipelineOptions:
     executor: str = "inprocess"  # where screen runs execute (screen.executors.EXECUTORS), e.g. "ray"
     ray_address: str | None = None  # --executor ray: None starts a local cluster, "auto" joins `ray start`
     transfer_dir: str | None = "results/transfer_calibration"  # transfer_<preset>.json for the report and ranking
+    metric: str = "final_val_bpb"  # the pre-registered decision metric (stats.pairing.METRICS)

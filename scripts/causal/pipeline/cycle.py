@@ -28,8 +28,12 @@ from scripts.causal.core.stage_cache import StageCache, cached_stage
 
 Log = Callable[[str], None]
 SHARED_STORE = Path("data") / "cache" / "stages"  # cycle-0 DAG outputs shared across run folders
-TEST_DESCRIPTION = ("paired differences d = metric(treatment) - metric(control, same seed), metric = the "
-                    "post-quant round-trip val_bpb; one-sided paired t-tests for improvement (H1: mean d < -margin) "
+METRIC_WORDS = {"final_val_bpb": "each run's score as the challenge takes it (its last evaluation stage: post-TTT, "
+                                 "else sliding, else the post-quant round trip)",
+                "post_quant_val_bpb": "the post-quant round-trip val_bpb", "val_bpb": "the pre-quant val_bpb",
+                "sliding_val_bpb": "the sliding-window val_bpb", "ttt_val_bpb": "the post-TTT val_bpb"}
+TEST_DESCRIPTION = ("paired differences d = metric(treatment) - metric(control, same seed), metric = "
+                    "{metric}; one-sided paired t-tests for improvement (H1: mean d < -margin) "
                     "and harm (H1: mean d > 0); {corr} across every family intervention x both directions "
                     "(calibration arms outside); confirmed needs adjusted p < alpha, mean improvement >= margin and "
                     "no failed treatment run; null needs the data to rule out the effect of interest; winners "
@@ -283,8 +287,8 @@ def run_screen_stage(opts: PipelineOptions, *, name: str, interventions: Sequenc
     plan = er.build_plan(interventions=list(interventions), seeds=list(seeds), preset=opts.preset,
                          backend=opts.backend, base_overrides={**base_overrides, **opts.extra_overrides},
                          alpha=opts.alpha, margin_bpb=opts.margin_bpb, correction=opts.correction,
-                         screen_id=f"{opts.run_id}-{name}", effect_bpb=opts.effect_bpb, sequential=design,
-                         stack=opts.stack)
+                         metric=opts.metric, screen_id=f"{opts.run_id}-{name}", effect_bpb=opts.effect_bpb,
+                         sequential=design, stack=opts.stack)
     ledger_path = Path(opts.output_dir) / "ledger.sqlite"
     # Ray tasks each declare their CPUs: the flag as given (None: 1 per run), not the in-process auto choice.
     executor = make_executor(opts.executor, threads=opts.threads if opts.executor == "ray" else threads,
@@ -400,7 +404,8 @@ def run_info(opts: PipelineOptions, *, started: str, command: str, records: Sequ
                    versions=versions, backend=opts.backend, hardware=hardware_summary(opts.backend),
                    preset=opts.preset, seeds=opts.seeds, confirm_seeds=opts.confirm_seeds,
                    interventions=interventions or (*opts.calibration, *opts.interventions),
-                   test=TEST_DESCRIPTION.format(corr=opts.correction.capitalize()), alpha=opts.alpha,
+                   test=TEST_DESCRIPTION.format(corr=opts.correction.capitalize(),
+                                                metric=METRIC_WORDS.get(opts.metric, opts.metric)), alpha=opts.alpha,
                    margin_bpb=opts.margin_bpb, correction=opts.correction, cycles=opts.cycles, stack=opts.stack)
 
 
