@@ -243,6 +243,8 @@ class Hyperparameters:
     # Frontier knobs (issue 11), all off by default. Fractions are of training: step/iterations, or of the
     # wallclock cap when one is set.
     muon_wd: float = 0.0  # Muon decoupled weight decay: p *= 1 - lr * muon_wd before each update
+    adam_wd: float = 0.0  # AdamW-style decoupled decay of the embedding and scalar Adam groups (not an untied
+    # head): p *= 1 - lr * adam_wd before each update (records: 0.04)
     muon_row_normalize: bool = False  # MuonEq-R: unit-norm rows of the momentum update before Newton-Schulz
     muon_ns: str = "default"  # default (3.4445, -4.775, 2.0315) | polar_express (per-iteration coefficients)
     warmdown_frac: float = 0.0  # >0: linear warmdown over this last fraction of training (replaces warmdown_iters)
@@ -355,8 +357,9 @@ class Hyperparameters:
         for name in ("warmdown_frac", "min_lr", "ema_start_frac", "loop_start_frac"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
-        if self.muon_wd < 0:
-            raise ConfigValueError(f"muon_wd={self.muon_wd} must be >= 0")
+        for name in ("muon_wd", "adam_wd"):
+            if getattr(self, name) < 0:
+                raise ConfigValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.swa_every < 0 or (self.swa_every and self.ema_decay > 0):
             raise ConfigValueError(f"swa_every={self.swa_every} must be >= 0 and SWA cannot be combined with EMA "
                                    f"(ema_decay={self.ema_decay}); pick one averaging")
@@ -2094,21 +2097,25 @@ def optimizer_group(name: str, ndim: int) -> str:
 
 def build_optimizers(cfg: Hyperparameters, model: GPT) -> tuple[list[torch.optim.Optimizer], Muon]:
     """Upstream's split, by optimizer_group: Adam for embedding tables (and an untied head), Muon for matrices,
-    Adam for vectors/scalars and control tensors. Every parameter of the model is in exactly one group."""
+    Adam for vectors/scalars and control tensors. Every parameter of the model is in exactly one group. With
+    adam_wd > 0 the embedding and scalar groups use AdamW (decoupled decay, as the 11-layer records); at 0 they
+    keep plain Adam, so the default is today's optimizer exactly."""
     fused = {"fused": True} if next(model.parameters()).is_cuda else {}
     groups: dict[str, list[Tensor]] = {"tok": [], "head": [], "matrix": [], "scalar": []}
     for name, p in model.named_parameters():
         groups[optimizer_group(name, p.ndim)].append(p)
     token_lr = cfg.tied_embed_lr if cfg.tie_embeddings else cfg.embed_lr
     adam = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, **fused)
-    opt_tok = torch.optim.Adam([{"params": groups["tok"], "lr": token_lr, "base_lr": token_lr}], **adam)
+    decayed = dict(adam, weight_decay=cfg.adam_wd) if cfg.adam_wd > 0 else adam
+    adam_decayed = torch.optim.AdamW if cfg.adam_wd > 0 else torch.optim.Adam
+    opt_tok = adam_decayed([{"params": groups["tok"], "lr": token_lr, "base_lr": token_lr}], **decayed)
     opt_muon = Muon(groups["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
                     backend_steps=cfg.muon_backend_steps, weight_decay=cfg.muon_wd,
                     row_normalize=cfg.muon_row_normalize, ns=cfg.muon_ns)
     for group in opt_muon.param_groups:
         group["base_lr"] = cfg.matrix_lr
-    opt_scalar = torch.optim.Adam([{"params": groups["scalar"], "lr": cfg.scalar_lr, "base_lr": cfg.scalar_lr}],
-                                  **adam)
+    opt_scalar = adam_decayed([{"params": groups["scalar"], "lr": cfg.scalar_lr, "base_lr": cfg.scalar_lr}],
+                              **decayed)
     optimizers: list[torch.optim.Optimizer] = [opt_tok, opt_muon, opt_scalar]
     if groups["head"]:
         head = [{"params": groups["head"], "lr": cfg.head_lr, "base_lr": cfg.head_lr}]

@@ -240,6 +240,8 @@ class Hyperparameters:
     # Frontier knobs (issue 11), all off by default. Fractions are of training: step/iterations, or of the
     # wallclock cap when one is set.
     muon_wd: float = 0.0  # Muon decoupled weight decay: p *= 1 - lr * muon_wd before each update
+    adam_wd: float = 0.0  # AdamW-style decoupled decay of the embedding and scalar Adam groups (not an untied
+    # head): p *= 1 - lr * adam_wd before each update (records: 0.04)
     muon_row_normalize: bool = False  # MuonEq-R: unit-norm rows of the momentum update before Newton-Schulz
     muon_ns: str = "default"  # default (3.4445, -4.775, 2.0315) | polar_express (per-iteration coefficients)
     warmdown_frac: float = 0.0  # >0: linear warmdown over this last fraction of training (replaces warmdown_iters)
@@ -352,8 +354,9 @@ class Hyperparameters:
         for name in ("warmdown_frac", "min_lr", "ema_start_frac", "loop_start_frac"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
-        if self.muon_wd < 0:
-            raise ConfigValueError(f"muon_wd={self.muon_wd} must be >= 0")
+        for name in ("muon_wd", "adam_wd"):
+            if getattr(self, name) < 0:
+                raise ConfigValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.swa_every < 0 or (self.swa_every and self.ema_decay > 0):
             raise ConfigValueError(f"swa_every={self.swa_every} must be >= 0 and SWA cannot be combined with EMA "
                                    f"(ema_decay={self.ema_decay}); pick one averaging")
@@ -1250,11 +1253,13 @@ class Muon:
 
 
 class Adam:
-    """torch.optim.Adam semantics (bias-corrected, eps outside the sqrt, no weight decay)."""
+    """torch.optim.Adam semantics (bias-corrected, eps outside the sqrt); with weight_decay > 0 torch.optim.AdamW's
+    decoupled decay, p *= 1 - lr * weight_decay before the Adam update."""
 
-    def __init__(self, names: list[str], *, lr: float, betas: tuple[float, float], eps: float):
+    def __init__(self, names: list[str], *, lr: float, betas: tuple[float, float], eps: float,
+                 weight_decay: float = 0.0):
         self.names, self.base_lr, self.lr = list(names), lr, lr
-        self.beta1, self.beta2, self.eps = betas[0], betas[1], eps
+        self.beta1, self.beta2, self.eps, self.weight_decay = betas[0], betas[1], eps, weight_decay
         self.m: dict[str, mx.array] = {}
         self.v: dict[str, mx.array] = {}
         self.t = 0
@@ -1269,6 +1274,8 @@ class Adam:
             m = self.beta1 * self.m.get(name, mx.zeros_like(g)) + (1.0 - self.beta1) * g
             v = self.beta2 * self.v.get(name, mx.zeros_like(g)) + (1.0 - self.beta2) * mx.square(g)
             self.m[name], self.v[name] = m, v
+            if self.weight_decay > 0:
+                p = p * (1.0 - self.lr * self.weight_decay)
             out[name] = p - (self.lr / bc1) * m / (mx.sqrt(v) / math.sqrt(bc2) + self.eps)
         return out
 
@@ -1716,8 +1723,9 @@ class Optimizers:
         self.muon = Muon(groups["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
                          backend_steps=cfg.muon_backend_steps, weight_decay=cfg.muon_wd,
                          row_normalize=cfg.muon_row_normalize, ns=cfg.muon_ns)
-        self.all = [Adam(groups["tok"], lr=token_lr, betas=betas, eps=cfg.adam_eps), self.muon,
-                    Adam(groups["scalar"], lr=cfg.scalar_lr, betas=betas, eps=cfg.adam_eps)]
+        decayed = dict(betas=betas, eps=cfg.adam_eps, weight_decay=cfg.adam_wd)  # as train_gpt: not the head
+        self.all = [Adam(groups["tok"], lr=token_lr, **decayed), self.muon,
+                    Adam(groups["scalar"], lr=cfg.scalar_lr, **decayed)]
         if groups["head"]:
             self.all.insert(1, Adam(groups["head"], lr=cfg.head_lr, betas=betas, eps=cfg.adam_eps))
 

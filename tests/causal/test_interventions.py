@@ -26,7 +26,7 @@ REQUIRED = {
     # issue 11: the frontier techniques
     "mlp_mult_4", "seq_len_double", "xsa_all", "attn_gate_dense", "attn_gate_sparse", "smear_gate", "bigram_hash", "value_embeddings",
     "skip_gates", "parallel_residuals", "depth_recurrence", "ema_09965", "ema_0997_late", "swa", "muon_wd_004",
-    "muon_wd_0095", "muoneq_r", "polar_express", "muon_momentum_099", "muon_momentum_097", "warmdown_frac_075", "min_lr_010",
+    "muon_wd_0095", "adam_wd_004", "muoneq_r", "polar_express", "muon_momentum_099", "muon_momentum_097", "warmdown_frac_075", "min_lr_010",
 }
 NAMES = [iv.name for iv in reg.list_interventions()]
 TREATMENTS = [n for n in NAMES if n != "aa"]

@@ -35,6 +35,7 @@ OPTIMIZER_KNOBS = {
     "muon_wd": {"muon_wd": 0.5},
     "muon_row_normalize": {"muon_row_normalize": True},
     "polar_express": {"muon_ns": "polar_express"},
+    "adam_wd": {"adam_wd": 0.5},  # records: 0.04; 0.5 so that the decay is far above the parity tolerance
 }
 SCHEDULE_KNOBS = {
     "warmdown_frac": {"warmdown_frac": 0.75},
@@ -43,7 +44,9 @@ SCHEDULE_KNOBS = {
     "swa": {"swa_every": 1, "swa_start_scale": 1.01},
 }
 ALL_MODEL = {k: v for knob in MODEL_KNOBS.values() for k, v in knob.items()} | {"num_layers": 3}
-COVERAGE_CASES = {"baseline": {}, "untied": {"tie_embeddings": False}, **MODEL_KNOBS, "all_model_knobs": ALL_MODEL}
+COVERAGE_CASES = {"baseline": {}, "untied": {"tie_embeddings": False}, **MODEL_KNOBS, "all_model_knobs": ALL_MODEL,
+                  "adam_wd_untied": {"adam_wd": 0.5, "tie_embeddings": False},
+                  "adam_wd_all_model_knobs": {**ALL_MODEL, "adam_wd": 0.5}}
 
 
 def _cfg(**overrides) -> tg.Hyperparameters:
@@ -73,6 +76,7 @@ def test_every_knob_defaults_to_off_and_adds_no_parameter():
         for key in knob:
             assert key in defaults, key
     assert (defaults["muon_wd"], defaults["muon_row_normalize"], defaults["muon_ns"]) == (0.0, False, "default")
+    assert defaults["adam_wd"] == 0.0
     assert (defaults["warmdown_frac"], defaults["min_lr"], defaults["swa_every"], defaults["num_loops"]) == (0, 0, 0, 0)
     assert (defaults["smear_gate"], defaults["skip_gates"], defaults["attn_out_gate"]) == (False, False, "none")
     assert (defaults["ve_layers"], defaults["bigram_buckets"], defaults["parallel_start_layer"]) == ("", 0, 0)
@@ -91,7 +95,8 @@ def test_new_fields_at_default_keep_the_config_hash():
 def test_bad_knob_values_name_the_field():
     for bad, field in (({"muon_ns": "x"}, "muon_ns"), ({"attn_out_gate": "x"}, "attn_out_gate"),
                        ({"ve_layers": "0,9"}, "ve_layers"), ({"num_loops": 1, "loop_end": 5}, "num_loops"),
-                       ({"swa_every": 2, "ema_decay": 0.9}, "swa_every"), ({"warmdown_frac": 1.5}, "warmdown_frac")):
+                       ({"swa_every": 2, "ema_decay": 0.9}, "swa_every"), ({"warmdown_frac": 1.5}, "warmdown_frac"),
+                       ({"adam_wd": -0.01}, "adam_wd")):
         with pytest.raises(tg.ConfigValueError, match=field):
             _cfg(**bad)
 
@@ -118,6 +123,44 @@ def test_torch_every_parameter_in_exactly_one_group_and_trained(name, perturbed)
             opt.step()
     unmoved = [n for n, p in model.named_parameters() if torch.equal(p.detach(), before[n])]
     assert unmoved == []
+
+
+def _one_torch_step(cfg, model, lr_scale: float):
+    """One step of build_optimizers on a fixed batch, every group's lr at base_lr * lr_scale."""
+    optimizers, _ = tg.build_optimizers(cfg, model)
+    x, y = _batch(cfg)
+    model(torch.from_numpy(x), torch.from_numpy(y)).backward()
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * lr_scale
+        opt.step()
+    return optimizers
+
+
+def test_torch_adam_wd_decays_only_the_embedding_and_scalar_groups(perturbed):
+    """adam_wd: the tok and scalar groups (AdamW) end at (the adam_wd=0 step) - lr * adam_wd * p_before, lr the
+    group's scheduled lr; the Muon matrices and an untied head (plain Adam, as the records) are bit-identical to
+    the adam_wd=0 step. adam_wd=0 keeps torch.optim.Adam (today's optimizer)."""
+    off_cfg = _cfg(tie_embeddings=False, smear_gate=True)
+    on_cfg = off_cfg.with_overrides(adam_wd=0.5)
+    off, on = perturbed(off_cfg), perturbed(on_cfg)
+    before = {n: p.detach().clone() for n, p in on.named_parameters()}
+    assert all(type(o) is not torch.optim.AdamW for o in _one_torch_step(off_cfg, off, 0.5))
+    opts = _one_torch_step(on_cfg, on, 0.5)
+    assert sum(type(o) is torch.optim.AdamW for o in opts) == 2
+    lrs = {"tok": off_cfg.embed_lr * 0.5, "scalar": off_cfg.scalar_lr * 0.5}
+    groups = {n: tg.optimizer_group(n, p.ndim) for n, p in on.named_parameters()}
+    assert set(groups.values()) == {"tok", "scalar", "matrix", "head"}
+    off_params = dict(off.named_parameters())
+    largest = dict.fromkeys(lrs, 0.0)
+    for n, p in on.named_parameters():
+        if groups[n] in lrs:
+            decay = lrs[groups[n]] * 0.5 * before[n]
+            torch.testing.assert_close(off_params[n].detach() - p.detach(), decay, atol=1e-6, rtol=1e-4)
+            largest[groups[n]] = max(largest[groups[n]], float(decay.abs().max()))
+        else:
+            assert torch.equal(p.detach(), off_params[n].detach()), n
+    assert min(largest.values()) > 1e-2, largest  # far above the tolerance: the check is not vacuous
 
 
 def test_torch_frozen_group_does_not_move(perturbed):
@@ -184,7 +227,7 @@ def test_loss_and_gradients_match_torch(name, looping, perturbed):
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZER_KNOBS))
-def test_muon_knobs_step_like_torch(name, perturbed):
+def test_optimizer_knobs_step_like_torch(name, perturbed):
     cfg = _cfg(**OPTIMIZER_KNOBS[name])
     tmodel = perturbed(cfg)
     params = tm.params_from_torch(dict(tmodel.named_parameters()))

@@ -163,7 +163,8 @@ def test_newton_schulz_matches_torch():
         np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"tie_embeddings": False, "loss": "mtp", "grad_clip_norm": 0.5}])
+@pytest.mark.parametrize("overrides", [{}, {"tie_embeddings": False, "loss": "mtp", "grad_clip_norm": 0.5},
+                                       {"tie_embeddings": False, "adam_wd": 0.5}])
 def test_optimizer_steps_match_torch(overrides, perturbed):
     """Two steps of every optimizer group (Muon + the Adam groups, lr scale, momentum, clipping) fed the same
     gradients as train_gpt.build_optimizers. (Gradients themselves are compared above: recomputing them here

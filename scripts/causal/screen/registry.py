@@ -32,9 +32,8 @@ Calibration: ``aa`` is an exact copy of the control (must come out null) and ``s
 sets matrix_lr = 0 (the Muon-trained matrices never move; must come out harmful).
 
 API: ``get_intervention(name)``, ``list_interventions()``, ``resolve_overrides(name, base_config)``,
-``representable(name, base_config)``, ``expected_steps(cfg)``,
-``apply(name, base_config)``, ``adhoc_treatment(spec, base_config)``,
-``treatment_feature(name, overrides)``, ``feature_value(feature, config)``.
+``representable(name, base_config)``, ``expected_steps(cfg)``, ``apply(name, base_config)``,
+``adhoc_treatment(spec, base_config)``, ``treatment_feature(name, overrides)``, ``feature_value(feature, config)``.
 """
 from __future__ import annotations
 
@@ -303,6 +302,8 @@ _REGISTRY: tuple[Intervention, ...] = (
                  "muon_weight_decay", {"muon_wd": 0.04}, transfer="optimizer_schedule"),
     Intervention("muon_wd_0095", "Muon decoupled weight decay 0.095 (the April records)", "optimizer",
                  "muon_weight_decay", {"muon_wd": 0.095}, transfer="optimizer_schedule"),
+    Intervention("adam_wd_004", "Adam weight decay 0.04 on the embedding and scalar groups", "optimizer", None,
+                 {"adam_wd": 0.04}, transfer="optimizer_schedule"),
     Intervention("muoneq_r", "MuonEq-R: unit-norm rows of the update before Newton-Schulz", "optimizer",
                  "muoneq_r", {"muon_row_normalize": True}, transfer="optimizer_schedule"),
     Intervention("polar_express", "Polar-Express Newton-Schulz coefficients (one minimax tuple per iteration)",
@@ -394,7 +395,6 @@ def _with(cfg: Any, overrides: Mapping[str, Any], what: str = "") -> Any:
         raise
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(f"{what or f'overrides {dict(overrides)!r}'} gives an invalid config: {exc}") from exc
-
 
 
 def resolve_overrides(name: str, base_config: Any) -> dict:

@@ -27,7 +27,8 @@ FULL_SCALE_PRESET = "baseline"
 
 @dataclasses.dataclass(frozen=True)
 class Stack:
-    """One leaderboard record's training configuration, minus what this trainer cannot express (``omitted``)."""
+    """One leaderboard record's training configuration, minus what this trainer cannot express or the stack leaves
+    out on purpose (``omitted``)."""
 
     name: str
     record: str  # folder under records/track_10min_16mb/
@@ -50,8 +51,9 @@ _ELEVEN_LAYER = Stack(
     full_scale={"train_seq_len": 2048, "train_batch_tokens": 786_432, "warmdown_frac": 0.0, "warmdown_iters": 3500,
                 "ema_decay": 0.997, "muon_momentum_warmup_steps": 1500},
     omitted="int6 QAT and GPTQ-lite export, sliding-window eval and legal TTT (the quantization/eval issue); "
-            "Adam weight decay 0.04; SWA (not combined with EMA here); its SmearGate was the earlier per-dim "
-            "gate, here the BOS-fixed one",
+            "Adam weight decay 0.04 (the knob exists as the registry entry adam_wd_004, left out of the stack so "
+            "that the committed screen results/stack_11l_fast stays reproducible); SWA (not combined with EMA "
+            "here); its SmearGate was the earlier per-dim gate, here the BOS-fixed one",
 )
 
 _RECENT = Stack(
