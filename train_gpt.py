@@ -541,39 +541,26 @@ Hyperparameters = _promoted_class(Hyperparameters)
 # split), the preset for real use: about 2 minutes per run on a 2-core CPU.
 # small_long: a proxy with ~14x fast's training tokens per parameter (model_dim 64, 480 steps) at about fast's
 # cost, for the transfer calibration (scripts/causal/transfer_calibration.py).
-# tiny: a few seconds per run, for tests. Both train on the embedded corpus (EMBEDDED_DATA_PATH); baseline
+# tiny: a few seconds per run, for tests. The CPU presets train on the embedded corpus (EMBEDDED_DATA_PATH); baseline
 # keeps the FineWeb default.
 _EMBEDDED_DATA = {"data_path": EMBEDDED_DATA_PATH, "tokenizer_path": EMBEDDED_TOKENIZER_PATH}
+# The CPU proxies share a fixed-step regime: no warmup or wallclock cap, the seed draws the data windows,
+# no torch.compile, the embedded corpus.
+_CPU_PROXY = {"warmup_steps": 0, "val_loss_every": 0, "max_wallclock_seconds": 0.0, "data_order": "seeded",
+              "compile": False, "num_heads": 4, "num_kv_heads": 2, "mlp_mult": 2, **_EMBEDDED_DATA}
+_FAST_MODEL = {"num_layers": 4, "model_dim": 128, "train_seq_len": 128, "train_batch_tokens": 2048,
+               "val_batch_size": 16384}
 PRESETS: dict[str, dict[str, object]] = {
     "baseline": {},
-    "fast": {
-        "num_layers": 4, "model_dim": 128, "num_heads": 4, "num_kv_heads": 2, "mlp_mult": 2,
-        "train_seq_len": 128, "train_batch_tokens": 2048, "iterations": 120, "warmdown_iters": 60,
-        "warmup_steps": 0, "val_loss_every": 0, "train_log_every": 20, "val_batch_size": 16384,
-        "max_wallclock_seconds": 0.0, "muon_momentum_warmup_steps": 30, "data_order": "seeded", "compile": False,
-        **_EMBEDDED_DATA,
-    },
-    "screen": {
-        "num_layers": 4, "model_dim": 128, "num_heads": 4, "num_kv_heads": 2, "mlp_mult": 2,
-        "train_seq_len": 128, "train_batch_tokens": 2048, "iterations": 600, "warmdown_iters": 300,
-        "warmup_steps": 0, "val_loss_every": 0, "train_log_every": 100, "val_batch_size": 16384,
-        "max_wallclock_seconds": 0.0, "muon_momentum_warmup_steps": 150, "data_order": "seeded", "compile": False,
-        **_EMBEDDED_DATA,
-    },
-    "small_long": {
-        "num_layers": 4, "model_dim": 64, "num_heads": 4, "num_kv_heads": 2, "mlp_mult": 2,
-        "train_seq_len": 128, "train_batch_tokens": 2048, "iterations": 480, "warmdown_iters": 240,
-        "warmup_steps": 0, "val_loss_every": 0, "train_log_every": 80, "val_batch_size": 16384,
-        "max_wallclock_seconds": 0.0, "muon_momentum_warmup_steps": 120, "data_order": "seeded", "compile": False,
-        **_EMBEDDED_DATA,
-    },
-    "tiny": {
-        "num_layers": 2, "model_dim": 64, "num_heads": 4, "num_kv_heads": 2, "mlp_mult": 2,
-        "train_seq_len": 64, "train_batch_tokens": 512, "iterations": 12, "warmdown_iters": 4,
-        "warmup_steps": 0, "val_loss_every": 0, "train_log_every": 4, "val_batch_size": 4096,
-        "max_wallclock_seconds": 0.0, "muon_momentum_warmup_steps": 5, "data_order": "seeded", "compile": False,
-        **_EMBEDDED_DATA,
-    },
+    "fast": {**_CPU_PROXY, **_FAST_MODEL, "iterations": 120, "warmdown_iters": 60, "train_log_every": 20,
+             "muon_momentum_warmup_steps": 30},
+    "screen": {**_CPU_PROXY, **_FAST_MODEL, "iterations": 600, "warmdown_iters": 300, "train_log_every": 100,
+               "muon_momentum_warmup_steps": 150},
+    "small_long": {**_CPU_PROXY, **_FAST_MODEL, "model_dim": 64, "iterations": 480, "warmdown_iters": 240,
+                   "train_log_every": 80, "muon_momentum_warmup_steps": 120},
+    "tiny": {**_CPU_PROXY, "num_layers": 2, "model_dim": 64, "train_seq_len": 64, "train_batch_tokens": 512,
+             "iterations": 12, "warmdown_iters": 4, "train_log_every": 4, "val_batch_size": 4096,
+             "muon_momentum_warmup_steps": 5},
 }
 
 
