@@ -81,3 +81,22 @@ def perturbed_torch_model(cfg, seed: int = 3):
         for _, p in model.named_parameters():
             p.add_(torch.randn(p.shape, generator=gen) * 0.05)
     return model.train()
+
+
+
+@pytest.fixture(scope="session")
+def load_bench():
+    """A loader of bench/<name>.py as module ``name`` (bench scripts are not a package)."""
+    import importlib.util
+    import sys
+
+    def load(name: str):
+        if name not in sys.modules:
+            path = Path(__file__).resolve().parents[2] / "bench" / f"{name}.py"
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        return sys.modules[name]
+
+    return load

@@ -2,11 +2,9 @@
 choice, and that one failing step is recorded while the others still run and the outputs are written."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,13 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def gc():
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "bench" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("gpu_check", None)
+def gc(load_bench):
+    return load_bench("gpu_check")
 
 
 def test_one_gpu_reference_is_eight_times_upstreams_step_time(gc):

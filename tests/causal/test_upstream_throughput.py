@@ -2,8 +2,6 @@
 real step of our torch trainer and of upstream's on the same shards (skipped where ../shared/upstream is absent)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,13 +12,8 @@ needs_upstream = pytest.mark.skipif(not (UPSTREAM / "train_gpt.py").is_file(), r
 
 
 @pytest.fixture(scope="module")
-def ub():
-    spec = importlib.util.spec_from_file_location("upstream_throughput", REPO / "bench" / "upstream_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["upstream_throughput"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("upstream_throughput", None)
+def ub(load_bench):
+    return load_bench("upstream_throughput")
 
 
 def test_ratios_are_ours_over_upstream_and_failures_are_rows(ub):
