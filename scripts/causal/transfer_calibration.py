@@ -67,6 +67,16 @@ def choose(presets: dict[str, dict[str, Any]], klass: str = "architecture") -> s
     return ranked[0][0] if ranked and key(ranked[0])[0] >= 0 else None
 
 
+def preset_seeds(spec: str, seeds: Sequence[int]) -> tuple[str, tuple[int, ...]]:
+    """``NAME`` -> (NAME, seeds); ``NAME@N`` -> (NAME, the first N seeds): a costlier proxy on fewer seeds."""
+    name, _, n = spec.partition("@")
+    if not n:
+        return name, tuple(seeds)
+    if not n.isdigit() or not 3 <= int(n) <= len(seeds):
+        raise ConfigError(f"--presets {spec!r}: N in NAME@N must be an integer from 3 to {len(seeds)} (the seeds given)")
+    return name, tuple(seeds)[: int(n)]
+
+
 def run(*, matrix_path: str | Path = "results/interventions.json", presets: Sequence[str] = DEFAULT_PRESETS,
         seeds: Sequence[int] | str = "1,2,3,4,5", output_dir: str | Path = "results/transfer_calibration",
         threads: int | None = None, backend: str = "torch", executor: str = "inprocess",
@@ -87,13 +97,15 @@ def run(*, matrix_path: str | Path = "results/interventions.json", presets: Sequ
     seeds_t = parse_seeds(seeds)
     log(f"calibration set: {len(items)} rows, {len(names)} interventions; {len(unexpressed)} rows not expressible")
     results: dict[str, dict[str, Any]] = {}
-    for preset in presets:
-        ablation, refused = screen_preset(preset, names, seeds=seeds_t, out_dir=out / preset,
+    for spec in presets:
+        preset, seeds_p = preset_seeds(spec, seeds_t)
+        ablation, refused = screen_preset(preset, names, seeds=seeds_p, out_dir=out / preset,
                                           ledger_path=out / "ledger.sqlite", threads=threads, backend=backend,
                                           executor=executor, ray_address=ray_address, progress=progress,
                                           overrides=overrides, log=log)
         sc = score(items, {r["intervention"]: r for r in ablation["results"]})
-        results[preset] = {"tokens_per_param": tokens_per_param(preset, overrides), "refused": refused, "score": sc,
+        results[preset] = {"tokens_per_param": tokens_per_param(preset, overrides), "seeds": list(seeds_p),
+                           "refused": refused, "score": sc,
                            "ablation_results": f"{preset}/ablation_results.json"}
         write_json(out / f"transfer_{preset}.json", transfer_json(sc["classes"], classes, preset))
     payload = {"matrix": str(matrix_path), "matrix_sha256": file_sha256(matrix_path), "git_commit": git_commit(),
@@ -110,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--matrix", default="results/interventions.json", help="intervention matrix with ablation rows")
     p.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
-                   help="comma-separated proxy presets to compare, e.g. fast,small_long")
+                   help="comma-separated proxy presets to compare; NAME@N runs one on the first N seeds only, "
+                        "e.g. fast,small_long@3")
     p.add_argument("--seeds", default="1,2,3,4,5", help="paired seeds per arm, comma-separated, e.g. 1,2,3,4,5")
     p.add_argument("--output-dir", default="results/transfer_calibration", help="where to write (resumable)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",

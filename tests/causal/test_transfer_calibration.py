@@ -145,3 +145,14 @@ def test_report_header_states_mde_power_and_each_class_agreement(tmp_path):
     assert "not to be trusted" not in text.split("evaluation changes")[1].split("\n")[0]
     none = "\n".join(sensitivity_lines(screen_sensitivity(decisions, None, None, "screen", {})))
     assert "no calibration for this preset" in none and "--presets screen" in none
+
+
+def test_preset_specs_take_the_first_n_seeds():
+    from scripts.causal.core.errors import ConfigError
+    from scripts.causal.transfer_calibration import preset_seeds
+
+    assert preset_seeds("fast", (1, 2, 3, 4, 5)) == ("fast", (1, 2, 3, 4, 5))
+    assert preset_seeds("small_long@3", (1, 2, 3, 4, 5)) == ("small_long", (1, 2, 3))
+    for bad in ("small_long@2", "small_long@6", "small_long@x"):
+        with pytest.raises(ConfigError, match="NAME@N"):
+            preset_seeds(bad, (1, 2, 3, 4, 5))

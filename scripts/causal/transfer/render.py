@@ -37,14 +37,15 @@ def render(payload: Mapping[str, Any]) -> str:
            f"Calibration set: {len(payload['calibration_set'])} leaderboard ablation rows that a registry "
            f"intervention expresses ({len({i['intervention'] for i in payload['calibration_set']})} interventions), "
            f"from `{payload['matrix']}`; {len(payload['unexpressed'])} rows cannot be expressed (listed below). "
-           f"Each proxy screens every intervention it can represent on seeds {payload['seeds']} (paired, "
+           f"Each proxy screens every intervention it can represent on paired seeds ({payload['seeds']} unless its "
+           f"section says fewer; "
            f"backend {payload['backend']}). Sign agreement counts rows with |H100 delta| >= {MIN_ABS_H100} bpb; "
            f"the target is {TARGET:.0%}. Spearman and slope are over interventions (their H100 rows averaged).", "",
            *class_table(presets), ""]
     if payload.get("chosen"):
         out += [f"Best-transferring proxy on the architecture class: `{payload['chosen']}`.", ""]
     for preset, p in presets.items():
-        out += [f"## `{preset}`: rows", "", "| intervention | class | record | row | H100 delta | proxy delta [95% CI] "
+        out += [f"## `{preset}`: rows (seeds {p.get('seeds', payload['seeds'])})", "", "| intervention | class | record | row | H100 delta | proxy delta [95% CI] "
                 "| proxy decision | agree |", "|---|---|---|---|---|---|---|---|"]
         for r in sorted(p["score"]["rows"], key=lambda r: (r["transfer_class"], r["intervention"])):
             lo, hi = r["proxy_ci"]
