@@ -156,3 +156,14 @@ def test_preset_specs_take_the_first_n_seeds():
     for bad in ("small_long@2", "small_long@6", "small_long@x"):
         with pytest.raises(ConfigError, match="NAME@N"):
             preset_seeds(bad, (1, 2, 3, 4, 5))
+
+
+def test_record_track_rows_are_scored_apart():
+    import dataclasses
+
+    items = [dataclasses.replace(_item("a", "architecture", -0.01), track="track_10min_16mb"),
+             dataclasses.replace(_item("b", "architecture", 0.01), track="track_non_record_16mb")]
+    sc = score(items, {"a": {"mean_delta_bpb": -0.02}, "b": {"mean_delta_bpb": -0.02}})
+    assert (sc["classes"]["architecture"]["k_agree"], sc["classes"]["architecture"]["n_decisive"]) == (1, 2)
+    rec = sc["record_track"]["classes"]["architecture"]
+    assert (rec["k_agree"], rec["n_decisive"]) == (1, 1)

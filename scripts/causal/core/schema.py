@@ -408,6 +408,7 @@ class CalibrationItem:
     from_value: Any = None
     to_value: Any = None
     in_range: bool = True  # False: the row moves the knob over another stretch than the registry entry does
+    track: str | None = None  # the record's leaderboard track (track_10min_16mb, track_non_record_16mb, ...)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,10 @@ overall:
 - a **verdict**: ``good`` (agreement >= ``TARGET`` on >= ``MIN_ROWS`` rows), ``poor`` (below the target),
   ``too_few_rows``, or ``unmeasured``; a report flags every class that is not ``good`` as not to be trusted from
   the proxy.
+
+The same statistics are repeated over the rows of the 10-minute record track alone (``record_track``): the
+non-record studies (binary and ternary nets, other architectures) measure their changes on stacks far from the
+ones a competitor screens.
 """
 from __future__ import annotations
 
@@ -26,11 +30,12 @@ from scipy import stats
 
 from scripts.causal.core.schema import CalibrationItem
 
-__all__ = ["MIN_ABS_H100", "MIN_ROWS", "TARGET", "score", "agreement_sentence"]
+__all__ = ["MIN_ABS_H100", "MIN_ROWS", "RECORD_TRACK", "TARGET", "score", "agreement_sentence"]
 
 MIN_ABS_H100 = 0.002
 MIN_ROWS = 3
 TARGET = 0.8
+RECORD_TRACK = "track_10min_16mb"
 
 
 def _sign(x: float) -> int:
@@ -85,11 +90,15 @@ def score(items: Sequence[CalibrationItem], proxy: Mapping[str, Mapping[str, Any
                      "record_id": it.record_id, "change": it.change, "h100_delta": it.h100_delta,
                      "proxy_delta": float(p["mean_delta_bpb"]), "proxy_ci": [p.get("ci_low"), p.get("ci_high")],
                      "proxy_decision": p.get("decision"), "in_range": it.in_range, "metric": it.metric,
+                     "track": it.track,
                      "agree": (_sign(float(p["mean_delta_bpb"])) == _sign(it.h100_delta)
                                if abs(it.h100_delta) >= MIN_ABS_H100 else None)})
     classes = sorted({r["transfer_class"] for r in rows} | {it.transfer_class for it in items})
+    record = [r for r in rows if r["track"] == RECORD_TRACK]
     return {"overall": _block(rows),
             "classes": {c: _block([r for r in rows if r["transfer_class"] == c]) for c in classes},
+            "record_track": {"overall": _block(record),
+                             "classes": {c: _block([r for r in record if r["transfer_class"] == c]) for c in classes}},
             "rows": rows, "not_screened": sorted(set(not_screened)),
             "min_abs_h100": MIN_ABS_H100, "target": TARGET}
 

@@ -83,5 +83,5 @@ def build_calibration_set(records: Iterable[Mapping], *, candidates: Sequence[Ca
                 record_id=str(row.get("record_id")), change=_short(row), h100_delta=sign * float(row["delta_bpb"]),
                 metric=str(row.get("metric") or "unknown"), n_seeds=row.get("n_seeds"),
                 from_value=row.get("from_value"), to_value=row.get("to_value"),
-                in_range=numeric_direction(cand) is None or _overlaps(row, cand)))
+                in_range=numeric_direction(cand) is None or _overlaps(row, cand), track=row.get("track")))
     return items, unexpressed

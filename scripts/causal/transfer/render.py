@@ -15,11 +15,12 @@ def _ci(ci: Any, fmt: str = ".0%") -> str:
     return "" if not ci else f" [{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
 
 
-def class_table(presets: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def class_table(presets: Mapping[str, Mapping[str, Any]], part: str | None = None) -> list[str]:
+    """One row per preset and class; ``part`` = "record_track" for the record-track rows alone."""
     lines = ["| preset | tokens/param | class | sign agreement (k/n) [95% CI] | verdict | Spearman (interventions) | "
              "slope H100/proxy [95% CI] |", "|---|---|---|---|---|---|---|"]
     for preset, p in presets.items():
-        sc = p["score"]
+        sc = p["score"][part] if part else p["score"]
         for name, b in [("overall", sc["overall"]), *sorted(sc["classes"].items())]:
             agree = (f"{b['k_agree']}/{b['n_decisive']} = {b['agreement']:.0%}{_ci(b['agreement_ci'])}"
                      if b["n_decisive"] else "no rows")
@@ -41,12 +42,16 @@ def render(payload: Mapping[str, Any]) -> str:
            f"section says fewer; "
            f"backend {payload['backend']}). Sign agreement counts rows with |H100 delta| >= {MIN_ABS_H100} bpb; "
            f"the target is {TARGET:.0%}. Spearman and slope are over interventions (their H100 rows averaged).", "",
-           *class_table(presets), ""]
+           *class_table(presets), "",
+           "The same over the rows of the 10-minute record track alone (the non-record studies measure their "
+           "changes on stacks far from the ones a competitor screens):", "",
+           *class_table(presets, "record_track"), ""]
     if payload.get("chosen"):
         out += [f"Best-transferring proxy on the architecture class: `{payload['chosen']}`.", ""]
     for preset, p in presets.items():
-        out += [f"## `{preset}`: rows (seeds {p.get('seeds', payload['seeds'])})", "", "| intervention | class | record | row | H100 delta | proxy delta [95% CI] "
-                "| proxy decision | agree |", "|---|---|---|---|---|---|---|---|"]
+        out += [f"## `{preset}`: rows (seeds {p.get('seeds', payload['seeds'])})", "",
+                "| intervention | class | record | row | H100 delta | proxy delta [95% CI] | proxy decision | agree |",
+                "|---|---|---|---|---|---|---|---|"]
         for r in sorted(p["score"]["rows"], key=lambda r: (r["transfer_class"], r["intervention"])):
             lo, hi = r["proxy_ci"]
             agree = {True: "yes", False: "**no**", None: "(|H100| < 0.002)"}[r["agree"]]
