@@ -342,20 +342,41 @@ def write_report(report: Mapping, out_dir: str | Path) -> tuple[Path, Path]:
     return md_path, json_path
 
 
+def with_sensitivity(report: Mapping, transfer_dir: str | Path | None) -> dict:
+    """``report`` with its header block recomputed from its decisions and the transfer calibration of its preset
+    in ``transfer_dir`` (``transfer.sensitivity``), e.g. after the calibration was (re)measured."""
+    from scripts.causal.transfer.calibration_set import registry_classes
+    from scripts.causal.transfer.sensitivity import load_transfer, screen_sensitivity
+
+    preset = report["run"]["preset"]
+    sens = screen_sensitivity(report["decisions"], (report.get("test") or {}).get("effect"),
+                              load_transfer(transfer_dir, preset), preset, registry_classes())
+    return {**report, "sensitivity": _jsonable(sens)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Re-render report.md from a report.json written by run_pipeline.py.")
     p.add_argument("--input", type=Path, required=True, help="report.json, e.g. results/example/report.json")
     p.add_argument("--output", type=Path, required=True, help="markdown file to write, e.g. /tmp/report.md")
+    p.add_argument("--transfer-dir", default=None, metavar="DIR",
+                   help="recompute the header's sensitivity block with the transfer calibration in DIR, e.g. "
+                        "results/transfer_calibration (default: keep the block report.json has)")
+    p.add_argument("--json-output", type=Path, default=None,
+                   help="with --transfer-dir: also write the updated report.json here")
     add_debug_flag(p)
     args = p.parse_args(argv)
 
     def body() -> int:
-        args.output.write_text(render_markdown(read_json(args.input)), encoding="utf-8")
+        report = read_json(args.input)
+        if args.transfer_dir is not None:
+            report = with_sensitivity(report, args.transfer_dir)
+            if args.json_output is not None:
+                write_json(args.json_output, dict(report))
+        args.output.write_text(render_markdown(report), encoding="utf-8")
         print(args.output)
         return 0
 
     return run_cli(body, debug=args.debug, prog="report.py")
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

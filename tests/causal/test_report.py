@@ -103,3 +103,19 @@ def test_cli_rerenders_the_committed_example_identically(tmp_path):
     assert (tmp_path / "r.md").read_text() == (example / "report.md").read_text()
     stored = read_json(example / "ablation_results.json")["results"]
     assert read_json(example / "report.json")["decisions"] == stored
+
+
+def test_cli_recomputes_the_sensitivity_block_from_a_transfer_calibration(ablation, tmp_path):
+    from scripts.causal.core.schema import write_json
+
+    report = rep.build_report(info=_info(preset="fast"), ablation=ablation, nats_per_bpb=1.7)
+    assert report["sensitivity"]["transfer_source"] is None  # no calibration given: said to be unmeasured
+    rep.write_report(report, tmp_path)
+    write_json(tmp_path / "cal" / "transfer_fast.json", {"preset": "fast", "classes": {
+        "architecture": {"agreement": 0.9, "k": 9, "n": 10, "verdict": "good", "agreement_ci": [0.55, 1.0]}}})
+    assert rep.main(["--input", str(tmp_path / "report.json"), "--output", str(tmp_path / "r.md"),
+                     "--transfer-dir", str(tmp_path / "cal"), "--json-output", str(tmp_path / "r.json")]) == 0
+    md = (tmp_path / "r.md").read_text()
+    assert "agreed in sign with H100 in 9 of 10 calibration rows at `fast`" in md
+    assert md.index("What this screen can and cannot say") < md.index("## What was run")
+    assert read_json(tmp_path / "r.json")["sensitivity"]["transfer_source"].endswith("transfer_fast.json")
