@@ -536,8 +536,8 @@ Hyperparameters = _promoted_class(Hyperparameters)
 # data order and the wallclock cap is off so that a run is a fixed number of steps.
 # screen: fast's model trained 5x longer (600 steps, 1.2M tokens, no pass repeated over the 2.0M-token train
 # split), the preset for real use: about 2 minutes per run on a 2-core CPU.
-# small_long: a proxy with ~14x fast's training tokens per parameter (model_dim 64, 480 steps) at about fast's
-# cost, for the transfer calibration (scripts/causal/transfer_calibration.py).
+# small_long: a proxy with ~13x fast's training tokens per parameter (model_dim 64, 480 steps) at about twice
+# fast's cost per run, for the transfer calibration (scripts/causal/transfer_calibration.py).
 # tiny: a few seconds per run, for tests. The CPU presets train on the embedded corpus (EMBEDDED_DATA_PATH); baseline
 # keeps the FineWeb default.
 _EMBEDDED_DATA = {"data_path": EMBEDDED_DATA_PATH, "tokenizer_path": EMBEDDED_TOKENIZER_PATH}

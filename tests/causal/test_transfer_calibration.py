@@ -167,3 +167,18 @@ def test_record_track_rows_are_scored_apart():
     assert (sc["classes"]["architecture"]["k_agree"], sc["classes"]["architecture"]["n_decisive"]) == (1, 2)
     rec = sc["record_track"]["classes"]["architecture"]
     assert (rec["k_agree"], rec["n_decisive"]) == (1, 1)
+
+
+def test_final_metric_analysis_shows_the_pre_quant_delta_beside_it():
+    from scripts.causal.stats.analysis import analyze
+
+    runs = []
+    for s in (1, 2, 3, 4, 5):
+        base = {"seed": s, "backend": "torch", "status": "ok", "val_bpb": 2.5 + s / 100}
+        runs.append({**base, "intervention": "control", "arm": "control", "post_quant_val_bpb": 2.501 + s / 100})
+        runs.append({**base, "intervention": "sliding_eval", "arm": "treatment", "post_quant_val_bpb": 2.501 + s / 100,
+                     "sliding_val_bpb": 2.481 + s / 100 + (s % 2) * 1e-4})
+    row = analyze(runs, metric=FINAL_METRIC, alpha=0.01, correction="holm", margin_bpb=0.0,
+                  effect_bpb=0.003)["results"][0]
+    assert row["mean_delta_bpb"] == pytest.approx(-0.02 + 6e-5, abs=1e-9)  # sliding vs the control's round trip
+    assert row["mean_delta_val_bpb"] == 0.0  # an eval-only change leaves the pre-quant score untouched

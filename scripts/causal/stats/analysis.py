@@ -38,7 +38,7 @@ from scripts.causal.stats.decision import decide, describe_need, seeds_needed
 from scripts.causal.stats.effect import bytes_per_token_from_runs, record_bar_bpb
 from scripts.causal.stats.multiplicity import adjust_pvalues
 from scripts.causal.stats.paired_tests import CI_LEVEL, describe_pairs, pooled_sigma_from_aa
-from scripts.causal.stats.pairing import METRICS, MIN_PAIRS, paired_deltas, run_rows
+from scripts.causal.stats.pairing import MIN_PAIRS, paired_deltas, run_rows
 from scripts.causal.stats.power import mde_one_sided, power_one_sided
 from scripts.causal.stats.prereg import (
     check_runs,
@@ -84,7 +84,7 @@ def _registered(runs: Sequence[Mapping] | Mapping, prereg: Preregistration | Non
 def _secondary(rows: Sequence[Mapping], metric: str, backend: str | None) -> dict[str, dict]:
     """Pre-quant delta and quantization gap beside the decision metric (over that metric's own valid pairs)."""
     out: dict[str, dict] = {}
-    other = [m for m in METRICS if m != metric][0]
+    other = "val_bpb" if metric != "val_bpb" else "post_quant_val_bpb"  # pre-quant beside any post-quant score
     pre = paired_deltas(rows, metric="val_bpb", backend=backend)
     post = paired_deltas(rows, metric="post_quant_val_bpb", backend=backend)
     for name in set(pre) | set(post):
