@@ -12,7 +12,7 @@ Spearman, slope). Writes, under ``--output-dir``:
   select_interventions.py / estimate_dag.py and what the decision-gate report quotes;
 - ``transfer_calibration.md``, and ``<preset>/runs.json`` + ``ablation_results.json`` per preset.
 
-    python scripts/causal/transfer_calibration.py --presets fast,small_long --seeds 1,2,3,4,5 --threads 2 \\
+    python scripts/causal/transfer_calibration.py --presets fast,small_long@3 --seeds 1,2,3,4,5 --threads 2 \\
         --output-dir results/transfer_calibration
 """
 from __future__ import annotations
