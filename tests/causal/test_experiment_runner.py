@@ -77,7 +77,7 @@ def test_screen_id_is_derived_from_the_design(base_ov):
 @pytest.mark.parametrize("kw, match", [
     (dict(seeds=[1, 1]), r"--seeds \[1, 1\] has duplicates"),
     (dict(seeds="1,x"), "expected comma-separated integers"),
-    (dict(preset="huge"), r"--preset 'huge' is not one of \['baseline', 'fast', 'tiny'\]"),
+    (dict(preset="huge"), r"--preset 'huge' is not one of \['baseline', 'fast', 'screen', 'small_long', 'tiny'\]"),
     (dict(backend="jax"), r"--backend 'jax' is not one of"),
     (dict(interventions=["aa", "aa"]), r"repeated: \['aa'\]"),
     (dict(interventions=[], overrides=["mlp_mult=2"]), "leaves the config of preset 'tiny' unchanged"),
