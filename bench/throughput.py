@@ -48,6 +48,25 @@ def time_steps(step, cfg: tg.Hyperparameters, *, steps: int, warmup: int, thread
             "step_ms": 1000.0 * elapsed / steps, "cpu_step_ms": 1000.0 * cpu / steps, "threads": float(threads)}
 
 
+def torch_step(model, optimizers, next_batch: Callable[[], tuple], *, cuda: bool = False) -> Callable[[], None]:
+    """One full optimizer step as a training loop takes it: the next batch, forward (bf16 autocast on CUDA),
+    backward, every optimizer, zero grads, and the loss read back (so the step is finished when it returns)."""
+    import torch
+
+    def step() -> None:
+        x, y = next_batch()
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
+            loss = model(x, y)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        float(loss.item())
+
+    return step
+
+
 def measure_torch(cfg: tg.Hyperparameters, *, steps: int, warmup: int = 3, seed: int = 0) -> dict[str, float]:
     import torch
 
@@ -59,17 +78,8 @@ def measure_torch(cfg: tg.Hyperparameters, *, steps: int, warmup: int = 3, seed:
     optimizers, _ = tg.build_optimizers(cfg, model)
     loader = tg.TokenLoader(data.train_shards, device=device, order="seeded", seed=seed)
 
-    def step() -> None:
-        x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, 1)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = model(x, y)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        float(loss.item())
-
+    step = torch_step(model, optimizers, lambda: loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, 1),
+                      cuda=device.type == "cuda")
     return time_steps(step, cfg, steps=steps, warmup=warmup, threads=torch.get_num_threads())
 
 

@@ -86,16 +86,8 @@ def measure_upstream_torch(cfg: tg.Hyperparameters, upstream_dir: Path, *, steps
                   torch.optim.Adam(scalar, lr=a.scalar_lr, **adam)]
     loader = ut.DistributedTokenLoader(a.train_files, 0, 1, torch.device("cpu"))
 
-    def step() -> None:
-        x, y = loader.next_batch(a.train_batch_tokens, a.train_seq_len, a.grad_accum_steps)
-        loss = model(x, y)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        float(loss.item())
-
+    step = THROUGHPUT.torch_step(model, optimizers,
+                                 lambda: loader.next_batch(a.train_batch_tokens, a.train_seq_len, a.grad_accum_steps))
     return THROUGHPUT.time_steps(step, cfg, steps=steps, warmup=warmup, threads=torch.get_num_threads())
 
 

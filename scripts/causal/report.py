@@ -109,13 +109,10 @@ def build_report(*, info: RunInfo, ablation: Mapping, nats_per_bpb: float | None
                  transfer: Mapping | None = None) -> dict:
     """The report.json payload. ``decisions`` is a verbatim copy of ``ablation['results']``. ``transfer``: the
     screen preset's transfer calibration (``transfer.sensitivity.load_transfer``; None: not measured)."""
-    from scripts.causal.transfer.calibration_set import registry_classes
-    from scripts.causal.transfer.sensitivity import screen_sensitivity
-
     decisions = [dict(r) for r in ablation.get("results", [])]
     preset = info["preset"] if isinstance(info, Mapping) else info.preset
     return _jsonable({
-        "sensitivity": screen_sensitivity(decisions, ablation.get("effect"), transfer, preset, registry_classes()),
+        "sensitivity": _sensitivity(decisions, ablation.get("effect"), transfer, preset),
         "run": info,
         "test": {"alpha": ablation.get("alpha"), "margin_bpb": ablation.get("margin_bpb"),
                  "correction": ablation.get("correction"), "metric": ablation.get("metric"),
@@ -136,6 +133,14 @@ def build_report(*, info: RunInfo, ablation: Mapping, nats_per_bpb: float | None
         "cycles": [dict(c) for c in cycles],
         "wall_s": wall_s,
     })
+
+
+def _sensitivity(decisions: Sequence[Mapping], effect: Mapping | None, transfer: Mapping | None, preset: str) -> dict:
+    """The header block (``transfer.sensitivity``): MDE and power in words, each screened class's transfer."""
+    from scripts.causal.transfer.calibration_set import registry_classes
+    from scripts.causal.transfer.sensitivity import screen_sensitivity
+
+    return screen_sensitivity(decisions, effect, transfer, preset, registry_classes())
 
 
 def _ranking_top(ranking: Mapping | None, n: int) -> list[dict]:
@@ -345,12 +350,11 @@ def write_report(report: Mapping, out_dir: str | Path) -> tuple[Path, Path]:
 def with_sensitivity(report: Mapping, transfer_dir: str | Path | None) -> dict:
     """``report`` with its header block recomputed from its decisions and the transfer calibration of its preset
     in ``transfer_dir`` (``transfer.sensitivity``), e.g. after the calibration was (re)measured."""
-    from scripts.causal.transfer.calibration_set import registry_classes
-    from scripts.causal.transfer.sensitivity import load_transfer, screen_sensitivity
+    from scripts.causal.transfer.sensitivity import load_transfer
 
     preset = report["run"]["preset"]
-    sens = screen_sensitivity(report["decisions"], (report.get("test") or {}).get("effect"),
-                              load_transfer(transfer_dir, preset), preset, registry_classes())
+    sens = _sensitivity(report["decisions"], (report.get("test") or {}).get("effect"),
+                        load_transfer(transfer_dir, preset), preset)
     return {**report, "sensitivity": _jsonable(sens)}
 
 

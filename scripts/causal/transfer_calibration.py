@@ -38,21 +38,19 @@ DEFAULT_PRESETS = ("fast", "small_long")
 
 def tokens_per_param(preset: str, overrides: Mapping[str, Any] | None = None) -> float:
     """Training tokens per model parameter of a preset (expected steps x batch tokens / parameters)."""
-    import torch
-
     import train_gpt as tg
     from scripts.causal.screen.plan import base_config
     from scripts.causal.screen.registry import expected_steps
 
     cfg = base_config(preset, dict(overrides or {}))
-    n = sum(p.numel() for p in tg.build_model(cfg, torch.device("cpu")).parameters())
+    n = sum(p.numel() for p in tg.GPT.from_config(cfg).parameters())
     return expected_steps(cfg) * cfg.train_batch_tokens / n
 
 
 def transfer_json(block_scores: dict[str, Any], classes: dict[str, str], preset: str) -> dict[str, Any]:
     """The ``--transfer`` input: each class's agreement, and each intervention's (its class's)."""
-    per_class = {c: {"agreement": b["agreement"], "k": b["k_agree"], "n": b["n_decisive"], "verdict": b["verdict"],
-                     "agreement_ci": b["agreement_ci"]} for c, b in block_scores.items()}
+    keys = ("agreement", "k_agree", "n_decisive", "agreement_ci", "verdict")
+    per_class = {c: {k: b[k] for k in keys} for c, b in block_scores.items()}
     per_name = {name: {**per_class[c], "class": c} for name, c in classes.items() if c in per_class}
     return {"preset": preset, "classes": {**per_class, **per_name}}
 

@@ -112,7 +112,7 @@ def test_cli_recomputes_the_sensitivity_block_from_a_transfer_calibration(ablati
     assert report["sensitivity"]["transfer_source"] is None  # no calibration given: said to be unmeasured
     rep.write_report(report, tmp_path)
     write_json(tmp_path / "cal" / "transfer_fast.json", {"preset": "fast", "classes": {
-        "architecture": {"agreement": 0.9, "k": 9, "n": 10, "verdict": "good", "agreement_ci": [0.55, 1.0]}}})
+        "architecture": {"agreement": 0.9, "k_agree": 9, "n_decisive": 10, "verdict": "good", "agreement_ci": [0.55, 1.0]}}})
     assert rep.main(["--input", str(tmp_path / "report.json"), "--output", str(tmp_path / "r.md"),
                      "--transfer-dir", str(tmp_path / "cal"), "--json-output", str(tmp_path / "r.json")]) == 0
     md = (tmp_path / "r.md").read_text()

@@ -128,8 +128,8 @@ def test_report_header_states_mde_power_and_each_class_agreement(tmp_path):
     from scripts.causal.transfer.sensitivity import load_transfer, screen_sensitivity, sensitivity_lines
 
     write_json(tmp_path / "transfer_fast.json", {"preset": "fast", "classes": {
-        "architecture": {"agreement": 0.5, "k": 4, "n": 8, "verdict": "poor", "agreement_ci": [0.16, 0.84]},
-        "evaluation": {"agreement": 0.9, "k": 27, "n": 30, "verdict": "good", "agreement_ci": [0.73, 0.98]}}})
+        "architecture": {"agreement": 0.5, "k_agree": 4, "n_decisive": 8, "verdict": "poor", "agreement_ci": [0.16, 0.84]},
+        "evaluation": {"agreement": 0.9, "k_agree": 27, "n_decisive": 30, "verdict": "good", "agreement_ci": [0.73, 0.98]}}})
     transfer = load_transfer(tmp_path, "fast")
     assert load_transfer(tmp_path, "small_long") is None
     decisions = [{"intervention": "act_leaky_relu2", "mde": 0.025, "power": 0.01},

@@ -50,20 +50,12 @@ def screen_sensitivity(decisions: Sequence[Mapping], effect: Mapping | None, tra
         block = table.get(klass)
         per_class.append({"class": klass, "interventions": names,
                           "verdict": (block or {}).get("verdict", "unmeasured"),
-                          "sentence": agreement_sentence(klass, _as_block(block), preset)})
+                          "sentence": agreement_sentence(klass, block, preset)})
     return {"preset": preset, "effect_bpb": _num((effect or {}).get("bpb")),
             "effect_name": (effect or {}).get("name"),
             "mde_min": min(mdes) if mdes else None, "mde_max": max(mdes) if mdes else None,
             "power_min": min(powers) if powers else None, "power_max": max(powers) if powers else None,
             "transfer_source": (transfer or {}).get("source"), "classes": per_class}
-
-
-def _as_block(entry: Mapping | None) -> dict[str, Any] | None:
-    """A transfer_<preset>.json class entry in ``agreement.score``'s block shape."""
-    if not entry:
-        return None
-    return {"n_decisive": entry.get("n"), "k_agree": entry.get("k"), "agreement_ci": entry.get("agreement_ci"),
-            "verdict": entry.get("verdict")}
 
 
 def sensitivity_lines(s: Mapping[str, Any] | None) -> list[str]:
