@@ -1280,15 +1280,69 @@ class Adam:
 
 class CastedLinear(nn.Module):
     """Bias-free linear layer holding a torch-layout (out, in) fp32 weight; zero_init marks the projections that
-    start at zero (as train_gpt.py's _zero_init)."""
+    start at zero (as train_gpt.py's _zero_init). With qat_bits > 0 (configure_qat) the forward mixes in the
+    weight's fake quantization by the shared QatSwitch's alpha."""
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
         self.zero_init = False
+        self.qat_bits, self.qat_floor, self.qat_switch = 0, 0.0, None
         self.weight = mx.zeros((out_dim, in_dim), dtype=mx.float32)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return x @ self.weight.T
+        w = self.weight
+        if self.qat_bits:
+            alpha = self.qat_switch.state["alpha"]
+            w = w + alpha * mx.stop_gradient(fake_quantize_rows(w, self.qat_bits, self.qat_floor) - w)
+        return x @ w.T
+
+
+# QAT (train_gpt.py's EXPORT + QAT section): the forward sees w + alpha * (fake(w) - w) with the gradient passed
+# straight through. alpha lives in a QatSwitch whose `state` dict a compiled step takes as an input, so turning
+# QAT on reaches an mx.compile'd graph (a Python flag would be traced once as a constant).
+
+
+class QatSwitch:
+    """On/off of fake quantization for every configured layer; `state` is an input of the compiled step."""
+
+    def __init__(self) -> None:
+        self.state = {"alpha": mx.array(0.0, dtype=mx.float32)}
+        self.layers = 0
+
+    @property
+    def on(self) -> bool:
+        return bool(self.state["alpha"].item())
+
+    def set(self, on: bool) -> None:
+        self.state["alpha"] = mx.array(1.0 if on else 0.0, dtype=mx.float32)
+
+
+def fake_quantize_rows(w: mx.array, bits: int, floor: float = 0.0) -> mx.array:
+    """train_gpt.fake_quantize_rows: w after quantize_rows' plain per-row quantization at `bits` (clip at the
+    PLAIN_CLIP_QUANTILE of |w|, interpolated between the two largest values; fp16 scale of at least `floor`).
+    The interpolation is fp32 here (torch: fp64; Metal has no fp64), so a clip may differ in its last bit."""
+    qmax = 2 ** (bits - 1) - 1
+    top = mx.sort(mx.abs(w), axis=1)[:, -2:]
+    frac = PLAIN_CLIP_QUANTILE * (w.shape[1] - 1) - (w.shape[1] - 2)
+    clip = (top[:, 0] + frac * (top[:, 1] - top[:, 0]))[:, None]
+    scale = mx.maximum(mx.maximum(clip / qmax, floor).astype(mx.float16).astype(mx.float32), 2.0**-24)
+    clipped = mx.maximum(mx.minimum(w, clip), -clip)
+    return mx.clip(mx.round(clipped / scale), -qmax, qmax) * scale
+
+
+def configure_qat(model: nn.Module, spec: ExportSpec, enabled: bool) -> QatSwitch | None:
+    """With `enabled`, give every block CastedLinear the export quantizes its bits and one shared switch (off),
+    and return the switch (None when no layer qualifies or QAT is off): train_gpt.configure_qat."""
+    switch = QatSwitch()
+    for name, module in model.named_modules():
+        if not isinstance(module, CastedLinear):
+            continue
+        store, bits = spec.storage_for(f"{name}.weight", tuple(module.weight.shape))
+        module.qat_bits = bits if enabled and store == "q" and name.startswith("blocks.") else 0
+        module.qat_floor = 1.0 / 127.0 if bits == 8 and not spec.clip_search else 0.0
+        module.qat_switch = switch if module.qat_bits else None
+        switch.layers += bool(module.qat_bits)
+    return switch if switch.layers else None
 
 
 _ROPE_TABLES: dict[tuple[int, int, float], tuple[mx.array, mx.array]] = {}
@@ -1642,9 +1696,21 @@ def torch_uniform(seed: int, n: int) -> np.ndarray:
 
 def torch_normal(seed: int, n: int) -> np.ndarray:
     """torch.randn(n) for n >= 16 by torch's normal_fill pairing (equal to within float32 rounding, see above)."""
-    if n < 16:
-        raise ValueError(f"torch_normal needs n >= 16 (torch draws smaller tensors another way), got {n}")
-    u = torch_uniform(seed, n + (16 if n % 16 else 0))
+    return torch_normal_draws(seed, [n])[0]
+
+
+def torch_normal_draws(seed: int, sizes: list[int]) -> list[np.ndarray]:
+    """Successive torch.randn(n) draws from one generator seeded `seed`: each consumes n uniforms, plus 16 more
+    when n is not a multiple of 16 (the redrawn tail)."""
+    if min(sizes) < 16:
+        raise ValueError(f"torch_normal needs n >= 16 (torch draws smaller tensors another way), got {min(sizes)}")
+    used = [n + (16 if n % 16 else 0) for n in sizes]
+    u_all, offsets = torch_uniform(seed, sum(used)), np.cumsum([0, *used])
+    return [_normal_fill(u_all[o : o + k], n) for n, o, k in zip(sizes, offsets[:-1], used, strict=True)]
+
+
+def _normal_fill(u: np.ndarray, n: int) -> np.ndarray:
+    """n normals from the uniforms one randn(n) consumes (n, plus the 16 of the redrawn tail)."""
 
     def box_muller(block: np.ndarray) -> np.ndarray:  # (k, 16) uniforms -> (k, 16) normals
         radius = np.sqrt(-2.0 * np.log(1.0 - block[:, :8].astype(np.float64)))
@@ -1771,19 +1837,104 @@ def eval_val(cfg, model: GPT, ev: EvalSet) -> tuple[float, float]:
     return val_loss, val_loss / math.log(2.0) * token_count / ev.total_bytes
 
 
-def eval_sliding(cfg, model: GPT, ev: EvalSet) -> tuple[float, float]:
-    """(val_loss, val_bpb) with sliding windows advancing eval_stride targets (train_gpt.eval_sliding's plan)."""
-    tokens = np.concatenate([ev.x.reshape(-1), ev.y[-1, -1:]])
-    window, n = ev.seq_len, tokens.size - 1
-    plan = sliding_window_plan(n, window, cfg.eval_stride or window)
-    batch, offset, nll = max(1, cfg.val_batch_size // window), np.arange(window)[None, :], 0.0
-    for b in range(0, len(plan), batch):
-        rows = plan[b : b + batch]
-        idx = rows[:, :1] + np.arange(window + 1)[None, :]
-        x, y = mx.array(tokens[idx[:, :-1]].astype(np.int32)), mx.array(tokens[idx[:, 1:]].astype(np.int32))
-        losses = np.array(model.token_losses(x, y).astype(mx.float32)).reshape(len(rows), window).astype(np.float64)
+def token_nll(model: GPT, x: mx.array, y: mx.array) -> mx.array:
+    """Per-target cross-entropy in nats, flat (B*T,): the eval-mode loss before its mean (train_gpt.token_nll)."""
+    return model.token_losses(x, y)
+
+
+def _stream(ev: EvalSet) -> np.ndarray:
+    """The trimmed val split as one token stream (its N targets are tokens 1..N)."""
+    return np.concatenate([ev.x.reshape(-1), ev.y[-1, -1:]])
+
+
+def _windows(tokens: np.ndarray, starts: np.ndarray, window: int) -> tuple[mx.array, mx.array]:
+    idx = np.asarray(starts)[:, None] + np.arange(window + 1)[None, :]
+    return mx.array(tokens[idx[:, :-1]].astype(np.int32)), mx.array(tokens[idx[:, 1:]].astype(np.int32))
+
+
+def score_plan(model: GPT, tokens: np.ndarray, plan: np.ndarray, window: int, batch_windows: int, *,
+               score_fn: Callable[[GPT, mx.array, mx.array], mx.array] = token_nll,
+               out: np.ndarray | None = None) -> float:
+    """Summed NLL of the targets a plan scores (train_gpt.score_plan); `out[j]` receives target j's NLL."""
+    offset, nll = np.arange(window)[None, :], 0.0
+    for b in range(0, len(plan), batch_windows):
+        rows = plan[b : b + batch_windows]
+        x, y = _windows(tokens, rows[:, 0], window)
+        losses = np.array(score_fn(model, x, y).astype(mx.float32)).reshape(len(rows), window).astype(np.float64)
         keep = (offset >= (rows[:, 1:2] - rows[:, :1])) & (offset < (rows[:, 2:3] - rows[:, :1]))
         nll += float(losses[keep].sum())
+        if out is not None:
+            out[(rows[:, :1] + offset)[keep]] = losses[keep]
+    return nll
+
+
+def eval_sliding(cfg, model: GPT, ev: EvalSet) -> tuple[float, float]:
+    """(val_loss, val_bpb) with sliding windows advancing eval_stride targets (train_gpt.eval_sliding's plan)."""
+    tokens = _stream(ev)
+    window, n = ev.seq_len, tokens.size - 1
+    plan = sliding_window_plan(n, window, cfg.eval_stride or window)
+    return bits_per_byte(score_plan(model, tokens, plan, window, max(1, cfg.val_batch_size // window)), n,
+                         ev.total_bytes)
+
+
+class LoRALinear(nn.Module):
+    """A block's attention q or v projection plus a rank-r adapter (train_gpt.LoRAAdapters' forward hook): the
+    base weight frozen, A given (drawn as torch draws it), B zero."""
+
+    def __init__(self, base: CastedLinear, a: mx.array):
+        super().__init__()
+        self.weight, self.lora_a = base.weight, a
+        self.lora_b = mx.zeros((base.weight.shape[0], a.shape[0]), dtype=mx.float32)
+        self.freeze(keys=["weight"])
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return x @ self.weight.T + (x @ self.lora_a.T) @ self.lora_b.T
+
+
+def add_lora(model: GPT, rank: int, seed: int) -> None:
+    """Freeze `model` and wrap each block's c_q and c_v in a LoRALinear; A as train_gpt.LoRAAdapters draws it
+    (one torch generator, seeded by name, a randn(rank, in) per adapter in block order, over sqrt(in))."""
+    model.freeze()
+    targets = [(block.attn, name) for block in model.blocks for name in ("c_q", "c_v")]
+    sizes = [rank * getattr(attn, name).weight.shape[1] for attn, name in targets]
+    for (attn, name), a in zip(targets, torch_normal_draws(_param_seed(seed, "ttt_lora"), sizes), strict=True):
+        fan_in = getattr(attn, name).weight.shape[1]
+        setattr(attn, name, LoRALinear(getattr(attn, name), mx.array(a.reshape(rank, fan_in) / np.float32(math.sqrt(fan_in)))))
+
+
+def eval_ttt(cfg, model: GPT, ev: EvalSet, *, score_fn: Callable[[GPT, mx.array, mx.array], mx.array] = token_nll,
+             out: np.ndarray | None = None) -> tuple[float, float]:
+    """(val_loss, val_bpb) of score-first test-time training (ttt = full | lora) on a copy of `model`:
+    train_gpt.eval_ttt. Each chunk of ttt_chunk_tokens targets is scored first, then trained on with SGD
+    (momentum 0.9, gradient norm clipped at 1); the last chunk is only scored."""
+    tokens = _stream(ev)
+    window, n = ev.seq_len, tokens.size - 1
+    bounds = chunk_boundaries(n, cfg.ttt_chunk_tokens)
+    chunks = split_plan(sliding_window_plan(n, window, cfg.eval_stride or window), bounds)
+    edges = [0, *bounds.tolist(), n]
+    adapted = GPT(cfg)
+    adapted.update(model.parameters())  # arrays are immutable: adapting replaces them, `model` keeps its own
+    adapted.looping = model.looping
+    if cfg.ttt == "lora":
+        add_lora(adapted, cfg.ttt_lora_rank, cfg.seed)
+    loss_and_grad = nn.value_and_grad(adapted, lambda x, y: mx.mean(token_nll(adapted, x, y)))
+    batch_windows, momentum, nll = max(1, cfg.val_batch_size // window), {}, 0.0
+    for k, rows in enumerate(chunks):
+        nll += score_plan(adapted, tokens, rows, window, batch_windows, score_fn=score_fn, out=out)
+        lo, hi = edges[k], edges[k + 1]
+        if k == len(chunks) - 1 or hi - lo < window:
+            continue
+        starts = train_windows(lo, hi, window)
+        for _ in range(cfg.ttt_epochs):
+            for b in range(0, len(starts), batch_windows):
+                _, grads = loss_and_grad(*_windows(tokens, starts[b : b + batch_windows], window))
+                grads = clip_grad_norm(dict(tree_flatten(grads)), 1.0)
+                params = dict(tree_flatten(adapted.trainable_parameters()))
+                for name, g in grads.items():  # torch.optim.SGD(momentum=0.9): buf = 0.9 buf + g; p -= lr buf
+                    momentum[name] = g if name not in momentum else 0.9 * momentum[name] + g
+                    params[name] = params[name] - cfg.ttt_lr * momentum[name]
+                adapted.update(tree_unflatten(list(params.items())))
+                mx.eval(adapted.parameters(), list(momentum.values()))
     return bits_per_byte(nll, n, ev.total_bytes)
 
 
@@ -2044,11 +2195,11 @@ class _Stepper:
     """One optimisation step: loss + grads (optionally mx.compile'd) accumulated over micro-batches of at most
     cfg.mlx_max_microbatch_tokens tokens (weighted by their share of the batch), clip, schedule, update."""
 
-    def __init__(self, cfg, model: GPT, opts: Optimizers, *, compiled: bool):
+    def __init__(self, cfg, model: GPT, opts: Optimizers, *, compiled: bool, qat: QatSwitch | None = None):
         self.cfg, self.model, self.opts = cfg, model, opts
         self._loss_and_grad = nn.value_and_grad(model, lambda x, y: model(x, y))
         if compiled:
-            state = [model.state]
+            state = [model.state] + ([qat.state] if qat is not None else [])
             self._loss_and_grad = mx.compile(self._loss_and_grad, inputs=state, outputs=state)
 
     def __call__(self, x: mx.array, y: mx.array, lr_scale: float, momentum: float) -> mx.array:
@@ -2098,9 +2249,6 @@ def train(
     cfg = config
     cfg = cfg if seed is None else cfg.with_overrides(seed=seed)
     seed = cfg.seed
-    torch_only = [k for k, off in (("qat", False), ("ttt", "off")) if getattr(cfg, k) != off]
-    if torch_only:
-        raise ConfigValueError(f"{torch_only} are implemented in train_gpt.py only; run them with the torch backend")
     if data is None:
         cfg = resolve_data_paths(cfg)
         data = load_train_data(cfg)
@@ -2120,7 +2268,10 @@ def train(
     init = init_params(cfg, seed)
     load_flat_params(model, init)
     opts = Optimizers(cfg, init)
-    stepper = _Stepper(cfg, model, opts, compiled=compiled)
+    spec = ExportSpec.from_config(cfg)
+    qat = configure_qat(model, spec, cfg.qat)
+    qat_step, qat_ms = math.ceil(cfg.qat_start_frac * cfg.iterations), cfg.qat_start_frac * 1000.0 * cfg.max_wallclock_seconds
+    stepper = _Stepper(cfg, model, opts, compiled=compiled, qat=qat)
     log(f"model_params:{sum(int(v.size) for v in init.values())}")
     log(f"backend:mlx device:{mx.default_device()} compiled:{compiled}")
     log(f"tie_embeddings:{cfg.tie_embeddings} matrix_lr:{cfg.matrix_lr} scalar_lr:{cfg.scalar_lr}")
@@ -2181,6 +2332,9 @@ def train(
             log(f"layer_loop:enabled step:{step} frac:{frac_done:.3f}")
         if cfg.ema_decay > 0 and ema is None and frac_done >= cfg.ema_start_frac:
             ema = flat_params(model)
+        if qat is not None and not qat.on and (step >= qat_step or (max_ms is not None and elapsed_ms >= qat_ms)):
+            qat.set(True)
+            log(f"qat:enabled step:{step} layers:{qat.layers} format:{spec.label()}")
         frac = min(step / cfg.muon_momentum_warmup_steps, 1.0) if cfg.muon_momentum_warmup_steps > 0 else 1.0
         momentum = (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
         loss = stepper(*next_batch(loader), scale, momentum)
@@ -2219,6 +2373,8 @@ def train(
         return RunResult(**base, val_history=val_history, wall_s=time.perf_counter() - t_start, status=status,
                          error=error)
 
+    if qat is not None:  # every evaluation sees the float (or round-tripped) weights as they are
+        qat.set(False)
     if ema is not None:
         load_flat_params(model, ema)
         log(f"ema:applied decay:{cfg.ema_decay} start_frac:{cfg.ema_start_frac}")
@@ -2234,7 +2390,6 @@ def train(
 
     code_bytes = len(Path(__file__).read_bytes())
     final = flat_params(model)
-    spec = ExportSpec.from_config(cfg)
     fmt = "int8+zlib" if spec.is_upstream_int8 else spec.label()
     blob, qstats, restored = export_roundtrip(final, spec)
     budget = BudgetCheck(len(blob), code_bytes)
@@ -2261,12 +2416,14 @@ def train(
         f"eval_time:{1000.0 * eval_s['post_quant']:.0f}ms")
     log(f"final_{tag}_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")
     stages: dict[str, float] = {}
-    if cfg.eval_stride > 0:
+    for stage, run_eval in (("sliding", eval_sliding), ("ttt", eval_ttt)):
+        if not cfg.stage_enabled(stage):
+            continue
         t_s = time.perf_counter()
-        stages["sliding_val_loss"], stages["sliding_val_bpb"] = eval_sliding(cfg, model, ev)
-        eval_s["sliding"] = time.perf_counter() - t_s
-        log(f"final_sliding val_loss:{stages['sliding_val_loss']:.8f} val_bpb:{stages['sliding_val_bpb']:.8f} "
-            f"eval_time:{1000.0 * eval_s['sliding']:.0f}ms")
+        stages[f"{stage}_val_loss"], stages[f"{stage}_val_bpb"] = run_eval(cfg, model, ev)
+        eval_s[stage] = time.perf_counter() - t_s
+        log(f"final_{stage} val_loss:{stages[f'{stage}_val_loss']:.8f} val_bpb:{stages[f'{stage}_val_bpb']:.8f} "
+            f"eval_time:{1000.0 * eval_s[stage]:.0f}ms")
     return RunResult(**base, val_history=val_history, val_loss=val_loss, val_bpb=val_bpb, post_quant_val_loss=q_loss,
                      post_quant_val_bpb=q_bpb, **stages, artifact_bytes=budget.artifact_bytes,
                      model_bytes=budget.model_bytes, code_bytes=code_bytes, within_budget=budget.within_budget,

@@ -49,7 +49,7 @@ def tokens_per_param(preset: str, overrides: Mapping[str, Any] | None = None) ->
 
 def transfer_json(block_scores: dict[str, Any], classes: dict[str, str], preset: str) -> dict[str, Any]:
     """The ``--transfer`` input: each class's agreement, and each intervention's (its class's)."""
-    keys = ("agreement", "k_agree", "n_decisive", "agreement_ci", "verdict")
+    keys = ("agreement", "k_agree", "n_decisive", "agreement_ci", "ceiling_k", "verdict")
     per_class = {c: {k: b[k] for k in keys} for c, b in block_scores.items()}
     per_name = {name: {**per_class[c], "class": c} for name, c in classes.items() if c in per_class}
     return {"preset": preset, "classes": {**per_class, **per_name}}

@@ -260,8 +260,9 @@ def test_train_is_deterministic_and_seed_sensitive(synth):
     assert a.val_bpb != c.val_bpb
 
 
-def test_export_and_sliding_eval_match_torch_and_qat_ttt_are_refused(synth):
-    """The shared numpy export and the sliding plan give the twin torch's numbers; qat/ttt are torch-only."""
+def test_export_and_sliding_eval_match_torch(synth):
+    """The shared numpy export and the sliding plan give the twin torch's numbers (QAT and TTT: test_mlx_qat.py,
+    test_mlx_ttt.py)."""
     cfg = _tiny(iterations=4, warmdown_iters=2, quant_bits=6, quant_clip_search=True, quant_keep_float_max_numel=0,
                 compressor="lzma", eval_stride=16)
     m, t = tm.train(cfg, 4, data=synth), tg.train(cfg, 4, data=synth)
@@ -270,9 +271,6 @@ def test_export_and_sliding_eval_match_torch_and_qat_ttt_are_refused(synth):
     same = tm.train(cfg.with_overrides(eval_stride=cfg.train_seq_len), 4, data=synth)
     # stride = window: the plain windows, up to fp32 summation order (relative 1e-6)
     assert abs(same.sliding_val_bpb - same.post_quant_val_bpb) <= 1e-6 * same.post_quant_val_bpb
-    for knob in ({"qat": True}, {"ttt": "lora"}):
-        with pytest.raises(tm.ConfigValueError, match="implemented in train_gpt.py only"):
-            tm.train(_tiny(**knob), 1, data=synth)
 
 
 KNOB_CFG = dict(iterations=3, warmdown_iters=1)

@@ -83,6 +83,19 @@ def test_score_counts_sign_agreement_on_decisive_rows_and_fits_over_intervention
     assert "3 of 4 calibration rows" in agreement_sentence("architecture", arch, "fast")
     assert "not to be trusted" in agreement_sentence("architecture", arch, "fast")
     assert "not measured" in agreement_sentence("averaging", sc["classes"]["averaging"], "fast")
+    assert (arch["ceiling_k"], arch["ceiling"]) == (4, 1.0)  # every H100 row of one intervention points one way
+
+
+def test_ceiling_counts_the_larger_side_of_an_intervention_whose_h100_rows_disagree():
+    # "n" measured on three stacks: -0.07, -0.03, +0.09. One proxy delta can agree with two of them at most.
+    items = [_item("n", "architecture", -0.07), _item("n", "architecture", -0.03, "r2"),
+             _item("n", "architecture", 0.09, "r3"), _item("m", "architecture", -0.004),
+             _item("m", "architecture", 0.001, "r2")]  # |H100| < 0.002: outside the ceiling as well
+    arch = score(items, {"n": {"mean_delta_bpb": 0.01}, "m": {"mean_delta_bpb": -0.01}})["classes"]["architecture"]
+    assert (arch["k_agree"], arch["ceiling_k"], arch["n_decisive"]) == (2, 3, 4)
+    assert arch["ceiling"] == pytest.approx(0.75)
+    sentence = agreement_sentence("architecture", arch, "fast")
+    assert "no proxy can agree with more than 3 of these 4 rows" in sentence
 
 
 def test_final_metric_takes_the_last_stage_that_ran():

@@ -72,7 +72,7 @@ class Intervention:
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     derive: Callable[[Any], dict] | None = None
     transfer: str | None = "architecture"
-    backends: tuple[str, ...] = ("torch", "mlx")  # qat and ttt exist in train_gpt.py only
+    backends: tuple[str, ...] = ("torch", "mlx")  # a knob in one trainer only names that backend here
 
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFER_CLASSES and not (self.transfer is None and self.category == "calibration"):
@@ -344,14 +344,14 @@ _REGISTRY: tuple[Intervention, ...] = (
     Intervention("qat_int6", "late QAT (last 15% of steps) in the int6 + clip search export's format",
                  "quantization_export", "qat", derive=_all_block_matrices(qat=True, quant_bits=6,
                                                                           quant_clip_search=True),
-                 backends=("torch",), transfer="quantization_export"),
+                 transfer="quantization_export"),
     # evaluation (on the exported model; each target scored once, same bytes)
     Intervention("sliding_eval", "sliding-window evaluation, stride train_seq_len/16 (64 at the baseline)",
                  "evaluation", "sliding_window_eval", derive=_sliding_stride, transfer="evaluation"),
     Intervention("ttt_full", "score-first full-weight test-time training at evaluation (SGD, chunks of 32 windows)",
-                 "evaluation", "ttt", derive=_ttt("full"), backends=("torch",), transfer="evaluation"),
+                 "evaluation", "ttt", derive=_ttt("full"), transfer="evaluation"),
     Intervention("ttt_lora", "score-first LoRA (rank 8, q and v) test-time training at evaluation",
-                 "evaluation", "lora_ttt", derive=_ttt("lora"), backends=("torch",), transfer="evaluation"),
+                 "evaluation", "lora_ttt", derive=_ttt("lora"), transfer="evaluation"),
     # calibration
     Intervention("aa", "A/A calibration: an exact copy of the control (must come out null)", "calibration", None,
                  transfer=None),

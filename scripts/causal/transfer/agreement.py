@@ -11,6 +11,10 @@ overall:
 - **Spearman** rank correlation and an **OLS slope** (H100 delta on proxy delta, 95% t interval), over
   interventions: each intervention's H100 rows are averaged first, so one heavily reported change (18 sliding-eval
   rows) does not count 18 times. Left out (None) below 3 interventions.
+- a **ceiling**: the most rows any proxy could agree with. A screen gives one delta per intervention, so when
+  the H100 rows of one intervention disagree in sign among themselves (``num_layers_plus2`` measured on different
+  stacks: -0.070 and +0.091), at most the larger side can agree. A target above the ceiling cannot be reached on
+  this set by any proxy, and a proxy at the ceiling is as good as the set can show.
 - a **verdict**: ``good`` (agreement >= ``TARGET`` on >= ``MIN_ROWS`` rows), ``poor`` (below the target),
   ``too_few_rows``, or ``unmeasured``; a report flags every class that is not ``good`` as not to be trusted from
   the proxy.
@@ -50,6 +54,11 @@ def _block(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                            "agreement": k / n if n else None, "agreement_ci": None,
                            "n_interventions": 0, "spearman": None, "spearman_p": None,
                            "slope": None, "slope_ci": None}
+    sides: dict[str, list[int]] = {}
+    for r in decisive:
+        sides.setdefault(r["intervention"], [0, 0])[r["h100_delta"] > 0] += 1
+    out["ceiling_k"] = sum(max(s) for s in sides.values())
+    out["ceiling"] = out["ceiling_k"] / n if n else None
     if n:
         ci = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
         out["agreement_ci"] = [float(ci.low), float(ci.high)]
@@ -111,6 +120,9 @@ def agreement_sentence(klass: str, block: Mapping[str, Any] | None, preset: str)
     k, n = block["k_agree"], block["n_decisive"]
     lo, hi = block["agreement_ci"]
     text = f"{klass} changes agreed in sign with H100 in {k} of {n} calibration rows at `{preset}` (95% CI {lo:.0%}-{hi:.0%})"
+    if block.get("ceiling_k") is not None and block["ceiling_k"] < n:
+        text += (f"; no proxy can agree with more than {block['ceiling_k']} of these {n} rows (one intervention's "
+                 f"H100 rows disagree in sign)")
     if block.get("verdict") != "good":
         why = "too few rows" if block.get("verdict") == "too_few_rows" else f"below the {TARGET:.0%} target"
         text += f": **not to be trusted from the proxy** ({why})"

@@ -17,8 +17,8 @@ def _ci(ci: Any, fmt: str = ".0%") -> str:
 
 def class_table(presets: Mapping[str, Mapping[str, Any]], part: str | None = None) -> list[str]:
     """One row per preset and class; ``part`` = "record_track" for the record-track rows alone."""
-    lines = ["| preset | tokens/param | class | sign agreement (k/n) [95% CI] | verdict | Spearman (interventions) | "
-             "slope H100/proxy [95% CI] |", "|---|---|---|---|---|---|---|"]
+    lines = ["| preset | tokens/param | class | sign agreement (k/n) [95% CI] | ceiling | verdict | "
+             "Spearman (interventions) | slope H100/proxy [95% CI] |", "|---|---|---|---|---|---|---|---|"]
     for preset, p in presets.items():
         sc = p["score"][part] if part else p["score"]
         for name, b in [("overall", sc["overall"]), *sorted(sc["classes"].items())]:
@@ -27,7 +27,8 @@ def class_table(presets: Mapping[str, Mapping[str, Any]], part: str | None = Non
             rho = f"{b['spearman']:+.2f} (n={b['n_interventions']}, p={b['spearman_p']:.2g})" \
                 if b["spearman"] is not None else f"n/a (n={b['n_interventions']})"
             slope = f"{b['slope']:+.2f}{_ci(b['slope_ci'], '+.2f')}" if b["slope"] is not None else "n/a"
-            lines.append(f"| `{preset}` | {p['tokens_per_param']:.2f} | {name} | {agree} | "
+            ceiling = f"{b['ceiling_k']}/{b['n_decisive']}" if b.get("ceiling") is not None else "n/a"
+            lines.append(f"| `{preset}` | {p['tokens_per_param']:.2f} | {name} | {agree} | {ceiling} | "
                          f"{b.get('verdict', '')} | {rho} | {slope} |")
     return lines
 
@@ -41,7 +42,9 @@ def render(payload: Mapping[str, Any]) -> str:
            f"Each proxy screens every intervention it can represent on paired seeds ({payload['seeds']} unless its "
            f"section says fewer; "
            f"backend {payload['backend']}). Sign agreement counts rows with |H100 delta| >= {MIN_ABS_H100} bpb; "
-           f"the target is {TARGET:.0%}. Spearman and slope are over interventions (their H100 rows averaged).", "",
+           f"the target is {TARGET:.0%}. The ceiling is the most rows any proxy could agree with: a proxy gives one "
+           f"delta per intervention, and where one intervention's H100 rows disagree in sign only the larger side "
+           f"can agree. Spearman and slope are over interventions (their H100 rows averaged).", "",
            *class_table(presets), "",
            "The same over the rows of the 10-minute record track alone (the non-record studies measure their "
            "changes on stacks far from the ones a competitor screens):", "",
