@@ -63,7 +63,7 @@ from scripts.causal.screen.plan import (  # noqa: F401  (the runner's planning A
     sequential_design,
 )
 from scripts.causal.screen.progress import LineProgress, make_progress
-from scripts.causal.stats.pairing import METRICS
+from scripts.causal.stats.pairing import FINAL_METRIC, FINAL_STAGES, METRICS, metric_value
 
 
 def _finite(x: Any) -> bool:
@@ -103,18 +103,25 @@ def to_record(result: tg.RunResult, *, screen_id: str, cell: GridCell, planned: 
     )
 
 
+def _score(rec: RunRecord) -> float | None:
+    return metric_value({m: getattr(rec, m, None) for m in FINAL_STAGES}, FINAL_METRIC)
+
+
 def format_run_line(rec: RunRecord, control: RunRecord | None, *, done: int, total: int) -> str:
-    """One line per finished run: intervention, seed, val_bpb, delta vs the same seed's control."""
-    bpb = f"{rec.val_bpb:.4f}" if _finite(rec.val_bpb) else "n/a"
+    """One line per finished run: intervention, seed, its score as the challenge takes it (the last evaluation
+    stage that ran, ``final_val_bpb``) and the delta vs the same seed's control on that score. (Pre-quant val_bpb
+    would show an evaluation-only change such as TTT as delta +0.0000.)"""
+    score, base = _score(rec), _score(control) if control is not None else None
+    bpb = f"{score:.4f}" if score is not None else "n/a"
     if rec.arm == "control":
         delta = "(control)"
-    elif control is not None and _finite(control.val_bpb) and _finite(rec.val_bpb):
-        delta = f"delta {rec.val_bpb - control.val_bpb:+.4f}"
+    elif score is not None and base is not None:
+        delta = f"delta {score - base:+.4f}"
     else:
         delta = "delta n/a"
     tail = "" if rec.status == "ok" else f" [{rec.status}: {rec.error}]"
     wall = f" {rec.wall_s:.1f}s" if _finite(rec.wall_s) else ""
-    return f"[{done}/{total}] {rec.intervention:<24} seed={rec.seed:<6} val_bpb={bpb} {delta}{wall}{tail}"
+    return f"[{done}/{total}] {rec.intervention:<24} seed={rec.seed:<6} score_bpb={bpb} {delta}{wall}{tail}"
 
 
 def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = None,

@@ -230,9 +230,10 @@ def render_markdown(report: Mapping) -> str:
     if report.get("stop"):
         L.append(f"- **stopped because**: {report['stop']}")
     L += ["", "## Decisions", "",
-          "Δ = val_bpb(treatment) − val_bpb(control, same seed); negative is better. Δ nats is per token "
-          f"(nats = bpb × {report['nats_per_bpb']:.4f})." if report.get("nats_per_bpb") else
-          "Δ = val_bpb(treatment) − val_bpb(control, same seed); negative is better.", ""]
+          "Δ = metric(treatment) − metric(control, same seed), in the decision metric above; negative is better. "
+          f"Δ nats is per token (nats = bpb × {report['nats_per_bpb']:.4f})." if report.get("nats_per_bpb") else
+          "Δ = metric(treatment) − metric(control, same seed), in the decision metric above; negative is better.",
+          ""]
     L += decision_table(report["decisions"], report.get("nats_per_bpb"))
     reasons = [r for r in report["decisions"] if r.get("message")]
     if reasons:

@@ -112,6 +112,7 @@ def test_run_screen_real_tiny_with_diverged_and_failed_runs(tmp_path, base_ov):
         assert again.n_executed == 0 and again.n_skipped == 6 and again.runs == res.runs
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("[1/6] control") and "(control)" in lines[0]
+    assert f"score_bpb={ctrl.post_quant_val_bpb:.4f}" in lines[0]  # the score as the challenge takes it
     assert "delta +0.0000" in lines[1] and lines[1].split()[1] == "aa"
     assert "[diverged: train loss became nan" in lines[2]
     # runs.json
@@ -349,3 +350,17 @@ def test_sequential_screen_stops_clear_arms_early_and_resumes(tmp_path, base_ov)
     assert again.n_executed == 0 and len(again.runs) == len(res.runs)
     with pytest.raises(ConfigError, match="n0=3 must be >= 3 and below the number of seeds"):
         _plan(base_ov, seeds=[1, 2, 3], sequential={"n0": 3})
+
+
+def test_run_line_shows_the_score_an_evaluation_change_is_decided_on():
+    """A TTT arm trains exactly as its control: its pre-quant val_bpb delta is 0, its score (post-TTT) is not."""
+    from scripts.causal.core.schema import RunRecord
+
+    def rec(name, **metrics):
+        return RunRecord(screen_id="s", intervention=name, arm="control" if name == "control" else "treatment",
+                         seed=11, backend="torch", config_hash=name, status="ok", val_bpb=2.5000,
+                         post_quant_val_bpb=2.5010, **metrics)
+
+    control, ttt = rec("control"), rec("ttt_full", ttt_val_bpb=2.4970)
+    assert er.format_run_line(control, None, done=1, total=2).endswith("score_bpb=2.5010 (control)")
+    assert er.format_run_line(ttt, control, done=2, total=2).endswith("score_bpb=2.4970 delta -0.0040")
