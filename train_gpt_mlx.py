@@ -1898,8 +1898,9 @@ def add_lora(model: GPT, rank: int, seed: int) -> None:
     targets = [(block.attn, name) for block in model.blocks for name in ("c_q", "c_v")]
     sizes = [rank * getattr(attn, name).weight.shape[1] for attn, name in targets]
     for (attn, name), a in zip(targets, torch_normal_draws(_param_seed(seed, "ttt_lora"), sizes), strict=True):
-        fan_in = getattr(attn, name).weight.shape[1]
-        setattr(attn, name, LoRALinear(getattr(attn, name), mx.array(a.reshape(rank, fan_in) / np.float32(math.sqrt(fan_in)))))
+        base = getattr(attn, name)
+        fan_in = base.weight.shape[1]
+        setattr(attn, name, LoRALinear(base, mx.array(a.reshape(rank, fan_in) / np.float32(math.sqrt(fan_in)))))
 
 
 def eval_ttt(cfg, model: GPT, ev: EvalSet, *, score_fn: Callable[[GPT, mx.array, mx.array], mx.array] = token_nll,
@@ -2270,7 +2271,8 @@ def train(
     opts = Optimizers(cfg, init)
     spec = ExportSpec.from_config(cfg)
     qat = configure_qat(model, spec, cfg.qat)
-    qat_step, qat_ms = math.ceil(cfg.qat_start_frac * cfg.iterations), cfg.qat_start_frac * 1000.0 * cfg.max_wallclock_seconds
+    qat_step = math.ceil(cfg.qat_start_frac * cfg.iterations)  # or, with a wallclock cap, this share of it
+    qat_ms = cfg.qat_start_frac * 1000.0 * cfg.max_wallclock_seconds
     stepper = _Stepper(cfg, model, opts, compiled=compiled, qat=qat)
     log(f"model_params:{sum(int(v.size) for v in init.values())}")
     log(f"backend:mlx device:{mx.default_device()} compiled:{compiled}")
