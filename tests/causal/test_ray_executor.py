@@ -138,9 +138,9 @@ class _BatchFake:
         on_status([(jobs[-1][0], "nodeA:7")], len(jobs) - 1)
         for tag, cfg, seed, backend in reversed(jobs):
             ran = cfg.with_overrides(seed=seed)
+            bpb = 2.0 + seed / 100 + (0.01 if tag.arm == "treatment" else 0)
             yield tag, tg.RunResult(config=ran.to_dict(), config_hash=tg.config_hash(ran), seed=seed, backend=backend,
-                                    versions={}, val_bpb=2.0 + seed / 100 + (0.01 if tag.arm == "treatment" else 0),
-                                    steps=1, wall_s=0.1)
+                                    versions={}, val_bpb=bpb, post_quant_val_bpb=bpb, steps=1, wall_s=0.1)
 
 
 def test_runner_records_batch_results_in_completion_order_and_resumes(tmp_path, tiny_corpus):
@@ -157,8 +157,8 @@ def test_runner_records_batch_results_in_completion_order_and_resumes(tmp_path, 
     assert {r.executor for r in result.runs} == {"fake-batch"} and result.n_executed == 4
     text = stream.getvalue()
     assert "running 1, queued 3: mlp_mult_3 seed 2 @nodeA:7" in text
-    assert "[4/4] control                  seed=1      val_bpb=2.0100 (control)" in text
-    assert "[1/4] mlp_mult_3               seed=2      val_bpb=2.0300 delta n/a" in text  # its control came later
+    assert "[4/4] control                  seed=1      score_bpb=2.0100 (control)" in text
+    assert "[1/4] mlp_mult_3               seed=2      score_bpb=2.0300 delta n/a" in text  # its control came later
     # Resume: only the cells missing from the ledger go to the executor.
     con = sqlite3.connect(tmp_path / "l.sqlite")
     con.execute("DELETE FROM runs WHERE seed = 2 AND intervention = 'control'")
