@@ -286,6 +286,9 @@ class Hyperparameters:
     ttt_lora_rank: int = 8  # ttt=lora: rank of the adapters on each block's attention q/v projections
     metric: str = "auto"  # the score a run reports: auto (the last stage that is on) | pre_quant | post_quant |
     # sliding | ttt
+    horizons: str = ""  # "150,300": branched cooldowns. The stable phase is trained once; at each horizon H <
+    # iterations a copy runs the warmdown a separate H-step run would have, is scored as that run's final stage
+    # (RunResult.horizon_metrics), and the run continues from the branch point. "" (default): off
 
     def __post_init__(self) -> None:
         for name, allowed in (("activation", ACTIVATIONS), ("loss", LOSSES), ("data_order", DATA_ORDERS)):
@@ -381,9 +384,38 @@ class Hyperparameters:
                 f"need num_loops >= 0 and 0 <= loop_start <= loop_end < num_layers={self.num_layers}")
         if self.mtp_heads < 1:
             raise ConfigValueError(f"mtp_heads={self.mtp_heads} must be >= 1")
+        self._check_horizons()
         if self.mlx_max_microbatch_tokens < self.train_seq_len:
             raise ConfigValueError(f"mlx_max_microbatch_tokens={self.mlx_max_microbatch_tokens} must hold at least "
                                    f"one sequence of train_seq_len={self.train_seq_len}")
+
+    def _check_horizons(self) -> None:
+        steps = self.horizon_steps
+        if steps and not 0 < steps[0]:
+            raise ConfigValueError(f"horizons={self.horizons!r}: each horizon must lie in [1, iterations="
+                                   f"{self.iterations}] (the longest horizon is the run's own length)")
+        clash = [msg for on, msg in ((self.max_wallclock_seconds > 0, "max_wallclock_seconds=0 (horizons count steps)"),
+                                     (self.qat, "qat=False (qat starts at a fraction of each horizon)"),
+                                     (self.ema_decay > 0 and self.ema_start_frac > 0, "ema_start_frac=0"),
+                                     (self.num_loops > 0 and self.loop_start_frac > 0, "loop_start_frac=0")) if on]
+        if steps and clash:  # these would make the shared stable phase differ from a separate H-step run's
+            raise ConfigValueError(f"horizons={self.horizons!r} needs {' and '.join(clash)}: a branched cooldown "
+                                   "must share its stable phase with a separate run of each horizon")
+
+    @property
+    def horizon_steps(self) -> tuple[int, ...]:
+        """Ascending horizons of a branched-cooldown run, ending at iterations; () when horizons is off."""
+        if not self.horizons.strip():
+            return ()
+        try:
+            listed = {int(v) for v in self.horizons.split(",") if v.strip()}
+        except ValueError:
+            raise ConfigValueError(f"horizons={self.horizons!r} must be comma-separated step counts, e.g. '150,300'")\
+                from None
+        if any(h > self.iterations for h in listed):
+            raise ConfigValueError(f"horizons={self.horizons!r}: a horizon exceeds iterations={self.iterations}; "
+                                   "set ITERATIONS to the longest horizon")
+        return tuple(sorted(listed | {self.iterations}))
 
     @property
     def ve_layer_indices(self) -> tuple[int, ...]:
@@ -1393,6 +1425,13 @@ class TokenStream:
             out[j] = self.shards[shard][start : start + span]
         return out
 
+    def get_state(self) -> tuple:
+        """Where the stream stands (generator state, shard, position): set_state resumes it exactly."""
+        return copy.deepcopy(self.rng.bit_generator.state), self.file_idx, self.pos
+
+    def set_state(self, state: tuple) -> None:
+        self.rng.bit_generator.state, self.file_idx, self.pos = copy.deepcopy(state[0]), state[1], state[2]
+
     def next_arrays(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[np.ndarray, np.ndarray]:
         """This rank's (inputs, targets) for one micro-step, each (sequences, seq_len) int64."""
         local_tokens = global_tokens // (self.world_size * grad_accum_steps)
@@ -1922,6 +1961,7 @@ class RunResult:
     tokens_per_s: float = 0.0
     status: str = "ok"
     error: str | None = None
+    horizon_metrics: dict = field(default_factory=dict)  # horizons on: {"H": horizon_entry(...)}, H as a string
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -2151,6 +2191,33 @@ def make_lr_schedule(cfg: Hyperparameters) -> Callable[[int, float], float]:
 # <<< twin: lr-schedule <<<
 
 
+# >>> twin: horizons >>>
+def horizon_branches(cfg: Hyperparameters) -> list[tuple[int, int]]:
+    """(H, branch step) for each horizon H < iterations of a branched-cooldown run (cfg.horizons). The branch step
+    is the first step at which a separate H-step run's lr multiplier differs from this run's: before it the two
+    runs are the same computation (same steps, same data), from it the branch runs H's own warmdown, under the
+    same warmdown rule (warmdown_iters, or warmdown_frac of H) and min_lr."""
+    trunk = make_lr_schedule(cfg)
+    out = []
+    for h in cfg.horizon_steps[:-1]:
+        own = make_lr_schedule(cfg.with_overrides(iterations=h, horizons=""))
+        out.append((h, next((s for s in range(h) if own(s, 0.0) != trunk(s, 0.0)), h)))
+    return out
+
+
+HORIZON_FIELDS = ("val_loss", "val_bpb", "post_quant_val_loss", "post_quant_val_bpb", "sliding_val_loss",
+                  "sliding_val_bpb", "ttt_val_loss", "ttt_val_bpb", "artifact_bytes", "within_budget", "eval_s")
+
+
+def horizon_entry(h: int, branch_step: int, fields: Mapping[str, Any], train_s: float, status: str = "ok",
+                  error: str | None = None) -> dict[str, Any]:
+    """One RunResult.horizon_metrics value: the scored fields of horizon h's final stage, where it branched, and
+    the training seconds a run of h steps cost inside the branched run (trunk up to the branch + the branch)."""
+    return {"steps": h, "branch_step": branch_step, "train_s": train_s, "status": status, "error": error,
+            **{k: fields[k] for k in HORIZON_FIELDS if k in fields}}
+# <<< twin: horizons <<<
+
+
 SDP_BACKENDS = {"cudnn": False, "flash": True, "mem_efficient": False, "math": False}  # upstream's pinning
 
 
@@ -2321,6 +2388,142 @@ def train(
     val_history: list[dict[str, float]] = []
     status, error = "ok", None
     training_ms, stop_after = 0.0, None
+
+    def train_step(step: int, scale: float) -> float:
+        """One optimisation step at lr multiplier `scale` (then the EMA / SWA updates); returns the train loss."""
+        nonlocal ema, swa, swa_count
+        zero_grad_all()
+        train_loss = forward_backward()
+        frac = min(step / cfg.muon_momentum_warmup_steps, 1.0) if cfg.muon_momentum_warmup_steps > 0 else 1.0
+        for group in opt_muon.param_groups:
+            group["momentum"] = (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * scale
+        if cfg.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(base_model.parameters(), cfg.grad_clip_norm)
+        for opt in optimizers:
+            opt.step()
+        zero_grad_all()
+        if ema is not None:
+            with torch.no_grad():
+                for k, p in base_model.named_parameters():
+                    ema[k].mul_(cfg.ema_decay).add_(p.detach().float(), alpha=1.0 - cfg.ema_decay)
+        if cfg.swa_every > 0 and scale < cfg.swa_start_scale and (step + 1) % cfg.swa_every == 0:
+            with torch.no_grad():
+                if swa is None:
+                    swa = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in base_model.named_parameters()}
+                for k, p in base_model.named_parameters():
+                    swa[k].add_(p.detach().float())
+                swa_count += 1
+        return float(train_loss.item())
+
+    def finish(step: int, training_ms: float, out_dir: str | Path | None) -> dict[str, Any]:
+        """The final stage on the model as trained: averaging, evaluation, export round trip, later stages. Returns
+        the RunResult fields it scores; files are written only when out_dir is given (never for a branch)."""
+        for alpha in qat_alphas:  # every evaluation sees the float (or round-tripped) weights as they are
+            alpha.fill_(0.0)
+        if ema is not None:
+            with torch.no_grad():
+                for k, p in base_model.named_parameters():
+                    p.copy_(ema[k].to(p.dtype))
+            log(f"ema:applied decay:{cfg.ema_decay} start_frac:{cfg.ema_start_frac}")
+        if swa is not None:
+            with torch.no_grad():
+                for k, p in base_model.named_parameters():
+                    p.copy_((swa[k] / swa_count).to(p.dtype))
+            log(f"swa:applied checkpoints:{swa_count}")
+        if cfg.num_loops > 0:
+            base_model.looping = True  # evaluation runs the looped depth, as the records do
+        eval_s: dict[str, float] = {}
+        sync()
+        t_e = time.perf_counter()
+        val_loss, val_bpb = eval_val(cfg, run_model, ctx, rank=rank, world_size=world_size, device=device)
+        sync()
+        eval_s["pre_quant"] = time.perf_counter() - t_e
+        log(f"step:{step}/{cfg.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+            f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
+
+        # Serialization + round trip: export (upstream int8 + zlib by default), reload, re-evaluate.
+        code_bytes = len(Path(__file__).read_bytes())
+        state = export_state_dict(base_model)
+        blob, qstats = export_artifact(state, spec)
+        fmt = "int8+zlib" if spec.is_upstream_int8 else spec.label()
+        budget = BudgetCheck(len(blob), code_bytes)
+        if out_dir is not None and rank == 0:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            torch.save(state, out / "final_model.pt")
+            model_bytes = (out / "final_model.pt").stat().st_size
+            log(f"Serialized model: {model_bytes} bytes")
+            log(f"Code size: {code_bytes} bytes")
+            log(f"Total submission size: {model_bytes + code_bytes} bytes")
+            (out / ("final_model.int8.ptz" if spec.is_upstream_int8 else "final_model.pgq.ptz")).write_bytes(blob)
+        if spec.is_upstream_int8:
+            ratio = qstats["baseline_tensor_bytes"] / max(qstats["int8_payload_bytes"], 1)
+            log(f"Serialized model int8+zlib: {len(blob)} bytes (payload:{qstats['int8_payload_bytes']} "
+                f"raw_torch:{qstats['raw_torch_bytes']} payload_ratio:{ratio:.2f}x)")
+        else:
+            log(f"Serialized model {fmt}: {len(blob)} bytes (payload:{qstats['payload_bytes']} "
+                f"raw:{qstats['raw_bytes']} quantized_params:{qstats['quantized_params']}/{qstats['param_count']})")
+        log(f"Total submission size {fmt}: {budget.artifact_bytes} bytes")
+        log(f"artifact_budget: {budget.message()}")
+        restored = load_artifact(blob, spec)
+        missing, unexpected = base_model.load_state_dict(restored, strict=False)
+        if unexpected or any(not k.startswith(EXPORT_EXCLUDED_PREFIXES) for k in missing):
+            raise RuntimeError(f"round trip state mismatch: missing={missing} unexpected={unexpected}")
+        sync()
+        t_q = time.perf_counter()
+        q_loss, q_bpb = eval_val(cfg, run_model, ctx, rank=rank, world_size=world_size, device=device)
+        sync()
+        eval_s["post_quant"] = time.perf_counter() - t_q
+        tag = "int8_zlib" if spec.is_upstream_int8 else "export"
+        log(f"final_{tag}_roundtrip val_loss:{q_loss:.4f} val_bpb:{q_bpb:.4f} "
+            f"eval_time:{1000.0 * eval_s['post_quant']:.0f}ms")
+        log(f"final_{tag}_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")
+        stages: dict[str, float] = {}
+        for stage, run_eval in (("sliding", lambda: eval_sliding(cfg, base_model, ctx, rank=rank, world_size=world_size)),
+                                ("ttt", lambda: eval_ttt(cfg, base_model, ctx))):
+            if not cfg.stage_enabled(stage):
+                continue
+            t_s = time.perf_counter()
+            stages[f"{stage}_val_loss"], stages[f"{stage}_val_bpb"] = run_eval()
+            sync()
+            eval_s[stage] = time.perf_counter() - t_s
+            log(f"final_{stage} val_loss:{stages[f'{stage}_val_loss']:.8f} val_bpb:{stages[f'{stage}_val_bpb']:.8f} "
+                f"eval_time:{1000.0 * eval_s[stage]:.0f}ms")
+        return dict(val_loss=val_loss, val_bpb=val_bpb, post_quant_val_loss=q_loss, post_quant_val_bpb=q_bpb, **stages,
+                    artifact_bytes=budget.artifact_bytes, model_bytes=budget.model_bytes, code_bytes=code_bytes,
+                    within_budget=budget.within_budget, export_format=fmt, eval_s=eval_s)
+
+    def run_branch(h: int, branch_step: int, trunk_ms: float) -> dict[str, Any]:
+        """Horizon h's cooldown from the trunk at branch_step and its final stage; the trunk is then restored."""
+        nonlocal ema, swa, swa_count
+        saved = ({k: v.detach().clone() for k, v in base_model.state_dict().items()},
+                 [copy.deepcopy(opt.state_dict()) for opt in optimizers], copy.deepcopy(ema), copy.deepcopy(swa),
+                 swa_count, loader.get_state(), base_model.looping, torch.get_rng_state())
+        own_lr = make_lr_schedule(cfg.with_overrides(iterations=h, horizons=""))
+        t_b, b_status, b_error = time.perf_counter(), "ok", None
+        for s in range(branch_step, h):
+            loss_value = train_step(s, own_lr(s, 0.0))
+            if not math.isfinite(loss_value):
+                b_status, b_error = "diverged", f"train loss became {loss_value} at step {s + 1} (horizon {h})"
+                break
+        train_s = (trunk_ms / 1000.0) + time.perf_counter() - t_b
+        fields = finish(h, 1000.0 * train_s, None) if b_status == "ok" else {}
+        log(f"horizon:{h} branch_step:{branch_step} status:{b_status} "
+            + " ".join(f"{k}:{fields[k]:.8f}" for k in ("val_bpb", "post_quant_val_bpb") if k in fields))
+        base_model.load_state_dict(saved[0], strict=True)
+        for opt, state in zip(optimizers, saved[1], strict=True):
+            opt.load_state_dict(state)
+        ema, swa, swa_count = saved[2], saved[3], saved[4]
+        loader.set_state(saved[5])
+        base_model.looping = saved[6]
+        torch.set_rng_state(saved[7])
+        return horizon_entry(h, branch_step, fields, train_s, b_status, b_error)
+
+    branches = horizon_branches(cfg) if cfg.horizons else []
+    horizon_metrics: dict[str, dict[str, Any]] = {}
     sync()
     t0 = time.perf_counter()
     step = 0
@@ -2350,32 +2553,14 @@ def train(
             for alpha in qat_alphas:
                 alpha.fill_(1.0)
             log(f"qat:enabled step:{step} layers:{len(qat_alphas)} format:{spec.label()}")
-        zero_grad_all()
-        train_loss = forward_backward()
-        frac = min(step / cfg.muon_momentum_warmup_steps, 1.0) if cfg.muon_momentum_warmup_steps > 0 else 1.0
-        for group in opt_muon.param_groups:
-            group["momentum"] = (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * scale
-        if cfg.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(base_model.parameters(), cfg.grad_clip_norm)
-        for opt in optimizers:
-            opt.step()
-        zero_grad_all()
-        if ema is not None:
-            with torch.no_grad():
-                for k, p in base_model.named_parameters():
-                    ema[k].mul_(cfg.ema_decay).add_(p.detach().float(), alpha=1.0 - cfg.ema_decay)
+        while branches and branches[0][1] == step:  # branched cooldowns: the clock stops while a branch runs
+            sync()
+            training_ms += 1000.0 * (time.perf_counter() - t0)
+            h, b = branches.pop(0)
+            horizon_metrics[str(h)] = run_branch(h, b, training_ms)
+            t0 = time.perf_counter()
+        loss_value = train_step(step, scale)
         step += 1
-        if cfg.swa_every > 0 and scale < cfg.swa_start_scale and step % cfg.swa_every == 0:
-            with torch.no_grad():
-                if swa is None:
-                    swa = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in base_model.named_parameters()}
-                for k, p in base_model.named_parameters():
-                    swa[k].add_(p.detach().float())
-                swa_count += 1
-        loss_value = float(train_loss.item())
         step_losses.append(loss_value)
         if on_step is not None:  # progress for a caller's bar: (steps done, planned steps)
             on_step(step, cfg.iterations)
@@ -2406,85 +2591,13 @@ def train(
                 tokens_per_s=step * cfg.train_batch_tokens / max(training_ms / 1000.0, 1e-9))
     if status != "ok":
         return RunResult(**base, val_history=val_history, wall_s=time.perf_counter() - t_start, status=status,
-                         error=error)
-
-    for alpha in qat_alphas:  # every evaluation sees the float (or round-tripped) weights as they are
-        alpha.fill_(0.0)
-    if ema is not None:
-        with torch.no_grad():
-            for k, p in base_model.named_parameters():
-                p.copy_(ema[k].to(p.dtype))
-        log(f"ema:applied decay:{cfg.ema_decay} start_frac:{cfg.ema_start_frac}")
-    if swa is not None:
-        with torch.no_grad():
-            for k, p in base_model.named_parameters():
-                p.copy_((swa[k] / swa_count).to(p.dtype))
-        log(f"swa:applied checkpoints:{swa_count}")
-    if cfg.num_loops > 0:
-        base_model.looping = True  # evaluation runs the looped depth, as the records do
-    eval_s: dict[str, float] = {}
-    sync()
-    t_e = time.perf_counter()
-    val_loss, val_bpb = eval_val(cfg, run_model, ctx, rank=rank, world_size=world_size, device=device)
-    sync()
-    eval_s["pre_quant"] = time.perf_counter() - t_e
-    val_history.append({"step": step, "val_loss": val_loss, "val_bpb": val_bpb})
-    log(f"step:{step}/{cfg.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
-        f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
-
-    # Serialization + round trip: export (upstream int8 + zlib by default), reload, re-evaluate.
-    code_bytes = len(Path(__file__).read_bytes())
-    state = export_state_dict(base_model)
-    blob, qstats = export_artifact(state, spec)
-    fmt = "int8+zlib" if spec.is_upstream_int8 else spec.label()
-    budget = BudgetCheck(len(blob), code_bytes)
-    if out_dir is not None and rank == 0:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        torch.save(state, out / "final_model.pt")
-        model_bytes = (out / "final_model.pt").stat().st_size
-        log(f"Serialized model: {model_bytes} bytes")
-        log(f"Code size: {code_bytes} bytes")
-        log(f"Total submission size: {model_bytes + code_bytes} bytes")
-        (out / ("final_model.int8.ptz" if spec.is_upstream_int8 else "final_model.pgq.ptz")).write_bytes(blob)
-    if spec.is_upstream_int8:
-        ratio = qstats["baseline_tensor_bytes"] / max(qstats["int8_payload_bytes"], 1)
-        log(f"Serialized model int8+zlib: {len(blob)} bytes (payload:{qstats['int8_payload_bytes']} "
-            f"raw_torch:{qstats['raw_torch_bytes']} payload_ratio:{ratio:.2f}x)")
-    else:
-        log(f"Serialized model {fmt}: {len(blob)} bytes (payload:{qstats['payload_bytes']} "
-            f"raw:{qstats['raw_bytes']} quantized_params:{qstats['quantized_params']}/{qstats['param_count']})")
-    log(f"Total submission size {fmt}: {budget.artifact_bytes} bytes")
-    log(f"artifact_budget: {budget.message()}")
-    restored = load_artifact(blob, spec)
-    missing, unexpected = base_model.load_state_dict(restored, strict=False)
-    if unexpected or any(not k.startswith(EXPORT_EXCLUDED_PREFIXES) for k in missing):
-        raise RuntimeError(f"round trip state mismatch: missing={missing} unexpected={unexpected}")
-    sync()
-    t_q = time.perf_counter()
-    q_loss, q_bpb = eval_val(cfg, run_model, ctx, rank=rank, world_size=world_size, device=device)
-    sync()
-    eval_s["post_quant"] = time.perf_counter() - t_q
-    tag = "int8_zlib" if spec.is_upstream_int8 else "export"
-    log(f"final_{tag}_roundtrip val_loss:{q_loss:.4f} val_bpb:{q_bpb:.4f} "
-        f"eval_time:{1000.0 * eval_s['post_quant']:.0f}ms")
-    log(f"final_{tag}_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")
-    stages: dict[str, float] = {}
-    for stage, run_eval in (("sliding", lambda: eval_sliding(cfg, base_model, ctx, rank=rank, world_size=world_size)),
-                            ("ttt", lambda: eval_ttt(cfg, base_model, ctx))):
-        if not cfg.stage_enabled(stage):
-            continue
-        t_s = time.perf_counter()
-        stages[f"{stage}_val_loss"], stages[f"{stage}_val_bpb"] = run_eval()
-        sync()
-        eval_s[stage] = time.perf_counter() - t_s
-        log(f"final_{stage} val_loss:{stages[f'{stage}_val_loss']:.8f} val_bpb:{stages[f'{stage}_val_bpb']:.8f} "
-            f"eval_time:{1000.0 * eval_s[stage]:.0f}ms")
-    return RunResult(**base, val_history=val_history, val_loss=val_loss, val_bpb=val_bpb, post_quant_val_loss=q_loss,
-                     post_quant_val_bpb=q_bpb, **stages, artifact_bytes=budget.artifact_bytes,
-                     model_bytes=budget.model_bytes, code_bytes=code_bytes, within_budget=budget.within_budget,
-                     export_format=fmt, eval_s=eval_s, wall_s=time.perf_counter() - t_start, status="ok", error=None)
-
+                         error=error, horizon_metrics=horizon_metrics)
+    fields = finish(step, training_ms, out_dir)
+    val_history.append({"step": step, "val_loss": fields["val_loss"], "val_bpb": fields["val_bpb"]})
+    if cfg.horizons:
+        horizon_metrics[str(step)] = horizon_entry(step, step, fields, training_ms / 1000.0)
+    return RunResult(**base, val_history=val_history, **fields, wall_s=time.perf_counter() - t_start, status="ok",
+                     error=None, horizon_metrics=horizon_metrics)
 
 def main(argv: list[str] | None = None) -> int:
     """Script entry: config from env (PRESET, then UPPER-case fields), upstream-style logs in logs/<run_id>.txt."""

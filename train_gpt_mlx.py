@@ -13,6 +13,7 @@ ensure_fast_blas(); by hand: LD_PRELOAD=libopenblas.so.0). At most 3,000 lines.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import glob
 import hashlib
@@ -283,6 +284,9 @@ class Hyperparameters:
     ttt_lora_rank: int = 8  # ttt=lora: rank of the adapters on each block's attention q/v projections
     metric: str = "auto"  # the score a run reports: auto (the last stage that is on) | pre_quant | post_quant |
     # sliding | ttt
+    horizons: str = ""  # "150,300": branched cooldowns. The stable phase is trained once; at each horizon H <
+    # iterations a copy runs the warmdown a separate H-step run would have, is scored as that run's final stage
+    # (RunResult.horizon_metrics), and the run continues from the branch point. "" (default): off
 
     def __post_init__(self) -> None:
         for name, allowed in (("activation", ACTIVATIONS), ("loss", LOSSES), ("data_order", DATA_ORDERS)):
@@ -378,9 +382,38 @@ class Hyperparameters:
                 f"need num_loops >= 0 and 0 <= loop_start <= loop_end < num_layers={self.num_layers}")
         if self.mtp_heads < 1:
             raise ConfigValueError(f"mtp_heads={self.mtp_heads} must be >= 1")
+        self._check_horizons()
         if self.mlx_max_microbatch_tokens < self.train_seq_len:
             raise ConfigValueError(f"mlx_max_microbatch_tokens={self.mlx_max_microbatch_tokens} must hold at least "
                                    f"one sequence of train_seq_len={self.train_seq_len}")
+
+    def _check_horizons(self) -> None:
+        steps = self.horizon_steps
+        if steps and not 0 < steps[0]:
+            raise ConfigValueError(f"horizons={self.horizons!r}: each horizon must lie in [1, iterations="
+                                   f"{self.iterations}] (the longest horizon is the run's own length)")
+        clash = [msg for on, msg in ((self.max_wallclock_seconds > 0, "max_wallclock_seconds=0 (horizons count steps)"),
+                                     (self.qat, "qat=False (qat starts at a fraction of each horizon)"),
+                                     (self.ema_decay > 0 and self.ema_start_frac > 0, "ema_start_frac=0"),
+                                     (self.num_loops > 0 and self.loop_start_frac > 0, "loop_start_frac=0")) if on]
+        if steps and clash:  # these would make the shared stable phase differ from a separate H-step run's
+            raise ConfigValueError(f"horizons={self.horizons!r} needs {' and '.join(clash)}: a branched cooldown "
+                                   "must share its stable phase with a separate run of each horizon")
+
+    @property
+    def horizon_steps(self) -> tuple[int, ...]:
+        """Ascending horizons of a branched-cooldown run, ending at iterations; () when horizons is off."""
+        if not self.horizons.strip():
+            return ()
+        try:
+            listed = {int(v) for v in self.horizons.split(",") if v.strip()}
+        except ValueError:
+            raise ConfigValueError(f"horizons={self.horizons!r} must be comma-separated step counts, e.g. '150,300'")\
+                from None
+        if any(h > self.iterations for h in listed):
+            raise ConfigValueError(f"horizons={self.horizons!r}: a horizon exceeds iterations={self.iterations}; "
+                                   "set ITERATIONS to the longest horizon")
+        return tuple(sorted(listed | {self.iterations}))
 
     @property
     def ve_layer_indices(self) -> tuple[int, ...]:
@@ -971,6 +1004,13 @@ class TokenStream:
             out[j] = self.shards[shard][start : start + span]
         return out
 
+    def get_state(self) -> tuple:
+        """Where the stream stands (generator state, shard, position): set_state resumes it exactly."""
+        return copy.deepcopy(self.rng.bit_generator.state), self.file_idx, self.pos
+
+    def set_state(self, state: tuple) -> None:
+        self.rng.bit_generator.state, self.file_idx, self.pos = copy.deepcopy(state[0]), state[1], state[2]
+
     def next_arrays(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[np.ndarray, np.ndarray]:
         """This rank's (inputs, targets) for one micro-step, each (sequences, seq_len) int64."""
         local_tokens = global_tokens // (self.world_size * grad_accum_steps)
@@ -1024,6 +1064,7 @@ class RunResult:
     tokens_per_s: float = 0.0
     status: str = "ok"
     error: str | None = None
+    horizon_metrics: dict = field(default_factory=dict)  # horizons on: {"H": horizon_entry(...)}, H as a string
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -2185,6 +2226,33 @@ def make_lr_schedule(cfg: Hyperparameters) -> Callable[[int, float], float]:
 # <<< twin: lr-schedule <<<
 
 
+# >>> twin: horizons >>>
+def horizon_branches(cfg: Hyperparameters) -> list[tuple[int, int]]:
+    """(H, branch step) for each horizon H < iterations of a branched-cooldown run (cfg.horizons). The branch step
+    is the first step at which a separate H-step run's lr multiplier differs from this run's: before it the two
+    runs are the same computation (same steps, same data), from it the branch runs H's own warmdown, under the
+    same warmdown rule (warmdown_iters, or warmdown_frac of H) and min_lr."""
+    trunk = make_lr_schedule(cfg)
+    out = []
+    for h in cfg.horizon_steps[:-1]:
+        own = make_lr_schedule(cfg.with_overrides(iterations=h, horizons=""))
+        out.append((h, next((s for s in range(h) if own(s, 0.0) != trunk(s, 0.0)), h)))
+    return out
+
+
+HORIZON_FIELDS = ("val_loss", "val_bpb", "post_quant_val_loss", "post_quant_val_bpb", "sliding_val_loss",
+                  "sliding_val_bpb", "ttt_val_loss", "ttt_val_bpb", "artifact_bytes", "within_budget", "eval_s")
+
+
+def horizon_entry(h: int, branch_step: int, fields: Mapping[str, Any], train_s: float, status: str = "ok",
+                  error: str | None = None) -> dict[str, Any]:
+    """One RunResult.horizon_metrics value: the scored fields of horizon h's final stage, where it branched, and
+    the training seconds a run of h steps cost inside the branched run (trunk up to the branch + the branch)."""
+    return {"steps": h, "branch_step": branch_step, "train_s": train_s, "status": status, "error": error,
+            **{k: fields[k] for k in HORIZON_FIELDS if k in fields}}
+# <<< twin: horizons <<<
+
+
 def microbatches(x: mx.array, y: mx.array, max_tokens: int) -> list[tuple[mx.array, mx.array]]:
     """Split a (rows, seq_len) batch into consecutive chunks of at most max_tokens tokens (whole rows), as
     upstream's MLX trainer does, so a large batch never goes through one value_and_grad."""
@@ -2313,6 +2381,108 @@ def train(
     val_history: list[dict[str, float]] = []
     status, error = "ok", None
     training_ms, stop_after, step = 0.0, None, 0
+
+    def train_step(step: int, scale: float) -> float:
+        """One optimisation step at lr multiplier `scale` (then the EMA / SWA updates); returns the train loss."""
+        nonlocal ema, swa, swa_count
+        frac = min(step / cfg.muon_momentum_warmup_steps, 1.0) if cfg.muon_momentum_warmup_steps > 0 else 1.0
+        momentum = (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
+        loss = stepper(*next_batch(loader), scale, momentum)
+        if ema is not None:
+            d = cfg.ema_decay
+            ema = {k: d * ema[k] + (1.0 - d) * v for k, v in flat_params(model).items()}
+            mx.eval(list(ema.values()))
+        if cfg.swa_every > 0 and scale < cfg.swa_start_scale and (step + 1) % cfg.swa_every == 0:
+            live = flat_params(model)
+            swa = live if swa is None else {k: swa[k] + v for k, v in live.items()}
+            swa_count += 1
+            mx.eval(list(swa.values()))
+        return float(loss.item())
+
+    def finish(step: int, training_ms: float, out_dir: str | Path | None) -> dict:
+        """The final stage (train_gpt.train's finish): averaging, evaluation, export round trip, later stages."""
+        if qat is not None:  # every evaluation sees the float (or round-tripped) weights as they are
+            qat.set(False)
+        if ema is not None:
+            load_flat_params(model, ema)
+            log(f"ema:applied decay:{cfg.ema_decay} start_frac:{cfg.ema_start_frac}")
+        if swa is not None:
+            load_flat_params(model, {k: v / swa_count for k, v in swa.items()})
+            log(f"swa:applied checkpoints:{swa_count}")
+        if cfg.num_loops > 0:
+            model.looping = True  # evaluation runs the looped depth (train_gpt.train)
+        eval_s: dict[str, float] = {}
+        t_e = time.perf_counter()
+        val_loss, val_bpb = eval_val(cfg, model, ev)
+        eval_s["pre_quant"] = time.perf_counter() - t_e
+        log(f"step:{step}/{cfg.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+            f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
+        code_bytes = len(Path(__file__).read_bytes())
+        final = flat_params(model)
+        fmt = "int8+zlib" if spec.is_upstream_int8 else spec.label()
+        blob, qstats, restored = export_roundtrip(final, spec)
+        budget = BudgetCheck(len(blob), code_bytes)
+        if out_dir is not None:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "final_model_mlx.pt").write_bytes(torch_save_bytes(export_params(final)))
+            (out / ("final_model_mlx.int8.ptz" if spec.is_upstream_int8 else "final_model_mlx.pgq.ptz")).write_bytes(blob)
+        if spec.is_upstream_int8:
+            ratio = qstats["baseline_tensor_bytes"] / max(qstats["int8_payload_bytes"], 1)
+            log(f"Serialized model int8+zlib: {len(blob)} bytes (payload:{qstats['int8_payload_bytes']} "
+                f"raw_torch:{qstats['raw_torch_bytes']} payload_ratio:{ratio:.2f}x)")
+        else:
+            log(f"Serialized model {fmt}: {len(blob)} bytes (payload:{qstats['payload_bytes']} raw:{qstats['raw_bytes']})")
+        log(f"Total submission size {fmt}: {budget.artifact_bytes} bytes")
+        log(f"artifact_budget: {budget.message()}")
+        load_flat_params(model, restored, strict=False)
+        t_q = time.perf_counter()
+        q_loss, q_bpb = eval_val(cfg, model, ev)
+        eval_s["post_quant"] = time.perf_counter() - t_q
+        tag = "int8_zlib" if spec.is_upstream_int8 else "export"
+        log(f"final_{tag}_roundtrip val_loss:{q_loss:.4f} val_bpb:{q_bpb:.4f} "
+            f"eval_time:{1000.0 * eval_s['post_quant']:.0f}ms")
+        log(f"final_{tag}_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")
+        stages: dict[str, float] = {}
+        for stage, run_eval in (("sliding", eval_sliding), ("ttt", eval_ttt)):
+            if not cfg.stage_enabled(stage):
+                continue
+            t_s = time.perf_counter()
+            stages[f"{stage}_val_loss"], stages[f"{stage}_val_bpb"] = run_eval(cfg, model, ev)
+            eval_s[stage] = time.perf_counter() - t_s
+            log(f"final_{stage} val_loss:{stages[f'{stage}_val_loss']:.8f} val_bpb:{stages[f'{stage}_val_bpb']:.8f} "
+                f"eval_time:{1000.0 * eval_s[stage]:.0f}ms")
+        return dict(val_loss=val_loss, val_bpb=val_bpb, post_quant_val_loss=q_loss, post_quant_val_bpb=q_bpb, **stages,
+                    artifact_bytes=budget.artifact_bytes, model_bytes=budget.model_bytes, code_bytes=code_bytes,
+                    within_budget=budget.within_budget, export_format=fmt, eval_s=eval_s)
+
+    def run_branch(h: int, branch_step: int, trunk_ms: float) -> dict:
+        """Horizon h's cooldown from the trunk at branch_step and its final stage; the trunk is then restored
+        (arrays are immutable, so the snapshot holds references; each optimizer's state dicts are copied)."""
+        nonlocal ema, swa, swa_count
+        saved = (flat_params(model), [{k: dict(v) if isinstance(v, dict) else v for k, v in vars(o).items()}
+                                      for o in opts.all], ema, swa, swa_count, loader.get_state(), model.looping)
+        own_lr = make_lr_schedule(cfg.with_overrides(iterations=h, horizons=""))
+        t_b, b_status, b_error = time.perf_counter(), "ok", None
+        for s in range(branch_step, h):
+            loss_value = train_step(s, own_lr(s, 0.0))
+            if not math.isfinite(loss_value):
+                b_status, b_error = "diverged", f"train loss became {loss_value} at step {s + 1} (horizon {h})"
+                break
+        train_s = trunk_ms / 1000.0 + time.perf_counter() - t_b
+        fields = finish(h, 1000.0 * train_s, None) if b_status == "ok" else {}
+        log(f"horizon:{h} branch_step:{branch_step} status:{b_status} "
+            + " ".join(f"{k}:{fields[k]:.8f}" for k in ("val_bpb", "post_quant_val_bpb") if k in fields))
+        load_flat_params(model, saved[0])
+        for o, state in zip(opts.all, saved[1], strict=True):
+            o.__dict__.update({k: dict(v) if isinstance(v, dict) else v for k, v in state.items()})
+        ema, swa, swa_count = saved[2], saved[3], saved[4]
+        loader.set_state(saved[5])
+        model.looping = saved[6]
+        return horizon_entry(h, branch_step, fields, train_s, b_status, b_error)
+
+    branches = horizon_branches(cfg) if cfg.horizons else []
+    horizon_metrics: dict[str, dict] = {}
     t0 = time.perf_counter()
     while True:
         last = step == cfg.iterations or (stop_after is not None and step >= stop_after)
@@ -2337,20 +2507,13 @@ def train(
         if qat is not None and not qat.on and (step >= qat_step or (max_ms is not None and elapsed_ms >= qat_ms)):
             qat.set(True)
             log(f"qat:enabled step:{step} layers:{qat.layers} format:{spec.label()}")
-        frac = min(step / cfg.muon_momentum_warmup_steps, 1.0) if cfg.muon_momentum_warmup_steps > 0 else 1.0
-        momentum = (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
-        loss = stepper(*next_batch(loader), scale, momentum)
-        if ema is not None:
-            d = cfg.ema_decay
-            ema = {k: d * ema[k] + (1.0 - d) * v for k, v in flat_params(model).items()}
-            mx.eval(list(ema.values()))
+        while branches and branches[0][1] == step:  # branched cooldowns: the clock stops while a branch runs
+            training_ms += 1000.0 * (time.perf_counter() - t0)
+            h, b = branches.pop(0)
+            horizon_metrics[str(h)] = run_branch(h, b, training_ms)
+            t0 = time.perf_counter()
+        loss_value = train_step(step, scale)
         step += 1
-        if cfg.swa_every > 0 and scale < cfg.swa_start_scale and step % cfg.swa_every == 0:
-            live = flat_params(model)
-            swa = live if swa is None else {k: swa[k] + v for k, v in live.items()}
-            swa_count += 1
-            mx.eval(list(swa.values()))
-        loss_value = float(loss.item())
         step_losses.append(loss_value)
         if on_step is not None:  # progress for a caller's bar: (steps done, planned steps)
             on_step(step, cfg.iterations)
@@ -2373,63 +2536,13 @@ def train(
                 tokens_per_s=step * cfg.train_batch_tokens / max(training_ms / 1000.0, 1e-9))
     if status != "ok":
         return RunResult(**base, val_history=val_history, wall_s=time.perf_counter() - t_start, status=status,
-                         error=error)
-
-    if qat is not None:  # every evaluation sees the float (or round-tripped) weights as they are
-        qat.set(False)
-    if ema is not None:
-        load_flat_params(model, ema)
-        log(f"ema:applied decay:{cfg.ema_decay} start_frac:{cfg.ema_start_frac}")
-    if swa is not None:
-        load_flat_params(model, {k: v / swa_count for k, v in swa.items()})
-        log(f"swa:applied checkpoints:{swa_count}")
-    if cfg.num_loops > 0:
-        model.looping = True  # evaluation runs the looped depth (train_gpt.train)
-    val_loss, val_bpb = eval_val(cfg, model, ev)
-    val_history.append({"step": step, "val_loss": val_loss, "val_bpb": val_bpb})
-    log(f"step:{step}/{cfg.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
-        f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
-
-    code_bytes = len(Path(__file__).read_bytes())
-    final = flat_params(model)
-    fmt = "int8+zlib" if spec.is_upstream_int8 else spec.label()
-    blob, qstats, restored = export_roundtrip(final, spec)
-    budget = BudgetCheck(len(blob), code_bytes)
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "final_model_mlx.pt").write_bytes(torch_save_bytes(export_params(final)))
-        (out / ("final_model_mlx.int8.ptz" if spec.is_upstream_int8 else "final_model_mlx.pgq.ptz")).write_bytes(blob)
-    if spec.is_upstream_int8:
-        ratio = qstats["baseline_tensor_bytes"] / max(qstats["int8_payload_bytes"], 1)
-        log(f"Serialized model int8+zlib: {len(blob)} bytes (payload:{qstats['int8_payload_bytes']} "
-            f"raw_torch:{qstats['raw_torch_bytes']} payload_ratio:{ratio:.2f}x)")
-    else:
-        log(f"Serialized model {fmt}: {len(blob)} bytes (payload:{qstats['payload_bytes']} raw:{qstats['raw_bytes']})")
-    log(f"Total submission size {fmt}: {budget.artifact_bytes} bytes")
-    log(f"artifact_budget: {budget.message()}")
-    load_flat_params(model, restored, strict=False)
-    eval_s: dict[str, float] = {}
-    t_q = time.perf_counter()
-    q_loss, q_bpb = eval_val(cfg, model, ev)
-    eval_s["post_quant"] = time.perf_counter() - t_q
-    tag = "int8_zlib" if spec.is_upstream_int8 else "export"
-    log(f"final_{tag}_roundtrip val_loss:{q_loss:.4f} val_bpb:{q_bpb:.4f} "
-        f"eval_time:{1000.0 * eval_s['post_quant']:.0f}ms")
-    log(f"final_{tag}_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")
-    stages: dict[str, float] = {}
-    for stage, run_eval in (("sliding", eval_sliding), ("ttt", eval_ttt)):
-        if not cfg.stage_enabled(stage):
-            continue
-        t_s = time.perf_counter()
-        stages[f"{stage}_val_loss"], stages[f"{stage}_val_bpb"] = run_eval(cfg, model, ev)
-        eval_s[stage] = time.perf_counter() - t_s
-        log(f"final_{stage} val_loss:{stages[f'{stage}_val_loss']:.8f} val_bpb:{stages[f'{stage}_val_bpb']:.8f} "
-            f"eval_time:{1000.0 * eval_s[stage]:.0f}ms")
-    return RunResult(**base, val_history=val_history, val_loss=val_loss, val_bpb=val_bpb, post_quant_val_loss=q_loss,
-                     post_quant_val_bpb=q_bpb, **stages, artifact_bytes=budget.artifact_bytes,
-                     model_bytes=budget.model_bytes, code_bytes=code_bytes, within_budget=budget.within_budget,
-                     export_format=fmt, eval_s=eval_s, wall_s=time.perf_counter() - t_start, status="ok", error=None)
+                         error=error, horizon_metrics=horizon_metrics)
+    fields = finish(step, training_ms, out_dir)
+    val_history.append({"step": step, "val_loss": fields["val_loss"], "val_bpb": fields["val_bpb"]})
+    if cfg.horizons:
+        horizon_metrics[str(step)] = horizon_entry(step, step, fields, training_ms / 1000.0)
+    return RunResult(**base, val_history=val_history, **fields, wall_s=time.perf_counter() - t_start, status="ok",
+                     error=None, horizon_metrics=horizon_metrics)
 
 
 def main(argv: list[str] | None = None) -> int:
