@@ -73,9 +73,12 @@ class SeedScore:
 #: evidence. multi_feature: several features at once; record_vs_base: the record against its base / SOTA;
 #: headline: an overall claim ("Improvement: 0.1144 nats (threshold: 0.005)"); sweep_unmapped: a knob with no
 #: canonical feature (LR, momentum); unmapped: names no feature; fragment: a cut sentence; no_direction: a numeric
-#: feature without values or direction; no_delta: no usable bpb delta; untyped: read from a schema-1 matrix.
+#: feature without values or direction; no_delta: no usable bpb delta; quoted_estimate: another submission's figure
+#: or a projection; penalty: a quantization gap of one model; restated: prose repeating a table-measured change with
+#: another figure (extract.row_gates); untyped: read from a schema-1 matrix.
 ABLATION_KINDS: tuple[str, ...] = ("ablation", "multi_feature", "record_vs_base", "headline", "sweep_unmapped",
-                                   "unmapped", "fragment", "no_direction", "no_delta", "untyped")
+                                   "unmapped", "fragment", "no_direction", "no_delta", "quoted_estimate", "penalty",
+                                   "restated", "untyped")
 ABLATION_METRICS: tuple[str, ...] = ("pre_quant", "post_quant", "post_ttt", "sliding", "unknown")  # score measured
 ABLATION_SOURCES: tuple[str, ...] = ("table", "prose", "log")  # where a row was read
 
