@@ -286,7 +286,7 @@ class Hyperparameters:
     ttt_lora_rank: int = 8  # ttt=lora: rank of the adapters on each block's attention q/v projections
     metric: str = "auto"  # the score a run reports: auto (the last stage that is on) | pre_quant | post_quant |
     # sliding | ttt
-    horizons: str = ""  # "150,300": branched cooldowns. The stable phase is trained once; at each horizon H <
+    horizons: str = ""  # "150,300" (or "150/300"): branched cooldowns. The stable phase is trained once; at each horizon H <
     # iterations a copy runs the warmdown a separate H-step run would have, is scored as that run's final stage
     # (RunResult.horizon_metrics), and the run continues from the branch point. "" (default): off
 
@@ -408,10 +408,10 @@ class Hyperparameters:
         if not self.horizons.strip():
             return ()
         try:
-            listed = {int(v) for v in self.horizons.split(",") if v.strip()}
+            listed = {int(v) for v in self.horizons.replace("/", ",").split(",") if v.strip()}
         except ValueError:
-            raise ConfigValueError(f"horizons={self.horizons!r} must be comma-separated step counts, e.g. '150,300'")\
-                from None
+            raise ConfigValueError(f"horizons={self.horizons!r} must be step counts separated by ',' or '/' (in a "
+                                   "KEY=VALUE list), e.g. '150,300' or '150/300'") from None
         if any(h > self.iterations for h in listed):
             raise ConfigValueError(f"horizons={self.horizons!r}: a horizon exceeds iterations={self.iterations}; "
                                    "set ITERATIONS to the longest horizon")

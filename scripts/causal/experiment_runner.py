@@ -100,6 +100,7 @@ def to_record(result: tg.RunResult, *, screen_id: str, cell: GridCell, planned: 
         wall_s=_or_none(result.wall_s), tokens_per_s=_or_none(result.tokens_per_s),
         step_losses=list(result.step_losses), val_history=list(result.val_history), versions=dict(result.versions),
         git_commit=commit, executor=executor, config=dict(result.config), finished_at=time.time(),
+        horizon_metrics=dict(getattr(result, "horizon_metrics", None) or {}),
     )
 
 

@@ -317,12 +317,16 @@ class RunRecord:
     executor: str | None = None
     config: dict = dataclasses.field(default_factory=dict)
     finished_at: float = 0.0
+    horizon_metrics: dict = dataclasses.field(default_factory=dict)  # branched cooldowns: {"H": scored fields}
 
     def runs_row(self) -> dict:
-        """The ``runs.json`` row (the agreed subset of fields, plus config_hash and error)."""
+        """The ``runs.json`` row (the agreed subset of fields, plus config_hash and error; horizon_metrics when the
+        run branched cooldowns)."""
         row = {k: getattr(self, k) for k in RUNS_ROW_FIELDS}
         row["config_hash"] = self.config_hash
         row["error"] = self.error
+        if self.horizon_metrics:
+            row["horizon_metrics"] = self.horizon_metrics
         return row
 
 

@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS runs (
     executor TEXT,
     config TEXT NOT NULL,
     finished_at REAL NOT NULL,
+    horizon_metrics TEXT,
     UNIQUE (screen_id, intervention, seed, config_hash)
 );
 CREATE TABLE IF NOT EXISTS decisions (
@@ -87,12 +88,12 @@ _RUN_COLUMNS = (
     "val_loss", "val_bpb", "post_quant_val_loss", "post_quant_val_bpb", "artifact_bytes", "sliding_val_bpb",
     "ttt_val_bpb", "model_bytes", "within_budget", "steps",
     "wall_s", "tokens_per_s", "step_losses", "val_history", "versions", "git_commit", "executor",
-    "config", "finished_at",
+    "config", "finished_at", "horizon_metrics",
 )
-_JSON_COLUMNS = ("step_losses", "val_history", "versions", "config")
+_JSON_COLUMNS = ("step_losses", "val_history", "versions", "config", "horizon_metrics")
 # Columns added after a ledger format was first written: an older ledger gets them (NULL for its old runs).
 _ADDED_RUN_COLUMNS = {"sliding_val_bpb": "REAL", "ttt_val_bpb": "REAL", "model_bytes": "INTEGER",
-                      "within_budget": "INTEGER"}
+                      "within_budget": "INTEGER", "horizon_metrics": "TEXT"}
 
 
 def _dumps(value: Any) -> str:
@@ -255,7 +256,7 @@ class Ledger:
         for row in cur.fetchall():
             kw = dict(zip(_RUN_COLUMNS, row, strict=True))
             for col in _JSON_COLUMNS:
-                kw[col] = json.loads(kw[col])
+                kw[col] = {} if kw[col] is None and col == "horizon_metrics" else json.loads(kw[col])
             if kw["within_budget"] is not None:  # stored as 0/1
                 kw["within_budget"] = bool(kw["within_budget"])
             out.append(RunRecord(**kw))
