@@ -121,7 +121,7 @@ def test_relative_data_path_is_found_next_to_the_trainer(tmp_path, monkeypatch, 
 # ----------------------------------------------------------------------------- twin sections
 
 TWIN_SECTIONS = {"data-format", "hyperparameters", "export-format", "data-order", "init-keys", "run-result",
-                 "data-setup", "lr-schedule", "ns-coefficients", "bos-id", "layer-schedule", "optimizer-group",
+                 "data-setup", "lr-schedule", "horizons", "ns-coefficients", "bos-id", "layer-schedule", "optimizer-group",
                  "constant-inits", "eval-plans", "artifact-export"}
 _SECTION = re.compile(r"^# >>> twin: ([a-z-]+) >>>\n(.*?)^# <<< twin: \1 <<<$", re.S | re.M)
 

@@ -326,3 +326,52 @@ def test_script_fast_preset_on_default_corpus_learns(tmp_path):
     step0 = re.search(r"step:0/\d+ val_loss:\S+ val_bpb:(\S+)", proc.stdout)
     assert final and step0
     assert float(final.group(2)) < float(step0.group(1)) - 1.0
+
+
+# ----------------------------- branched cooldowns (HORIZONS)
+
+
+def test_horizon_branches_start_where_a_separate_runs_lr_leaves_the_trunks():
+    cfg = tg.preset_config("tiny", iterations=24, warmdown_iters=6, horizons="8,16")
+    assert cfg.horizon_steps == (8, 16, 24)
+    # warmdown_iters=6: an 8-step run's lr is (8 - s)/6, equal to the trunk's 1.0 up to step 2, below it from 3
+    assert tg.horizon_branches(cfg) == [(8, 3), (16, 11)]
+    frac = tg.preset_config("tiny", iterations=600, warmdown_frac=0.5, horizons="150/300")
+    assert tg.horizon_branches(frac) == [(150, 76), (300, 151)]  # (1 - s/H)/0.5 < 1 from s = H/2 + 1
+
+
+@pytest.mark.parametrize("value, match", [
+    ("0,6", r"must lie in \[1, iterations=12\]"), ("20", "exceeds iterations=12"), ("a,6", "step counts"),
+])
+def test_horizons_rejects_bad_values_naming_the_fix(value, match):
+    with pytest.raises(tg.ConfigValueError, match=match):
+        tg.preset_config("tiny", horizons=value).horizon_steps
+
+
+def test_horizons_refuses_knobs_that_would_change_the_shared_stable_phase():
+    with pytest.raises(tg.ConfigValueError, match=r"qat=False .* must share its stable phase"):
+        tg.preset_config("tiny", horizons="6", qat=True)
+    with pytest.raises(tg.ConfigValueError, match="ema_start_frac=0"):
+        tg.preset_config("tiny", horizons="6", ema_decay=0.9, ema_start_frac=0.5)
+    with pytest.raises(tg.ConfigValueError, match="max_wallclock_seconds=0"):
+        tg.preset_config("baseline", horizons="100")
+    assert tg.preset_config("tiny").horizons == "" and tg.Hyperparameters().horizons == ""  # off by default
+
+
+def test_branched_cooldowns_equal_separate_runs_bit_for_bit(tiny_corpus, tiny_data, one_torch_thread):
+    """Each horizon of one branched run scores exactly what a separate run of that length scores: the branch
+    restores model, optimizer, EMA and the data stream, so the trunk also ends where a plain run ends."""
+    cfg = tiny_cfg(tiny_corpus, iterations=12, warmdown_iters=4, ema_decay=0.8)
+    branched = tg.train(cfg.with_overrides(horizons="6,9"), 3, data=tiny_data)
+    assert sorted(branched.horizon_metrics, key=int) == ["6", "9", "12"]
+    for h in (6, 9, 12):
+        separate = tg.train(cfg.with_overrides(iterations=h), 3, data=tiny_data)
+        entry = branched.horizon_metrics[str(h)]
+        assert entry["status"] == "ok" and entry["steps"] == h
+        assert entry["post_quant_val_bpb"] == separate.post_quant_val_bpb
+        assert entry["val_bpb"] == separate.val_bpb
+    plain = tg.train(cfg, 3, data=tiny_data)
+    assert branched.post_quant_val_bpb == plain.post_quant_val_bpb and branched.step_losses == plain.step_losses
+    assert plain.horizon_metrics == {}
+    again = tg.RunResult.from_dict(branched.to_dict())
+    assert again.horizon_metrics["6"]["branch_step"] == branched.horizon_metrics["6"]["branch_step"] == 3

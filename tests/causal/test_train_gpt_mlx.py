@@ -386,3 +386,13 @@ def test_bundled_blas_found_despite_a_stray_mlx_folder_on_the_path(tmp_path):
     locations = [str(tmp_path / "mlx"), str(real.parent.parent / "mlx")]
     assert blas.bundled_reference_blas(locations) == real
     assert blas.bundled_reference_blas(locations[:1]) is None
+
+
+def test_branched_cooldowns_equal_separate_runs_bit_for_bit(synth):
+    """The MLX twin of train_gpt's branched cooldowns: each horizon equals a separate run of that length."""
+    cfg = _tiny(iterations=8, warmdown_iters=3)
+    branched = tm.train(cfg.with_overrides(horizons="5"), 2, data=synth)
+    for h in (5, 8):
+        separate = tm.train(cfg.with_overrides(iterations=h), 2, data=synth)
+        assert branched.horizon_metrics[str(h)]["post_quant_val_bpb"] == separate.post_quant_val_bpb
+    assert branched.step_losses == tm.train(cfg, 2, data=synth).step_losses
