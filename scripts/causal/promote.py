@@ -91,6 +91,9 @@ def check_promotable(results: Mapping, name: str) -> Mapping:
     if row.get("decision") != "confirmed":
         raise ConfigError(f"refusing to promote {name!r}: its decision is {row.get('decision')!r}, "
                           "only 'confirmed' interventions can be promoted")
+    if row.get("horizon_unstable"):  # issue 23: the proxy's verdict moves with training length
+        raise ConfigError(f"refusing to promote {name!r}: it is horizon-unstable ({row.get('horizon_reason')}); "
+                          "its proxy verdict may not hold at H100: confirm it at a longer rung or on the H100 executor")
     if not row.get("in_family", False):
         raise ConfigError(f"refusing to promote {name!r}: it is not in the pre-registered multiplicity family")
     return row

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -106,7 +107,7 @@ def build_report(*, info: RunInfo, ablation: Mapping, nats_per_bpb: float | None
                  ranking: Mapping | None = None, dag: Mapping | None = None, promotion: Mapping | None = None,
                  snippets: Sequence[Mapping] = (), plots: Mapping[str, str] | None = None,
                  cycles: Sequence[Mapping] = (), wall_s: float | None = None, top_n: int = 5,
-                 transfer: Mapping | None = None) -> dict:
+                 transfer: Mapping | None = None, horizon: Mapping | None = None) -> dict:
     """The report.json payload. ``decisions`` is a verbatim copy of ``ablation['results']``. ``transfer``: the
     screen preset's transfer calibration (``transfer.sensitivity.load_transfer``; None: not measured)."""
     decisions = [dict(r) for r in ablation.get("results", [])]
@@ -132,6 +133,7 @@ def build_report(*, info: RunInfo, ablation: Mapping, nats_per_bpb: float | None
         "plots": dict(plots or {}),
         "cycles": [dict(c) for c in cycles],
         "wall_s": wall_s,
+        "horizon": dict(horizon) if horizon else None,
     })
 
 
@@ -193,6 +195,7 @@ def _kv_lines(d: Mapping, keys: Sequence[str]) -> list[str]:
 
 def render_markdown(report: Mapping) -> str:
     """report.md from the report.json payload (same numbers, formatted by ``fmt``)."""
+    from scripts.causal.horizon.render import horizon_lines
     from scripts.causal.transfer.sensitivity import sensitivity_lines
 
     run, test = report["run"], report["test"]
@@ -250,6 +253,7 @@ def render_markdown(report: Mapping) -> str:
         if not all(c["passed"] for c in report["calibration"]):
             L.append("- A failed self-check means the screen's noise or power is not what the gate assumes: "
                      "do not trust its other calls; add seeds or check the runs.")
+    L += horizon_lines(report.get("horizon"))
     conf = report.get("confirmation")
     if conf and conf.get("results"):
         L += ["", "## Confirmation on fresh seeds", "",
@@ -359,6 +363,14 @@ def with_sensitivity(report: Mapping, transfer_dir: str | Path | None) -> dict:
     return {**report, "sensitivity": _jsonable(sens)}
 
 
+def with_horizon(report: Mapping, horizon_dir: str | Path, out_dir: str | Path) -> dict:
+    """``report`` with the horizon block of ``horizon_dir``/horizon.json, its plot path relative to ``out_dir``."""
+    block = read_json(Path(horizon_dir) / "horizon.json")
+    if block.get("plot"):
+        block["plot"] = os.path.relpath(Path(horizon_dir) / block["plot"], Path(out_dir))
+    return {**report, "horizon": _jsonable(block)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Re-render report.md from a report.json written by run_pipeline.py.")
     p.add_argument("--input", type=Path, required=True, help="report.json, e.g. results/example/report.json")
@@ -366,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--transfer-dir", default=None, metavar="DIR",
                    help="recompute the header's sensitivity block with the transfer calibration in DIR, e.g. "
                         "results/transfer_calibration (default: keep the block report.json has)")
+    p.add_argument("--horizon-dir", type=Path, default=None, metavar="DIR",
+                   help="add the horizon section (Δ along the horizon, horizon-unstable flags, predictor table) "
+                        "from DIR/horizon.json (scripts/causal/horizon_curves.py), e.g. results/horizon")
     p.add_argument("--json-output", type=Path, default=None,
                    help="with --transfer-dir: also write the updated report.json here")
     add_debug_flag(p)
@@ -375,8 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = read_json(args.input)
         if args.transfer_dir is not None:
             report = with_sensitivity(report, args.transfer_dir)
-            if args.json_output is not None:
-                write_json(args.json_output, dict(report))
+        if args.horizon_dir is not None:
+            report = with_horizon(report, args.horizon_dir, args.output.parent)
+        if args.json_output is not None and (args.transfer_dir is not None or args.horizon_dir is not None):
+            write_json(args.json_output, dict(report))
         args.output.write_text(render_markdown(report), encoding="utf-8")
         print(args.output)
         return 0

@@ -177,6 +177,9 @@ def analyze(runs: Sequence[Mapping] | Mapping, *, alpha: float | None = None, ma
         row["claims"] = (claim_lines(pairs[row["intervention"]], bytes_per_token=bpt, record_values_bpb=record_values_bpb,
                                      record_label=record_label)
                          if row["decision"] == "confirmed" and bpt is not None else None)
+    for name, st in _horizon_flags(runs, p.metric).items():  # branched-cooldown runs: stable along the horizon?
+        if name in rows:
+            rows[name].update(horizon_unstable=st["unstable"], horizon_reason=st["reason"])
     calibration = _calibration_check(runs, rows, p.aa_mode, aa_name, backend)
     repeat = calibration.get(aa_name)
     if repeat is not None and repeat.get("mode") == "repeat":  # a check, not a test: its verdict is the decision
@@ -208,6 +211,16 @@ def _power_fields(row: dict, p: Preregistration, effect: float, level: float) ->
         row["mde"] = mde_one_sided(sigma=sigma, n=n, df=df, alpha=level, margin=p.margin_bpb)
         row["power"] = power_one_sided(effect=effect, sigma=sigma, n=n, df=df, alpha=level, margin=p.margin_bpb)
         row["seeds_needed"] = seeds_needed(sigma=sigma, effect=effect, alpha=level, margin=p.margin_bpb)
+
+
+def _horizon_flags(runs: Sequence[Mapping] | Mapping, metric: str) -> dict[str, dict]:
+    """{intervention: horizon.curves.stability(...)} when every run carries horizon_metrics; {} otherwise."""
+    from scripts.causal.horizon.curves import delta_curves, stability
+
+    rows = run_rows(runs)
+    if not rows or not all(r.get("horizon_metrics") for r in rows):
+        return {}
+    return {name: stability(curve) for name, curve in delta_curves(runs, metric=metric).items()}
 
 
 def _calibration_check(runs, rows: Mapping[str, dict], aa_mode: str, aa_name: str, backend: str | None) -> dict:
