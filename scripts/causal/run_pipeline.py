@@ -28,6 +28,7 @@ from scripts.causal.core.errors import ConfigError
 from scripts.causal.core.paths import RESULTS_DIR
 from scripts.causal.core.schema import PipelineOptions
 from scripts.causal.pipeline.cycle import run_pipeline
+from scripts.causal.pipeline.ladder import LADDERS
 from scripts.causal.pipeline.profiles import DEFAULTS, PROFILES, resolve_options
 from scripts.causal.stats.pairing import METRICS
 
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer-dir", default="results/transfer_calibration", metavar="DIR",
                    help="where transfer_calibration.py wrote transfer_<preset>.json: the report quotes each class's "
                         "proxy-to-H100 agreement and the ranking discounts by it ('none': do not use one)")
+    p.add_argument("--ladder", choices=sorted(LADDERS), default=None,
+                   help="climb a ladder of proxies with --interventions instead of the cycles (successive halving; "
+                        "the claim only at the last rung, on fresh seeds): tiny | cpu | h100 (pipeline/ladder.py)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (log lines only)")
     add_debug_flag(p)
     return p
@@ -157,11 +161,36 @@ def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = Non
         transfer_dir=None if args.transfer_dir == "none" else args.transfer_dir, metric=args.metric, **o)
 
 
+def climb(opts: PipelineOptions, ladder: str, *, progress: bool) -> int:
+    """--ladder: prepare the data, then pipeline.ladder.run_ladder with the pipeline's screen and gate stages."""
+    from scripts.causal.pipeline.cycle import analyze_stage, prepare_data, run_screen_stage
+    from scripts.causal.pipeline.ladder import run_ladder
+    from scripts.causal.screen.trainer import decide_threads
+
+    say = lambda msg: print(msg, flush=True)  # noqa: E731
+    threads = decide_threads(opts.backend, say, opts.threads)
+    ledger = Path(opts.output_dir) / "ledger.sqlite"
+
+    def screen(ropts, name, arms, seeds, overrides, out_dir):
+        data = prepare_data(ropts, say)  # each rung's preset names its data (an H100 rung: FineWeb)
+        result, runs_path = run_screen_stage(ropts, name=name, interventions=arms, seeds=seeds, out_dir=out_dir,
+                                             base_overrides={**data, **overrides}, progress=progress, log=say,
+                                             threads=threads)
+        return result, analyze_stage(runs_path, out_dir / "ablation_results.json", result=result, ledger_path=ledger)
+
+    payload = run_ladder(opts, ladder, screen=screen, log=say)
+    print(f"ladder: {Path(opts.output_dir) / 'ladder.md'} ({payload['cost_s_per_candidate']:.0f} s of runs per "
+          "candidate)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
         opts = options_from_args(args)
+        if args.ladder:
+            return climb(opts, args.ladder, progress=not args.quiet)
         cmd = "python scripts/causal/run_pipeline.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
         summary = run_pipeline(opts, progress=not args.quiet, records=args.records, command=cmd.strip())
         print(f"report: {summary['report_md']}")

@@ -573,3 +573,14 @@ class PipelineOptions:
     ray_address: str | None = None  # --executor ray: None starts a local cluster, "auto" joins `ray start`
     transfer_dir: str | None = "results/transfer_calibration"  # transfer_<preset>.json for the report and ranking
     metric: str = "final_val_bpb"  # the pre-registered decision metric (stats.pairing.METRICS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rung:
+    """One rung of a ladder (pipeline.ladder): a screen at ``preset`` + ``overrides`` on its own ``seeds``."""
+
+    name: str
+    preset: str
+    overrides: dict
+    seeds: tuple[int, ...]
+    executor: str | None = None  # None: the pipeline's --executor; "torchrun" for an H100 rung
