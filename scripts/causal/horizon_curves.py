@@ -9,13 +9,12 @@ Writes ``horizon.json`` (schema_version 1; the block the decision-gate report sh
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from scripts.causal.core.cli import add_debug_flag, run_cli
-from scripts.causal.core.schema import CalibrationItem, read_json, write_json
+from scripts.causal.core.schema import CalibrationItem, write_json
 from scripts.causal.horizon.curves import delta_curves, horizons_of, stability
 from scripts.causal.horizon.predict import candidate_values, predictor_table
 from scripts.causal.horizon.render import horizon_lines, plot_panel
@@ -91,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         items, _ = build_calibration_set(load_table())
         block = build(runs, items, target_tpp=preset_tpp(args.target_preset), source=str(args.runs),
                       metric=args.metric, plot="plots/horizon.png")
-        plot_panel(block["curves"], dict(zip(block["horizons"], block["tokens_per_param"])),
+        plot_panel(block["curves"], dict(zip(block["horizons"], block["tokens_per_param"], strict=True)),
                    block["target_tokens_per_param"], block["h100_rows"], block["stability"],
                    args.out_dir / "plots" / "horizon.png")
         write_json(args.out_dir / "horizon.json", block, schema_version=SCHEMA_VERSION)

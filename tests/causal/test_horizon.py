@@ -26,7 +26,7 @@ DELTAS = {
 
 def _row(name: str, seed: int, values, config=None) -> dict:
     hm = {str(h): {"steps": h, "branch_step": h // 2, "status": "ok", "val_bpb": v, "post_quant_val_bpb": v}
-          for h, v in zip(HS, values)}
+          for h, v in zip(HS, values, strict=True)}
     return {"intervention": name, "arm": "control" if name == "control" else "treatment", "seed": seed,
             "backend": "torch", "status": "ok", "val_bpb": values[-1], "post_quant_val_bpb": values[-1],
             "steps": HS[-1], "config": config or {}, "horizon_metrics": hm}
@@ -35,7 +35,7 @@ def _row(name: str, seed: int, values, config=None) -> dict:
 def runs_payload(config=None) -> dict:
     rows = [_row("control", s, v, config) for s, v in CONTROL.items()]
     for name, per_seed in DELTAS.items():
-        rows += [_row(name, s, [c + d for c, d in zip(CONTROL[s], per_seed[s])], config) for s in CONTROL]
+        rows += [_row(name, s, [c + d for c, d in zip(CONTROL[s], per_seed[s], strict=True)], config) for s in CONTROL]
     return {"schema_version": 1, "runs": rows}
 
 
@@ -130,7 +130,7 @@ def _screen_with_horizons(early: float, final: float) -> dict:
     base, noise = [1.50, 1.52, 1.49, 1.51, 1.50], [0.0004, -0.0003, 0.0002, 0.0, -0.0002]
     seeds = (11, 12, 13, 14, 15)
     runs = []
-    for s, c, e in zip(seeds, base, noise):
+    for s, c, e in zip(seeds, base, noise, strict=True):
         for name, arm, d in (("control", "control", (0.0, 0.0)), ("mlp_mult_3", "treatment", (early, final))):
             hm = {"60": {"steps": 60, "status": "ok", "post_quant_val_bpb": c + 0.3 + d[0] + e, "val_bpb": c + 0.3},
                   "120": {"steps": 120, "status": "ok", "post_quant_val_bpb": c + d[1] + e, "val_bpb": c}}

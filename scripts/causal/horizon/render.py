@@ -30,14 +30,14 @@ def plot_panel(curves: Mapping[str, Sequence[Mapping]], tpp: Mapping[int, float]
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
-    for ax, name in zip(axes.flat, names):
+    for ax, name in zip(axes.flat, names, strict=False):
         pts = [p for p in curves[name] if p["mean_delta_bpb"] is not None]
         x = [tpp[p["horizon"]] for p in pts]
         y = [p["mean_delta_bpb"] for p in pts]
         lo = [p["mean_delta_bpb"] - p["ci_low"] if p["ci_low"] is not None else 0.0 for p in pts]
         hi = [p["ci_high"] - p["mean_delta_bpb"] if p["ci_high"] is not None else 0.0 for p in pts]
         ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", color="#2b83ba", capsize=3, label="proxy Δ, 95% CI")
-        for p, xi in zip(pts, x):
+        for p, xi in zip(pts, x, strict=True):
             ax.annotate(str(p["horizon"]), (xi, p["mean_delta_bpb"]), textcoords="offset points", xytext=(3, 4),
                         fontsize=7, color="#555555")
         for i, row in enumerate(h100.get(name, [])):
