@@ -9,6 +9,7 @@ Writes ``horizon.json`` (schema_version 1; the block the decision-gate report sh
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from scripts.causal.stats.pairing import FINAL_METRIC, load_runs, run_rows
 
 SCHEMA_VERSION = 1
 TARGET = 0.8
+TARGET_HARDWARE = "8xH100"
+POOLED = "all classes (8xH100 rows)"
 
 
 def tokens_per_param(config: Mapping[str, Any], horizons: Sequence[int]) -> dict[int, float]:
@@ -64,6 +67,8 @@ def build(runs: Mapping, items: Sequence[CalibrationItem], *, target_tpp: float,
     stab = {name: stability(c) for name, c in curves.items()}
     values = {name: candidate_values(c, tpp, target_tpp) for name, c in curves.items()}
     table = predictor_table(items, values)
+    pooled = [dataclasses.replace(it, transfer_class=POOLED) for it in items if it.hardware == TARGET_HARDWARE]
+    table.update(predictor_table(pooled, values))  # LOO across classes: a choice even where a class has one change
     return {"schema_version": SCHEMA_VERSION, "source": source, "metric": metric, "horizons": hs,
             "tokens_per_param": [tpp[h] for h in hs], "target_tokens_per_param": target_tpp,
             "n_seeds": len({r["seed"] for r in rows}), "curves": curves, "stability": stab,
