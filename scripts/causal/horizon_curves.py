@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    block["target_tokens_per_param"], block["h100_rows"], block["stability"],
                    args.out_dir / "plots" / "horizon.png")
         write_json(args.out_dir / "horizon.json", block, schema_version=SCHEMA_VERSION)
-        md = ["# Δ along the training horizon", ""] + horizon_lines(block)[2:]
+        md = ["# Δ along the training horizon", ""] + horizon_lines(block)[3:]
         (args.out_dir / "horizon.md").write_text("\n".join(md) + "\n", encoding="utf-8")
         print(args.out_dir / "horizon.md")
         return 0

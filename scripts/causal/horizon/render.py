@@ -40,9 +40,13 @@ def plot_panel(curves: Mapping[str, Sequence[Mapping]], tpp: Mapping[int, float]
         for p, xi in zip(pts, x, strict=True):
             ax.annotate(str(p["horizon"]), (xi, p["mean_delta_bpb"]), textcoords="offset points", xytext=(3, 4),
                         fontsize=7, color="#555555")
-        for i, row in enumerate(h100.get(name, [])):
-            ax.plot([target_tpp], [row["delta"]], marker="*", markersize=11, color="#d7191c", linestyle="none",
-                    label="verified H100 row" if i == 0 else None)
+        seen = set()
+        for row in h100.get(name, []):
+            other = "[" in row["class"]  # a row off 8xH100 (its class carries the hardware)
+            label = "verified row, other hardware" if other else "verified 8xH100 row"
+            ax.plot([target_tpp], [row["delta"]], marker="*", markersize=11, linestyle="none",
+                    color="#aaaaaa" if other else "#d7191c", label=None if label in seen else label)
+            seen.add(label)
         ax.axhline(0.0, color="#999999", linewidth=0.8)
         ax.set_xscale("log")
         flag = flags.get(name, {})
