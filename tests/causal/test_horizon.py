@@ -178,3 +178,15 @@ def test_report_shows_the_horizon_section_from_a_horizon_dir(tmp_path):
     md = render_markdown(out)
     assert "## Along the training horizon" in md and "![Δ along the horizon](../h/plots/horizon.png)" in md
     assert "- architecture: the LOO-chosen predictor" in md
+
+
+def test_cli_writes_the_json_the_markdown_and_the_panel(tmp_path):
+    from scripts.causal.horizon_curves import main
+
+    runs = tmp_path / "runs.json"
+    runs.write_text(json.dumps(runs_payload(tg.preset_config("tiny").to_dict())), encoding="utf-8")
+    assert main(["--runs", str(runs), "--out-dir", str(tmp_path / "out")]) == 0
+    block = json.loads((tmp_path / "out" / "horizon.json").read_text())
+    assert block["schema_version"] == 1 and block["target_tokens_per_param"] == pytest.approx(423.5, abs=1.0)
+    assert (tmp_path / "out" / "plots" / "horizon.png").stat().st_size > 10_000
+    assert (tmp_path / "out" / "horizon.md").read_text().startswith("# Δ along the training horizon\n\nBranched")
