@@ -75,10 +75,11 @@ class SeedScore:
 #: canonical feature (LR, momentum); unmapped: names no feature; fragment: a cut sentence; no_direction: a numeric
 #: feature without values or direction; no_delta: no usable bpb delta; quoted_estimate: another submission's figure
 #: or a projection; penalty: a quantization gap of one model; restated: prose repeating a table-measured change with
-#: another figure (extract.row_gates); untyped: read from a schema-1 matrix.
+#: another figure; nonadjacent: a config-table row against a reference that may differ in more (extract.row_gates);
+#: untyped: read from a schema-1 matrix.
 ABLATION_KINDS: tuple[str, ...] = ("ablation", "multi_feature", "record_vs_base", "headline", "sweep_unmapped",
                                    "unmapped", "fragment", "no_direction", "no_delta", "quoted_estimate", "penalty",
-                                   "restated", "untyped")
+                                   "restated", "nonadjacent", "untyped")
 ABLATION_METRICS: tuple[str, ...] = ("pre_quant", "post_quant", "post_ttt", "sliding", "unknown")  # score measured
 ABLATION_SOURCES: tuple[str, ...] = ("table", "prose", "log")  # where a row was read
 
