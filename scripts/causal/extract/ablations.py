@@ -133,7 +133,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                                             reference=ref_label))
             continue
         # absolute values only
-        vals = []
+        vals, cells = [], []
         for r in rows:
             if len(r) <= max(bpb_col, label_col):
                 continue
@@ -143,6 +143,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 if re.match(r"[\d.]+(?:\s*\(|$)", label):  # "0.02 (optimal)": a value of the column's knob
                     label = f"{_clean(header[label_col])} = {label}"
                 vals.append((label, v))
+                cells.append(r)
         if len(vals) < 2 or not re.search(r"bp[bp]|score", low[bpb_col]):
             continue
         if re.search(r"seed|run\b", low[label_col]) or all(re.fullmatch(r"\d+", lbl) for lbl, _ in vals):
@@ -155,9 +156,33 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
         cumulative = sum(lbl.startswith("+") for lbl, _ in vals[1:]) >= max(1, (len(vals) - 1) // 2)
         for k in range(1, len(vals)):
             ref_label, ref = vals[k - 1] if cumulative else vals[0]
-            rows_out.append(AblationRow(change=vals[k][0], delta_bpb=round(vals[k][1] - ref, 8), reference=ref_label,
-                                        source=f"README table '{heading}' ({'cumulative' if cumulative else 'vs first row'})"))
+            change, how = vals[k][0], "cumulative" if cumulative else "vs first row"
+            others = [] if cumulative else _other_settings(header, cells[0], cells[k], (label_col, bpb_col))
+            if others:  # other config columns that differ from the first row belong to the change too
+                change += f" (also differs in {', '.join(f'{h} {a}/{b}' for h, a, b in others)})"
+                how += "; other columns differ"
+            rows_out.append(AblationRow(change=change, delta_bpb=round(vals[k][1] - ref, 8), reference=ref_label,
+                                        source=f"README table '{heading}' ({how})"))
     return rows_out
+
+
+_RESULT_COLUMN = re.compile(r"bp[bp]|score|loss|round[\s_-]?trip|gap|note|comment|remark|status|time|size|param|"
+                            r"bytes|\bmb\b|steps?|ms\b|tok|speed|artifact|fits|under|delta|δ|diff", re.I)
+
+
+def _other_settings(header: list[str], ref: list[str], row: list[str], skip: tuple[int, ...]
+                    ) -> list[tuple[str, str, str]]:
+    """(column, reference value, row value) of each configuration column (not a result: bpb, size, time, notes)
+    where a config-table row differs from its reference row ("Layers 13" also has "MLP 3x" where the first row
+    has "4x")."""
+    out = []
+    for j, h in enumerate(header):
+        if j in skip or _RESULT_COLUMN.search(h) or j >= len(ref) or j >= len(row):
+            continue
+        a, b = _clean(ref[j]), _clean(row[j])
+        if a and b and a.lower() != b.lower():
+            out.append((_clean(h), a, b))
+    return out
 
 
 def _staged(header: list[str], row: list[str], label: str, stated: str) -> AblationRow | None:
@@ -390,31 +415,3 @@ def extract_ablations(readme: str, *, nats_to_bpb: float | None = None) -> list[
             rows.append(r)
             seen.add(r.delta_bpb)
     return rows
-
-
-def log_ablations(finals: dict[str, list[tuple[str, float]]]) -> list[AblationRow]:
-    """The TTT effect the logs show: per log, its last test-time-training metric against the last sliding or
-    quantized metric before it (``quantized_sliding_window`` -> ``quantized_ttt_phased``), averaged over logs.
-
-    ``finals`` maps a log name to its named final metrics in order (``records.log_metrics``).
-    """
-    deltas, pairs = [], set()
-    for metrics in finals.values():
-        idx = [i for i, (n, _) in enumerate(metrics) if re.search(r"ttt", n, re.I)]
-        if not idx:
-            continue
-        j = idx[-1]
-        before = [(n, v) for n, v in metrics[:j] if not re.search(r"ttt|pre[-_ ]?quant|post[-_ ]ema", n, re.I)
-                  and re.search(r"sliding|quant|roundtrip|int\d", n, re.I)]
-        if not before:
-            continue
-        sliding = [(n, v) for n, v in before if "sliding" in n.lower()]
-        ref_name, ref = (sliding or before)[-1]
-        deltas.append(metrics[j][1] - ref)
-        pairs.add(f"{ref_name} -> {metrics[j][0]}")
-    if not deltas:
-        return []
-    mean = sum(deltas) / len(deltas)
-    return [AblationRow(change=f"TTT (log: {'; '.join(sorted(pairs))}, mean of {len(deltas)} log(s))",
-                        delta_bpb=round(mean, 8), source=f"log ({len(deltas)} seed log(s))",
-                        n_seeds=len(deltas), source_kind="log", metric="post_ttt")]

@@ -4,9 +4,11 @@ A wrong mapping is worse than none, so a row keeps the ``ablation`` class only w
 it is something else. Each rule demotes the row to the class a reader would give it (``core.schema.ABLATION_KINDS``)
 and says why in ``note``:
 
-- ``multi_feature``: the words say the change came combined with others ("combined with XSA and ...");
+- ``multi_feature``: the words say the change came combined with others ("combined with XSA and ..."), or a
+  config-table row differs from its reference row in other configuration columns too ("Layers 13" with "MLP 3x"
+  where the reference has "4x");
 - ``quoted_estimate``: the figure is another submission's or a projection ("PR #493 (ablated at -0.003)",
-  "reported as", "estimated", "should give", "expected");
+  "reported as", "estimated", "should give", "expected", a range "0.005-0.006");
 - ``penalty``: a quantization / export row that states a penalty or gap of one model (pre-quant -> round trip)
   rather than two export schemes; a bit-width row must name both widths ("int8 -> int6", "int5 vs int6");
 - ``nonadjacent``: a row of a configuration table compared with the table's first row, unless the row sets one
@@ -30,7 +32,7 @@ __all__ = ["gate_record", "gate_row", "half_unit"]
 
 _QUOTED = re.compile(r"\bPR\s*#?\s*\d{2,5}\b|\bpull/\d+|\breported\b|\baccording to\b|\bestimat\w*|\bexpected\b|"
                      r"\bshould\b|\bwould\b|\bprojected?\b|\bused in\b|\bablated at\b|\bper (?:the )?(?:paper|pr)\b|"
-                     r"\broughly\b", re.I)
+                     r"\broughly\b|(?<![\d.])\d*\.\d+\s*[-–]\s*\d*\.\d+(?![\d.])", re.I)  # "~0.005-0.006": a range
 _PENALTY = re.compile(r"penalt|quant\w*[\s-]*(?:gap|loss|cost|degrad\w*|error|hit)|\bgap\b|quality loss|"
                       r"\bvs\.?\s*(?:pre[\s-]?quant|fp16|bf16|fp32|float)|\bpre[\s-]?quant\b|round[\s-]?trip", re.I)
 _BUNDLE = re.compile(r"\bcombined\b|\btogether with\b|\balong with\b|\bon top of\b|\bas well as\b", re.I)
@@ -51,9 +53,9 @@ def gate_row(row: AblationRow) -> AblationRow:
     text = f"{row.change} {row.context}"
     if _QUOTED.search(text):
         return _demote(row, "quoted_estimate", "another submission's figure or a projection, not measured here")
-    if _BUNDLE.search(row.change):
+    if _BUNDLE.search(row.change) or "other columns differ" in row.source:
         return _demote(row, "multi_feature", "the row's change comes combined with others")
-    if "(vs first row)" in row.source and not row.note.startswith("a setting of") and not _ab_pair(row):
+    if "(vs first row" in row.source and not row.note.startswith("a setting of") and not _ab_pair(row):
         return _demote(row, "nonadjacent", "a configuration row against the table's first row, which may differ in "
                                            "more than the row's label names")
     if "from assumed" in row.note:

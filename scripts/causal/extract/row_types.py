@@ -203,6 +203,8 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
         return out("headline", "an overall claim of the record against the record bar, not an ablation")
     if _HEADLINE.search(text) and not re.search(r"^\s*\+", text):
         return out("headline", "an overall claim of the record, not an ablation")
+    if len(_KEY_VALUE_TEXT.findall(row.change)) >= 2:  # "Trimmed GPTQ (reserve=4s, calib=16)": several settings
+        return out("multi_feature", "sets several knobs at once (KEY=VALUE twice or more)")
     setting = knob_setting(row.change, row.reference)
     if setting is not None:
         knob, frm, to = setting
