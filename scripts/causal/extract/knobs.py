@@ -7,8 +7,8 @@ case: ``MATRIX_LR=0.02``) and every numeric canonical feature, plus the plain-En
 row stays unmapped rather than being guessed onto a near name.
 
 ``knob_setting(text, reference)`` returns ``(knob, from, to)``: ``to`` from the row, ``from`` from an explicit
-"a -> b" / "b vs a" / "from a to b", else from the same key in the reference row's label; None when the row sets
-no knob of the vocabulary.
+"a -> b" / "from a to b" ("raised the warmdown from 3000 to 3500", "reducing momentum to 0.80" has none), else from
+the same key in the reference row's label; None when the row sets no knob of the vocabulary.
 """
 from __future__ import annotations
 
@@ -63,6 +63,10 @@ _ARROW = re.compile(rf"([A-Za-z][A-Za-z0-9_ ]{{0,30}}?)\s*[:=]?\s*(?:from\s+)?({
                     rf"(?:->|→|=>|\bto\b)\s*({_NUM})(?![\w.])")
 
 
+_VERB_TO = re.compile(rf"\b(?:reduc|lower|rais|increas|decreas|chang|set|mov|bump|drop|cut)\w*\s+(?:the\s+)?"
+                      rf"([A-Za-z][A-Za-z0-9_ ]{{0,30}}?)\s+(?:from\s+({_NUM})\s+)?to\s+({_NUM})(?![\w.])", re.I)
+
+
 def _num(s: str) -> float:
     v = float(s)
     return int(v) if v.is_integer() and "." not in s and "e" not in s.lower() else v
@@ -77,6 +81,10 @@ def knob_setting(text: str, reference: str | None = None) -> tuple[str, object, 
             knob = _knob(" ".join(words[k:]))
             if knob:
                 return knob, _num(m.group(2)), _num(m.group(3))
+    for m in _VERB_TO.finditer(text):  # "reducing momentum to 0.80", "raised the warmdown from 3000 to 3500"
+        knob = _knob(m.group(1))
+        if knob:
+            return knob, _num(m.group(2)) if m.group(2) else None, _num(m.group(3))
     pairs = [(_knob(k), v) for k, v in _KEY_VALUE.findall(text)]
     known = [(k, v) for k, v in pairs if k]
     if len(pairs) != 1 or len(known) != 1:  # several settings at once, or a key outside the vocabulary

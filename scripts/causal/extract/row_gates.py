@@ -58,14 +58,14 @@ def gate_row(row: AblationRow) -> AblationRow:
     if "(vs first row" in row.source and not row.note.startswith("a setting of") and not _ab_pair(row):
         return _demote(row, "nonadjacent", "a configuration row against the table's first row, which may differ in "
                                            "more than the row's label names")
-    if "from assumed" in row.note:
-        return _demote(row, "no_direction", "the row states the new value only; the record's stack is not the naive "
-                                            "baseline, so 'from' is unknown")
     feat = row.features[0] if row.features else None
     if feat in _EXPORT and _PENALTY.search(f"{text} {row.source}"):
         return _demote(row, "penalty", "a quantization / export penalty of one model, not two export schemes")
     if feat == "quant_bits" and not _TWO_WIDTHS.search(text):
         return _demote(row, "penalty", "a bit-width row that names one width only: a penalty, not int A -> int B")
+    if "from assumed" in row.note:
+        return _demote(row, "no_direction", "the row states the new value only; the record's stack is not the naive "
+                                            "baseline, so 'from' is unknown")
     return row
 
 

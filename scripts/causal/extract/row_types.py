@@ -46,6 +46,8 @@ _EXTRA_KEYWORDS: tuple[tuple[str, str], ...] = (
     ("sliding_window_eval", r"\bstride\b"),
     ("swa", r"\bswa_"),
 )
+_WHERE_LAYERS = re.compile(r"\b(?:the\s+)?(?:last|first|top|bottom|final|middle|deepest)\s+\d{1,2}"
+                           r"(?:\s+of\s+(?:the\s+)?\d{1,2})?\s+(?:layers?|blocks?)\b", re.I)
 _EXTRA_RES = [(f, re.compile(p, re.I)) for f, p in _EXTRA_KEYWORDS]
 _NEGATE = re.compile(r"^\s*(?:-\s|no\b|without\b|w/o\b|remov|disabl|drop)", re.I)
 _LABEL = re.compile(r"^\s*(?:no|without)\b[^:.]{0,25}:", re.I)  # "No EMA: EMA still hurts by ..." labels a bullet
@@ -103,6 +105,7 @@ def map_change(change: str) -> tuple[list[str], int]:
     """Canonical features named by an ablation's free-text ``change`` and its sign (+1 add, -1 remove)."""
     from scripts.causal.extract.features import features_from_prose
 
+    change = _WHERE_LAYERS.sub(" ", change)  # "XSA on the last 4 layers" says where XSA goes, not a depth
     feats: list[str] = [k for k in features_from_prose(change)]
     for f, rx in _EXTRA_RES:
         if f not in feats and rx.search(change):
@@ -212,9 +215,12 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
         if frm is not None and frm != to:
             return out("ablation", f"a setting of {knob}: {frm} -> {to}", features=(knob,), from_value=frm,
                        to_value=to, direction=1 if to > frm else -1)
-        # "Sliding window evaluation (stride=64)": the words name a feature the setting belongs to; a bare
-        # "+ bigram=8192" names none, and says nothing about what it was before
-        if not map_change(_KEY_VALUE_TEXT.sub(" ", row.change))[0]:
+        # "Sliding window evaluation (stride=64)": the words name the feature the setting belongs to; a bare
+        # "+ bigram=8192" names none, and "reducing momentum to 0.80 ... STE" names another: no claim
+        named_feats = map_change(_KEY_VALUE_TEXT.sub(" ", row.change))[0]
+        from scripts.causal.screen.registry import FIELD_FEATURE
+
+        if not named_feats or any(f not in (knob, FIELD_FEATURE.get(knob)) for f in named_feats):
             return out("sweep_unmapped", f"sets {knob} to {to}, but the row does not say from what", features=(knob,))
         text = _KEY_VALUE_TEXT.sub(" ", text)
     elif _KEY_VALUE_TEXT.search(row.change) and not map_change(_KEY_VALUE_TEXT.sub(" ", row.change))[0]:

@@ -76,9 +76,9 @@ def same_knob(a: str | None, b: str | None) -> bool:
     muon_weight_decay / muon_wd, qk_gain / qk_gain_init, ...)."""
     if a is None or b is None:
         return False
-    from scripts.causal.screen.registry import _FIELD_FEATURE
+    from scripts.causal.screen.registry import FIELD_FEATURE
 
-    return a == b or _FIELD_FEATURE.get(a, a) == _FIELD_FEATURE.get(b, b)
+    return a == b or FIELD_FEATURE.get(a, a) == FIELD_FEATURE.get(b, b)
 
 
 def _registry_knobs() -> set[str]:
