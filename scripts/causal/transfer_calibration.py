@@ -98,7 +98,7 @@ def run(*, evidence_dir: str | Path = EVIDENCE_DIR, presets: Sequence[str] = DEF
         seeds: Sequence[int] | str = "1,2,3,4,5", output_dir: str | Path = "results/transfer_calibration",
         threads: int | None = None, backend: str = "torch", executor: str = "inprocess",
         ray_address: str | None = None, progress: bool = True, overrides: Mapping[str, Any] | None = None,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        reuse_only: Sequence[str] = (), log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build the set, screen it at each preset, score and write everything (see the module docstring).
 
     ``overrides``: config values for every arm of every preset (e.g. another corpus's data_path)."""
@@ -118,7 +118,7 @@ def run(*, evidence_dir: str | Path = EVIDENCE_DIR, presets: Sequence[str] = DEF
         ablation, refused = screen_preset(preset, names, seeds=seeds_p, out_dir=out / preset,
                                           ledger_path=out / "ledger.sqlite", threads=threads, backend=backend,
                                           executor=executor, ray_address=ray_address, progress=progress,
-                                          overrides=overrides, log=log)
+                                          overrides=overrides, reuse_only=preset in reuse_only, log=log)
         sc = score(items, {r["intervention"]: r for r in ablation["results"]})
         results[preset] = {"tokens_per_param": tokens_per_param(preset, overrides), "seeds": list(seeds_p),
                            "refused": refused, "score": sc,
@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="torch", help="torch or mlx")
     p.add_argument("--executor", default="inprocess", help="inprocess, subprocess or ray")
     p.add_argument("--ray-address", default=None, help="with --executor ray: 'auto' joins `ray start`")
+    p.add_argument("--reuse-only", default="", help="presets that train nothing new: interventions without committed "
+                                                   "runs (every seed, same config) are refused and listed, e.g. screen")
     p.add_argument("--no-progress", action="store_true", help="plain lines only")
     add_debug_flag(p)
     return p
@@ -166,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--threads {args.threads} must be >= 1")
         run(evidence_dir=args.evidence, presets=presets, seeds=args.seeds, output_dir=args.output_dir,
             threads=args.threads, backend=args.backend, executor=args.executor, ray_address=args.ray_address,
-            progress=not args.no_progress, overrides=parse_key_values(args.sets, "--set"))
+            progress=not args.no_progress, overrides=parse_key_values(args.sets, "--set"),
+            reuse_only=[s.strip() for s in args.reuse_only.split(",") if s.strip()])
 
     return run_cli(body, debug=args.debug, prog="transfer_calibration.py")
 
