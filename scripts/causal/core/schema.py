@@ -289,6 +289,7 @@ class ScreenPlan:
     aa_mode: str = "arm"
     sequential: Mapping[str, Any] | None = None
     stack: str | None = None  # the leaderboard stack the control is (screen.stacks), None: the bare preset
+    pool_aa: bool = False  # pool the variance of d with the screen's A/A pairs (registered before the data)
     configs: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -296,10 +297,11 @@ class ScreenPlan:
         return tuple(name for name, _ in self.treatments)
 
     def preregistration(self) -> dict:
-        """What the ledger stores (and checks on resume) as this screen's pre-registration."""
+        """What the ledger stores (and checks on resume) as this screen's pre-registration (``pool_aa`` only
+        when on, so the screen ids of existing designs do not change)."""
         from scripts.causal.screen.registry import CALIBRATION
 
-        return {
+        return {**({"pool_aa": True} if self.pool_aa else {}),
             "preset": self.preset,
             "backend": self.backend,
             "seeds": list(self.seeds),
@@ -349,6 +351,9 @@ class Preregistration:
     ``effect_bpb`` None: the record bar ``effect_nats`` converted with the val split's measured bytes per token.
     ``family``: the interventions in the multiplicity family (None: every non-calibration intervention).
     ``aa_mode``: repeat (bit-identity check) | arm (statistical A/A arm) | auto.
+    ``pool_aa``: pool the variance of d with the screen's A/A pairs (chosen before the data, like the rest).
+    ``sequential``: the group-sequential design ({"n0", "step", "futility_effect_sd"}; None: fixed n).
+    ``stack``: the leaderboard stack the control is (None: the bare preset); ``base_config``: the control config.
     """
 
     alpha: float = 0.01
@@ -360,6 +365,10 @@ class Preregistration:
     family: tuple[str, ...] | None = None
     seeds: tuple[int, ...] = ()
     aa_mode: str = "auto"
+    pool_aa: bool = False
+    sequential: Mapping[str, Any] | None = None
+    stack: str | None = None
+    base_config: Mapping[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

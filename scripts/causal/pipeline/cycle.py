@@ -305,20 +305,17 @@ def analyze_stage(runs_path: Path, out_path: Path, *, result: Any = None, confir
     """The gate on a screen's runs.json (its header is the pre-registration): ablation_results.json, decisions
     written to the ledger. ``confirm``: a ``stats.confirmation`` plan (Holm over its winners on fresh seeds);
     a sequential screen's decisions are the group-sequential ones."""
-    from scripts.causal.experiment_runner import sequential_state
     from scripts.causal.screen.ledger import Ledger
     from scripts.causal.stats.analysis import analyze, record_decisions
     from scripts.causal.stats.confirmation import analyze_confirmation
-    from scripts.causal.stats.sequential_plan import sequential_payload
 
     runs = read_json(runs_path)
     try:
         if confirm is not None:
             payload = analyze_confirmation(runs, confirm)
-        elif result is not None and result.plan.sequential:
-            payload = sequential_payload(analyze(runs), sequential_state(result.plan, result.runs))
-        else:
-            payload = analyze(runs)
+        else:  # a registered sequential design is applied by analyze itself; the header is checked vs the ledger
+            payload = analyze(runs, ledger=ledger_path if ledger_path is not None and Path(ledger_path).exists()
+                              else None)
     except CausalPipelineError as exc:
         raise stage_error("statistics", runs_path, exc, "check the runs file; rerun with --resume") from exc
     write_json(out_path, payload, schema_version=payload["schema_version"])
