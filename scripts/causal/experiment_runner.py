@@ -312,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "sliding or the post-quant round trip as its config runs; an evaluation-only change needs it)")
     p.add_argument("--effect-bpb", type=float, default=None,
                    help="pre-registered effect of interest in bpb, e.g. 0.003 (default: 0.005 nats, the record bar)")
+    p.add_argument("--pool-aa", action="store_true",
+                   help="pre-register pooling the variance of d with the A/A arm's pairs (a non-reproducible "
+                        "backend with aa_mode arm; the analysis may pool only if this was registered)")
     p.add_argument("--sequential", action="store_true",
                    help="group-sequential seeds (O'Brien-Fleming, non-binding futility): stop clear arms early")
     p.add_argument("--max-seeds", type=int, default=None,
@@ -366,7 +369,7 @@ def _main(args: argparse.Namespace) -> int:
                               overrides=args.override, base_overrides=base_overrides or None, alpha=args.alpha,
                               margin_bpb=args.margin_bpb, correction=args.correction, screen_id=args.screen_id,
                               metric=args.metric, effect_bpb=args.effect_bpb, sequential=sequential,
-                              stack=args.stack)
+                              stack=args.stack, pool_aa=args.pool_aa)
         existing = ledger.count_runs(plan.screen_id) if ledger.get_screen(plan.screen_id) else 0
         if args.resume and ledger.get_screen(plan.screen_id) is None:
             raise ConfigError(f"--resume: {args.ledger} has no screen {plan.screen_id!r} "

@@ -495,8 +495,9 @@ def promotion_stage(confirmed: Sequence[str], ablation_path: Path, *, enabled: b
         others = [n for n in confirmed if n != name]
         note = "; ".join(f"{n}: {refused[n]}" for n in refused)
         if others:
-            note = (f"{name} only: {', '.join(others)} were each confirmed alone, and changes are promoted together "
-                    "only when they were tested together" + (f"; refused: {note}" if note else ""))
+            note = (f"{name} only (the largest promotable gain): {', '.join(others)} also confirmed, but each arm was "
+                    "tested alone against the control, and changes are promoted together only when they were tested "
+                    "together as one arm" + (f"; refused: {note}" if note else ""))
         log(f"promotion: {'applied to' if apply else 'dry-run diff for'} train_gpt.py: {name}")
         return {"applied": bool(apply), "promoted": [name], "diff": str(diff or ""), "note": note}
     note = "promotion refused: " + "; ".join(refused.values())

@@ -33,11 +33,11 @@ METRIC_WORDS = {"final_val_bpb": "each run's score as the challenge takes it (it
                 "post_quant_val_bpb": "the post-quant round-trip val_bpb", "val_bpb": "the pre-quant val_bpb",
                 "sliding_val_bpb": "the sliding-window val_bpb", "ttt_val_bpb": "the post-TTT val_bpb"}
 TEST_DESCRIPTION = ("paired differences d = metric(treatment) - metric(control, same seed), metric = "
-                    "{metric}; one-sided paired t-tests for improvement (H1: mean d < -margin) "
-                    "and harm (H1: mean d > 0); {corr} across every family intervention x both directions "
-                    "(calibration arms outside); confirmed needs adjusted p < alpha, mean improvement >= margin and "
-                    "no failed treatment run; null needs the data to rule out the effect of interest; winners "
-                    "re-tested on fresh seeds with Holm")
+                    "{metric}; one-sided paired t-tests for improvement (H1: mean d < -margin), harm (H1: mean d > 0) "
+                    "and non-superiority (behind null); {corr} across every family intervention x those three tests "
+                    "(calibration arms outside; a group-sequential screen uses its own Bonferroni boundaries); "
+                    "confirmed needs adjusted p < alpha, mean improvement >= margin and no failed treatment run; null "
+                    "needs the data to rule out the effect of interest; winners re-tested on fresh seeds with Holm")
 
 
 def stage_error(stage: str, path: Any, exc: BaseException | str, fix: str) -> StageError:
@@ -442,6 +442,9 @@ def finish(opts: PipelineOptions, *, out: Path, final: Mapping, cycles: Sequence
     promotion = promotion_stage(confirmed, promo_src, enabled=opts.promote, apply=opts.apply_promotion,
                                 screen_id=opts.run_id, log=log)
     snippets = rep.claim_snippets(decided)
+    from scripts.causal.screen.target_budget import arm_budgets
+
+    budget = arm_budgets(ablation["screen"], runs, [r["intervention"] for r in ablation["results"]])
     info = run_info(opts, started=started, command=command, records=records,
                     interventions=tuple(final.get("arms") or ()))
     report = rep.build_report(
@@ -450,7 +453,7 @@ def finish(opts: PipelineOptions, *, out: Path, final: Mapping, cycles: Sequence
         dag={"png": plots["dag"], "cycle": len(cycles), "n_rows": causal["dag"]["n_rows"],
              "n_experiment_rows": causal["dag"]["preparation"]["n_experiment_rows"], "diff": causal["diff"]},
         promotion=promotion, snippets=snippets, plots=plots, cycles=cycles, wall_s=clock.elapsed(),
-        transfer=load_transfer(opts.transfer_dir, opts.preset))
+        transfer=load_transfer(opts.transfer_dir, opts.preset), budget=budget)
     report["stop"] = stop
     walls = [float(r.wall_s) for r in records if r.wall_s]
     report["runs_summary"] = {"n_runs": len(records), "n_ok": sum(r.status == "ok" for r in records),

@@ -117,4 +117,5 @@ def base_overrides(screen: Mapping) -> dict:
         ref = json.loads(json.dumps(base_config(str(preset), stack=screen.get("stack")).to_dict(), default=str))
     except ConfigError:
         return {"unknown": f"preset {preset!r} / stack {screen.get('stack')!r} cannot be rebuilt"}
-    return {k: v for k, v in sorted(base.items()) if ref.get(k) != v and k not in ("seed", "run_id")}
+    return {k: v for k, v in sorted(base.items()) if ref.get(k) != v and k not in ("seed", "run_id")
+            and not k.endswith(("_path", "_dir"))}  # where the data lives is not part of the change's context
