@@ -244,7 +244,7 @@ def analyze(runs: Sequence[Mapping] | Mapping, *, alpha: float | None = None, ma
             f"bit-identical repeat of the control (seed {', '.join(map(str, repeat['seeds']))}): a determinism "
             "check, not a test of the noise" if repeat["passed"] else "the repeat run differs from its control: "
             "the backend is not bit-reproducible here, so the gate's noise model is in doubt"))
-        rows[aa_name]["message"] = rows[aa_name]["reason"]
+        rows[aa_name].update(message=rows[aa_name]["reason"], p_adjusted=None)  # no test was run
     payload = {
         "schema_version": SCHEMA_VERSION, "exploratory": resolved.exploratory,
         "preregistration": prereg_to_dict(resolved),
