@@ -1,31 +1,35 @@
-"""Promotion gate: write a change that a screen CONFIRMED, exactly as it was tested, into train_gpt.py.
+"""Promotion gate: write ONE change that a screen CONFIRMED, exactly as it was tested, into train_gpt.py.
 
 What may be promoted (``check_promotable``): a ``confirmed`` row of an ablation_results payload (schema 2) that is
-not exploratory, was analysed under a family-wise correction (Holm, or the group-sequential Bonferroni split), is
-in the pre-registered family, and whose treatment never failed or diverged where its control trained. A BH screen
-is a *screen*: its winners must be confirmed with Holm on fresh seeds (stats/confirmation.py) and the confirmation
-result promoted. ``correction="none"``, BH-only, exploratory and failed-treatment results are refused with the
-reason.
+not exploratory (a deviation from the pre-registration, missing runs or an edited header make it so), was analysed
+under a family-wise correction (Holm, or the group-sequential Bonferroni split), is in the pre-registered family,
+whose treatment never failed where its control trained, whose screen's calibration passed, whose mean gain reaches
+the effect of interest (a smaller one is "real, but below the record bar": ``--allow-below-bar``), and that was
+tested on the bare preset (a stack screen's context is not the block's). A BH screen is a *screen*: confirm it with
+Holm on fresh seeds (stats/confirmation.py) and promote that. ``promote`` also refuses a change whose artifact at
+the target scale is over the 16,000,000-byte cap, code included (screen/target_budget.py), naming the bytes.
 
-What is written (``promotion_entries``): the change the screen tested, read from the results' ``screen`` header
+One arm at a time: each arm was tested alone against the control, so two confirmed arms are never written together
+(a combination nobody tested); screen them as one combined arm to promote them together.
+
+What is written (``promotion_entries``): the tested change from the results' ``screen`` header
 (``treatment_overrides`` = the treatment's values, ``base_config`` = the control's, ``preset``), as a rule relative
 to the preset it was tested on: ("set", v) for a fixed registry value, an ad-hoc ``override:`` or a non-numeric
 field; ("add", to - from) for a preset-relative integer (num_layers_plus2 on fast: 4 -> 6 is ("add", 2)); ("mul",
-to / from) for a preset-relative float (matrix_lr_half: ("mul", 0.5)). train_gpt.py applies the rules after the
-preset (baseline -> preset -> promoted -> env/overrides), so the tested preset reproduces the tested value exactly
-and other presets get the same change. Why relative and not the absolute tested value: an absolute 6 layers on
-the baseline preset (9 layers) would be a *removal* of 3 layers, the opposite of what was tested. ``--overrides-json``
-may only restate the tested values; any other value is refused.
+to / from) for a preset-relative float (matrix_lr_half: ("mul", 0.5)); ("depth", index / num_layers) for a layer
+index (parallel_residuals at layer 3 of 4 is ("depth", 0.75): layer 7 of 9 at the baseline, never the encoder
+half) and ("last", k) for the last k layers. train_gpt.py applies the rules after the preset (baseline -> preset
+-> promoted -> env/overrides), so the tested preset reproduces the tested value exactly and other presets get the
+same change. Each line's provenance names preset, backend, stack, base overrides and the screen id.
+``--overrides-json`` may only restate the tested values; any other value is refused.
 
-The block is the only part of train_gpt.py this module touches; one line per key with its provenance. A key that
-is already promoted composes with a new rule only when the new screen's control already carried the promoted value
-(it was screened on the promoted baseline); otherwise it is a conflict (``--revert`` first). ``--dry-run`` (the
-default) prints the unified diff; ``--apply`` writes it and re-imports the file to check that the tested preset now
-gives the tested values and that bare ``Hyperparameters()``, ``from_env({})`` and ``preset_config("baseline")``
-agree (the original text is restored on failure); ``--revert`` restores the empty block, byte for byte the
-unpromoted file. The MLX twin next to the
-file (``train_gpt_mlx.py``) carries the same block (a twin section the tests compare), so every write copies the
-block into it too.
+The block is the only part of train_gpt.py this module touches. A key that is already promoted composes with a new
+rule only when the new screen's control already carried the promoted value (it was screened on the promoted
+baseline); otherwise it is a conflict (``--revert`` first). ``--dry-run`` (the default) prints the unified diff;
+``--apply`` writes it and re-imports the file to check that the tested preset now gives the tested values and that
+bare ``Hyperparameters()``, ``from_env({})`` and ``preset_config("baseline")`` agree (the original text is restored
+on failure); ``--revert`` restores the empty block. The MLX twin (``train_gpt_mlx.py``) carries the same block, so
+every write copies the block into it too.
 """
 from __future__ import annotations
 

@@ -155,6 +155,14 @@ def test_item5_registered_sequential_design_decides_not_fixed_n_holm():
     assert out["correction"] == "group_sequential_bonferroni" and not out["exploratory"]
     assert by_name(out)["x"]["decision"] == "confirmed" and by_name(out)["x"]["sequential"]["look"] == 5
     assert out["family_size"] == 2 and "descriptive only" in out["note"]
+    # item 9: the report says what decided (not "Holm"), and renders the note
+    from scripts.causal import report as rep
+
+    test = {k: out.get(k) for k in ("alpha", "correction", "family", "family_size", "family_tests", "note",
+                                    "sequential_design")}
+    assert "(Bonferroni)" in rep.error_control(test) and "descriptive only" in rep.error_control(test)
+    assert "group-sequential looks from n0 = 3 to n_max = 10 seeds" in rep.test_sentence(test)
+    assert "no null call" in rep.test_sentence(test) and "Holm" not in rep.test_sentence(test)
 
 
 def test_item5_edited_header_is_detected_against_the_ledger(tmp_path):
