@@ -41,12 +41,12 @@ import json
 import re
 import sys
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from scripts.causal.core.cli import add_debug_flag, run_cli
-from scripts.causal.core.errors import CausalPipelineError, ConfigError, DataFormatError, StageError
+from scripts.causal.core.errors import ConfigError, DataFormatError, StageError
 from scripts.causal.core.paths import TRAIN_GPT
 from scripts.causal.core.schema import read_json
 from scripts.causal.stats.multiplicity import FWER_CORRECTIONS
@@ -477,33 +477,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def promotion_stage(confirmed: Sequence[str], ablation_path: Path, *, enabled: bool = True, apply: bool = False,
-                    screen_id: str | None = None, log: Callable[[str], None] = print) -> dict:
-    """The pipeline's promotion step: a dry-run diff of train_gpt.py (or the write with ``apply``) for ONE
-    confirmed change, the one with the largest mean gain among those that pass ``check_promotable`` (each arm was
-    tested alone, so several are never written together). A refusal is reported in the result, never raised."""
-    if not enabled:
-        return {"applied": False, "promoted": [], "note": "promotion disabled (--no-promote)"}
-    if not confirmed:
-        return {"applied": False, "promoted": [], "note": "Nothing was promoted: no change was confirmed."}
-    payload = read_json(ablation_path, schema_versions=(1, 2))
-    rows = {r["intervention"]: r for r in payload.get("results", [])}
-    refused = {}
-    for name in sorted(confirmed, key=lambda n: rows.get(n, {}).get("mean_delta_bpb") or 0.0):
-        try:
-            diff = promote(payload, apply=apply, interventions=[name], screen_id=screen_id)
-        except CausalPipelineError as exc:
-            refused[name] = str(exc)
-            continue
-        others = [n for n in confirmed if n != name]
-        note = "; ".join(f"{n}: {refused[n]}" for n in refused)
-        if others:
-            note = (f"{name} only (the largest promotable gain): {', '.join(others)} also confirmed, but each arm was "
-                    "tested alone against the control, and changes are promoted together only when they were tested "
-                    "together as one arm" + (f"; refused: {note}" if note else ""))
-        log(f"promotion: {'applied to' if apply else 'dry-run diff for'} train_gpt.py: {name}")
-        return {"applied": bool(apply), "promoted": [name], "diff": str(diff or ""), "note": note}
-    note = "promotion refused: " + "; ".join(refused.values())
-    log(f"promotion: {note}")
-    return {"applied": False, "promoted": [], "note": note, "refused": refused}

@@ -448,14 +448,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="with --transfer-dir or --reanalyze: also write the updated report.json here")
     p.add_argument("--reanalyze", action="store_true",
                    help="re-derive the decisions from the runs.json beside --input with the current gate (no "
-                        "retraining), plus the promotion dry run and the artifact budgets (report_refresh.py)")
+                        "retraining), plus the promotion dry run and the artifact budgets (pipeline/refresh.py)")
     add_debug_flag(p)
     args = p.parse_args(argv)
 
     def body() -> int:
         report = read_json(args.input)
         if args.reanalyze:
-            from scripts.causal.report_refresh import refresh
+            from scripts.causal.pipeline.refresh import refresh
 
             report = refresh(report, args.input.parent, transfer_dir=args.transfer_dir)
         elif args.transfer_dir is not None:

@@ -172,7 +172,7 @@ def test_promotion_stage_dry_run_diff(tmp_path):
     import train_gpt as tg
     from scripts.causal.core.paths import TRAIN_GPT
     from scripts.causal.core.schema import write_json
-    from scripts.causal.promote import promotion_stage
+    from scripts.causal.pipeline.promotion import promotion_stage
     from scripts.causal.statistical_analysis import analyze
 
     before = TRAIN_GPT.read_text()

@@ -333,7 +333,7 @@ def test_cli_round_trip_and_error(tmp_path, capsys):
     assert data["exploratory"] is False and data["preregistration"]["source"] == "runs.json header"
     assert set(data["preregistration"]["unregistered"]) == {"effect_bpb", "effect_nats", "correction", "metric",
                                                            "aa_mode", "family", "margin_bpb", "pool_aa",
-                                                           "sequential", "stack", "base_config"}
+                                                           "sequential", "stack"}
     keys = {"intervention", "n_pairs", "n_failed", "mean_delta_bpb", "sd_delta", "ci_low", "ci_high", "p_improve",
             "p_harm", "p_adjusted", "decision", "mde", "power", "rho"}
     assert keys <= set(data["results"][0]) and data["results"][0]["decision"] == "harmful"

@@ -264,15 +264,11 @@ class RunRecord:
 class ScreenPlan:
     """A screen's design, fixed before the first run (its pre-registration).
 
-    ``treatments`` maps each treatment name to its resolved overrides relative to the control config
-    ``base_config`` (the preset's resolved Hyperparameters as a dict). Seeds are shared by all arms.
-    ``configs`` holds every arm's Hyperparameters ("control" and each treatment), resolved once when the plan
-    is built and used as is by the runner, the checks and the DAG rows (not part of the pre-registration).
-    ``aa_mode`` "repeat" (a bit-reproducible backend: ``aa`` is one repeat run of the first seed, which must
-    match its control bit for bit) or "arm" (``aa`` runs on every seed, a statistical A/A arm). ``effect_bpb``
-    None means the record bar, 0.005 nats, converted with the val split's measured bytes per token.
-    ``sequential`` (None: fixed n) is the group-sequential design: {"n0", "step", "futility_effect_sd"}; then
-    ``seeds`` is the full ordered list (its length is the maximum number of seeds).
+    ``treatments``: each treatment's resolved overrides on the control config ``base_config`` (a dict); seeds are
+    shared. ``configs``: every arm's Hyperparameters, resolved once (not part of the pre-registration).
+    ``aa_mode`` "repeat" (bit-reproducible backend: ``aa`` repeats the first seed, bit for bit) or "arm" (``aa``
+    on every seed). ``effect_bpb`` None: the record bar, 0.005 nats, in bpb of the val split. ``sequential``
+    (None: fixed n): {"n0", "step", "futility_effect_sd"}, ``seeds`` then the full ordered list (n_max seeds).
     """
 
     screen_id: str
@@ -289,7 +285,7 @@ class ScreenPlan:
     aa_mode: str = "arm"
     sequential: Mapping[str, Any] | None = None
     stack: str | None = None  # the leaderboard stack the control is (screen.stacks), None: the bare preset
-    pool_aa: bool = False  # pool the variance of d with the screen's A/A pairs (registered before the data)
+    pool_aa: bool = False  # pool the variance of d with the A/A pairs (registered before the data)
     configs: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -297,8 +293,7 @@ class ScreenPlan:
         return tuple(name for name, _ in self.treatments)
 
     def preregistration(self) -> dict:
-        """What the ledger stores (and checks on resume) as this screen's pre-registration (``pool_aa`` only
-        when on, so the screen ids of existing designs do not change)."""
+        """What the ledger stores (and checks on resume) as the pre-registration (``pool_aa`` only when on)."""
         from scripts.causal.screen.registry import CALIBRATION
 
         return {**({"pool_aa": True} if self.pool_aa else {}),
@@ -350,10 +345,7 @@ class Preregistration:
 
     ``effect_bpb`` None: the record bar ``effect_nats`` converted with the val split's measured bytes per token.
     ``family``: the interventions in the multiplicity family (None: every non-calibration intervention).
-    ``aa_mode``: repeat (bit-identity check) | arm (statistical A/A arm) | auto.
-    ``pool_aa``: pool the variance of d with the screen's A/A pairs (chosen before the data, like the rest).
-    ``sequential``: the group-sequential design ({"n0", "step", "futility_effect_sd"}; None: fixed n).
-    ``stack``: the leaderboard stack the control is (None: the bare preset); ``base_config``: the control config.
+    ``aa_mode``: repeat | arm | auto. ``pool_aa``, ``sequential`` (None: fixed n), ``stack``: as in ScreenPlan.
     """
 
     alpha: float = 0.01
@@ -368,7 +360,6 @@ class Preregistration:
     pool_aa: bool = False
     sequential: Mapping[str, Any] | None = None
     stack: str | None = None
-    base_config: Mapping[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

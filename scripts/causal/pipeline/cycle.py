@@ -414,9 +414,9 @@ def finish(opts: PipelineOptions, *, out: Path, final: Mapping, cycles: Sequence
     report and its source numbers sit side by side (report.md's table is rendered from that same file).
     """
     from scripts.causal.dag.render import small_png
+    from scripts.causal.pipeline.promotion import promotion_stage
     from scripts.causal.plot_forest import plot_forest
     from scripts.causal.plot_losses import plot_losses
-    from scripts.causal.promote import promotion_stage
     from scripts.causal.transfer.sensitivity import load_transfer
 
     plots_dir = out / "plots"

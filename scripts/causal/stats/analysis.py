@@ -46,9 +46,9 @@ from scripts.causal.stats import calibration as cal
 from scripts.causal.stats.claims import claim_lines
 from scripts.causal.stats.decision import decide, describe_need, seeds_needed
 from scripts.causal.stats.effect import bytes_per_token_from_runs, record_bar_bpb
+from scripts.causal.stats.metric_fit import check_metric_fits, eval_only
 from scripts.causal.stats.multiplicity import adjust_pvalues
 from scripts.causal.stats.paired_tests import CI_LEVEL, describe_pairs, pooled_sigma_from_aa
-from scripts.causal.stats.metric_fit import check_metric_fits, eval_only
 from scripts.causal.stats.pairing import MIN_PAIRS, arm_stages, paired_deltas, run_rows
 from scripts.causal.stats.power import mde_one_sided, power_one_sided
 from scripts.causal.stats.prereg import (

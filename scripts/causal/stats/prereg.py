@@ -4,8 +4,9 @@ A screen's pre-registration lives in its runs.json header (``screen``) and in th
 (the same mapping). Fields (``core.schema.Preregistration``): alpha, margin_bpb, effect_bpb / effect_nats (the
 effect of interest), correction, metric, family (the interventions in the multiplicity family; a header without
 ``family`` registers its ``interventions`` minus the calibration arms), seeds, aa_mode, pool_aa (pooling the
-variance with the A/A pairs), sequential (the group-sequential design), stack and base_config (the control: the
-preset, stack and base overrides). Everything that can change a verdict is in this list.
+variance with the A/A pairs), sequential (the group-sequential design) and stack. The control itself (preset,
+stack and base overrides: ``base_config``) and each arm's overrides are checked against the ledger's copy
+(``ledger_deviations``). Everything that can change a verdict is covered.
 
 A header key that is present registers its value, None included: ``effect_bpb: null`` registers the record bar
 (0.005 nats), ``sequential: null`` a fixed-n design, ``stack: null`` the bare preset; a header written by the
@@ -71,7 +72,7 @@ def _norm(field: str, value: Any) -> Any:
         return float(value)
     if field == "pool_aa":
         return bool(value)
-    if field in ("sequential", "base_config"):
+    if field == "sequential":
         return json.loads(json.dumps(dict(value), sort_keys=True, default=str))
     return str(value)
 
@@ -226,7 +227,6 @@ def ledger_deviations(header: Mapping[str, Any], ledger_prereg: Mapping[str, Any
 def prereg_to_dict(resolved: ResolvedPrereg) -> dict[str, Any]:
     """JSON-ready description for the ablation_results header."""
     d = dataclasses.asdict(resolved.prereg)
-    d.pop("base_config", None)  # the control config is in the screen header; here only whether it was checked
     d["family"] = None if d["family"] is None else list(d["family"])
     d["seeds"] = list(d["seeds"])
     return {**d, "source": resolved.source, "exploratory": resolved.exploratory,

@@ -24,7 +24,7 @@ __all__ = ["refresh"]
 def refresh(report: Mapping[str, Any], run_dir: str | Path, *, transfer_dir: str | Path | None = None) -> dict:
     """``report`` rebuilt from ``run_dir``'s runs.json with the current gate (see the module docstring)."""
     from scripts.causal import report as rep
-    from scripts.causal.promote import promotion_stage
+    from scripts.causal.pipeline.promotion import promotion_stage
     from scripts.causal.screen.target_budget import arm_budgets
     from scripts.causal.stats.analysis import analyze
     from scripts.causal.transfer.sensitivity import load_transfer
