@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from scripts.causal.core.errors import ConfigError
+from scripts.causal.core.provenance import git_commit
 from scripts.causal.core.schema import read_json, write_json
+from scripts.causal.transfer.reuse import reuse_committed_runs
 
 __all__ = ["refusals", "screen_preset"]
 
@@ -61,6 +63,10 @@ def screen_preset(preset: str, names: Sequence[str], *, seeds: Sequence[int], ou
                          metric=FINAL_METRIC, screen_id=f"transfer-calibration-{preset}-{backend}")
     threads = decide_threads(backend, log, threads) if executor == "inprocess" else threads
     with Ledger(ledger_path) as ledger:
+        ledger.register_screen(plan.screen_id, plan.preregistration(), git_commit=git_commit())
+        reused = reuse_committed_runs(ledger, plan, out_dir / "runs.json")
+        if reused:
+            log(f"{preset}: {reused} runs reused from the committed {out_dir / 'runs.json'} (same cell, same config hash)")
         result = er.run_screen(plan, ledger=ledger, executor=make_executor(executor, threads=threads,
                                                                               address=ray_address),
                                progress=progress)
