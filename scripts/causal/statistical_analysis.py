@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--alpha", type=float, default=None, help="family-wise alpha, e.g. 0.01")
     reg.add_argument("--margin-bpb", type=float, default=None, help="required improvement in bpb, e.g. 0.002")
     reg.add_argument("--correction", default=None, help="holm | bh | none")
-    reg.add_argument("--metric", default=None, help="post_quant_val_bpb (default) | val_bpb")
+    reg.add_argument("--metric", default=None,
+                     help="final_val_bpb | post_quant_val_bpb | val_bpb | sliding_val_bpb | ttt_val_bpb (default: registered)")
     reg.add_argument("--effect-bpb", type=float, default=None,
                      help="effect of interest in bpb (default: the record bar 0.005 nats in bpb), e.g. 0.003")
     reg.add_argument("--interventions", default=None, help="comma list: the multiplicity family, e.g. a,b")
