@@ -331,15 +331,11 @@ class RunRecord:
 class ScreenPlan:
     """A screen's design, fixed before the first run (its pre-registration).
 
-    ``treatments`` maps each treatment name to its resolved overrides relative to the control config
-    ``base_config`` (the preset's resolved Hyperparameters as a dict). Seeds are shared by all arms.
-    ``configs`` holds every arm's Hyperparameters ("control" and each treatment), resolved once when the plan
-    is built and used as is by the runner, the checks and the DAG rows (not part of the pre-registration).
-    ``aa_mode`` "repeat" (a bit-reproducible backend: ``aa`` is one repeat run of the first seed, which must
-    match its control bit for bit) or "arm" (``aa`` runs on every seed, a statistical A/A arm). ``effect_bpb``
-    None means the record bar, 0.005 nats, converted with the val split's measured bytes per token.
-    ``sequential`` (None: fixed n) is the group-sequential design: {"n0", "step", "futility_effect_sd"}; then
-    ``seeds`` is the full ordered list (its length is the maximum number of seeds).
+    ``treatments``: each treatment's resolved overrides on the control config ``base_config`` (a dict); seeds are
+    shared. ``configs``: every arm's Hyperparameters, resolved once (not part of the pre-registration).
+    ``aa_mode`` "repeat" (bit-reproducible backend: ``aa`` repeats the first seed, bit for bit) or "arm" (``aa``
+    on every seed). ``effect_bpb`` None: the record bar, 0.005 nats, in bpb of the val split. ``sequential``
+    (None: fixed n): {"n0", "step", "futility_effect_sd"}, ``seeds`` then the full ordered list (n_max seeds).
     """
 
     screen_id: str
@@ -356,6 +352,7 @@ class ScreenPlan:
     aa_mode: str = "arm"
     sequential: Mapping[str, Any] | None = None
     stack: str | None = None  # the leaderboard stack the control is (screen.stacks), None: the bare preset
+    pool_aa: bool = False  # pool the variance of d with the A/A pairs (registered before the data)
     configs: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -363,10 +360,10 @@ class ScreenPlan:
         return tuple(name for name, _ in self.treatments)
 
     def preregistration(self) -> dict:
-        """What the ledger stores (and checks on resume) as this screen's pre-registration."""
+        """What the ledger stores (and checks on resume) as the pre-registration (``pool_aa`` only when on)."""
         from scripts.causal.screen.registry import CALIBRATION
 
-        return {
+        return {**({"pool_aa": True} if self.pool_aa else {}),
             "preset": self.preset,
             "backend": self.backend,
             "seeds": list(self.seeds),
@@ -415,7 +412,7 @@ class Preregistration:
 
     ``effect_bpb`` None: the record bar ``effect_nats`` converted with the val split's measured bytes per token.
     ``family``: the interventions in the multiplicity family (None: every non-calibration intervention).
-    ``aa_mode``: repeat (bit-identity check) | arm (statistical A/A arm) | auto.
+    ``aa_mode``: repeat | arm | auto. ``pool_aa``, ``sequential`` (None: fixed n), ``stack``: as in ScreenPlan.
     """
 
     alpha: float = 0.01
@@ -427,6 +424,9 @@ class Preregistration:
     family: tuple[str, ...] | None = None
     seeds: tuple[int, ...] = ()
     aa_mode: str = "auto"
+    pool_aa: bool = False
+    sequential: Mapping[str, Any] | None = None
+    stack: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
