@@ -350,14 +350,17 @@ def causal_cycle(opts: PipelineOptions, *, cycle: int, matrix: Path, out_dir: Pa
     from scripts.causal.screen import registry
 
     # the registry decides which candidates are runnable: a changed registry must not reuse an old ranking
-    inputs = [matrix, DAGS_DIR / "expert.json", rows_path, dec_path, Path(registry.__file__)] + (
-        [previous] if previous else [])
+    from scripts.causal.core.paths import EVIDENCE_DIR
+
+    inputs = [matrix, DAGS_DIR / "expert.json", rows_path, dec_path, Path(registry.__file__),
+              *sorted(EVIDENCE_DIR.glob("*.json"))] + ([previous] if previous else [])
     from scripts.causal.transfer.sensitivity import load_transfer
 
     transfer = load_transfer(opts.transfer_dir, opts.preset)
     if transfer is not None:
         inputs.append(Path(transfer["source"]))
-    options = {"alpha": opts.dag_alpha, "bootstrap": opts.bootstrap, "seed": opts.dag_seed}
+    options = {"alpha": opts.dag_alpha, "bootstrap": opts.bootstrap, "seed": opts.dag_seed, "stack": opts.stack,
+               "preset": opts.preset}
     names = ["causal_dag.json", "identifiability.json", "ranking.json", "dag.png"]
     if previous is not None:
         names.append("dag_diff.json")
@@ -370,7 +373,7 @@ def causal_cycle(opts: PipelineOptions, *, cycle: int, matrix: Path, out_dir: Pa
                 result = ed.estimate(read_json(matrix), alpha=opts.dag_alpha, bootstrap=opts.bootstrap,
                                      seed=opts.dag_seed, previous=read_json(previous) if previous else None,
                                      experiment_rows=list(rows), ledger=list(decisions) or None,
-                                     transfer=(transfer or {}).get("classes"))
+                                     transfer=(transfer or {}).get("classes"), stack=opts.stack, preset=opts.preset)
                 ed.write_outputs(result, out_dir)
         except CausalPipelineError as exc:
             raise stage_error(f"dag cycle {cycle}", matrix, exc, "check the matrix with "
