@@ -347,11 +347,11 @@ def causal_cycle(opts: PipelineOptions, *, cycle: int, matrix: Path, out_dir: Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     rows_path = write_json(out_dir / "experiment_rows.json", {"rows": list(rows)})
     dec_path = write_json(out_dir / "decisions.json", {"decisions": list(decisions)})
+    from scripts.causal.core.paths import EVIDENCE_DIR
     from scripts.causal.screen import registry
 
-    # the registry decides which candidates are runnable: a changed registry must not reuse an old ranking
-    from scripts.causal.core.paths import EVIDENCE_DIR
-
+    # the registry decides which candidates are runnable and the verified table what evidence they have: a change
+    # to either must not reuse an old ranking
     inputs = [matrix, DAGS_DIR / "expert.json", rows_path, dec_path, Path(registry.__file__),
               *sorted(EVIDENCE_DIR.glob("*.json"))] + ([previous] if previous else [])
     from scripts.causal.transfer.sensitivity import load_transfer
