@@ -30,7 +30,7 @@ from scripts.causal.core.paths import EVIDENCE_DIR
 from scripts.causal.core.provenance import git_commit
 from scripts.causal.core.schema import write_json
 from scripts.causal.evidence.table import load_table, table_sha256
-from scripts.causal.transfer.agreement import score
+from scripts.causal.transfer.agreement import MIN_ROWS, score
 from scripts.causal.transfer.calibration_set import build_calibration_set
 from scripts.causal.transfer.proxy import screen_preset
 from scripts.causal.transfer.render import render
@@ -74,14 +74,22 @@ def transfer_json(block_scores: dict[str, Any], classes: dict[str, str], preset:
     return {"preset": preset, "classes": {**per_class, **per_name}}
 
 
-def choose(presets: dict[str, dict[str, Any]], klass: str = "architecture") -> str | None:
-    """The preset with the highest sign agreement on ``klass`` (ties: higher overall Spearman)."""
+def choose(presets: dict[str, dict[str, Any]], klass: str = "architecture") -> tuple[str | None, str]:
+    """(preset, why): the preset with the highest sign agreement on ``klass`` (ties: higher overall Spearman), or
+    None with the reason when no preset has enough decisive rows of that class to choose on."""
     def key(item: tuple[str, dict]) -> tuple[float, float]:
         b = item[1]["score"]["classes"].get(klass) or {}
         rho = item[1]["score"]["overall"].get("spearman")
         return (b.get("agreement") if b.get("agreement") is not None else -1.0, rho if rho is not None else -2.0)
-    ranked = sorted(presets.items(), key=key, reverse=True)
-    return ranked[0][0] if ranked and key(ranked[0])[0] >= 0 else None
+    measured = {p: v for p, v in presets.items()
+                if (v["score"]["classes"].get(klass) or {}).get("verdict") in ("good", "poor")}
+    if not measured:
+        n = max(((v["score"]["classes"].get(klass) or {}).get("n_decisive") or 0 for v in presets.values()), default=0)
+        return None, (f"no preset can be chosen on the {klass} class: {n} decisive verified row(s) at 8xH100 "
+                      f"(at least {MIN_ROWS} needed)")
+    best = sorted(measured.items(), key=key, reverse=True)[0][0]
+    b = presets[best]["score"]["classes"][klass]
+    return best, f"highest {klass} sign agreement: {b['k_agree']}/{b['n_decisive']}"
 
 
 def preset_seeds(spec: str, seeds: Sequence[int]) -> tuple[str, tuple[int, ...]]:
@@ -128,7 +136,8 @@ def run(*, evidence_dir: str | Path = EVIDENCE_DIR, presets: Sequence[str] = DEF
                "git_commit": git_commit(), "seeds": list(seeds_t), "backend": backend,
                "overrides": dict(overrides or {}),
                "calibration_set": [dataclasses.asdict(i) for i in items], "left_out": left_out,
-               "presets": results, "chosen": choose(results)}
+               "presets": results}
+    payload["chosen"], payload["chosen_reason"] = choose(results)
     write_json(out / "transfer_calibration.json", payload, schema_version=SCHEMA_VERSION)
     (out / "transfer_calibration.md").write_text(render(payload), encoding="utf-8")
     log(f"wrote {out / 'transfer_calibration.json'} and {out / 'transfer_calibration.md'}")
