@@ -498,3 +498,6 @@ class PipelineOptions:
     ray_address: str | None = None  # --executor ray: None starts a local cluster, "auto" joins `ray start`
     transfer_dir: str | None = "results/transfer_calibration"  # transfer_<preset>.json for the report and ranking
     metric: str = "final_val_bpb"  # the pre-registered decision metric (stats.pairing.METRICS)
+    train_script: str | None = None  # screen this upstream-style script under torchrun (screen.script_target)
+    timeout_s: float | None = None  # per-run limit of the subprocess/torchrun/ray executors (None: theirs)
+    nproc_per_node: int | None = None  # torchrun processes per run (None: the executor's default)
