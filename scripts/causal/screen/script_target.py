@@ -31,6 +31,7 @@ __all__ = ["ScriptConfig", "check_expressible", "script_arms", "script_knobs", "
 _ENV_CALLS = {"os.environ.get", "environ.get", "os.getenv", "getenv", "os.environ.setdefault"}
 _ENV_MAPS = {"os.environ", "environ"}
 SEED_KNOB = "SEED"
+RUNTIME_PREFIXES = ("OMP_", "MKL_", "NCCL_", "TORCH_", "TORCHINDUCTOR_", "PYTORCH_", "CUDA_", "TRITON_", "GLOO_")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +151,9 @@ def script_arms(train_script: str | Path, *, interventions: Sequence[str] = (), 
         raise ConfigError(f"--train-script {script}: the script reads no SEED env var, so control and treatment "
                           "runs cannot share a seed (pairing needs it)")
     base = {k.upper(): str(v) for k, v in dict(base_env or {}).items()}
-    check_expressible("--base-override", base, knobs, script)
+    # runtime settings (threads, NCCL, compile caches) are read by libraries, not by the script: let them through
+    check_expressible("--base-override", {k: v for k, v in base.items() if not k.startswith(RUNTIME_PREFIXES)},
+                      knobs, script)
     treatments: list[tuple[str, dict]] = []
     for name in interventions:
         iv = reg.get_intervention(name)

@@ -70,9 +70,45 @@ def parse_train_log(text: str) -> dict:
     return out
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux /proc; torchrun starts each rank in a session of its own, so
+    killing torchrun's process group does not reach the ranks)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _kill_tree(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM torchrun (its agent stops the ranks), then SIGKILL whatever of the tree is left after ``grace_s``."""
+    tree = _descendants(proc.pid)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in [proc.pid, *tree]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def launch(argv: list[str], env: dict[str, str], *, cwd: str | Path, timeout_s: float) -> tuple[int | None, str, float]:
-    """(exit code or None on timeout, combined stdout+stderr, wall seconds). On timeout the process group
-    (torchrun and its ranks) is killed; OSError (no torchrun) propagates to the caller."""
+    """(exit code or None on timeout, combined stdout+stderr, wall seconds). On timeout torchrun and every rank
+    (its whole process tree) are killed; OSError (no torchrun) propagates to the caller."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=str(cwd), env={**os.environ, **env}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -80,14 +116,23 @@ def launch(argv: list[str], env: dict[str, str], *, cwd: str | Path, timeout_s: 
         out, _ = proc.communicate(timeout=timeout_s)
         return proc.returncode, out or "", time.perf_counter() - t0
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+        _kill_tree(proc)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # a survivor still holds the pipe: give up on the rest of the log
+            out = ""
         return None, out or "", time.perf_counter() - t0
 
 
+_EXC_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?((?:[\w.]+)?(?:Error|Exception)\b.*)$", re.M)
+
+
 def _tail(text: str, n: int = 3) -> str:
+    """The rank's own exception line (e.g. ``RuntimeError: CUDA is required``) if any, then the last lines."""
+    causes = [c for c in _EXC_LINE.findall(text) if "ChildFailedError" not in c]
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return " | ".join(lines[-n:])[-600:]
+    tail = " | ".join(lines[-n:])[-400:]
+    return f"{causes[-1][:300]} ... {tail}" if causes else tail
 
 
 def _result(config: dict, chash: str, seed: int, backend: str, rc: int | None, text: str, wall: float,
