@@ -332,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--import-logs", default=None, metavar="DIR",
                    help="run nothing: import the train logs in DIR (arms grouped by config, paired by seed) "
                         "into the ledger and runs.json, and gate them (see screen/log_import.py)")
+    p.add_argument("--import-control", default=None, metavar="KEY=VALUE",
+                   help="with --import-logs: the control is the arm whose printed config has these values, e.g. "
+                        "mlp_mult=2 (default: the arm of the first log in name order)")
     p.add_argument("--effect-bpb", type=float, default=None,
                    help="pre-registered effect of interest in bpb, e.g. 0.003 (default: 0.005 nats, the record bar)")
     p.add_argument("--sequential", action="store_true",

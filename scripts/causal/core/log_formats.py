@@ -54,6 +54,7 @@ class StageScore:
     val_loss: float | None
     format: str
     line: str
+    decimals: int = 0  # digits after the point of the printed bpb (8 for the full-precision lines)
 
 
 def _f(name: str, regex: str, stage: str, example: str, *, exact: bool = False) -> LogFormat:
@@ -139,7 +140,9 @@ def parse_stages(text: str) -> dict[str, StageScore]:
             continue
         exact = fmt.exact or bool(m.groupdict().get("exact"))
         line = text[m.start():text.find("\n", m.start()) if "\n" in text[m.start():] else len(text)]
-        score = StageScore(fmt.stage, bpb, _float(m.groupdict().get("loss")), fmt.name, line.strip())
+        digits = m.group("bpb").partition(".")[2]
+        score = StageScore(fmt.stage, bpb, _float(m.groupdict().get("loss")), fmt.name, line.strip(),
+                           len(digits) if digits.isdigit() else 0)
         prev = best.get(fmt.stage)
         if prev is None or exact or not prev[0]:
             best[fmt.stage] = (exact, score)
