@@ -108,10 +108,12 @@ def _record(run: ImportedRun, *, screen_id: str, name: str, arm: str) -> RunReco
                              "formats": {s: v.format for s, v in st.items()}})
 
 
-def import_screen(folder: str | Path, *, control: Mapping[str, str] | None = None, screen_id: str | None = None,
+def import_screen(folder: str | Path, *, control: Mapping[str, str] | None = None, control_log: Path | None = None,
+                  screen_id: str | None = None,
                   alpha: float = 0.01, margin_bpb: float = 0.0, correction: str = "holm",
                   metric: str = "final_val_bpb", effect_bpb: float | None = None) -> tuple[ScreenPlan, list]:
-    """(ScreenPlan, [RunRecord]) of the logs in ``folder``: arms by config, the control, seeds (see module doc)."""
+    """(ScreenPlan, [RunRecord]) of the logs in ``folder``: arms by config, the control, seeds (see module doc).
+    ``control_log``: the control is the arm of this log file (instead of ``control`` / the first log)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"--import-logs {folder}: not a directory")
@@ -129,6 +131,11 @@ def import_screen(folder: str | Path, *, control: Mapping[str, str] | None = Non
         if len(hits) != 1:
             raise ConfigError(f"--import-control {want}: matches {len(hits)} of the {len(arms)} arms; it must pick "
                               "exactly one (add a key that only the control has)")
+        ctrl_key = hits[0]
+    elif control_log is not None:
+        hits = [r.key() for r in runs if r.path.resolve() == Path(control_log).resolve()]
+        if not hits:
+            raise ConfigError(f"control log {control_log} is not one of the finished logs in {folder}")
         ctrl_key = hits[0]
     else:
         ctrl_key = runs[0].key()
