@@ -137,3 +137,22 @@ def test_upstream_train_gpt_under_torchrun_on_cpu_fails_with_its_own_cuda_error(
     ex1 = ScriptExecutor(nproc_per_node=1, timeout_s=120, workdir=tmp_path, log_dir=tmp_path / "logs")
     res = ex1.run(plan.configs["control"], 1, "torch")
     assert res.status == "failed" and "CUDA is required" in res.error and "exited with code" in res.error
+
+
+def test_run_pipeline_flags_for_the_torchrun_path(tmp_path):
+    from scripts.causal import run_pipeline as rpipe
+    from scripts.causal.pipeline.cycle import choose_interventions
+
+    def opts(*argv):
+        return rpipe.options_from_args(rpipe.build_parser().parse_args(["--output-dir", str(tmp_path), *argv]))
+
+    o = opts("--train-script", str(STANDIN), "--executor", "torchrun", "--timeout", "900", "--nproc-per-node", "2")
+    assert o.train_script == str(STANDIN.resolve()) and o.timeout_s == 900 and o.nproc_per_node == 2
+    assert o.executor == "torchrun" and o.backend == "torch" and o.promote is False
+    with pytest.raises(ConfigError, match="--train-script runs under torchrun"):
+        opts("--train-script", str(STANDIN))
+    with pytest.raises(ConfigError, match="--timeout"):
+        opts("--timeout", "60")
+    ranking = {"candidates": [{"intervention": n} for n in ("act_gelu", "qk_gain_4", "mlp_mult_3", "mlp_mult_4")]}
+    assert choose_interventions(ranking, top_k=2, train_script=str(STANDIN)) == ["mlp_mult_3", "mlp_mult_4"]
+    assert ex.make_executor("torchrun", timeout_s=30, nproc_per_node=2).timeout_s == 30

@@ -31,7 +31,7 @@ __all__ = ["FORMATS", "LogFormat", "STAGES", "StageScore", "final_score", "parse
 STAGES = ("pre_quant", "post_quant", "sliding", "ttt")
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|nan|inf)"
-_LOSS_BPB = rf"val_loss[:=]\s*(?P<loss>{_NUM})[ \t,]+val_bpb[:=]\s*(?P<bpb>{_NUM})"
+_LOSS_BPB = rf"(?:val_loss[:=]\s*(?P<loss>{_NUM})[ \t,]+)?val_bpb[:=]\s*(?P<bpb>{_NUM})"  # loss optional
 
 
 @dataclasses.dataclass(frozen=True)
