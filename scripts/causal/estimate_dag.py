@@ -27,9 +27,9 @@ from scripts.causal.dag.effects import (
     adjustment_set,
     causal_graph,
     combine_graphs,
-    compare,
     observational_effect,
     pool_ablations,
+    pool_verified,
 )
 from scripts.causal.dag.expert import DEFAULT_EXPERT, TARGET, ExpertDag, load_expert
 from scripts.causal.dag.identifiability import check_identifiability
@@ -90,11 +90,18 @@ def experiment_effects(rows: Iterable) -> dict:
 def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alpha: float = 0.05,
              bootstrap: int = 100, seed: int = 0, previous: Mapping | None = None,
              experiment_rows: Iterable | None = None, candidates: Iterable | None = None,
-             ledger: Sequence[Mapping] | None = None, depth: int = 3, transfer: Mapping | None = None) -> dict:
+             ledger: Sequence[Mapping] | None = None, depth: int = 3, transfer: Mapping | None = None,
+             verified: Sequence | None = None, stack: str | None = None, preset: str = "fast") -> dict:
     """Run the whole causal stage in memory; returns {"dag", "identifiability", "ranking", "diff"}.
 
     ``transfer`` (optional) maps a candidate class or name to its measured proxy-to-H100 agreement in [0, 1]
-    (see ``select_interventions.rank_candidates``); absent, screen results are not discounted."""
+    (see ``select_interventions.rank_candidates``); absent, screen results are not discounted. ``verified``: the
+    verified evidence table's entries (``evidence.table``); None reads the committed table (evidence/verified).
+    ``stack``: the screens' control stack (``screen.stacks``) at ``preset``: candidates it contains are listed as
+    "in the stack", and evidence is discounted by its stack's distance from it.
+
+    The FCI graph and the back-door OLS estimates describe the leaderboard; the OLS figures are written as
+    ``associations`` (cross-record, confounded by date and bundles) and never enter the ranking."""
     t0 = time.perf_counter()
     expert = expert or load_expert(DEFAULT_EXPERT)
     records = _records(matrix)
@@ -123,6 +130,12 @@ def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alp
     for c, f in m.feature_of.items():
         cols_of[f].append(c)
     pooled, unmapped = pool_ablations(records)
+    if verified is None:
+        from scripts.causal.evidence.table import entries, load_table
+
+        verified = entries(load_table())
+    control = _control_features(records, stack)
+    verified_pool = pool_verified(verified, records, control=control)
     effects = {}
     for col, tier in zip(m.columns, m.tiers, strict=True):
         if tier != 0 or col in CONTEXTS:
@@ -134,13 +147,14 @@ def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alp
         eff = observational_effect(m, col, z_cols)
         reliable = valid and eff.get("se") is not None and len(z_cols) <= max_adjust
         eff.update({"feature": feat, "adjustment_features": z_feats, "adjustment_valid": valid,
-                    "reliable": reliable, "ablations": pooled.get(feat), "comparison": compare(eff, pooled.get(feat))})
-        if not reliable:
-            eff["note"] = eff.get("note") or (
-                f"adjustment set has {len(z_cols)} columns for n={m.n} (limit {max_adjust}) or is not a valid "
-                "back-door set: estimate shown but not used as evidence")
+                    "kind": "cross-record association, not an effect", "used_by_ranking": False,
+                    "note": eff.get("note") or (
+                        "records with and without this feature differ in date and in many other changes; the "
+                        "back-door set adjusts for the graph's other features only" + (
+                            "" if reliable else f" (and here it has {len(z_cols)} columns for n={m.n}, limit "
+                                                f"{max_adjust}, or is not a valid back-door set)"))})
         effects[col] = eff
-    ident = check_identifiability(records)
+    ident = check_identifiability(records, verified=verified)
     exp_eff = experiment_effects(exp_rows)
     ledger_rows = list(ledger or [])
     known = {r.get("intervention") for r in ledger_rows}
@@ -150,10 +164,16 @@ def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alp
             ledger_rows.append({"intervention": name, "mean_delta_bpb": e["mean_delta_bpb"], "decision": None,
                                 "ci_low": e["mean_delta_bpb"] - half if half > 0 else None,
                                 "ci_high": e["mean_delta_bpb"] + half if half > 0 else None})
-    ranking = rank_candidates(candidates if candidates is not None else registry_candidates(), effects=effects,
-                              ablations=pooled, identifiability=ident, ledger=ledger_rows,
+    cands = candidates if candidates is not None else registry_candidates()
+    from scripts.causal.select_interventions import as_candidates, in_stack_reasons
+
+    cands = as_candidates(cands)
+    ranking = rank_candidates(cands, ablations=verified_pool, identifiability=ident, ledger=ledger_rows,
+                              in_stack=in_stack_reasons(stack, preset, [c.name for c in cands]),
                               prior_strength=expert_strengths(expert), transfer=transfer,
                               classes=registry_classes())
+    ranking["control"] = {"stack": stack, "preset": preset if stack else None,
+                          "features_from": (f"record {_stack_record(stack)}" if stack else "the naive baseline")}
     note = (f"{len(stable)} data-driven edge(s) appear in >= {STABLE:.0%} of {bootstrap} resamples"
             if stable else f"no edge reaches {STABLE:.0%} of resamples: with n={m.n} rows the rank Fisher-z test at "
             f"alpha={alpha} rarely rejects independence, so adjacencies are unstable")
@@ -174,17 +194,38 @@ def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alp
                       "edges": [{"a": a, "b": b, **v} for (a, b), v in bfreq.items()]},
         "stable_edges": stable, "stability_note": note,
         "combined": {"edges": combined, "tiers": {**expert.tiers, **{c: t for c, t in zip(m.columns, m.tiers, strict=True)}}},
-        "effects": effects,
+        "associations": effects,
+        "verified": {"pooled": verified_pool, "n_rows": sum(b["n"] for b in verified_pool.values()),
+                     "note": "single-change rows of the verified evidence table (evidence/verified): the ranking's "
+                             "leaderboard evidence"},
         "ablations": {"pooled": pooled, "unmapped": unmapped, "n_unmapped": len(unmapped),
-                      "disagreements": [{"column": c, "feature": e["feature"], "observational": e["estimate"],
-                                         "ci": [e["ci_low"], e["ci_high"]], "ablation_mean": e["ablations"]["mean"],
-                                         "comparison": e["comparison"]}
-                                        for c, e in effects.items() if e["comparison"].startswith("disagree")]},
+                      "note": "rows as the miner typed them (results/interventions.json); descriptive, not used by "
+                              "the ranking"},
         "experiments": exp_eff,
     }
     diff = diff_dags(previous, dag) if previous is not None else None
     dag["runtime_s"] = round(time.perf_counter() - t0, 3)
     return {"dag": dag, "identifiability": ident, "ranking": ranking, "diff": diff}
+
+
+def _stack_record(stack: str | None) -> str | None:
+    if stack is None:
+        return None
+    from scripts.causal.screen.stacks import get_stack
+
+    return get_stack(stack).record
+
+
+def _control_features(records: Sequence[Mapping], stack: str | None) -> Mapping | None:
+    """The control stack's canonical features: the stack record's, or None (the naive baseline)."""
+    rid = _stack_record(stack)
+    if rid is None:
+        return None
+    rec = next((r for r in records if r.get("record_id") == rid), None)
+    if rec is None or not isinstance(rec.get("features"), Mapping):
+        raise DataFormatError(f"stack {stack!r}: its record {rid!r} is not in the intervention matrix; rebuild it "
+                              "with scripts/causal/extract_interventions.py")
+    return rec["features"]
 
 
 def diff_dags(previous: Mapping, current: Mapping) -> dict:
@@ -235,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer", default=None, metavar="PATH",
                    help="proxy-to-H100 transfer agreement per class, JSON {\"classes\": {\"activation\": 0.8}} "
                         "(absent: screen results are not discounted, and the ranking says so)")
+    p.add_argument("--evidence", default=None, help="verified evidence table folder (default: evidence/verified)")
+    p.add_argument("--stack", default=None, help="the control stack (screen.stacks), e.g. 11l_ema_leaky")
+    p.add_argument("--preset", default="fast", help="the preset the stack is screened at, e.g. fast")
     p.add_argument("--alpha", type=float, default=0.05, help="CI-test level, e.g. 0.05")
     p.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples, e.g. 100")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed, e.g. 0")
@@ -255,9 +299,14 @@ def main(argv: list[str] | None = None) -> int:
         previous = read_json(args.previous_dag) if args.previous_dag else None
         rows = read_json(args.experiment_rows)["rows"] if args.experiment_rows else None
         ledger = read_json(args.ledger_results)["results"] if args.ledger_results else None
+        from scripts.causal.core.paths import EVIDENCE_DIR
+        from scripts.causal.evidence.table import entries, load_table
+
         result = estimate(matrix, expert=load_expert(args.expert), alpha=args.alpha, bootstrap=args.bootstrap,
                           seed=args.seed, previous=previous, experiment_rows=rows, ledger=ledger,
-                          transfer=read_transfer(args.transfer) if args.transfer else None)
+                          transfer=read_transfer(args.transfer) if args.transfer else None,
+                          verified=entries(load_table(args.evidence or EVIDENCE_DIR)), stack=args.stack,
+                          preset=args.preset)
         digest = hashlib.sha256(Path(args.input).read_bytes()).hexdigest()
         result["dag"]["input"] = {"path": str(args.input), "sha256": digest}
         paths = write_outputs(result, args.output_dir, render=not args.no_render)

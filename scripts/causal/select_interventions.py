@@ -4,12 +4,18 @@ Per candidate (delta val_bpb of adding it; < 0 = better) the evidence is combine
 (``dag.evidence`` says how each item is discounted):
 
 - a weak prior N(0, prior_sd^2), wider for features the expert DAG links strongly to val_bpb;
-- typed leaderboard ablation rows of its feature (discounted by seeds, metric, distance from the control
-  stack; numeric rows by direction);
+- verified single-change H100 rows of its knob (the verified evidence table; the candidate's exact change at full
+  weight, other stretches of a numeric knob discounted), discounted by seeds, metric, hardware and the distance
+  of the row's stack from the control stack;
+- within-lineage contrasts (a record against its stated base, differing in the candidate's feature alone), with
+  their Welch interval widened for changes no canonical feature names;
 - our own screen results, whatever the decision (``inconclusive`` rows stay in as data: only the data of a
   ``null`` or ``harmful`` result lowers a candidate; ``confirmed`` ones leave the list, as settled), discounted
-  by the class's proxy-to-H100 transfer agreement once it is measured (``transfer``);
-- the observational (FCI back-door) effect, only where the identifiability check says the feature is identified.
+  by the class's proxy-to-H100 transfer agreement once it is measured (``transfer``).
+
+No cross-record association enters (records with and without a feature differ in date and in many other changes;
+``dag.identifiability``). The ranking is stack-aware: a candidate the control stack already contains (or that
+changes nothing on it) is listed under ``excluded`` as "in the stack", never recommended.
 
 Score: ``p_beats`` = P(delta < -effect_of_interest) under the posterior, plus a bounded exploration bonus
 (``bonus_cap`` x posterior sd / prior sd). The bonus never lifts a candidate above one with consistent evidence
@@ -39,17 +45,17 @@ from scripts.causal.dag.evidence import (
     SCALE_LIMITED,
     EvidenceItem,
     leaderboard_items,
-    observational_item,
+    lineage_items,
     screen_item,
 )
 
 SETTLED = {"confirmed": "confirmed by our experiments: promote, no further screening"}
+IN_STACK = "in the stack"
 LOWERING = ("null", "harmful")  # decisions whose data stays in and lowers the candidate
 EFFECT_OF_INTEREST = 0.001  # bpb: the smallest gain worth a screen slot (about a third of the 0.005-nat record bar)
 BONUS_CAP = 0.05
 CONSISTENT_P = 0.8
 OVERLAP = 0.25
-_DECREASE = ("down", "half", "minus", "smaller", "fewer", "less", "lower", "off", "remove", "no_")
 
 
 def registry_candidates() -> list[CandidateIntervention]:
@@ -91,21 +97,6 @@ def as_candidates(items: Iterable) -> list[CandidateIntervention]:
             out.append(CandidateIntervention(str(name), str(feature or ""), str(rest[0]) if rest else "",
                                              rest[1] if len(rest) > 1 else None))
     return out
-
-
-def _pick_effect(c: CandidateIntervention, effects: Mapping[str, Mapping]) -> Mapping | None:
-    """The observational effect row for this candidate's feature (matching a categorical level)."""
-    rows = [e for e in effects.values() if e.get("feature") == c.feature and e.get("estimate") is not None]
-    if not rows:
-        return None
-    if isinstance(c.value, str):  # a categorical level
-        return next((e for e in rows if e["column"] == f"{c.feature}={c.value}"), None)
-    text = f"{c.name} {c.description}".lower()
-    levels = [e for e in rows if "=" in e["column"] and e["column"].split("=", 1)[1].lower() in text]
-    if levels:
-        return max(levels, key=lambda e: len(e["column"]))
-    plain = [e for e in rows if "=" not in e["column"]]
-    return plain[0] if plain else None
 
 
 def pool(evidence: Sequence, *, prior_sd: float) -> tuple[float, float]:
@@ -153,17 +144,28 @@ def expert_strengths(expert, *, target: str = "val_bpb") -> dict[str, float]:
     return best
 
 
-def _gather(c: CandidateIntervention, *, effects, ablations, identifiability, ledger, transfer, klass,
+def candidate_knobs(c: CandidateIntervention) -> list[str]:
+    """The knobs whose verified rows can speak about ``c``: its canonical feature, else the trainer fields its
+    registry entry sets on the baseline (``matrix_lr`` for ``matrix_lr_half``)."""
+    if c.feature:
+        return [c.feature]
+    from scripts.causal.screen import registry as reg
+    from train_gpt import Hyperparameters
+
+    try:
+        return sorted(reg.resolve_overrides(c.name, Hyperparameters()))
+    except Exception:  # noqa: BLE001 - an ad-hoc candidate without a registry entry
+        return []
+
+
+def _gather(c: CandidateIntervention, *, ablations, lineage, ledger, transfer, klass,
             default_ablation_sd) -> tuple[list[EvidenceItem], list[str]]:
     items, words = [], []
-    obs, note = observational_item(c, _pick_effect(c, effects), identifiability, _DECREASE)
-    if obs is not None:
-        items.append(obs)
-    if note:
-        words.append(note)
-    lb, notes = leaderboard_items(c, (ablations or {}).get(c.feature))
+    rows = [r for k in candidate_knobs(c) for r in ((ablations or {}).get(k) or {}).get("rows", [])]
+    lb, notes = leaderboard_items(c, {"rows": rows})
     items += lb
     words += notes
+    items += lineage_items(c, lineage or ())
     exp, note = screen_item(c, ledger.get(c.name), transfer=transfer, klass=klass, default_sd=default_ablation_sd)
     if exp is not None:
         items.append(exp)
@@ -172,8 +174,9 @@ def _gather(c: CandidateIntervention, *, effects, ablations, identifiability, le
     return items, words
 
 
-def rank_candidates(candidates: Iterable, *, effects: Mapping[str, Mapping] | None = None,
-                    ablations: Mapping[str, Mapping] | None = None, identifiability: Mapping | None = None,
+def rank_candidates(candidates: Iterable, *, ablations: Mapping[str, Mapping] | None = None,
+                    lineage: Sequence[Mapping] | None = None, identifiability: Mapping | None = None,
+                    in_stack: Mapping[str, str] | None = None,
                     ledger: Mapping[str, Mapping] | Sequence[Mapping] | None = None, kappa: float = 1.0,
                     prior_sd: float = 0.01, default_ablation_sd: float = 0.004, interaction_sd: float = 0.003,
                     max_pair_parents: int = 6, prior_strength: Mapping[str, float] | None = None,
@@ -182,6 +185,10 @@ def rank_candidates(candidates: Iterable, *, effects: Mapping[str, Mapping] | No
                     overlap: float = OVERLAP) -> dict:
     """Score each candidate and each never-tried pair; return ranked, excluded and combination lists (pure).
 
+    ``ablations``: verified rows by knob (``dag.effects.pool_verified``); ``lineage``: within-lineage contrasts
+    (``dag.identifiability.lineage_contrasts``); ``in_stack`` maps a candidate the control stack already contains
+    to the reason (it is excluded as "in the stack").
+
     ``prior_strength`` (feature -> 0..1, e.g. ``expert_strengths(expert)``) widens the prior of features the
     expert DAG links strongly to val_bpb: prior sd = prior_sd * (0.5 + strength); unknown features use 0.5.
     ``transfer`` maps a class (registry category) or a candidate name to its proxy-to-H100 agreement in
@@ -189,7 +196,8 @@ def rank_candidates(candidates: Iterable, *, effects: Mapping[str, Mapping] | No
     registry's categories, else the feature). ``kappa`` scales the exploration bonus (0 = none).
     """
     cands = as_candidates(candidates)
-    effects = effects or {}
+    if lineage is None:
+        lineage = (identifiability or {}).get("lineage_contrasts") or ()
     if isinstance(ledger, Sequence):
         ledger = {r["intervention"]: r for r in ledger}
     ledger = ledger or {}
@@ -197,13 +205,17 @@ def rank_candidates(candidates: Iterable, *, effects: Mapping[str, Mapping] | No
     ranked, excluded = [], []
     for c in cands:
         row = ledger.get(c.name)
+        if c.name in (in_stack or {}):
+            excluded.append({"name": c.name, "feature": c.feature, "reason": f"{IN_STACK}: {in_stack[c.name]}",
+                             "in_stack": True, "mean_delta_bpb": None})
+            continue
         if row and row.get("decision") in SETTLED:
             excluded.append({"name": c.name, "feature": c.feature, "reason": SETTLED[row["decision"]],
                              "mean_delta_bpb": row.get("mean_delta_bpb")})
             continue
         klass = classes.get(c.name) or c.feature or c.name
-        items, words = _gather(c, effects=effects, ablations=ablations, identifiability=identifiability,
-                               ledger=ledger, transfer=transfer, klass=klass, default_ablation_sd=default_ablation_sd)
+        items, words = _gather(c, ablations=ablations, lineage=lineage, ledger=ledger, transfer=transfer,
+                               klass=klass, default_ablation_sd=default_ablation_sd)
         strength = (prior_strength or {}).get(c.feature, 0.5)
         psd = prior_sd * (0.5 + strength)
         if prior_strength is not None:
@@ -315,6 +327,23 @@ def _scored(name, features, description, mu, sd, items, words, *, prior_sd, eoi,
             "reason": head + "; " + "; ".join(words)}
 
 
+def in_stack_reasons(stack: str | None, preset: str, names: Iterable[str]) -> dict[str, str]:
+    """Candidate -> why the control ``stack`` already has it (part of the stack, its feature set by another of the
+    stack's entries, or no change there); empty for the bare preset."""
+    if stack is None:
+        return {}
+    from scripts.causal.screen import registry as reg
+    from scripts.causal.screen.stacks import stack_config, stack_conflict
+
+    control = stack_config(stack, preset)
+    out = {}
+    for name in names:
+        why = stack_conflict(stack, name, preset)
+        if why is not None and reg.representable(name, control) is None:  # not "cannot be expressed here"
+            out[name] = why
+    return out
+
+
 def registry_classes() -> dict[str, str]:
     """Candidate name -> registry category (the class whose proxy-to-H100 transfer is measured)."""
     from scripts.causal.screen import registry as reg
@@ -344,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"bpb gain the score asks for: P(delta < -this), e.g. {EFFECT_OF_INTEREST}")
     p.add_argument("--kappa", type=float, default=1.0,
                    help=f"exploration bonus weight (bonus <= kappa x {BONUS_CAP}), e.g. 1.0; 0 = none")
+    p.add_argument("--stack", default=None, help="the control is this leaderboard stack (screen.stacks), e.g. "
+                                                 "11l_ema_leaky: what it contains is listed 'in the stack'")
+    p.add_argument("--preset", default="fast", help="the preset the stack is screened at, e.g. fast")
     p.add_argument("--out", default=None, help="output JSON (default: ranking.json beside --dag)")
     add_debug_flag(p)
     return p
@@ -356,8 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         dag = read_json(args.dag)
         ident = read_json(args.identifiability or Path(args.dag).with_name("identifiability.json"))
         ledger = read_json(args.ledger_results)["results"] if args.ledger_results else None
-        result = rank_candidates(registry_candidates(), effects=dag.get("effects", {}),
-                                 ablations=dag.get("ablations", {}).get("pooled", {}), identifiability=ident,
+        cands = registry_candidates()
+        result = rank_candidates(cands, ablations=dag.get("verified", {}).get("pooled", {}), identifiability=ident,
+                                 in_stack=in_stack_reasons(args.stack, args.preset, [c.name for c in cands]),
                                  ledger=ledger, kappa=args.kappa, effect_of_interest=args.effect_of_interest,
                                  transfer=read_transfer(args.transfer) if args.transfer else None,
                                  classes=registry_classes())

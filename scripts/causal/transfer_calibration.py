@@ -1,13 +1,14 @@
 """Measure how well each proxy preset's screen verdicts transfer to H100, on the leaderboard's own ablation rows.
 
-Builds the calibration set (``transfer.calibration_set``: each leaderboard ablation row that a registry
-intervention expresses, with its H100 delta; the others listed with the reason), screens its interventions at
+Builds the calibration set (``transfer.calibration_set``: each verified single-change row of the evidence table,
+``evidence/verified``, that a registry intervention makes exactly, with its H100 delta and the quote it rests on;
+every other entry listed with the reason), screens its interventions at
 each proxy preset with paired seeds (``transfer.proxy``: the same plan, ledger and gate as any screen; resumable),
 and scores the agreement per transfer class (``transfer.agreement``: sign agreement on |H100 delta| >= 0.002,
 Spearman, slope). Writes, under ``--output-dir``:
 
-- ``transfer_calibration.json`` (schema 1): the set, the rows left out, per preset its refusals and scores, and
-  the preset that transfers best on the architecture class;
+- ``transfer_calibration.json`` (schema 2): the set (each row with its quote and file:line), the entries left out,
+  per preset its refusals and scores, and the preset that transfers best on the architecture class;
 - ``transfer_<preset>.json``: ``{"classes": {...}}`` per class and per intervention, the ``--transfer`` input of
   select_interventions.py / estimate_dag.py and what the decision-gate report quotes;
 - ``transfer_calibration.md``, and ``<preset>/runs.json`` + ``ablation_results.json`` per preset.
@@ -26,13 +27,15 @@ from typing import Any
 from scripts.causal.core.cli import add_debug_flag, parse_key_values, parse_seeds, run_cli
 from scripts.causal.core.errors import ConfigError, DataFormatError
 from scripts.causal.core.provenance import git_commit
-from scripts.causal.core.schema import file_sha256, read_json, write_json
+from scripts.causal.core.paths import EVIDENCE_DIR
+from scripts.causal.core.schema import write_json
+from scripts.causal.evidence.table import load_table, table_sha256
 from scripts.causal.transfer.agreement import score
 from scripts.causal.transfer.calibration_set import build_calibration_set
 from scripts.causal.transfer.proxy import screen_preset
 from scripts.causal.transfer.render import render
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the set comes from the verified evidence table (rows carry quote, source, hardware)
 DEFAULT_PRESETS = ("fast", "small_long")
 
 
@@ -45,6 +48,22 @@ def tokens_per_param(preset: str, overrides: Mapping[str, Any] | None = None) ->
     cfg = base_config(preset, dict(overrides or {}))
     n = sum(p.numel() for p in tg.GPT.from_config(cfg).parameters())
     return expected_steps(cfg) * cfg.train_batch_tokens / n
+
+
+def registry_classes_of(names: Sequence[str]) -> dict[str, str]:
+    """Intervention -> its registry transfer class (the class the report and the ranking look up)."""
+    from scripts.causal.transfer.calibration_set import registry_classes
+
+    reg = registry_classes()
+    return {n: reg[n] for n in names}
+
+
+def _display(path: str | Path) -> str:
+    """A path as the payload records it: relative to the repository when inside it."""
+    from scripts.causal.core.paths import REPO_ROOT
+
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
 
 
 def transfer_json(block_scores: dict[str, Any], classes: dict[str, str], preset: str) -> dict[str, Any]:
@@ -75,40 +94,40 @@ def preset_seeds(spec: str, seeds: Sequence[int]) -> tuple[str, tuple[int, ...]]
     return name, tuple(seeds)[: int(n)]
 
 
-def run(*, matrix_path: str | Path = "results/interventions.json", presets: Sequence[str] = DEFAULT_PRESETS,
+def run(*, evidence_dir: str | Path = EVIDENCE_DIR, presets: Sequence[str] = DEFAULT_PRESETS,
         seeds: Sequence[int] | str = "1,2,3,4,5", output_dir: str | Path = "results/transfer_calibration",
         threads: int | None = None, backend: str = "torch", executor: str = "inprocess",
         ray_address: str | None = None, progress: bool = True, overrides: Mapping[str, Any] | None = None,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        reuse_only: Sequence[str] = (), log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build the set, screen it at each preset, score and write everything (see the module docstring).
 
     ``overrides``: config values for every arm of every preset (e.g. another corpus's data_path)."""
     out = Path(output_dir)
-    matrix = read_json(matrix_path)
-    if not isinstance(matrix.get("records"), list):
-        raise DataFormatError(f"{matrix_path}: no 'records' list (run extract_interventions.py first)")
-    items, unexpressed = build_calibration_set(matrix["records"])
+    table = load_table(evidence_dir)
+    items, left_out = build_calibration_set(table)
     if not items:
-        raise DataFormatError(f"{matrix_path}: no ablation row maps to a registry intervention")
+        raise DataFormatError(f"{evidence_dir}: no verified single-change row is made exactly by a registry "
+                              "intervention")
     names = list(dict.fromkeys(it.intervention for it in items))
-    classes = {it.intervention: it.transfer_class for it in items}
+    classes = dict(registry_classes_of(names))
     seeds_t = parse_seeds(seeds)
-    log(f"calibration set: {len(items)} rows, {len(names)} interventions; {len(unexpressed)} rows not expressible")
+    log(f"calibration set: {len(items)} verified rows, {len(names)} interventions; {len(left_out)} entries left out")
     results: dict[str, dict[str, Any]] = {}
     for spec in presets:
         preset, seeds_p = preset_seeds(spec, seeds_t)
         ablation, refused = screen_preset(preset, names, seeds=seeds_p, out_dir=out / preset,
                                           ledger_path=out / "ledger.sqlite", threads=threads, backend=backend,
                                           executor=executor, ray_address=ray_address, progress=progress,
-                                          overrides=overrides, log=log)
+                                          overrides=overrides, reuse_only=preset in reuse_only, log=log)
         sc = score(items, {r["intervention"]: r for r in ablation["results"]})
         results[preset] = {"tokens_per_param": tokens_per_param(preset, overrides), "seeds": list(seeds_p),
                            "refused": refused, "score": sc,
                            "ablation_results": f"{preset}/ablation_results.json"}
         write_json(out / f"transfer_{preset}.json", transfer_json(sc["classes"], classes, preset))
-    payload = {"matrix": str(matrix_path), "matrix_sha256": file_sha256(matrix_path), "git_commit": git_commit(),
-               "seeds": list(seeds_t), "backend": backend, "overrides": dict(overrides or {}),
-               "calibration_set": [dataclasses.asdict(i) for i in items], "unexpressed": unexpressed,
+    payload = {"evidence": _display(evidence_dir), "evidence_sha256": table_sha256(evidence_dir),
+               "git_commit": git_commit(), "seeds": list(seeds_t), "backend": backend,
+               "overrides": dict(overrides or {}),
+               "calibration_set": [dataclasses.asdict(i) for i in items], "left_out": left_out,
                "presets": results, "chosen": choose(results)}
     write_json(out / "transfer_calibration.json", payload, schema_version=SCHEMA_VERSION)
     (out / "transfer_calibration.md").write_text(render(payload), encoding="utf-8")
@@ -118,7 +137,8 @@ def run(*, matrix_path: str | Path = "results/interventions.json", presets: Sequ
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--matrix", default="results/interventions.json", help="intervention matrix with ablation rows")
+    p.add_argument("--evidence", default=str(EVIDENCE_DIR.relative_to(EVIDENCE_DIR.parents[1])),
+                   help="the verified evidence table's folder, e.g. evidence/verified")
     p.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
                    help="comma-separated proxy presets to compare; NAME@N runs one on the first N seeds only, "
                         "e.g. fast,small_long@3")
@@ -130,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="torch", help="torch or mlx")
     p.add_argument("--executor", default="inprocess", help="inprocess, subprocess or ray")
     p.add_argument("--ray-address", default=None, help="with --executor ray: 'auto' joins `ray start`")
+    p.add_argument("--reuse-only", default="", help="presets that train nothing new: interventions without committed "
+                                                   "runs (every seed, same config) are refused and listed, e.g. screen")
     p.add_argument("--no-progress", action="store_true", help="plain lines only")
     add_debug_flag(p)
     return p
@@ -144,9 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> None:
         if args.threads is not None and args.threads < 1:
             raise ConfigError(f"--threads {args.threads} must be >= 1")
-        run(matrix_path=args.matrix, presets=presets, seeds=args.seeds, output_dir=args.output_dir,
+        run(evidence_dir=args.evidence, presets=presets, seeds=args.seeds, output_dir=args.output_dir,
             threads=args.threads, backend=args.backend, executor=args.executor, ray_address=args.ray_address,
-            progress=not args.no_progress, overrides=parse_key_values(args.sets, "--set"))
+            progress=not args.no_progress, overrides=parse_key_values(args.sets, "--set"),
+            reuse_only=[s.strip() for s in args.reuse_only.split(",") if s.strip()])
 
     return run_cli(body, debug=args.debug, prog="transfer_calibration.py")
 

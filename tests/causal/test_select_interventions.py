@@ -1,14 +1,15 @@
 """Tests for scripts/causal/select_interventions.py (and dag/evidence.py): precision pooling of a weak prior,
-typed leaderboard rows, screen results and identified observational effects; ordering, reasons, pairs."""
+verified single-change rows, within-lineage contrasts and screen results; no cross-record association; the stack;
+ordering, reasons, pairs."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from scripts.causal.core.schema import CandidateIntervention
+from scripts.causal.core.schema import CandidateIntervention, EvidenceEntry
 from scripts.causal.dag import evidence as ev
-from scripts.causal.dag.effects import pool_ablations
+from scripts.causal.dag.effects import pool_verified
 from scripts.causal.select_interventions import (
     as_candidates,
     main,
@@ -24,15 +25,22 @@ CANDS = [("ema_0997", "ema", "EMA weights", True), ("xsa_last4", "xsa", "XSA", T
 
 
 def _row(change, delta, feature, **kw):
-    return {"change": change, "delta_bpb": delta, "source": "README table 'Ablations'", "kind": "ablation",
-            "features": [feature], "direction": kw.pop("direction", 1), "metric": kw.pop("metric", "post_quant"),
-            "source_kind": "table", **kw}
+    """A verified single-change entry (its record is set by ``_matrix``): on/off features default False -> True."""
+    direction = kw.pop("direction", 1)
+    frm, to = kw.pop("from_value", not direction > 0), kw.pop("to_value", direction > 0)
+    return dict(klass="single_change", change=change, knob=feature, from_value=frm, to_value=to, intervention=None,
+                delta_bpb=delta, delta_nats=None, delta_stated=str(delta), metric=kw.pop("metric", "post_quant"),
+                stack="", stack_record=None, reference="previous row", seeds=kw.pop("n_seeds", None),
+                hardware=kw.pop("hardware", "8xH100"), quote=change, file="README.md", line=1, **kw)
 
 
-def _matrix(*rows_per_record):
-    """Records on the control stack (no feature differs from the baseline), one per list of rows."""
-    return [{"record_id": f"r{i}", "track": "track_10min_16mb", "features": {}, "ablations": rows}
-            for i, rows in enumerate(rows_per_record)]
+def _matrix(*rows_per_record, features=None, track="track_10min_16mb"):
+    """Verified rows by knob: one record per list of rows, each on the control stack unless ``features`` say."""
+    entries, records = [], []
+    for i, rows in enumerate(rows_per_record):
+        records.append({"record_id": f"r{i}", "track": track, "features": dict(features or {})})
+        entries += [EvidenceEntry(record_id=f"r{i}", id=j + 1, track=track, **r) for j, r in enumerate(rows)]
+    return pool_verified(entries, records)
 
 
 def test_pool_is_precision_weighted():
@@ -43,8 +51,8 @@ def test_pool_is_precision_weighted():
 
 def test_three_concordant_rows_beat_a_prior_only_change_and_a_contradicting_row_lowers_it_as_expected():
     three = [[_row("+ XSA", -0.003, "xsa")] for _ in range(3)]  # three records, one row each
-    pooled3, _ = pool_ablations(_matrix(*three))
-    pooled4, _ = pool_ablations(_matrix(*three, [_row("+ XSA", +0.003, "xsa")]))
+    pooled3 = _matrix(*three)
+    pooled4 = _matrix(*three, [_row("+ XSA", +0.003, "xsa")])
     cands = [("xsa_last4", "xsa", "XSA", True), ("ln_scale", "ln_scale", "", True)]
     out3 = rank_candidates(cands, ablations=pooled3)
     out4 = rank_candidates(cands, ablations=pooled4)
@@ -67,42 +75,53 @@ def test_three_concordant_rows_beat_a_prior_only_change_and_a_contradicting_row_
     assert "between-record spread tau" in x4["reason"] and x4["p_beats"] < x3["p_beats"]
     assert x3["consistent_gain"] and x3["p_beats"] > 0.8
     assert "3 leaderboard row(s)" in x3["reason"] and "r2: '+ XSA' -0.0030" in x3["reason"]
+    assert "the candidate's exact change" in x3["reason"]
     ln = next(c for c in out3["candidates"] if c["name"] == "ln_scale")
     assert ln["evidence"] == [] and "prior only" in ln["reason"] and ln["score"] < x3["score"]
 
 
 def test_exploration_bonus_never_lifts_prior_only_above_consistent_evidence():
     # a weak but consistent gain (one row, far stack) still ranks above a very wide prior-only candidate
-    rows = [_row("+ XSA", -0.004, "xsa", metric="post_ttt")]
-    pooled, _ = pool_ablations([{"record_id": "far", "track": "track_10min_16mb",
-                                 "features": {"num_layers": 11, "ema": True, "xsa": True}, "ablations": rows}])
+    pooled = _matrix([_row("+ XSA", -0.004, "xsa", metric="ttt")], features={"num_layers": 11, "ema": True, "xsa": True})
     out = rank_candidates([("wide", "num_layers", "", None), ("xsa_last4", "xsa", "", True)], ablations=pooled,
                           prior_strength={"num_layers": 5.0, "xsa": 0.5}, kappa=10.0)
     x = next(c for c in out["candidates"] if c["name"] == "xsa_last4")
     wide = next(c for c in out["candidates"] if c["name"] == "wide")
     assert wide["score"] > x["score"]  # the bonus alone would put it first ...
     assert x["consistent_gain"] and out["candidates"][0]["name"] == "xsa_last4"  # ... the evidence rule does not
-    assert "3 features from control" in x["reason"] and "metric post_ttt" in x["reason"]
+    assert "3 features from control" in x["reason"] and "metric ttt" in x["reason"]
 
 
-def test_row_discounts_for_seeds_metric_distance_and_track():
+def test_row_discounts_for_seeds_metric_distance_track_and_hardware():
     base = math.sqrt(ev.TAU**2 + ev.SEED_SD**2)
-    rows = [_row("+ XSA", -0.002, "xsa", n_seeds=3, metric="post_ttt")]
-    pooled, _ = pool_ablations([{"record_id": "x", "track": "track_non_record_16mb", "features": {"ema": True},
-                                 "ablations": rows}])
+    pooled = _matrix([_row("+ XSA", -0.002, "xsa", n_seeds=3, metric="ttt")], features={"ema": True},
+                     track="track_non_record_16mb")
     items, _ = ev.leaderboard_items(CandidateIntervention("xsa_last4", "xsa", "", True), pooled["xsa"])
-    want = ev.METRIC_FACTOR["post_ttt"] * (1 + ev.DISTANCE_STEP) * ev.NON_RECORD_FACTOR * math.sqrt(
+    want = ev.METRIC_FACTOR["ttt"] * (1 + ev.DISTANCE_STEP) * ev.NON_RECORD_FACTOR * math.sqrt(
         ev.TAU**2 + ev.SEED_SD**2 / 3)
     assert items[0].sd == pytest.approx(want) and items[0].sd > base
+    one_gpu = _matrix([_row("+ XSA", -0.002, "xsa", n_seeds=3, metric="ttt", hardware="1xH100")],
+                      features={"ema": True}, track="track_non_record_16mb")
+    (item,), _ = ev.leaderboard_items(CandidateIntervention("xsa_last4", "xsa", "", True), one_gpu["xsa"])
+    assert item.sd == pytest.approx(want * ev.OTHER_HARDWARE_FACTOR) and "1xH100" in item.label
+
+
+def test_distance_is_counted_from_the_control_stack():
+    entries = [EvidenceEntry(record_id="r0", id=1, track="track_10min_16mb", **_row("+ XSA", -0.002, "xsa"))]
+    records = [{"record_id": "r0", "features": {"num_layers": 11, "ema": True}}]
+    assert pool_verified(entries, records)["xsa"]["rows"][0]["distance"] == 2                     # vs the baseline
+    near = pool_verified(entries, records, control={"num_layers": 11, "ema": True, "xsa": False})
+    assert near["xsa"]["rows"][0]["distance"] == 0                                               # vs its own stack
 
 
 def test_numeric_rows_use_their_direction():
     rows = [_row("11L vs 9L", -0.004, "num_layers", from_value=9, to_value=11),
             _row("8L vs 9L", 0.006, "num_layers", from_value=9, to_value=8, direction=-1)]
-    pooled, _ = pool_ablations(_matrix(rows[:1], rows[1:]))
+    pooled = _matrix(rows[:1], rows[1:])
     items, _ = ev.leaderboard_items(CandidateIntervention("num_layers_plus2", "num_layers", "", 11),
                                     pooled["num_layers"])
     assert [round(i.mean, 6) for i in items] == [-0.004, -0.006]  # removing a layer hurt: adding helps
+    assert items[0].sd == pytest.approx(math.sqrt(ev.TAU**2 + ev.SEED_SD**2))                    # 9 -> 11: exact
     assert items[1].sd == pytest.approx(items[0].sd * ev.REVERSED_FACTOR * ev.OUT_OF_RANGE_FACTOR)  # 9 -> 8
     fewer, _ = ev.leaderboard_items(CandidateIntervention("num_layers_minus2", "num_layers", "", 7),
                                     pooled["num_layers"])
@@ -110,7 +129,7 @@ def test_numeric_rows_use_their_direction():
 
 
 def test_categorical_level_takes_only_its_own_rows():
-    pooled, _ = pool_ablations(_matrix([_row("+ LeakyReLU(0.5)^2", -0.002, "activation", to_value="leaky_relu2")]))
+    pooled = _matrix([_row("+ LeakyReLU(0.5)^2", -0.002, "activation", from_value="relu2", to_value="leaky_relu2")])
     out = rank_candidates(CANDS, ablations=pooled)
     by = {c["name"]: c for c in out["candidates"]}
     assert by["act_leaky_relu2"]["evidence"][0]["source"] == "leaderboard"
@@ -147,9 +166,10 @@ def test_transfer_agreement_widens_screen_evidence():
 
 
 def test_rows_of_one_record_count_once():
-    rows = [_row("+ LeakyReLU^2", -0.002, "activation", to_value="leaky_relu2"),
-            _row("LeakyReLU^2 delivers", -0.003, "activation", to_value="leaky_relu2", metric="unknown")]
-    pooled, _ = pool_ablations(_matrix(rows))
+    rows = [_row("+ LeakyReLU^2", -0.002, "activation", from_value="relu2", to_value="leaky_relu2"),
+            _row("LeakyReLU^2 delivers", -0.003, "activation", from_value="relu2", to_value="leaky_relu2",
+                 metric="unknown")]
+    pooled = _matrix(rows)
     (item,), _ = ev.leaderboard_items(CandidateIntervention("act_leaky_relu2", "activation", "", "leaky_relu2"),
                                       pooled["activation"])
     assert item.mean == pytest.approx(-0.0025) and item.sd == pytest.approx(math.sqrt(ev.TAU**2 + ev.SEED_SD**2))
@@ -157,13 +177,13 @@ def test_rows_of_one_record_count_once():
 
 
 def test_scale_limited_evidence_carries_the_caveat():
-    pooled, _ = pool_ablations(_matrix([_row("EMA", -0.0006, "ema")]))
+    pooled = _matrix([_row("EMA", -0.0006, "ema")])
     ema = next(c for c in rank_candidates(CANDS, ablations=pooled)["candidates"] if c["name"] == "ema_0997")
     assert "scale caveat" in ema["reason"] and "proxy" in ema["reason"]
 
 
 def test_never_tried_pairs_are_ranked_with_an_interaction_prior():
-    pooled, _ = pool_ablations(_matrix([_row("EMA", -0.003, "ema"), _row("+ LN scale", -0.002, "ln_scale")]))
+    pooled = _matrix([_row("EMA", -0.003, "ema"), _row("+ LN scale", -0.002, "ln_scale")])
     ident = {"never_tried_pairs": [["ema", "ln_scale"]], "verdict": {"status": "identified"}, "per_feature": {}}
     out = rank_candidates(CANDS, ablations=pooled, identifiability=ident)
     assert all("+" not in c["name"] for c in out["candidates"])
@@ -177,7 +197,7 @@ def test_never_tried_pairs_are_ranked_with_an_interaction_prior():
 
 
 def test_combinations_reach_features_without_a_registry_intervention():
-    pooled, _ = pool_ablations(_matrix([_row("+ SWA", -0.002, "swa"), _row("+ XSA", -0.003, "xsa")]))
+    pooled = _matrix([_row("+ SWA", -0.002, "swa"), _row("+ XSA", -0.003, "xsa")])
     ident = {"never_tried_pairs": [["swa", "xsa"], ["swa", "activation"]], "verdict": {"status": "identified"}}
     out = rank_candidates(CANDS, ablations=pooled, identifiability=ident)
     by = {c["name"]: c for c in out["combinations"]}
@@ -186,27 +206,6 @@ def test_combinations_reach_features_without_a_registry_intervention():
     assert out["combinations"][0]["name"] == "xsa_last4+add_swa"  # both parts have evidence of gain
     swa = next(p for p in by["xsa_last4+add_swa"]["parts"] if p["name"] == "add_swa")
     assert "r0: '+ SWA' -0.0020" in swa["evidence"][0]
-
-
-def test_observational_evidence_only_where_identified():
-    effects = {"ema": {"column": "ema", "feature": "ema", "estimate": -0.02, "se": 0.005, "unit": "0 -> 1",
-                       "n": 40, "reliable": True}}
-    used = rank_candidates(CANDS, effects=effects, identifiability={"verdict": {"status": "identified"}})
-    under = rank_candidates(CANDS, effects=effects, identifiability={"verdict": {"status": "under_identified"}})
-    not_feat = rank_candidates(CANDS, effects=effects, identifiability={
-        "verdict": {"status": "partially_identified"}, "per_feature": {"ema": {"identifiable": False}}})
-    get = lambda out: next(c for c in out["candidates"] if c["name"] == "ema_0997")  # noqa: E731
-    assert get(used)["evidence"][0]["source"] == "observational"
-    assert get(under)["evidence"] == [] and "under-identified" in get(under)["reason"]
-    assert get(not_feat)["evidence"] == [] and "ema not identified" in get(not_feat)["reason"]
-
-
-def test_numeric_effect_is_scaled_to_the_candidate_value():
-    effects = {"logit_softcap": {"column": "logit_softcap", "feature": "logit_softcap", "estimate": 0.01,
-                                 "se": 0.002, "unit": "+1 SD (5)", "scale": 5.0, "n": 40, "reliable": True}}
-    out = rank_candidates([("softcap_20", "logit_softcap", "", 20.0)], effects=effects, prior_sd=1.0)
-    e = out["candidates"][0]["evidence"][0]
-    assert e["mean"] == pytest.approx(0.01 * (20.0 - 30.0) / 5.0)  # baseline 30 -> 20 is -2 SD
 
 
 def test_expert_strength_widens_the_prior():
@@ -238,16 +237,41 @@ def test_cli_rejects_a_bad_transfer_file(tmp_path, capsys):
     assert "needs a 'classes' object" in capsys.readouterr().err
 
 
-def test_numeric_row_outside_the_candidates_range_is_an_extrapolation():
+def test_numeric_row_of_another_stretch_is_discounted_and_only_the_exact_one_is_not():
     rows = [_row("Softcap = 10", -0.003, "logit_softcap", from_value=15, to_value=10, direction=-1),
-            _row("Softcap 30 -> 25", -0.002, "logit_softcap", from_value=30, to_value=25, direction=-1)]
-    pooled, _ = pool_ablations(_matrix(rows[:1], rows[1:]))
+            _row("Softcap 30 -> 20", -0.002, "logit_softcap", from_value=30, to_value=20, direction=-1)]
+    pooled = _matrix(rows[:1], rows[1:])
     far, near = ev.leaderboard_items(CandidateIntervention("logit_softcap_20", "logit_softcap", "", 20.0),
                                      pooled["logit_softcap"])[0]
     base = math.sqrt(ev.TAU**2 + ev.SEED_SD**2)
     assert (far.mean, near.mean) == (pytest.approx(-0.003), pytest.approx(-0.002))
-    assert far.sd == pytest.approx(base * ev.OUT_OF_RANGE_FACTOR) and "outside the candidate's range" in far.label
-    assert near.sd == pytest.approx(base)
+    assert far.sd == pytest.approx(base * ev.OUT_OF_RANGE_FACTOR) and "another stretch" in far.label
+    assert near.sd == pytest.approx(base) and "exact change" in near.label
+
+
+def test_another_level_of_a_categorical_knob_is_no_evidence_and_a_reverse_row_is_flipped():
+    rows = [_row("relu2 -> gelu", 0.004, "activation", from_value="relu2", to_value="gelu"),
+            _row("leaky -> relu2 (ablated out)", 0.003, "activation", from_value="leaky_relu2", to_value="relu2")]
+    pooled = _matrix(rows)
+    items, _ = ev.leaderboard_items(CandidateIntervention("act_leaky_relu2", "activation", "", "leaky_relu2"),
+                                    pooled["activation"])
+    (item,) = items
+    assert item.mean == pytest.approx(-0.003) and "other way round" in item.label
+
+
+def test_a_candidate_in_the_control_stack_is_not_recommended():
+    from scripts.causal.select_interventions import in_stack_reasons
+
+    names = [c.name for c in registry_candidates()]
+    reasons = in_stack_reasons("11l_ema_leaky", "fast", names)
+    assert "muon_wd_004" in reasons and "already part of stack" in reasons["muon_wd_004"]
+    assert "act_leaky_relu2" in reasons and "muoneq_r" not in reasons
+    out = rank_candidates(registry_candidates(), in_stack=reasons)
+    ranked = {c["name"] for c in out["candidates"]}
+    assert "muon_wd_004" not in ranked and "muoneq_r" in ranked
+    (ex,) = [e for e in out["excluded"] if e["name"] == "muon_wd_004"]
+    assert ex["in_stack"] and ex["reason"].startswith("in the stack")
+    assert in_stack_reasons(None, "fast", names) == {}
 
 
 def test_committed_ranking_puts_leaderboard_gains_above_prior_only():

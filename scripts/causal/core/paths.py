@@ -8,3 +8,5 @@ DATA_DIR = REPO_ROOT / "data"
 RESULTS_DIR = REPO_ROOT / "results"
 DAGS_DIR = REPO_ROOT / "dags"
 TRAIN_GPT = REPO_ROOT / "train_gpt.py"
+EVIDENCE_DIR = REPO_ROOT / "evidence" / "verified"  # the verified evidence table, one JSON file per record
+SHARED_RECORDS = REPO_ROOT.parent / "shared" / "records"  # the leaderboard snapshot beside the checkout

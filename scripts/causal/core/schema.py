@@ -73,9 +73,13 @@ class SeedScore:
 #: evidence. multi_feature: several features at once; record_vs_base: the record against its base / SOTA;
 #: headline: an overall claim ("Improvement: 0.1144 nats (threshold: 0.005)"); sweep_unmapped: a knob with no
 #: canonical feature (LR, momentum); unmapped: names no feature; fragment: a cut sentence; no_direction: a numeric
-#: feature without values or direction; no_delta: no usable bpb delta; untyped: read from a schema-1 matrix.
+#: feature without values or direction; no_delta: no usable bpb delta; quoted_estimate: another submission's figure
+#: or a projection; penalty: a quantization gap of one model; restated: prose repeating a table-measured change with
+#: another figure; nonadjacent: a config-table row against a reference that may differ in more (extract.row_gates);
+#: untyped: read from a schema-1 matrix.
 ABLATION_KINDS: tuple[str, ...] = ("ablation", "multi_feature", "record_vs_base", "headline", "sweep_unmapped",
-                                   "unmapped", "fragment", "no_direction", "no_delta", "untyped")
+                                   "unmapped", "fragment", "no_direction", "no_delta", "quoted_estimate", "penalty",
+                                   "restated", "nonadjacent", "untyped")
 ABLATION_METRICS: tuple[str, ...] = ("pre_quant", "post_quant", "post_ttt", "sliding", "unknown")  # score measured
 ABLATION_SOURCES: tuple[str, ...] = ("table", "prose", "log")  # where a row was read
 
@@ -154,6 +158,69 @@ class InterventionRecord:
         kw["base_prs"] = tuple(data.get("base_prs") or ())
         kw["warnings"] = tuple(data.get("warnings") or ())
         return cls(**kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# The verified evidence table (evidence/verified/<record_id>.json; scripts/causal/evidence)
+# ---------------------------------------------------------------------------------------------
+
+#: Classes of a verified entry (evidence/README.md); only ``single_change`` says what one change does.
+EVIDENCE_CLASSES: tuple[str, ...] = ("single_change", "bundle", "cross_tokenizer", "quoted_estimate", "penalty_only",
+                                     "nonadjacent_reference")
+EVIDENCE_METRICS: tuple[str, ...] = ("pre_quant", "post_quant", "sliding", "ttt", "quant_penalty", "unknown")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvidenceEntry:
+    """One ablation-style statement of a record, read by a person against its source (evidence/README.md).
+
+    ``delta_bpb`` = score with the change minus without (< 0: it helped); ``intervention`` is the registry entry
+    that makes exactly this change (only on ``single_change`` entries); ``quote`` is verbatim from ``file`` at
+    ``line``."""
+
+    record_id: str
+    id: int
+    klass: str  # "class" in the JSON file
+    change: str
+    knob: str | None
+    from_value: Any
+    to_value: Any
+    intervention: str | None
+    delta_bpb: float | None
+    delta_nats: float | None
+    delta_stated: str
+    metric: str
+    stack: str
+    stack_record: str | None
+    reference: str
+    seeds: int | None
+    hardware: str
+    quote: str
+    file: str
+    line: int
+    track: str | None = None
+    date: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.record_id}#{self.id}"
+
+    @property
+    def is_single_change(self) -> bool:
+        return self.klass == "single_change"
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifiedRecord:
+    """Everything the verified table says about one record folder: its entries, or that it has none."""
+
+    record_id: str
+    track: str
+    date: str | None
+    files_read: tuple[str, ...]
+    no_ablation_statements: bool
+    note: str
+    entries: tuple[EvidenceEntry, ...]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,6 +476,11 @@ class CalibrationItem:
     to_value: Any = None
     in_range: bool = True  # False: the row moves the knob over another stretch than the registry entry does
     track: str | None = None  # the record's leaderboard track (track_10min_16mb, track_non_record_16mb, ...)
+    hardware: str = "unknown"  # 8xH100, 1xH100, other:<gpu>, ... (rows off 8xH100 form their own class)
+    quote: str = ""  # the verified source line the row rests on
+    source: str = ""  # record file:line of the quote
+    entry: str = ""  # the verified entry's key (record_id#id)
+    reversed: bool = False  # the row measured the opposite direction (to -> from): its delta was sign-flipped
 
 
 @dataclasses.dataclass(frozen=True)

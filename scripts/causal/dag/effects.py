@@ -31,6 +31,38 @@ def record_distance(rec: Mapping, control: Mapping | None = None) -> int | None:
     return sum(1 for f, v in control.items() if f in feats and feats[f] is not None and feats[f] != v)
 
 
+def _direction(frm, to, knob: str | None) -> int:
+    """+1 when an entry adds / raises / moves to a non-baseline level, -1 for the reverse."""
+    if isinstance(to, bool) or isinstance(frm, bool):
+        return 1 if to else -1
+    if isinstance(frm, (int, float)) and isinstance(to, (int, float)):
+        return 1 if to > frm else -1
+    base = BASELINE_FEATURES.get(knob or "")
+    return -1 if base is not None and str(to).lower() == str(base).lower() else 1
+
+
+def pool_verified(entries: Iterable, records: Iterable[Mapping], *, control: Mapping | None = None,
+                  max_abs_delta: float = MAX_ABS_DELTA) -> dict[str, dict]:
+    """Per knob (canonical feature, else trainer field): the verified single-change rows (``EvidenceEntry``) with a
+    bpb delta, shaped as the ranking reads them; ``distance`` counts the canonical features where the row's stack
+    (its ``stack_record``, else its own record) differs from ``control`` (default: the naive baseline)."""
+    by_id = {r.get("record_id"): r for r in records}
+    rows_by: dict[str, list[dict]] = defaultdict(list)
+    for e in entries:
+        if not e.is_single_change or e.delta_bpb is None or not e.knob or abs(e.delta_bpb) > max_abs_delta:
+            continue
+        direction = _direction(e.from_value, e.to_value, e.knob)
+        stack = by_id.get(e.stack_record) or by_id.get(e.record_id)
+        rows_by[e.knob].append({
+            "change": e.change, "delta_bpb": direction * e.delta_bpb, "reported_delta_bpb": e.delta_bpb,
+            "direction": direction, "from_value": e.from_value, "to_value": e.to_value, "metric": e.metric,
+            "n_seeds": e.seeds, "source_kind": "verified", "record_id": e.record_id, "base": e.reference,
+            "track": e.track, "hardware": e.hardware, "entry": e.key, "knob": e.knob, "intervention": e.intervention,
+            "quote": e.quote, "distance": record_distance(stack, control) if stack else None})
+    return {k: {"n": len(v), "records": sorted({str(r["record_id"]) for r in v}), "rows": v}
+            for k, v in sorted(rows_by.items())}
+
+
 def pool_ablations(records: Iterable[Mapping], *, max_abs_delta: float = MAX_ABS_DELTA) -> tuple[dict[str, dict], list[dict]]:
     """Per feature: the typed evidence rows (``kind == "ablation"``) and their n, mean, sd, min, max; plus the
     rows that are not evidence, with their class and reason.

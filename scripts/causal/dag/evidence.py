@@ -1,29 +1,34 @@
-"""Evidence items for one candidate intervention: leaderboard ablation rows, our screen, observational effects.
+"""Evidence items for one candidate intervention: verified H100 rows, within-lineage contrasts, our screen.
 
 Each item is a normal estimate of the candidate's delta val_bpb at target scale (< 0 = better) with an sd that
 carries every discount, and a readable label. ``select_interventions`` combines them by precision with a
-weak prior.
+weak prior. No cross-record association enters: the leaderboard's records with and without a feature differ in
+date and in many other changes (``dag.identifiability``).
 
-Leaderboard rows (typed by ``extract.row_types``, pooled by ``dag.effects.pool_ablations``). A row's sd is
+Verified rows (``dag.effects.pool_verified``: single-change entries of the verified evidence table). A row the
+candidate makes exactly (``evidence.expresses``: same knob, direction and size) enters at full weight, sign-flipped
+when it was measured the other way round. A numeric row of the same knob over another stretch (11L -> 12L for a
++2 layers candidate) enters discounted (``OUT_OF_RANGE_FACTOR``, and ``REVERSED_FACTOR`` when it goes the other
+way); a categorical or on/off row of another level or variant does not enter. A row's sd is
 
     sd = metric_factor x stack_factor x sqrt(TAU^2 + SEED_SD^2 / n_seeds)
 
 ``TAU`` is the between-stack spread of one feature's effect (the same change measured on two different
 record stacks), ``SEED_SD`` the seed noise of a difference of two single runs (n_seeds = 1 when the row does
 not state it). ``metric_factor`` (``METRIC_FACTOR``) widens rows measured on a score our control does not
-report (post-TTT) or not named; ``stack_factor`` = (1 + ``DISTANCE_STEP`` x features where the record's
-stack differs from the control) x ``NON_RECORD_FACTOR`` for the non-record track. A numeric row measured in
-the opposite direction of the candidate (9L -> 8L for a +2 layers candidate) enters with its sign flipped
-and its sd x ``REVERSED_FACTOR``; a row whose from -> to interval shares no stretch with the candidate's
-(11L -> 13L or 9L -> 8L for a 9L -> 11L candidate) is an extrapolation, sd x ``OUT_OF_RANGE_FACTOR`` too.
+report (TTT) or not named; ``stack_factor`` = (1 + ``DISTANCE_STEP`` x features where the row's stack differs
+from the control stack) x ``NON_RECORD_FACTOR`` for the non-record track x ``OTHER_HARDWARE_FACTOR`` for rows
+not measured on 8xH100.
 
 Rows of one record (the same stack and runs, often one result stated in a table and again in prose) enter as one
-item: their mean, with the sd of the most precise row. When a candidate's rows disagree beyond their sds (binary-weight and JEPA studies next to record stacks), the
+item: their mean, with the sd of the most precise row. When a candidate's rows disagree beyond their sds, the
 DerSimonian-Laird between-record variance tau^2 is added to every row's variance (random-effects pooling).
 
-Our screen results enter with the sd of their CI, widened by 1 / agreement when the proxy-to-H100 transfer
-agreement of the candidate's class is known; absent, undiscounted, and the label says so. Observational
-effects enter only when the identifiability check says the feature is identified.
+Within-lineage contrasts (a record against its stated base, differing in the candidate's feature alone among the
+canonical features, with a Welch interval) enter with sd = sqrt(se^2 + ``LINEAGE_TAU``^2): the two records may
+differ in changes no canonical feature names. Our screen results enter with the sd of their CI, widened by
+1 / agreement when the proxy-to-H100 transfer agreement of the candidate's class is known; absent, undiscounted,
+and the label says so.
 """
 from __future__ import annotations
 
@@ -36,9 +41,11 @@ from scripts.causal.core.schema import BASELINE_FEATURES, CandidateIntervention
 
 TAU = 0.0015
 SEED_SD = 0.0012
-METRIC_FACTOR = {"post_quant": 1.0, "sliding": 1.0, "pre_quant": 1.15, "post_ttt": 1.3, "unknown": 1.2}
+METRIC_FACTOR = {"post_quant": 1.0, "sliding": 1.0, "pre_quant": 1.15, "post_ttt": 1.3, "ttt": 1.3, "unknown": 1.2}
 DISTANCE_STEP = 0.03
 NON_RECORD_FACTOR = 2.0
+OTHER_HARDWARE_FACTOR = 2.0
+LINEAGE_TAU = 0.005  # bpb: what changes outside the canonical features may add to a record-vs-base contrast
 REVERSED_FACTOR = 1.5
 OUT_OF_RANGE_FACTOR = 2.0
 #: Features whose leaderboard effect comes from a training length the proxy cannot represent.
@@ -82,26 +89,47 @@ def _row_matches(c: CandidateIntervention, row: Mapping) -> bool:
     return bool(token) and token in str(row.get("change", "")).lower()
 
 
+def _exact(c: CandidateIntervention, row: Mapping):
+    """``evidence.expresses`` of a registry candidate on a row, or None when the candidate is not registered."""
+    from scripts.causal.evidence.expresses import expresses
+    from scripts.causal.screen import registry as reg
+
+    try:
+        reg.get_intervention(c.name)
+    except Exception:  # noqa: BLE001 - an ad-hoc candidate (tests, combinations) has no registry entry
+        return None
+    return expresses(c.name, row.get("knob") or c.feature, row.get("from_value"), row.get("to_value"))
+
+
 def leaderboard_items(c: CandidateIntervention, pooled: Mapping | None) -> tuple[list[EvidenceItem], list[str]]:
-    """One item per typed leaderboard row about the candidate's feature (see the module docstring)."""
+    """One item per verified row about the candidate's knob (see the module docstring)."""
     items, notes, records = [], [], []
-    if not pooled or not c.feature:
+    if not pooled:
         return items, notes
     want = numeric_direction(c)
     is_numeric = c.feature in BASELINE_FEATURES and isinstance(BASELINE_FEATURES[c.feature], (int, float)) \
         and not isinstance(BASELINE_FEATURES[c.feature], bool)
     for row in pooled.get("rows", []):
-        if not _row_matches(c, row):
-            continue
+        expr = _exact(c, row)
         n = int(row.get("n_seeds") or 1)
         metric = str(row.get("metric") or "unknown")
         dist = row.get("distance")
         factor = METRIC_FACTOR.get(metric, METRIC_FACTOR["unknown"]) * (1 + DISTANCE_STEP * (dist or 0))
         if str(row.get("track") or "").startswith("track_non_record"):
             factor *= NON_RECORD_FACTOR
-        mean = float(row["delta_bpb"])  # effect of adding / increasing the feature
-        how = ""
-        if is_numeric:
+        if row.get("hardware") not in (None, "8xH100"):
+            factor *= OTHER_HARDWARE_FACTOR
+        if expr is not None and expr.ok:
+            mean = -float(row["reported_delta_bpb"]) if expr.reversed else float(row["reported_delta_bpb"])
+            how = ", the candidate's exact change" + (" measured the other way round (sign flipped)"
+                                                      if expr.reversed else "")
+        elif not _row_matches(c, row) or (expr is not None and not is_numeric):
+            continue  # another level or variant of a categorical / on-off knob says nothing about this one
+        elif not is_numeric:  # an unregistered candidate (a combination part): the row's effect of adding
+            mean, how = float(row["delta_bpb"]), ""
+        else:
+            mean = float(row["delta_bpb"])  # effect of increasing the feature
+            how = ""
             if want is None:
                 notes.append(f"row '{_short(row)}' not used: the candidate's direction of {c.feature} is unknown")
                 continue
@@ -110,14 +138,14 @@ def leaderboard_items(c: CandidateIntervention, pooled: Mapping | None) -> tuple
             if int(row.get("direction") or 1) != want:
                 factor *= REVERSED_FACTOR
                 how = f", opposite direction: sign flipped, sd x{REVERSED_FACTOR}"
-            if not _overlaps(row, c):  # another region of the knob (a reversed row usually is)
-                factor *= OUT_OF_RANGE_FACTOR
-                how += f", outside the candidate's range {BASELINE_FEATURES[c.feature]} -> {c.value}: sd x{OUT_OF_RANGE_FACTOR}"
+            factor *= OUT_OF_RANGE_FACTOR
+            how += f", another stretch than the candidate's {BASELINE_FEATURES[c.feature]} -> {c.value}: sd x{OUT_OF_RANGE_FACTOR}"
         sd = factor * math.sqrt(TAU**2 + SEED_SD**2 / n)
         seeds = f"{n} seed{'s' if n > 1 else ''}" if row.get("n_seeds") else "seeds not stated (1 assumed)"
         frm_to = (f", {row.get('from_value')} -> {row.get('to_value')}"
                   if row.get("from_value") is not None or row.get("to_value") is not None else "")
-        label = (f"{row.get('record_id')}: '{_short(row)}' {mean:+.4f} ({seeds}, metric {metric}, "
+        hw = f", {row['hardware']}" if row.get("hardware") else ""
+        label = (f"{row.get('record_id')}: '{_short(row)}' {mean:+.4f} ({seeds}, metric {metric}{hw}, "
                  f"{dist if dist is not None else '?'} features from control{frm_to}{how}; sd {sd:.4f})")
         items.append(EvidenceItem("leaderboard", mean, sd, label))
         records.append(str(row.get("record_id")))
@@ -130,6 +158,29 @@ def leaderboard_items(c: CandidateIntervention, pooled: Mapping | None) -> tuple
         notes.append(f"leaderboard rows disagree beyond their sds: between-record spread tau {math.sqrt(tau2):.4f} "
                      "(DerSimonian-Laird) added to each row's sd")
     return items, notes
+
+
+def lineage_items(c: CandidateIntervention, contrasts: Sequence[Mapping]) -> list[EvidenceItem]:
+    """Within-lineage contrasts (``dag.identifiability.lineage_contrasts``) of the candidate's feature and level, each
+    with its Welch interval widened by ``LINEAGE_TAU``; contrasts without an interval do not enter."""
+    out = []
+    for k in contrasts:
+        w = k.get("contrast")
+        if k.get("feature") != c.feature or not w:
+            continue
+        frm, to = k.get("from_value"), k.get("to_value")
+        row = {"from_value": frm, "to_value": to, "change": f"{k['record_id']} vs its base", "knob": c.feature}
+        expr = _exact(c, row)
+        if expr is not None and not expr.ok:
+            continue
+        sign = -1.0 if expr is not None and expr.reversed else 1.0
+        sd = math.sqrt(float(w["se"]) ** 2 + LINEAGE_TAU**2)
+        mean = sign * float(w["delta_bpb"])
+        out.append(EvidenceItem("lineage", mean, sd, (
+            f"within-lineage contrast {k['record_id']} vs its stated base {k['base']} ({c.feature} {frm} -> {to}): "
+            f"{mean:+.4f} [{sign * w['ci_low']:+.4f}, {sign * w['ci_high']:+.4f}] (Welch, seeds {w['n'][0]}/{w['n'][1]}); "
+            f"adjusts for {k['adjusts_for']}, not for {k['does_not_adjust_for']}: sd {sd:.4f}")))
+    return out
 
 
 def _one_per_record(items: list[EvidenceItem], records: list[str]) -> list[EvidenceItem]:
@@ -160,16 +211,6 @@ def dersimonian_laird_tau2(rows: Sequence[tuple[float, float]]) -> float:
     q = sum(wi * (x - mean) ** 2 for wi, (x, _) in zip(w, rows, strict=True))
     denom = sw - sum(wi**2 for wi in w) / sw
     return max(0.0, (q - (len(rows) - 1)) / denom) if denom > 0 else 0.0
-
-
-def _overlaps(row: Mapping, c: CandidateIntervention) -> bool:
-    """Whether a numeric row's from -> to interval shares more than a point with the candidate's baseline -> value
-    (a row without both values is taken to overlap)."""
-    a, b = row.get("from_value"), row.get("to_value")
-    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
-        return True
-    lo, hi = sorted((float(BASELINE_FEATURES[c.feature]), float(c.value)))
-    return min(hi, max(a, b)) - max(lo, min(a, b)) > 0
 
 
 def _short(row: Mapping) -> str:
@@ -212,32 +253,3 @@ def _agreement(transfer: Mapping | None, klass: str, name: str) -> float | None:
                 raise ValueError(f"transfer agreement for '{key}' must lie in [0, 1], got {v}")
             return float(v)
     return None
-
-
-def observational_item(c: CandidateIntervention, eff: Mapping | None, identifiability: Mapping | None,
-                       decrease_words: Sequence[str]) -> tuple[EvidenceItem | None, str | None]:
-    """The DAG stage's adjusted estimate, only where the feature is identified and the estimate reliable."""
-    if eff is None or not eff.get("se"):
-        return None, None
-    mu, sd = float(eff["estimate"]), float(eff["se"])
-    scale_note = ""
-    if eff.get("unit", "0 -> 1") != "0 -> 1":
-        base = BASELINE_FEATURES.get(c.feature)
-        if isinstance(c.value, (int, float)) and isinstance(base, (int, float)) and eff.get("scale"):
-            steps = (float(c.value) - float(base)) / float(eff["scale"])
-            scale_note = f" per SD x {steps:+.2f} SD ({c.feature} {base} -> {c.value})"
-        else:
-            steps = -1.0 if any(k in c.name.lower() for k in decrease_words) else 1.0
-            scale_note = f" per SD of {c.feature} ({'decrease' if steps < 0 else 'increase'} of 1 SD assumed)"
-        mu, sd = mu * steps, sd * abs(steps)
-    ident = identifiability or {}
-    status = (ident.get("verdict") or {}).get("status", "identified")
-    per = (ident.get("per_feature") or {}).get(c.feature) or {}
-    if status == "under_identified":
-        return None, f"observational {mu:+.4f} ±{sd:.4f} not used (matrix under-identified)"
-    if per and not per.get("identifiable", True):
-        return None, f"observational {mu:+.4f} not used ({c.feature} not identified)"
-    if not eff.get("reliable", True) or not eff.get("adjustment_valid", True):
-        return None, f"observational {mu:+.4f} not used ({eff.get('note', 'no valid adjustment set')})"
-    return EvidenceItem("observational", mu, sd, f"observational {mu:+.4f}{scale_note} ±{sd:.4f} "
-                                                 f"(n={eff.get('n')}, {c.feature} identified)"), None

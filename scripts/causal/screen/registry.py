@@ -477,7 +477,7 @@ _FEATURE_VALUE: dict[str, Callable[[Any], Any]] = {
 }
 
 
-_FIELD_FEATURE = {
+FIELD_FEATURE = {
     "activation": "activation", "logit_softcap": "logit_softcap", "model_dim": "model_dim",
     "num_layers": "num_layers", "mlp_mult": "mlp_mult", "qk_gain_init": "qk_gain",
     "rope_partial_dims": "partial_rope", "xsa_last_n": "xsa", "ln_scale": "ln_scale", "ema_decay": "ema",
@@ -494,7 +494,7 @@ def treatment_feature(name: str, overrides: Mapping[str, Any]) -> str | None:
     one mapped config field, that field's feature; None otherwise (e.g. matrix_lr, loss, combinations)."""
     if not name.startswith(ADHOC_PREFIX):
         return get_intervention(name).feature
-    feats = {_FIELD_FEATURE[k] for k in overrides if k in _FIELD_FEATURE}
+    feats = {FIELD_FEATURE[k] for k in overrides if k in FIELD_FEATURE}
     return feats.pop() if len(feats) == 1 and len(overrides) == 1 else None
 
 

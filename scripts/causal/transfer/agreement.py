@@ -19,6 +19,7 @@ overall:
   ``too_few_rows``, or ``unmeasured``; a report flags every class that is not ``good`` as not to be trusted from
   the proxy.
 
+``overall`` pools the 8xH100 rows only (rows on other hardware are scored in their own ``class [hardware]``).
 The same statistics are repeated over the rows of the 10-minute record track alone (``record_track``): the
 non-record studies (binary and ternary nets, other architectures) measure their changes on stacks far from the
 ones a competitor screens.
@@ -33,6 +34,7 @@ import numpy as np
 from scipy import stats
 
 from scripts.causal.core.schema import CalibrationItem
+from scripts.causal.transfer.calibration_set import TARGET_HARDWARE
 
 __all__ = ["MIN_ABS_H100", "MIN_ROWS", "RECORD_TRACK", "TARGET", "score", "agreement_sentence"]
 
@@ -99,12 +101,14 @@ def score(items: Sequence[CalibrationItem], proxy: Mapping[str, Mapping[str, Any
                      "record_id": it.record_id, "change": it.change, "h100_delta": it.h100_delta,
                      "proxy_delta": float(p["mean_delta_bpb"]), "proxy_ci": [p.get("ci_low"), p.get("ci_high")],
                      "proxy_decision": p.get("decision"), "in_range": it.in_range, "metric": it.metric,
-                     "track": it.track,
+                     "track": it.track, "hardware": it.hardware, "quote": it.quote, "source": it.source,
+                     "entry": it.entry, "reversed": it.reversed,
                      "agree": (_sign(float(p["mean_delta_bpb"])) == _sign(it.h100_delta)
                                if abs(it.h100_delta) >= MIN_ABS_H100 else None)})
     classes = sorted({r["transfer_class"] for r in rows} | {it.transfer_class for it in items})
-    record = [r for r in rows if r["track"] == RECORD_TRACK]
-    return {"overall": _block(rows),
+    target = [r for r in rows if r["hardware"] == TARGET_HARDWARE]
+    record = [r for r in target if r["track"] == RECORD_TRACK]
+    return {"overall": _block(target),
             "classes": {c: _block([r for r in rows if r["transfer_class"] == c]) for c in classes},
             "record_track": {"overall": _block(record),
                              "classes": {c: _block([r for r in record if r["transfer_class"] == c]) for c in classes}},

@@ -1,28 +1,27 @@
-"""The transfer calibration set: leaderboard ablation rows that a registry intervention can express.
+"""The transfer calibration set: verified single-change H100 rows that a registry intervention makes exactly.
 
-Each typed ablation row of the intervention matrix (``dag.effects.pool_ablations``) is an H100 measurement of one
-named change. A row joins the set when a registry intervention makes the same change:
+The rows come from the verified evidence table (``evidence/verified``, ``scripts.causal.evidence``), never from
+the miner: a row joins the set only when a person classed it ``single_change``, named the registry intervention
+that makes it, and ``evidence.expresses`` confirms that intervention makes that change (same knob, direction and
+size: "+2 layers" is not "+3 layers with a narrower MLP", ``mlp_mult_3`` is not 3x -> 4x). A row measured the
+other way round ("no EMA", 11L -> 9L) compares the same two configurations: its delta is sign-flipped.
 
-- the intervention's ``feature`` is the row's feature;
-- categorical levels must match (a row that moves to ``relu2`` is not evidence about ``leaky_relu2``); a row
-  without a stated level is matched on its text, as the ranking does (``dag.evidence``);
-- a numeric change must go the same way (a 9L -> 8L row says nothing checkable about a +2 layers entry, so it
-  is listed, not sign-flipped); a row over another stretch of the knob is kept and marked ``in_range=False``;
-- several entries of one feature: the one whose value equals the row's new value, else the first registered.
-
-The row's H100 delta becomes the effect of the intervention's direction (``h100_delta`` < 0 = better). Rows
-that cannot be expressed are returned with the reason, so the report can say what the set leaves out.
+Rows measured on hardware other than 8xH100 keep their own class (``architecture [1xH100]``), so the
+8xH100 figures the report quotes rest on 8xH100 rows alone. Every other entry is listed with the reason it is
+left out (its class, no intervention, another size).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from scripts.causal.core.schema import CalibrationItem, CandidateIntervention
-from scripts.causal.dag.effects import pool_ablations
-from scripts.causal.dag.evidence import _overlaps, _row_matches, _short, numeric_direction
+from scripts.causal.core.schema import CalibrationItem, VerifiedRecord
+from scripts.causal.evidence.expresses import entry_expressed
+from scripts.causal.evidence.table import entries
 
-__all__ = ["build_calibration_set", "registry_classes"]
+__all__ = ["TARGET_HARDWARE", "build_calibration_set", "class_of", "registry_classes"]
+
+TARGET_HARDWARE = "8xH100"
 
 
 def registry_classes() -> dict[str, str]:
@@ -32,56 +31,34 @@ def registry_classes() -> dict[str, str]:
     return {iv.name: iv.transfer for iv in reg.list_interventions() if iv.transfer is not None}
 
 
-def _pick(cands: Sequence[CandidateIntervention], row: Mapping) -> tuple[CandidateIntervention | None, str]:
-    """The registry entry that expresses ``row``, or None with the reason."""
-    matching = [c for c in cands if _row_matches(c, row)]
-    if not matching:
-        levels = sorted({str(c.value) for c in cands})
-        return None, f"no registry entry for {row.get('to_value')!r} (entries of this feature: {levels})"
-    numeric = [c for c in matching if numeric_direction(c) is not None]
-    if numeric:
-        way = int(row.get("direction") or 1)
-        same_way = [c for c in numeric if numeric_direction(c) == way]
-        if not same_way:
-            return None, (f"measured {row.get('from_value')} -> {row.get('to_value')}, the other direction from "
-                          f"every registry entry ({', '.join(f'{c.name}: {c.value}' for c in numeric)})")
-        exact = [c for c in same_way if row.get("to_value") is not None and c.value == row.get("to_value")]
-        return (exact or same_way)[0], ""
-    exact = [c for c in matching if c.value == row.get("to_value")]
-    return (exact or matching)[0], ""
+def class_of(transfer_class: str, hardware: str) -> str:
+    """The calibration class of a row: its transfer class, tagged with the hardware when that is not 8xH100."""
+    return transfer_class if hardware == TARGET_HARDWARE else f"{transfer_class} [{hardware}]"
 
 
-def build_calibration_set(records: Iterable[Mapping], *, candidates: Sequence[CandidateIntervention] | None = None,
-                          classes: Mapping[str, str] | None = None
+def build_calibration_set(table: Mapping[str, VerifiedRecord], *, classes: Mapping[str, str] | None = None
                           ) -> tuple[list[CalibrationItem], list[dict[str, Any]]]:
-    """(items, unexpressed): the rows a registry entry expresses, and every other row with its reason."""
-    if candidates is None:
-        from scripts.causal.select_interventions import registry_candidates
-
-        candidates = registry_candidates()
+    """(items, left_out): the verified rows a registry intervention makes exactly, and every other entry with its
+    reason."""
     classes = registry_classes() if classes is None else classes
-    by_feature: dict[str, list[CandidateIntervention]] = {}
-    for c in candidates:
-        if c.feature and c.name in classes:
-            by_feature.setdefault(c.feature, []).append(c)
-    pooled, unmapped = pool_ablations(records)
     items: list[CalibrationItem] = []
-    unexpressed = [{"record_id": u.get("record_id"), "change": _short(u), "delta_bpb": u.get("delta_bpb"),
-                    "features": u.get("features"), "reason": f"not a typed one-feature ablation ({u.get('kind')}): "
-                                                              f"{u.get('reason')}"} for u in unmapped]
-    for feature, block in sorted(pooled.items()):
-        for row in block["rows"]:
-            cands = by_feature.get(feature, [])
-            cand, why = _pick(cands, row) if cands else (None, f"no registry intervention for feature '{feature}'")
-            if cand is None:
-                unexpressed.append({"record_id": row.get("record_id"), "change": _short(row),
-                                    "delta_bpb": row.get("reported_delta_bpb"), "features": [feature], "reason": why})
-                continue
-            sign = -1.0 if numeric_direction(cand) == -1 else 1.0  # pooled delta = effect of adding / increasing
-            items.append(CalibrationItem(
-                intervention=cand.name, transfer_class=classes[cand.name], feature=feature,
-                record_id=str(row.get("record_id")), change=_short(row), h100_delta=sign * float(row["delta_bpb"]),
-                metric=str(row.get("metric") or "unknown"), n_seeds=row.get("n_seeds"),
-                from_value=row.get("from_value"), to_value=row.get("to_value"),
-                in_range=numeric_direction(cand) is None or _overlaps(row, cand), track=row.get("track")))
-    return items, unexpressed
+    left_out: list[dict[str, Any]] = []
+    for e in entries(table):
+        expr = entry_expressed(e)
+        why = None if expr.ok else expr.reason
+        if why is None and e.delta_bpb is None:
+            why = "the source gives nats only (no bpb delta)"
+        if why is None and e.intervention not in classes:
+            why = f"{e.intervention} has no transfer class"
+        if why is not None:
+            left_out.append({"entry": e.key, "record_id": e.record_id, "class": e.klass, "change": e.change,
+                             "delta_bpb": e.delta_bpb, "intervention": e.intervention, "reason": why})
+            continue
+        sign = -1.0 if expr.reversed else 1.0
+        items.append(CalibrationItem(
+            intervention=e.intervention, transfer_class=class_of(classes[e.intervention], e.hardware),
+            feature=e.knob or "", record_id=e.record_id, change=e.change, h100_delta=sign * e.delta_bpb,
+            metric=e.metric, n_seeds=e.seeds, from_value=e.from_value, to_value=e.to_value, in_range=True,
+            track=e.track, hardware=e.hardware, quote=e.quote, source=f"{e.file}:{e.line}", entry=e.key,
+            reversed=expr.reversed))
+    return items, left_out

@@ -11,6 +11,12 @@ def _f(x: Any, fmt: str = "+.4f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
+def _cell(text: str, limit: int = 160) -> str:
+    """A quote as one markdown table cell: pipes escaped, whitespace folded, long quotes cut."""
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _ci(ci: Any, fmt: str = ".0%") -> str:
     return "" if not ci else f" [{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
 
@@ -36,9 +42,11 @@ def class_table(presets: Mapping[str, Mapping[str, Any]], part: str | None = Non
 def render(payload: Mapping[str, Any]) -> str:
     presets = payload["presets"]
     out = ["# Proxy-to-H100 transfer calibration", "",
-           f"Calibration set: {len(payload['calibration_set'])} leaderboard ablation rows that a registry "
-           f"intervention expresses ({len({i['intervention'] for i in payload['calibration_set']})} interventions), "
-           f"from `{payload['matrix']}`; {len(payload['unexpressed'])} rows cannot be expressed (listed below). "
+           f"Calibration set: {len(payload['calibration_set'])} verified single-change H100 rows that a registry "
+           f"intervention makes exactly ({len({i['intervention'] for i in payload['calibration_set']})} "
+           f"interventions), from the verified evidence table `{payload['evidence']}`, each printed below with the "
+           f"quote it rests on; {len(payload['left_out'])} entries of the table are left out (listed at the end, "
+           f"with the reason). Rows measured on other hardware than 8xH100 form their own class (`class [hardware]`). "
            f"Each proxy screens every intervention it can represent on paired seeds ({payload['seeds']} unless its "
            f"section says fewer; "
            f"backend {payload['backend']}). Sign agreement counts rows with |H100 delta| >= {MIN_ABS_H100} bpb; "
@@ -53,18 +61,22 @@ def render(payload: Mapping[str, Any]) -> str:
         out += [f"Best-transferring proxy on the architecture class: `{payload['chosen']}`.", ""]
     for preset, p in presets.items():
         out += [f"## `{preset}`: rows (seeds {p.get('seeds', payload['seeds'])})", "",
-                "| intervention | class | record | row | H100 delta | proxy delta [95% CI] | proxy decision | agree |",
+                "| intervention | class | record | row (verified quote, file:line) | H100 delta | proxy delta [95% CI] | "
+                "proxy decision | agree |",
                 "|---|---|---|---|---|---|---|---|"]
         for r in sorted(p["score"]["rows"], key=lambda r: (r["transfer_class"], r["intervention"])):
             lo, hi = r["proxy_ci"]
             agree = {True: "yes", False: "**no**", None: "(|H100| < 0.002)"}[r["agree"]]
-            out.append(f"| `{r['intervention']}` | {r['transfer_class']} | {r['record_id']} | {r['change']} | "
+            quote = _cell(r.get("quote") or r["change"])
+            flip = " (measured the other way round: sign-flipped)" if r.get("reversed") else ""
+            out.append(f"| `{r['intervention']}` | {r['transfer_class']} | {r['record_id']} | {quote} "
+                       f"(`{r.get('source', '')}`){flip} | "
                        f"{r['h100_delta']:+.4f} | {_f(r['proxy_delta'])} [{_f(lo)}, {_f(hi)}] | "
                        f"{r['proxy_decision']} | {agree} |")
         if p["refused"]:
             out += ["", "Refused at this preset:", ""] + [f"- `{n}`: {why}" for n, why in sorted(p["refused"].items())]
         out.append("")
-    out += ["## Rows the registry cannot express", ""]
-    out += [f"- {u['record_id']}: '{u['change']}' ({_f(u.get('delta_bpb'))}): {u['reason']}"
-            for u in payload["unexpressed"]]
+    out += ["## Entries of the verified table left out", ""]
+    out += [f"- `{u['entry']}` ({u['class']}): '{u['change']}' ({_f(u.get('delta_bpb'))}): {u['reason']}"
+            for u in payload["left_out"]]
     return "\n".join(out) + "\n"
