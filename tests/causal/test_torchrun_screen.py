@@ -6,6 +6,7 @@ exact functions of its knobs, so every parsed number is checked against the form
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -111,6 +112,12 @@ def test_screen_gives_export_sliding_and_ttt_arms_their_own_scores_and_survives_
         assert dead.status == "failed" and "exited with code" in dead.error and "rank failed" in dead.error
         assert hung.status == "failed" and dead.post_quant_val_bpb is None
         assert "timeout: no exit after 15 s" in hung.error and hung.wall_s < 50
+    from scripts.causal.stats.analysis import analyze
+
+    runs_json = er.write_runs_json(tmp_path / "runs.json", plan, result.runs)
+    gate = {r["intervention"]: r for r in analyze(json.loads(runs_json.read_text()))["results"]}
+    assert gate["override:SLIDING=1"]["mean_delta_bpb"] == pytest.approx(-0.03, abs=1e-7)  # its own stage
+    assert gate["override:FAIL_RANK=1"]["n_pairs"] == 0 and gate["override:FAIL_RANK=1"]["decision"] == "inconclusive"
     rows = er.experiment_rows(plan, result.runs)
     assert {r["intervention"] for r in rows} == {"control", "override:EXPORT=int6", "override:SLIDING=1",
                                                  "override:TTT=1"}

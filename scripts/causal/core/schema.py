@@ -277,7 +277,8 @@ class CandidateIntervention:
 # ---------------------------------------------------------------------------------------------
 
 RUNS_ROW_FIELDS = (
-    "intervention", "arm", "seed", "backend", "status", "val_bpb", "post_quant_val_bpb", "sliding_val_bpb",
+    "intervention", "arm", "seed", "backend", "status", "val_bpb", "post_quant_val_loss", "post_quant_val_bpb",
+    "sliding_val_bpb",
     "ttt_val_bpb", "artifact_bytes", "model_bytes", "within_budget",
     "steps", "wall_s", "step_losses", "val_history",
 )

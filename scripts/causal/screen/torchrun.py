@@ -37,6 +37,11 @@ NO_FINAL = ("log has no final score line (post-quant round trip such as final_in
             "sliding window or TTT; formats in scripts/causal/core/log_formats.py): the run did not finish")
 
 
+def _precise(loss: str | None, bpb: str) -> float | None:
+    digits = min(len(x.partition(".")[2]) for x in (loss or "", bpb))
+    return float(loss) if loss is not None and digits >= 6 else None
+
+
 def parse_train_log(text: str) -> dict:
     """Metrics of a train_gpt.py-style log: val_loss/val_bpb (pre-quant), post_quant_*, sliding_*, ttt_* (None
     when the stage has no line), ``final_stage``, ``formats`` (stage -> table entry), step_losses, val_history,
@@ -45,19 +50,22 @@ def parse_train_log(text: str) -> dict:
     stages = lf.parse_stages(text)
     step_losses = [float(m.group(2)) for m in _TRAIN_RE.finditer(text)]
     val_fmt = next(f for f in lf.FORMATS if f.name == "step_val")
-    val_history = [{"step": int(re.match(r"step:(\d+)", m.group(0)).group(1)), "val_loss": float(m.group("loss")),
-                    "val_bpb": float(m.group("bpb"))} for m in val_fmt.pattern.finditer(text)]
+    # A loss printed to 4 decimals (upstream's step lines) cannot measure the val split's bytes per token (the
+    # effect of interest needs 1e-6): such losses are kept as None; the 8-decimal final lines carry it.
+    val_history = [{"step": int(re.match(r"step:(\d+)", m.group(0)).group(1)),
+                    "val_loss": _precise(m.group("loss"), m.group("bpb")), "val_bpb": float(m.group("bpb"))}
+                   for m in val_fmt.pattern.finditer(text)]
     steps = max([int(m.group(1)) for m in _TRAIN_RE.finditer(text)] + [v["step"] for v in val_history] + [0])
     sizes, times = _BYTES_RE.findall(text), _TRAIN_TIME_RE.findall(text)
     out = {"step_losses": step_losses, "val_history": val_history, "steps": steps,
            "artifact_bytes": int(sizes[-1]) if sizes else None,
            "train_time_s": float(times[-1]) / 1000.0 if times else None,
            "formats": {s: v.format for s, v in stages.items()}, "status": "ok", "error": None}
-    pre = stages.get("pre_quant")
-    out["val_loss"], out["val_bpb"] = (pre.val_loss, pre.val_bpb) if pre else (None, None)
-    for stage in _FINAL_STAGES:
+    for stage in ("pre_quant", *_FINAL_STAGES):
         sc = stages.get(stage)
-        out[f"{stage}_val_loss"], out[f"{stage}_val_bpb"] = (sc.val_loss, sc.val_bpb) if sc else (None, None)
+        loss = sc.val_loss if sc is not None and sc.decimals >= 6 else None
+        key = "" if stage == "pre_quant" else f"{stage}_"
+        out[f"{key}val_loss"], out[f"{key}val_bpb"] = (loss, sc.val_bpb) if sc else (None, None)
     finals = [s for s in _FINAL_STAGES if s in stages]
     out["final_stage"] = finals[-1] if finals else None
     stopped = _STATUS_RE.findall(text)
