@@ -163,3 +163,11 @@ def test_run_pipeline_flags_for_the_torchrun_path(tmp_path):
     ranking = {"candidates": [{"intervention": n} for n in ("act_gelu", "qk_gain_4", "mlp_mult_3", "mlp_mult_4")]}
     assert choose_interventions(ranking, top_k=2, train_script=str(STANDIN)) == ["mlp_mult_3", "mlp_mult_4"]
     assert ex.make_executor("torchrun", timeout_s=30, nproc_per_node=2).timeout_s == 30
+
+
+def test_a_script_arm_crosses_to_a_ray_worker_and_back_by_hash():
+    arm = _arm({"MLP_MULT": "3"})
+    rebuilt = ex.rebuild_config(arm.to_dict(), arm.config_hash(), "ray task")
+    assert rebuilt == st.ScriptConfig(arm.train_script, arm.script_sha256, arm.env)
+    with pytest.raises(ConfigError, match="hashes to"):
+        ex.rebuild_config({**arm.to_dict(), "env": {"MLP_MULT": "4"}}, arm.config_hash(), "ray task")
