@@ -171,3 +171,43 @@ def test_a_script_arm_crosses_to_a_ray_worker_and_back_by_hash():
     assert rebuilt == st.ScriptConfig(arm.train_script, arm.script_sha256, arm.env)
     with pytest.raises(ConfigError, match="hashes to"):
         ex.rebuild_config({**arm.to_dict(), "env": {"MLP_MULT": "4"}}, arm.config_hash(), "ray task")
+
+
+@needs_torchrun
+@pytest.mark.slow
+def test_script_arms_run_as_ray_torchrun_jobs():
+    pytest.importorskip("ray")
+    from scripts.causal.screen.ray_executor import RayExecutor
+
+    plan = build_script_plan(train_script=str(STANDIN), interventions=["mlp_mult_3"], seeds="1,2,3", base_env=QUIET)
+    executor = RayExecutor(nproc_per_node=2, timeout_s=120, local_cpus=2)
+    try:
+        got = dict(executor.run_many([(n, plan.configs[n], 1, "torch") for n in ("control", "mlp_mult_3")]))
+    finally:
+        executor.close()
+    for res in got.values():
+        Path(res.config["log_path"]).unlink(missing_ok=True)
+    assert {n: r.status for n, r in got.items()} == {"control": "ok", "mlp_mult_3": "ok"}
+    assert got["control"].post_quant_val_bpb == pytest.approx(expected(1)["post"], abs=1e-8)
+    assert got["mlp_mult_3"].post_quant_val_bpb == pytest.approx(expected(1, mlp_mult=3)["post"], abs=1e-8)
+
+
+@needs_torchrun
+@pytest.mark.slow
+def test_run_pipeline_screen_stage_runs_a_script_under_torchrun(tmp_path):
+    from scripts.causal.core.schema import PipelineOptions
+    from scripts.causal.pipeline.cycle import analyze_stage, run_screen_stage
+
+    opts = PipelineOptions(run_id="t", output_dir=str(tmp_path), preset="fast", backend="torch", seeds=(1, 2, 3),
+                           confirm_seeds=(4, 5, 6), executor="torchrun", train_script=str(STANDIN), timeout_s=60,
+                           nproc_per_node=2, extra_overrides={"OMP_NUM_THREADS": "1", "LOG_STYLE": "int6"},
+                           metric="final_val_bpb")
+    result, runs_path = run_screen_stage(opts, name="s", interventions=["aa", "mlp_mult_3"], seeds=(1, 2, 3),
+                                         out_dir=tmp_path / "s", base_overrides={}, progress=False, log=print)
+    for r in result.runs:
+        Path(r.config["log_path"]).unlink(missing_ok=True)
+    assert len(result.runs) == 9 and all(r.status == "ok" for r in result.runs)
+    ablation = analyze_stage(runs_path, tmp_path / "s" / "ablation_results.json")
+    rows = {r["intervention"]: r for r in ablation["results"]}
+    assert rows["mlp_mult_3"]["mean_delta_bpb"] == pytest.approx(-0.01, abs=1e-7)
+    assert rows["aa"]["mean_delta_bpb"] == 0.0
