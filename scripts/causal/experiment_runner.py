@@ -65,7 +65,7 @@ from scripts.causal.screen.plan import (  # noqa: F401  (the runner's planning A
     sequential_design,
 )
 from scripts.causal.screen.progress import LineProgress, make_progress
-from scripts.causal.stats.pairing import FINAL_METRIC, FINAL_STAGES, METRICS, metric_value
+from scripts.causal.stats.pairing import FINAL_METRIC, METRICS, metric_value, scored_stage
 
 
 def _finite(x: Any) -> bool:
@@ -90,6 +90,11 @@ def to_record(result: tg.RunResult, *, screen_id: str, cell: GridCell, planned: 
         status, error = "failed", f"ran a different config than planned: {problem}"
     elif status == "ok" and not _finite(result.val_bpb):
         status, error = "diverged", f"val_bpb is not finite ({result.val_bpb})"
+    elif status == "ok" and not _finite(getattr(result, scored_stage(planned.to_dict()), None)):
+        stage = scored_stage(planned.to_dict())
+        value = getattr(result, stage, None)
+        status = "failed" if value is None else "diverged"
+        error = f"scored stage {stage} is {'missing' if value is None else f'not finite ({value})'}"
     return RunRecord(
         screen_id=screen_id, intervention=cell.intervention, arm=cell.arm, seed=int(cell.seed),
         backend=str(result.backend), config_hash=expected_hash, status=status, error=error,
@@ -107,12 +112,12 @@ def to_record(result: tg.RunResult, *, screen_id: str, cell: GridCell, planned: 
 
 
 def _score(rec: RunRecord) -> float | None:
-    return metric_value({m: getattr(rec, m, None) for m in FINAL_STAGES}, FINAL_METRIC)
+    return metric_value(rec.runs_row(), FINAL_METRIC, stage=scored_stage(rec.config) if rec.config else None)
 
 
 def format_run_line(rec: RunRecord, control: RunRecord | None, *, done: int, total: int) -> str:
-    """One line per finished run: intervention, seed, its score as the challenge takes it (the last evaluation
-    stage that ran, ``final_val_bpb``) and the delta vs the same seed's control on that score. (Pre-quant val_bpb
+    """One line per finished run: intervention, seed, its score as the challenge takes it (the scored evaluation
+    stage of its config, ``final_val_bpb``) and the delta vs the same seed's control on that score. (Pre-quant val_bpb
     would show an evaluation-only change such as TTT as delta +0.0000.)"""
     score, base = _score(rec), _score(control) if control is not None else None
     bpb = f"{score:.4f}" if score is not None else "n/a"
@@ -322,9 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.01, help="pre-registered alpha (default: 0.01)")
     p.add_argument("--margin-bpb", type=float, default=0.0, help="pre-registered improvement margin (default: 0)")
     p.add_argument("--correction", default="holm", choices=list(CORRECTIONS), help="multiplicity correction")
-    p.add_argument("--metric", default=None, choices=list(METRICS),
-                   help="pre-registered decision metric (default: the scored post-quant round-trip val_bpb; with "
-                        "--train-script or --import-logs: final_val_bpb, each run's last evaluation stage)")
+    p.add_argument("--metric", default=FINAL_METRIC, choices=list(METRICS),
+                   help="pre-registered decision metric (default final_val_bpb: each run's scored stage, post-TTT, "
+                        "sliding or the post-quant round trip as its config runs; an evaluation-only change needs it)")
     p.add_argument("--train-script", default=None, metavar="PATH",
                    help="screen this upstream-style train_gpt.py (e.g. a record's) under torchrun instead of our "
                         "trainer: its env knobs are read from its source; --override / --base-override become env "
@@ -337,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "mlp_mult=2 (default: the arm of the first log in name order)")
     p.add_argument("--effect-bpb", type=float, default=None,
                    help="pre-registered effect of interest in bpb, e.g. 0.003 (default: 0.005 nats, the record bar)")
+    p.add_argument("--pool-aa", action="store_true",
+                   help="pre-register pooling the variance of d with the A/A arm's pairs (a non-reproducible "
+                        "backend with aa_mode arm; the analysis may pool only if this was registered)")
     p.add_argument("--sequential", action="store_true",
                    help="group-sequential seeds (O'Brien-Fleming, non-binding futility): stop clear arms early")
     p.add_argument("--max-seeds", type=int, default=None,
@@ -376,7 +384,7 @@ def _script_plan(args: argparse.Namespace, names: list[str], base_overrides: dic
     return build_script_plan(train_script=args.train_script, interventions=names, seeds=args.seeds,
                              overrides=args.override, base_env=base_overrides, alpha=args.alpha,
                              margin_bpb=args.margin_bpb, correction=args.correction, screen_id=args.screen_id,
-                             metric=args.metric or FINAL_METRIC, effect_bpb=args.effect_bpb)
+                             metric=args.metric, effect_bpb=args.effect_bpb)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -408,9 +416,8 @@ def _main(args: argparse.Namespace) -> int:
             plan = build_plan(interventions=names, seeds=seeds, preset=args.preset, backend=backend,
                               overrides=args.override, base_overrides=base_overrides or None, alpha=args.alpha,
                               margin_bpb=args.margin_bpb, correction=args.correction, screen_id=args.screen_id,
-                              metric=args.metric or "post_quant_val_bpb", effect_bpb=args.effect_bpb,
-                              sequential=sequential,
-                              stack=args.stack)
+                              metric=args.metric, effect_bpb=args.effect_bpb, sequential=sequential,
+                              stack=args.stack, pool_aa=args.pool_aa)
         existing = ledger.count_runs(plan.screen_id) if ledger.get_screen(plan.screen_id) else 0
         if args.resume and ledger.get_screen(plan.screen_id) is None:
             raise ConfigError(f"--resume: {args.ledger} has no screen {plan.screen_id!r} "

@@ -26,8 +26,8 @@ from typing import Any
 
 from scripts.causal.core.cli import add_debug_flag, parse_key_values, parse_seeds, run_cli
 from scripts.causal.core.errors import ConfigError, DataFormatError
-from scripts.causal.core.provenance import git_commit
 from scripts.causal.core.paths import EVIDENCE_DIR
+from scripts.causal.core.provenance import git_commit
 from scripts.causal.core.schema import write_json
 from scripts.causal.evidence.table import load_table, table_sha256
 from scripts.causal.transfer.agreement import score

@@ -156,7 +156,7 @@ def date_confounded_matrix(n_lineages=10, seed=0):
         base = 1.30 - 0.01 * k
         xsa_base = k >= n_lineages // 2
         for j, (xsa, pr) in enumerate(((xsa_base, 200 + 2 * k), (True, 201 + 2 * k))):
-            seeds = [{"seed": s, "val_bpb": base + d} for s, d in zip((1, 2, 3), rng.normal(0, 0.0005, 3))]
+            seeds = [{"seed": s, "val_bpb": base + d} for s, d in zip((1, 2, 3), rng.normal(0, 0.0005, 3), strict=True)]
             recs.append({"record_id": f"l{k}_{j}", "track": "sim", "date": f"2026-03-{1 + 2 * k + j:02d}", "pr": pr,
                          "base_prs": [200 + 2 * k] if j else [], "val_bpb": float(np.mean([x["val_bpb"] for x in seeds])),
                          "seeds": seeds, "features": {"num_layers": layers, "xsa": xsa, "ema": k % 2 == 0},

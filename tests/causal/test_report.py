@@ -71,7 +71,7 @@ def test_claim_snippets_carry_both_named_lines():
     assert [s["intervention"] for s in snips] == ["gelu"]
     text = snips[0]["text"]
     assert "(a) paired t vs 0.005 nats (README rule)" in text
-    assert "(b) Welch t vs control arm (stand-in for the previous record) (maintainers' practice)" in text
+    assert "(b) Welch t vs the previous record (maintainers' practice): not run" in text  # issue 21 item 9
     assert "[3 seed" not in text and "df=2" in text
 
 

@@ -24,6 +24,7 @@ def typed(text: str) -> dict[str, tuple]:
     ("Muon weight decay 0.02 -> 0.04", None, ("muon_wd", 0.02, 0.04)),
     ("raised the warmdown from 3000 to 3500", None, ("warmdown_iters", 3000, 3500)),
     ("reducing momentum to 0.80", None, ("muon_momentum", None, 0.8)),
+    ("MATRIX_LR 0.02 vs 0.04", None, ("matrix_lr", 0.04, 0.02)),                 # "A vs B": B is the reference
     ("Outer Layers = 2", None, None),                 # the whole key must name a knob: not "layers"
     ("+ SWA_start_frac=0.4", None, None),             # a key outside the trainer's vocabulary
     ("EVAL_STRIDE=64, MATRIX_LR=0.02", None, None),   # two settings at once
@@ -39,6 +40,12 @@ def test_a_sweep_table_is_read_against_its_reference_row():
     rows = typed(text)
     assert rows["WD = 0.04"] == ("ablation", ("muon_wd",), 0.02, 0.04, 0.003)
     assert rows["WD = 0.06"][:4] == ("ablation", ("muon_wd",), 0.02, 0.06)
+
+
+def test_a_sweep_whose_delta_column_names_its_reference():
+    text = ("| MATRIX_LR | val_bpb | Δ vs 0.04 |\n|---|---|---|\n| 0.06 | 1.2300 | +0.0020 |\n"
+            "| 0.02 | 1.2250 | -0.0030 |\n")
+    assert typed(text)["MATRIX_LR = 0.02"] == ("ablation", ("matrix_lr",), 0.04, 0.02, -0.003)
 
 
 def test_a_config_row_that_differs_in_another_column_is_a_bundle():

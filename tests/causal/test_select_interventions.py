@@ -149,7 +149,7 @@ def test_screen_decisions_confirmed_leaves_null_and_harmful_lower_inconclusive_s
     assert by["xsa_last4"]["rank"] == len(by) and "our screen says harmful" in by["xsa_last4"]["reason"]
     ln = by["ln_scale"]
     assert ln["evidence"][0]["source"] == "experiments" and ln["evidence"][0]["sd"] == pytest.approx(0.008 / 3.92)
-    assert "inconclusive" in ln["reason"] and "not measured: screen result not discounted" in ln["reason"]
+    assert "inconclusive" in ln["reason"] and "not measured on enough verified rows" in ln["reason"]
     assert "not measured" in out["transfer"]
 
 
@@ -161,6 +161,10 @@ def test_transfer_agreement_widens_screen_evidence():
     ln = next(c for c in out["candidates"] if c["name"] == "ln_scale")
     assert ln["evidence"][0]["sd"] == pytest.approx(0.008 / 3.92 / 0.5)
     assert "agreement of class 'normalisation' 0.50" in ln["reason"]
+    few = rank_candidates(CANDS, ledger=ledger, transfer={"normalisation": {"agreement": 0.0, "verdict": "too_few_rows"}},
+                          classes={"ln_scale": "normalisation"})
+    ln_few = next(c for c in few["candidates"] if c["name"] == "ln_scale")     # 0 of 1 row: no discount at all
+    assert ln_few["evidence"][0]["sd"] == pytest.approx(0.008 / 3.92) and "not measured on enough" in ln_few["reason"]
     with pytest.raises(ValueError, match="must lie in"):
         rank_candidates(CANDS, ledger=ledger, transfer={"normalisation": 1.5}, classes={"ln_scale": "normalisation"})
 

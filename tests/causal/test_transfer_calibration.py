@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from scripts.causal.core.schema import CalibrationItem, CandidateIntervention
+from scripts.causal.core.schema import CalibrationItem
 from scripts.causal.stats.pairing import FINAL_METRIC, metric_value, paired_deltas
 from scripts.causal.transfer.agreement import agreement_sentence, score
 from scripts.causal.transfer.calibration_set import build_calibration_set

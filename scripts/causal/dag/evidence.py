@@ -227,7 +227,8 @@ def screen_item(c: CandidateIntervention, row: Mapping | None, *, transfer: Mapp
     sd = (hi - lo) / (2 * 1.96) if lo is not None and hi is not None and hi > lo else default_sd
     agree = _agreement(transfer, klass, c.name)
     if agree is None:
-        note = f"proxy-to-H100 transfer of class '{klass}' not measured: screen result not discounted"
+        note = (f"proxy-to-H100 transfer of class '{klass}' not measured on enough verified rows: screen result not "
+                "discounted")
     else:
         sd = sd / max(agree, 1e-3)
         note = f"proxy-to-H100 agreement of class '{klass}' {agree:.2f}: screen sd x{1 / max(agree, 1e-3):.2f}"
@@ -247,6 +248,8 @@ def _agreement(transfer: Mapping | None, klass: str, name: str) -> float | None:
     for key in (name, klass):
         v = transfer.get(key)
         if isinstance(v, Mapping):
+            if v.get("verdict") in ("too_few_rows", "unmeasured"):
+                return None  # one or two verified rows give an agreement of 0 or 1: no basis for a discount
             v = v.get("agreement")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if not 0.0 <= float(v) <= 1.0:

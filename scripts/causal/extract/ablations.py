@@ -209,7 +209,9 @@ def _reference_row(header: list[str], rows: list[list[str]], delta_col: int, lab
         if re.fullmatch(r"baseline|base|ref(?:erence)?|default|[—–-]|[+±]?0(?:\.0+)?", cell):
             label = _clean(r[label_col])
             return f"{_clean(header[label_col])} = {label}" if re.match(r"[\d.]+(?:\s*\(|$)", label) else label
-    return None
+    # no reference row: the delta column may name it ("Δ vs 0.04", "delta from default 0.04")
+    named = re.search(r"(?:vs\.?|from|against|default|baseline)\s*[=:(]?\s*(\d*\.?\d+)", _clean(header[delta_col]), re.I)
+    return f"{_clean(header[label_col])} = {named.group(1)}" if named else None
 
 
 def _deltas_from_base(rows: list[list[str]], delta_col: int, bpb_col: int | None,

@@ -7,7 +7,7 @@ case: ``MATRIX_LR=0.02``) and every numeric canonical feature, plus the plain-En
 row stays unmapped rather than being guessed onto a near name.
 
 ``knob_setting(text, reference)`` returns ``(knob, from, to)``: ``to`` from the row, ``from`` from an explicit
-"a -> b" / "from a to b" ("raised the warmdown from 3000 to 3500", "reducing momentum to 0.80" has none), else from
+"a -> b" / "b vs a" / "from a to b" ("raised the warmdown from 3000 to 3500", "reducing momentum to 0.80" has none), else from
 the same key in the reference row's label; None when the row sets no knob of the vocabulary.
 """
 from __future__ import annotations
@@ -63,6 +63,8 @@ _ARROW = re.compile(rf"([A-Za-z][A-Za-z0-9_ ]{{0,30}}?)\s*[:=]?\s*(?:from\s+)?({
                     rf"(?:->|→|=>|\bto\b)\s*({_NUM})(?![\w.])")
 
 
+_VERSUS = re.compile(rf"([A-Za-z][A-Za-z0-9_ ]{{0,30}}?)\s*[:=]?\s*({_NUM})\s*[a-zA-Z]{{0,2}}\s+"
+                     rf"(?:vs\.?|versus|instead of|over|against)\s+({_NUM})(?![\w.])", re.I)
 _VERB_TO = re.compile(rf"\b(?:reduc|lower|rais|increas|decreas|chang|set|mov|bump|drop|cut)\w*\s+(?:the\s+)?"
                       rf"([A-Za-z][A-Za-z0-9_ ]{{0,30}}?)\s+(?:from\s+({_NUM})\s+)?to\s+({_NUM})(?![\w.])", re.I)
 
@@ -81,6 +83,12 @@ def knob_setting(text: str, reference: str | None = None) -> tuple[str, object, 
             knob = _knob(" ".join(words[k:]))
             if knob:
                 return knob, _num(m.group(2)), _num(m.group(3))
+    for m in _VERSUS.finditer(text):  # "MATRIX_LR 0.02 vs 0.04": the second value is the reference
+        words = m.group(1).split()
+        for k in range(len(words)):
+            knob = _knob(" ".join(words[k:]))
+            if knob:
+                return knob, _num(m.group(3)), _num(m.group(2))
     for m in _VERB_TO.finditer(text):  # "reducing momentum to 0.80", "raised the warmdown from 3000 to 3500"
         knob = _knob(m.group(1))
         if knob:

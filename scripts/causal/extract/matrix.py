@@ -14,7 +14,6 @@ from pathlib import Path
 from scripts.causal.core.errors import ConfigError
 from scripts.causal.core.schema import (
     ABLATION_KINDS,
-    BASELINE_FEATURES,
     INTERVENTION_FEATURES,
     InterventionRecord,
 )

@@ -58,7 +58,7 @@ def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, pres
                overrides: Sequence[str] = (), base_overrides: dict | None = None, alpha: float = 0.01,
                margin_bpb: float = 0.0, correction: str = "holm", screen_id: str | None = None,
                metric: str = "post_quant_val_bpb", effect_bpb: float | None = None, aa_mode: str = "auto",
-               sequential: dict | None = None, stack: str | None = None) -> ScreenPlan:
+               sequential: dict | None = None, stack: str | None = None, pool_aa: bool = False) -> ScreenPlan:
     """Resolve a screen's design: control config, treatments (registry names and ad-hoc overrides), seeds.
 
     Every treatment must change the control's config (``aa`` excepted: it is the exact copy).
@@ -100,6 +100,9 @@ def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, pres
     if dupes or CONTROL in names:
         raise ConfigError(f"treatment names must be unique and not {CONTROL!r}; repeated: {dupes or [CONTROL]}")
     configs = _arm_configs(base, treatments)
+    from scripts.causal.stats.metric_fit import check_metric_fits
+
+    check_metric_fits(dict(treatments), base.to_dict(), metric, source=f"screen on preset {preset!r}")
     for name, ov in treatments:
         if name != "aa" and tg.config_hash(configs[name]) == base_hash:
             raise ConfigError(f"treatment {name!r} ({ov}) leaves the config of preset {preset!r} unchanged; "
@@ -114,7 +117,7 @@ def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, pres
     plan = ScreenPlan(screen_id="", preset=preset, backend=backend, seeds=seeds_t, treatments=tuple(treatments),
                       base_config=_jsonable_config(base), alpha=float(alpha), margin_bpb=float(margin_bpb),
                       correction=correction, metric=metric, effect_bpb=effect_bpb, aa_mode=aa_mode,
-                      sequential=sequential, stack=stack, configs=configs)
+                      sequential=sequential, stack=stack, pool_aa=bool(pool_aa), configs=configs)
     if not screen_id:
         digest = hashlib.sha256(json.dumps(plan.preregistration(), sort_keys=True, default=str).encode()).hexdigest()
         screen_id = f"{preset}-{backend}-{digest[:10]}"
@@ -209,7 +212,7 @@ def plan_from_ledger(ledger: Ledger, screen_id: str) -> ScreenPlan:
                       margin_bpb=p["margin_bpb"], correction=p["correction"],
                       metric=p.get("metric", "post_quant_val_bpb"), effect_bpb=p.get("effect_bpb"),
                       aa_mode=p.get("aa_mode", "arm"), sequential=p.get("sequential"), stack=p.get("stack"),
-                      configs=_arm_configs(base, treatments))
+                      pool_aa=bool(p.get("pool_aa", False)), configs=_arm_configs(base, treatments))
 
 
 def plan_grid(plan: ScreenPlan) -> list[GridCell]:
