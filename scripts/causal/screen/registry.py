@@ -73,9 +73,7 @@ class Intervention:
     derive: Callable[[Any], dict] | None = None
     transfer: str | None = "architecture"
     backends: tuple[str, ...] = ("torch", "mlx")  # a knob in one trainer only names that backend here
-    # The env settings that express this change on an upstream-style train_gpt.py (``--train-script``); None: it
-    # has no fixed env form (preset-relative values, our own trainer's knobs) and is refused on a script.
-    env: Mapping[str, str] | None = None
+    env: Mapping[str, str] | None = None  # its env form on an upstream-style script (--train-script); None: none
 
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFER_CLASSES and not (self.transfer is None and self.category == "calibration"):
@@ -257,10 +255,8 @@ _REGISTRY: tuple[Intervention, ...] = (
     Intervention("mlp_mult_4", "MLP hidden size 4x model_dim (baseline 2x; the April records)", "shape", "mlp_mult",
                  {"mlp_mult": 4}, env={"MLP_MULT": "4"}),
     # attention
-    Intervention("qk_gain_4", "QK gain init 4.0 (baseline 1.5)", "attention", "qk_gain", {"qk_gain_init": 4.0},
-                 env={"QK_GAIN_INIT": "4.0"}),
-    Intervention("qk_gain_5", "QK gain init 5.0 (baseline 1.5)", "attention", "qk_gain", {"qk_gain_init": 5.0},
-                 env={"QK_GAIN_INIT": "5.0"}),
+    Intervention("qk_gain_4", "QK gain init 4.0 (baseline 1.5)", "attention", "qk_gain", {"qk_gain_init": 4.0}, env={"QK_GAIN_INIT": "4.0"}),
+    Intervention("qk_gain_5", "QK gain init 5.0 (baseline 1.5)", "attention", "qk_gain", {"qk_gain_init": 5.0}, env={"QK_GAIN_INIT": "5.0"}),
     Intervention("partial_rope", "RoPE on the first 16/64 of each head's dims (scaled to the preset's head_dim)",
                  "attention", "partial_rope", derive=_partial_rope),
     Intervention("xsa_last4", "exclusive self-attention on the last 4 layers (clipped to num_layers)",
@@ -358,11 +354,9 @@ _REGISTRY: tuple[Intervention, ...] = (
     Intervention("ttt_lora", "score-first LoRA (rank 8, q and v) test-time training at evaluation",
                  "evaluation", "lora_ttt", derive=_ttt("lora"), transfer="evaluation"),
     # calibration
-    Intervention("aa", "A/A calibration: an exact copy of the control (must come out null)", "calibration", None,
-                 transfer=None, env={}),
+    Intervention("aa", "A/A calibration: an exact copy of the control (must come out null)", "calibration", None, transfer=None, env={}),
     Intervention("sanity_frozen_matrices", "calibration: matrix_lr = 0, matrices never train (must be harmful)",
-                 "calibration", None, {"matrix_lr": 0.0}, transfer=None,
-                 env={"MATRIX_LR": "0.0"}),
+                 "calibration", None, {"matrix_lr": 0.0}, transfer=None, env={"MATRIX_LR": "0.0"}),
 )
 _BY_NAME: dict[str, Intervention] = {iv.name: iv for iv in _REGISTRY}
 CALIBRATION = ("aa", "sanity_frozen_matrices")
