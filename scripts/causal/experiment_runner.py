@@ -88,9 +88,9 @@ def to_record(result: tg.RunResult, *, screen_id: str, cell: GridCell, planned: 
     problem = check_result_config(planned, cell.seed, result) if status != "failed" and checkable else None
     if problem is not None:
         status, error = "failed", f"ran a different config than planned: {problem}"
-    elif status == "ok" and not _finite(result.val_bpb):
+    elif status == "ok" and checkable and not _finite(result.val_bpb):
         status, error = "diverged", f"val_bpb is not finite ({result.val_bpb})"
-    elif status == "ok" and not _finite(getattr(result, scored_stage(planned.to_dict()), None)):
+    elif status == "ok" and checkable and not _finite(getattr(result, scored_stage(planned.to_dict()), None)):
         stage = scored_stage(planned.to_dict())
         value = getattr(result, stage, None)
         status = "failed" if value is None else "diverged"
@@ -112,7 +112,10 @@ def to_record(result: tg.RunResult, *, screen_id: str, cell: GridCell, planned: 
 
 
 def _score(rec: RunRecord) -> float | None:
-    return metric_value(rec.runs_row(), FINAL_METRIC, stage=scored_stage(rec.config) if rec.config else None)
+    """The run's final_val_bpb: its config's scored stage; a --train-script run's deepest reported stage (its env
+    knobs are the script's own, not our trainer's)."""
+    ours = rec.config and "train_script" not in rec.config
+    return metric_value(rec.runs_row(), FINAL_METRIC, stage=scored_stage(rec.config) if ours else None)
 
 
 def format_run_line(rec: RunRecord, control: RunRecord | None, *, done: int, total: int) -> str:

@@ -197,7 +197,8 @@ def _num(v: str | None):
 
 
 def experiment_rows(plan: ScreenPlan, records: Sequence[RunRecord]) -> list[dict]:
-    """The imported runs as DAG interventional rows (``schema.ExperimentRow`` fields). A treatment that differs
+    """The imported runs as DAG interventional rows (``schema.ExperimentRow`` fields; val_bpb pre-quant, as the
+    screen runner's rows; runs without a pre-quant line are left out). A treatment that differs
     from the control in exactly one config key the registry maps to a feature carries that feature, its value
     and the control's; any other treatment has feature None (it still counts as a run, not as a feature)."""
     from scripts.causal.screen.registry import treatment_feature
@@ -205,7 +206,7 @@ def experiment_rows(plan: ScreenPlan, records: Sequence[RunRecord]) -> list[dict
     diffs = dict(plan.treatments)
     rows = []
     for r in records:
-        score = r.ttt_val_bpb or r.sliding_val_bpb or r.post_quant_val_bpb
+        score = r.val_bpb  # as experiment_runner.experiment_rows: the pre-quant val_bpb of the run
         if r.status != "ok" or score is None:
             continue
         diff = diffs.get(r.intervention, {})
