@@ -54,9 +54,11 @@ from scripts.causal.screen.plan import (  # noqa: F401  (the runner's planning A
     CONTROL,
     CORRECTIONS,
     GridCell,
+    arm_hash,
     base_config,
     bit_reproducible,
     build_plan,
+    build_script_plan,
     extend_seeds,
     plan_from_ledger,
     plan_grid,
@@ -82,12 +84,13 @@ def to_record(result: tg.RunResult, *, screen_id: str, cell: GridCell, planned: 
     ledger key; the config actually run (seed and resolved data paths filled in) is stored in ``config``.
     """
     status, error = result.status or "failed", result.error
-    problem = check_result_config(planned, cell.seed, result) if status != "failed" else None
+    checkable = isinstance(planned, tg.Hyperparameters)  # a ScriptConfig is checked by its executor (sha256)
+    problem = check_result_config(planned, cell.seed, result) if status != "failed" and checkable else None
     if problem is not None:
         status, error = "failed", f"ran a different config than planned: {problem}"
-    elif status == "ok" and not _finite(result.val_bpb):
+    elif status == "ok" and checkable and not _finite(result.val_bpb):
         status, error = "diverged", f"val_bpb is not finite ({result.val_bpb})"
-    elif status == "ok" and not _finite(getattr(result, scored_stage(planned.to_dict()), None)):
+    elif status == "ok" and checkable and not _finite(getattr(result, scored_stage(planned.to_dict()), None)):
         stage = scored_stage(planned.to_dict())
         value = getattr(result, stage, None)
         status = "failed" if value is None else "diverged"
@@ -109,7 +112,10 @@ def to_record(result: tg.RunResult, *, screen_id: str, cell: GridCell, planned: 
 
 
 def _score(rec: RunRecord) -> float | None:
-    return metric_value(rec.runs_row(), FINAL_METRIC, stage=scored_stage(rec.config) if rec.config else None)
+    """The run's final_val_bpb: its config's scored stage; a --train-script run's deepest reported stage (its env
+    knobs are the script's own, not our trainer's)."""
+    ours = rec.config and "train_script" not in rec.config
+    return metric_value(rec.runs_row(), FINAL_METRIC, stage=scored_stage(rec.config) if ours else None)
 
 
 def format_run_line(rec: RunRecord, control: RunRecord | None, *, done: int, total: int) -> str:
@@ -145,7 +151,7 @@ def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = 
     prog = progress if isinstance(progress, LineProgress) else make_progress(bool(progress))
     commit = git_commit()
     ledger.register_screen(plan.screen_id, plan.preregistration(), git_commit=commit)
-    hashes = {name: tg.config_hash(cfg) for name, cfg in plan.configs.items()}
+    hashes = {name: arm_hash(cfg) for name, cfg in plan.configs.items()}
     grid = plan_grid(plan)
     done: dict[int, RunRecord] = {}
     for cell in grid:
@@ -230,7 +236,7 @@ def _results(plan: ScreenPlan, cells: Sequence[GridCell], executor: Executor,
         return
     for cell in cells:
         cfg = plan.configs[cell.intervention]
-        prog.run_started(f"{cell.intervention} seed {cell.seed}", int(cfg.iterations))
+        prog.run_started(f"{cell.intervention} seed {cell.seed}", int(getattr(cfg, "iterations", 0) or 0))
         try:
             result = executor.run(cfg, cell.seed, plan.backend, on_step=prog.on_step)
         except Exception as exc:  # an executor bug must not stop the screen: record the run as failed
@@ -262,18 +268,35 @@ def experiment_rows(plan: ScreenPlan, runs: Sequence[RunRecord]) -> list[dict]:
     feature's value in the treatment's config (e.g. "gelu" for activation, True for partial_rope) and
     control_value its value in the control config (the DAG stage needs it to place numeric features).
     """
-    overrides = dict(plan.treatments)
-    control = plan.configs[CONTROL]
+    overrides = {name: {k.lower(): v for k, v in ov.items()} for name, ov in plan.treatments}
+    views = {name: _feature_view(cfg) for name, cfg in plan.configs.items()}
     rows = []
     for r in runs:
         if r.status != "ok" or not _finite(r.val_bpb):
             continue
         feature = None if r.arm == "control" else reg.treatment_feature(r.intervention, overrides[r.intervention])
-        value = reg.feature_value(feature, plan.configs[r.intervention]) if feature else None
-        rows.append({"intervention": r.intervention, "feature": feature, "value": value, "val_bpb": r.val_bpb,
-                     "seed": r.seed, "arm": r.arm,
-                     "control_value": reg.feature_value(feature, control) if feature else None})
+        rows.append({"intervention": r.intervention, "feature": feature,
+                     "value": _feature_value(feature, views[r.intervention]), "val_bpb": r.val_bpb,
+                     "seed": r.seed, "arm": r.arm, "control_value": _feature_value(feature, views[CONTROL])})
     return rows
+
+
+def _feature_view(cfg: Any) -> Any:
+    """What ``registry.feature_value`` reads: the Hyperparameters, or a ``--train-script`` arm's knob values."""
+    if hasattr(cfg, "script_sha256"):
+        from scripts.causal.screen.script_target import config_view
+
+        return config_view(cfg)
+    return cfg
+
+
+def _feature_value(feature: str | None, view: Any) -> Any:
+    if not feature:
+        return None
+    try:
+        return reg.feature_value(feature, view)
+    except (AttributeError, TypeError, ValueError):  # a script without that knob: the value is unknown
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,6 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default=FINAL_METRIC, choices=list(METRICS),
                    help="pre-registered decision metric (default final_val_bpb: each run's scored stage, post-TTT, "
                         "sliding or the post-quant round trip as its config runs; an evaluation-only change needs it)")
+    p.add_argument("--train-script", default=None, metavar="PATH",
+                   help="screen this upstream-style train_gpt.py (e.g. a record's) under torchrun instead of our "
+                        "trainer: its env knobs are read from its source; --override / --base-override become env "
+                        "vars (KNOB=VALUE); needs --executor torchrun or ray")
+    p.add_argument("--import-logs", default=None, metavar="DIR",
+                   help="run nothing: import the train logs in DIR (arms grouped by config, paired by seed) "
+                        "into the ledger and runs.json, and gate them (see screen/log_import.py)")
+    p.add_argument("--import-control", default=None, metavar="KEY=VALUE",
+                   help="with --import-logs: the control is the arm whose printed config has these values, e.g. "
+                        "mlp_mult=2 (default: the arm of the first log in name order)")
     p.add_argument("--effect-bpb", type=float, default=None,
                    help="pre-registered effect of interest in bpb, e.g. 0.003 (default: 0.005 nats, the record bar)")
     p.add_argument("--pool-aa", action="store_true",
@@ -345,9 +378,25 @@ def _export_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def _script_plan(args: argparse.Namespace, names: list[str], base_overrides: dict) -> ScreenPlan:
+    if args.executor not in ("torchrun", "ray"):
+        raise ConfigError(f"--train-script runs the script under torchrun: pass --executor torchrun or ray "
+                          f"(got --executor {args.executor})")
+    if args.stack or args.sequential:
+        raise ConfigError("--train-script screens the script as it is: --stack and --sequential do not apply")
+    return build_script_plan(train_script=args.train_script, interventions=names, seeds=args.seeds,
+                             overrides=args.override, base_env=base_overrides, alpha=args.alpha,
+                             margin_bpb=args.margin_bpb, correction=args.correction, screen_id=args.screen_id,
+                             metric=args.metric, effect_bpb=args.effect_bpb)
+
+
 def _main(args: argparse.Namespace) -> int:
     if args.export_only:
         return _export_only(args)
+    if args.import_logs:
+        from scripts.causal.screen.log_import import import_main
+
+        return import_main(args)
     backend = args.backend
     if backend == "auto":
         from scripts.causal.screen import trainer
@@ -360,6 +409,8 @@ def _main(args: argparse.Namespace) -> int:
     with Ledger(args.ledger) as ledger:
         if args.resume and args.screen_id and not names and not args.override:
             plan = plan_from_ledger(ledger, args.screen_id)
+        elif args.train_script:
+            plan = _script_plan(args, names, base_overrides)
         else:
             seeds = parse_seeds(args.seeds)
             sequential = None

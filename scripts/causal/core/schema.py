@@ -221,7 +221,8 @@ class CandidateIntervention:
 # ---------------------------------------------------------------------------------------------
 
 RUNS_ROW_FIELDS = (
-    "intervention", "arm", "seed", "backend", "status", "val_bpb", "post_quant_val_bpb", "sliding_val_bpb",
+    "intervention", "arm", "seed", "backend", "status", "val_bpb", "post_quant_val_loss", "post_quant_val_bpb",
+    "sliding_val_bpb",
     "ttt_val_bpb", "artifact_bytes", "model_bytes", "within_budget",
     "steps", "wall_s", "step_losses", "val_history",
 )
@@ -491,3 +492,6 @@ class PipelineOptions:
     ray_address: str | None = None  # --executor ray: None starts a local cluster, "auto" joins `ray start`
     transfer_dir: str | None = "results/transfer_calibration"  # transfer_<preset>.json for the report and ranking
     metric: str = "final_val_bpb"  # the pre-registered decision metric (stats.pairing.METRICS)
+    train_script: str | None = None  # screen this upstream-style script under torchrun (screen.script_target)
+    timeout_s: float | None = None  # per-run limit of the subprocess/torchrun/ray executors (None: theirs)
+    nproc_per_node: int | None = None  # torchrun processes per run (None: the executor's default)

@@ -96,8 +96,9 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say: Log, *, progress: 
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     write_json(out / "pipeline_options.json", {"options": opts})
     say(f"run {opts.run_id}: preset {opts.preset}, backend {opts.backend}, seeds {list(opts.seeds)} -> {out}")
-    data = prepare_data(opts, say)
-    threads = decide_threads(opts.backend, say, opts.threads)
+    # A --train-script screen runs the script on its own data (DATA_PATH etc. via --set), under torchrun.
+    data = {} if opts.train_script else prepare_data(opts, say)
+    threads = None if opts.train_script else decide_threads(opts.backend, say, opts.threads)
     cache = StageCache(out / "stage_cache.json")
 
     matrix = stage_matrix(opts, out, say, records=records)
@@ -118,11 +119,13 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say: Log, *, progress: 
 
     for c in range(1, opts.cycles + 1):
         names = choose_interventions(ranking, top_k=opts.top_k, explicit=opts.interventions if c == 1 else (),
-                                     exclude=tested, stack=opts.stack, preset=opts.preset)
+                                     exclude=tested, stack=opts.stack, preset=opts.preset,
+                                     train_script=opts.train_script)
         if not names:
             stop = "no untested runnable candidates left in the ranking"
             break
-        arms = [*opts.calibration, *[n for n in names if n not in opts.calibration]]
+        calibration = [a for a in opts.calibration if not opts.train_script or script_runnable(a, opts.train_script)]
+        arms = [*calibration, *[n for n in names if n not in calibration]]
         from scripts.causal.screen.plan import arm_seeds, bit_reproducible
 
         aa_mode = "repeat" if bit_reproducible(opts.backend) else "arm"
@@ -250,10 +253,25 @@ def stage_matrix(opts: PipelineOptions, out_dir: Path, log: Log, *, records: Seq
 
 # ----------------------------------------------------------------------------- screen and statistics
 
+def script_runnable(name: str, train_script: str) -> bool:
+    """Whether registry intervention ``name`` can be expressed on ``train_script`` (its env form, its knobs)."""
+    from scripts.causal.core.errors import ConfigError
+    from scripts.causal.screen.registry import get_intervention
+    from scripts.causal.screen.script_target import check_expressible, script_knobs
+
+    try:
+        check_expressible(name, get_intervention(name).env, script_knobs(train_script), train_script)
+    except ConfigError:
+        return False
+    return True
+
+
 def choose_interventions(ranking: Mapping | None, *, top_k: int, explicit: Sequence[str] = (),
-                         exclude: Sequence[str] = (), stack: str | None = None, preset: str = "fast") -> list[str]:
+                         exclude: Sequence[str] = (), stack: str | None = None, preset: str = "fast",
+                         train_script: str | None = None) -> list[str]:
     """``explicit`` if given, else the top-K runnable names of the ranking not already tested (and, on a
-    ``stack``, not already part of it, nor impossible to express at ``preset``)."""
+    ``stack``, not already part of it, nor impossible to express at ``preset``; with ``train_script``, only
+    names the script can express: ranked names it cannot are skipped, explicit ones are refused later)."""
     if explicit:
         return list(explicit)
     from scripts.causal.screen import registry as reg
@@ -264,7 +282,8 @@ def choose_interventions(ranking: Mapping | None, *, top_k: int, explicit: Seque
     for row in (ranking or {}).get("candidates", []) if ranking else []:
         name = row.get("intervention") or row.get("name")
         if name in known and name not in reg.CALIBRATION and name not in exclude and name not in picked and (
-                stack is None or stack_conflict(stack, name, preset) is None):
+                stack is None or stack_conflict(stack, name, preset) is None) and (
+                train_script is None or script_runnable(name, train_script)):
             picked.append(name)
         if len(picked) >= top_k:
             break
@@ -284,15 +303,21 @@ def run_screen_stage(opts: PipelineOptions, *, name: str, interventions: Sequenc
     design = None
     if sequential:
         seeds, design = er.sequential_design(seeds, max_seeds=opts.max_seeds, futility_sd=opts.futility_sd)
-    plan = er.build_plan(interventions=list(interventions), seeds=list(seeds), preset=opts.preset,
-                         backend=opts.backend, base_overrides={**base_overrides, **opts.extra_overrides},
-                         alpha=opts.alpha, margin_bpb=opts.margin_bpb, correction=opts.correction,
-                         metric=opts.metric, screen_id=f"{opts.run_id}-{name}", effect_bpb=opts.effect_bpb,
-                         sequential=design, stack=opts.stack)
+    if opts.train_script:
+        plan = er.build_script_plan(train_script=opts.train_script, interventions=list(interventions),
+                                    seeds=list(seeds), base_env=dict(opts.extra_overrides), alpha=opts.alpha,
+                                    margin_bpb=opts.margin_bpb, correction=opts.correction, metric=opts.metric,
+                                    screen_id=f"{opts.run_id}-{name}", effect_bpb=opts.effect_bpb)
+    else:
+        plan = er.build_plan(interventions=list(interventions), seeds=list(seeds), preset=opts.preset,
+                             backend=opts.backend, base_overrides={**base_overrides, **opts.extra_overrides},
+                             alpha=opts.alpha, margin_bpb=opts.margin_bpb, correction=opts.correction,
+                             metric=opts.metric, screen_id=f"{opts.run_id}-{name}", effect_bpb=opts.effect_bpb,
+                             sequential=design, stack=opts.stack)
     ledger_path = Path(opts.output_dir) / "ledger.sqlite"
     # Ray tasks each declare their CPUs: the flag as given (None: 1 per run), not the in-process auto choice.
     executor = make_executor(opts.executor, threads=opts.threads if opts.executor == "ray" else threads,
-                             address=opts.ray_address)
+                             address=opts.ray_address, timeout_s=opts.timeout_s, nproc_per_node=opts.nproc_per_node)
     with Ledger(ledger_path) as ledger:
         result = er.run_screen(plan, ledger=ledger, executor=executor, progress=progress)
     runs_path = er.write_runs_json(out_dir / "runs.json", plan, result.runs)

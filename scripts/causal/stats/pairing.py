@@ -74,9 +74,11 @@ def scored_stage(config: Mapping[str, Any]) -> str:
 
 def arm_stages(header: Mapping[str, Any] | None) -> dict[str, str]:
     """{arm: scored stage} from a runs.json ``screen`` header (``base_config`` + ``treatment_overrides``);
-    "control" is the control's. Empty when the header does not record the configs."""
+    "control" is the control's. Empty when the header does not record the configs, or records no config of our
+    trainer: a ``--train-script`` screen (preset "script": its env knobs are the script's own) or imported logs
+    (preset "import"); each arm is then scored on the deepest stage its runs report."""
     base = (header or {}).get("base_config")
-    if not isinstance(base, Mapping):
+    if not isinstance(base, Mapping) or (header or {}).get("preset") in ("script", "import"):
         return {}
     out = {"control": scored_stage(base)}
     for name, ov in ((header or {}).get("treatment_overrides") or {}).items():
