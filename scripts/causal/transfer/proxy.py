@@ -15,7 +15,7 @@ from typing import Any
 from scripts.causal.core.errors import ConfigError
 from scripts.causal.core.provenance import git_commit
 from scripts.causal.core.schema import read_json, write_json
-from scripts.causal.transfer.reuse import reuse_committed_runs, uncovered
+from scripts.causal.transfer.reuse import KEPT, keep_unused_runs, reuse_committed_runs, uncovered
 
 __all__ = ["refusals", "screen_preset"]
 
@@ -80,12 +80,13 @@ def screen_preset(preset: str, names: Sequence[str], *, seeds: Sequence[int], ou
     threads = decide_threads(backend, log, threads) if executor == "inprocess" else threads
     with Ledger(ledger_path) as ledger:
         ledger.register_screen(plan.screen_id, plan.preregistration(), git_commit=git_commit())
-        reused = reuse_committed_runs(ledger, plan, out_dir / "runs.json")
+        reused = sum(reuse_committed_runs(ledger, plan, out_dir / name) for name in ("runs.json", KEPT))
         if reused:
             log(f"{preset}: {reused} runs reused from the committed {out_dir / 'runs.json'} (same cell, same config hash)")
         result = er.run_screen(plan, ledger=ledger, executor=make_executor(executor, threads=threads,
                                                                               address=ray_address),
                                progress=progress)
+    keep_unused_runs(out_dir / "runs.json", out_dir / KEPT, result.runs)  # runs of arms the set no longer has
     runs_path = er.write_runs_json(out_dir / "runs.json", plan, result.runs)
     payload = analyze(read_json(runs_path))
     write_json(out_dir / "ablation_results.json", payload, schema_version=payload["schema_version"])

@@ -10,9 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from scripts.causal.core.schema import RUNS_ROW_FIELDS, RunRecord, ScreenPlan, read_json
+from scripts.causal.core.schema import RUNS_ROW_FIELDS, RunRecord, ScreenPlan, read_json, write_json
 
-__all__ = ["reuse_committed_runs", "uncovered"]
+__all__ = ["KEPT", "keep_unused_runs", "reuse_committed_runs", "uncovered"]
+
+#: Committed runs of arms a later calibration set no longer screens, kept (not lost) and still reusable.
+KEPT = "runs_unused.json"
 
 
 def _committed(plan: ScreenPlan, runs_path: Path) -> tuple[list[dict], dict[str, str], str | None]:
@@ -50,3 +53,25 @@ def reuse_committed_runs(ledger: Any, plan: ScreenPlan, runs_path: str | Path) -
                         **{k: row.get(k) for k in RUNS_ROW_FIELDS if k in RunRecord.__dataclass_fields__})
         n += bool(ledger.record_run(rec))
     return n
+
+
+def keep_unused_runs(runs_path: str | Path, kept_path: str | Path, new_runs: Any) -> int:
+    """Before ``runs_path`` is rewritten for a new plan, move its rows that the new runs do not contain (same
+    intervention, seed and config hash) into ``kept_path`` (merged with what it holds); returns how many are kept."""
+    runs_path, kept_path = Path(runs_path), Path(kept_path)
+    have = {(r.intervention, r.seed, r.config_hash) for r in new_runs}
+    rows = []
+    for path in (kept_path, runs_path):
+        if path.is_file():
+            rows += [r for r in read_json(path).get("runs") or ()]
+    kept, seen = [], set()
+    for r in rows:
+        key = (r.get("intervention"), r.get("seed"), r.get("config_hash"))
+        if key not in have and key not in seen:
+            seen.add(key)
+            kept.append(r)
+    if kept:
+        write_json(kept_path, {"note": "committed calibration runs of arms the current calibration set does not "
+                                       "screen; reused when a later set needs them (same cell, same config hash)",
+                               "runs": kept})
+    return len(kept)
