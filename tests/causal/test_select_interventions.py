@@ -24,11 +24,16 @@ CANDS = [("ema_0997", "ema", "EMA weights", True), ("xsa_last4", "xsa", "XSA", T
          ("matrix_lr_half", "", "lr x0.5"), ("ln_scale", "ln_scale", "ln scale", True)]
 
 
+_EXACT = {"xsa": "xsa_last4", "ema": "ema_0997", "ln_scale": "ln_scale", "smeargate": "smear_gate", "swa": "swa",
+          "activation": "act_leaky_relu2"}  # the registry entry a test row is verified as (None: no entry named)
+
+
 def _row(change, delta, feature, **kw):
     """A verified single-change entry (its record is set by ``_matrix``): on/off features default False -> True."""
     direction = kw.pop("direction", 1)
     frm, to = kw.pop("from_value", not direction > 0), kw.pop("to_value", direction > 0)
-    return dict(klass="single_change", change=change, knob=feature, from_value=frm, to_value=to, intervention=None,
+    return dict(klass="single_change", change=change, knob=feature, from_value=frm, to_value=to,
+                intervention=kw.pop("intervention", _EXACT.get(feature)),
                 delta_bpb=delta, delta_nats=None, delta_stated=str(delta), metric=kw.pop("metric", "post_quant"),
                 stack="", stack_record=None, reference="previous row", seeds=kw.pop("n_seeds", None),
                 hardware=kw.pop("hardware", "8xH100"), quote=change, file="README.md", line=1, **kw)
@@ -115,7 +120,7 @@ def test_distance_is_counted_from_the_control_stack():
 
 
 def test_numeric_rows_use_their_direction():
-    rows = [_row("11L vs 9L", -0.004, "num_layers", from_value=9, to_value=11),
+    rows = [_row("11L vs 9L", -0.004, "num_layers", from_value=9, to_value=11, intervention="num_layers_plus2"),
             _row("8L vs 9L", 0.006, "num_layers", from_value=9, to_value=8, direction=-1)]
     pooled = _matrix(rows[:1], rows[1:])
     items, _ = ev.leaderboard_items(CandidateIntervention("num_layers_plus2", "num_layers", "", 11),
@@ -243,7 +248,8 @@ def test_cli_rejects_a_bad_transfer_file(tmp_path, capsys):
 
 def test_numeric_row_of_another_stretch_is_discounted_and_only_the_exact_one_is_not():
     rows = [_row("Softcap = 10", -0.003, "logit_softcap", from_value=15, to_value=10, direction=-1),
-            _row("Softcap 30 -> 20", -0.002, "logit_softcap", from_value=30, to_value=20, direction=-1)]
+            _row("Softcap 30 -> 20", -0.002, "logit_softcap", from_value=30, to_value=20, direction=-1,
+                 intervention="logit_softcap_20")]
     pooled = _matrix(rows[:1], rows[1:])
     far, near = ev.leaderboard_items(CandidateIntervention("logit_softcap_20", "logit_softcap", "", 20.0),
                                      pooled["logit_softcap"])[0]
@@ -261,6 +267,13 @@ def test_another_level_of_a_categorical_knob_is_no_evidence_and_a_reverse_row_is
                                     pooled["activation"])
     (item,) = items
     assert item.mean == pytest.approx(-0.003) and "other way round" in item.label
+
+
+def test_a_verified_variant_of_the_change_enters_discounted():
+    pooled = _matrix([_row("+ XSA on the last 3 layers", -0.002, "xsa", intervention=None)])
+    (item,), _ = ev.leaderboard_items(CandidateIntervention("xsa_last4", "xsa", "", True), pooled["xsa"])
+    assert item.sd == pytest.approx(math.sqrt(ev.TAU**2 + ev.SEED_SD**2) * ev.OUT_OF_RANGE_FACTOR)
+    assert "a variant of the candidate's change" in item.label
 
 
 def test_a_candidate_in_the_control_stack_is_not_recommended():
