@@ -165,7 +165,7 @@ def test_report_header_states_mde_power_and_each_class_agreement(tmp_path):
     assert (s["mde_min"], s["mde_max"], s["power_max"]) == (0.025, 0.031, 0.02)
     text = "\n".join(sensitivity_lines(s))
     assert "MDE) is 0.0250-0.0310 bpb" in text and "says nothing about an effect of 0.0030 bpb" in text
-    assert "architecture changes agreed in sign with H100 in 4 of 8 calibration rows at `fast`" in text
+    assert "architecture changes agreed in sign with H100 in 4 of 8 verified calibration rows at `fast`" in text
     assert "not to be trusted from the proxy" in text.split("architecture changes")[1].split("\n")[0]
     assert "not to be trusted" not in text.split("evaluation changes")[1].split("\n")[0]
     none = "\n".join(sensitivity_lines(screen_sensitivity(decisions, None, None, "screen", {})))
