@@ -85,7 +85,7 @@ def test_score_counts_sign_agreement_on_decisive_rows_and_fits_over_intervention
     assert arch["slope"] == pytest.approx(stats.linregress(x, y).slope)
     assert sc["classes"]["evaluation"]["verdict"] == "too_few_rows"
     assert sc["classes"]["averaging"]["verdict"] == "unmeasured" and sc["not_screened"] == ["z"]
-    assert "3 of 4 calibration rows" in agreement_sentence("architecture", arch, "fast")
+    assert "3 of 4 verified calibration rows" in agreement_sentence("architecture", arch, "fast")
     assert "not to be trusted" in agreement_sentence("architecture", arch, "fast")
     assert "not measured" in agreement_sentence("averaging", sc["classes"]["averaging"], "fast")
     assert (arch["ceiling_k"], arch["ceiling"]) == (4, 1.0)  # every H100 row of one intervention points one way
