@@ -8,6 +8,12 @@ Steps (each independent: a failing step logs its error, the check goes on):
                 the project has one, else "ray not installed: skipped" and the in-process executor
   cpu_vs_cuda   the `tiny` config and seed on CPU (fp32) and on CUDA (bf16, compiled, first call an eval)
   rerun         same-seed reruns of that tiny config on CUDA (not bit-identical there; the spread is reported)
+  script_screen a paired 2-arm screen (control vs mlp_mult_3 through its MLP_MULT env form) on a RECORD's
+                train_gpt.py through --train-script's machinery (knobs from the source, torchrun, 1 GPU per
+                run, reduced MAX_WALLCLOCK_SECONDS); --train-script PATH, default the NaiveBaseline record's
+                script under ../shared/records. The dry run screens the CPU stand-in script (gloo, 2 ranks).
+  import        --import-logs on the logs that screen wrote: arms by printed config, paired by seed, the same
+                gate; its scores must equal the ones the screen recorded
 ms/step is compared with upstream's 43.54 ms/step on 8xH100 (records/track_10min_16mb/2026-03-17_NaiveBaseline):
 one GPU runs all 8 micro-batches of a 524,288-token step (8x the tokens per GPU), so the 1-GPU reference is
 8 x 43.54 = 348.3 ms/step, assuming perfect 8-GPU scaling upstream. Upstream's 43.54 ms include its all-reduces,
@@ -50,7 +56,9 @@ UPSTREAM_MS_PER_STEP_8GPU = 43.54  # NaiveBaseline train.log: step_avg:43.54ms a
 UPSTREAM_GPUS = 8
 UPSTREAM_PEAK_MIB = 10184  # same log: "peak memory allocated: 10184 MiB" per GPU (65,536-token micro-batches)
 UPSTREAM_TOKENS_PER_STEP = 524_288
-STEPS = ("baseline", "torchrun", "screen", "cpu_vs_cuda", "rerun")
+STEPS = ("baseline", "torchrun", "screen", "cpu_vs_cuda", "rerun", "script_screen", "import")
+RECORD_SCRIPT = REPO_ROOT.parent / "shared" / "records" / "track_10min_16mb" / "2026-03-17_NaiveBaseline" / "train_gpt.py"
+STANDIN_SCRIPT = REPO_ROOT / "tests" / "causal" / "data" / "standin" / "train_gpt_standin.py"
 SCREEN_ARMS = {"control": {}, "leaky_relu2": {"activation": "leaky_relu2"}}
 
 
@@ -76,6 +84,9 @@ class Plan:
     reruns: int = 3
     seeds: tuple[int, ...] = (1, 2)
     cpu_threads: int | None = None  # torch CPU threads (None: torch's default; the dry run uses 1)
+    train_script: Path | None = None  # script_screen's record script (None: RECORD_SCRIPT; dry run: the stand-in)
+    script_wallclock_s: float = 20.0  # MAX_WALLCLOCK_SECONDS of each script_screen run
+    script_timeout_s: float = 240.0  # per-run limit of the script_screen runs
 
     @classmethod
     def gpu(cls, baseline_steps: int) -> Plan:
@@ -94,7 +105,7 @@ class Plan:
                              "val_loss_every": 0, "train_log_every": 2, "max_wallclock_seconds": 0.0,
                              "compile": False},
                    screen_preset="tiny", screen_overrides={"iterations": 4}, tiny={"val_loss_every": 4},
-                   cpu_threads=1)
+                   cpu_threads=1, train_script=STANDIN_SCRIPT, script_timeout_s=120.0)
 
 
 # ----------------------------- pure helpers (tested)
@@ -344,9 +355,78 @@ def step_rerun(ctx: Context) -> dict[str, Any]:
     return spread([_train(cfg, 1337, ctx)[0].val_bpb for _ in range(ctx.plan.reruns)])
 
 
+def _script_env(ctx: Context, script: Path) -> dict[str, str]:
+    """Env for every arm of the script screen: the small corpus and a reduced wallclock (a record's knobs), or
+    for the CPU stand-in one thread per rank and the log family of our own trainer."""
+    if ctx.plan.device == "cpu":
+        return {"OMP_NUM_THREADS": "1", "LOG_STYLE": "ours", "SLIDING": "1"}
+    return {"DATA_PATH": ctx.small.data_path, "TOKENIZER_PATH": ctx.small.tokenizer_path,
+            "MAX_WALLCLOCK_SECONDS": f"{ctx.plan.script_wallclock_s:g}", "VAL_LOSS_EVERY": "0",
+            "TRAIN_LOG_EVERY": "50"}
+
+
+def step_script_screen(ctx: Context) -> dict[str, Any]:
+    from scripts.causal.experiment_runner import run_screen, write_runs_json
+    from scripts.causal.screen.ledger import Ledger
+    from scripts.causal.screen.plan import build_script_plan
+    from scripts.causal.screen.torchrun import ScriptExecutor
+
+    script = Path(ctx.plan.train_script or RECORD_SCRIPT)
+    if not script.is_file():
+        raise ConfigError(f"record script {script} not found: pass --train-script PATH (a record's train_gpt.py)")
+    plan = build_script_plan(train_script=str(script), interventions=["mlp_mult_3"], seeds=ctx.plan.seeds,
+                             base_env=_script_env(ctx, script), screen_id="gpu_check_script_screen")
+    executor = ScriptExecutor(nproc_per_node=2 if ctx.plan.device == "cpu" else 1,
+                              timeout_s=ctx.plan.script_timeout_s, workdir=ctx.work, log_dir=ctx.out / "script_logs")
+    ledger_path = ctx.out / "script_screen.sqlite"
+    ledger_path.unlink(missing_ok=True)
+    with Ledger(ledger_path) as ledger:
+        result = run_screen(plan, ledger=ledger, executor=executor, progress=False)
+    write_runs_json(ctx.out / "script_screen_runs.json", plan, result.runs)
+    vals: dict[str, dict[int, float]] = {}
+    for r in result.runs:
+        score = r.ttt_val_bpb or r.sliding_val_bpb or r.post_quant_val_bpb
+        ctx.log(f"  {r.intervention} seed {r.seed}: {r.status} final {score} wall {r.wall_s}s {r.error or ''}")
+        if r.status != "ok":
+            raise RuntimeError(f"{r.intervention} seed {r.seed}: {r.status}: {r.error}")
+        vals.setdefault(r.intervention, {})[r.seed] = score
+    return {"train_script": str(script), "script_sha256": plan.configs["control"].script_sha256,
+            "env": dict(plan.configs["control"].env), "final_val_bpb": vals, "deltas": paired_deltas(vals),
+            "wall_s": sum(r.wall_s or 0.0 for r in result.runs), "executor": "torchrun (--train-script)"}
+
+
+def step_import(ctx: Context) -> dict[str, Any]:
+    from scripts.causal.screen import log_import as li
+
+    logs = ctx.out / "script_logs"
+    if not logs.is_dir():
+        raise RuntimeError(f"{logs}: no logs to import (the script_screen step did not run or wrote none)")
+    from scripts.causal.experiment_runner import write_runs_json
+    from scripts.causal.screen.ledger import Ledger
+
+    with Ledger(ctx.out / "script_screen.sqlite") as ledger:  # the screen's runs: scores and the control's log
+        screen = ledger.runs("gpu_check_script_screen")
+    screened = {(r.seed, r.arm == "control"): r.ttt_val_bpb or r.sliding_val_bpb or r.post_quant_val_bpb
+                for r in screen}
+    control_log = next((Path(r.config["log_path"]) for r in screen if r.arm == "control"), None)
+    plan, records = li.import_screen(logs, control_log=control_log, effect_bpb=0.002)
+    runs_path = ctx.out / "import" / "runs.json"
+    write_runs_json(runs_path, plan, records)
+    payload = li.gate(plan, records, runs_path)
+    imported = {(r.seed, r.arm == "control"): r.ttt_val_bpb or r.sliding_val_bpb or r.post_quant_val_bpb
+                for r in records}
+    same = bool(screened) and all(screened.get(k) == v for k, v in imported.items())
+    if screened and not same:
+        raise RuntimeError(f"imported scores {imported} differ from the screen's {screened}")
+    return {"runs": len(records), "arms": [n for n, _ in plan.treatments], "pairing": payload["pairing"],
+            "decisions": {row["intervention"]: row["decision"] for row in payload["results"]},
+            "scores_equal_screen": same}
+
+
 STEP_FUNCS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "baseline": step_baseline, "torchrun": step_torchrun, "screen": step_screen,
-    "cpu_vs_cuda": step_cpu_vs_cuda, "rerun": step_rerun,
+    "cpu_vs_cuda": step_cpu_vs_cuda, "rerun": step_rerun, "script_screen": step_script_screen,
+    "import": step_import,
 }
 HEADLINES = {
     "baseline": ("ms_per_step", "upstream_scaled_ms_per_step", "ratio_to_upstream", "peak_allocated_mib", "val_bpb"),
@@ -354,6 +434,8 @@ HEADLINES = {
     "screen": ("executor",),
     "cpu_vs_cuda": ("cpu_fp32_val_bpb", "cuda_val_bpb", "cpu_val_bpb", "difference"),
     "rerun": ("max_minus_min", "std", "bit_identical"),
+    "script_screen": ("executor", "wall_s"),
+    "import": ("runs", "pairing", "scores_equal_screen"),
 }
 
 
@@ -372,7 +454,7 @@ def run_step(name: str, ctx: Context) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     ctx.log(f"== {name}: ok in {seconds:.1f}s {numbers}")
     headline = {k: numbers[k] for k in HEADLINES[name] if k in numbers}
-    if name == "screen":
+    if name in ("screen", "script_screen"):
         headline.update({f"delta_{arm}": d["mean"] for arm, d in numbers["deltas"].items()})
     return {"status": "ok", "seconds": seconds, "numbers": numbers, "headline": headline}
 
@@ -426,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-dry-run", action="store_true", help="tiny sizes on CPU, to test the script itself")
     p.add_argument("--baseline-steps", type=int, default=None, help="baseline/torchrun steps (default 200; dry run 4)")
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
+    p.add_argument("--train-script", type=Path, default=None,
+                   help=f"record script for the script_screen step (default: {RECORD_SCRIPT})")
     p.add_argument("--budget-s", type=float, default=420.0,
                    help="skip the steps that would start after this many seconds, e.g. 420")
     add_debug_flag(p)
@@ -442,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         n = args.baseline_steps or (4 if args.cpu_dry_run else 200)
         plan = Plan.dry_run(n) if args.cpu_dry_run else Plan.gpu(n)
+        if args.train_script is not None:
+            plan = dataclasses.replace(plan, train_script=args.train_script)
         report = run_check(args.out, plan, steps, args.budget_s)
         return 0 if all(s["status"] == "ok" for s in report["steps"].values()) else 1
 

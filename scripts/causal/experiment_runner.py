@@ -54,16 +54,18 @@ from scripts.causal.screen.plan import (  # noqa: F401  (the runner's planning A
     CONTROL,
     CORRECTIONS,
     GridCell,
+    arm_hash,
     base_config,
     bit_reproducible,
     build_plan,
+    build_script_plan,
     extend_seeds,
     plan_from_ledger,
     plan_grid,
     sequential_design,
 )
 from scripts.causal.screen.progress import LineProgress, make_progress
-from scripts.causal.stats.pairing import FINAL_METRIC, FINAL_STAGES, METRICS, metric_value
+from scripts.causal.stats.pairing import FINAL_METRIC, METRICS, metric_value, scored_stage
 
 
 def _finite(x: Any) -> bool:
@@ -82,11 +84,17 @@ def to_record(result: tg.RunResult, *, screen_id: str, cell: GridCell, planned: 
     ledger key; the config actually run (seed and resolved data paths filled in) is stored in ``config``.
     """
     status, error = result.status or "failed", result.error
-    problem = check_result_config(planned, cell.seed, result) if status != "failed" else None
+    checkable = isinstance(planned, tg.Hyperparameters)  # a ScriptConfig is checked by its executor (sha256)
+    problem = check_result_config(planned, cell.seed, result) if status != "failed" and checkable else None
     if problem is not None:
         status, error = "failed", f"ran a different config than planned: {problem}"
-    elif status == "ok" and not _finite(result.val_bpb):
+    elif status == "ok" and checkable and not _finite(result.val_bpb):
         status, error = "diverged", f"val_bpb is not finite ({result.val_bpb})"
+    elif status == "ok" and checkable and not _finite(getattr(result, scored_stage(planned.to_dict()), None)):
+        stage = scored_stage(planned.to_dict())
+        value = getattr(result, stage, None)
+        status = "failed" if value is None else "diverged"
+        error = f"scored stage {stage} is {'missing' if value is None else f'not finite ({value})'}"
     return RunRecord(
         screen_id=screen_id, intervention=cell.intervention, arm=cell.arm, seed=int(cell.seed),
         backend=str(result.backend), config_hash=expected_hash, status=status, error=error,
@@ -105,12 +113,15 @@ def to_record(result: tg.RunResult, *, screen_id: str, cell: GridCell, planned: 
 
 
 def _score(rec: RunRecord) -> float | None:
-    return metric_value({m: getattr(rec, m, None) for m in FINAL_STAGES}, FINAL_METRIC)
+    """The run's final_val_bpb: its config's scored stage; a --train-script run's deepest reported stage (its env
+    knobs are the script's own, not our trainer's)."""
+    ours = rec.config and "train_script" not in rec.config
+    return metric_value(rec.runs_row(), FINAL_METRIC, stage=scored_stage(rec.config) if ours else None)
 
 
 def format_run_line(rec: RunRecord, control: RunRecord | None, *, done: int, total: int) -> str:
-    """One line per finished run: intervention, seed, its score as the challenge takes it (the last evaluation
-    stage that ran, ``final_val_bpb``) and the delta vs the same seed's control on that score. (Pre-quant val_bpb
+    """One line per finished run: intervention, seed, its score as the challenge takes it (the scored evaluation
+    stage of its config, ``final_val_bpb``) and the delta vs the same seed's control on that score. (Pre-quant val_bpb
     would show an evaluation-only change such as TTT as delta +0.0000.)"""
     score, base = _score(rec), _score(control) if control is not None else None
     bpb = f"{score:.4f}" if score is not None else "n/a"
@@ -141,7 +152,7 @@ def run_screen(plan: ScreenPlan, *, ledger: Ledger, executor: Executor | None = 
     prog = progress if isinstance(progress, LineProgress) else make_progress(bool(progress))
     commit = git_commit()
     ledger.register_screen(plan.screen_id, plan.preregistration(), git_commit=commit)
-    hashes = {name: tg.config_hash(cfg) for name, cfg in plan.configs.items()}
+    hashes = {name: arm_hash(cfg) for name, cfg in plan.configs.items()}
     grid = plan_grid(plan)
     done: dict[int, RunRecord] = {}
     for cell in grid:
@@ -226,7 +237,7 @@ def _results(plan: ScreenPlan, cells: Sequence[GridCell], executor: Executor,
         return
     for cell in cells:
         cfg = plan.configs[cell.intervention]
-        prog.run_started(f"{cell.intervention} seed {cell.seed}", int(cfg.iterations))
+        prog.run_started(f"{cell.intervention} seed {cell.seed}", int(getattr(cfg, "iterations", 0) or 0))
         try:
             result = executor.run(cfg, cell.seed, plan.backend, on_step=prog.on_step)
         except Exception as exc:  # an executor bug must not stop the screen: record the run as failed
@@ -258,18 +269,35 @@ def experiment_rows(plan: ScreenPlan, runs: Sequence[RunRecord]) -> list[dict]:
     feature's value in the treatment's config (e.g. "gelu" for activation, True for partial_rope) and
     control_value its value in the control config (the DAG stage needs it to place numeric features).
     """
-    overrides = dict(plan.treatments)
-    control = plan.configs[CONTROL]
+    overrides = {name: {k.lower(): v for k, v in ov.items()} for name, ov in plan.treatments}
+    views = {name: _feature_view(cfg) for name, cfg in plan.configs.items()}
     rows = []
     for r in runs:
         if r.status != "ok" or not _finite(r.val_bpb):
             continue
         feature = None if r.arm == "control" else reg.treatment_feature(r.intervention, overrides[r.intervention])
-        value = reg.feature_value(feature, plan.configs[r.intervention]) if feature else None
-        rows.append({"intervention": r.intervention, "feature": feature, "value": value, "val_bpb": r.val_bpb,
-                     "seed": r.seed, "arm": r.arm,
-                     "control_value": reg.feature_value(feature, control) if feature else None})
+        rows.append({"intervention": r.intervention, "feature": feature,
+                     "value": _feature_value(feature, views[r.intervention]), "val_bpb": r.val_bpb,
+                     "seed": r.seed, "arm": r.arm, "control_value": _feature_value(feature, views[CONTROL])})
     return rows
+
+
+def _feature_view(cfg: Any) -> Any:
+    """What ``registry.feature_value`` reads: the Hyperparameters, or a ``--train-script`` arm's knob values."""
+    if hasattr(cfg, "script_sha256"):
+        from scripts.causal.screen.script_target import config_view
+
+        return config_view(cfg)
+    return cfg
+
+
+def _feature_value(feature: str | None, view: Any) -> Any:
+    if not feature:
+        return None
+    try:
+        return reg.feature_value(feature, view)
+    except (AttributeError, TypeError, ValueError):  # a script without that knob: the value is unknown
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,10 +331,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.01, help="pre-registered alpha (default: 0.01)")
     p.add_argument("--margin-bpb", type=float, default=0.0, help="pre-registered improvement margin (default: 0)")
     p.add_argument("--correction", default="holm", choices=list(CORRECTIONS), help="multiplicity correction")
-    p.add_argument("--metric", default="post_quant_val_bpb", choices=list(METRICS),
-                   help="pre-registered decision metric (default: the scored post-quant round-trip val_bpb)")
+    p.add_argument("--metric", default=FINAL_METRIC, choices=list(METRICS),
+                   help="pre-registered decision metric (default final_val_bpb: each run's scored stage, post-TTT, "
+                        "sliding or the post-quant round trip as its config runs; an evaluation-only change needs it)")
+    p.add_argument("--train-script", default=None, metavar="PATH",
+                   help="screen this upstream-style train_gpt.py (e.g. a record's) under torchrun instead of our "
+                        "trainer: its env knobs are read from its source; --override / --base-override become env "
+                        "vars (KNOB=VALUE); needs --executor torchrun or ray")
+    p.add_argument("--import-logs", default=None, metavar="DIR",
+                   help="run nothing: import the train logs in DIR (arms grouped by config, paired by seed) "
+                        "into the ledger and runs.json, and gate them (see screen/log_import.py)")
+    p.add_argument("--import-control", default=None, metavar="KEY=VALUE",
+                   help="with --import-logs: the control is the arm whose printed config has these values, e.g. "
+                        "mlp_mult=2 (default: the arm of the first log in name order)")
     p.add_argument("--effect-bpb", type=float, default=None,
                    help="pre-registered effect of interest in bpb, e.g. 0.003 (default: 0.005 nats, the record bar)")
+    p.add_argument("--pool-aa", action="store_true",
+                   help="pre-register pooling the variance of d with the A/A arm's pairs (a non-reproducible "
+                        "backend with aa_mode arm; the analysis may pool only if this was registered)")
     p.add_argument("--sequential", action="store_true",
                    help="group-sequential seeds (O'Brien-Fleming, non-binding futility): stop clear arms early")
     p.add_argument("--max-seeds", type=int, default=None,
@@ -337,9 +379,25 @@ def _export_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def _script_plan(args: argparse.Namespace, names: list[str], base_overrides: dict) -> ScreenPlan:
+    if args.executor not in ("torchrun", "ray"):
+        raise ConfigError(f"--train-script runs the script under torchrun: pass --executor torchrun or ray "
+                          f"(got --executor {args.executor})")
+    if args.stack or args.sequential:
+        raise ConfigError("--train-script screens the script as it is: --stack and --sequential do not apply")
+    return build_script_plan(train_script=args.train_script, interventions=names, seeds=args.seeds,
+                             overrides=args.override, base_env=base_overrides, alpha=args.alpha,
+                             margin_bpb=args.margin_bpb, correction=args.correction, screen_id=args.screen_id,
+                             metric=args.metric, effect_bpb=args.effect_bpb)
+
+
 def _main(args: argparse.Namespace) -> int:
     if args.export_only:
         return _export_only(args)
+    if args.import_logs:
+        from scripts.causal.screen.log_import import import_main
+
+        return import_main(args)
     backend = args.backend
     if backend == "auto":
         from scripts.causal.screen import trainer
@@ -352,6 +410,8 @@ def _main(args: argparse.Namespace) -> int:
     with Ledger(args.ledger) as ledger:
         if args.resume and args.screen_id and not names and not args.override:
             plan = plan_from_ledger(ledger, args.screen_id)
+        elif args.train_script:
+            plan = _script_plan(args, names, base_overrides)
         else:
             seeds = parse_seeds(args.seeds)
             sequential = None
@@ -361,7 +421,7 @@ def _main(args: argparse.Namespace) -> int:
                               overrides=args.override, base_overrides=base_overrides or None, alpha=args.alpha,
                               margin_bpb=args.margin_bpb, correction=args.correction, screen_id=args.screen_id,
                               metric=args.metric, effect_bpb=args.effect_bpb, sequential=sequential,
-                              stack=args.stack)
+                              stack=args.stack, pool_aa=args.pool_aa)
         existing = ledger.count_runs(plan.screen_id) if ledger.get_screen(plan.screen_id) else 0
         if args.resume and ledger.get_screen(plan.screen_id) is None:
             raise ConfigError(f"--resume: {args.ledger} has no screen {plan.screen_id!r} "

@@ -1,14 +1,18 @@
-"""Accuracy of the leaderboard miner against a hand-labelled truth file.
+"""Accuracy of the leaderboard miner: ablation typing against the verified evidence table, features against labels.
 
 Usage::
 
-    python scripts/causal/extraction_accuracy.py --truth tests/causal/data/labels/truth.json \
-        --pred results/interventions.json
+    python scripts/causal/extraction_accuracy.py --pred results/interventions.json            # verified table
+    python scripts/causal/extraction_accuracy.py --pred results/interventions.json --show-mismatches
+    python scripts/causal/extraction_accuracy.py --pred results/interventions.json \
+        --truth tests/causal/data/labels/truth.json                                         # + features, val_bpb
 
-    python scripts/causal/extraction_accuracy.py --truth tests/causal/data/labels/ablation_truth.json \
-        --pred results/interventions.json --show-mismatches
+Ablation typing (``extract.verified_score``, against ``evidence/verified``): precision of the miner's one-change
+claims ("this row is knob K, from -> to") and recall of the verified single-change rows [targets >= 95% and
+>= 80%], overall and on the records dated after ``--cutoff`` (the rules were written against the records up to
+it; the later ones are scored as held out).
 
-Metrics (targets in brackets): val_bpb exact to 1e-6 [>= 95%], feature agreement where the label is known
+Feature labels (``--truth``; targets in brackets): val_bpb exact to 1e-6 [>= 95%], feature agreement where the label is known
 [>= 90%], agreement on labels that differ from the naive baseline [>= 80%], ablation recall [>= 85%] (a labelled
 ablation counts as found when a mined row of the same record has a delta within 1e-4), and typing accuracy
 [>= 80%] over found labelled rows that carry a ``kind``: such a row is typed right when some mined row with that delta
@@ -23,7 +27,10 @@ import json
 import sys
 
 from scripts.causal.core.cli import add_debug_flag, run_cli
+from scripts.causal.core.paths import EVIDENCE_DIR
 from scripts.causal.core.schema import BASELINE_FEATURES, read_json
+from scripts.causal.evidence.table import load_table
+from scripts.causal.extract.verified_score import CUTOFF, score_typing
 
 BPB_TOL = 1e-6
 DELTA_TOL = 1e-4
@@ -131,25 +138,47 @@ def score(pred: dict, truth: dict) -> AccuracyReport:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Score results/interventions.json against hand-labelled truth.")
-    p.add_argument("--truth", required=True, action="append",
-                   help="truth file (repeatable), e.g. tests/causal/data/labels/truth.json")
+    p = argparse.ArgumentParser(description="Score results/interventions.json against the verified evidence table "
+                                            "(ablation typing) and, with --truth, hand-labelled features.")
     p.add_argument("--pred", required=True, help="e.g. results/interventions.json")
-    p.add_argument("--batch", type=int, help="score only labels of this batch (e.g. 2)")
+    p.add_argument("--evidence", default=str(EVIDENCE_DIR), help="verified evidence table, e.g. evidence/verified")
+    p.add_argument("--cutoff", default=CUTOFF, help=f"date the miner's rules were written up to, e.g. {CUTOFF}")
+    p.add_argument("--truth", action="append", default=[],
+                   help="feature/val_bpb truth file (repeatable), e.g. tests/causal/data/labels/truth.json")
+    p.add_argument("--batch", type=int, help="with --truth: score only labels of this batch (e.g. 2)")
     p.add_argument("--show-mismatches", action="store_true", help="list every disagreement")
     add_debug_flag(p)
     return p
 
 
+def typing_report(pred: dict, table: dict, cutoff: str) -> dict:
+    """The verified-table scores overall and after ``cutoff`` (``extract.verified_score``)."""
+    out = {}
+    for name, after in (("all", None), (f"after_{cutoff}", cutoff)):
+        s = score_typing(pred.get("records", []), table, after=after)
+        out[name] = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("wrong", "missed")}
+        out[name]["wrong"], out[name]["missed"] = list(s.wrong), list(s.missed)
+    return out
+
+
 def _main(args: argparse.Namespace) -> int:
-    truth = merge_truths([read_json(t) for t in args.truth])
-    if args.batch is not None:
-        truth = {**truth, "records": {k: v for k, v in truth["records"].items() if v.get("batch") == args.batch}}
-    rep = score(read_json(args.pred), truth)
-    out = {k: v for k, v in dataclasses.asdict(rep).items() if k != "mismatches"}
-    print(json.dumps(out, indent=2))
+    pred = read_json(args.pred)
+    rep = typing_report(pred, load_table(args.evidence), args.cutoff)
+    brief = {k: {m: v for m, v in b.items() if m not in ("wrong", "missed")} for k, b in rep.items()}
+    print(json.dumps({"ablation_typing": brief}, indent=2))
     if args.show_mismatches:
-        print("\n".join(rep.mismatches))
+        for k, b in rep.items():
+            print(f"# {k}: wrong claims\n" + "\n".join(b["wrong"]) + f"\n# {k}: missed single changes\n"
+                  + "\n".join(b["missed"]))
+    if args.truth:
+        truth = merge_truths([read_json(t) for t in args.truth])
+        if args.batch is not None:
+            truth = {**truth, "records": {k: v for k, v in truth["records"].items() if v.get("batch") == args.batch}}
+        feat = score(pred, truth)
+        print(json.dumps({"features": {k: v for k, v in dataclasses.asdict(feat).items() if k != "mismatches"}},
+                         indent=2))
+        if args.show_mismatches:
+            print("\n".join(feat.mismatches))
     return 0
 
 

@@ -1,31 +1,35 @@
-"""Promotion gate: write a change that a screen CONFIRMED, exactly as it was tested, into train_gpt.py.
+"""Promotion gate: write ONE change that a screen CONFIRMED, exactly as it was tested, into train_gpt.py.
 
 What may be promoted (``check_promotable``): a ``confirmed`` row of an ablation_results payload (schema 2) that is
-not exploratory, was analysed under a family-wise correction (Holm, or the group-sequential Bonferroni split), is
-in the pre-registered family, and whose treatment never failed or diverged where its control trained. A BH screen
-is a *screen*: its winners must be confirmed with Holm on fresh seeds (stats/confirmation.py) and the confirmation
-result promoted. ``correction="none"``, BH-only, exploratory and failed-treatment results are refused with the
-reason.
+not exploratory (a deviation from the pre-registration, missing runs or an edited header make it so), was analysed
+under a family-wise correction (Holm, or the group-sequential Bonferroni split), is in the pre-registered family,
+whose treatment never failed where its control trained, whose screen's calibration passed, whose mean gain reaches
+the effect of interest (a smaller one is "real, but below the record bar": ``--allow-below-bar``), and that was
+tested on the bare preset (a stack screen's context is not the block's). A BH screen is a *screen*: confirm it with
+Holm on fresh seeds (stats/confirmation.py) and promote that. ``promote`` also refuses a change whose artifact at
+the target scale is over the 16,000,000-byte cap, code included (screen/target_budget.py), naming the bytes.
 
-What is written (``promotion_entries``): the change the screen tested, read from the results' ``screen`` header
+One arm at a time: each arm was tested alone against the control, so two confirmed arms are never written together
+(a combination nobody tested); screen them as one combined arm to promote them together.
+
+What is written (``promotion_entries``): the tested change from the results' ``screen`` header
 (``treatment_overrides`` = the treatment's values, ``base_config`` = the control's, ``preset``), as a rule relative
 to the preset it was tested on: ("set", v) for a fixed registry value, an ad-hoc ``override:`` or a non-numeric
 field; ("add", to - from) for a preset-relative integer (num_layers_plus2 on fast: 4 -> 6 is ("add", 2)); ("mul",
-to / from) for a preset-relative float (matrix_lr_half: ("mul", 0.5)). train_gpt.py applies the rules after the
-preset (baseline -> preset -> promoted -> env/overrides), so the tested preset reproduces the tested value exactly
-and other presets get the same change. Why relative and not the absolute tested value: an absolute 6 layers on
-the baseline preset (9 layers) would be a *removal* of 3 layers, the opposite of what was tested. ``--overrides-json``
-may only restate the tested values; any other value is refused.
+to / from) for a preset-relative float (matrix_lr_half: ("mul", 0.5)); ("depth", index / num_layers) for a layer
+index (parallel_residuals at layer 3 of 4 is ("depth", 0.75): layer 7 of 9 at the baseline, never the encoder
+half) and ("last", k) for the last k layers. train_gpt.py applies the rules after the preset (baseline -> preset
+-> promoted -> env/overrides), so the tested preset reproduces the tested value exactly and other presets get the
+same change. Each line's provenance names preset, backend, stack, base overrides and the screen id.
+``--overrides-json`` may only restate the tested values; any other value is refused.
 
-The block is the only part of train_gpt.py this module touches; one line per key with its provenance. A key that
-is already promoted composes with a new rule only when the new screen's control already carried the promoted value
-(it was screened on the promoted baseline); otherwise it is a conflict (``--revert`` first). ``--dry-run`` (the
-default) prints the unified diff; ``--apply`` writes it and re-imports the file to check that the tested preset now
-gives the tested values and that bare ``Hyperparameters()``, ``from_env({})`` and ``preset_config("baseline")``
-agree (the original text is restored on failure); ``--revert`` restores the empty block, byte for byte the
-unpromoted file. The MLX twin next to the
-file (``train_gpt_mlx.py``) carries the same block (a twin section the tests compare), so every write copies the
-block into it too.
+The block is the only part of train_gpt.py this module touches. A key that is already promoted composes with a new
+rule only when the new screen's control already carried the promoted value (it was screened on the promoted
+baseline); otherwise it is a conflict (``--revert`` first). ``--dry-run`` (the default) prints the unified diff;
+``--apply`` writes it and re-imports the file to check that the tested preset now gives the tested values and that
+bare ``Hyperparameters()``, ``from_env({})`` and ``preset_config("baseline")`` agree (the original text is restored
+on failure); ``--revert`` restores the empty block. The MLX twin (``train_gpt_mlx.py``) carries the same block, so
+every write copies the block into it too.
 """
 from __future__ import annotations
 
@@ -37,12 +41,12 @@ import json
 import re
 import sys
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from scripts.causal.core.cli import add_debug_flag, run_cli
-from scripts.causal.core.errors import CausalPipelineError, ConfigError, DataFormatError, StageError
+from scripts.causal.core.errors import ConfigError, DataFormatError, StageError
 from scripts.causal.core.paths import TRAIN_GPT
 from scripts.causal.core.schema import read_json
 from scripts.causal.stats.multiplicity import FWER_CORRECTIONS
@@ -66,8 +70,14 @@ class PromotionEntry(dict):
 # --- what may be promoted ------------------------------------------------------------------------
 
 
-def check_promotable(results: Mapping, name: str) -> Mapping:
-    """The result row of ``name`` if it may be promoted; ConfigError saying why not otherwise."""
+def check_promotable(results: Mapping, name: str, *, allow_below_bar: bool = False) -> Mapping:
+    """The result row of ``name`` if it may be promoted; ConfigError saying why not otherwise.
+
+    Beyond the decision: a failed calibration check (the A/A repeat differs, the sanity arm is not harmful) blocks
+    every promotion of the screen; a confirmed gain below the effect of interest ("real, but below the record bar")
+    is refused unless ``allow_below_bar``; a screen on a leaderboard stack is refused (the block applies its rules
+    to the bare preset, a context that was never tested).
+    """
     if results.get("schema_version") != 2 or "preregistration" not in results:
         raise ConfigError(f"refusing to promote {name!r}: the results are not an ablation_results schema 2 payload "
                           "with a pre-registration; re-run statistical_analysis.py on the screen's runs.json")
@@ -96,15 +106,46 @@ def check_promotable(results: Mapping, name: str) -> Mapping:
                           "its proxy verdict may not hold at H100: confirm it at a longer rung or on the H100 executor")
     if not row.get("in_family", False):
         raise ConfigError(f"refusing to promote {name!r}: it is not in the pre-registered multiplicity family")
+    failed = [f"{arm} ({check.get('mode')}: {check.get('decision', 'mismatch')})"
+              for arm, check in (results.get("calibration") or {}).items() if not check.get("passed", False)]
+    if failed:
+        raise ConfigError(f"refusing to promote {name!r}: the screen's calibration failed ({', '.join(failed)}); the "
+                          "gate's noise model or power is in doubt, so none of its calls can be promoted")
+    effect = (results.get("effect") or {}).get("bpb")
+    gain = -(row.get("mean_delta_bpb") or 0.0)
+    if effect is not None and gain < effect and not allow_below_bar:
+        raise ConfigError(f"refusing to promote {name!r}: real, but below the record bar (mean gain {gain:.5f} bpb < "
+                          f"effect of interest {effect:.5f} bpb); pass --allow-below-bar to promote it anyway")
+    stack = (results.get("screen") or {}).get("stack")
+    if stack:
+        raise ConfigError(f"refusing to promote {name!r}: it was tested on the stack {stack!r}, but the block applies "
+                          "its rule to the bare preset, a context never tested; re-screen it on the bare preset")
     return row
 
 
 # --- the rule: the tested change relative to its preset --------------------------------------------
 
 
-def rule_for(name: str, key: str, tested_from: Any, tested_to: Any) -> tuple[str, Any]:
-    """("set" | "add" | "mul", value) for the change ``tested_from -> tested_to`` of ``key`` by ``name``."""
+DEPTH_KEYS = ("parallel_start_layer", "loop_start", "loop_end")  # layer indices: a fraction of the depth
+LAST_KEYS = ("ve_layers",)  # layer lists: the last k layers
+
+
+def rule_for(name: str, key: str, tested_from: Any, tested_to: Any, *, num_layers: int | None = None) -> tuple[str, Any]:
+    """("set" | "add" | "mul" | "depth" | "last", value) for the change ``tested_from -> tested_to`` of ``key``.
+
+    ``num_layers``: the tested config's depth. A depth-relative layer index (``DEPTH_KEYS``) becomes ("depth",
+    index / num_layers), and a list of the last k layers ("last", k), so a change tested at 4 layers lands at the
+    same place of a 9- or 11-layer model (not "add 3", which would start the parallel lanes in the encoder half).
+    """
     from scripts.causal.screen.registry import get_intervention
+
+    if num_layers and key in DEPTH_KEYS and isinstance(tested_to, int) and not isinstance(tested_to, bool) \
+            and tested_to > 0:
+        return "depth", tested_to / int(num_layers)
+    if num_layers and key in LAST_KEYS and isinstance(tested_to, str) and tested_to:
+        k = len(tested_to.split(","))
+        if tested_to == ",".join(str(i) for i in range(int(num_layers) - k, int(num_layers))):
+            return "last", k
 
     numeric = isinstance(tested_to, (int, float)) and not isinstance(tested_to, bool) \
         and isinstance(tested_from, (int, float)) and not isinstance(tested_from, bool)
@@ -131,8 +172,10 @@ def _apply(rule: tuple[str, Any], value: Any) -> Any:
 
 def compose(first: tuple[str, Any], then: tuple[str, Any]) -> tuple[str, Any]:
     """The single rule equal to applying ``first`` and then ``then``."""
-    if then[0] == "set":
+    if then[0] in ("set", "depth", "last"):
         return then
+    if first[0] in ("depth", "last"):
+        raise ConfigError(f"cannot compose promoted rule {first!r} with {then!r}; run promote.py --revert first")
     if first[0] == "set":
         return "set", _apply(then, first[1])
     if first[0] == then[0]:
@@ -147,7 +190,12 @@ def _fmt(x: Any, spec: str = ".5f") -> str:
 def _provenance(row: Mapping, results: Mapping, *, key: str, preset: str, tested: tuple[Any, Any]) -> str:
     screen = results.get("screen") or {}
     stage = " confirmation" if results.get("stage") == "confirmation" else ""
-    return (f"tested on preset={preset}: {tested[0]!r} -> {tested[1]!r}; screen={screen.get('screen_id') or 'unknown'}"
+    from scripts.causal.screen.target_budget import base_overrides
+
+    ov = base_overrides(screen)
+    return (f"tested on preset={preset} backend={screen.get('backend') or results.get('backend') or 'unknown'} "
+            f"stack={screen.get('stack') or 'none'} base_overrides={ov or 'none'}: {tested[0]!r} -> {tested[1]!r}; "
+            f"screen={screen.get('screen_id') or 'unknown'}"
             f"{stage} intervention={row['intervention']} {results.get('metric')} delta="
             f"{_fmt(row.get('mean_delta_bpb'), '+.5f')} CI95=[{_fmt(row.get('ci_low'), '+.5f')}, "
             f"{_fmt(row.get('ci_high'), '+.5f')}] p_adj={_fmt(row.get('p_adjusted'), '.3g')} "
@@ -155,16 +203,26 @@ def _provenance(row: Mapping, results: Mapping, *, key: str, preset: str, tested
 
 
 def promotion_entries(results: Mapping, *, interventions: Sequence[str] | None = None,
-                      overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[PromotionEntry]:
-    """Entries for the promotable interventions of a payload (default: every confirmed family member)."""
+                      overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                      allow_below_bar: bool = False) -> list[PromotionEntry]:
+    """Entries for ONE promotable arm of a payload (default: its only confirmed family member).
+
+    Each arm was tested alone against the control, so writing two of them together would promote a combination
+    nobody tested: several changes are promoted together only as one arm that combined them (``--override
+    a=..,b=..``), and a request for two arms is refused.
+    """
     if interventions is None:
         interventions = [r["intervention"] for r in results.get("results", [])
                          if r.get("decision") == "confirmed" and r.get("in_family")]
+    if len(interventions) > 1:
+        raise ConfigError(f"refusing to promote {list(interventions)} together: each was confirmed alone, as its own "
+                          "arm, so together they are a combination never tested; promote one (--interventions "
+                          "NAME), or screen them as one combined arm and promote that")
     screen = results.get("screen") or {}
     tested_all, base, preset = screen.get("treatment_overrides"), screen.get("base_config"), screen.get("preset")
     entries: dict[str, PromotionEntry] = {}
     for name in interventions:
-        row = check_promotable(results, name)
+        row = check_promotable(results, name, allow_below_bar=allow_below_bar)
         if not isinstance(tested_all, Mapping) or name not in tested_all or not isinstance(base, Mapping) or not preset:
             raise ConfigError(f"refusing to promote {name!r}: the results do not record what was tested (screen "
                               "header needs preset, base_config and treatment_overrides); analyse a runs.json "
@@ -180,7 +238,8 @@ def promotion_entries(results: Mapping, *, interventions: Sequence[str] | None =
         for key, to in tested.items():
             if key not in base:
                 raise ConfigError(f"refusing to promote {name!r}: {key!r} is not in the screen's base_config")
-            rule = rule_for(name, key, base[key], to)
+            rule = rule_for(name, key, base[key], to, num_layers=int(tested.get("num_layers", base.get("num_layers")
+                                                                                  or 0)) or None)
             if key in entries and entries[key]["rule"] != rule:
                 raise ConfigError(f"conflicting overrides for {key!r}: {entries[key]['intervention']} sets "
                                   f"{entries[key]['rule']!r}, {name} sets {rule!r}; promote only one of them")
@@ -339,17 +398,25 @@ def _write_checked(path: Path, old: str, new: str, entries: Sequence[Mapping]) -
 
 def promote(results: str | Path | Mapping, *, train_gpt: str | Path = TRAIN_GPT, apply: bool = False,
             interventions: Sequence[str] | None = None,
-            overrides: Mapping[str, Mapping[str, Any]] | None = None, screen_id: str | None = None) -> str:
-    """Promote confirmed interventions into ``train_gpt``'s block; returns the unified diff (writes if apply).
+            overrides: Mapping[str, Mapping[str, Any]] | None = None, screen_id: str | None = None,
+            allow_below_bar: bool = False, check_budget: bool = True) -> str:
+    """Promote ONE confirmed intervention into ``train_gpt``'s block; returns the unified diff (writes if apply).
 
-    ``screen_id`` replaces the results' own screen id in the provenance comments.
+    ``screen_id`` replaces the results' own screen id in the provenance comments. ``check_budget``: refuse a change
+    whose artifact at the target scale is over the cap (``check_target_budget``).
     """
     path = Path(train_gpt)
     payload = read_json(results, schema_versions=(1, 2)) if isinstance(results, (str, Path)) else results
     if screen_id:
         payload = {**payload, "screen": {**(payload.get("screen") or {}), "screen_id": screen_id}}
     old = path.read_text(encoding="utf-8")
-    entries = promotion_entries(payload, interventions=interventions, overrides=overrides)
+    entries = promotion_entries(payload, interventions=interventions, overrides=overrides,
+                                allow_below_bar=allow_below_bar)
+    if check_budget:
+        from scripts.causal.screen.target_budget import check_target_budget
+
+        for name in sorted({e["intervention"] for e in entries}):
+            check_target_budget(payload, name)
     presets = {e["preset"] for e in entries}
     current = {}
     if current_entries(old, path=path):
@@ -378,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--dry-run", action="store_true", help="print the unified diff only (the default)")
     mode.add_argument("--apply", action="store_true", help="write the block into the file")
     ap.add_argument("--revert", action="store_true", help="restore the empty block (diff, or write with --apply)")
+    ap.add_argument("--allow-below-bar", action="store_true",
+                    help="promote a confirmed gain smaller than the effect of interest (refused by default)")
     add_debug_flag(ap)
     return ap
 
@@ -399,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except (OSError, json.JSONDecodeError) as exc:
                     raise DataFormatError(f"{args.overrides_json}: cannot read overrides JSON ({exc})") from exc
             diff = promote(args.results, train_gpt=args.train_gpt, apply=args.apply, interventions=names,
-                           overrides=overrides)
+                           overrides=overrides, allow_below_bar=args.allow_below_bar)
         print(diff if diff else "no change", end="" if diff else "\n")
         if args.apply:
             print(f"written: {args.train_gpt}", file=sys.stderr)
@@ -411,19 +480,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def promotion_stage(confirmed: Sequence[str], ablation_path: Path, *, enabled: bool = True, apply: bool = False,
-                    screen_id: str | None = None, log: Callable[[str], None] = print) -> dict:
-    """The pipeline's promotion step: a dry-run diff of train_gpt.py for the confirmed changes (or the write
-    with ``apply``). A refusal is reported in the result, never raised: the report shows why."""
-    if not enabled:
-        return {"applied": False, "promoted": [], "note": "promotion disabled (--no-promote)"}
-    if not confirmed:
-        return {"applied": False, "promoted": [], "note": "Nothing was promoted: no change was confirmed."}
-    try:
-        diff = promote(ablation_path, apply=apply, interventions=list(confirmed), screen_id=screen_id)
-    except CausalPipelineError as exc:
-        log(f"promotion: {exc}")
-        return {"applied": False, "promoted": [], "note": f"promotion refused: {exc}"}
-    log(f"promotion: {'applied to' if apply else 'dry-run diff for'} train_gpt.py: {', '.join(confirmed)}")
-    return {"applied": bool(apply), "promoted": list(confirmed), "diff": str(diff or "")}

@@ -83,7 +83,7 @@ def calibration_check(results: Sequence[Mapping], calibration: Mapping | None = 
         if check and check.get("mode") == "repeat":
             out.append({"intervention": name, "decision": "bit-identical repeat" if check["passed"] else
                         f"repeat differs: {check['mismatches'][:3]}", "expected": ["bit-identical repeat"],
-                        "passed": bool(check["passed"])})
+                        "passed": bool(check["passed"]), "mode": "repeat", "seeds": list(check.get("seeds") or [])})
             continue
         out.append({"intervention": name, "decision": r.get("decision"),
                     "expected": list(expected), "passed": r.get("decision") in expected})
@@ -107,9 +107,12 @@ def build_report(*, info: RunInfo, ablation: Mapping, nats_per_bpb: float | None
                  ranking: Mapping | None = None, dag: Mapping | None = None, promotion: Mapping | None = None,
                  snippets: Sequence[Mapping] = (), plots: Mapping[str, str] | None = None,
                  cycles: Sequence[Mapping] = (), wall_s: float | None = None, top_n: int = 5,
-                 transfer: Mapping | None = None, horizon: Mapping | None = None) -> dict:
+                 transfer: Mapping | None = None, budget: Mapping | None = None,
+                 horizon: Mapping | None = None) -> dict:
     """The report.json payload. ``decisions`` is a verbatim copy of ``ablation['results']``. ``transfer``: the
-    screen preset's transfer calibration (``transfer.sensitivity.load_transfer``; None: not measured)."""
+    screen preset's transfer calibration (``transfer.sensitivity.load_transfer``; None: not measured).
+    ``budget``: each arm's artifact bytes at the screen preset and the target scale
+    (``screen.target_budget.arm_budgets``)."""
     decisions = [dict(r) for r in ablation.get("results", [])]
     preset = info["preset"] if isinstance(info, Mapping) else info.preset
     return _jsonable({
@@ -119,7 +122,10 @@ def build_report(*, info: RunInfo, ablation: Mapping, nats_per_bpb: float | None
                  "correction": ablation.get("correction"), "metric": ablation.get("metric"),
                  "effect": ablation.get("effect"), "family": ablation.get("family"),
                  "family_size": ablation.get("family_size"), "exploratory": ablation.get("exploratory"),
-                 "preregistration": ablation.get("preregistration")},
+                 "preregistration": ablation.get("preregistration"), "family_tests": ablation.get("family_tests"),
+                 "sequential_design": ablation.get("sequential_design"), "note": ablation.get("note"),
+                 "power_alpha": ablation.get("power_alpha")},
+        "budget": dict(budget) if budget else None,
         "nats_per_bpb": nats_per_bpb,
         "decisions": decisions,
         "delta_nats": {r["intervention"]: delta_nats(r.get("mean_delta_bpb"), nats_per_bpb) for r in decisions},
@@ -169,7 +175,8 @@ def decision_table(decisions: Sequence[Mapping], nats_per_bpb: float | None) -> 
     lines = ["| " + " | ".join(h for _, h in _TABLE_COLUMNS) + " |",
              "|" + "|".join("---" for _ in _TABLE_COLUMNS) + "|"]
     for r in decisions:
-        vals = dict(r, delta_nats=delta_nats(r.get("mean_delta_bpb"), nats_per_bpb))
+        vals = dict(r, delta_nats=delta_nats(r.get("mean_delta_bpb"), nats_per_bpb),
+                    decision=r.get("label") or r.get("decision"))
         cells = [fmt(k, vals.get(k)) for k, _ in _TABLE_COLUMNS]
         cells[-1] = f"**{cells[-1]}**"
         lines.append("| " + " | ".join(cells) + " |")
@@ -215,8 +222,12 @@ def render_markdown(report: Mapping) -> str:
           f"- **screen seeds**: {', '.join(map(str, run['seeds']))}; **fresh confirmation seeds**: "
           f"{', '.join(map(str, run['confirm_seeds'])) or 'none'}",
           f"- **interventions**: {', '.join(run['interventions'])}",
-          f"- **pre-registered test**: {run['test']}",
-          f"- **α** = {test['alpha']}, **margin** = {test['margin_bpb']} bpb, **correction** = {test['correction']}"]
+          f"- **test**: {test_sentence(test)}",
+          f"- **α** = {test['alpha']}, **margin** = {test['margin_bpb']} bpb, **correction** = {test['correction']}",
+          f"- **error control**: {error_control(test)}"]
+    unregistered = (test.get("preregistration") or {}).get("unregistered") or []
+    if unregistered:
+        L.append(f"- **not pre-registered** (defaults used): {', '.join(unregistered)}")
     if test.get("metric"):
         L.append(f"- **decision metric**: {test['metric']} (pre-quant Δ and the quantization gap shown beside it)")
     if test.get("effect"):
@@ -238,16 +249,23 @@ def render_markdown(report: Mapping) -> str:
           "Δ = metric(treatment) − metric(control, same seed), in the decision metric above; negative is better.",
           ""]
     L += decision_table(report["decisions"], report.get("nats_per_bpb"))
+    if test.get("sequential_design"):
+        L += ["", f"Note: {test.get('note') or 'group-sequential decisions; the p-values shown are fixed-n ones'}"]
     reasons = [r for r in report["decisions"] if r.get("message")]
     if reasons:
         L += ["", "Why each decision:", ""]
-        L += [f"- `{r['intervention']}` **{r['decision']}**: {r['message']}" for r in reasons]
+        L += [f"- `{r['intervention']}` **{r.get('label') or r['decision']}**: {r['message']}" for r in reasons]
     if report["plots"].get("forest"):
         L += ["", f"![forest plot]({report['plots']['forest']})"]
     if report.get("calibration"):
         L += ["", "### Calibration self-check", ""]
         for c in report["calibration"]:
             mark = "passed" if c["passed"] else "FAILED"
+            if c.get("mode") == "repeat" or c["expected"] == ["bit-identical repeat"]:
+                L.append(f"- `{c['intervention']}`: determinism check, **{c['decision']}** (one repeat of the control, "
+                         f"n = 1): {mark}. It shows that same-seed runs are bit-identical here; it is not a test of "
+                         "the noise and says nothing about the gate's false-positive rate.")
+                continue
             L.append(f"- `{c['intervention']}`: decision **{c['decision']}**, expected {' or '.join(c['expected'])}: "
                      f"{mark}")
         if not all(c["passed"] for c in report["calibration"]):
@@ -263,12 +281,15 @@ def render_markdown(report: Mapping) -> str:
     elif conf:
         L += ["", "## Confirmation on fresh seeds", "", conf.get("note", "nothing to confirm")]
     L += _render_causal(report)
+    L += budget_lines(report.get("budget"))
     L += _render_promotion(report.get("promotion"))
     if report.get("snippets"):
         L += ["", "## Parameter Golf claim lines (confirmed changes)", "",
               "(a) the README rule, a paired one-sided t of the per-seed differences in nats against 0.005 at "
               "p < 0.01; (b) the maintainers' practice, Welch's one-sided t against the previous record's per-seed "
-              "scores at p < 0.25 with a mean over >= 3 seeds.", ""]
+              "scores at p < 0.25 with a mean over >= 3 seeds (not run without those scores). Both are computed on "
+              f"this screen's proxy runs (preset {run['preset']}, {run['backend']}), not on 8xH100 record runs: "
+              "they say what the record runs would have to show again, not that a record was set.", ""]
         for s in report["snippets"]:
             L += ["```", s["text"], "```"]
     if report.get("cycles"):
@@ -281,6 +302,62 @@ def render_markdown(report: Mapping) -> str:
         for k, v in loss_plots.items():
             L.append(f"![{k}]({v})")
     return "\n".join(L) + "\n"
+
+
+def test_sentence(test: Mapping) -> str:
+    """The decision rule in words, from the analysis itself (so it cannot drift from what decided)."""
+    seq = test.get("sequential_design")
+    rule = ("paired differences d = metric(treatment) - metric(control, same seed) on the decision metric; "
+            "one-sided paired t-tests for improvement (H1: mean d < -margin), harm (H1: mean d > 0)")
+    if seq:
+        return (rule.replace("), harm", ") and harm") + f"; group-sequential looks from n0 = {seq.get('n0')} to n_max = {seq.get('n_max')} seeds "
+                "(O'Brien-Fleming spending); confirmed needs the improvement bound crossed and no failed treatment "
+                "run; no null call")
+    return (rule + " and non-superiority (H1: mean d > -effect, behind null); confirmed needs adjusted p < alpha, a "
+            "mean improvement >= margin and no failed treatment run (a confirmed gain below the effect of interest "
+            "is labelled 'real, but below the record bar'); null needs the data to rule out the effect of interest")
+
+
+def error_control(test: Mapping) -> str:
+    """One statement of the error rate over everything the report claims."""
+    alpha, k, corr = test.get("alpha"), test.get("family_size"), test.get("correction")
+    fam = test.get("family") or []
+    tests = test.get("family_tests")
+    if corr == "group_sequential_bonferroni":
+        return (f"each of the {k} one-sided improvement and harm tests runs at α/{k} = {alpha / max(k or 1, 1):.3g} "
+                f"at every look (Bonferroni), so the probability of any wrong confirmed or harmful call is at most "
+                f"α = {alpha}; the p-values and CIs in the table are the fixed-n ones at the final look, descriptive "
+                "only")
+    if corr == "bh":
+        return (f"Benjamini-Hochberg over {k} one-sided tests controls the false discovery rate at {alpha}, not the "
+                "family-wise error: its calls are a screen, to be confirmed with Holm on fresh seeds")
+    if corr == "none":
+        return f"no multiplicity correction: each of the {k} calls is tested at {alpha} on its own"
+    if tests and len(tests) == 3:
+        return (f"one Holm family of K = {k} one-sided tests ({len(fam)} arms x improvement, harm and "
+                f"non-superiority), so the probability that any confirmed, harmful or null call here is wrong is at "
+                f"most α = {alpha}; calibration arms are outside it")
+    return (f"two Holm families: improvement and harm (K = {k}) and the non-superiority tests behind null "
+            f"({len(fam)}), each at α = {alpha}, so the bound over every call here is 2α = {2 * alpha:g}")
+
+
+def budget_lines(budget: Mapping | None) -> list[str]:
+    """The artifact of each arm at the screen preset (measured) and at the target scale (estimated)."""
+    if not budget:
+        return []
+    def b(x: Any) -> str:
+        return "n/a" if x is None else f"{int(x):,}"
+    L = ["", "## Artifact size at the target scale", "",
+         f"Bytes are compressed model + trainer code. At preset `{budget.get('preset')}`: the mean of the runs' "
+         f"artifacts. At the target ({budget['target']}): estimated with synthetic weights through the trainer's "
+         f"export (screen/budget.py), the change applied as promotion would write it; cap {b(budget['limit'])}.", "",
+         f"| arm | at {budget.get('preset')} | at the target | vs the cap |", "|---|---|---|---|"]
+    ctl = budget["control"]
+    L.append(f"| control | {b(ctl.get('preset_bytes'))} | {b(ctl['target'].get('bytes'))} | "
+             f"{ctl['target'].get('status')} |")
+    for name, a in budget.get("arms", {}).items():
+        L.append(f"| {name} | {b(a.get('preset_bytes'))} | {b(a['target'].get('bytes'))} | {a['target'].get('status')} |")
+    return L
 
 
 def _render_causal(report: Mapping) -> list[str]:
@@ -338,6 +415,8 @@ def _render_promotion(promo: Mapping | None) -> list[str]:
         return L + ["Nothing was promoted (no confirmed change)." if not promo else promo.get("note", "Nothing promoted.")]
     L.append(("Applied to train_gpt.py: " if promo.get("applied") else "Dry run (use --apply-promotion to write): ")
              + ", ".join(promo["promoted"]))
+    if promo.get("note"):
+        L += ["", promo["note"]]
     if promo.get("diff"):
         L += ["", "```diff", promo["diff"].rstrip(), "```"]
     return L
@@ -382,17 +461,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="add the horizon section (Δ along the horizon, horizon-unstable flags, predictor table) "
                         "from DIR/horizon.json (scripts/causal/horizon_curves.py), e.g. results/horizon")
     p.add_argument("--json-output", type=Path, default=None,
-                   help="with --transfer-dir: also write the updated report.json here")
+                   help="with --transfer-dir or --reanalyze: also write the updated report.json here")
+    p.add_argument("--reanalyze", action="store_true",
+                   help="re-derive the decisions from the runs.json beside --input with the current gate (no "
+                        "retraining), plus the promotion dry run and the artifact budgets (pipeline/refresh.py)")
     add_debug_flag(p)
     args = p.parse_args(argv)
 
     def body() -> int:
         report = read_json(args.input)
-        if args.transfer_dir is not None:
+        if args.reanalyze:
+            from scripts.causal.pipeline.refresh import refresh
+
+            report = refresh(report, args.input.parent, transfer_dir=args.transfer_dir)
+        elif args.transfer_dir is not None:
             report = with_sensitivity(report, args.transfer_dir)
         if args.horizon_dir is not None:
             report = with_horizon(report, args.horizon_dir, args.output.parent)
-        if args.json_output is not None and (args.transfer_dir is not None or args.horizon_dir is not None):
+        if args.json_output is not None and (args.reanalyze or args.transfer_dir is not None
+                                             or args.horizon_dir is not None):
             write_json(args.json_output, dict(report))
         args.output.write_text(render_markdown(report), encoding="utf-8")
         print(args.output)

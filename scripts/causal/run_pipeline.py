@@ -84,8 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra config override for every arm, e.g. iterations=60 (repeatable)")
     p.add_argument("--threads", type=int, help="torch CPU threads per run, e.g. 2 (default: chosen once from the "
                                                "current load; pin it to reproduce CPU numbers bit for bit)")
-    p.add_argument("--executor", default="inprocess", choices=("inprocess", "subprocess", "ray"),
-                   help="where screen runs execute (default: inprocess; ray: concurrent Ray tasks)")
+    p.add_argument("--executor", default="inprocess", choices=("inprocess", "subprocess", "torchrun", "ray"),
+                   help="where screen runs execute (default: inprocess; torchrun: train_gpt.py under torchrun on "
+                        "GPUs; ray: concurrent Ray tasks)")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="per-run limit in seconds (subprocess/torchrun/ray), e.g. 900: a run (or a rank) past it "
+                        "is killed and recorded as failed; the screen goes on")
+    p.add_argument("--nproc-per-node", type=int, metavar="N", help="torchrun processes per run (default 8)")
+    p.add_argument("--train-script", metavar="PATH",
+                   help="screen this upstream-style train_gpt.py (e.g. a record's) instead of our trainer: only "
+                        "interventions with env forms the script reads are run; --set KNOB=VALUE sets env for every "
+                        "arm (e.g. --set MAX_WALLCLOCK_SECONDS=120); needs --executor torchrun or ray")
     p.add_argument("--ray-address", metavar="ADDR", help="with --executor ray: the cluster (default: start a "
                                                          "local one; 'auto': join the one from `ray start`)")
     p.add_argument("--metric", default="final_val_bpb", choices=list(METRICS),
@@ -128,7 +137,13 @@ def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = Non
                           "confirmation needs fresh seeds")
     if args.ray_address and args.executor != "ray":
         raise ConfigError(f"--ray-address needs --executor ray (got --executor {args.executor})")
-    backend = resolve_backend(args.backend)
+    if args.train_script and args.executor not in ("torchrun", "ray"):
+        raise ConfigError(f"--train-script runs under torchrun: pass --executor torchrun or ray (got {args.executor})")
+    if args.timeout is not None and (args.timeout <= 0 or args.executor == "inprocess"):
+        raise ConfigError(f"--timeout {args.timeout}: needs a value > 0 and --executor subprocess, torchrun or ray")
+    if args.train_script and not Path(args.train_script).is_file():
+        raise ConfigError(f"--train-script {args.train_script}: no such file")
+    backend = "torch" if args.train_script else resolve_backend(args.backend)
     out = args.output_dir
     if out is None and args.resume:
         out = _latest_run_dir(o["preset"], backend)
@@ -154,11 +169,13 @@ def options_from_args(args: argparse.Namespace, *, now: dt.datetime | None = Non
     return PipelineOptions(
         run_id=args.run_id or out.name, output_dir=str(out), backend=backend, interventions=names, profile=profile,
         alpha=args.alpha, margin_bpb=args.margin_bpb, correction=args.correction, confirm=not args.no_confirm,
-        promote=args.promote, apply_promotion=args.apply_promotion, resume=args.resume, dag_alpha=args.dag_alpha,
+        promote=args.promote and not args.train_script, apply_promotion=args.apply_promotion, resume=args.resume, dag_alpha=args.dag_alpha,
         matrix_path=args.matrix, data_overrides=data, extra_overrides=parse_key_values(args.set, "--set"),
         threads=args.threads, effect_bpb=args.effect_bpb, sequential=args.sequential, max_seeds=args.max_seeds,
         futility_sd=args.futility_sd, executor=args.executor, ray_address=args.ray_address, stack=args.stack,
-        transfer_dir=None if args.transfer_dir == "none" else args.transfer_dir, metric=args.metric, **o)
+        transfer_dir=None if args.transfer_dir == "none" else args.transfer_dir, metric=args.metric,
+        train_script=str(Path(args.train_script).resolve()) if args.train_script else None, timeout_s=args.timeout,
+        nproc_per_node=args.nproc_per_node, **o)
 
 
 def climb(opts: PipelineOptions, ladder: str, *, progress: bool) -> int:

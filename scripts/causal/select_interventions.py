@@ -145,17 +145,18 @@ def expert_strengths(expert, *, target: str = "val_bpb") -> dict[str, float]:
 
 
 def candidate_knobs(c: CandidateIntervention) -> list[str]:
-    """The knobs whose verified rows can speak about ``c``: its canonical feature, else the trainer fields its
-    registry entry sets on the baseline (``matrix_lr`` for ``matrix_lr_half``)."""
-    if c.feature:
-        return [c.feature]
+    """The knobs whose verified rows can speak about ``c``: its canonical feature and the trainer fields that set it
+    (``muon_weight_decay`` and ``muon_wd``), and the fields its registry entry sets on the baseline (``matrix_lr``
+    for ``matrix_lr_half``)."""
     from scripts.causal.screen import registry as reg
     from train_gpt import Hyperparameters
 
+    knobs = {c.feature} | {f for f, feat in reg.FIELD_FEATURE.items() if feat == c.feature} if c.feature else set()
     try:
-        return sorted(reg.resolve_overrides(c.name, Hyperparameters()))
+        knobs |= set(reg.resolve_overrides(c.name, Hyperparameters()))
     except Exception:  # noqa: BLE001 - an ad-hoc candidate without a registry entry
-        return []
+        pass
+    return sorted(knobs)
 
 
 def _gather(c: CandidateIntervention, *, ablations, lineage, ledger, transfer, klass,

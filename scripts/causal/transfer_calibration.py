@@ -26,11 +26,11 @@ from typing import Any
 
 from scripts.causal.core.cli import add_debug_flag, parse_key_values, parse_seeds, run_cli
 from scripts.causal.core.errors import ConfigError, DataFormatError
-from scripts.causal.core.provenance import git_commit
 from scripts.causal.core.paths import EVIDENCE_DIR
+from scripts.causal.core.provenance import git_commit
 from scripts.causal.core.schema import write_json
 from scripts.causal.evidence.table import load_table, table_sha256
-from scripts.causal.transfer.agreement import score
+from scripts.causal.transfer.agreement import MIN_ROWS, score
 from scripts.causal.transfer.calibration_set import build_calibration_set
 from scripts.causal.transfer.proxy import screen_preset
 from scripts.causal.transfer.render import render
@@ -74,14 +74,22 @@ def transfer_json(block_scores: dict[str, Any], classes: dict[str, str], preset:
     return {"preset": preset, "classes": {**per_class, **per_name}}
 
 
-def choose(presets: dict[str, dict[str, Any]], klass: str = "architecture") -> str | None:
-    """The preset with the highest sign agreement on ``klass`` (ties: higher overall Spearman)."""
+def choose(presets: dict[str, dict[str, Any]], klass: str = "architecture") -> tuple[str | None, str]:
+    """(preset, why): the preset with the highest sign agreement on ``klass`` (ties: higher overall Spearman), or
+    None with the reason when no preset has enough decisive rows of that class to choose on."""
     def key(item: tuple[str, dict]) -> tuple[float, float]:
         b = item[1]["score"]["classes"].get(klass) or {}
         rho = item[1]["score"]["overall"].get("spearman")
         return (b.get("agreement") if b.get("agreement") is not None else -1.0, rho if rho is not None else -2.0)
-    ranked = sorted(presets.items(), key=key, reverse=True)
-    return ranked[0][0] if ranked and key(ranked[0])[0] >= 0 else None
+    measured = {p: v for p, v in presets.items()
+                if (v["score"]["classes"].get(klass) or {}).get("verdict") in ("good", "poor")}
+    if not measured:
+        n = max(((v["score"]["classes"].get(klass) or {}).get("n_decisive") or 0 for v in presets.values()), default=0)
+        return None, (f"no preset can be chosen on the {klass} class: {n} decisive verified row(s) at 8xH100 "
+                      f"(at least {MIN_ROWS} needed)")
+    best = sorted(measured.items(), key=key, reverse=True)[0][0]
+    b = presets[best]["score"]["classes"][klass]
+    return best, f"highest {klass} sign agreement: {b['k_agree']}/{b['n_decisive']}"
 
 
 def preset_seeds(spec: str, seeds: Sequence[int]) -> tuple[str, tuple[int, ...]]:
@@ -98,7 +106,7 @@ def run(*, evidence_dir: str | Path = EVIDENCE_DIR, presets: Sequence[str] = DEF
         seeds: Sequence[int] | str = "1,2,3,4,5", output_dir: str | Path = "results/transfer_calibration",
         threads: int | None = None, backend: str = "torch", executor: str = "inprocess",
         ray_address: str | None = None, progress: bool = True, overrides: Mapping[str, Any] | None = None,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        reuse_only: Sequence[str] = (), log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build the set, screen it at each preset, score and write everything (see the module docstring).
 
     ``overrides``: config values for every arm of every preset (e.g. another corpus's data_path)."""
@@ -118,7 +126,7 @@ def run(*, evidence_dir: str | Path = EVIDENCE_DIR, presets: Sequence[str] = DEF
         ablation, refused = screen_preset(preset, names, seeds=seeds_p, out_dir=out / preset,
                                           ledger_path=out / "ledger.sqlite", threads=threads, backend=backend,
                                           executor=executor, ray_address=ray_address, progress=progress,
-                                          overrides=overrides, log=log)
+                                          overrides=overrides, reuse_only=preset in reuse_only, log=log)
         sc = score(items, {r["intervention"]: r for r in ablation["results"]})
         results[preset] = {"tokens_per_param": tokens_per_param(preset, overrides), "seeds": list(seeds_p),
                            "refused": refused, "score": sc,
@@ -128,7 +136,8 @@ def run(*, evidence_dir: str | Path = EVIDENCE_DIR, presets: Sequence[str] = DEF
                "git_commit": git_commit(), "seeds": list(seeds_t), "backend": backend,
                "overrides": dict(overrides or {}),
                "calibration_set": [dataclasses.asdict(i) for i in items], "left_out": left_out,
-               "presets": results, "chosen": choose(results)}
+               "presets": results}
+    payload["chosen"], payload["chosen_reason"] = choose(results)
     write_json(out / "transfer_calibration.json", payload, schema_version=SCHEMA_VERSION)
     (out / "transfer_calibration.md").write_text(render(payload), encoding="utf-8")
     log(f"wrote {out / 'transfer_calibration.json'} and {out / 'transfer_calibration.md'}")
@@ -150,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="torch", help="torch or mlx")
     p.add_argument("--executor", default="inprocess", help="inprocess, subprocess or ray")
     p.add_argument("--ray-address", default=None, help="with --executor ray: 'auto' joins `ray start`")
+    p.add_argument("--reuse-only", default="", help="presets that train nothing new: interventions without committed "
+                                                   "runs (every seed, same config) are refused and listed, e.g. screen")
     p.add_argument("--no-progress", action="store_true", help="plain lines only")
     add_debug_flag(p)
     return p
@@ -166,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--threads {args.threads} must be >= 1")
         run(evidence_dir=args.evidence, presets=presets, seeds=args.seeds, output_dir=args.output_dir,
             threads=args.threads, backend=args.backend, executor=args.executor, ray_address=args.ray_address,
-            progress=not args.no_progress, overrides=parse_key_values(args.sets, "--set"))
+            progress=not args.no_progress, overrides=parse_key_values(args.sets, "--set"),
+            reuse_only=[s.strip() for s in args.reuse_only.split(",") if s.strip()])
 
     return run_cli(body, debug=args.debug, prog="transfer_calibration.py")
 

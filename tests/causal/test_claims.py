@@ -37,11 +37,17 @@ def test_welch_claim_hand_values_and_three_seed_rule():
     assert welch_record_claim(x[:1], y)["can_reach_alpha"] is False
 
 
-def test_claim_lines_default_to_the_control_as_stand_in():
+def test_welch_line_is_not_run_without_the_previous_record_and_lines_carry_the_proxy_caveat():
+    """Issue 21 item 9: on main the Welch line silently compared with the screen's own control arm."""
     pair = {"delta": np.array([-0.01, -0.011, -0.009]), "control": np.array([1.5, 1.51, 1.49]),
             "treatment": np.array([1.49, 1.499, 1.481])}
-    out = claim_lines(pair, bytes_per_token=2.5)
-    assert "control arm" in out["welch_record"]["name"] and out["paired_nats"]["n"] == 3
+    out = claim_lines(pair, bytes_per_token=2.5, caveat="proxy result: preset fast on torch")
+    assert out["welch_record"]["p_value"] is None and not out["welch_record"]["passes"]
+    assert "not run: the previous record's per-seed scores were not given" in out["welch_record"]["text"]
+    assert out["paired_nats"]["n"] == 3
+    assert all(line["text"].endswith("[proxy result: preset fast on torch]") for line in out.values())
+    rec = claim_lines(pair, bytes_per_token=2.5, record_values_bpb=[1.52, 1.53, 1.51], record_label="2026-03 record")
+    assert "2026-03 record" in rec["welch_record"]["name"] and rec["welch_record"]["p_value"] < 0.25
 
 
 @pytest.mark.parametrize("rho", [0.0, 0.3, 0.9])

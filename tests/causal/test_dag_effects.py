@@ -10,7 +10,6 @@ from scripts.causal.dag.effects import (
     adjustment_set,
     causal_graph,
     combine_graphs,
-    compare,
     map_change,
     observational_effect,
     pool_ablations,
@@ -26,7 +25,7 @@ from scripts.causal.dag.prepare import PreparedMatrix
     ("No EMA at all", ["ema"], -1),
     ("SmearGate: blends each position", ["smeargate"], 1),
     ("+ Stride (chunk=256)", ["sliding_window_eval"], 1),
-    ("+ Doc-isolated", ["varlen_attention"], 1),
+    ("+ Doc-isolated", [], 1),  # document-isolated eval windows: not varlen attention in training
     ("+ SWA_start_frac=0.4", ["swa"], 1),
     ("Batch Size = 65536", [], 1),
     ("1337", [], 1),
@@ -124,11 +123,3 @@ def test_observational_effect_removes_confounding():
     assert adjusted["estimate"] == pytest.approx(-0.05, abs=0.005)
     assert adjusted["ci_low"] < -0.05 < adjusted["ci_high"] and adjusted["n"] == n
     assert adjusted["adjustment_set"] == ["c"] and adjusted["unit"] == "0 -> 1"
-
-
-def test_compare_words():
-    obs = {"estimate": -0.01, "ci_low": -0.02, "ci_high": -0.005, "unit": "0 -> 1"}
-    assert compare(obs, {"mean": -0.01}).startswith("agree")
-    assert compare(obs, {"mean": 0.004}).startswith("disagree: opposite signs")
-    assert compare(obs, {"mean": -0.03}).startswith("disagree: ablation mean outside")
-    assert compare(obs, None) == "no ablation rows"

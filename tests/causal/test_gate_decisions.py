@@ -47,16 +47,16 @@ def test_powerless_model_dim_up_is_inconclusive_with_the_seeds_it_needs(example)
     assert r["decision"] == "inconclusive" and r["n_pairs"] == 5
     assert r["mean_delta_bpb"] == pytest.approx(0.000800, abs=5e-6)
     assert r["ci_low"] == pytest.approx(-0.00968, abs=5e-5) and r["ci_high"] == pytest.approx(0.01128, abs=5e-5)
-    assert out["family"] == ["ema_0997", "model_dim_up"] and out["family_size"] == 4  # no calibration arm in K
-    assert out["power_alpha"] == pytest.approx(0.01 / 4)
+    assert out["family"] == ["ema_0997", "model_dim_up"] and out["family_size"] == 6  # no calibration arm in K
+    assert out["power_alpha"] == pytest.approx(0.01 / 6)
     eff = out["effect"]["bpb"]
     assert eff == pytest.approx(0.005 / (math.log(2) * 2.44262), rel=1e-5) and "record bar" in out["effect"]["name"]
-    assert r["mde"] == pytest.approx(0.02663, abs=5e-5) and r["power"] == pytest.approx(0.0105, abs=5e-4)
-    assert r["seeds_needed"] == 113
+    assert r["mde"] == pytest.approx(0.02959, abs=5e-5) and r["power"] == pytest.approx(0.0071, abs=5e-4)  # K = 6
+    assert r["seeds_needed"] == 121
     # cross-check with statsmodels: n solving power 0.8 at the effect, per-test level alpha/K
-    n_sm = TTestPower().solve_power(effect_size=eff / r["sd_delta"], alpha=0.0025, power=0.8, alternative="larger")
-    assert math.ceil(n_sm) == 113
-    assert "108 more seed(s) (n=113)" in r["message"]
+    n_sm = TTestPower().solve_power(effect_size=eff / r["sd_delta"], alpha=0.01 / 6, power=0.8, alternative="larger")
+    assert math.ceil(n_sm) == 121
+    assert "116 more seed(s) (n=121)" in r["message"]
     assert by_name(out)["ema_0997"]["decision"] == "harmful"
 
 
@@ -118,7 +118,7 @@ def test_prereg_argument_and_family_from_header():
                                                [2.0, 2.02, 1.99, 2.01, 2.0], "aa": [1.5, 1.52, 1.49, 1.51, 1.5]})
     out = analyze(data, prereg=Preregistration(alpha=0.01, family=("x",), seeds=(11, 12, 13, 14, 15)))
     res = by_name(out)
-    assert out["family_size"] == 2 and out["exploratory"] is False and out["preregistration"]["source"] == "argument"
+    assert out["family_size"] == 3 and out["exploratory"] is False and out["preregistration"]["source"] == "argument"
     assert res["x"]["in_family"] and not res["aa"]["in_family"] and res["sanity_frozen_matrices"]["calibration"]
     assert res["sanity_frozen_matrices"]["decision"] == "harmful"
     # bit-identical aa on a deterministic backend: the repeat check, field by field
@@ -138,9 +138,9 @@ def test_aa_repeat_check_is_bit_for_bit():
 def test_metric_default_is_post_quant_and_gap_is_reported():
     c = [1.50, 1.52, 1.49, 1.51, 1.50]
     data = rows(c, {"x": [v - 0.01 for v in c]})
-    for row in data:
-        if row["arm"] == "treatment":
-            row["post_quant_val_bpb"] = row["val_bpb"] + 0.03  # hurts quantization: worse after round trip
+    for row, e in zip((r for r in data if r["arm"] == "treatment"), [0.001, -0.001, 0.0005, 0.0, -0.0005],
+                      strict=True):
+        row["post_quant_val_bpb"] = row["val_bpb"] + 0.03 + e  # hurts quantization: worse after round trip
     r = by_name(analyze(data))["x"]
     assert r["mean_delta_bpb"] == pytest.approx(0.02) and r["decision"] == "harmful"
     assert r["mean_delta_val_bpb"] == pytest.approx(-0.01) and r["mean_quant_gap_delta"] == pytest.approx(0.03)
@@ -172,7 +172,7 @@ def test_power_at_effect_of_interest_is_exact():
     c = [1.50, 1.52, 1.49, 1.51, 1.50]
     t = [v - 0.001 + e for v, e in zip(c, [0.002, -0.002, 0.001, 0.0, -0.001], strict=True)]
     r = by_name(analyze(rows(c, {"x": t}), effect_bpb=0.004))["x"]
-    assert r["power"] == pytest.approx(power_one_sided(effect=0.004, sigma=r["sd_delta"], n=5, alpha=0.005),
+    assert r["power"] == pytest.approx(power_one_sided(effect=0.004, sigma=r["sd_delta"], n=5, alpha=0.01 / 3),
                                        rel=1e-12)
 
 
@@ -191,8 +191,9 @@ def test_aa_repeat_run_is_decided_by_its_bit_identity_check():
               "correction": "holm", "metric": "post_quant_val_bpb", "aa_mode": "repeat"}
     same = analyze({"screen": header, "runs": runs + [row("aa", "treatment", 1, 2.01)]})
     aa = next(r for r in same["results"] if r["intervention"] == "aa")
-    assert aa["decision"] == "null" and "bit-identical repeat" in aa["reason"] and same["calibration"]["aa"]["passed"]
+    assert aa["decision"] == "determinism_check" and aa["label"] == "bit-identical repeat"
+    assert "bit-identical repeat" in aa["reason"] and same["calibration"]["aa"]["passed"]
     off = analyze({"screen": header, "runs": runs + [row("aa", "treatment", 1, 2.0100001)]})
     aa = next(r for r in off["results"] if r["intervention"] == "aa")
-    assert aa["decision"] == "inconclusive" and "not bit-reproducible" in aa["reason"]
+    assert aa["label"] == "repeat differs" and "not bit-reproducible" in aa["reason"]
     assert [r["intervention"] for r in same["results"] if r["in_family"]] == ["x"]

@@ -125,3 +125,18 @@ def test_cpu_dry_run_end_to_end(gc, tiny_corpus, tmp_path):
     assert steps["cpu_vs_cuda"]["numbers"]["difference"] == 0.0
     assert steps["rerun"]["numbers"]["bit_identical"]
     assert math.isfinite(steps["screen"]["numbers"]["deltas"]["leaky_relu2"]["mean"])
+
+
+@pytest.mark.slow
+def test_script_screen_and_import_steps_on_the_cpu_stand_in(gc, tiny_corpus, tmp_path):
+    """The GPU check's --train-script screen (2 arms x 2 seeds, torchrun, gloo 2 ranks on CPU with the stand-in
+    record script) and the import of the logs it wrote: paired by seed, same scores as the screen recorded."""
+    report = gc.run_check(tmp_path / "out", gc.Plan.dry_run(2), ("script_screen", "import"), budget_s=3600,
+                          data_dir=_fineweb_layout(tiny_corpus, tmp_path))
+    screen, imp = report["steps"]["script_screen"], report["steps"]["import"]
+    assert screen["status"] == "ok", screen.get("error")
+    deltas = screen["numbers"]["deltas"]["mlp_mult_3"]["per_seed"]
+    assert all(d == pytest.approx(-0.01, abs=1e-7) for d in deltas.values())  # the stand-in's MLP_MULT=3 effect
+    assert imp["status"] == "ok", imp.get("error")
+    assert imp["numbers"]["pairing"] == "paired by seed" and imp["numbers"]["scores_equal_screen"] is True
+    assert imp["numbers"]["runs"] == 4

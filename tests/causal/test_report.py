@@ -71,7 +71,7 @@ def test_claim_snippets_carry_both_named_lines():
     assert [s["intervention"] for s in snips] == ["gelu"]
     text = snips[0]["text"]
     assert "(a) paired t vs 0.005 nats (README rule)" in text
-    assert "(b) Welch t vs control arm (stand-in for the previous record) (maintainers' practice)" in text
+    assert "(b) Welch t vs the previous record (maintainers' practice): not run" in text  # issue 21 item 9
     assert "[3 seed" not in text and "df=2" in text
 
 
@@ -116,6 +116,6 @@ def test_cli_recomputes_the_sensitivity_block_from_a_transfer_calibration(ablati
     assert rep.main(["--input", str(tmp_path / "report.json"), "--output", str(tmp_path / "r.md"),
                      "--transfer-dir", str(tmp_path / "cal"), "--json-output", str(tmp_path / "r.json")]) == 0
     md = (tmp_path / "r.md").read_text()
-    assert "agreed in sign with H100 in 9 of 10 calibration rows at `fast`" in md
+    assert "agreed in sign with H100 in 9 of 10 verified calibration rows at `fast`" in md
     assert md.index("What this screen can and cannot say") < md.index("## What was run")
     assert read_json(tmp_path / "r.json")["sensitivity"]["transfer_source"].endswith("transfer_fast.json")

@@ -142,7 +142,8 @@ def test_end_to_end_tiny(tiny_corpus, tmp_path, monkeypatch):
     assert [c["intervention"] for c in cells] == [r["intervention"] for r in ablation["results"]]
     for cell, row in zip(cells, ablation["results"], strict=True):
         for field in ("n_pairs", "mean_delta_bpb", "ci_low", "ci_high", "p_improve", "p_adjusted", "decision"):
-            assert cell[field] == rep.fmt(field, row[field])
+            want = row.get("label") or row[field] if field == "decision" else row[field]  # the decision in words
+            assert cell[field] == rep.fmt(field, want)
     names = [r["intervention"] for r in ablation["results"]]
     assert names[-1] == "aa" and len(names) == 2  # the family first, calibration arms after it
     for name in names:
@@ -171,7 +172,7 @@ def test_promotion_stage_dry_run_diff(tmp_path):
     import train_gpt as tg
     from scripts.causal.core.paths import TRAIN_GPT
     from scripts.causal.core.schema import write_json
-    from scripts.causal.promote import promotion_stage
+    from scripts.causal.pipeline.promotion import promotion_stage
     from scripts.causal.statistical_analysis import analyze
 
     before = TRAIN_GPT.read_text()
@@ -190,7 +191,8 @@ def test_promotion_stage_dry_run_diff(tmp_path):
     logs = []
     promo = promotion_stage(["act_gelu"], abl, screen_id="s1", log=logs.append)
     assert promo["promoted"] == ["act_gelu"] and not promo["applied"]
-    assert "+    'activation': ('set', 'gelu'),  # tested on preset=fast: 'relu2' -> 'gelu'; screen=s1" in promo["diff"]
+    assert ("+    'activation': ('set', 'gelu'),  # tested on preset=fast backend=unknown stack=none "
+            "base_overrides=none: 'relu2' -> 'gelu'; screen=s1") in promo["diff"]
     assert TRAIN_GPT.read_text() == before  # dry run: nothing written
     assert promotion_stage([], abl, screen_id="s1", log=logs.append)["promoted"] == []
     assert promotion_stage(["act_gelu"], abl, enabled=False)["promoted"] == []

@@ -24,11 +24,16 @@ CANDS = [("ema_0997", "ema", "EMA weights", True), ("xsa_last4", "xsa", "XSA", T
          ("matrix_lr_half", "", "lr x0.5"), ("ln_scale", "ln_scale", "ln scale", True)]
 
 
+_EXACT = {"xsa": "xsa_last4", "ema": "ema_0997", "ln_scale": "ln_scale", "smeargate": "smear_gate", "swa": "swa",
+          "activation": "act_leaky_relu2"}  # the registry entry a test row is verified as (None: no entry named)
+
+
 def _row(change, delta, feature, **kw):
     """A verified single-change entry (its record is set by ``_matrix``): on/off features default False -> True."""
     direction = kw.pop("direction", 1)
     frm, to = kw.pop("from_value", not direction > 0), kw.pop("to_value", direction > 0)
-    return dict(klass="single_change", change=change, knob=feature, from_value=frm, to_value=to, intervention=None,
+    return dict(klass="single_change", change=change, knob=feature, from_value=frm, to_value=to,
+                intervention=kw.pop("intervention", _EXACT.get(feature)),
                 delta_bpb=delta, delta_nats=None, delta_stated=str(delta), metric=kw.pop("metric", "post_quant"),
                 stack="", stack_record=None, reference="previous row", seeds=kw.pop("n_seeds", None),
                 hardware=kw.pop("hardware", "8xH100"), quote=change, file="README.md", line=1, **kw)
@@ -115,7 +120,7 @@ def test_distance_is_counted_from_the_control_stack():
 
 
 def test_numeric_rows_use_their_direction():
-    rows = [_row("11L vs 9L", -0.004, "num_layers", from_value=9, to_value=11),
+    rows = [_row("11L vs 9L", -0.004, "num_layers", from_value=9, to_value=11, intervention="num_layers_plus2"),
             _row("8L vs 9L", 0.006, "num_layers", from_value=9, to_value=8, direction=-1)]
     pooled = _matrix(rows[:1], rows[1:])
     items, _ = ev.leaderboard_items(CandidateIntervention("num_layers_plus2", "num_layers", "", 11),
@@ -149,7 +154,7 @@ def test_screen_decisions_confirmed_leaves_null_and_harmful_lower_inconclusive_s
     assert by["xsa_last4"]["rank"] == len(by) and "our screen says harmful" in by["xsa_last4"]["reason"]
     ln = by["ln_scale"]
     assert ln["evidence"][0]["source"] == "experiments" and ln["evidence"][0]["sd"] == pytest.approx(0.008 / 3.92)
-    assert "inconclusive" in ln["reason"] and "not measured: screen result not discounted" in ln["reason"]
+    assert "inconclusive" in ln["reason"] and "not measured on enough verified rows" in ln["reason"]
     assert "not measured" in out["transfer"]
 
 
@@ -161,6 +166,10 @@ def test_transfer_agreement_widens_screen_evidence():
     ln = next(c for c in out["candidates"] if c["name"] == "ln_scale")
     assert ln["evidence"][0]["sd"] == pytest.approx(0.008 / 3.92 / 0.5)
     assert "agreement of class 'normalisation' 0.50" in ln["reason"]
+    few = rank_candidates(CANDS, ledger=ledger, transfer={"normalisation": {"agreement": 0.0, "verdict": "too_few_rows"}},
+                          classes={"ln_scale": "normalisation"})
+    ln_few = next(c for c in few["candidates"] if c["name"] == "ln_scale")     # 0 of 1 row: no discount at all
+    assert ln_few["evidence"][0]["sd"] == pytest.approx(0.008 / 3.92) and "not measured on enough" in ln_few["reason"]
     with pytest.raises(ValueError, match="must lie in"):
         rank_candidates(CANDS, ledger=ledger, transfer={"normalisation": 1.5}, classes={"ln_scale": "normalisation"})
 
@@ -239,7 +248,8 @@ def test_cli_rejects_a_bad_transfer_file(tmp_path, capsys):
 
 def test_numeric_row_of_another_stretch_is_discounted_and_only_the_exact_one_is_not():
     rows = [_row("Softcap = 10", -0.003, "logit_softcap", from_value=15, to_value=10, direction=-1),
-            _row("Softcap 30 -> 20", -0.002, "logit_softcap", from_value=30, to_value=20, direction=-1)]
+            _row("Softcap 30 -> 20", -0.002, "logit_softcap", from_value=30, to_value=20, direction=-1,
+                 intervention="logit_softcap_20")]
     pooled = _matrix(rows[:1], rows[1:])
     far, near = ev.leaderboard_items(CandidateIntervention("logit_softcap_20", "logit_softcap", "", 20.0),
                                      pooled["logit_softcap"])[0]
@@ -257,6 +267,13 @@ def test_another_level_of_a_categorical_knob_is_no_evidence_and_a_reverse_row_is
                                     pooled["activation"])
     (item,) = items
     assert item.mean == pytest.approx(-0.003) and "other way round" in item.label
+
+
+def test_a_verified_variant_of_the_change_enters_discounted():
+    pooled = _matrix([_row("+ XSA on the last 3 layers", -0.002, "xsa", intervention=None)])
+    (item,), _ = ev.leaderboard_items(CandidateIntervention("xsa_last4", "xsa", "", True), pooled["xsa"])
+    assert item.sd == pytest.approx(math.sqrt(ev.TAU**2 + ev.SEED_SD**2) * ev.OUT_OF_RANGE_FACTOR)
+    assert "a variant of the candidate's change" in item.label
 
 
 def test_a_candidate_in_the_control_stack_is_not_recommended():

@@ -142,16 +142,19 @@ def test_power_and_mde_match_statsmodels():
 # --- the gate ---------------------------------------------------------------------------------
 
 
-def test_family_is_every_intervention_times_both_directions():
+def test_family_is_every_intervention_times_three_tests():
+    """Issue 21 item 12: improvement, harm AND non-superiority (null) in one Holm family (K = 3m), so one FWER
+    statement covers every call the report makes (on main the null tests were a second family: bound 2 alpha)."""
     rng = np.random.default_rng(5)
     runs = simulate_screen(rng, effects={"a": -0.02, "b": 0.0, "c": 0.015, "d": 0.0})
     out = analyze(runs, alpha=0.01)
     res = out["results"]
-    assert out["family_size"] == 8
-    raw = [p for r in res for p in (r["p_improve"], r["p_harm"])]
+    assert out["family_size"] == 12 and out["family_tests"] == ["improve", "harm", "null"]
+    raw = [p for r in res for p in (r["p_improve"], r["p_harm"], r["p_null"])]
     adj = holm_adjust(raw)
-    got = [p for r in res for p in (r["p_adjusted_improve"], r["p_adjusted_harm"])]
+    got = [p for r in res for p in (r["p_adjusted_improve"], r["p_adjusted_harm"], r["p_adjusted_null"])]
     np.testing.assert_allclose(got, adj, atol=1e-15)
+    assert out["power_alpha"] == pytest.approx(0.01 / 12)
 
 
 def test_direction_aware_harmful_is_not_confirmed():
@@ -182,25 +185,26 @@ def test_weak_evidence_is_inconclusive_with_the_seeds_it_needs():
     assert r["p_improve"] == pytest.approx(0.05227, abs=1e-5) and r["decision"] == "inconclusive"
     sd = float(np.std(np.array(t) - np.array(c), ddof=1))
     effect = 0.005 / (math.log(2.0) * BYTES_PER_TOKEN)  # the record bar in bpb
-    assert r["power"] == pytest.approx(power_one_sided(effect=effect, sigma=sd, n=5, alpha=0.01 / 2), rel=1e-9)
+    assert r["power"] == pytest.approx(power_one_sided(effect=effect, sigma=sd, n=5, alpha=0.01 / 3), rel=1e-9)
     need = r["seeds_needed"]
-    assert power_one_sided(effect=effect, sigma=sd, n=need, alpha=0.005) >= 0.8
-    assert power_one_sided(effect=effect, sigma=sd, n=need - 1, alpha=0.005) < 0.8
+    assert power_one_sided(effect=effect, sigma=sd, n=need, alpha=0.01 / 3) >= 0.8
+    assert power_one_sided(effect=effect, sigma=sd, n=need - 1, alpha=0.01 / 3) < 0.8
     assert f"{need - 5} more seed(s) (n={need})" in r["message"] and "MDE" in r["message"]
 
 
 def test_two_pairs_are_inconclusive_and_stay_in_the_family():
-    r = by_name(analyze(rows_from([1.5, 1.6], {"x": [1.4, 1.5]})))["x"]
+    r = by_name(analyze(rows_from([1.5, 1.6], {"x": [1.4, 1.51]})))["x"]
     assert r["decision"] == "inconclusive" and r["df"] == 1
     assert r["p_adjusted"] == 1.0 and "only 2 valid pair(s)" in r["message"]
     # the registered family keeps its size: an untested member enters Holm with p = 1
-    assert analyze(rows_from([1.5, 1.6], {"x": [1.4, 1.5]}))["family_size"] == 2
+    assert analyze(rows_from([1.5, 1.6], {"x": [1.4, 1.51]}))["family_size"] == 3
 
 
-def test_bit_identical_aa_is_null_and_cannot_be_pooled():
+def test_bit_identical_aa_is_a_determinism_check_and_cannot_be_pooled():
     c = [1.50, 1.52, 1.49, 1.51, 1.50]
     r = by_name(analyze(rows_from(c, {"aa": c})))["aa"]
-    assert r["decision"] == "null" and r["p_improve"] == 1.0 and r["p_harm"] == 1.0
+    assert r["decision"] == "determinism_check" and r["label"] == "bit-identical repeat"
+    assert r["p_improve"] is None and r["p_harm"] is None and r["zero_variance"]
     assert r["sd_delta"] == 0.0 and r["wilcoxon_min_p"] == 1.0
     with pytest.raises(ConfigError, match="bit-identical"):
         analyze(rows_from(c, {"aa": c, "x": c}), pool_aa=True)
@@ -307,8 +311,8 @@ def test_planted_three_sigma_effect_confirmed_at_expected_power():
     effects = {"planted": -3 * sigma_d, "n1": 0.0, "n2": 0.0, "n3": 0.0}
     got = sum(by_name(analyze(simulate_screen(rng, effects=effects), alpha=alpha))["planted"]["decision"]
               == "confirmed" for _ in range(reps)) / reps
-    # Holm rejects the planted hypothesis (almost always the smallest p) iff p < alpha / K, K = 8
-    expected = power_one_sided(effect=3.0, sigma=1.0, n=5, alpha=alpha / 8)
+    # Holm rejects the planted hypothesis (almost always the smallest p) iff p < alpha / K, K = 12
+    expected = power_one_sided(effect=3.0, sigma=1.0, n=5, alpha=alpha / 12)
     assert 0.3 < expected < 0.6
     assert abs(got - expected) < 4 * math.sqrt(expected * (1 - expected) / reps) + 0.01, (got, expected)
 
@@ -328,7 +332,8 @@ def test_cli_round_trip_and_error(tmp_path, capsys):
     assert data["schema_version"] == 2 and data["alpha"] == 0.05 and data["correction"] == "holm"
     assert data["exploratory"] is False and data["preregistration"]["source"] == "runs.json header"
     assert set(data["preregistration"]["unregistered"]) == {"effect_bpb", "effect_nats", "correction", "metric",
-                                                           "aa_mode", "family", "margin_bpb"}
+                                                           "aa_mode", "family", "margin_bpb", "pool_aa",
+                                                           "sequential", "stack"}
     keys = {"intervention", "n_pairs", "n_failed", "mean_delta_bpb", "sd_delta", "ci_low", "ci_high", "p_improve",
             "p_harm", "p_adjusted", "decision", "mde", "power", "rho"}
     assert keys <= set(data["results"][0]) and data["results"][0]["decision"] == "harmful"
@@ -349,7 +354,7 @@ def test_cli_on_hand_written_screen_fixture(fixtures_dir, tmp_path):
     out = tmp_path / "ablation_results.json"
     assert main(["--input", str(fixtures_dir / "statistics" / "runs.json"), "--output", str(out)]) == 0
     res = by_name(json.loads(out.read_text()))
-    assert res["aa"]["decision"] == "null" and res["aa"]["mean_delta_bpb"] == 0.0
+    assert res["aa"]["decision"] == "determinism_check" and res["aa"]["mean_delta_bpb"] == 0.0
     assert res["sanity_frozen_matrices"]["decision"] == "harmful"
     assert res["sanity_frozen_matrices"]["mean_delta_bpb"] == pytest.approx(0.41204, abs=1e-9)  # 0.412 + mean noise 0.00004
     lr = res["act_leaky_relu2"]

@@ -7,55 +7,60 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from scripts.causal.core.schema import CalibrationItem, CandidateIntervention
+from scripts.causal.core.schema import CalibrationItem
 from scripts.causal.stats.pairing import FINAL_METRIC, metric_value, paired_deltas
 from scripts.causal.transfer.agreement import agreement_sentence, score
 from scripts.causal.transfer.calibration_set import build_calibration_set
 
 
-def _row(change, delta, feature, *, to=None, frm=None, direction=1, record="r1", metric="post_quant"):
-    return {"change": change, "delta_bpb": delta, "kind": "ablation", "features": [feature], "from_value": frm,
-            "to_value": to, "direction": direction, "metric": metric, "record_id": record, "source": "table"}
+def _entry(i, klass, knob, frm, to, delta, *, intervention=None, hardware="8xH100", record="r1", metric="post_quant"):
+    return {"id": i, "class": klass, "change": f"row {i}", "knob": knob, "from": frm, "to": to,
+            "intervention": intervention, "delta_bpb": delta, "delta_nats": None, "delta_stated": str(delta),
+            "metric": metric, "stack": "", "stack_record": None, "reference": "previous row", "seeds": 1,
+            "hardware": hardware, "quote": f"| row {i} | {delta} |", "file": "README.md", "line": i}
 
 
-CANDS = [CandidateIntervention("act_leaky", "activation", "", "leaky_relu2"),
-         CandidateIntervention("act_gelu", "activation", "", "gelu"),
-         CandidateIntervention("layers_up", "num_layers", "", 11),
-         CandidateIntervention("int6", "quant_bits", "", 6),
-         CandidateIntervention("sliding", "sliding_window_eval", "", True)]
-CLASSES = {"act_leaky": "architecture", "act_gelu": "architecture", "layers_up": "architecture",
-           "int6": "quantization_export", "sliding": "evaluation"}
+def _table(tmp_path, entries, record="2026-03-20_R1"):
+    d = tmp_path / "verified"
+    d.mkdir(exist_ok=True)
+    (d / f"{record}.json").write_text(json.dumps({
+        "schema_version": 1, "record_id": record, "track": "track_10min_16mb", "date": "2026-03-20",
+        "files_read": ["README.md"], "no_ablation_statements": False, "note": "", "entries": entries}))
+    return d
 
 
-def test_calibration_set_maps_rows_by_level_and_direction():
-    records = [{"record_id": "r1", "ablations": [
-        _row("+ LeakyReLU(0.5)^2", -0.003, "activation", to="leaky_relu2"),
-        _row("relu^2 MLP", -0.02, "activation", to="relu2"),            # no registry level relu2
-        _row("10 layers", -0.011, "num_layers", frm=9.0, to=10.0),       # same way as +2 layers
-        _row("8 layers", -0.036, "num_layers", frm=9.0, to=8.0, direction=-1),  # the other way: listed
-        _row("13 layers", 0.09, "num_layers", frm=11.0, to=13.0),        # same way, past the entry's 9 -> 11
-        _row("int6 blocks", 0.0015, "quant_bits", frm=8.0, to=6.0, direction=-1),
-        _row("sliding stride 64", -0.033, "sliding_window_eval", to=True, metric="sliding"),
-        _row("doc-isolated attention", -0.011, "varlen_attention", to=True),  # no registry entry
-    ]}]
-    items, unexpressed = build_calibration_set(records, candidates=CANDS, classes=CLASSES)
-    got = {(i.intervention, i.change): (round(i.h100_delta, 6), i.in_range, i.transfer_class) for i in items}
-    assert got == {
-        ("act_leaky", "+ LeakyReLU(0.5)^2"): (-0.003, True, "architecture"),
-        ("layers_up", "10 layers"): (-0.011, True, "architecture"),
-        ("layers_up", "13 layers"): (0.09, False, "architecture"),
-        # int6 lowers quant_bits: the pooled delta (effect of raising bits) is flipped back to the row's +0.0015
-        ("int6", "int6 blocks"): (0.0015, True, "quantization_export"),
-        ("sliding", "sliding stride 64"): (-0.033, True, "evaluation"),
-    }
-    reasons = {u["change"]: u["reason"] for u in unexpressed}
-    assert "no registry entry for 'relu2'" in reasons["relu^2 MLP"]
-    assert "the other direction" in reasons["8 layers"]
-    assert "no registry intervention for feature 'varlen_attention'" in reasons["doc-isolated attention"]
+def test_calibration_set_takes_only_verified_single_changes_the_registry_makes_exactly(tmp_path):
+    from scripts.causal.evidence.table import load_table
+
+    d = _table(tmp_path, [
+        _entry(1, "single_change", "activation", "relu2", "leaky_relu2", -0.003, intervention="act_leaky_relu2"),
+        _entry(2, "single_change", "num_layers", 11, 9, 0.011, intervention="num_layers_plus2"),   # the other way
+        _entry(3, "bundle", "num_layers", 10, 13, 0.09),                                           # +3 and MLP 4x->3x
+        _entry(4, "quoted_estimate", None, None, None, -0.07),                                     # "reported as"
+        _entry(5, "single_change", "sliding_window_eval", False, True, -0.033, intervention="sliding_eval",
+               metric="sliding", hardware="1xH100"),
+        _entry(6, "single_change", "mlp_mult", 3, 4, -0.008),                                      # no registry 3->4
+    ])
+    items, left = build_calibration_set(load_table(d))
+    got = {i.entry: (i.intervention, round(i.h100_delta, 6), i.transfer_class, i.reversed) for i in items}
+    assert got == {"2026-03-20_R1#1": ("act_leaky_relu2", -0.003, "architecture", False),
+                   "2026-03-20_R1#2": ("num_layers_plus2", -0.011, "architecture", True),   # sign-flipped
+                   "2026-03-20_R1#5": ("sliding_eval", -0.033, "evaluation [1xH100]", False)}  # own class
+    assert all(i.quote.startswith("| row") and i.source.startswith("README.md:") for i in items)
+    reasons = {u["entry"].split("#")[1]: u["reason"] for u in left}
+    assert "a bundle entry says nothing about one change" in reasons["3"]
+    assert "quoted_estimate" in reasons["4"] and "no registry intervention makes this change" in reasons["6"]
 
 
-def _item(name, klass, h100, record="r"):
-    return CalibrationItem(name, klass, "f", record, f"{name} row", h100, "post_quant", None)
+def _item(name, klass, h100, record="r", hardware="8xH100"):
+    return CalibrationItem(name, klass, "f", record, f"{name} row", h100, "post_quant", None, hardware=hardware)
+
+
+def test_rows_off_8xh100_stay_out_of_the_overall_figure():
+    items = [_item("a", "architecture", -0.01), _item("b", "architecture [1xH100]", 0.01, hardware="1xH100")]
+    sc = score(items, {"a": {"mean_delta_bpb": -0.02}, "b": {"mean_delta_bpb": -0.02}})
+    assert (sc["overall"]["k_agree"], sc["overall"]["n_decisive"]) == (1, 1)
+    assert sc["classes"]["architecture [1xH100]"]["n_decisive"] == 1
 
 
 def test_score_counts_sign_agreement_on_decisive_rows_and_fits_over_interventions():
@@ -80,7 +85,7 @@ def test_score_counts_sign_agreement_on_decisive_rows_and_fits_over_intervention
     assert arch["slope"] == pytest.approx(stats.linregress(x, y).slope)
     assert sc["classes"]["evaluation"]["verdict"] == "too_few_rows"
     assert sc["classes"]["averaging"]["verdict"] == "unmeasured" and sc["not_screened"] == ["z"]
-    assert "3 of 4 calibration rows" in agreement_sentence("architecture", arch, "fast")
+    assert "3 of 4 verified calibration rows" in agreement_sentence("architecture", arch, "fast")
     assert "not to be trusted" in agreement_sentence("architecture", arch, "fast")
     assert "not measured" in agreement_sentence("averaging", sc["classes"]["averaging"], "fast")
     assert (arch["ceiling_k"], arch["ceiling"]) == (4, 1.0)  # every H100 row of one intervention points one way
@@ -116,24 +121,31 @@ def test_final_metric_takes_the_last_stage_that_ran():
 def test_transfer_calibration_runs_a_small_set_end_to_end(tmp_path, tiny_corpus, one_torch_thread):
     from scripts.causal.transfer_calibration import run
 
-    matrix = tmp_path / "interventions.json"
-    matrix.write_text(json.dumps({"schema_version": 2, "records": [{"record_id": "r1", "ablations": [
-        _row("+ LeakyReLU(0.5)^2", -0.003, "activation", to="leaky_relu2"),
-        _row("sliding stride 64", -0.033, "sliding_window_eval", to=True, metric="sliding"),
-        _row("8 layers", -0.036, "num_layers", frm=9.0, to=8.0, direction=-1)]}]}))
-    payload = run(matrix_path=matrix, presets=["tiny"], seeds=[1, 2, 3], output_dir=tmp_path / "out", threads=1,
-                  progress=False, log=lambda _: None, overrides=tiny_corpus.overrides())
+    d = _table(tmp_path, [
+        _entry(1, "single_change", "activation", "relu2", "leaky_relu2", -0.003, intervention="act_leaky_relu2"),
+        _entry(2, "single_change", "sliding_window_eval", False, True, -0.033, intervention="sliding_eval",
+               metric="sliding"),
+        _entry(3, "bundle", "num_layers", 9, 8, 0.036)])
+    kw = dict(evidence_dir=d, presets=["tiny"], seeds=[1, 2, 3], output_dir=tmp_path / "out", threads=1,
+              progress=False, log=lambda _: None, overrides=tiny_corpus.overrides())
+    payload = run(**kw)
     rows = {r["intervention"]: r for r in payload["presets"]["tiny"]["score"]["rows"]}
     assert set(rows) == {"act_leaky_relu2", "sliding_eval"}
     assert rows["sliding_eval"]["proxy_delta"] < 0  # the sliding score is compared with the control's plain one
-    assert any("other direction" in u["reason"] for u in payload["unexpressed"])
+    assert rows["sliding_eval"]["quote"].startswith("| row 2") and rows["sliding_eval"]["source"] == "README.md:2"
+    assert any("bundle" in u["reason"] for u in payload["left_out"])
     written = json.loads((tmp_path / "out" / "transfer_tiny.json").read_text())
     assert written["classes"]["sliding_eval"]["class"] == "evaluation"
-    assert (tmp_path / "out" / "transfer_calibration.md").read_text().startswith("# Proxy-to-H100")
+    md = (tmp_path / "out" / "transfer_calibration.md").read_text()
+    assert md.startswith("# Proxy-to-H100") and "| row 1 | -0.003 |".replace("|", "\\|") in md
     # a second call reuses every run from the ledger and gives the same scores
-    again = run(matrix_path=matrix, presets=["tiny"], seeds=[1, 2, 3], output_dir=tmp_path / "out", threads=1,
-                progress=False, log=lambda _: None, overrides=tiny_corpus.overrides())
+    assert run(**kw)["presets"]["tiny"]["score"] == payload["presets"]["tiny"]["score"]
+    # without the ledger, the committed runs.json is reused (same cell, same config hash): nothing is trained
+    (tmp_path / "out" / "ledger.sqlite").unlink()
+    logs: list[str] = []
+    again = run(**{**kw, "reuse_only": ["tiny"], "log": logs.append})
     assert again["presets"]["tiny"]["score"] == payload["presets"]["tiny"]["score"]
+    assert any("9 runs reused" in line for line in logs) and any("0 runs executed" in line for line in logs)
 
 
 def test_report_header_states_mde_power_and_each_class_agreement(tmp_path):
@@ -153,7 +165,7 @@ def test_report_header_states_mde_power_and_each_class_agreement(tmp_path):
     assert (s["mde_min"], s["mde_max"], s["power_max"]) == (0.025, 0.031, 0.02)
     text = "\n".join(sensitivity_lines(s))
     assert "MDE) is 0.0250-0.0310 bpb" in text and "says nothing about an effect of 0.0030 bpb" in text
-    assert "architecture changes agreed in sign with H100 in 4 of 8 calibration rows at `fast`" in text
+    assert "architecture changes agreed in sign with H100 in 4 of 8 verified calibration rows at `fast`" in text
     assert "not to be trusted from the proxy" in text.split("architecture changes")[1].split("\n")[0]
     assert "not to be trusted" not in text.split("evaluation changes")[1].split("\n")[0]
     none = "\n".join(sensitivity_lines(screen_sensitivity(decisions, None, None, "screen", {})))

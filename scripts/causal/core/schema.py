@@ -9,6 +9,13 @@ import dataclasses
 from typing import Any, Mapping
 
 from scripts.causal.core.errors import DataFormatError
+from scripts.causal.core.evidence_shapes import (  # noqa: F401  (re-exported: shapes of the evidence table)
+    EVIDENCE_CLASSES,
+    EVIDENCE_METRICS,
+    CalibrationItem,
+    EvidenceEntry,
+    VerifiedRecord,
+)
 from scripts.causal.core.jsonio import (  # noqa: F401  (re-exported: every stage imports them from schema)
     MATRIX_SCHEMA_VERSION,
     SCHEMA_VERSION,
@@ -75,10 +82,11 @@ class SeedScore:
 #: canonical feature (LR, momentum); unmapped: names no feature; fragment: a cut sentence; no_direction: a numeric
 #: feature without values or direction; no_delta: no usable bpb delta; quoted_estimate: another submission's figure
 #: or a projection; penalty: a quantization gap of one model; restated: prose repeating a table-measured change with
-#: another figure (extract.row_gates); untyped: read from a schema-1 matrix.
+#: another figure; nonadjacent: a config-table row against a reference that may differ in more (extract.row_gates);
+#: untyped: read from a schema-1 matrix.
 ABLATION_KINDS: tuple[str, ...] = ("ablation", "multi_feature", "record_vs_base", "headline", "sweep_unmapped",
                                    "unmapped", "fragment", "no_direction", "no_delta", "quoted_estimate", "penalty",
-                                   "restated", "untyped")
+                                   "restated", "nonadjacent", "untyped")
 ABLATION_METRICS: tuple[str, ...] = ("pre_quant", "post_quant", "post_ttt", "sliding", "unknown")  # score measured
 ABLATION_SOURCES: tuple[str, ...] = ("table", "prose", "log")  # where a row was read
 
@@ -160,69 +168,6 @@ class InterventionRecord:
 
 
 # ---------------------------------------------------------------------------------------------
-# The verified evidence table (evidence/verified/<record_id>.json; scripts/causal/evidence)
-# ---------------------------------------------------------------------------------------------
-
-#: Classes of a verified entry (evidence/README.md); only ``single_change`` says what one change does.
-EVIDENCE_CLASSES: tuple[str, ...] = ("single_change", "bundle", "cross_tokenizer", "quoted_estimate", "penalty_only",
-                                     "nonadjacent_reference")
-EVIDENCE_METRICS: tuple[str, ...] = ("pre_quant", "post_quant", "sliding", "ttt", "quant_penalty", "unknown")
-
-
-@dataclasses.dataclass(frozen=True)
-class EvidenceEntry:
-    """One ablation-style statement of a record, read by a person against its source (evidence/README.md).
-
-    ``delta_bpb`` = score with the change minus without (< 0: it helped); ``intervention`` is the registry entry
-    that makes exactly this change (only on ``single_change`` entries); ``quote`` is verbatim from ``file`` at
-    ``line``."""
-
-    record_id: str
-    id: int
-    klass: str  # "class" in the JSON file
-    change: str
-    knob: str | None
-    from_value: Any
-    to_value: Any
-    intervention: str | None
-    delta_bpb: float | None
-    delta_nats: float | None
-    delta_stated: str
-    metric: str
-    stack: str
-    stack_record: str | None
-    reference: str
-    seeds: int | None
-    hardware: str
-    quote: str
-    file: str
-    line: int
-    track: str | None = None
-    date: str | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.record_id}#{self.id}"
-
-    @property
-    def is_single_change(self) -> bool:
-        return self.klass == "single_change"
-
-
-@dataclasses.dataclass(frozen=True)
-class VerifiedRecord:
-    """Everything the verified table says about one record folder: its entries, or that it has none."""
-
-    record_id: str
-    track: str
-    date: str | None
-    files_read: tuple[str, ...]
-    no_ablation_statements: bool
-    note: str
-    entries: tuple[EvidenceEntry, ...]
-
-
-# ---------------------------------------------------------------------------------------------
 # Causal structure (issue 4: estimate_dag, identifiability_check, select_interventions)
 # ---------------------------------------------------------------------------------------------
 
@@ -276,7 +221,8 @@ class CandidateIntervention:
 # ---------------------------------------------------------------------------------------------
 
 RUNS_ROW_FIELDS = (
-    "intervention", "arm", "seed", "backend", "status", "val_bpb", "post_quant_val_bpb", "sliding_val_bpb",
+    "intervention", "arm", "seed", "backend", "status", "val_bpb", "post_quant_val_loss", "post_quant_val_bpb",
+    "sliding_val_bpb",
     "ttt_val_bpb", "artifact_bytes", "model_bytes", "within_budget",
     "steps", "wall_s", "step_losses", "val_history",
 )
@@ -334,15 +280,11 @@ class RunRecord:
 class ScreenPlan:
     """A screen's design, fixed before the first run (its pre-registration).
 
-    ``treatments`` maps each treatment name to its resolved overrides relative to the control config
-    ``base_config`` (the preset's resolved Hyperparameters as a dict). Seeds are shared by all arms.
-    ``configs`` holds every arm's Hyperparameters ("control" and each treatment), resolved once when the plan
-    is built and used as is by the runner, the checks and the DAG rows (not part of the pre-registration).
-    ``aa_mode`` "repeat" (a bit-reproducible backend: ``aa`` is one repeat run of the first seed, which must
-    match its control bit for bit) or "arm" (``aa`` runs on every seed, a statistical A/A arm). ``effect_bpb``
-    None means the record bar, 0.005 nats, converted with the val split's measured bytes per token.
-    ``sequential`` (None: fixed n) is the group-sequential design: {"n0", "step", "futility_effect_sd"}; then
-    ``seeds`` is the full ordered list (its length is the maximum number of seeds).
+    ``treatments``: each treatment's resolved overrides on the control config ``base_config`` (a dict); seeds are
+    shared. ``configs``: every arm's Hyperparameters, resolved once (not part of the pre-registration).
+    ``aa_mode`` "repeat" (bit-reproducible backend: ``aa`` repeats the first seed, bit for bit) or "arm" (``aa``
+    on every seed). ``effect_bpb`` None: the record bar, 0.005 nats, in bpb of the val split. ``sequential``
+    (None: fixed n): {"n0", "step", "futility_effect_sd"}, ``seeds`` then the full ordered list (n_max seeds).
     """
 
     screen_id: str
@@ -359,6 +301,7 @@ class ScreenPlan:
     aa_mode: str = "arm"
     sequential: Mapping[str, Any] | None = None
     stack: str | None = None  # the leaderboard stack the control is (screen.stacks), None: the bare preset
+    pool_aa: bool = False  # pool the variance of d with the A/A pairs (registered before the data)
     configs: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -366,10 +309,10 @@ class ScreenPlan:
         return tuple(name for name, _ in self.treatments)
 
     def preregistration(self) -> dict:
-        """What the ledger stores (and checks on resume) as this screen's pre-registration."""
+        """What the ledger stores (and checks on resume) as the pre-registration (``pool_aa`` only when on)."""
         from scripts.causal.screen.registry import CALIBRATION
 
-        return {
+        return {**({"pool_aa": True} if self.pool_aa else {}),
             "preset": self.preset,
             "backend": self.backend,
             "seeds": list(self.seeds),
@@ -418,7 +361,7 @@ class Preregistration:
 
     ``effect_bpb`` None: the record bar ``effect_nats`` converted with the val split's measured bytes per token.
     ``family``: the interventions in the multiplicity family (None: every non-calibration intervention).
-    ``aa_mode``: repeat (bit-identity check) | arm (statistical A/A arm) | auto.
+    ``aa_mode``: repeat | arm | auto. ``pool_aa``, ``sequential`` (None: fixed n), ``stack``: as in ScreenPlan.
     """
 
     alpha: float = 0.01
@@ -430,6 +373,9 @@ class Preregistration:
     family: tuple[str, ...] | None = None
     seeds: tuple[int, ...] = ()
     aa_mode: str = "auto"
+    pool_aa: bool = False
+    sequential: Mapping[str, Any] | None = None
+    stack: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -461,29 +407,6 @@ class TransferResult:
     ratio_ci_high: float | None
     ratio_ci_kind: str
     level: float
-
-
-@dataclasses.dataclass(frozen=True)
-class CalibrationItem:
-    """One leaderboard ablation row mapped to a registry intervention: its H100 delta is the transfer target."""
-
-    intervention: str
-    transfer_class: str
-    feature: str
-    record_id: str
-    change: str  # the row's own words (with record_id, it names the row)
-    h100_delta: float  # val_bpb change of the intervention's direction on H100 (< 0 = better)
-    metric: str  # the score the row was measured on (post_quant, sliding, post_ttt, unknown, ...)
-    n_seeds: int | None
-    from_value: Any = None
-    to_value: Any = None
-    in_range: bool = True  # False: the row moves the knob over another stretch than the registry entry does
-    track: str | None = None  # the record's leaderboard track (track_10min_16mb, track_non_record_16mb, ...)
-    hardware: str = "unknown"  # 8xH100, 1xH100, other:<gpu>, ... (rows off 8xH100 form their own class)
-    quote: str = ""  # the verified source line the row rests on
-    source: str = ""  # record file:line of the quote
-    entry: str = ""  # the verified entry's key (record_id#id)
-    reversed: bool = False  # the row measured the opposite direction (to -> from): its delta was sign-flipped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -573,6 +496,9 @@ class PipelineOptions:
     ray_address: str | None = None  # --executor ray: None starts a local cluster, "auto" joins `ray start`
     transfer_dir: str | None = "results/transfer_calibration"  # transfer_<preset>.json for the report and ranking
     metric: str = "final_val_bpb"  # the pre-registered decision metric (stats.pairing.METRICS)
+    train_script: str | None = None  # screen this upstream-style script under torchrun (screen.script_target)
+    timeout_s: float | None = None  # per-run limit of the subprocess/torchrun/ray executors (None: theirs)
+    nproc_per_node: int | None = None  # torchrun processes per run (None: the executor's default)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""Merge expert and data graphs, estimate per-intervention effects on val_bpb, pool ablation rows.
+"""Merge expert and data graphs, describe cross-record associations, pool verified and mined ablation rows.
 
 Combined graph: every edge is labelled expert / data / both / conflict with its bootstrap frequency.
-Observational effect: OLS of val_bpb on the intervention column plus a back-door set chosen from the
-combined graph (networkx d-separation; o-o / <-> edges become a latent common cause), HC3 robust SEs.
-Typed ablation rows (``delta_bpb`` < 0 = the change helped; ``extract.row_types``) that are evidence about
-one feature are pooled per feature; disagreement with the observational estimate is stated.
+Association: OLS of val_bpb on a feature column plus a back-door set chosen from the combined graph (networkx
+d-separation; o-o / <-> edges become a latent common cause), HC3 robust SEs. Across leaderboard records this is
+an association, confounded by date and by bundles of changes: it is reported, never used as an effect.
+``pool_verified`` shapes the verified single-change rows (``evidence/verified``) the ranking reads;
+``pool_ablations`` pools the miner's typed rows (descriptive only).
 """
 from __future__ import annotations
 
@@ -241,19 +242,3 @@ def observational_effect(m: PreparedMatrix, column: str, adjust: list[str]) -> d
         return {**out, "estimate": est, "se": None, "ci_low": None, "ci_high": None, "p_value": None,
                 "note": "robust SE undefined (a leverage-1 row); treat as unidentified"}
     return {**out, "estimate": est, "se": se, "ci_low": lo, "ci_high": hi, "p_value": float(fit.pvalues[1])}
-
-
-def compare(obs: Mapping | None, abl: Mapping | None) -> str:
-    """Words for how the observational estimate and the pooled ablations relate."""
-    if not abl:
-        return "no ablation rows"
-    if not obs or obs.get("estimate") is None or obs.get("ci_low") is None:
-        return "ablations only (no observational estimate)"
-    if obs.get("unit", "0 -> 1") != "0 -> 1":
-        return "not comparable (observational effect is per SD of a numeric feature)"
-    mean = abl["mean"]
-    if obs["ci_low"] <= mean <= obs["ci_high"]:
-        return "agree (ablation mean inside the observational CI)"
-    if (obs["ci_high"] < 0 < mean) or (obs["ci_low"] > 0 > mean):
-        return "disagree: opposite signs (observational CI excludes 0 on the other side)"
-    return "disagree: ablation mean outside the observational CI (same direction or CI spans 0)"

@@ -6,8 +6,10 @@ weak prior. No cross-record association enters: the leaderboard's records with a
 date and in many other changes (``dag.identifiability``).
 
 Verified rows (``dag.effects.pool_verified``: single-change entries of the verified evidence table). A row the
-candidate makes exactly (``evidence.expresses``: same knob, direction and size) enters at full weight, sign-flipped
-when it was measured the other way round. A numeric row of the same knob over another stretch (11L -> 12L for a
+candidate makes exactly (the table names this intervention, and ``evidence.expresses`` confirms the knob, direction
+and size) enters at full weight, sign-flipped when it was measured the other way round; a row with the same knob
+values whose reader named no or another intervention (LoRA TTT of another recipe, XSA on 3 layers) is a variant,
+sd x ``OUT_OF_RANGE_FACTOR``. A numeric row of the same knob over another stretch (11L -> 12L for a
 +2 layers candidate) enters discounted (``OUT_OF_RANGE_FACTOR``, and ``REVERSED_FACTOR`` when it goes the other
 way); a categorical or on/off row of another level or variant does not enter. A row's sd is
 
@@ -119,10 +121,15 @@ def leaderboard_items(c: CandidateIntervention, pooled: Mapping | None) -> tuple
             factor *= NON_RECORD_FACTOR
         if row.get("hardware") not in (None, "8xH100"):
             factor *= OTHER_HARDWARE_FACTOR
+        variant = "intervention" in row and row["intervention"] != c.name  # the reader named no / another entry
         if expr is not None and expr.ok:
             mean = -float(row["reported_delta_bpb"]) if expr.reversed else float(row["reported_delta_bpb"])
             how = ", the candidate's exact change" + (" measured the other way round (sign flipped)"
                                                       if expr.reversed else "")
+            if variant:  # same knob values, but the verified table says it is not this registry entry's recipe
+                factor *= OUT_OF_RANGE_FACTOR
+                how = (f", a variant of the candidate's change (the verified table names "
+                       f"{row['intervention'] or 'no registry intervention'}): sd x{OUT_OF_RANGE_FACTOR}")
         elif not _row_matches(c, row) or (expr is not None and not is_numeric):
             continue  # another level or variant of a categorical / on-off knob says nothing about this one
         elif not is_numeric:  # an unregistered candidate (a combination part): the row's effect of adding
@@ -227,7 +234,8 @@ def screen_item(c: CandidateIntervention, row: Mapping | None, *, transfer: Mapp
     sd = (hi - lo) / (2 * 1.96) if lo is not None and hi is not None and hi > lo else default_sd
     agree = _agreement(transfer, klass, c.name)
     if agree is None:
-        note = f"proxy-to-H100 transfer of class '{klass}' not measured: screen result not discounted"
+        note = (f"proxy-to-H100 transfer of class '{klass}' not measured on enough verified rows: screen result not "
+                "discounted")
     else:
         sd = sd / max(agree, 1e-3)
         note = f"proxy-to-H100 agreement of class '{klass}' {agree:.2f}: screen sd x{1 / max(agree, 1e-3):.2f}"
@@ -247,6 +255,8 @@ def _agreement(transfer: Mapping | None, klass: str, name: str) -> float | None:
     for key in (name, klass):
         v = transfer.get(key)
         if isinstance(v, Mapping):
+            if v.get("verdict") in ("too_few_rows", "unmeasured"):
+                return None  # one or two verified rows give an agreement of 0 or 1: no basis for a discount
             v = v.get("agreement")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if not 0.0 <= float(v) <= 1.0:

@@ -34,7 +34,7 @@ def _field_of(knob: str) -> str | None:
     fields = {f.name for f in dataclasses.fields(tg.Hyperparameters)}
     if knob in fields:
         return knob
-    by_feature = {feat: field for field, feat in reg._FIELD_FEATURE.items()}
+    by_feature = {feat: field for field, feat in reg.FIELD_FEATURE.items()}
     return by_feature.get(knob)
 
 

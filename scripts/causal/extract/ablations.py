@@ -8,10 +8,19 @@ bpb-per-nat ratio is known (``nats_to_bpb``), else kept with ``delta_bpb`` None.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from scripts.causal.core.schema import AblationRow
 from scripts.causal.extract.row_types import map_change
+from scripts.causal.extract.table_shapes import (
+    before_after_columns,
+    before_after_label,
+    column_pairs,
+    eval_columns,
+    label_column,
+    metric_pairs,
+)
 
 _NUM = r"[+\-−–]?\s?\d*\.\d+"
 MAX_DELTA = 0.3
@@ -74,28 +83,35 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                                                                     r"effect|impact|\bd ?bpb", h)), None)
         bpb_col = next((j for j, h in enumerate(low) if re.search(r"bp[bp]", h) and j != delta_col),
                        next((j for j, h in enumerate(low) if re.search(r"score|loss", h) and j != delta_col), None))
-        label_col = 0
-        if delta_col == 0 or bpb_col == 0:
-            label_col = 1
+        label_col = label_column(header, rows, 1 if delta_col == 0 or bpb_col == 0 else 0)
+        sides = before_after_columns(header)
         if delta_col is None and bpb_col is None:
-            rows_out += _comparison_rows(header, rows, heading, nats_to_bpb)
+            pairs = metric_pairs(header, rows, heading)
+            rows_out += pairs or _comparison_rows(header, rows, heading, nats_to_bpb)
             continue
         is_nats = delta_col is not None and "nat" in low[delta_col]
         gain_header = delta_col is not None and re.search(r"gain|improv|reduc", low[delta_col]) is not None
         from_base = _deltas_from_base(rows, delta_col, bpb_col, label_col) if delta_col is not None else None
         if delta_col is not None:
+            ref_label = _reference_row(header, rows, delta_col, label_col)
             for k, r in enumerate(rows):
                 if len(r) <= max(delta_col, label_col):
                     continue
                 m = re.search(_NUM, r[delta_col])
                 label = _clean(r[label_col])
+                if sides is not None and label and not _SUMMARY.match(label):
+                    label = before_after_label(label, r, sides)
                 if not m or not label or _NOT_QUALITY.search(label) or _SUMMARY.match(label):
                     continue
                 if re.fullmatch(r"\d+", label):  # per-seed rows of a results table
                     continue
+                staged = _staged(header, r, label, m.group(0))
+                if staged is not None:
+                    rows_out.append(dataclasses.replace(staged, source=f"README table '{heading}' (column pair)"))
+                    continue
                 if re.fullmatch(r"(?:mean|avg|average)", label, re.I):
                     label = f"{_clean(header[delta_col])} ({label.lower()})"
-                elif re.fullmatch(r"[\d.]+", label):
+                elif re.match(r"[\d.]+(?:\s*\(|$)", label):
                     label = f"{_clean(header[label_col])} = {label}"
                 d = _to_float(m.group(0))
                 if from_base is not None and k in from_base:  # a "+ X" stack whose Δ column is vs its first row
@@ -113,30 +129,89 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 if re.search(r"^(?:base(?:line)?|control|reference|ours?|final|total|sota)\b", label, re.I) and d == 0:
                     continue
                 col = f" column '{_clean(header[bpb_col])}'" if bpb_col is not None else ""
-                rows_out.append(AblationRow(change=label, delta_bpb=round(d, 8), source=f"README table '{heading}'{col}"))
+                rows_out.append(AblationRow(change=label, delta_bpb=round(d, 8), source=f"README table '{heading}'{col}",
+                                            reference=ref_label))
             continue
         # absolute values only
-        vals = []
+        vals, cells = [], []
         for r in rows:
             if len(r) <= max(bpb_col, label_col):
                 continue
             v = _bpb_in(r[bpb_col])
             label = _clean(r[label_col])
             if v is not None and label:
-                if re.fullmatch(r"[\d.]+", label):
+                if re.match(r"[\d.]+(?:\s*\(|$)", label):  # "0.02 (optimal)": a value of the column's knob
                     label = f"{_clean(header[label_col])} = {label}"
                 vals.append((label, v))
+                cells.append(r)
         if len(vals) < 2 or not re.search(r"bp[bp]|score", low[bpb_col]):
             continue
         if re.search(r"seed|run\b", low[label_col]) or all(re.fullmatch(r"\d+", lbl) for lbl, _ in vals):
             rows_out += _ttt_effect(header, rows, heading)  # per-seed tables: only the mean TTT effect
             continue
+        pairs = column_pairs(header, rows, heading, label_col)
+        if pairs:  # each config scored two ways: the eval stage's effect per row, not config vs config
+            rows_out += pairs
+            continue
         cumulative = sum(lbl.startswith("+") for lbl, _ in vals[1:]) >= max(1, (len(vals) - 1) // 2)
         for k in range(1, len(vals)):
             ref_label, ref = vals[k - 1] if cumulative else vals[0]
-            rows_out.append(AblationRow(change=vals[k][0], delta_bpb=round(vals[k][1] - ref, 8), reference=ref_label,
-                                        source=f"README table '{heading}' ({'cumulative' if cumulative else 'vs first row'})"))
+            change, how = vals[k][0], "cumulative" if cumulative else "vs first row"
+            others = [] if cumulative else _other_settings(header, cells[0], cells[k], (label_col, bpb_col))
+            if others:  # other config columns that differ from the first row belong to the change too
+                change += f" (also differs in {', '.join(f'{h} {a}/{b}' for h, a, b in others)})"
+                how += "; other columns differ"
+            rows_out.append(AblationRow(change=change, delta_bpb=round(vals[k][1] - ref, 8), reference=ref_label,
+                                        source=f"README table '{heading}' ({how})"))
     return rows_out
+
+
+_RESULT_COLUMN = re.compile(r"bp[bp]|score|loss|round[\s_-]?trip|gap|note|comment|remark|status|time|size|param|"
+                            r"bytes|\bmb\b|steps?|ms\b|tok|speed|artifact|fits|under|delta|δ|diff", re.I)
+
+
+def _other_settings(header: list[str], ref: list[str], row: list[str], skip: tuple[int, ...]
+                    ) -> list[tuple[str, str, str]]:
+    """(column, reference value, row value) of each configuration column (not a result: bpb, size, time, notes)
+    where a config-table row differs from its reference row ("Layers 13" also has "MLP 3x" where the first row
+    has "4x")."""
+    out = []
+    for j, h in enumerate(header):
+        if j in skip or _RESULT_COLUMN.search(h) or j >= len(ref) or j >= len(row):
+            continue
+        a, b = _clean(ref[j]), _clean(row[j])
+        if a and b and a.lower() != b.lower():
+            out.append((_clean(h), a, b))
+    return out
+
+
+def _staged(header: list[str], row: list[str], label: str, stated: str) -> AblationRow | None:
+    """A delta-column row that is one config scored two ways (its delta = the staged column - the plain one)."""
+    cols = eval_columns(header)
+    if cols is None:
+        return None
+    a, b, name = cols
+    va, vb = (_bpb_in(row[j]) if j < len(row) else None for j in (a, b))
+    d = _to_float(stated)
+    if va is None or vb is None or d is None or abs((vb - va) - d) > 2e-4:
+        return None
+    return AblationRow(change=f"{name} ({label}: {_clean(header[a])} -> {_clean(header[b])})",
+                       delta_bpb=round(d, 8), source="", reference=label)  # the stated figure, to its precision
+
+
+def _reference_row(header: list[str], rows: list[list[str]], delta_col: int, label_col: int) -> str | None:
+    """The label of a sweep table's reference row: the one whose delta cell says "baseline" / "—" / 0 (the row the
+    other rows' deltas are measured from), as "<knob> = <value>" when the label is a bare value."""
+    for r in rows:
+        if len(r) <= max(delta_col, label_col):
+            continue
+        cell = _clean(r[delta_col]).lower()
+        if re.fullmatch(r"baseline|base|ref(?:erence)?|default|[—–-]|[+±]?0(?:\.0+)?", cell):
+            label = _clean(r[label_col])
+            return f"{_clean(header[label_col])} = {label}" if re.match(r"[\d.]+(?:\s*\(|$)", label) else label
+    # no reference row: the delta column may name it ("Δ vs 0.04", "delta from default 0.04")
+    named = re.search(r"(?:vs\.?|from|against|default|baseline)\s*[=:(]?\s*(\d*\.?\d+)", _clean(header[delta_col]), re.I)
+    return f"{_clean(header[label_col])} = {named.group(1)}" if named else None
 
 
 def _deltas_from_base(rows: list[list[str]], delta_col: int, bpb_col: int | None,
@@ -184,8 +259,8 @@ def _ttt_effect(header: list[str], rows: list[list[str]], heading: str) -> list[
     first = lambda rx, excl=None: next((j for j in bpb if re.search(rx, low[j])  # noqa: E731
                                         and not (excl and re.search(excl, low[j]))), None)
     ttt = first(r"post[\s-]?ttt|\bttt\b", r"pre[\s-]?ttt|no[\s-]?ttt|gain|time")
-    sliding = first(r"pre[\s-]?ttt|sliding|no[\s-]?ttt") if ttt is not None else first(r"sliding")
-    post_q = first(r"post[\s-]?quant|quantized|roundtrip|\bint\d\b", r"pre[\s-]?quant|ttt|sliding")
+    sliding = first(r"pre[\s-]?ttt|slid|no[\s-]?ttt") if ttt is not None else first(r"slid")
+    post_q = first(r"post[\s-]?quant|quantized|round[\s_-]?trip|\brt[\s_]?bp|\bint\d\b", r"pre[\s-]?quant|ttt|slid")
     if post_q is None and sliding is not None and ttt is None:  # "val_bpb (standard)" next to "val_bpb (sliding)"
         post_q = first(r"standard|\bval[_ ]bpb\b|^bpb$", r"pre[\s-]?quant|ttt|sliding|post[\s-]?ema|std")
     means = _column_means(rows, [j for j in (ttt, sliding, post_q) if j is not None])
@@ -235,7 +310,10 @@ def _comparison_rows(header: list[str], rows: list[list[str]], heading: str,
     return out
 
 
-_PROSE = re.compile(rf"(?P<num>{_NUM})\s*(?P<unit>bpb|bpp|bits per byte|nats?)\b", re.I)
+_BY = re.compile(r"\b(?:val[_\s]?)?bp[bp]\s+by\s+([~≈]?\s*\d*\.\d+)(?!\s*(?:bpb|bpp|bits|nats?))", re.I)
+# "0.003 BPB", or a signed figure with its verdict and no unit ("+0.006 worse", "-0.003 improvement")
+_PROSE = re.compile(rf"(?P<num>{_NUM})\s*(?P<unit>bpb|bpp|bits per byte|nats?)\b|"
+                    rf"(?P<snum>[+\-−–]\s?\d*\.\d+)\s+(?=(?:worse|better|improvement|regression|gain)\b)", re.I)
 
 
 _PAIR = re.compile(r"(?<![\d.])([0-4]\.\d{3,8})(?!\d|\.\d)[^.\n]{0,90}?\b(?:improv\w*|reduc\w*|lower\w*|drop\w*|"
@@ -243,9 +321,14 @@ _PAIR = re.compile(r"(?<![\d.])([0-4]\.\d{3,8})(?!\d|\.\d)[^.\n]{0,90}?\b(?:impr
                    r"([0-4]\.\d{3,8})(?!\d|\.\d)", re.I)
 
 
+def _unit(m: re.Match) -> str:
+    """The unit of a prose figure; a unitless signed verdict ("+0.006 worse") is in bpb."""
+    return (m.group("unit") or "bpb").lower()
+
+
 def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
     out: list[AblationRow] = []
-    text = re.sub(r"[*`]+", "", text or "")
+    text = re.sub(r"[*`]+", "", text or "").replace("\\_", "_").replace("\\~", "~")
     for m in _PAIR.finditer(text):
         a, b = float(m.group(1)), float(m.group(2))
         if abs(b - a) < 0.2:
@@ -267,11 +350,12 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                  for parts in [re.split(r"(?<=[.!?])\s+(?=[A-Z*(])", re.sub(r"^\s*[-*] ", "", line))]
                  for i, p in enumerate(parts)]
         for before, sent in pairs:
+            sent = _BY.sub(r"by \1 bpb", sent)  # "improves val_bpb by ~0.034": the unit before the number
             matches = list(_PROSE.finditer(sent))
-            if any(not m.group("unit").lower().startswith("nat") for m in matches):
-                matches = [m for m in matches if not m.group("unit").lower().startswith("nat")]  # bpb twin given
+            if any(not _unit(m).startswith("nat") for m in matches):
+                matches = [m for m in matches if not _unit(m).startswith("nat")]  # bpb twin given
             for m in matches:
-                raw = m.group("num")
+                raw = m.group("num") or m.group("snum")
                 d = _to_float(raw)
                 if d is None or abs(d) > MAX_DELTA or abs(d) < 1e-6:
                     continue
@@ -305,7 +389,7 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 if before and not map_change(change)[0]:  # "Zero-byte cost, ~0.001 BPB improvement." names its
                     change = f"{_clean(before)} {change}"  # change in the bullet's previous sentence
                 change = change[-300:]
-                if m.group("unit").lower().startswith("nat"):
+                if _unit(m).startswith("nat"):
                     if nats_to_bpb is None:
                         out.append(AblationRow(change=f"{change} (nats {d:+g}; no bpb ratio)", delta_bpb=None,
                                                source=src))
@@ -333,31 +417,3 @@ def extract_ablations(readme: str, *, nats_to_bpb: float | None = None) -> list[
             rows.append(r)
             seen.add(r.delta_bpb)
     return rows
-
-
-def log_ablations(finals: dict[str, list[tuple[str, float]]]) -> list[AblationRow]:
-    """The TTT effect the logs show: per log, its last test-time-training metric against the last sliding or
-    quantized metric before it (``quantized_sliding_window`` -> ``quantized_ttt_phased``), averaged over logs.
-
-    ``finals`` maps a log name to its named final metrics in order (``records.log_metrics``).
-    """
-    deltas, pairs = [], set()
-    for metrics in finals.values():
-        idx = [i for i, (n, _) in enumerate(metrics) if re.search(r"ttt", n, re.I)]
-        if not idx:
-            continue
-        j = idx[-1]
-        before = [(n, v) for n, v in metrics[:j] if not re.search(r"ttt|pre[-_ ]?quant|post[-_ ]ema", n, re.I)
-                  and re.search(r"sliding|quant|roundtrip|int\d", n, re.I)]
-        if not before:
-            continue
-        sliding = [(n, v) for n, v in before if "sliding" in n.lower()]
-        ref_name, ref = (sliding or before)[-1]
-        deltas.append(metrics[j][1] - ref)
-        pairs.add(f"{ref_name} -> {metrics[j][0]}")
-    if not deltas:
-        return []
-    mean = sum(deltas) / len(deltas)
-    return [AblationRow(change=f"TTT (log: {'; '.join(sorted(pairs))}, mean of {len(deltas)} log(s))",
-                        delta_bpb=round(mean, 8), source=f"log ({len(deltas)} seed log(s))",
-                        n_seeds=len(deltas), source_kind="log", metric="post_ttt")]

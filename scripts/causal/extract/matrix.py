@@ -14,14 +14,13 @@ from pathlib import Path
 from scripts.causal.core.errors import ConfigError
 from scripts.causal.core.schema import (
     ABLATION_KINDS,
-    BASELINE_FEATURES,
     INTERVENTION_FEATURES,
     InterventionRecord,
 )
 from scripts.causal.extract import lineage as lin
 from scripts.causal.extract import records as rp
 from scripts.causal.extract.record import extract_record
-from scripts.causal.extract.row_types import comparison_base, retype_single_difference, type_rows
+from scripts.causal.extract.row_types import type_rows
 
 SOURCE_KINDS = ("log", "code", "json", "readme", "inherited", "default")
 
@@ -87,7 +86,6 @@ def extract(inputs: list[Path]) -> dict:
         base = ", ".join(rec["base_record_ids"]) or ", ".join(f"PR #{n}" for n in rec["base_prs"]) or None
         rec["ablations"] = type_rows(rec["ablations"], record_id=rec["record_id"], base=base,
                                      n_seeds=len(rec["seeds"]) or None)
-    _retype_record_rows(records, resolved, pr_to_record)
     out_records = []
     wanted_ids = {f.name for f in folders if f.resolve() in wanted}
     for rec in sorted(records, key=lambda r: (r["track"], r["date"] or "", r["record_id"])):
@@ -112,30 +110,6 @@ def _csv_value(v) -> str:
     if isinstance(v, bool):
         return "1" if v else "0"
     return str(v)
-
-
-def _retype_record_rows(records: list[dict], resolved: dict, pr_to_record: dict[int, str]) -> None:
-    """Record-level rows against a stack that differs in one feature become ablations of it (in place)."""
-    for rec in records:
-        if not rec.get("ablations"):
-            continue
-        own = {f: v[0] for f, v in resolved[rec["record_id"]].items()}
-        rows = []
-        for a in rec["ablations"]:
-            which = comparison_base(a)
-            base_id = (pr_to_record.get(int(which[3:])) if which.startswith("pr:") else
-                       (rec["base_record_ids"] or [None])[0] if which == "base" else None)
-            if which == "base" and base_id is None and not rec["base_prs"]:
-                which = "baseline"  # a record with no base was built on the naive baseline
-            if which == "baseline":
-                base, name = BASELINE_FEATURES, "the naive baseline"
-            elif base_id in resolved:
-                base, name = {f: v[0] for f, v in resolved[base_id].items()}, base_id
-            else:
-                rows.append(a)
-                continue
-            rows.append(retype_single_difference(a, own, base, name))
-        rec["ablations"] = tuple(rows)
 
 
 def to_csv(payload: dict) -> str:

@@ -15,7 +15,7 @@ from scripts.causal.core.schema import SeedScore
 from scripts.causal.extract import features as fr
 from scripts.causal.extract import lineage as lin
 from scripts.causal.extract import records as rp
-from scripts.causal.extract.ablations import extract_ablations, log_ablations
+from scripts.causal.extract.ablations import extract_ablations
 
 _num = rp._num
 
@@ -291,9 +291,7 @@ def extract_record(folder: Path, *, track: str, lb_row: rp.LeaderboardRow | None
         warns.append(f"{folder.name}: no readable README, JSON or logs; record has nulls only")
 
     ratio = _nats_ratio(jd)
-    ablations = extract_ablations(src.readme or "", nats_to_bpb=ratio)
-    if not any(re.search(r"\bttt\b|test[\s-]time", a.change, re.I) for a in ablations):
-        ablations += log_ablations({name: rp.log_metrics(text) for name, text in src.logs.items()})
+    ablations = extract_ablations(src.readme or "", nats_to_bpb=ratio)  # what the record states (logs give scores)
     date = (str(jd.get("date"))[:10] if jd.get("date") else None) or (lb_row.date if lb_row else None)
     if date is None:
         m = re.match(r"(\d{4}-\d{2}-\d{2})", folder.name)

@@ -315,7 +315,14 @@ def log_metrics(text: str) -> list[tuple[str, float]]:
 
 
 def log_final_bpb(text: str) -> tuple[str, float] | None:
-    """The last final metric of a log; an ``*_exact`` line wins over its rounded twin."""
+    """The final score of a log: the latest evaluation stage (post-quant, sliding, TTT) read through the table of
+    final-line formats (``core/log_formats.py``), named by its line; for a log none of whose lines is in the
+    table, the last named metric line (an ``*_exact`` line wins over its rounded twin)."""
+    from scripts.causal.core.log_formats import final_score
+
+    fin = final_score(text)
+    if fin is not None and fin.stage != "pre_quant":
+        return re.split(r" (?:stride:\S+ )?(?:sliding )?val_(?:loss|bpb)", fin.line)[0], fin.val_bpb
     metrics = log_metrics(text)
     if not metrics:
         return None

@@ -4,12 +4,21 @@ A wrong mapping is worse than none, so a row keeps the ``ablation`` class only w
 it is something else. Each rule demotes the row to the class a reader would give it (``core.schema.ABLATION_KINDS``)
 and says why in ``note``:
 
+- ``multi_feature``: the words say the change came combined with others ("combined with XSA and ..."), or a
+  config-table row differs from its reference row in other configuration columns too ("Layers 13" with "MLP 3x"
+  where the reference has "4x");
 - ``quoted_estimate``: the figure is another submission's or a projection ("PR #493 (ablated at -0.003)",
-  "reported as", "estimated", "should give", "expected");
+  "reported as", "estimated", "should give", "expected", a range "0.005-0.006");
 - ``penalty``: a quantization / export row that states a penalty or gap of one model (pre-quant -> round trip)
   rather than two export schemes; a bit-width row must name both widths ("int8 -> int6", "int5 vs int6");
-- ``restated``: a prose row that repeats a change the record's own table measures, with another figure (the table
-  row is the measurement; the prose figure is a summary or comes from elsewhere).
+- ``nonadjacent``: a row of a configuration table compared with the table's first row, unless the row sets one
+  knob of the trainer's vocabulary against that row (a sweep: ``MATRIX_LR=0.02`` vs ``MATRIX_LR=0.04``) or the two
+  labels differ only in switching one thing ("with SmearGate" vs "without SmearGate"); configs
+  such as "10L uniform" against "9L every=2" differ in more than their label says;
+- ``no_direction``: a numeric row whose "from" value was assumed (the naive baseline's), not stated: the record's
+  stack is not the naive baseline;
+- ``restated``: a prose row that repeats a change the record's own table measures, with another figure beyond the
+  prose figure's rounding (the table row is the measurement; the prose figure comes from elsewhere).
 """
 from __future__ import annotations
 
@@ -19,13 +28,14 @@ from collections.abc import Sequence
 
 from scripts.causal.core.schema import AblationRow
 
-__all__ = ["gate_row", "gate_record"]
+__all__ = ["gate_record", "gate_row", "half_unit"]
 
 _QUOTED = re.compile(r"\bPR\s*#?\s*\d{2,5}\b|\bpull/\d+|\breported\b|\baccording to\b|\bestimat\w*|\bexpected\b|"
-                     r"\bshould\b|\bwould\b|\bprojected?\b|\bused in\b|\bablated at\b|\bper (?:the )?(?:paper|pr)\b",
-                     re.I)
+                     r"\bshould\b|\bwould\b|\bprojected?\b|\bused in\b|\bablated at\b|\bper (?:the )?(?:paper|pr)\b|"
+                     r"\broughly\b|(?<![\d.])\d*\.\d+\s*[-–]\s*\d*\.\d+(?![\d.])", re.I)  # "~0.005-0.006": a range
 _PENALTY = re.compile(r"penalt|quant\w*[\s-]*(?:gap|loss|cost|degrad\w*|error|hit)|\bgap\b|quality loss|"
                       r"\bvs\.?\s*(?:pre[\s-]?quant|fp16|bf16|fp32|float)|\bpre[\s-]?quant\b|round[\s-]?trip", re.I)
+_BUNDLE = re.compile(r"\bcombined\b|\btogether with\b|\balong with\b|\bon top of\b|\bas well as\b", re.I)
 _EXPORT = {"quant_bits", "gptq", "qat", "compression", "fp16_embed"}
 _TWO_WIDTHS = re.compile(r"\b(?:int|fp)(\d{1,2})\b.{0,40}?(?:->|→|=>|\bto\b|\bvs\.?|\bover\b|\binstead of\b).{0,20}?"
                          r"\b(?:int|fp)(\d{1,2})\b", re.I)
@@ -43,12 +53,36 @@ def gate_row(row: AblationRow) -> AblationRow:
     text = f"{row.change} {row.context}"
     if _QUOTED.search(text):
         return _demote(row, "quoted_estimate", "another submission's figure or a projection, not measured here")
+    if _BUNDLE.search(row.change) or "other columns differ" in row.source:
+        return _demote(row, "multi_feature", "the row's change comes combined with others")
+    if "(vs first row" in row.source and not row.note.startswith("a setting of") and not _ab_pair(row):
+        return _demote(row, "nonadjacent", "a configuration row against the table's first row, which may differ in "
+                                           "more than the row's label names")
     feat = row.features[0] if row.features else None
     if feat in _EXPORT and _PENALTY.search(f"{text} {row.source}"):
         return _demote(row, "penalty", "a quantization / export penalty of one model, not two export schemes")
     if feat == "quant_bits" and not _TWO_WIDTHS.search(text):
         return _demote(row, "penalty", "a bit-width row that names one width only: a penalty, not int A -> int B")
+    if "from assumed" in row.note:
+        return _demote(row, "no_direction", "the row states the new value only; the record's stack is not the naive "
+                                            "baseline, so 'from' is unknown")
     return row
+
+
+_AB_WORDS = re.compile(r"\b(?:with|without|w/o|no|off|on|enabled|disabled)\b|[+]", re.I)
+
+
+def _ab_pair(row: AblationRow) -> bool:
+    """"with SmearGate" against "without SmearGate": the two labels differ only in the words that switch one thing."""
+    norm = lambda t: " ".join(re.sub(r"[^\w]+", " ", _AB_WORDS.sub(" ", t or "").lower()).split())  # noqa: E731
+    return bool(row.reference) and norm(row.change) == norm(row.reference) and bool(norm(row.change))
+
+
+def half_unit(x: float) -> float:
+    """Half a unit of the last digit a figure is stated to ("~0.034" -> 0.0005): a rounded restatement is no
+    other figure."""
+    decimals = len(f"{abs(x):.8f}".rstrip("0").split(".")[1])
+    return 0.5 * 10.0 ** -decimals + 1e-12
 
 
 def gate_record(rows: Sequence[AblationRow]) -> tuple[AblationRow, ...]:
@@ -60,7 +94,7 @@ def gate_record(rows: Sequence[AblationRow]) -> tuple[AblationRow, ...]:
     for r in rows:
         key = (r.features, r.direction)
         if (r.kind == "ablation" and r.source_kind == "prose" and key in measured and r.delta_bpb is not None
-                and abs(r.delta_bpb - measured[key]) > RESTATE_TOL):
+                and abs(r.delta_bpb - measured[key]) > max(RESTATE_TOL, half_unit(r.delta_bpb))):
             r = _demote(r, "restated", f"restates a change the record's table measures at {measured[key]:+.4f}")
         out.append(r)
     return tuple(out)

@@ -23,6 +23,7 @@ import dataclasses
 import re
 
 from scripts.causal.core.schema import BASELINE_FEATURES, AblationRow
+from scripts.causal.extract.knobs import knob_setting
 
 MAX_ABS_DELTA = 0.1
 
@@ -44,8 +45,9 @@ _EXTRA_KEYWORDS: tuple[tuple[str, str], ...] = (
     ("tied_embeddings", r"tied|untied|tie[\s_-]embed"),
     ("sliding_window_eval", r"\bstride\b"),
     ("swa", r"\bswa_"),
-    ("varlen_attention", r"doc(?:ument)?[\s_-]?isolat"),
 )
+_WHERE_LAYERS = re.compile(r"\b(?:the\s+)?(?:last|first|top|bottom|final|middle|deepest)\s+\d{1,2}"
+                           r"(?:\s+of\s+(?:the\s+)?\d{1,2})?\s+(?:layers?|blocks?)\b", re.I)
 _EXTRA_RES = [(f, re.compile(p, re.I)) for f, p in _EXTRA_KEYWORDS]
 _NEGATE = re.compile(r"^\s*(?:-\s|no\b|without\b|w/o\b|remov|disabl|drop)", re.I)
 _LABEL = re.compile(r"^\s*(?:no|without)\b[^:.]{0,25}:", re.I)  # "No EMA: EMA still hurts by ..." labels a bullet
@@ -61,7 +63,8 @@ _VS_STRONG = re.compile(r"over (?:the )?(?:then |current |merged |naive |previou
                         r"leaderboard|\bsota\b|whole record|where this sits|delta vs|this vs base|summary row", re.I)
 _VS_BASE = re.compile(r"\bvs\.?\s*(?:\[?pr|#|merged|current|the\b|naive|baseline|sota|leaderboard)|naive baseline|"
                       + _VS_STRONG.pattern, re.I)
-_METRIC_LABEL = re.compile(r"^\W*(?:val[_ ]?)?(?:bpb|bpp|loss|score|val_bpb|val_loss|nats?)\W*$", re.I)
+# a row labelled by a metric ("bpb", "bpb (sliding window)") compares the table's columns, not one change
+_METRIC_LABEL = re.compile(r"^\W*(?:val[_ ]?)?(?:bpb|bpp|loss|score|val_bpb|val_loss|nats?)\W*(?:\([^)]*\))?\W*$", re.I)
 _SETTING = re.compile(r"^\W*[\w ]{1,30}?\s*[=:]\s*[\d.]+\s*%?\W*$|\d+\s*%")
 _KNOB_FIRST = re.compile(r"^\W*(?:lower|higher|reduc\w*|increas\w*|tuned?)?\s*(?:learning[\s_-]?rates?|lr\b|"
                          r"momentum|batch|grad)", re.I)
@@ -88,15 +91,21 @@ _VALUE_RES: dict[str, re.Pattern] = {
     "warmdown_iters": re.compile(r"warm[\s_-]?down\w*\s*[=:]?\s*(\d{3,5})", re.I),
     "quant_bits": re.compile(r"\bint(\d)\b|\b(\d)[\s-]?bit", re.I),
 }
+_KEY_VALUE_TEXT = re.compile(r"[A-Za-z][\w]*\s*=\s*-?[\d.]+")
+# the score a row is measured on ("post-TTT", "pre-quant") names no change: stripped before features are read
+_METRIC_WORDS = re.compile(r"\b(?:post|pre)[\s_-]?(?:ttt|quant\w*|ema)\b|\bbp[bp]\b", re.I)
 NUMERIC_FEATURES = tuple(f for f, v in BASELINE_FEATURES.items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool))
 CATEGORICAL_FEATURES = tuple(f for f, v in BASELINE_FEATURES.items() if isinstance(v, str))
+# trainer fields that set a numeric canonical feature: a row is typed with the canonical name
+_CANONICAL_NUMERIC = {"qk_gain_init": "qk_gain"}
 
 
 def map_change(change: str) -> tuple[list[str], int]:
     """Canonical features named by an ablation's free-text ``change`` and its sign (+1 add, -1 remove)."""
     from scripts.causal.extract.features import features_from_prose
 
+    change = _WHERE_LAYERS.sub(" ", change)  # "XSA on the last 4 layers" says where XSA goes, not a depth
     feats: list[str] = [k for k in features_from_prose(change)]
     for f, rx in _EXTRA_RES:
         if f not in feats and rx.search(change):
@@ -197,9 +206,31 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
         return out("headline", "an overall claim of the record against the record bar, not an ablation")
     if _HEADLINE.search(text) and not re.search(r"^\s*\+", text):
         return out("headline", "an overall claim of the record, not an ablation")
+    if len(_KEY_VALUE_TEXT.findall(row.change)) >= 2:  # "Trimmed GPTQ (reserve=4s, calib=16)": several settings
+        return out("multi_feature", "sets several knobs at once (KEY=VALUE twice or more)")
+    setting = knob_setting(row.change, row.reference)
+    if setting is not None:
+        knob, frm, to = setting
+        knob = _CANONICAL_NUMERIC.get(knob, knob)
+        if frm is not None and frm != to:
+            return out("ablation", f"a setting of {knob}: {frm} -> {to}", features=(knob,), from_value=frm,
+                       to_value=to, direction=1 if to > frm else -1)
+        # "Sliding window evaluation (stride=64)": the words name the feature the setting belongs to; a bare
+        # "+ bigram=8192" names none, and "reducing momentum to 0.80 ... STE" names another: no claim
+        named_feats = map_change(_KEY_VALUE_TEXT.sub(" ", row.change))[0]
+        from scripts.causal.screen.registry import FIELD_FEATURE
+
+        if not named_feats or any(f not in (knob, FIELD_FEATURE.get(knob)) for f in named_feats):
+            return out("sweep_unmapped", f"sets {knob} to {to}, but the row does not say from what", features=(knob,))
+        text = _KEY_VALUE_TEXT.sub(" ", text)
+    elif _KEY_VALUE_TEXT.search(row.change) and not map_change(_KEY_VALUE_TEXT.sub(" ", row.change))[0]:
+        return out("sweep_unmapped", "sets a knob outside the trainer's vocabulary (KEY=VALUE with an unknown key)")
     if _KNOB_FIRST.search(text):
         return out("sweep_unmapped", "a knob with no canonical feature (no registry mapping)")
-    feats, sign = map_change(text)
+    named = text
+    if re.search(r"\((?:metric pair|mean row|column pair)\)", row.source):  # "sliding window eval (Int6 roundtrip -> ...)": the
+        named = text.split(" (", 1)[0]                             # parenthesis names the two scores, not changes
+    feats, sign = map_change(_METRIC_WORDS.sub(" ", named))
     from_heading = False
     if not feats and heading:
         feats, _ = map_change(heading)
@@ -209,8 +240,8 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
     vs_base = _VS_BASE.search(text) is not None
     if feats and _VS_STRONG.search(text):
         return out("record_vs_base", f"the record against another submission; names {feats}", features=tuple(feats))
-    if from_heading and _SETTING.search(text):
-        return out("sweep_unmapped", f"a setting of {feats[0]} (from the table heading), not adding or removing it",
+    if from_heading:
+        return out("unmapped", f"the row names no change itself (its table heading names {feats[0]})",
                    features=tuple(feats))
     if not feats:
         if _SETTING.search(text):
@@ -284,35 +315,3 @@ def type_rows(rows, *, record_id: str | None = None, base: str | None = None,
         row = r if isinstance(r, AblationRow) else AblationRow.from_dict(r)
         out.append(type_row(row, record_id=record_id, base=base, n_seeds=n_seeds, heading=heading_of(row.source)))
     return gate_record(out)
-
-
-def comparison_base(row: AblationRow) -> str:
-    """Which stack a record-level row compares with: ``baseline`` (the naive baseline), ``pr:N``, or ``base``."""
-    text = f"{row.change} {row.context}"
-    pr = re.search(r"(?:PR\s*#|pull/|#)(\d{2,5})\b", text)
-    if pr:
-        return f"pr:{pr.group(1)}"
-    if re.search(r"naive baseline|vs\.? (?:the )?baseline\b|over (?:the )?baseline\b", text, re.I):
-        return "baseline"
-    return "base"
-
-
-def retype_single_difference(row: AblationRow, features: dict, base_features: dict, base_name: str) -> AblationRow:
-    """A record-level row (``record_vs_base``) whose record differs from the compared stack in exactly one canonical
-    feature is an ablation of that feature (from the base's value to the record's)."""
-    if row.kind != "record_vs_base":
-        return row
-    diff = [f for f in BASELINE_FEATURES if features.get(f) is not None and base_features.get(f) is not None
-            and features[f] != base_features[f]]
-    if len(diff) != 1:
-        return row
-    f = diff[0]
-    frm, to = base_features[f], features[f]
-    if isinstance(to, bool) or isinstance(frm, bool):
-        direction = 1 if to else -1
-    elif isinstance(to, (int, float)) and isinstance(frm, (int, float)):
-        direction = 1 if to > frm else -1
-    else:
-        direction = 1
-    return dataclasses.replace(row, kind="ablation", features=(f,), from_value=frm, to_value=to, direction=direction,
-                               base=base_name, note=f"the record differs from {base_name} only in {f}")

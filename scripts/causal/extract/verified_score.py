@@ -2,7 +2,8 @@
 
 A mined row **claims** "this row is one change of knob K, from -> to" when it is typed ``ablation`` (one feature or
 trainer knob, a direction). It is matched to the verified entries of its record whose delta equals its own within
-``DELTA_TOL`` (bpb). The claim is **right** when one of those entries is a ``single_change`` of the same knob in the
+``DELTA_TOL`` (bpb), or within half a unit of the mined figure's last digit when the record states it rounded
+("+0.003" against scores that give +0.0028). The claim is **right** when one of those entries is a ``single_change`` of the same knob in the
 same direction (and, where both state them, the same from and to values); it is **wrong** when the matched entries
 are another class (a bundle, a quoted estimate, a penalty, ...), another knob or direction, or when no verified entry
 has that delta at all. Precision = right / claims. Recall = verified single-change entries (with a bpb delta) that
@@ -21,6 +22,7 @@ from typing import Any
 
 from scripts.causal.core.schema import EvidenceEntry, VerifiedRecord
 from scripts.causal.dag.effects import _direction
+from scripts.causal.extract.row_gates import half_unit
 
 DELTA_TOL = 1.5e-4
 CUTOFF = "2026-04-03"  # the miner's rules were written against records dated up to this day
@@ -74,9 +76,9 @@ def same_knob(a: str | None, b: str | None) -> bool:
     muon_weight_decay / muon_wd, qk_gain / qk_gain_init, ...)."""
     if a is None or b is None:
         return False
-    from scripts.causal.screen.registry import _FIELD_FEATURE
+    from scripts.causal.screen.registry import FIELD_FEATURE
 
-    return a == b or _FIELD_FEATURE.get(a, a) == _FIELD_FEATURE.get(b, b)
+    return a == b or FIELD_FEATURE.get(a, a) == FIELD_FEATURE.get(b, b)
 
 
 def _registry_knobs() -> set[str]:
@@ -107,8 +109,8 @@ def score_typing(pred_records: Sequence[Mapping], table: Mapping[str, VerifiedRe
                 and a.get("delta_bpb") is not None and _knob_of(a)]
         right_entries: set[int] = set()
         for row in rows:
-            near = [e for e in rec.entries if e.delta_bpb is not None
-                    and abs(float(row["delta_bpb"]) - e.delta_bpb) <= DELTA_TOL]
+            tol = max(DELTA_TOL, half_unit(float(row["delta_bpb"])))
+            near = [e for e in rec.entries if e.delta_bpb is not None and abs(float(row["delta_bpb"]) - e.delta_bpb) <= tol]
             ok = [e for e in near if claim_is_right(row, e)]
             n_claims += 1
             n_right += bool(ok)

@@ -33,11 +33,11 @@ METRIC_WORDS = {"final_val_bpb": "each run's score as the challenge takes it (it
                 "post_quant_val_bpb": "the post-quant round-trip val_bpb", "val_bpb": "the pre-quant val_bpb",
                 "sliding_val_bpb": "the sliding-window val_bpb", "ttt_val_bpb": "the post-TTT val_bpb"}
 TEST_DESCRIPTION = ("paired differences d = metric(treatment) - metric(control, same seed), metric = "
-                    "{metric}; one-sided paired t-tests for improvement (H1: mean d < -margin) "
-                    "and harm (H1: mean d > 0); {corr} across every family intervention x both directions "
-                    "(calibration arms outside); confirmed needs adjusted p < alpha, mean improvement >= margin and "
-                    "no failed treatment run; null needs the data to rule out the effect of interest; winners "
-                    "re-tested on fresh seeds with Holm")
+                    "{metric}; one-sided paired t-tests for improvement (H1: mean d < -margin), harm (H1: mean d > 0) "
+                    "and non-superiority (behind null); {corr} across every family intervention x those three tests "
+                    "(calibration arms outside; a group-sequential screen uses its own Bonferroni boundaries); "
+                    "confirmed needs adjusted p < alpha, mean improvement >= margin and no failed treatment run; null "
+                    "needs the data to rule out the effect of interest; winners re-tested on fresh seeds with Holm")
 
 
 def stage_error(stage: str, path: Any, exc: BaseException | str, fix: str) -> StageError:
@@ -96,8 +96,9 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say: Log, *, progress: 
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     write_json(out / "pipeline_options.json", {"options": opts})
     say(f"run {opts.run_id}: preset {opts.preset}, backend {opts.backend}, seeds {list(opts.seeds)} -> {out}")
-    data = prepare_data(opts, say)
-    threads = decide_threads(opts.backend, say, opts.threads)
+    # A --train-script screen runs the script on its own data (DATA_PATH etc. via --set), under torchrun.
+    data = {} if opts.train_script else prepare_data(opts, say)
+    threads = None if opts.train_script else decide_threads(opts.backend, say, opts.threads)
     cache = StageCache(out / "stage_cache.json")
 
     matrix = stage_matrix(opts, out, say, records=records)
@@ -118,11 +119,13 @@ def _run(opts: PipelineOptions, out: Path, clock: Clock, say: Log, *, progress: 
 
     for c in range(1, opts.cycles + 1):
         names = choose_interventions(ranking, top_k=opts.top_k, explicit=opts.interventions if c == 1 else (),
-                                     exclude=tested, stack=opts.stack, preset=opts.preset)
+                                     exclude=tested, stack=opts.stack, preset=opts.preset,
+                                     train_script=opts.train_script)
         if not names:
             stop = "no untested runnable candidates left in the ranking"
             break
-        arms = [*opts.calibration, *[n for n in names if n not in opts.calibration]]
+        calibration = [a for a in opts.calibration if not opts.train_script or script_runnable(a, opts.train_script)]
+        arms = [*calibration, *[n for n in names if n not in calibration]]
         from scripts.causal.screen.plan import arm_seeds, bit_reproducible
 
         aa_mode = "repeat" if bit_reproducible(opts.backend) else "arm"
@@ -250,10 +253,25 @@ def stage_matrix(opts: PipelineOptions, out_dir: Path, log: Log, *, records: Seq
 
 # ----------------------------------------------------------------------------- screen and statistics
 
+def script_runnable(name: str, train_script: str) -> bool:
+    """Whether registry intervention ``name`` can be expressed on ``train_script`` (its env form, its knobs)."""
+    from scripts.causal.core.errors import ConfigError
+    from scripts.causal.screen.registry import get_intervention
+    from scripts.causal.screen.script_target import check_expressible, script_knobs
+
+    try:
+        check_expressible(name, get_intervention(name).env, script_knobs(train_script), train_script)
+    except ConfigError:
+        return False
+    return True
+
+
 def choose_interventions(ranking: Mapping | None, *, top_k: int, explicit: Sequence[str] = (),
-                         exclude: Sequence[str] = (), stack: str | None = None, preset: str = "fast") -> list[str]:
+                         exclude: Sequence[str] = (), stack: str | None = None, preset: str = "fast",
+                         train_script: str | None = None) -> list[str]:
     """``explicit`` if given, else the top-K runnable names of the ranking not already tested (and, on a
-    ``stack``, not already part of it, nor impossible to express at ``preset``)."""
+    ``stack``, not already part of it, nor impossible to express at ``preset``; with ``train_script``, only
+    names the script can express: ranked names it cannot are skipped, explicit ones are refused later)."""
     if explicit:
         return list(explicit)
     from scripts.causal.screen import registry as reg
@@ -264,7 +282,8 @@ def choose_interventions(ranking: Mapping | None, *, top_k: int, explicit: Seque
     for row in (ranking or {}).get("candidates", []) if ranking else []:
         name = row.get("intervention") or row.get("name")
         if name in known and name not in reg.CALIBRATION and name not in exclude and name not in picked and (
-                stack is None or stack_conflict(stack, name, preset) is None):
+                stack is None or stack_conflict(stack, name, preset) is None) and (
+                train_script is None or script_runnable(name, train_script)):
             picked.append(name)
         if len(picked) >= top_k:
             break
@@ -284,15 +303,21 @@ def run_screen_stage(opts: PipelineOptions, *, name: str, interventions: Sequenc
     design = None
     if sequential:
         seeds, design = er.sequential_design(seeds, max_seeds=opts.max_seeds, futility_sd=opts.futility_sd)
-    plan = er.build_plan(interventions=list(interventions), seeds=list(seeds), preset=opts.preset,
-                         backend=opts.backend, base_overrides={**base_overrides, **opts.extra_overrides},
-                         alpha=opts.alpha, margin_bpb=opts.margin_bpb, correction=opts.correction,
-                         metric=opts.metric, screen_id=f"{opts.run_id}-{name}", effect_bpb=opts.effect_bpb,
-                         sequential=design, stack=opts.stack)
+    if opts.train_script:
+        plan = er.build_script_plan(train_script=opts.train_script, interventions=list(interventions),
+                                    seeds=list(seeds), base_env=dict(opts.extra_overrides), alpha=opts.alpha,
+                                    margin_bpb=opts.margin_bpb, correction=opts.correction, metric=opts.metric,
+                                    screen_id=f"{opts.run_id}-{name}", effect_bpb=opts.effect_bpb)
+    else:
+        plan = er.build_plan(interventions=list(interventions), seeds=list(seeds), preset=opts.preset,
+                             backend=opts.backend, base_overrides={**base_overrides, **opts.extra_overrides},
+                             alpha=opts.alpha, margin_bpb=opts.margin_bpb, correction=opts.correction,
+                             metric=opts.metric, screen_id=f"{opts.run_id}-{name}", effect_bpb=opts.effect_bpb,
+                             sequential=design, stack=opts.stack)
     ledger_path = Path(opts.output_dir) / "ledger.sqlite"
     # Ray tasks each declare their CPUs: the flag as given (None: 1 per run), not the in-process auto choice.
     executor = make_executor(opts.executor, threads=opts.threads if opts.executor == "ray" else threads,
-                             address=opts.ray_address)
+                             address=opts.ray_address, timeout_s=opts.timeout_s, nproc_per_node=opts.nproc_per_node)
     with Ledger(ledger_path) as ledger:
         result = er.run_screen(plan, ledger=ledger, executor=executor, progress=progress)
     runs_path = er.write_runs_json(out_dir / "runs.json", plan, result.runs)
@@ -305,20 +330,17 @@ def analyze_stage(runs_path: Path, out_path: Path, *, result: Any = None, confir
     """The gate on a screen's runs.json (its header is the pre-registration): ablation_results.json, decisions
     written to the ledger. ``confirm``: a ``stats.confirmation`` plan (Holm over its winners on fresh seeds);
     a sequential screen's decisions are the group-sequential ones."""
-    from scripts.causal.experiment_runner import sequential_state
     from scripts.causal.screen.ledger import Ledger
     from scripts.causal.stats.analysis import analyze, record_decisions
     from scripts.causal.stats.confirmation import analyze_confirmation
-    from scripts.causal.stats.sequential_plan import sequential_payload
 
     runs = read_json(runs_path)
     try:
         if confirm is not None:
             payload = analyze_confirmation(runs, confirm)
-        elif result is not None and result.plan.sequential:
-            payload = sequential_payload(analyze(runs), sequential_state(result.plan, result.runs))
-        else:
-            payload = analyze(runs)
+        else:  # a registered sequential design is applied by analyze itself; the header is checked vs the ledger
+            payload = analyze(runs, ledger=ledger_path if ledger_path is not None and Path(ledger_path).exists()
+                              else None)
     except CausalPipelineError as exc:
         raise stage_error("statistics", runs_path, exc, "check the runs file; rerun with --resume") from exc
     write_json(out_path, payload, schema_version=payload["schema_version"])
@@ -350,17 +372,20 @@ def causal_cycle(opts: PipelineOptions, *, cycle: int, matrix: Path, out_dir: Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     rows_path = write_json(out_dir / "experiment_rows.json", {"rows": list(rows)})
     dec_path = write_json(out_dir / "decisions.json", {"decisions": list(decisions)})
+    from scripts.causal.core.paths import EVIDENCE_DIR
     from scripts.causal.screen import registry
 
-    # the registry decides which candidates are runnable: a changed registry must not reuse an old ranking
-    inputs = [matrix, DAGS_DIR / "expert.json", rows_path, dec_path, Path(registry.__file__)] + (
-        [previous] if previous else [])
+    # the registry decides which candidates are runnable and the verified table what evidence they have: a change
+    # to either must not reuse an old ranking
+    inputs = [matrix, DAGS_DIR / "expert.json", rows_path, dec_path, Path(registry.__file__),
+              *sorted(EVIDENCE_DIR.glob("*.json"))] + ([previous] if previous else [])
     from scripts.causal.transfer.sensitivity import load_transfer
 
     transfer = load_transfer(opts.transfer_dir, opts.preset)
     if transfer is not None:
         inputs.append(Path(transfer["source"]))
-    options = {"alpha": opts.dag_alpha, "bootstrap": opts.bootstrap, "seed": opts.dag_seed}
+    options = {"alpha": opts.dag_alpha, "bootstrap": opts.bootstrap, "seed": opts.dag_seed, "stack": opts.stack,
+               "preset": opts.preset}
     names = ["causal_dag.json", "identifiability.json", "ranking.json", "dag.png"]
     if previous is not None:
         names.append("dag_diff.json")
@@ -373,7 +398,7 @@ def causal_cycle(opts: PipelineOptions, *, cycle: int, matrix: Path, out_dir: Pa
                 result = ed.estimate(read_json(matrix), alpha=opts.dag_alpha, bootstrap=opts.bootstrap,
                                      seed=opts.dag_seed, previous=read_json(previous) if previous else None,
                                      experiment_rows=list(rows), ledger=list(decisions) or None,
-                                     transfer=(transfer or {}).get("classes"))
+                                     transfer=(transfer or {}).get("classes"), stack=opts.stack, preset=opts.preset)
                 ed.write_outputs(result, out_dir)
         except CausalPipelineError as exc:
             raise stage_error(f"dag cycle {cycle}", matrix, exc, "check the matrix with "
@@ -417,9 +442,9 @@ def finish(opts: PipelineOptions, *, out: Path, final: Mapping, cycles: Sequence
     report and its source numbers sit side by side (report.md's table is rendered from that same file).
     """
     from scripts.causal.dag.render import small_png
+    from scripts.causal.pipeline.promotion import promotion_stage
     from scripts.causal.plot_forest import plot_forest
     from scripts.causal.plot_losses import plot_losses
-    from scripts.causal.promote import promotion_stage
     from scripts.causal.transfer.sensitivity import load_transfer
 
     plots_dir = out / "plots"
@@ -445,6 +470,9 @@ def finish(opts: PipelineOptions, *, out: Path, final: Mapping, cycles: Sequence
     promotion = promotion_stage(confirmed, promo_src, enabled=opts.promote, apply=opts.apply_promotion,
                                 screen_id=opts.run_id, log=log)
     snippets = rep.claim_snippets(decided)
+    from scripts.causal.screen.target_budget import arm_budgets
+
+    budget = arm_budgets(ablation["screen"], runs, [r["intervention"] for r in ablation["results"]])
     info = run_info(opts, started=started, command=command, records=records,
                     interventions=tuple(final.get("arms") or ()))
     report = rep.build_report(
@@ -453,7 +481,7 @@ def finish(opts: PipelineOptions, *, out: Path, final: Mapping, cycles: Sequence
         dag={"png": plots["dag"], "cycle": len(cycles), "n_rows": causal["dag"]["n_rows"],
              "n_experiment_rows": causal["dag"]["preparation"]["n_experiment_rows"], "diff": causal["diff"]},
         promotion=promotion, snippets=snippets, plots=plots, cycles=cycles, wall_s=clock.elapsed(),
-        transfer=load_transfer(opts.transfer_dir, opts.preset))
+        transfer=load_transfer(opts.transfer_dir, opts.preset), budget=budget)
     report["stop"] = stop
     walls = [float(r.wall_s) for r in records if r.wall_s]
     report["runs_summary"] = {"n_runs": len(records), "n_ok": sum(r.status == "ok" for r in records),

@@ -10,9 +10,10 @@ is the trainer's progress callback (in-process only; the others report a run whe
   (``python -m scripts.causal.screen.executors --worker IN OUT``), with a wall-clock timeout. The child
   rebuilds the config, checks its hash against the parent's before training, and the parent checks
   the hash of the result again, so a silently different config is impossible.
-* ``TorchrunExecutor``: ``torchrun --standalone --nproc_per_node=N train_gpt.py`` with the config as
-  env overrides (UPPER_CASE field names, bools as 0/1), parsing upstream's log lines, ending with
-  ``final_int8_zlib_roundtrip_exact val_loss:X val_bpb:Y``. For full-fidelity confirm runs on GPUs.
+* ``TorchrunExecutor`` (``screen/torchrun.py``): ``torchrun --standalone --nproc_per_node=N train_gpt.py`` with
+  the config as env overrides (UPPER_CASE field names, bools as 0/1); the log is read through the final-line
+  table (``core/log_formats.py``: post-quant, sliding and TTT stages). With a ``ScriptConfig`` (``--train-script``)
+  it runs that script instead (``ScriptExecutor``). For full-fidelity confirm runs on GPUs.
 * ``RayExecutor`` (``screen/ray_executor.py``): each run is a Ray task on a local or multi-node cluster; it
   also has ``run_many(jobs)``, which runs a batch concurrently and yields results in completion order.
 """
@@ -21,9 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -37,6 +36,11 @@ from scripts.causal.core.cli import add_debug_flag, run_cli
 from scripts.causal.core.errors import ConfigError, DataFormatError
 from scripts.causal.core.paths import REPO_ROOT, TRAIN_GPT
 from scripts.causal.screen.ray_executor import RayExecutor
+from scripts.causal.screen.torchrun import (  # noqa: F401  (re-exported: the torchrun path's API)
+    ScriptExecutor,
+    TorchrunExecutor,
+    parse_train_log,
+)
 
 StepCallback = Callable[[int, int], None]
 
@@ -81,8 +85,10 @@ def check_result_config(planned: tg.Hyperparameters, seed: int, result: tg.RunRe
 
 def failed_result(config: tg.Hyperparameters, seed: int, backend: str, error: str, *, status: str = "failed",
                   wall_s: float | None = None) -> tg.RunResult:
-    """The RunResult of a run that produced no metrics (the config it was asked to run, the error)."""
-    return tg.RunResult(config=config.to_dict(), config_hash=tg.config_hash(config), seed=int(seed),
+    """The RunResult of a run that produced no metrics (the config it was asked to run, the error). ``config``:
+    Hyperparameters, or a ``ScriptConfig`` (a ``--train-script`` arm)."""
+    chash = config.config_hash() if hasattr(config, "script_sha256") else tg.config_hash(config)
+    return tg.RunResult(config=config.to_dict(), config_hash=chash, seed=int(seed),
                         backend=backend, versions={}, status=status, error=error,
                         wall_s=float("nan") if wall_s is None else float(wall_s))
 
@@ -158,9 +164,19 @@ class SubprocessExecutor:
         return result
 
 
-def rebuild_config(config: dict, expected_hash: str, where: str) -> tg.Hyperparameters:
+def rebuild_config(config: dict, expected_hash: str, where: str):
     """The Hyperparameters sent by the driver as a dict, rebuilt in a worker; ConfigError if its hash differs
-    (the worker's train_gpt defines the fields differently from the driver's)."""
+    (the worker's train_gpt defines the fields differently from the driver's). A ``--train-script`` arm's dict
+    (``train_script``, ``script_sha256``, ``env``) becomes its ScriptConfig."""
+    if "train_script" in config:
+        from scripts.causal.screen.script_target import ScriptConfig
+
+        cfg = ScriptConfig(config["train_script"], config["script_sha256"], tuple(sorted(config["env"].items())))
+        got = cfg.config_hash()
+        if got != expected_hash:
+            raise ConfigError(f"{where}: script arm rebuilt in the worker hashes to {got}, the driver sent "
+                              f"{expected_hash}")
+        return cfg
     cfg = tg.Hyperparameters().with_overrides(config)
     got = tg.config_hash(cfg)
     if got != expected_hash:
@@ -185,14 +201,6 @@ def _worker(inp: Path, out: Path) -> int:
 # torchrun (upstream train_gpt.py, env overrides, log parsing)
 # ---------------------------------------------------------------------------------------------
 
-_FINAL_RE = re.compile(r"final_int8_zlib_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)")
-_VAL_RE = re.compile(r"step:(\d+)/\d+ val_loss:(\S+) val_bpb:(\S+)")
-_TRAIN_RE = re.compile(r"step:(\d+)/\d+ train_loss:(\S+)")
-_BYTES_RE = re.compile(r"Total submission size int8\+zlib: (\d+) bytes")
-_TRAIN_TIME_RE = re.compile(r"train_time:(\d+(?:\.\d+)?)ms")
-_STATUS_RE = re.compile(r"^run_status:(\w+) error:(.*)$", re.M)  # train_gpt.main's line for a run that stopped
-
-
 def env_overrides(config: tg.Hyperparameters, seed: int) -> dict[str, str]:
     """The config as upstream env vars: UPPER_CASE field names, bools as "1"/"0", SEED = seed."""
     env = {}
@@ -212,88 +220,6 @@ def build_torchrun_command(config: tg.Hyperparameters, seed: int, *, nproc_per_n
     """(argv, env overrides) to run ``train_script`` under torchrun with this exact config."""
     argv = [torchrun, "--standalone", f"--nproc_per_node={int(nproc_per_node)}", str(train_script)]
     return argv, env_overrides(config, seed)
-
-
-def _num(text: str) -> float:
-    return float(text)
-
-
-def parse_train_log(text: str) -> dict:
-    """Metrics from an upstream-format train_gpt.py log (the final exact line is required).
-
-    Returns val_loss/val_bpb (last pre-quant validation), post_quant_val_loss/bpb (final exact
-    round-trip line), step_losses, val_history, steps, artifact_bytes, status and error.
-    """
-    step_losses = [_num(m.group(2)) for m in _TRAIN_RE.finditer(text)]
-    val_history = [{"step": int(m.group(1)), "val_loss": _num(m.group(2)), "val_bpb": _num(m.group(3))}
-                   for m in _VAL_RE.finditer(text)]
-    finals = _FINAL_RE.findall(text)
-    sizes = _BYTES_RE.findall(text)
-    steps = max([int(m.group(1)) for m in _TRAIN_RE.finditer(text)] + [v["step"] for v in val_history] + [0])
-    times = _TRAIN_TIME_RE.findall(text)
-    out = {
-        "step_losses": step_losses, "val_history": val_history, "steps": steps,
-        "val_loss": val_history[-1]["val_loss"] if val_history else None,
-        "val_bpb": val_history[-1]["val_bpb"] if val_history else None,
-        "post_quant_val_loss": None, "post_quant_val_bpb": None,
-        "artifact_bytes": int(sizes[-1]) if sizes else None,
-        "train_time_s": float(times[-1]) / 1000.0 if times else None,
-        "status": "ok", "error": None,
-    }
-    if not finals:
-        stopped = _STATUS_RE.findall(text)
-        if stopped and stopped[-1][0] == "diverged":
-            out["status"], out["error"] = "diverged", stopped[-1][1]
-            return out
-        out["status"] = "failed"
-        out["error"] = "log has no 'final_int8_zlib_roundtrip_exact val_loss:X val_bpb:Y' line (run did not finish)"
-        return out
-    out["post_quant_val_loss"], out["post_quant_val_bpb"] = _num(finals[-1][0]), _num(finals[-1][1])
-    if not all(math.isfinite(x) for x in (out["post_quant_val_loss"], out["post_quant_val_bpb"])):
-        out["status"], out["error"] = "diverged", "final val_bpb is not finite"
-    return out
-
-
-@dataclasses.dataclass
-class TorchrunExecutor:
-    """Launch upstream-style ``train_gpt.py`` under torchrun with env overrides (GPU confirm runs)."""
-
-    nproc_per_node: int = 8
-    timeout_s: float = 3600.0
-    train_script: Path = TRAIN_GPT
-    torchrun: str = "torchrun"
-    name: str = "torchrun"
-
-    def run(self, config: tg.Hyperparameters, seed: int, backend: str, *,
-            on_step: StepCallback | None = None) -> tg.RunResult:
-        if backend != "torch":
-            return failed_result(config, seed, backend, f"torchrun executor runs the torch backend only, got {backend!r}")
-        from scripts.causal.screen.trainer import prepare_data  # the corpus the config names, prepared first
-
-        try:
-            config = prepare_data(config)
-        except Exception as exc:  # noqa: BLE001 - a run's failure is a status
-            return failed_result(config, seed, backend, f"data not ready: {exc}")
-        argv, overrides = build_torchrun_command(config, seed, nproc_per_node=self.nproc_per_node,
-                                                 train_script=self.train_script, torchrun=self.torchrun)
-        t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(argv, cwd=str(Path(self.train_script).parent), env={**os.environ, **overrides},
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=self.timeout_s)
-        except subprocess.TimeoutExpired:
-            return failed_result(config, seed, backend, f"timeout after {self.timeout_s:g} s", wall_s=self.timeout_s)
-        except OSError as exc:
-            return failed_result(config, seed, backend, f"cannot launch {argv[0]!r}: {exc}")
-        wall = time.perf_counter() - t0
-        parsed = parse_train_log(proc.stdout or "")
-        if proc.returncode != 0 and parsed["status"] == "ok":
-            parsed["status"], parsed["error"] = "failed", f"torchrun exited with code {proc.returncode}"
-        tokens = int(config.train_batch_tokens) * int(parsed["steps"] or 0)
-        return dataclasses.replace(
-            failed_result(config, seed, backend, parsed["error"], status=parsed["status"], wall_s=wall),
-            tokens_per_s=tokens / parsed["train_time_s"] if parsed["train_time_s"] else None,
-            **{k: parsed[k] for k in ("step_losses", "val_history", "steps", "val_loss", "val_bpb",
-                                      "post_quant_val_loss", "post_quant_val_bpb", "artifact_bytes")})
 
 
 EXECUTORS = {"inprocess": InProcessExecutor, "subprocess": SubprocessExecutor, "torchrun": TorchrunExecutor,

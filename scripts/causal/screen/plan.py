@@ -58,7 +58,7 @@ def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, pres
                overrides: Sequence[str] = (), base_overrides: dict | None = None, alpha: float = 0.01,
                margin_bpb: float = 0.0, correction: str = "holm", screen_id: str | None = None,
                metric: str = "post_quant_val_bpb", effect_bpb: float | None = None, aa_mode: str = "auto",
-               sequential: dict | None = None, stack: str | None = None) -> ScreenPlan:
+               sequential: dict | None = None, stack: str | None = None, pool_aa: bool = False) -> ScreenPlan:
     """Resolve a screen's design: control config, treatments (registry names and ad-hoc overrides), seeds.
 
     Every treatment must change the control's config (``aa`` excepted: it is the exact copy).
@@ -100,6 +100,9 @@ def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, pres
     if dupes or CONTROL in names:
         raise ConfigError(f"treatment names must be unique and not {CONTROL!r}; repeated: {dupes or [CONTROL]}")
     configs = _arm_configs(base, treatments)
+    from scripts.causal.stats.metric_fit import check_metric_fits
+
+    check_metric_fits(dict(treatments), base.to_dict(), metric, source=f"screen on preset {preset!r}")
     for name, ov in treatments:
         if name != "aa" and tg.config_hash(configs[name]) == base_hash:
             raise ConfigError(f"treatment {name!r} ({ov}) leaves the config of preset {preset!r} unchanged; "
@@ -114,7 +117,7 @@ def build_plan(*, interventions: Sequence[str], seeds: Sequence[int] | str, pres
     plan = ScreenPlan(screen_id="", preset=preset, backend=backend, seeds=seeds_t, treatments=tuple(treatments),
                       base_config=_jsonable_config(base), alpha=float(alpha), margin_bpb=float(margin_bpb),
                       correction=correction, metric=metric, effect_bpb=effect_bpb, aa_mode=aa_mode,
-                      sequential=sequential, stack=stack, configs=configs)
+                      sequential=sequential, stack=stack, pool_aa=bool(pool_aa), configs=configs)
     if not screen_id:
         digest = hashlib.sha256(json.dumps(plan.preregistration(), sort_keys=True, default=str).encode()).hexdigest()
         screen_id = f"{preset}-{backend}-{digest[:10]}"
@@ -148,6 +151,43 @@ def _arm_configs(base: tg.Hyperparameters, treatments: Sequence[tuple[str, dict]
     return {CONTROL: base, **{name: base.with_overrides(ov) if ov else base for name, ov in treatments}}
 
 
+def build_script_plan(*, train_script: str, interventions: Sequence[str], seeds: Sequence[int] | str,
+                      overrides: Sequence[str] = (), base_env: dict | None = None, alpha: float = 0.01,
+                      margin_bpb: float = 0.0, correction: str = "holm", screen_id: str | None = None,
+                      metric: str = "final_val_bpb", effect_bpb: float | None = None) -> ScreenPlan:
+    """A screen on an upstream-style script (``--train-script``): control = the script as it is (+ ``base_env``),
+    each treatment = the env settings of a registry entry (``Intervention.env``) or an ``--override``; refused
+    with the missing knob where the script cannot express one (``screen.script_target``). Seeds pair via SEED;
+    every arm runs on every seed (``aa`` too: GPU runs are not bit-reproducible)."""
+    from scripts.causal.screen.script_target import arm_config, script_arms
+
+    if correction not in CORRECTIONS:
+        raise ConfigError(f"--correction {correction!r} is not one of {list(CORRECTIONS)}")
+    if not 0.0 < float(alpha) < 1.0:
+        raise ConfigError(f"--alpha {alpha} must be in (0, 1)")
+    control, treatments = script_arms(train_script, interventions=interventions, overrides=overrides,
+                                      base_env=base_env)
+    if not treatments:
+        raise ConfigError("no treatments: pass --interventions a,b (with env forms) and/or --override KNOB=VALUE")
+    names = [n for n, _ in treatments]
+    if len(set(names)) != len(names) or CONTROL in names:
+        raise ConfigError(f"treatment names must be unique and not {CONTROL!r}: {names}")
+    configs = {CONTROL: control, **{n: arm_config(control, env) for n, env in treatments}}
+    plan = ScreenPlan(screen_id="", preset="script", backend="torch", seeds=parse_seeds(seeds),
+                      treatments=tuple(treatments), base_config=control.to_dict(), alpha=float(alpha),
+                      margin_bpb=float(margin_bpb), correction=correction, metric=metric, effect_bpb=effect_bpb,
+                      aa_mode="arm", configs=configs)
+    if not screen_id:
+        digest = hashlib.sha256(json.dumps(plan.preregistration(), sort_keys=True, default=str).encode()).hexdigest()
+        screen_id = f"script-{control.script_sha256[:8]}-{digest[:10]}"
+    return dataclasses.replace(plan, screen_id=screen_id)
+
+
+def arm_hash(cfg) -> str:
+    """The ledger key of an arm's config: a ScriptConfig's own hash, else train_gpt's ``config_hash``."""
+    return cfg.config_hash() if hasattr(cfg, "script_sha256") else tg.config_hash(cfg)
+
+
 def plan_from_ledger(ledger: Ledger, screen_id: str) -> ScreenPlan:
     """Rebuild a screen's plan from its stored pre-registration (for ``--resume``)."""
     screen = ledger.get_screen(screen_id)
@@ -156,13 +196,23 @@ def plan_from_ledger(ledger: Ledger, screen_id: str) -> ScreenPlan:
                           "start it without --resume")
     p = screen["preregistration"]
     treatments = tuple((t["name"], dict(t["overrides"])) for t in p["interventions"])
+    if "train_script" in p["base_config"]:  # a --train-script screen: arms are ScriptConfigs
+        from scripts.causal.screen.script_target import ScriptConfig, arm_config
+
+        b = p["base_config"]
+        control = ScriptConfig(b["train_script"], b["script_sha256"], tuple(sorted(b["env"].items())))
+        return ScreenPlan(screen_id=screen_id, preset=p["preset"], backend=p["backend"], seeds=tuple(p["seeds"]),
+                          treatments=treatments, base_config=dict(b), alpha=p["alpha"], margin_bpb=p["margin_bpb"],
+                          correction=p["correction"], metric=p["metric"], effect_bpb=p.get("effect_bpb"),
+                          aa_mode="arm", configs={CONTROL: control,
+                                                  **{n: arm_config(control, env) for n, env in treatments}})
     base = tg.Hyperparameters().with_overrides(p["base_config"])
     return ScreenPlan(screen_id=screen_id, preset=p["preset"], backend=p["backend"], seeds=tuple(p["seeds"]),
                       treatments=treatments, base_config=dict(p["base_config"]), alpha=p["alpha"],
                       margin_bpb=p["margin_bpb"], correction=p["correction"],
                       metric=p.get("metric", "post_quant_val_bpb"), effect_bpb=p.get("effect_bpb"),
                       aa_mode=p.get("aa_mode", "arm"), sequential=p.get("sequential"), stack=p.get("stack"),
-                      configs=_arm_configs(base, treatments))
+                      pool_aa=bool(p.get("pool_aa", False)), configs=_arm_configs(base, treatments))
 
 
 def plan_grid(plan: ScreenPlan) -> list[GridCell]:

@@ -7,7 +7,9 @@ is the same for one job. Each task declares what it needs, and Ray places it whe
 * a CPU run: ``threads`` CPUs (default 1), and torch is pinned to that many threads in the task, exactly as
   ``InProcessExecutor(threads=...)`` does, so a run's numbers do not depend on where it ran;
 * a 1-GPU proxy run (torch backend on a cluster that has GPUs): 1 GPU, in a fresh worker process per run;
-* a torchrun job (``nproc_per_node=N``): N GPUs of one node, running ``TorchrunExecutor`` there.
+* a torchrun job (``nproc_per_node=N``): N GPUs of one node, running ``TorchrunExecutor`` there; a
+  ``--train-script`` arm (``ScriptConfig``) is always a torchrun job (N defaults to 1), whose worker checks
+  the script's sha256 before it runs.
 
 Inside the task the run goes through the same executors as a single machine (``make_executor``), after two
 checks: the config rebuilt on the worker must hash like the driver's, and the worker's trainer code
@@ -210,21 +212,23 @@ class RayExecutor:
             return
         ray = self.connect()
         gpus = ray.cluster_resources().get("GPU", 0)
-        options = {"code_digest": code_digest(), "inner": "torchrun" if self.nproc_per_node else "inprocess",
-                   "threads": self.threads or 1, "timeout_s": self.timeout_s, "nproc_per_node": self.nproc_per_node}
+        scripts = any(hasattr(job[1], "script_sha256") for job in jobs)  # --train-script arms run under torchrun
+        nproc = self.nproc_per_node or (1 if scripts else None)
+        options = {"code_digest": code_digest(), "inner": "torchrun" if nproc else "inprocess",
+                   "threads": self.threads or 1, "timeout_s": self.timeout_s, "nproc_per_node": nproc}
         remotes: dict[tuple, Any] = {}
         tracker = ray.remote(num_cpus=0)(_Tracker).remote()
         pending: dict[Any, int] = {}
         for i, (_, cfg, seed, backend) in enumerate(jobs):
-            need = task_resources(backend, cluster_gpus=gpus, threads=self.threads,
-                                  nproc_per_node=self.nproc_per_node)
+            need = task_resources(backend, cluster_gpus=gpus, threads=self.threads, nproc_per_node=nproc)
             key = tuple(sorted(need.items()))
             if key not in remotes:
                 check_fits(need, ray.nodes())
                 # A fresh process per in-process GPU run: a reused worker may hold another GPU's CUDA context.
                 fresh = need["num_gpus"] > 0 and options["inner"] == "inprocess"
                 remotes[key] = ray.remote(max_retries=self.max_retries, max_calls=1 if fresh else 0, **need)(_task)
-            ref = remotes[key].remote(i, cfg.to_dict(), tg.config_hash(cfg), int(seed), backend, options, tracker)
+            chash = cfg.config_hash() if hasattr(cfg, "script_sha256") else tg.config_hash(cfg)
+            ref = remotes[key].remote(i, cfg.to_dict(), chash, int(seed), backend, options, tracker)
             pending[ref] = i
         seen: dict[int, float] = {}  # job index -> driver time its start was first seen
         timed_out: set[int] = set()

@@ -73,6 +73,7 @@ class Intervention:
     derive: Callable[[Any], dict] | None = None
     transfer: str | None = "architecture"
     backends: tuple[str, ...] = ("torch", "mlx")  # a knob in one trainer only names that backend here
+    env: Mapping[str, str] | None = None  # its env form on an upstream-style script (--train-script); None: none
 
     def __post_init__(self) -> None:
         if self.transfer not in TRANSFER_CLASSES and not (self.transfer is None and self.category == "calibration"):
@@ -239,23 +240,23 @@ _REGISTRY: tuple[Intervention, ...] = (
                  {"activation": "sin2"}),
     # logits
     Intervention("logit_softcap_20", "logit soft-cap 20 (baseline 30)", "logits", "logit_softcap",
-                 {"logit_softcap": 20.0}),
+                 {"logit_softcap": 20.0}, env={"LOGIT_SOFTCAP": "20.0"}),
     Intervention("logit_softcap_15", "logit soft-cap 15 (baseline 30)", "logits", "logit_softcap",
-                 {"logit_softcap": 15.0}),
+                 {"logit_softcap": 15.0}, env={"LOGIT_SOFTCAP": "15.0"}),
     # shape
     Intervention("model_dim_up", "model_dim up one step (model_dim/8 rounded to 2*num_heads; 512 -> 576)",
                  "shape", "model_dim", derive=_model_dim_up),
     Intervention("num_layers_plus2", "two more transformer blocks", "shape", "num_layers",
                  derive=lambda cfg: {"num_layers": int(cfg.num_layers) + 2}),
     Intervention("mlp_mult_3", "MLP hidden size 3x model_dim (baseline 2x)", "shape", "mlp_mult",
-                 {"mlp_mult": 3}),
+                 {"mlp_mult": 3}, env={"MLP_MULT": "3"}),
     Intervention("seq_len_double", "train sequence length x2 at the same tokens per step (1024 -> 2048, the "
                  "records)", "shape", "train_seq_len", derive=lambda cfg: {"train_seq_len": 2 * int(cfg.train_seq_len)}),
     Intervention("mlp_mult_4", "MLP hidden size 4x model_dim (baseline 2x; the April records)", "shape", "mlp_mult",
-                 {"mlp_mult": 4}),
+                 {"mlp_mult": 4}, env={"MLP_MULT": "4"}),
     # attention
-    Intervention("qk_gain_4", "QK gain init 4.0 (baseline 1.5)", "attention", "qk_gain", {"qk_gain_init": 4.0}),
-    Intervention("qk_gain_5", "QK gain init 5.0 (baseline 1.5)", "attention", "qk_gain", {"qk_gain_init": 5.0}),
+    Intervention("qk_gain_4", "QK gain init 4.0 (baseline 1.5)", "attention", "qk_gain", {"qk_gain_init": 4.0}, env={"QK_GAIN_INIT": "4.0"}),
+    Intervention("qk_gain_5", "QK gain init 5.0 (baseline 1.5)", "attention", "qk_gain", {"qk_gain_init": 5.0}, env={"QK_GAIN_INIT": "5.0"}),
     Intervention("partial_rope", "RoPE on the first 16/64 of each head's dims (scaled to the preset's head_dim)",
                  "attention", "partial_rope", derive=_partial_rope),
     Intervention("xsa_last4", "exclusive self-attention on the last 4 layers (clipped to num_layers)",
@@ -282,7 +283,7 @@ _REGISTRY: tuple[Intervention, ...] = (
                  "residual", "depth_recurrence", derive=_recurrence(3 / 11, 5 / 11, 2, 0.35)),
     # normalisation
     Intervention("ln_scale", "scale each block's normed inputs by 1/sqrt(layer_idx+1)", "normalisation",
-                 "ln_scale", {"ln_scale": True}),
+                 "ln_scale", {"ln_scale": True}, env={"LN_SCALE": "1"}),
     # weight averaging
     Intervention("ema_0997", "EMA weights for eval/export, horizon scaled: decay 0.997 at the 11L records' "
                  "7,100 steps (4.7% of training); at 120 steps about 0.82", "averaging", "ema",
@@ -353,10 +354,9 @@ _REGISTRY: tuple[Intervention, ...] = (
     Intervention("ttt_lora", "score-first LoRA (rank 8, q and v) test-time training at evaluation",
                  "evaluation", "lora_ttt", derive=_ttt("lora"), transfer="evaluation"),
     # calibration
-    Intervention("aa", "A/A calibration: an exact copy of the control (must come out null)", "calibration", None,
-                 transfer=None),
+    Intervention("aa", "A/A calibration: an exact copy of the control (must come out null)", "calibration", None, transfer=None, env={}),
     Intervention("sanity_frozen_matrices", "calibration: matrix_lr = 0, matrices never train (must be harmful)",
-                 "calibration", None, {"matrix_lr": 0.0}, transfer=None),
+                 "calibration", None, {"matrix_lr": 0.0}, transfer=None, env={"MATRIX_LR": "0.0"}),
 )
 _BY_NAME: dict[str, Intervention] = {iv.name: iv for iv in _REGISTRY}
 CALIBRATION = ("aa", "sanity_frozen_matrices")
@@ -471,7 +471,7 @@ _FEATURE_VALUE: dict[str, Callable[[Any], Any]] = {
 }
 
 
-_FIELD_FEATURE = {
+FIELD_FEATURE = {
     "activation": "activation", "logit_softcap": "logit_softcap", "model_dim": "model_dim",
     "num_layers": "num_layers", "mlp_mult": "mlp_mult", "qk_gain_init": "qk_gain",
     "rope_partial_dims": "partial_rope", "xsa_last_n": "xsa", "ln_scale": "ln_scale", "ema_decay": "ema",
@@ -488,7 +488,7 @@ def treatment_feature(name: str, overrides: Mapping[str, Any]) -> str | None:
     one mapped config field, that field's feature; None otherwise (e.g. matrix_lr, loss, combinations)."""
     if not name.startswith(ADHOC_PREFIX):
         return get_intervention(name).feature
-    feats = {_FIELD_FEATURE[k] for k in overrides if k in _FIELD_FEATURE}
+    feats = {FIELD_FEATURE[k] for k in overrides if k in FIELD_FEATURE}
     return feats.pop() if len(feats) == 1 and len(overrides) == 1 else None
 
 

@@ -6,12 +6,22 @@ run rows (no pre-registration: the result is marked exploratory) and returns the
 match it (prereg.py) unless ``exploratory=True``.
 
 Family. The multiplicity family is the pre-registered ``family`` (default: every intervention except the
-calibration arms ``aa`` and ``sanity_frozen_matrices``), in BOTH directions: K = 2 x |family| p-values,
-improvement and harm, adjusted together (Holm controls the FWER under any dependence; the shared control makes
-the tests dependent). A family member with fewer than ``MIN_PAIRS`` valid pairs enters with p = 1 (K stays the
-registered size, which is conservative). The non-superiority tests behind ``null`` form a second family of
-|family| p-values under the same correction. Calibration arms are judged at the unadjusted level alpha and are
-reported in ``calibration`` (calibration.py).
+calibration arms ``aa`` and ``sanity_frozen_matrices``), with THREE one-sided tests per arm: improvement (behind
+``confirmed``), harm (``harmful``) and non-superiority (``null``), K = 3 x |family| p-values adjusted together
+(Holm controls the FWER under any dependence; the shared control makes the tests dependent). So one statement
+covers the whole report: the probability that any confirmed, harmful or null call is wrong is <= alpha. A family
+member with fewer than ``MIN_PAIRS`` valid pairs, or with zero variance (no test), enters with p = 1 (K stays the
+registered size, which is conservative). Calibration arms are judged at the unadjusted level alpha and are
+reported in ``calibration`` (calibration.py). A registered sequential design decides with its own Bonferroni
+split over the 2 x |family| improvement and harm tests (sequential_plan.py; no null there).
+
+Scored stage. Each arm is paired on its decision metric; under ``final_val_bpb`` each arm's scored stage comes from
+its config (``pairing.arm_stages``), and a run whose scored stage is missing or NaN is a failed run. A metric that
+cannot see an evaluation-only arm is refused (metric_fit.py).
+
+Labels. ``label`` words each decision as the rule reads: a ``confirmed`` gain smaller than the effect of interest
+is "real, but below the record bar" (promotion refuses it by default); the A/A repeat on a bit-reproducible
+backend is a determinism check (``CHECK_DECISION``), not a null.
 
 Power. ``mde`` is the smallest true improvement (bpb, from 0) detected with power 0.8 at the achieved n and the
 observed sd (exact noncentral t) at the per-test level ``power_alpha`` = alpha / K (Bonferroni, a lower bound on
@@ -36,25 +46,29 @@ from scripts.causal.stats import calibration as cal
 from scripts.causal.stats.claims import claim_lines
 from scripts.causal.stats.decision import decide, describe_need, seeds_needed
 from scripts.causal.stats.effect import bytes_per_token_from_runs, record_bar_bpb
+from scripts.causal.stats.metric_fit import check_metric_fits, eval_only
 from scripts.causal.stats.multiplicity import adjust_pvalues
 from scripts.causal.stats.paired_tests import CI_LEVEL, describe_pairs, pooled_sigma_from_aa
-from scripts.causal.stats.pairing import MIN_PAIRS, paired_deltas, run_rows
+from scripts.causal.stats.pairing import MIN_PAIRS, arm_stages, paired_deltas, run_rows
 from scripts.causal.stats.power import mde_one_sided, power_one_sided
 from scripts.causal.stats.prereg import (
     check_runs,
+    ledger_deviations,
+    missing_runs,
     prereg_to_dict,
     preregistration_from_header,
     resolve_preregistration,
 )
 
-__all__ = ["SCHEMA_VERSION", "analyze", "effect_of_interest", "record_decisions"]
+__all__ = ["CHECK_DECISION", "SCHEMA_VERSION", "analyze", "effect_of_interest", "label", "record_decisions"]
 
 SCHEMA_VERSION = 2
 
 
-def effect_of_interest(p: Preregistration, rows: Sequence[Mapping], *,
-                       bytes_per_token: float | None = None) -> dict[str, Any]:
-    """{"bpb", "name", "bytes_per_token", "nats"}: the pre-registered effect, or the record bar in bpb."""
+def effect_of_interest(p: Preregistration, rows: Sequence[Mapping], *, bytes_per_token: float | None = None,
+                       registered: bool = True) -> dict[str, Any]:
+    """{"bpb", "name", "bytes_per_token", "nats", "registered"}: the effect, or the record bar in bpb.
+    ``registered`` False (chosen at analysis time, or no pre-registration) is said in the name."""
     bpt = bytes_per_token
     if bpt is None:
         try:
@@ -62,12 +76,13 @@ def effect_of_interest(p: Preregistration, rows: Sequence[Mapping], *,
         except DataFormatError:
             if p.effect_bpb is None:
                 raise
+    how = "pre-registered" if registered else "NOT pre-registered (chosen at analysis)"
     if p.effect_bpb is not None:
-        return {"bpb": p.effect_bpb, "nats": None, "bytes_per_token": bpt,
-                "name": f"pre-registered effect of interest {p.effect_bpb:.4g} bpb"}
+        return {"bpb": p.effect_bpb, "nats": None, "bytes_per_token": bpt, "registered": registered,
+                "name": f"{how} effect of interest {p.effect_bpb:.4g} bpb"}
     bpb = record_bar_bpb(bpt, nats=p.effect_nats)
-    return {"bpb": bpb, "nats": p.effect_nats, "bytes_per_token": bpt,
-            "name": f"record bar {p.effect_nats} nats/token = {bpb:.5f} bpb at {bpt:.4f} bytes/token"}
+    return {"bpb": bpb, "nats": p.effect_nats, "bytes_per_token": bpt, "registered": registered,
+            "name": f"record bar {p.effect_nats} nats/token = {bpb:.5f} bpb at {bpt:.4f} bytes/token ({how})"}
 
 
 def _registered(runs: Sequence[Mapping] | Mapping, prereg: Preregistration | None, prereg_source: str | None):
@@ -106,38 +121,86 @@ def _secondary(rows: Sequence[Mapping], metric: str, backend: str | None) -> dic
     return out
 
 
+def _check_metric(runs, family: Sequence[str], metric: str, source: str) -> None:
+    """Refuse a metric that cannot see an evaluation-only family arm (metric_fit.py)."""
+    header = runs.get("screen") if isinstance(runs, Mapping) else None
+    overrides = dict((header or {}).get("treatment_overrides") or {})
+    base = (header or {}).get("base_config")
+    if isinstance(base, Mapping):
+        check_metric_fits({n: overrides.get(n, {}) for n in family}, base, metric, source=source)
+    elif metric in ("val_bpb", "post_quant_val_bpb"):  # no configs: the registry alone says evaluation-only
+        check_metric_fits({n: {} for n in family if eval_only(n, {})}, {}, metric, source=source)
+
+
+def _ledger_prereg(ledger: Any, screen_id: str | None) -> Mapping:
+    """The ledger's stored pre-registration of ``screen_id`` (``ledger``: a path or an open Ledger)."""
+    from scripts.causal.screen.ledger import Ledger
+
+    if not screen_id:
+        raise ConfigError("checking against the ledger needs the runs.json header's screen_id; the runs have none")
+    if isinstance(ledger, Ledger):
+        screen = ledger.get_screen(screen_id)
+    else:
+        with Ledger(ledger) as led:
+            screen = led.get_screen(screen_id)
+    if screen is None:
+        raise ConfigError(f"{ledger}: the ledger has no screen {screen_id!r}; pass the ledger the screen ran in")
+    return screen["preregistration"]
+
+
+def _resolve(runs, rows_in, requested: dict, *, prereg, prereg_source, exploratory: bool, ledger: Any):
+    """The resolved pre-registration, with missing runs and ledger differences recorded as deviations."""
+    registered, missing, source = _registered(runs, prereg, prereg_source)
+    resolved = resolve_preregistration(registered, requested, exploratory=exploratory, source=source,
+                                       unregistered=missing)
+    check_runs(rows_in, resolved, source=source)
+    extra = [{"field": "seeds", "registered": list(resolved.prereg.seeds), "used": note,
+              "note": "registered runs are missing"} for note in missing_runs(rows_in, resolved.prereg)]
+    if ledger is not None:
+        header = runs.get("screen") if isinstance(runs, Mapping) else {}
+        extra += ledger_deviations(header or {}, _ledger_prereg(ledger, (header or {}).get("screen_id")))
+    if extra:
+        resolved = dataclasses.replace(resolved, exploratory=True, deviations=(*resolved.deviations, *extra))
+    return resolved, source
+
+
 def analyze(runs: Sequence[Mapping] | Mapping, *, alpha: float | None = None, margin_bpb: float | None = None,
             correction: str | None = None, metric: str | None = None, effect_bpb: float | None = None,
             effect_nats: float | None = None, interventions: Sequence[str] | None = None,
             seeds: Sequence[int] | None = None, aa_mode: str | None = None, exploratory: bool = False,
             prereg: Preregistration | None = None, prereg_source: str | None = None, backend: str | None = None,
-            pool_aa: bool = False, aa_sigma: PooledSigma | None = None, aa_name: str = "aa",
+            pool_aa: bool | None = None, aa_sigma: PooledSigma | None = None, aa_name: str = "aa",
             bytes_per_token: float | None = None, record_values_bpb: Sequence[float] | None = None,
-            record_label: str = "previous record") -> dict:
+            record_label: str = "previous record", ledger: Any = None) -> dict:
     """Analyze a screen's runs; return the ablation_results payload (see the module docstring).
 
     Keyword settings left None come from the pre-registration (``prereg``, else the runs.json header); given
-    ones must match it unless ``exploratory``. ``interventions`` requests the family. ``record_values_bpb``:
-    the previous record's per-seed scores, for the Welch claim line of each confirmed change.
+    ones must match it unless ``exploratory``. ``interventions`` requests the family; ``pool_aa=True`` or
+    ``aa_sigma`` request pooling. ``ledger`` (a path or an open Ledger): check the runs.json header against the
+    ledger's copy of the pre-registration. Missing registered runs and any difference make the result
+    exploratory. ``record_values_bpb``: the previous record's per-seed scores, for the Welch claim line.
+    A registered sequential design is applied (``sequential_plan``): its decisions replace the fixed-n ones.
     """
     rows_in = run_rows(runs)
-    registered, missing, source = _registered(runs, prereg, prereg_source)
     requested = {"alpha": alpha, "margin_bpb": margin_bpb, "correction": correction, "metric": metric,
                  "effect_bpb": effect_bpb, "effect_nats": effect_nats, "family": interventions, "seeds": seeds,
-                 "aa_mode": aa_mode}
-    resolved = resolve_preregistration(registered, requested, exploratory=exploratory, source=source,
-                                       unregistered=missing)
+                 "aa_mode": aa_mode, "pool_aa": True if (pool_aa or aa_sigma is not None) else pool_aa}
+    resolved, source = _resolve(runs, rows_in, requested, prereg=prereg, prereg_source=prereg_source,
+                                exploratory=exploratory, ledger=ledger)
     p = resolved.prereg
-    check_runs(rows_in, resolved, source=source)
+    header = runs.get("screen", {}) if isinstance(runs, Mapping) else {}
     rows_in = [r for r in rows_in if not p.seeds or int(r["seed"]) in p.seeds or resolved.exploratory]
-    pairs = paired_deltas(rows_in, metric=p.metric, backend=backend)
-    effect = effect_of_interest(p, rows_in, bytes_per_token=bytes_per_token)
-    calibration_names = [n for n in cal.CALIBRATION_EXPECTED if n in pairs]
+    stages = arm_stages(header)
+    pairs = paired_deltas(rows_in, metric=p.metric, backend=backend, stages=stages)
     family = list(p.family) if p.family is not None else [n for n in pairs if n not in cal.CALIBRATION_EXPECTED]
+    _check_metric(runs, family, p.metric, source)
+    effect = effect_of_interest(p, rows_in, bytes_per_token=bytes_per_token, registered=not any(
+        d["field"] in ("effect_bpb", "effect_nats") for d in resolved.deviations) and source != "none")
+    calibration_names = [n for n in cal.CALIBRATION_EXPECTED if n in pairs]
     empty = {"seeds": [], "control": np.zeros(0), "treatment": np.zeros(0), "delta": np.zeros(0), "failed_pairs": [],
              "n_failed": 0, "missing_seeds": [], "failed_treatment_seeds": []}
     pooled = aa_sigma
-    if pool_aa and pooled is None:
+    if p.pool_aa and pooled is None:
         if aa_name not in pairs:
             raise ConfigError(f"pool_aa=True but the screen has no {aa_name!r} intervention; pass aa_sigma=")
         pooled = pooled_sigma_from_aa([pairs[aa_name]["delta"]], source=aa_name)
@@ -145,22 +208,24 @@ def analyze(runs: Sequence[Mapping] | Mapping, *, alpha: float | None = None, ma
     secondary = _secondary(rows_in, p.metric, backend)
     rows = {}
     for name in names:
-        row = {"intervention": name, "in_family": name in family, "calibration": name in cal.CALIBRATION_EXPECTED}
+        row = {"intervention": name, "in_family": name in family, "calibration": name in cal.CALIBRATION_EXPECTED,
+               "scored_stage": pairs.get(name, {}).get("stage", p.metric)}
         row.update(describe_pairs(pairs.get(name, empty), alpha=p.alpha, margin=p.margin_bpb, effect=effect["bpb"],
                                   pooled=None if name == aa_name else pooled))
         row.update(secondary.get(name, {}))
         rows[name] = row
-    k = 2 * len(family)
+    k = 3 * len(family)
 
     def p_or_1(name: str, field: str) -> float:
-        return rows[name][field] if rows[name]["n_pairs"] >= MIN_PAIRS else 1.0
+        v = rows[name][field]
+        return v if rows[name]["n_pairs"] >= MIN_PAIRS and v is not None else 1.0
 
-    adj = adjust_pvalues([p_or_1(n, f) for n in family for f in ("p_improve", "p_harm")], method=p.correction)
-    adj_null = adjust_pvalues([p_or_1(n, "p_null") for n in family], method=p.correction)
+    # ONE family: improvement, harm and non-superiority (null) of every family arm, adjusted together, so the
+    # FWER over every statement the report makes (confirmed, harmful, null) is <= alpha.
+    adj = adjust_pvalues([p_or_1(n, f"p_{f}") for n in family for f in _FAMILY_TESTS], method=p.correction)
     power_alpha = p.alpha if p.correction == "none" else p.alpha / max(k, 1)
     for i, name in enumerate(family):
-        rows[name].update(p_adjusted_improve=float(adj[2 * i]), p_adjusted_harm=float(adj[2 * i + 1]),
-                          p_adjusted_null=float(adj_null[i]))
+        rows[name].update({f"p_adjusted_{t}": float(adj[3 * i + j]) for j, t in enumerate(("improve", "harm", "null"))})
     for name in calibration_names:
         if name not in family:
             rows[name].update(p_adjusted_improve=p_or_1(name, "p_improve"), p_adjusted_harm=p_or_1(name, "p_harm"),
@@ -172,36 +237,83 @@ def analyze(runs: Sequence[Mapping] | Mapping, *, alpha: float | None = None, ma
         row["decision"], row["direction"], row["reason"] = decide(row, alpha=p.alpha, margin=p.margin_bpb)
         row["p_adjusted"] = row["p_adjusted_harm"] if row["direction"] == "harm" else row["p_adjusted_improve"]
         row["message"] = _message(row, metric=p.metric)
-    bpt = effect["bytes_per_token"]
-    for row in rows.values():
-        row["claims"] = (claim_lines(pairs[row["intervention"]], bytes_per_token=bpt, record_values_bpb=record_values_bpb,
-                                     record_label=record_label)
-                         if row["decision"] == "confirmed" and bpt is not None else None)
-    for name, st in _horizon_flags(runs, p.metric).items():  # branched-cooldown runs: stable along the horizon?
-        if name in rows:
-            rows[name].update(horizon_unstable=st["unstable"], horizon_reason=st["reason"])
     calibration = _calibration_check(runs, rows, p.aa_mode, aa_name, backend)
     repeat = calibration.get(aa_name)
     if repeat is not None and repeat.get("mode") == "repeat":  # a check, not a test: its verdict is the decision
-        rows[aa_name].update(decision="null" if repeat["passed"] else "inconclusive", direction=None,
-                             reason=("bit-identical repeat of the control (seed "
-                                     f"{', '.join(map(str, repeat['seeds']))}): the A/A calibration passed"
-                                     if repeat["passed"] else "the repeat run differs from its control: the backend "
-                                     "is not bit-reproducible here, so the gate's noise model is in doubt"))
-        rows[aa_name]["message"] = rows[aa_name]["reason"]
-    header = runs.get("screen", {}) if isinstance(runs, Mapping) else {}
-    return {
+        rows[aa_name].update(decision=CHECK_DECISION, direction=None, reason=(
+            f"bit-identical repeat of the control (seed {', '.join(map(str, repeat['seeds']))}): a determinism "
+            "check, not a test of the noise" if repeat["passed"] else "the repeat run differs from its control: "
+            "the backend is not bit-reproducible here, so the gate's noise model is in doubt"))
+        rows[aa_name].update(message=rows[aa_name]["reason"], p_adjusted=None)  # no test was run
+    payload = {
         "schema_version": SCHEMA_VERSION, "exploratory": resolved.exploratory,
         "preregistration": prereg_to_dict(resolved),
         "alpha": p.alpha, "margin_bpb": p.margin_bpb, "correction": p.correction, "metric": p.metric,
         "effect": effect, "backend": backend, "family": family, "family_size": k, "power_alpha": power_alpha,
+        "family_tests": list(_FAMILY_TESTS),
         "ci_level": CI_LEVEL, "ci_consistent_level": 1.0 - 2.0 * p.alpha,
         "pooled_sigma": None if pooled is None else dataclasses.asdict(pooled),
         "calibration": calibration,
         "screen": {k2: header.get(k2) for k2 in ("screen_id", "seeds", "preset", "backend", "treatment_overrides",
-                                                  "base_config") if k2 in header},
+                                                  "base_config", "stack", "sequential") if k2 in header},
         "results": [rows[name] for name in names],
     }
+    if p.sequential:
+        payload = _sequential(payload, rows_in, p, family, backend, stages)
+    for row in payload["results"]:
+        row["label"] = label(row, effect["bpb"])
+    caveat = _proxy_caveat(header, backend)
+    bpt = effect["bytes_per_token"]
+    for row in payload["results"]:
+        row["claims"] = (claim_lines(pairs[row["intervention"]], bytes_per_token=bpt, record_values_bpb=record_values_bpb,
+                                     record_label=record_label, caveat=caveat)
+                         if row["decision"] == "confirmed" and bpt is not None else None)
+    flags = _horizon_flags(rows_in, p.metric)  # branched-cooldown runs: is each change stable along the horizon?
+    for row in payload["results"]:
+        if row["intervention"] in flags:
+            row.update(horizon_unstable=flags[row["intervention"]]["unstable"],
+                       horizon_reason=flags[row["intervention"]]["reason"])
+    return payload
+
+
+_FAMILY_TESTS = ("improve", "harm", "null")
+CHECK_DECISION = "determinism_check"
+
+
+def label(row: Mapping, effect_bpb: float) -> str:
+    """The decision in words, exactly as the rule reads (report.md shows it): a confirmed gain below the effect
+    of interest is "real, but below the record bar"; a null whose mean points to harm says so."""
+    d, mean = row.get("decision"), row.get("mean_delta_bpb")
+    if d == CHECK_DECISION:
+        return "bit-identical repeat" if "bit-identical" in str(row.get("reason")) else "repeat differs"
+    if d == "confirmed" and mean is not None and -mean < effect_bpb:
+        return "confirmed: real, but below the record bar"
+    if d == "null" and mean is not None and mean > 0:
+        return "null: no gain of the effect; leans harmful (not significant)"
+    if d == "null":
+        return "null: a gain of the effect is ruled out"
+    return str(d)
+
+
+def _proxy_caveat(header: Mapping, backend: str | None) -> str:
+    preset, be = header.get("preset") or "unknown", backend or header.get("backend") or "unknown"
+    stack = f", stack {header['stack']}" if header.get("stack") else ""
+    return (f"proxy result: preset {preset}{stack} on {be}, not the 8xH100 record setting; a record claim needs "
+            "the same test on the record's own runs")
+
+
+def _sequential(payload: dict, rows_in, p: Preregistration, family: list, backend, stages) -> dict:
+    """The registered group-sequential design applied to the runs (its decisions replace the fixed-n ones)."""
+    from scripts.causal.stats.sequential_plan import sequential_payload, sequential_plan
+
+    seq = dict(p.sequential or {})
+    plan = sequential_plan(rows_in, seeds=p.seeds, family=family, alpha=p.alpha, n0=int(seq.get("n0", 3)),
+                           step=int(seq.get("step", 1)), margin_bpb=p.margin_bpb, metric=p.metric, backend=backend,
+                           futility_effect_sd=seq.get("futility_effect_sd"), stages=stages)
+    out = sequential_payload(payload, plan)
+    out["family_size"] = 2 * len(family)
+    out["family_tests"] = ["improve", "harm"]
+    return out
 
 
 def _power_fields(row: dict, p: Preregistration, effect: float, level: float) -> None:

@@ -9,9 +9,10 @@ constant, which ignores the controls' own noise (its type-I rate was 0.028 at no
 
 (b) ``welch_record_claim`` (the maintainers' practice when they built the leaderboard): Welch's one-sided t of
 the new configuration's per-seed scores against the previous record's per-seed scores, accepted at p < 0.25, with
-a mean over at least 3 seeds from one configuration. Without the previous record's per-seed values the screen's
-own control arm stands in for it (labelled so); Welch then ignores the seed pairing, which with positively
-correlated pairs only makes it conservative.
+a mean over at least 3 seeds from one configuration. Without the previous record's per-seed values the line is
+not run (the screen's own control is not the record).
+
+Both lines are computed on the screen's proxy runs; ``claim_lines(caveat=...)`` says so on each line.
 
 Each line says when it cannot reach its alpha with the given n.
 """
@@ -93,9 +94,25 @@ def welch_record_claim(values_bpb: Sequence[float], record_bpb: Sequence[float],
 
 
 def claim_lines(pair: Mapping, *, bytes_per_token: float, record_values_bpb: Sequence[float] | None = None,
-                record_label: str = "previous record") -> dict:
-    """Both claim lines for one intervention's pairs (``paired_deltas`` entry)."""
+                record_label: str = "previous record", caveat: str | None = None) -> dict:
+    """Both claim lines for one intervention's pairs (``paired_deltas`` entry).
+
+    Without ``record_values_bpb`` the Welch line is not run: the screen's own control arm is not the previous
+    record, and using it silently would make line (b) look like a record claim. ``caveat`` (the proxy and
+    hardware the numbers come from) is appended to both lines.
+    """
+    paired = paired_nats_claim(pair["delta"], bytes_per_token=bytes_per_token)
     if record_values_bpb is None:
-        record_values_bpb, record_label = list(pair["control"]), "control arm (stand-in for the previous record)"
-    return {"paired_nats": paired_nats_claim(pair["delta"], bytes_per_token=bytes_per_token),
-            "welch_record": welch_record_claim(pair["treatment"], record_values_bpb, label=record_label)}
+        welch = {"name": "Welch t vs the previous record (maintainers' practice)", "test": "Welch one-sided t",
+                 "alpha": WELCH_ALPHA, "n": int(len(pair["treatment"])), "passes": False, "can_reach_alpha": False,
+                 "p_value": None, "note": "not run: the previous record's per-seed scores were not given "
+                 "(record_values_bpb); the screen's control arm is not the record"}
+        welch["text"] = f"(b) {welch['name']}: {welch['note']}"
+    else:
+        welch = welch_record_claim(pair["treatment"], record_values_bpb, label=record_label)
+    out = {"paired_nats": paired, "welch_record": welch}
+    if caveat:
+        for line in out.values():
+            line["caveat"] = caveat
+            line["text"] += f" [{caveat}]"
+    return out

@@ -9,7 +9,8 @@ Decisions (``DECISIONS``), in order of precedence:
   non-superiority p (H0: improvement >= effect) is below alpha. With ``correction="none"`` this is exactly
   "the one-sided (1 - alpha) upper confidence bound on the improvement is below the effect". A ``null`` is an
   equivalence-type statement, so it is safe to drop a ``null`` candidate from later rankings.
-* ``inconclusive``: everything else, including fewer than ``MIN_PAIRS`` valid pairs. The row states the MDE at
+* ``inconclusive``: everything else, including fewer than ``MIN_PAIRS`` valid pairs and pairs that are all
+  exactly equal (zero variance: no test, the result is stated in words). The row states the MDE at
   the achieved n and how many more seeds would give power 0.8 at the effect of interest (``seeds_needed``,
   exact noncentral t at the observed sd, which is a planning estimate, not a guarantee). An inconclusive
   candidate stays in the ranking: more seeds on it are worth something.
@@ -62,6 +63,9 @@ def decide(row: Mapping, *, alpha: float, margin: float) -> tuple[str, str | Non
     n = row["n_pairs"]
     if n < MIN_PAIRS:
         return "inconclusive", None, f"only {n} valid pair(s); a decision needs >= {MIN_PAIRS}"
+    if row.get("zero_variance"):
+        return "inconclusive", None, (f"all {n} pairs equal: Δ = {row['mean_delta_bpb']:+.6g} bpb exactly, no "
+                                      "variance; no test (the metric may not see this change)")
     pi, ph, pn = row["p_adjusted_improve"], row["p_adjusted_harm"], row["p_adjusted_null"]
     if pi < alpha and -row["mean_delta_bpb"] >= margin:
         if row["failed_treatment_seeds"]:

@@ -11,6 +11,10 @@
   n <= 50, else scipy's ``method="auto"``); its floor 2**-n is ``wilcoxon_min_p``.
 * ``rho``: Pearson correlation of control vs treatment across seeds (None if n < 3 or zero variance).
 
+Zero variance: when every pair gives the same difference (Δ exactly x on all n seeds, e.g. an arm its metric
+cannot see on a deterministic backend) there is no noise estimate and no test: the p-values stay None (never a p
+of 0 from se = 0), ``zero_variance`` is True and the decision states the result in words (decision.py).
+
 Optional pooled sigma (``PooledSigma``): the variance of d is pooled with A/A differences from earlier screens,
 s^2 = ((n-1) s_i^2 + df_aa s_aa^2) / (n-1+df_aa), df = n-1+df_aa (assumes equal Var(d)). Bit-identical A/A runs
 (sigma = 0, the usual case with deterministic CPU training) carry no noise information and are refused.
@@ -145,9 +149,14 @@ def describe_pairs(pair: Mapping, *, alpha: float, margin: float, effect: float,
     }
     nz = int(np.count_nonzero(d))
     row["wilcoxon_min_p"] = 2.0 ** -nz if nz else 1.0
+    row["zero_variance"] = False
     if n < 2:
         return row
     sd = float(d.std(ddof=1))
+    if sd == 0.0 and pooled is None:  # every pair gave the same difference: no noise estimate, no t test
+        row.update(sd_delta=0.0, zero_variance=True, sigma_used=None,
+                   ci_low=float(d[0]), ci_high=float(d[0]))
+        return row
     var, df = sd * sd, n - 1
     if pooled is not None:
         var = ((n - 1) * var + pooled.df * pooled.sigma ** 2) / (n - 1 + pooled.df)

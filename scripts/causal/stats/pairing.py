@@ -15,18 +15,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from scripts.causal.core.errors import ConfigError, DataFormatError
 from scripts.causal.core.schema import read_json
 
-__all__ = ["DEFAULT_METRIC", "FINAL_METRIC", "METRICS", "MIN_PAIRS", "load_runs", "metric_value", "paired_deltas",
-           "run_rows", "valid_run"]
+__all__ = ["DEFAULT_METRIC", "FINAL_METRIC", "METRICS", "MIN_PAIRS", "arm_stages", "load_runs", "metric_value",
+           "paired_deltas", "run_rows", "scored_stage", "valid_run"]
 
-# final_val_bpb: each run's score as the challenge takes it, the last evaluation stage that ran (post-TTT, else
-# sliding, else the post-quant round trip). It pairs an evaluation change (sliding, TTT) with a control that
-# scores plainly; under a single stage's metric such a change would compare a stage with itself.
+# final_val_bpb: each run's score as the challenge takes it, the last evaluation stage its config runs
+# (``scored_stage``: post-TTT if TTT is on, else sliding if the eval stride is below the sequence length, else the
+# post-quant round trip). It pairs an evaluation change (sliding, TTT) with a control that scores plainly; under a
+# single stage's metric such a change would compare a stage with itself. A run whose scored stage is missing or
+# not finite is a failed run (counted and shown): it never falls back to an earlier stage, which would score one
+# seed of an arm on a different (worse) stage than the others.
 FINAL_METRIC = "final_val_bpb"
 FINAL_STAGES = ("ttt_val_bpb", "sliding_val_bpb", "post_quant_val_bpb")
 METRICS = ("post_quant_val_bpb", "val_bpb", "sliding_val_bpb", "ttt_val_bpb", FINAL_METRIC)
@@ -47,21 +51,54 @@ def run_rows(runs: Sequence[Mapping] | Mapping) -> Sequence[Mapping]:
     return runs["runs"] if isinstance(runs, Mapping) else runs
 
 
-def valid_run(row: Mapping | None, metric: str) -> bool:
-    """True when ``row`` finished with status "ok" and a finite ``metric``."""
+def valid_run(row: Mapping | None, metric: str, stage: str | None = None) -> bool:
+    """True when ``row`` finished with status "ok" and a finite ``metric`` (see ``metric_value``)."""
     if row is None or row.get("status") != "ok":
         return False
-    return metric_value(row, metric) is not None
+    return metric_value(row, metric, stage=stage) is not None
 
 
 def _finite(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def metric_value(row: Mapping, metric: str) -> float | None:
-    """``row``'s value of ``metric`` (``FINAL_METRIC``: its last stage that ran), or None when not finite."""
+def scored_stage(config: Mapping[str, Any]) -> str:
+    """The evaluation stage a config is scored on, the last one it turns on (``train_gpt.stages_on``):
+    ttt_val_bpb (TTT on), sliding_val_bpb (eval_stride > 0) or post_quant_val_bpb (the round trip)."""
+    if config.get("ttt", "off") not in ("off", None):
+        return "ttt_val_bpb"
+    if int(config.get("eval_stride", 0) or 0) > 0:
+        return "sliding_val_bpb"
+    return "post_quant_val_bpb"
+
+
+def arm_stages(header: Mapping[str, Any] | None) -> dict[str, str]:
+    """{arm: scored stage} from a runs.json ``screen`` header (``base_config`` + ``treatment_overrides``);
+    "control" is the control's. Empty when the header does not record the configs, or records no config of our
+    trainer: a ``--train-script`` screen (preset "script": its env knobs are the script's own) or imported logs
+    (preset "import"); each arm is then scored on the deepest stage its runs report."""
+    base = (header or {}).get("base_config")
+    if not isinstance(base, Mapping) or (header or {}).get("preset") in ("script", "import"):
+        return {}
+    out = {"control": scored_stage(base)}
+    for name, ov in ((header or {}).get("treatment_overrides") or {}).items():
+        out[str(name)] = scored_stage({**base, **dict(ov or {})})
+    return out
+
+
+def metric_value(row: Mapping, metric: str, *, stage: str | None = None) -> float | None:
+    """``row``'s value of ``metric``, or None when it is missing or not finite.
+
+    ``FINAL_METRIC`` reads the run's scored stage: ``stage`` (from the config), else the row's own
+    ``scored_stage`` field; with neither, the deepest stage the row reports. A missing or non-finite scored stage
+    is None (a failed run), never an earlier stage.
+    """
     if metric == FINAL_METRIC:
-        return next((float(row[m]) for m in FINAL_STAGES if _finite(row.get(m))), None)
+        stage = stage or row.get("scored_stage")
+        if stage is None:
+            stage = next((m for m in FINAL_STAGES if _finite(row.get(m))), FINAL_STAGES[-1])
+        v = row.get(stage)
+        return float(v) if _finite(v) else None
     v = row.get(metric)
     return float(v) if _finite(v) else None
 
@@ -99,20 +136,38 @@ def _index_rows(rows: Sequence[Mapping], backend: str | None) -> tuple[dict, dic
 
 
 def _failure(seed: int, arm: str, row: Mapping, metric: str) -> dict:
-    error = row.get("error") or (None if row.get("status") != "ok" else f"{metric} is not a finite number")
+    error = row.get("error") or (None if row.get("status") != "ok" else
+                                 f"scored stage {metric} is missing or not a finite number ({row.get(metric)!r})")
     return {"seed": seed, "arm": arm, "status": row.get("status"), "error": error}
 
 
+def _arm_stage(rows: Sequence[Mapping]) -> str:
+    """Without configs: an arm's scored stage is the deepest stage any of its runs reports (one stage per arm)."""
+    return next((m for m in FINAL_STAGES if any(_finite(r.get(m)) for r in rows)), FINAL_STAGES[-1])
+
+
 def paired_deltas(runs: Sequence[Mapping] | Mapping, *, metric: str = DEFAULT_METRIC,
-                  backend: str | None = None) -> dict[str, dict]:
+                  backend: str | None = None, stages: Mapping[str, str] | None = None) -> dict[str, dict]:
     """Pair each treatment with the control of the same seed.
 
     Returns ``{intervention: {"seeds", "control", "treatment", "delta", "failed_pairs", "n_failed",
-    "missing_seeds", "failed_treatment_seeds"}}`` with arrays over the valid pairs, in seed order.
+    "missing_seeds", "failed_treatment_seeds", "stage"}}`` with arrays over the valid pairs, in seed order.
+    ``stages`` ({arm: stage}, ``arm_stages`` of the runs.json header; default: taken from a runs.json payload's
+    header) fixes each arm's scored stage under ``FINAL_METRIC``; a row's own ``scored_stage`` comes next, and
+    without either an arm is scored on the deepest stage any of its runs reports.
     """
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}; valid choices: {list(METRICS)}")
+    if stages is None:
+        stages = arm_stages(runs.get("screen")) if isinstance(runs, Mapping) else {}
     controls, treatments = _index_rows(run_rows(runs), backend)
+    final = metric == FINAL_METRIC
+
+    def stage_of(arm: str, rows: Sequence[Mapping], row: Mapping) -> str | None:
+        if not final:
+            return None
+        return stages.get(arm) or row.get("scored_stage") or _arm_stage(rows)
+
     out: dict[str, dict] = {}
     for name in sorted(treatments):
         trows = treatments[name]
@@ -122,18 +177,21 @@ def paired_deltas(runs: Sequence[Mapping] | Mapping, *, metric: str = DEFAULT_ME
             if c is None or t is None:
                 missing.append(seed)
                 continue
-            c_ok, t_ok = valid_run(c, metric), valid_run(t, metric)
+            cs = stage_of("control", list(controls.values()), c)
+            ts = stage_of(name, list(trows.values()), t)
+            c_ok, t_ok = valid_run(c, metric, cs), valid_run(t, metric, ts)
             if c_ok and t_ok:
                 seeds.append(seed)
-                c_vals.append(metric_value(c, metric))
-                t_vals.append(metric_value(t, metric))
+                c_vals.append(metric_value(c, metric, stage=cs))
+                t_vals.append(metric_value(t, metric, stage=ts))
                 continue
-            failed += [_failure(seed, arm, row, metric)
-                       for arm, row, ok in (("control", c, c_ok), ("treatment", t, t_ok)) if not ok]
+            failed += [_failure(seed, arm, row, st or metric)
+                       for arm, row, ok, st in (("control", c, c_ok, cs), ("treatment", t, t_ok, ts)) if not ok]
             if c_ok and not t_ok:
                 t_failed.append(seed)
         c_arr, t_arr = np.asarray(c_vals, float), np.asarray(t_vals, float)
         out[name] = {"seeds": seeds, "control": c_arr, "treatment": t_arr, "delta": t_arr - c_arr,
                      "failed_pairs": failed, "n_failed": len({f["seed"] for f in failed}),
-                     "missing_seeds": missing, "failed_treatment_seeds": t_failed}
+                     "missing_seeds": missing, "failed_treatment_seeds": t_failed,
+                     "stage": (stages.get(name) or _arm_stage(list(trows.values()))) if final else metric}
     return out

@@ -89,7 +89,7 @@ def _arm(name: str, pair: Mapping | None, ran: list[int], seeds: list[int], ends
 def sequential_plan(runs: Sequence[Mapping] | Mapping, *, seeds: Sequence[int], family: Sequence[str], alpha: float,
                     n0: int = 3, step: int = 1, margin_bpb: float = 0.0, metric: str = DEFAULT_METRIC,
                     backend: str | None = None, futility_effect_sd: float | None = None, beta_futility: float = 0.05,
-                    n_sim: int = 100_000, sim_seed: int = 0) -> dict:
+                    n_sim: int = 100_000, sim_seed: int = 0, stages: Mapping[str, str] | None = None) -> dict:
     """Every family arm's state under the group-sequential design, and the seeds to run next.
 
     Returns ``{"design", "results": {arm: {"status", "looks", "look", "n_run", "t_improve", "t_harm", "bound",
@@ -103,7 +103,7 @@ def sequential_plan(runs: Sequence[Mapping] | Mapping, *, seeds: Sequence[int], 
     ends = round_ends(len(seeds), n0, step)
     alpha_test = alpha / (2 * len(family))
     rows = run_rows(runs)
-    pairs = paired_deltas(rows, metric=metric, backend=backend)
+    pairs = paired_deltas(runs, metric=metric, backend=backend, stages=stages)
     ran_by: dict[str, set[int]] = {}
     for r in rows:
         if r.get("arm") == "treatment" and (backend is None or r.get("backend") == backend):
@@ -146,8 +146,9 @@ def sequential_payload(analysis: Mapping, plan: Mapping) -> dict:
         raise ConfigError("the analysis and the sequential design disagree on alpha or family; analyse the same "
                           "pre-registration")
     out = {**analysis, "correction": SEQUENTIAL_CORRECTION, "sequential_design": plan["design"],
-           "note": "p-values and CIs are the fixed-n ones at the final look (descriptive); decisions are the "
-                   "group-sequential ones"}
+           "note": "group-sequential design: decisions come from the O'Brien-Fleming boundaries on the paired t at "
+                   "each look, Bonferroni alpha/(2m) per one-sided test; the p-values and CIs shown are the fixed-n "
+                   "ones at the final look (descriptive only, not the decision rule)"}
     rows = []
     for r in analysis["results"]:
         seq = plan["results"].get(r["intervention"])

@@ -119,11 +119,12 @@ def score(items: Sequence[CalibrationItem], proxy: Mapping[str, Mapping[str, Any
 def agreement_sentence(klass: str, block: Mapping[str, Any] | None, preset: str) -> str:
     """One line a report quotes for an intervention of ``klass`` screened at ``preset``."""
     if not block or not block.get("n_decisive"):
-        return (f"{klass}: proxy-to-H100 agreement at `{preset}` not measured (no calibration rows with |H100 delta| "
+        return (f"{klass}: proxy-to-H100 agreement at `{preset}` not measured (no verified calibration rows with |H100 delta| "
                 f">= {MIN_ABS_H100}): **untested against H100**, do not take the proxy's verdict as a prediction")
     k, n = block["k_agree"], block["n_decisive"]
     lo, hi = block["agreement_ci"]
-    text = f"{klass} changes agreed in sign with H100 in {k} of {n} calibration rows at `{preset}` (95% CI {lo:.0%}-{hi:.0%})"
+    text = (f"{klass} changes agreed in sign with H100 in {k} of {n} verified calibration rows at `{preset}` "
+            f"(95% CI {lo:.0%}-{hi:.0%})")
     if block.get("ceiling_k") is not None and block["ceiling_k"] < n:
         text += (f"; no proxy can agree with more than {block['ceiling_k']} of these {n} rows (one intervention's "
                  f"H100 rows disagree in sign)")

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from scripts.causal.core.errors import ConfigError
+from scripts.causal.core.provenance import git_commit
 from scripts.causal.core.schema import read_json, write_json
+from scripts.causal.transfer.reuse import KEPT, keep_unused_runs, reuse_committed_runs, uncovered
 
 __all__ = ["refusals", "screen_preset"]
 
@@ -40,9 +42,11 @@ def refusals(names: Sequence[str], preset: str, backend: str = "torch",
 def screen_preset(preset: str, names: Sequence[str], *, seeds: Sequence[int], out_dir: Path, ledger_path: Path,
                   threads: int | None = None, backend: str = "torch", executor: str = "inprocess",
                   ray_address: str | None = None, progress: bool = True, overrides: Mapping[str, Any] | None = None,
-                  log: Callable[[str], None] = print) -> tuple[dict[str, Any], dict[str, str]]:
+                  reuse_only: bool = False, log: Callable[[str], None] = print
+                  ) -> tuple[dict[str, Any], dict[str, str]]:
     """(ablation_results payload, refused) of ``names`` screened at ``preset``; writes runs.json and
-    ablation_results.json under ``out_dir``."""
+    ablation_results.json under ``out_dir``. ``reuse_only``: train nothing; an intervention whose runs the
+    committed runs.json does not hold (every seed, same config hash, and the control's) is refused with that reason."""
     from scripts.causal import experiment_runner as er
     from scripts.causal.screen.executors import make_executor
     from scripts.causal.screen.ledger import Ledger
@@ -59,11 +63,30 @@ def screen_preset(preset: str, names: Sequence[str], *, seeds: Sequence[int], ou
     plan = er.build_plan(interventions=runnable, seeds=list(seeds), preset=preset, backend=backend,
                          base_overrides=dict(overrides or {}),
                          metric=FINAL_METRIC, screen_id=f"transfer-calibration-{preset}-{backend}")
+    if reuse_only:
+        missing = uncovered(plan, out_dir / "runs.json")
+        if "control" in missing:
+            raise ConfigError(f"{preset}: --reuse-only, but {out_dir / 'runs.json'} holds no control run for every "
+                              f"seed {list(seeds)} at the current config; run the preset without --reuse-only")
+        for name in missing:
+            refused[name] = "not run: --reuse-only, and the committed runs do not cover it (every seed, same config)"
+            log(f"{preset}: {name} refused: {refused[name]}")
+        runnable = [n for n in runnable if n not in missing]
+        if not runnable:
+            raise ConfigError(f"{preset}: --reuse-only, and no calibration intervention has committed runs")
+        plan = er.build_plan(interventions=runnable, seeds=list(seeds), preset=preset, backend=backend,
+                             base_overrides=dict(overrides or {}),
+                             metric=FINAL_METRIC, screen_id=f"transfer-calibration-{preset}-{backend}-reused")
     threads = decide_threads(backend, log, threads) if executor == "inprocess" else threads
     with Ledger(ledger_path) as ledger:
+        ledger.register_screen(plan.screen_id, plan.preregistration(), git_commit=git_commit())
+        reused = sum(reuse_committed_runs(ledger, plan, out_dir / name) for name in ("runs.json", KEPT))
+        if reused:
+            log(f"{preset}: {reused} runs reused from the committed {out_dir / 'runs.json'} (same cell, same config hash)")
         result = er.run_screen(plan, ledger=ledger, executor=make_executor(executor, threads=threads,
                                                                               address=ray_address),
                                progress=progress)
+    keep_unused_runs(out_dir / "runs.json", out_dir / KEPT, result.runs)  # runs of arms the set no longer has
     runs_path = er.write_runs_json(out_dir / "runs.json", plan, result.runs)
     payload = analyze(read_json(runs_path))
     write_json(out_dir / "ablation_results.json", payload, schema_version=payload["schema_version"])

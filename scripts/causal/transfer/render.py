@@ -58,7 +58,10 @@ def render(payload: Mapping[str, Any]) -> str:
            "changes on stacks far from the ones a competitor screens):", "",
            *class_table(presets, "record_track"), ""]
     if payload.get("chosen"):
-        out += [f"Best-transferring proxy on the architecture class: `{payload['chosen']}`.", ""]
+        out += [f"Best-transferring proxy on the architecture class: `{payload['chosen']}` "
+                f"({payload.get('chosen_reason', '')}).", ""]
+    elif payload.get("chosen_reason"):
+        out += [f"No best-transferring proxy: {payload['chosen_reason']}.", ""]
     for preset, p in presets.items():
         out += [f"## `{preset}`: rows (seeds {p.get('seeds', payload['seeds'])})", "",
                 "| intervention | class | record | row (verified quote, file:line) | H100 delta | proxy delta [95% CI] | "

@@ -72,8 +72,9 @@ def sensitivity_lines(s: Mapping[str, Any] | None) -> list[str]:
             text += (f" Its power at the effect of interest ({s['effect_bpb']:.4f} bpb, {s.get('effect_name')}) is "
                      f"{s['power_min']:.0%}-{s['power_max']:.0%}.")
             if s["mde_min"] > s["effect_bpb"]:
-                text += (f" A `null` or `inconclusive` here says nothing about an effect of {s['effect_bpb']:.4f} "
-                         "bpb; only effects near the MDE or larger are ruled in or out.")
+                text += (f" An `inconclusive` here says nothing about an effect of {s['effect_bpb']:.4f} bpb (only "
+                         "effects near the MDE or larger are detected); a `null` still rules that effect out, by "
+                         "construction of its test.")
         lines.append(text)
     src = s.get("transfer_source")
     lines.append(f"- **Transfer to H100** (measured at `{s['preset']}`"

@@ -1,0 +1,114 @@
+"""Knob settings in an ablation row's words: ``KEY=VALUE`` with a trainer's env name, or "knob a -> b".
+
+The vocabulary is the trainer's own: every ``train_gpt.Hyperparameters`` field (its env name is the field in upper
+case: ``MATRIX_LR=0.02``) and every numeric canonical feature, plus the plain-English names records use for them
+(``PROSE_NAMES``: "weight decay" -> ``muon_wd``, "BigramHash buckets" -> ``bigram_buckets``, "warmdown" ->
+``warmdown_iters``). A key outside the vocabulary ("Outer Layers = 2", "SWA_start_frac=0.4") is no knob: such a
+row stays unmapped rather than being guessed onto a near name.
+
+``knob_setting(text, reference)`` returns ``(knob, from, to)``: ``to`` from the row, ``from`` from an explicit
+"a -> b" / "b vs a" / "from a to b" ("raised the warmdown from 3000 to 3500", "reducing momentum to 0.80" has none), else from
+the same key in the reference row's label; None when the row sets no knob of the vocabulary.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+
+from scripts.causal.core.schema import BASELINE_FEATURES
+
+__all__ = ["PROSE_NAMES", "knob_setting", "knob_names"]
+
+_NUM = r"-?\d+(?:\.\d+)?(?:e-?\d+)?"
+#: Plain-English names of knobs (lower case, as a regex) -> the trainer field or canonical feature.
+PROSE_NAMES: tuple[tuple[str, str], ...] = (
+    (r"matrix[\s_]?lr", "matrix_lr"), (r"scalar[\s_]?lr", "scalar_lr"), (r"(?:tied[\s_])?embed(?:ding)?[\s_]?lr",
+                                                                           "tied_embed_lr"),
+    (r"muon[\s_]?momentum|momentum", "muon_momentum"), (r"(?:muon[\s_]?)?(?:weight[\s_]?decay|wd)", "muon_wd"),
+    (r"warm[\s_-]?down(?:[\s_]iters)?", "warmdown_iters"), (r"warm[\s_-]?up(?:[\s_]steps)?", "warmup_steps"),
+    (r"bigram(?:[\s_]?hash)?(?:[\s_]?(?:buckets|vocab(?:[\s_]size)?))?|buckets", "bigram_buckets"),
+    (r"qk[\s_]?gain(?:[\s_]init)?", "qk_gain"), (r"(?:logit[\s_]?)?soft[\s_-]?cap", "logit_softcap"),
+    (r"(?:eval[\s_]?)?stride", "eval_stride"), (r"mtp[\s_]?heads", "mtp_heads"),
+    (r"(?:num[\s_]?)?layers", "num_layers"), (r"mlp[\s_]?(?:mult|ratio|expansion)?", "mlp_mult"),
+    (r"model[\s_]?dim|d[\s_]?model", "model_dim"), (r"(?:train[\s_]?)?seq(?:uence)?[\s_]?len(?:gth)?", "train_seq_len"),
+    (r"grad(?:ient)?[\s_]?clip(?:[\s_]norm)?", "grad_clip_norm"), (r"ema[\s_]?decay", "ema_decay"),
+    (r"(?:train[\s_]?)?batch[\s_]?tokens", "train_batch_tokens"), (r"ttt[\s_]?lr", "ttt_lr"),
+    (r"ttt[\s_]?epochs", "ttt_epochs"), (r"rope[\s_]?base", "rope_base"),
+)
+
+
+@functools.lru_cache(maxsize=1)
+def knob_names() -> frozenset[str]:
+    """Every trainer field and numeric canonical feature (lower case)."""
+    import train_gpt as tg
+
+    numeric = {f for f, v in BASELINE_FEATURES.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return frozenset({f.name for f in dataclasses.fields(tg.Hyperparameters)} | numeric)
+
+
+def _knob(name: str) -> str | None:
+    key = re.sub(r"[\s-]+", "_", name.strip().lower())
+    if key in knob_names():
+        return key
+    for rx, knob in PROSE_NAMES:
+        if re.fullmatch(rx, name.strip().lower()):
+            return knob
+    return None
+
+
+# the whole phrase before "=" must name the knob ("Outer Layers = 2" is not "layers")
+_KEY_VALUE = re.compile(rf"(?<![\w.])([A-Za-z][A-Za-z0-9_]*(?: [A-Za-z][A-Za-z0-9_]*){{0,3}})\s*=\s*({_NUM})(?![\w.])")
+_ARROW = re.compile(rf"([A-Za-z][A-Za-z0-9_ ]{{0,30}}?)\s*[:=]?\s*(?:from\s+)?({_NUM})\s*[a-zA-Z]{{0,2}}\s*"
+                    rf"(?:->|→|=>|\bto\b)\s*({_NUM})(?![\w.])")
+
+
+_VERSUS = re.compile(rf"([A-Za-z][A-Za-z0-9_ ]{{0,30}}?)\s*[:=]?\s*({_NUM})\s*[a-zA-Z]{{0,2}}\s+"
+                     rf"(?:vs\.?|versus|instead of|over|against)\s+({_NUM})(?![\w.])", re.I)
+_VERB_TO = re.compile(rf"\b(?:reduc|lower|rais|increas|decreas|chang|set|mov|bump|drop|cut)\w*\s+(?:the\s+)?"
+                      rf"([A-Za-z][A-Za-z0-9_ ]{{0,30}}?)\s+(?:from\s+({_NUM})\s+)?to\s+({_NUM})(?![\w.])", re.I)
+
+
+def _num(s: str) -> float:
+    v = float(s)
+    return int(v) if v.is_integer() and "." not in s and "e" not in s.lower() else v
+
+
+def knob_setting(text: str, reference: str | None = None) -> tuple[str, object, object] | None:
+    """(knob, from, to) of a row that sets one knob of the vocabulary; None otherwise (see the module docstring)."""
+    text = re.sub(r"[*`\\]", "", text or "")
+    for m in _ARROW.finditer(text):
+        words = m.group(1).split()
+        for k in range(len(words)):  # the longest tail of the words before the numbers that names a knob
+            knob = _knob(" ".join(words[k:]))
+            if knob:
+                return knob, _num(m.group(2)), _num(m.group(3))
+    for m in _VERSUS.finditer(text):  # "MATRIX_LR 0.02 vs 0.04": the second value is the reference
+        words = m.group(1).split()
+        for k in range(len(words)):
+            knob = _knob(" ".join(words[k:]))
+            if knob:
+                return knob, _num(m.group(3)), _num(m.group(2))
+    for m in _VERB_TO.finditer(text):  # "reducing momentum to 0.80", "raised the warmdown from 3000 to 3500"
+        knob = _knob(m.group(1))
+        if knob:
+            return knob, _num(m.group(2)) if m.group(2) else None, _num(m.group(3))
+    pairs = [(_knob(k), v) for k, v in _KEY_VALUE.findall(text)]
+    known = [(k, v) for k, v in pairs if k]
+    if len(pairs) != 1 or len(known) != 1:  # several settings at once, or a key outside the vocabulary
+        return None
+    knob, to = known[0]
+    frm = None
+    ref = re.sub(r"[*`\\]", "", reference or "")
+    for k, v in _KEY_VALUE.findall(ref):
+        if _knob(k) == knob:
+            frm = _num(v)
+    if frm is not None and _rest(text) != _rest(ref):  # "512d 10L mlp=2" vs "640d 10L mlp=3": more than one knob
+        return None
+    return knob, frm, _num(to)
+
+
+def _rest(label: str) -> str:
+    """A label without its KEY=VALUE settings, parentheticals and punctuation: what else it names."""
+    label = re.sub(r"\([^)]*\)", " ", _KEY_VALUE.sub(" ", label))
+    return " ".join(re.sub(r"[^\w]+", " ", label.lower()).split())

@@ -1,0 +1,128 @@
+"""Table shapes records use for ablations, beyond a plain "label | bpb | delta" table.
+
+- **Experiment logs** (``| Exp | Description | val_bpb | Delta | Status |``): the first column is an id ("E3",
+  "R12", "#4"), so the change is read from the description column (``label_column``).
+- **Before / after tables** (``| Change | PR #374 | This | Impact |``): the change is the label with its two
+  settings, "Warmdown: 3000 -> 3500", or "+ EMA" when the before cell says it was off (``before_after_label``).
+- **Config tables with two eval-stage columns** (``| Config | Sliding BPB | Standard BPB |``): each row is one
+  model scored two ways, the effect of the evaluation stage on that row (``column_pairs``).
+- **Metric / value tables** (``| Metric | Value |`` with "Int6 roundtrip val_bpb" and "Int6 sliding val_bpb
+  (s64)"): the same exported model scored two ways is the effect of the evaluation stage (``metric_pairs``):
+  plain round trip -> sliding window, and pre-TTT -> post-TTT.
+"""
+from __future__ import annotations
+
+import re
+
+from scripts.causal.core.schema import AblationRow
+
+__all__ = ["before_after_columns", "before_after_label", "column_pairs", "eval_columns", "label_column",
+           "metric_pairs"]
+
+_ID_HEADER = re.compile(r"^(?:exp(?:eriment)?|run|id|#|no\.?|step|trial|v(?:ersion)?)$", re.I)
+_ID_CELL = re.compile(r"^[A-Za-z]{0,3}[-_]?\d{1,3}[a-z]?$")
+_DESC_HEADER = re.compile(r"descr|change|what|config|setting|modification|experiment|idea|note", re.I)
+_BEFORE = re.compile(r"^(?:before|from|old|previous|prior|baseline|base|pr ?#\d+|default|was)$", re.I)
+_AFTER = re.compile(r"^(?:after|to|new|this|ours|now|this (?:pr|submission|record)|change[ds]? to)$", re.I)
+_OFF = re.compile(r"^(?:none|no|off|n/?a|disabled|—|-|–)(?:\b|$)|^0$", re.I)
+
+
+def _clean(s: str) -> str:
+    return re.sub(r"[*`]+", "", s.replace("\\_", "_")).strip()
+
+
+def label_column(header: list[str], rows: list[list[str]], default: int) -> int:
+    """The column that names each row's change: a description column when the first column holds run ids."""
+    first = [_clean(r[0]) for r in rows if r]
+    ids = bool(first) and (_ID_HEADER.match(_clean(header[0])) or all(_ID_CELL.match(c) for c in first if c))
+    if not ids:
+        return default
+    return next((j for j, h in enumerate(header) if j > 0 and _DESC_HEADER.search(h)), default)
+
+
+def before_after_columns(header: list[str]) -> tuple[int, int] | None:
+    """(before, after) column indexes of a before/after table, else None."""
+    cells = [_clean(h) for h in header]
+    before = next((j for j, h in enumerate(cells) if j > 0 and _BEFORE.match(h)), None)
+    after = next((j for j, h in enumerate(cells) if j > 0 and j != before and _AFTER.match(h)), None)
+    return (before, after) if before is not None and after is not None else None
+
+
+def before_after_label(label: str, row: list[str], cols: tuple[int, int]) -> str:
+    """"Label: before -> after", or "+ Label" when the before cell says the thing was off."""
+    b, a = (_clean(row[j]) if j < len(row) else "" for j in cols)
+    if _OFF.match(b):
+        return f"+ {label}"
+    return f"{label}: {b} -> {a}"
+
+
+_BPB = re.compile(r"(?<![\d.])(\d\.\d{3,8})(?![\d.])")
+_PLAIN = re.compile(r"round[\s_-]?trip|post[\s_-]?quant|quantized|\bint\d\b|standard|\bexported\b", re.I)
+_SLIDING = re.compile(r"slid", re.I)
+_TTT = re.compile(r"post[\s_-]?ttt|\bttt\b", re.I)
+_PRE_TTT = re.compile(r"pre[\s_-]?ttt|no[\s_-]?ttt|before ttt", re.I)
+_NOT_BPB = re.compile(r"loss|nats|time|size|bytes|gap|penalt|pre[\s_-]?quant|\bmb\b|step", re.I)
+
+
+def metric_pairs(header: list[str], rows: list[list[str]], heading: str) -> list[AblationRow]:
+    """Eval-stage effects of a two-column metric / value table (see the module docstring)."""
+    if len(header) != 2:
+        return []
+    scored = []
+    for r in rows:
+        if len(r) < 2:
+            continue
+        label, m = _clean(r[0]), _BPB.search(_clean(r[1]))
+        if m and re.search(r"bp[bp]", label, re.I) and not _NOT_BPB.search(label):
+            scored.append((label, float(m.group(1))))
+    out = []
+
+    def pick(keep, drop=None):
+        return next(((lbl, v) for lbl, v in scored if keep.search(lbl) and not (drop and drop.search(lbl))), None)
+
+    plain, sliding = pick(_PLAIN, re.compile(f"{_SLIDING.pattern}|{_TTT.pattern}", re.I)), pick(_SLIDING, _TTT)
+    if plain and sliding:
+        out.append(AblationRow(change=f"sliding window eval ({plain[0]} -> {sliding[0]})",
+                               delta_bpb=round(sliding[1] - plain[1], 8), source=f"README table '{heading}' (metric pair)",
+                               reference=plain[0]))
+    pre, post = pick(_PRE_TTT), pick(_TTT, _PRE_TTT)
+    if pre and post:
+        out.append(AblationRow(change=f"TTT ({pre[0]} -> {post[0]})", delta_bpb=round(post[1] - pre[1], 8),
+                               source=f"README table '{heading}' (metric pair)", reference=pre[0]))
+    return out
+
+
+def eval_columns(header: list[str]) -> tuple[int, int, str] | None:
+    """(plain, staged, name) columns of a table that scores each row two ways: plain round trip -> sliding window
+    ("sliding window eval"), or pre-TTT -> post-TTT ("TTT"); None otherwise."""
+    cells = [_clean(h) for h in header]
+    bpb = [j for j, h in enumerate(cells) if re.search(r"bp[bp]", h, re.I) and not _NOT_BPB.search(h)]
+    find = lambda keep, drop=None: next((j for j in bpb if keep.search(cells[j])  # noqa: E731
+                                         and not (drop and drop.search(cells[j]))), None)
+    post = find(_TTT, _PRE_TTT)
+    pre = find(_PRE_TTT)
+    if post is not None and pre is not None:
+        return pre, post, "TTT"
+    sliding = find(_SLIDING, _TTT)
+    plain = find(re.compile(f"{_PLAIN.pattern}|^(?:val[_ ]?)?bp[bp]$", re.I), re.compile(f"{_SLIDING.pattern}|{_TTT.pattern}", re.I))
+    if sliding is not None and plain is not None:
+        return plain, sliding, "sliding window eval"
+    return None
+
+
+def column_pairs(header: list[str], rows: list[list[str]], heading: str, label_col: int) -> list[AblationRow]:
+    """One eval-stage effect per row of a config table with two eval-stage columns (``eval_columns``)."""
+    cols = eval_columns(header)
+    if cols is None:
+        return []
+    a, b, name = cols
+    out = []
+    for r in rows:
+        if len(r) <= max(a, b, label_col):
+            continue
+        label, va, vb = _clean(r[label_col]), _BPB.search(_clean(r[a])), _BPB.search(_clean(r[b]))
+        if label and va and vb and not re.fullmatch(r"(?:std|stdev|sd)\.?", label, re.I):
+            out.append(AblationRow(change=f"{name} ({label}: {_clean(header[a])} -> {_clean(header[b])})",
+                                   delta_bpb=round(float(vb.group(1)) - float(va.group(1)), 8),
+                                   source=f"README table '{heading}' (column pair)", reference=label))
+    return out

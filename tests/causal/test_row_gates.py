@@ -1,0 +1,140 @@
+"""Typing that is right or silent: knob settings (extract.knobs), the gates (extract.row_gates), the table shapes
+(extract.table_shapes), and the verified-table scorer (extract.verified_score), on small hand-written rows."""
+from __future__ import annotations
+
+import pytest
+
+from scripts.causal.core.schema import AblationRow, EvidenceEntry, VerifiedRecord
+from scripts.causal.extract.ablations import extract_ablations, table_ablations
+from scripts.causal.extract.knobs import knob_setting
+from scripts.causal.extract.row_gates import gate_record, half_unit
+from scripts.causal.extract.row_types import type_rows
+from scripts.causal.extract.verified_score import claim_is_right, same_knob, score_typing
+
+
+def typed(text: str) -> dict[str, tuple]:
+    """change -> (kind, features, from, to) of every row mined and typed from a README snippet."""
+    return {r.change: (r.kind, r.features, r.from_value, r.to_value, r.delta_bpb)
+            for r in type_rows(extract_ablations(text))}
+
+
+@pytest.mark.parametrize("text, reference, want", [
+    ("MATRIX_LR=0.02", "MATRIX_LR=0.04 (default)", ("matrix_lr", 0.04, 0.02)),    # env name of a trainer field
+    ("warmdown 3000 -> 3500", None, ("warmdown_iters", 3000, 3500)),              # plain-English name
+    ("Muon weight decay 0.02 -> 0.04", None, ("muon_wd", 0.02, 0.04)),
+    ("raised the warmdown from 3000 to 3500", None, ("warmdown_iters", 3000, 3500)),
+    ("reducing momentum to 0.80", None, ("muon_momentum", None, 0.8)),
+    ("MATRIX_LR 0.02 vs 0.04", None, ("matrix_lr", 0.04, 0.02)),                 # "A vs B": B is the reference
+    ("Outer Layers = 2", None, None),                 # the whole key must name a knob: not "layers"
+    ("+ SWA_start_frac=0.4", None, None),             # a key outside the trainer's vocabulary
+    ("EVAL_STRIDE=64, MATRIX_LR=0.02", None, None),   # two settings at once
+    ("512d 10L mlp=2", "640d 10L mlp=3", None),       # the labels differ in more than the setting
+])
+def test_knob_settings_come_from_the_trainers_vocabulary(text, reference, want):
+    assert knob_setting(text, reference) == want
+
+
+def test_a_sweep_table_is_read_against_its_reference_row():
+    text = ("| WD | bpb | Delta |\n|---|---|---|\n| **0.02** | **1.2955** | baseline |\n"
+            "| 0.04 | 1.2983 | +0.003 |\n| 0.06 | 1.3060 | +0.011 |\n")
+    rows = typed(text)
+    assert rows["WD = 0.04"] == ("ablation", ("muon_wd",), 0.02, 0.04, 0.003)
+    assert rows["WD = 0.06"][:4] == ("ablation", ("muon_wd",), 0.02, 0.06)
+
+
+def test_a_sweep_whose_delta_column_names_its_reference():
+    text = ("| MATRIX_LR | val_bpb | Δ vs 0.04 |\n|---|---|---|\n| 0.06 | 1.2300 | +0.0020 |\n"
+            "| 0.02 | 1.2250 | -0.0030 |\n")
+    assert typed(text)["MATRIX_LR = 0.02"] == ("ablation", ("matrix_lr",), 0.04, 0.02, -0.003)
+
+
+def test_a_config_row_that_differs_in_another_column_is_a_bundle():
+    text = ("| Layers | MLP | Params | val_bpb |\n|---|---|---|---|\n| **10** | **4x** | **117M** | **1.654** |\n"
+            "| 13 | 3x | 125M | 1.745 |\n| 12 | 4x | 130M | 1.660 |\n")
+    rows = {c.split(" (")[0]: v for c, v in typed(text).items()}
+    assert rows["Layers = 13"][0] == "multi_feature"               # 10 -> 13 layers *and* MLP 4x -> 3x
+    assert rows["Layers = 12"][:4] == ("ablation", ("num_layers",), 10, 12)  # Params is a result, not a setting
+
+
+def test_configs_against_the_first_row_are_not_one_change_but_a_with_without_pair_is():
+    text = ("| Config | val_bpb |\n|---|---|\n| 9L every=2 | 1.3000 |\n| 10L uniform | 1.3200 |\n")
+    assert typed(text)["10L uniform"][0] == "nonadjacent"
+    pair = ("| Setting | val_bpb |\n|---|---|\n| without SmearGate | 1.1300 |\n| with SmearGate | 1.1270 |\n")
+    assert typed(pair)["with SmearGate"][:4] == ("ablation", ("smeargate",), False, True)
+
+
+def test_before_after_tables_and_experiment_logs():
+    text = ("| Change | PR #374 | This | Impact |\n|---|---|---|---|\n"
+            "| **EMA** | None (SWA only) | EMA decay=0.997 | -0.0006 BPB |\n| **Warmdown** | 3000 | 3500 | -0.0002 BPB |\n"
+            "| **Late QAT threshold** | 0.1 | 0.15 | -0.0001 BPB |\n")
+    rows = typed(text)
+    assert rows["+ EMA"][:2] == ("ablation", ("ema",))
+    assert rows["Warmdown: 3000 -> 3500"] == ("ablation", ("warmdown_iters",), 3000, 3500, -0.0002)
+    assert rows["Late QAT threshold: 0.1 -> 0.15"][0] != "ablation"        # a knob the trainer does not have
+    log = ("| Exp | Description | val_bpb | Delta | Status |\n|---|---|---|---|---|\n"
+           "| E1 | baseline | 1.2000 | - | kept |\n| E2 | + XSA on last 4 layers | 1.1970 | -0.0030 | kept |\n"
+           "| E3 | MATRIX_LR=0.03 | 1.1990 | +0.0020 | reverted |\n")
+    rows = typed(log)
+    assert rows["+ XSA on last 4 layers"][:2] == ("ablation", ("xsa",))     # the description column, not "E2"
+
+
+def test_one_model_scored_two_ways_is_the_eval_stage():
+    kv = ("| Metric | Value |\n|---|---|\n| Pre-quant val_bpb | 1.1427 |\n| Int6 roundtrip val_bpb | 1.1494 |\n"
+          "| **Int6 sliding val_bpb (s64)** | **1.1271** |\n| Code size | 66,133 bytes |\n")
+    (row,) = table_ablations(kv)
+    assert row.delta_bpb == pytest.approx(-0.0223) and "metric pair" in row.source
+    assert typed(kv)[row.change][:2] == ("ablation", ("sliding_window_eval",))   # "int6" in the label: no bundle
+    cfg = ("| Config | Sliding BPB | Standard BPB |\n|---|---|---|\n| BPE best | 1.2566 | 1.2721 |\n"
+           "| Byte best | 1.3263 | 1.3348 |\n")
+    deltas = sorted(r.delta_bpb for r in table_ablations(cfg))
+    assert deltas == [pytest.approx(-0.0155), pytest.approx(-0.0085)]
+
+
+def test_gates_silence_quoted_figures_penalties_bundles_and_assumed_values():
+    text = ("LeakyReLU(0.5)^2 was ablated at -0.003 BPB in PR #493.\n\n"
+            "Int6 export costs 0.0018 bpb quality loss.\n\n"
+            "Combined with XSA and a bigger BigramHash this gave -0.004 bpb.\n\n"
+            "Sliding window eval improves val\\_bpb by \\~0.034 with zero artifact cost.\n")
+    kinds = {c[:20]: v[0] for c, v in typed(text).items()}
+    assert kinds["LeakyReLU(0.5)^2 was"] == "quoted_estimate"
+    assert kinds["Int6 export costs 0."] == "penalty"
+    assert kinds["Combined with XSA an"] == "multi_feature"
+    assert kinds["Sliding window eval "] == "ablation"     # "val_bpb by ~0.034": the unit before the number
+    assert typed(text)["Sliding window eval improves by"][4] == -0.034
+    assert typed("Going to 11 layers gave -0.004 bpb.\n")["Going to 11 layers gave"][0] == "no_direction"
+
+
+def test_prose_that_restates_a_table_row_with_another_figure_is_not_a_second_measurement():
+    table = AblationRow(change="+ LeakyReLU^2", delta_bpb=-0.0021, source="README table 'Ablation'", kind="ablation",
+                        features=("activation",), source_kind="table", to_value="leaky_relu2")
+    same = AblationRow(change="LeakyReLU^2 delivers", delta_bpb=-0.002, source="README prose", kind="ablation",
+                       features=("activation",), source_kind="prose", to_value="leaky_relu2")
+    other = AblationRow(change="LeakyReLU^2 delivers", delta_bpb=-0.003, source="README prose", kind="ablation",
+                        features=("activation",), source_kind="prose", to_value="leaky_relu2")
+    assert [r.kind for r in gate_record([table, same, other])] == ["ablation", "ablation", "restated"]
+    assert half_unit(-0.002) == pytest.approx(0.0005) and half_unit(-0.0021) == pytest.approx(0.00005)
+
+
+def _entry(i, klass, knob, frm, to, delta):
+    return EvidenceEntry(record_id="r", id=i, klass=klass, change="", knob=knob, from_value=frm, to_value=to,
+                         intervention=None, delta_bpb=delta, delta_nats=None, delta_stated="", metric="post_quant",
+                         stack="", stack_record=None, reference="", seeds=1, hardware="8xH100", quote="q",
+                         file="README.md", line=1, date="2026-04-10")
+
+
+def test_the_scorer_counts_right_claims_wrong_claims_and_misses():
+    rec = VerifiedRecord("r", "track_10min_16mb", "2026-04-10", (), False, "", (
+        _entry(1, "single_change", "muon_wd", 0.02, 0.04, 0.0028),
+        _entry(2, "bundle", None, None, None, -0.0045),
+        _entry(3, "single_change", "activation", "relu2", "leaky_relu2", -0.0021)))
+    rows = [{"change": "WD = 0.04", "delta_bpb": 0.003, "kind": "ablation", "features": ["muon_weight_decay"],
+             "direction": 1, "from_value": 0.02, "to_value": 0.04},           # stated to 3 decimals: matches 0.0028
+            {"change": "+ XSA", "delta_bpb": -0.0045, "kind": "ablation", "features": ["xsa"], "direction": 1}]
+    s = score_typing([{"record_id": "r", "ablations": rows}], {"r": rec})
+    assert (s.n_claims, s.n_right, s.n_single_change, s.n_found) == (2, 1, 2, 1)
+    assert s.precision == 0.5 and s.recall == 0.5
+    assert "#2 bundle" in s.wrong[0] and "r#3" in s.missed[0]
+    assert score_typing([], {"r": rec}, after="2026-04-10").n_records == 0   # the cutoff keeps later records only
+    assert same_knob("muon_wd", "muon_weight_decay") and not same_knob("muon_wd", "matrix_lr")
+    assert claim_is_right({"features": ["activation"], "to_value": "leaky_relu2"}, rec.entries[2])
+    assert not claim_is_right({"features": ["activation"], "to_value": "gelu"}, rec.entries[2])
