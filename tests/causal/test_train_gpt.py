@@ -345,7 +345,7 @@ def test_horizon_branches_start_where_a_separate_runs_lr_leaves_the_trunks():
 ])
 def test_horizons_rejects_bad_values_naming_the_fix(value, match):
     with pytest.raises(tg.ConfigValueError, match=match):
-        tg.preset_config("tiny", horizons=value).horizon_steps
+        _ = tg.preset_config("tiny", horizons=value).horizon_steps
 
 
 def test_horizons_refuses_knobs_that_would_change_the_shared_stable_phase():

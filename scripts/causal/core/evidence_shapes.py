@@ -1,4 +1,4 @@
-"""Data shapes of the verified evidence table and the transfer calibration built on it.
+"""Data shapes of the verified evidence table and the proxy-to-H100 transfer built on it.
 
 Re-exported by ``core.schema`` (stages import every shape from there); kept in their own module so that schema.py
 stays one readable page.
@@ -88,3 +88,18 @@ class CalibrationItem:
     source: str = ""  # record file:line of the quote
     entry: str = ""  # the verified entry's key (record_id#id)
     reversed: bool = False  # the row measured the opposite direction (to -> from): its delta was sign-flipped
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferResult:
+    """Proxy -> target transfer of one intervention's effect (ratio = target / proxy, Fieller interval)."""
+
+    intervention: str
+    proxy_mean: float
+    target_mean: float
+    sign_agree: bool
+    ratio: float | None
+    ratio_ci_low: float | None
+    ratio_ci_high: float | None
+    ratio_ci_kind: str
+    level: float

@@ -14,6 +14,7 @@ from scripts.causal.core.evidence_shapes import (  # noqa: F401  (re-exported: s
     EVIDENCE_METRICS,
     CalibrationItem,
     EvidenceEntry,
+    TransferResult,
     VerifiedRecord,
 )
 from scripts.causal.core.jsonio import (  # noqa: F401  (re-exported: every stage imports them from schema)
@@ -392,21 +393,6 @@ class ConfirmPlan:
     metric: str = "post_quant_val_bpb"
     effect_bpb: float | None = None
     effect_nats: float = 0.005
-
-
-@dataclasses.dataclass(frozen=True)
-class TransferResult:
-    """Proxy -> target transfer of one intervention's effect (ratio = target / proxy, Fieller interval)."""
-
-    intervention: str
-    proxy_mean: float
-    target_mean: float
-    sign_agree: bool
-    ratio: float | None
-    ratio_ci_low: float | None
-    ratio_ci_high: float | None
-    ratio_ci_kind: str
-    level: float
 
 
 @dataclasses.dataclass(frozen=True)
