@@ -43,7 +43,9 @@ from scripts.causal.dag.search import (
     run_pc,
 )
 from scripts.causal.select_interventions import (
+    as_candidates,
     expert_strengths,
+    in_stack_reasons,
     rank_candidates,
     read_transfer,
     registry_candidates,
@@ -164,10 +166,7 @@ def estimate(matrix: Mapping | Sequence, *, expert: ExpertDag | None = None, alp
             ledger_rows.append({"intervention": name, "mean_delta_bpb": e["mean_delta_bpb"], "decision": None,
                                 "ci_low": e["mean_delta_bpb"] - half if half > 0 else None,
                                 "ci_high": e["mean_delta_bpb"] + half if half > 0 else None})
-    cands = candidates if candidates is not None else registry_candidates()
-    from scripts.causal.select_interventions import as_candidates, in_stack_reasons
-
-    cands = as_candidates(cands)
+    cands = as_candidates(candidates if candidates is not None else registry_candidates())
     ranking = rank_candidates(cands, ablations=verified_pool, identifiability=ident, ledger=ledger_rows,
                               in_stack=in_stack_reasons(stack, preset, [c.name for c in cands]),
                               prior_strength=expert_strengths(expert), transfer=transfer,

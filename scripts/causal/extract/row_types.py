@@ -97,8 +97,6 @@ _METRIC_WORDS = re.compile(r"\b(?:post|pre)[\s_-]?(?:ttt|quant\w*|ema)\b|\bbp[bp
 NUMERIC_FEATURES = tuple(f for f, v in BASELINE_FEATURES.items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool))
 CATEGORICAL_FEATURES = tuple(f for f, v in BASELINE_FEATURES.items() if isinstance(v, str))
-# trainer fields that set a numeric canonical feature: a row is typed with the canonical name
-_CANONICAL_NUMERIC = {"qk_gain_init": "qk_gain"}
 
 
 def map_change(change: str) -> tuple[list[str], int]:
@@ -211,15 +209,16 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
     setting = knob_setting(row.change, row.reference)
     if setting is not None:
         knob, frm, to = setting
-        knob = _CANONICAL_NUMERIC.get(knob, knob)
+        from scripts.causal.screen.registry import FIELD_FEATURE
+
+        if FIELD_FEATURE.get(knob) in NUMERIC_FEATURES:  # a field that sets a numeric canonical feature
+            knob = FIELD_FEATURE[knob]                   # (qk_gain_init -> qk_gain): typed with the canonical name
         if frm is not None and frm != to:
             return out("ablation", f"a setting of {knob}: {frm} -> {to}", features=(knob,), from_value=frm,
                        to_value=to, direction=1 if to > frm else -1)
         # "Sliding window evaluation (stride=64)": the words name the feature the setting belongs to; a bare
         # "+ bigram=8192" names none, and "reducing momentum to 0.80 ... STE" names another: no claim
         named_feats = map_change(_KEY_VALUE_TEXT.sub(" ", row.change))[0]
-        from scripts.causal.screen.registry import FIELD_FEATURE
-
         if not named_feats or any(f not in (knob, FIELD_FEATURE.get(knob)) for f in named_feats):
             return out("sweep_unmapped", f"sets {knob} to {to}, but the row does not say from what", features=(knob,))
         text = _KEY_VALUE_TEXT.sub(" ", text)
