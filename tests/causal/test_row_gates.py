@@ -138,3 +138,70 @@ def test_the_scorer_counts_right_claims_wrong_claims_and_misses():
     assert same_knob("muon_wd", "muon_weight_decay") and not same_knob("muon_wd", "matrix_lr")
     assert claim_is_right({"features": ["activation"], "to_value": "leaky_relu2"}, rec.entries[2])
     assert not claim_is_right({"features": ["activation"], "to_value": "gelu"}, rec.entries[2])
+
+
+def test_a_sweep_is_read_against_its_one_bold_row_and_a_stack_against_the_row_above():
+    ns = ("| Steps | val_bpb | roundtrip |\n|---|---|---|\n| 2 | 1.684 | 1.733 |\n| **3** | **1.671** | **1.672** |\n"
+          "| 5 | 1.713 | 1.719 |\n")
+    rows = typed(ns)   # the bold row is the record's choice, the other rows are measured from it
+    assert {k: v[0] for k, v in rows.items()} == {"Steps = 2": "sweep_unmapped", "Steps = 5": "sweep_unmapped"}
+    assert rows["Steps = 5"][4] == pytest.approx(0.042)   # a bare "Steps" names no knob ...
+    named = typed(ns.replace("| Steps |", "| NS steps |"))   # ... "NS steps" does (muon_backend_steps)
+    assert named["NS steps = 2"][:5] == ("ablation", ("muon_backend_steps",), 3, 2, pytest.approx(0.013))
+    assert named["NS steps = 5"][2:5] == (3, 5, pytest.approx(0.042))
+    stack = ("| Change | val_bpb | Delta |\n|---|---|---|\n| base | 1.1446 | baseline |\n"
+             "| + bigram=8192 | 1.1434 | -0.0012 |\n| + bigram=10240 | 1.1426 | -0.0008 |\n")
+    rows = typed(stack)   # each "+" row is an increment over the row above: 8192 -> 10240; the first has no "from"
+    assert rows["+ bigram=10240"][:4] == ("ablation", ("bigram_buckets",), 8192, 10240)
+    assert rows["+ bigram=8192"][0] == "sweep_unmapped"
+
+
+def test_a_batch_under_1024_counts_sequences_not_tokens():
+    assert knob_setting("Batch Size = 65536", "Batch Size = 524288") == ("train_batch_tokens", 524288, 65536)
+    assert knob_setting("batch size 32 -> 64") is None
+
+
+def test_per_seed_means_leave_out_approximate_cells_on_both_columns():
+    text = ("| Seed | val_bpb (standard) | val_bpb (sliding) |\n|---|---|---|\n| 1337 | 1.1821 | 1.1610 |\n"
+            "| 42 | ~1.1815 | 1.1598 |\n| 3 | ~1.1810 | 1.1586 |\n")
+    (row,) = table_ablations(text)   # only seed 1337 is exact in both columns
+    assert row.delta_bpb == pytest.approx(1.1610 - 1.1821) and row.n_seeds == 1
+
+
+def test_an_eval_stage_pair_is_a_bundle_where_the_record_also_applies_another_eval_transform():
+    text = ("| Seed | RT bpb | Sliding BPB (s16) |\n|---|---|---|\n| 1 | 1.1842 | 1.1570 |\n| 2 | 1.1840 | 1.1571 |\n")
+    (row,) = type_rows(extract_ablations(text))
+    assert row.kind == "ablation" and row.features == ("sliding_window_eval",)
+    for applied, kind in [("- **Temperature scaling (T=0.90):** grid on training tokens\n", "multi_feature"),
+                          ("# SP8192 + Legal TTT + Causal N-gram Token Tilt\n", "multi_feature"),
+                          ("- No TTT, SLOT, n-gram cache, or eval-time adaptation\n", "ablation"),   # negated
+                          ("| Optimal temperature | 1.02 |\n", "ablation")]:                    # no T below 1
+        (row,) = type_rows(extract_ablations(text), text=applied + text)
+        assert row.kind == kind, applied
+
+
+def test_the_scorer_accepts_a_claim_read_the_other_way():
+    rec = VerifiedRecord("r", "track_10min_16mb", "2026-04-10", (), False, "", (
+        _entry(1, "single_change", "grad_clip_norm", 0.0, 1.0, -0.003),))
+    rows = [{"change": "Grad Clip = 0.0 (off)", "delta_bpb": 0.003, "kind": "ablation", "features": ["grad_clip_norm"],
+             "direction": -1, "from_value": 1.0, "to_value": 0.0}]   # 1.0 -> 0.0, +0.003: the same measurement
+    s = score_typing([{"record_id": "r", "ablations": rows}], {"r": rec})
+    assert (s.n_right, s.n_found) == (1, 1)
+    rows[0]["delta_bpb"] = -0.003   # the same values with the sign of the other reading: wrong
+    assert score_typing([{"record_id": "r", "ablations": rows}], {"r": rec}).n_right == 0
+
+
+def test_an_experiment_log_reads_each_run_against_the_run_it_names_or_the_run_above():
+    log = ("| Run | Key Changes | val_bpb |\n|---|---|---|\n| R1 | LR=0.003, 600s | 2.074 |\n"
+           "| R17 | g=128, softcap=15 | 1.684 |\n| R18 | g=128, softcap=10 | 1.671 |\n"
+           "| R31 | + Momentum 0.85 | 1.616 |\n| R32 | Momentum 0.75 | 1.617 |\n| R33 | Mode 2 + EMA@60% | 1.668 |\n"
+           "| R34 | Mode 2 (MLP down BWN) | 1.699 |\n| R39 | R18 + EMA@60% | 1.690 |\n| R40 | 13L MLP 3x | 1.745 |\n")
+    rows = typed(log)
+    assert rows["softcap=10"][:4] == ("ablation", ("logit_softcap",), 15, 10)       # one setting differs
+    assert rows["softcap=10"][4] == pytest.approx(-0.013)
+    assert rows["Momentum=0.75"][:4] == ("ablation", ("muon_momentum",), 0.85, 0.75)  # "word value" is a setting
+    assert rows["+ EMA@60%"][:2] == ("ablation", ("ema",))          # R39 names R18: measured against it
+    assert rows["+ EMA@60%"][4] == pytest.approx(1.690 - 1.671)
+    assert rows["13L MLP 3x"][0] == "multi_feature"                # differs from the run above in two settings
+    # R34 drops a setting R33 had: not one named change, and no "+" increment: no claim
+    assert all(v[0] != "ablation" for k, v in rows.items() if "Mode 2" in k)

@@ -18,7 +18,10 @@ from scripts.causal.extract.table_shapes import (
     before_after_label,
     column_pairs,
     eval_columns,
+    is_log,
     label_column,
+    log_change,
+    log_reference,
     metric_pairs,
 )
 
@@ -94,6 +97,8 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
         from_base = _deltas_from_base(rows, delta_col, bpb_col, label_col) if delta_col is not None else None
         if delta_col is not None:
             ref_label = _reference_row(header, rows, delta_col, label_col)
+            labels = [_clean(r[label_col]) if len(r) > label_col else "" for r in rows]
+            stacked = sum(lbl.startswith("+") for lbl in labels[1:]) >= max(1, (len(rows) - 1) // 2)
             for k, r in enumerate(rows):
                 if len(r) <= max(delta_col, label_col):
                     continue
@@ -129,8 +134,10 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 if re.search(r"^(?:base(?:line)?|control|reference|ours?|final|total|sota)\b", label, re.I) and d == 0:
                     continue
                 col = f" column '{_clean(header[bpb_col])}'" if bpb_col is not None else ""
+                # a "+ X" stack's rows are increments over the row above ("+ bigram=10240" after "+ bigram=8192")
+                ref = labels[k - 1] if stacked and k and labels[k].startswith("+") else ref_label
                 rows_out.append(AblationRow(change=label, delta_bpb=round(d, 8), source=f"README table '{heading}'{col}",
-                                            reference=ref_label))
+                                            reference=ref))
             continue
         # absolute values only
         vals, cells = [], []
@@ -153,17 +160,50 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
         if pairs:  # each config scored two ways: the eval stage's effect per row, not config vs config
             rows_out += pairs
             continue
+        if label_col and is_log(header, cells):
+            rows_out += _log_rows(header, cells, vals, heading, label_col, bpb_col)
+            continue
         cumulative = sum(lbl.startswith("+") for lbl, _ in vals[1:]) >= max(1, (len(vals) - 1) // 2)
-        for k in range(1, len(vals)):
-            ref_label, ref = vals[k - 1] if cumulative else vals[0]
-            change, how = vals[k][0], "cumulative" if cumulative else "vs first row"
-            others = [] if cumulative else _other_settings(header, cells[0], cells[k], (label_col, bpb_col))
+        bold = [k for k, r in enumerate(cells) if "**" in r[label_col] or "**" in r[bpb_col]]
+        # a sweep's one bold row is the setting the record chose: the other rows are measured against it
+        base = bold[0] if not cumulative and len(bold) == 1 else 0
+        for k in range(len(vals)):
+            if k == base or (cumulative and k == 0):
+                continue
+            ref_label, ref = vals[k - 1] if cumulative else vals[base]
+            change, how = vals[k][0], "cumulative" if cumulative else "vs the bold row" if base else "vs first row"
+            others = [] if cumulative else _other_settings(header, cells[base], cells[k], (label_col, bpb_col))
             if others:  # other config columns that differ from the first row belong to the change too
                 change += f" (also differs in {', '.join(f'{h} {a}/{b}' for h, a, b in others)})"
                 how += "; other columns differ"
             rows_out.append(AblationRow(change=change, delta_bpb=round(vals[k][1] - ref, 8), reference=ref_label,
                                         source=f"README table '{heading}' ({how})"))
     return rows_out
+
+
+def _log_rows(header: list[str], cells: list[list[str]], vals: list[tuple[str, float]], heading: str,
+              label_col: int, bpb_col: int) -> list[AblationRow]:
+    """An experiment log without a delta column: each run against the run its label names, else the run above
+    (``table_shapes.log_reference``); a run that also differs in another configuration column, or in its step
+    count, carries that difference in its label (a bundle)."""
+    out = []
+    steps = [j for j, h in enumerate(header) if re.fullmatch(r"steps?|iters?|iterations", _clean(h), re.I)]
+    for k in range(1, len(vals)):
+        j, change, how = log_reference(cells, k, vals[k][0])
+        ref_label = vals[j][0]
+        diff = log_change(change, ref_label)
+        if diff is not None:   # the labels differ in one setting: that setting is the change
+            change, ref_label = diff[0], diff[1] or ref_label
+            how += "; the one setting the labels differ in"
+        others = _other_settings(header, cells[j], cells[k], (0, label_col, bpb_col))
+        others += [(_clean(header[c]), _clean(cells[j][c]), _clean(cells[k][c])) for c in steps
+                   if c < min(len(cells[j]), len(cells[k])) and _clean(cells[j][c]) != _clean(cells[k][c])]
+        if others:
+            change += f" (also differs in {', '.join(f'{h} {a}/{b}' for h, a, b in others)})"
+            how += "; other columns differ"
+        out.append(AblationRow(change=change, delta_bpb=round(vals[k][1] - vals[j][1], 8), reference=ref_label,
+                               source=f"README table '{heading}' ({how})"))
+    return out
 
 
 _RESULT_COLUMN = re.compile(r"bp[bp]|score|loss|round[\s_-]?trip|gap|note|comment|remark|status|time|size|param|"
@@ -235,10 +275,20 @@ def _deltas_from_base(rows: list[list[str]], delta_col: int, bpb_col: int | None
     return out if differs else None
 
 
+_APPROX = re.compile(r"^\s*(?:~|≈|about|approx|circa|ca\.)|\?", re.I)
+
+
 def _column_means(rows: list[list[str]], cols: list[int]) -> dict[int, tuple[float, int]]:
-    """Per column: the Mean row's value, else the mean over seed rows (first cell an integer): (mean, n)."""
+    """Per column: the Mean row's value, else the mean over seed rows (first cell an integer): (mean, n).
+
+    A seed whose cell in any of ``cols`` is approximate ("~1.1815") is left out of every column's mean, so that the
+    columns stay paired on the same seeds; the Mean row is then not used either (it averages the approximations).
+    """
     seeds = [r for r in rows if r and re.fullmatch(r"\d+", _clean(r[0]))]
     mean_row = next((r for r in rows if r and re.fullmatch(r"mean|avg|average", _clean(r[0]), re.I)), None)
+    exact = [r for r in seeds if not any(j < len(r) and _APPROX.search(_clean(r[j])) for j in cols)]
+    if len(exact) < len(seeds):
+        seeds, mean_row = exact, None
     out = {}
     for j in cols:
         v = _bpb_in(mean_row[j]) if mean_row is not None and j < len(mean_row) else None

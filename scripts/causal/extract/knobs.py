@@ -33,8 +33,10 @@ PROSE_NAMES: tuple[tuple[str, str], ...] = (
     (r"(?:num[\s_]?)?layers", "num_layers"), (r"mlp[\s_]?(?:mult|ratio|expansion)?", "mlp_mult"),
     (r"model[\s_]?dim|d[\s_]?model", "model_dim"), (r"(?:train[\s_]?)?seq(?:uence)?[\s_]?len(?:gth)?", "train_seq_len"),
     (r"grad(?:ient)?[\s_]?clip(?:[\s_]norm)?", "grad_clip_norm"), (r"ema[\s_]?decay", "ema_decay"),
-    (r"(?:train[\s_]?)?batch[\s_]?tokens", "train_batch_tokens"), (r"ttt[\s_]?lr", "ttt_lr"),
+    (r"(?:train(?:ing)?[\s_]?)?batch(?:[\s_]?(?:tokens|size))?", "train_batch_tokens"), (r"ttt[\s_]?lr", "ttt_lr"),
     (r"ttt[\s_]?epochs", "ttt_epochs"), (r"rope[\s_]?base", "rope_base"),
+    (r"(?:muon[\s_]?)?(?:ns|newton[\s_-]?schulz)[\s_]?(?:backend[\s_]?)?(?:steps?|iter(?:ation)?s)(?:[\s_]count)?",
+     "muon_backend_steps"),
 )
 
 
@@ -75,7 +77,16 @@ def _num(s: str) -> float:
 
 
 def knob_setting(text: str, reference: str | None = None) -> tuple[str, object, object] | None:
-    """(knob, from, to) of a row that sets one knob of the vocabulary; None otherwise (see the module docstring)."""
+    """(knob, from, to) of a row that sets one knob of the vocabulary; None otherwise (see the module docstring).
+
+    A batch size under 1024 counts sequences, not tokens: it is no setting of ``train_batch_tokens``."""
+    out = _knob_setting(text, reference)
+    if out and out[0] == "train_batch_tokens" and any(v is not None and v < 1024 for v in out[1:]):
+        return None
+    return out
+
+
+def _knob_setting(text: str, reference: str | None) -> tuple[str, object, object] | None:
     text = re.sub(r"[*`\\]", "", text or "")
     for m in _ARROW.finditer(text):
         words = m.group(1).split()

@@ -85,7 +85,7 @@ def extract(inputs: list[Path]) -> dict:
         rec["base_record_ids"] = lin.base_candidates(rec, pr_to_record, set(by_id))
         base = ", ".join(rec["base_record_ids"]) or ", ".join(f"PR #{n}" for n in rec["base_prs"]) or None
         rec["ablations"] = type_rows(rec["ablations"], record_id=rec["record_id"], base=base,
-                                     n_seeds=len(rec["seeds"]) or None)
+                                     n_seeds=len(rec["seeds"]) or None, text=texts[rec["record_id"]][0])
     out_records = []
     wanted_ids = {f.name for f in folders if f.resolve() in wanted}
     for rec in sorted(records, key=lambda r: (r["track"], r["date"] or "", r["record_id"])):

@@ -11,14 +11,18 @@ and says why in ``note``:
   "reported as", "estimated", "should give", "expected", a range "0.005-0.006");
 - ``penalty``: a quantization / export row that states a penalty or gap of one model (pre-quant -> round trip)
   rather than two export schemes; a bit-width row must name both widths ("int8 -> int6", "int5 vs int6");
-- ``nonadjacent``: a row of a configuration table compared with the table's first row, unless the row sets one
+- ``nonadjacent``: a row of a configuration table compared with the table's first row (or a run of an experiment
+  log compared with the run above it, unless its label is a "+ X" increment), unless the row sets one
   knob of the trainer's vocabulary against that row (a sweep: ``MATRIX_LR=0.02`` vs ``MATRIX_LR=0.04``) or the two
   labels differ only in switching one thing ("with SmearGate" vs "without SmearGate"); configs
   such as "10L uniform" against "9L every=2" differ in more than their label says;
 - ``no_direction``: a numeric row whose "from" value was assumed (the naive baseline's), not stated: the record's
   stack is not the naive baseline;
 - ``restated``: a prose row that repeats a change the record's own table measures, with another figure beyond the
-  prose figure's rounding (the table row is the measurement; the prose figure comes from elsewhere).
+  prose figure's rounding (the table row is the measurement; the prose figure comes from elsewhere);
+- ``multi_feature`` again, record-level: an evaluation-stage pair (plain score -> sliding / TTT score of one model)
+  in a record whose text applies another evaluation-time transform as well (temperature scaling of the logits, an
+  n-gram tilt or cache): the staged score carries both, and the text does not separate them.
 """
 from __future__ import annotations
 
@@ -55,7 +59,8 @@ def gate_row(row: AblationRow) -> AblationRow:
         return _demote(row, "quoted_estimate", "another submission's figure or a projection, not measured here")
     if _BUNDLE.search(row.change) or "other columns differ" in row.source:
         return _demote(row, "multi_feature", "the row's change comes combined with others")
-    if "(vs first row" in row.source and not row.note.startswith("a setting of") and not _ab_pair(row):
+    if ("(vs first row" in row.source or "(vs row above" in row.source) and not row.note.startswith("a setting of") \
+            and not _ab_pair(row) and not row.change.lstrip().startswith("+"):
         return _demote(row, "nonadjacent", "a configuration row against the table's first row, which may differ in "
                                            "more than the row's label names")
     feat = row.features[0] if row.features else None
@@ -85,9 +90,34 @@ def half_unit(x: float) -> float:
     return 0.5 * 10.0 ** -decimals + 1e-12
 
 
-def gate_record(rows: Sequence[AblationRow]) -> tuple[AblationRow, ...]:
-    """``gate_row`` on each row, then the record-level rule: prose restating a table-measured change."""
+_EVAL_STAGES = {"sliding_window_eval", "ttt", "lora_ttt"}
+# a temperature only with a stated value below 1 ("Temperature scaling (T=0.90)"; "optimal temperature 1.02" is ~none)
+_EVAL_TRANSFORM = re.compile(r"\btemperature\b[^.\n]{0,40}?(?<![\d.])0\.\d+|\bT\s*=\s*0\.\d+|"
+                             r"\bn[\s-]?gram[\s-]*(?:token[\s-]*)?(?:tilt|cache|mix\w*|bias)", re.I)
+_NEGATED = re.compile(r"\b(?:no|not|without|disabled?|never|nor)\b|\bw/o\b", re.I)
+_STAGE_PAIR = re.compile(r"\((?:metric pair|mean row|column pair)\)|eval-stage", re.I)
+
+
+def eval_transform(text: str) -> str | None:
+    """The words of a record's text that apply another evaluation-time transform ("Temperature scaling (T=0.90)",
+    "causal n-gram token tilt"), or None."""
+    for m in _EVAL_TRANSFORM.finditer(text or ""):
+        line_start = (text.rfind("\n", 0, m.start()) + 1)
+        if not _NEGATED.search(text[line_start:m.start()]):  # "No TTT, SLOT, n-gram cache": not applied
+            return m.group(0)
+    return None
+
+
+def gate_record(rows: Sequence[AblationRow], *, text: str = "") -> tuple[AblationRow, ...]:
+    """``gate_row`` on each row, then the record-level rules: an evaluation-stage pair in a record that applies
+    another evaluation-time transform (``text``: the record's README), prose restating a table-measured change."""
     rows = [gate_row(r) for r in rows]
+    other = eval_transform(text)
+    if other:
+        rows = [_demote(r, "multi_feature", f"an evaluation-stage score of a record that also applies '{other}' at "
+                                            "evaluation: the staged score carries both")
+                if r.kind == "ablation" and set(r.features) & _EVAL_STAGES and _STAGE_PAIR.search(r.source) else r
+                for r in rows]
     measured = {(r.features, r.direction): r.delta_bpb for r in rows
                 if r.kind == "ablation" and r.source_kind == "table" and r.delta_bpb is not None}
     out = []

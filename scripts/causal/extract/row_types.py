@@ -304,13 +304,13 @@ def heading_of(source: str) -> str:
 
 
 def type_rows(rows, *, record_id: str | None = None, base: str | None = None,
-              n_seeds: int | None = None) -> tuple[AblationRow, ...]:
+              n_seeds: int | None = None, text: str = "") -> tuple[AblationRow, ...]:
     """``type_row`` over a record's rows (raw dicts or ``AblationRow``), heading read from each source, then the
-    right-or-silent checks of ``extract.row_gates``."""
+    right-or-silent checks of ``extract.row_gates`` (``text``: the record's README, for its record-level rules)."""
     from scripts.causal.extract.row_gates import gate_record
 
     out = []
     for r in rows:
         row = r if isinstance(r, AblationRow) else AblationRow.from_dict(r)
         out.append(type_row(row, record_id=record_id, base=base, n_seeds=n_seeds, heading=heading_of(row.source)))
-    return gate_record(out)
+    return gate_record(out, text=text)

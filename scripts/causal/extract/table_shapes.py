@@ -1,7 +1,8 @@
 """Table shapes records use for ablations, beyond a plain "label | bpb | delta" table.
 
 - **Experiment logs** (``| Exp | Description | val_bpb | Delta | Status |``): the first column is an id ("E3",
-  "R12", "#4"), so the change is read from the description column (``label_column``).
+  "R12", "#4"), so the change is read from the description column (``label_column``); without a delta column each
+  run is measured against the run its label names ("R34 + EMA@60%"), else the run above (``log_reference``).
 - **Before / after tables** (``| Change | PR #374 | This | Impact |``): the change is the label with its two
   settings, "Warmdown: 3000 -> 3500", or "+ EMA" when the before cell says it was off (``before_after_label``).
 - **Config tables with two eval-stage columns** (``| Config | Sliding BPB | Standard BPB |``): each row is one
@@ -16,8 +17,8 @@ import re
 
 from scripts.causal.core.schema import AblationRow
 
-__all__ = ["before_after_columns", "before_after_label", "column_pairs", "eval_columns", "label_column",
-           "metric_pairs"]
+__all__ = ["before_after_columns", "before_after_label", "column_pairs", "eval_columns", "is_log", "label_column",
+           "log_change", "log_reference", "metric_pairs"]
 
 _ID_HEADER = re.compile(r"^(?:exp(?:eriment)?|run|id|#|no\.?|step|trial|v(?:ersion)?)$", re.I)
 _ID_CELL = re.compile(r"^[A-Za-z]{0,3}[-_]?\d{1,3}[a-z]?$")
@@ -33,11 +34,64 @@ def _clean(s: str) -> str:
 
 def label_column(header: list[str], rows: list[list[str]], default: int) -> int:
     """The column that names each row's change: a description column when the first column holds run ids."""
-    first = [_clean(r[0]) for r in rows if r]
-    ids = bool(first) and (_ID_HEADER.match(_clean(header[0])) or all(_ID_CELL.match(c) for c in first if c))
-    if not ids:
+    if not is_log(header, rows):
         return default
     return next((j for j, h in enumerate(header) if j > 0 and _DESC_HEADER.search(h)), default)
+
+
+def log_reference(rows: list[list[str]], k: int, label: str) -> tuple[int, str, str]:
+    """In an experiment log (column 0: run ids, chronological), the row that row ``k`` is measured against: the run
+    its label names ("R34 + EMA@60%" -> R34; the label loses the id: "+ EMA@60%"), else the row above.
+    Returns (reference row index, the row's label, how)."""
+    ids = {_clean(r[0]).lower(): j for j, r in enumerate(rows) if r and _clean(r[0])}
+    for m in re.finditer(r"\b([A-Za-z]{0,3}[-_]?\d{1,3}[a-z]?)\b", label):
+        j = ids.get(m.group(1).lower())
+        if j is not None and j != k and re.search(r"[A-Za-z]", m.group(1)):
+            rest = (label[:m.start()] + label[m.end():]).strip(" ,;:")
+            return j, (rest if rest.startswith("+") else f"+ {rest}"), f"vs run {m.group(1)}, named in the label"
+    return k - 1, label, "vs row above (experiment log)"
+
+
+_ITEM_SPLIT = re.compile(r"\s*(?:,|;|\s\+\s|^\+\s*)\s*")
+_WORDS_NUM = re.compile(r"^([A-Za-z][A-Za-z _-]*?)\s+(-?\d+(?:\.\d+)?)$")
+_NEG = re.compile(r"^(?:no|without|w/o)\s+", re.I)
+
+
+def _items(label: str) -> dict[str, str]:
+    """A run's label as its settings, lower case -> as written: "Mode 2 (MLP down BWN) + EMA@60%" -> {"mode 2",
+    "ema@60%"}; "Momentum 0.75" -> {"momentum=0.75": "Momentum=0.75"} (a knob word and its value as a setting)."""
+    out = {}
+    for it in _ITEM_SPLIT.split(re.sub(r"\([^)]*\)", " ", _clean(label))):
+        it = " ".join(it.split())
+        m = _WORDS_NUM.match(it)
+        if it:
+            it = f"{m.group(1)}={m.group(2)}" if m else it
+            out[it.lower()] = it
+    return out
+
+
+def log_change(label: str, reference: str) -> tuple[str, str] | None:
+    """What one run of a log changes against its reference run, from the two labels: (change, reference setting).
+
+    "g=128, softcap=10" against "g=128, softcap=15" -> ("softcap=10", "softcap=15"); "Mode 2 + EMA@60%" against
+    "Mode 2" -> ("+ EMA@60%", ""); "no EMA, LR=0.005" against "EMA, LR=0.005" -> ("no EMA", "EMA"). None when the
+    labels differ in more than one setting (the caller keeps the full label: a bundle or unmapped) or a "+ X" row,
+    which states its increment itself."""
+    if label.lstrip().startswith("+"):
+        return None
+    a, b = _items(reference), _items(label)
+    only_a, only_b = [a[x] for x in a if x not in b], [b[x] for x in b if x not in a]
+    if not only_a and len(only_b) == 1:
+        return f"+ {only_b[0]}", ""
+    if len(only_a) == 1 and len(only_b) == 1:
+        return only_b[0], only_a[0]
+    return None
+
+
+def is_log(header: list[str], rows: list[list[str]]) -> bool:
+    """Column 0 holds run ids ("R12", "E3", "#4"): an experiment log."""
+    first = [_clean(r[0]) for r in rows if r]
+    return bool(first) and bool(_ID_HEADER.match(_clean(header[0])) or all(_ID_CELL.match(c) for c in first if c))
 
 
 def before_after_columns(header: list[str]) -> tuple[int, int] | None:

@@ -61,6 +61,14 @@ def _knob_of(row: Mapping) -> str | None:
     return feats[0] if len(feats) == 1 else None
 
 
+def reversed_row(row: Mapping) -> dict:
+    """The same measurement read the other way: "1.0 -> 0.0, +0.003" is "0.0 -> 1.0, -0.003" (a sweep row measured
+    against the record's chosen setting states the chosen setting's effect, reversed)."""
+    d = row.get("delta_bpb")
+    return {**row, "from_value": row.get("to_value"), "to_value": row.get("from_value"),
+            "direction": -int(row.get("direction") or 1), "delta_bpb": None if d is None else -float(d)}
+
+
 def claim_is_right(row: Mapping, entry: EvidenceEntry) -> bool:
     """A mined one-change row says what the verified entry says: a single change of that knob, that way."""
     if not entry.is_single_change or entry.knob is None or not same_knob(_knob_of(row), entry.knob):
@@ -110,8 +118,12 @@ def score_typing(pred_records: Sequence[Mapping], table: Mapping[str, VerifiedRe
         right_entries: set[int] = set()
         for row in rows:
             tol = max(DELTA_TOL, half_unit(float(row["delta_bpb"])))
-            near = [e for e in rec.entries if e.delta_bpb is not None and abs(float(row["delta_bpb"]) - e.delta_bpb) <= tol]
-            ok = [e for e in near if claim_is_right(row, e)]
+            near, ok = [], []
+            for r in (row, reversed_row(row)) if row.get("from_value") is not None else (row,):
+                close = [e for e in rec.entries
+                         if e.delta_bpb is not None and abs(float(r["delta_bpb"]) - e.delta_bpb) <= tol]
+                near += [e for e in close if e not in near]
+                ok += [e for e in close if claim_is_right(r, e) and e not in ok]
             n_claims += 1
             n_right += bool(ok)
             if _knob_of(row) in reg_knobs:
