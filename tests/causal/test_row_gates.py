@@ -205,3 +205,19 @@ def test_an_experiment_log_reads_each_run_against_the_run_it_names_or_the_run_ab
     assert rows["13L MLP 3x"][0] == "multi_feature"                # differs from the run above in two settings
     # R34 drops a setting R33 had: not one named change, and no "+" increment: no claim
     assert all(v[0] != "ablation" for k, v in rows.items() if "Mode 2" in k)
+
+
+def test_a_value_column_is_named_by_its_heading_when_only_the_heading_names_a_knob():
+    ns = ("### NS Step Count Ablation\n\n| Steps | val_bpb |\n|---|---|\n| 2 | 1.684 |\n| **3** | **1.671** |\n")
+    assert typed(ns)["NS Step Count = 2"][:4] == ("ablation", ("muon_backend_steps",), 3, 2)
+    other = ("### Group Size Ablation\n\n| Steps | val_bpb |\n|---|---|\n| 2 | 1.684 |\n| **3** | **1.671** |\n")
+    assert "Steps = 2" in typed(other)   # the heading names no knob: the column keeps its own name
+
+
+def test_pre_and_post_ema_columns_give_the_average_s_effect_on_the_same_runs():
+    text = ("| Seed | Pre-EMA BPB | Post-EMA BPB | Post-Quant BPB |\n|---|---|---|---|\n"
+            "| 42 | 1.0733 | 1.07257 | 1.08502 |\n| 0 | 1.0723 | 1.07108 | 1.08392 |\n| 1234 | 1.0713 | 1.07174 | 1.08517 |\n")
+    rows = typed(text)
+    (name,) = [k for k in rows if k.startswith("EMA")]
+    assert rows[name][:4] == ("ablation", ("ema",), False, True)
+    assert rows[name][4] == pytest.approx((1.07257 + 1.07108 + 1.07174 - 1.0733 - 1.0723 - 1.0713) / 3, abs=1e-7)

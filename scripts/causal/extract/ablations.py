@@ -96,7 +96,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
         gain_header = delta_col is not None and re.search(r"gain|improv|reduc", low[delta_col]) is not None
         from_base = _deltas_from_base(rows, delta_col, bpb_col, label_col) if delta_col is not None else None
         if delta_col is not None:
-            ref_label = _reference_row(header, rows, delta_col, label_col)
+            ref_label = _reference_row(header, rows, delta_col, label_col, heading)
             labels = [_clean(r[label_col]) if len(r) > label_col else "" for r in rows]
             stacked = sum(lbl.startswith("+") for lbl in labels[1:]) >= max(1, (len(rows) - 1) // 2)
             for k, r in enumerate(rows):
@@ -117,7 +117,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 if re.fullmatch(r"(?:mean|avg|average)", label, re.I):
                     label = f"{_clean(header[delta_col])} ({label.lower()})"
                 elif re.match(r"[\d.]+(?:\s*\(|$)", label):
-                    label = f"{_clean(header[label_col])} = {label}"
+                    label = f"{_knob_column(header[label_col], heading)} = {label}"
                 d = _to_float(m.group(0))
                 if from_base is not None and k in from_base:  # a "+ X" stack whose Δ column is vs its first row
                     d, label = from_base[k], f"{label} (increment; the table's delta is vs its first row)"
@@ -148,7 +148,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             label = _clean(r[label_col])
             if v is not None and label:
                 if re.match(r"[\d.]+(?:\s*\(|$)", label):  # "0.02 (optimal)": a value of the column's knob
-                    label = f"{_clean(header[label_col])} = {label}"
+                    label = f"{_knob_column(header[label_col], heading)} = {label}"
                 vals.append((label, v))
                 cells.append(r)
         if len(vals) < 2 or not re.search(r"bp[bp]|score", low[bpb_col]):
@@ -239,7 +239,21 @@ def _staged(header: list[str], row: list[str], label: str, stated: str) -> Ablat
                        delta_bpb=round(d, 8), source="", reference=label)  # the stated figure, to its precision
 
 
-def _reference_row(header: list[str], rows: list[list[str]], delta_col: int, label_col: int) -> str | None:
+def _knob_column(cell: str, heading: str) -> str:
+    """The name of a sweep's value column, qualified by its table's heading when only the heading names a knob:
+    "Steps" under "NS Step Count Ablation" -> "NS Step Count" (a bare "Steps" is no knob)."""
+    from scripts.causal.extract.knobs import knob_setting
+
+    name = _clean(cell)
+    core = re.sub(r"\s*\b(?:ablations?|sweeps?|analysis|study|comparison|results?|search|scan)\b.*$", "", heading or "",
+                  flags=re.I).strip(" :-")
+    if core and knob_setting(f"{name}=1") is None and knob_setting(f"{core}=1") is not None:
+        return core
+    return name
+
+
+def _reference_row(header: list[str], rows: list[list[str]], delta_col: int, label_col: int,
+                   heading: str = "") -> str | None:
     """The label of a sweep table's reference row: the one whose delta cell says "baseline" / "—" / 0 (the row the
     other rows' deltas are measured from), as "<knob> = <value>" when the label is a bare value."""
     for r in rows:
@@ -248,10 +262,11 @@ def _reference_row(header: list[str], rows: list[list[str]], delta_col: int, lab
         cell = _clean(r[delta_col]).lower()
         if re.fullmatch(r"baseline|base|ref(?:erence)?|default|[—–-]|[+±]?0(?:\.0+)?", cell):
             label = _clean(r[label_col])
-            return f"{_clean(header[label_col])} = {label}" if re.match(r"[\d.]+(?:\s*\(|$)", label) else label
+            return f"{_knob_column(header[label_col], heading)} = {label}" if re.match(r"[\d.]+(?:\s*\(|$)", label) \
+                else label
     # no reference row: the delta column may name it ("Δ vs 0.04", "delta from default 0.04")
     named = re.search(r"(?:vs\.?|from|against|default|baseline)\s*[=:(]?\s*(\d*\.?\d+)", _clean(header[delta_col]), re.I)
-    return f"{_clean(header[label_col])} = {named.group(1)}" if named else None
+    return f"{_knob_column(header[label_col], heading)} = {named.group(1)}" if named else None
 
 
 def _deltas_from_base(rows: list[list[str]], delta_col: int, bpb_col: int | None,
@@ -303,7 +318,8 @@ def _column_means(rows: list[list[str]], cols: list[int]) -> dict[int, tuple[flo
 
 def _ttt_effect(header: list[str], rows: list[list[str]], heading: str) -> list[AblationRow]:
     """Per-seed results with eval-stage score columns: the TTT effect (no-TTT / sliding / post-quant column ->
-    TTT column) and the sliding-window effect (post-quant column -> sliding column), on the column means."""
+    TTT column), the sliding-window effect (post-quant column -> sliding column) and the weight average's effect
+    (pre-EMA -> post-EMA column: one run's raw and averaged weights), on the column means."""
     low = [h.lower() for h in header]
     bpb = [j for j, h in enumerate(low) if re.search(r"bp[bp]", h)]
     first = lambda rx, excl=None: next((j for j in bpb if re.search(rx, low[j])  # noqa: E731
@@ -320,6 +336,15 @@ def _ttt_effect(header: list[str], rows: list[list[str]], heading: str) -> list[
         (a, n), (b, _) = means[before], means[ttt]
         out.append(AblationRow(change=f"TTT ({_clean(header[before])} -> {_clean(header[ttt])}, mean)",
                                delta_bpb=round(b - a, 8), source=f"README table '{heading}' (mean row)", n_seeds=n or None))
+    pre_avg, post_avg = first(r"pre[\s-]?(?:ema|swa)\b"), first(r"post[\s-]?(?:ema|swa)\b")
+    if pre_avg is not None and post_avg is not None:   # raw end-of-training weights -> the averaged weights
+        avg = _column_means(rows, [pre_avg, post_avg])
+        if len(avg) == 2:
+            (a, n), (b, _) = avg[pre_avg], avg[post_avg]
+            kind = "EMA" if "ema" in low[post_avg] else "SWA"
+            out.append(AblationRow(change=f"{kind} ({_clean(header[pre_avg])} -> {_clean(header[post_avg])}, mean)",
+                                   delta_bpb=round(b - a, 8), source=f"README table '{heading}' (mean row)",
+                                   n_seeds=n or None))
     if sliding in means and post_q in means and sliding != post_q and ttt is None:
         (a, n), (b, _) = means[post_q], means[sliding]
         out.append(AblationRow(change=f"sliding window eval ({_clean(header[post_q])} -> {_clean(header[sliding])}, mean)",
