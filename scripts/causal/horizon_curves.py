@@ -3,6 +3,9 @@ predictor table (leave-one-intervention-out per class, on the verified calibrati
 
     python scripts/causal/horizon_curves.py --runs results/horizon/runs.json --out-dir results/horizon
 
+``--runs`` repeats: screens that share their control (same base config, bit-identical control runs per seed) are
+read as one (``horizon.curves.merge_screens``), e.g. a second screen that adds interventions.
+
 Writes ``horizon.json`` (schema_version 1; the block the decision-gate report shows with ``report.py
 --horizon-dir``), ``horizon.md`` and ``plots/horizon.png`` into --out-dir.
 """
@@ -16,7 +19,7 @@ from typing import Any
 
 from scripts.causal.core.cli import add_debug_flag, run_cli
 from scripts.causal.core.schema import CalibrationItem, write_json
-from scripts.causal.horizon.curves import delta_curves, horizons_of, stability
+from scripts.causal.horizon.curves import delta_curves, horizons_of, merge_screens, stability
 from scripts.causal.horizon.predict import candidate_values, predictor_table
 from scripts.causal.horizon.render import horizon_lines, plot_panel
 from scripts.causal.stats.pairing import FINAL_METRIC, load_runs, run_rows
@@ -79,7 +82,8 @@ def build(runs: Mapping, items: Sequence[CalibrationItem], *, target_tpp: float,
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=Path, required=True, help="runs.json of a screen run with horizons=H1/H2/...")
+    p.add_argument("--runs", type=Path, required=True, action="append",
+                   help="runs.json of a screen run with horizons=H1/H2/... (repeatable: screens sharing a control)")
     p.add_argument("--out-dir", type=Path, required=True, help="e.g. results/horizon")
     p.add_argument("--target-preset", default="baseline", help="the regime to extrapolate to (default: baseline)")
     p.add_argument("--metric", default=FINAL_METRIC, help="the scored metric (default: the last stage that ran)")
@@ -91,9 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from scripts.causal.transfer.calibration_set import build_calibration_set
         from scripts.causal.transfer_calibration import tokens_per_param as preset_tpp
 
-        runs = load_runs(args.runs)
+        runs = merge_screens([(str(p), load_runs(p)) for p in args.runs])
         items, _ = build_calibration_set(load_table())
-        block = build(runs, items, target_tpp=preset_tpp(args.target_preset), source=str(args.runs),
+        block = build(runs, items, target_tpp=preset_tpp(args.target_preset), source=", ".join(map(str, args.runs)),
                       metric=args.metric, plot="plots/horizon.png")
         plot_panel(block["curves"], dict(zip(block["horizons"], block["tokens_per_param"], strict=True)),
                    block["target_tokens_per_param"], block["h100_rows"], block["stability"],

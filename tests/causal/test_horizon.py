@@ -190,3 +190,30 @@ def test_cli_writes_the_json_the_markdown_and_the_panel(tmp_path):
     assert block["schema_version"] == 1 and block["target_tokens_per_param"] == pytest.approx(423.5, abs=1.0)
     assert (tmp_path / "out" / "plots" / "horizon.png").stat().st_size > 10_000
     assert (tmp_path / "out" / "horizon.md").read_text().startswith("# Δ along the training horizon\n\nBranched")
+
+
+def _split(payload: dict, names: set[str], base=None) -> dict:
+    """The part of a screen with the control and ``names``, under a header with its own interventions."""
+    rows = [json.loads(json.dumps(r)) for r in payload["runs"] if r["arm"] == "control" or r["intervention"] in names]
+    return {"schema_version": 1, "runs": rows,
+            "screen": {"base_config": base or {"iterations": 400}, "interventions": sorted(names),
+                       "treatment_overrides": {n: {} for n in names}, "seeds": [1, 2, 3]}}
+
+
+def test_two_screens_that_share_their_control_read_as_one():
+    from scripts.causal.horizon.curves import merge_screens
+
+    full = runs_payload()
+    a, b = _split(full, {"flipper"}), _split(full, {"mover", "steady"})
+    merged = merge_screens([("a.json", a), ("b.json", b)])
+    assert merged["screen"]["interventions"] == ["flipper", "mover", "steady"]
+    assert merged["screen"]["merged_from"] == ["a.json", "b.json"]
+    assert len(merged["runs"]) == 3 + 9   # the shared control once per seed
+    assert delta_curves(merged) == delta_curves(full)
+    b["runs"][0]["horizon_metrics"]["200"]["post_quant_val_bpb"] += 1e-9   # a control that does not reproduce
+    with pytest.raises(DataFormatError, match=r"b\.json: the control of seed 1 scores post_quant_val_bpb"):
+        merge_screens([("a.json", a), ("b.json", b)])
+    with pytest.raises(DataFormatError, match=r"b\.json: its base config differs .* \['iterations'\]"):
+        merge_screens([("a.json", a), ("b.json", _split(full, {"mover"}, base={"iterations": 200}))])
+    with pytest.raises(DataFormatError, match=r"b\.json: flipper seed 1 is also in a\.json"):
+        merge_screens([("a.json", a), ("b.json", _split(full, {"flipper"}))])

@@ -28,7 +28,7 @@ from scripts.causal.core.errors import DataFormatError
 from scripts.causal.stats.paired_tests import describe_pairs, t_pvalue
 from scripts.causal.stats.pairing import FINAL_METRIC, MIN_PAIRS, paired_deltas, run_rows
 
-__all__ = ["MOVING_ALPHA", "delta_curves", "horizon_rows", "horizons_of", "stability"]
+__all__ = ["MOVING_ALPHA", "delta_curves", "horizon_rows", "horizons_of", "merge_screens", "stability"]
 
 MOVING_ALPHA = 0.05
 SCORED = ("val_loss", "val_bpb", "post_quant_val_loss", "post_quant_val_bpb", "sliding_val_bpb", "ttt_val_bpb",
@@ -124,3 +124,61 @@ def stability(curve: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                                            f"({out['drift']:+.4f} bpb, p = {out['drift_p']:.3g}) is within its noise"
                                            if out["drift"] is not None else "stable")
     return out
+
+
+def merge_screens(payloads: Sequence[tuple[str, Mapping]]) -> dict[str, Any]:
+    """One horizon screen from several ``(path, runs.json payload)`` that share their control: the same base
+    config and horizons, and per seed a control run with the same config hash and the same scored numbers at
+    every horizon (CPU runs are bit-identical, so a control trained twice must agree exactly). Treatments may not
+    repeat across screens. Raises naming the two files and what differs; the merged header lists its sources."""
+    if not payloads:
+        raise DataFormatError("no runs.json given")
+    first_path, first = payloads[0]
+    base = (first.get("screen") or {}).get("base_config")
+    header = dict(first.get("screen") or {})
+    header.update(interventions=list(header.get("interventions") or ()),
+                  treatment_overrides=dict(header.get("treatment_overrides") or {}),
+                  seeds=sorted(set(header.get("seeds") or ())), merged_from=[p for p, _ in payloads])
+    controls: dict[int, tuple[str, Mapping]] = {}
+    treated: dict[tuple[str, int], str] = {}
+    rows: list[Mapping] = []
+    for path, payload in payloads:
+        screen = payload.get("screen") or {}
+        other = screen.get("base_config")
+        if other != base:
+            keys = sorted(k for k in set(base or {}) | set(other or {}) if (base or {}).get(k) != (other or {}).get(k))
+            raise DataFormatError(f"{path}: its base config differs from {first_path}'s in {keys}: not one screen")
+        if path != first_path:
+            header["interventions"] += [n for n in screen.get("interventions") or () if n not in header["interventions"]]
+            header["treatment_overrides"].update(screen.get("treatment_overrides") or {})
+            header["seeds"] = sorted(set(header["seeds"]) | set(screen.get("seeds") or ()))
+        for row in run_rows(payload):
+            seed = int(row["seed"])
+            if row.get("arm") == "control":
+                if seed in controls:
+                    _same_control(controls[seed], (path, row))
+                    continue
+                controls[seed] = (path, row)
+            else:
+                key = (str(row.get("intervention")), seed)
+                if key in treated:
+                    raise DataFormatError(f"{path}: {key[0]} seed {seed} is also in {treated[key]}")
+                treated[key] = path
+            rows.append(row)
+    out = {k: v for k, v in first.items() if k not in ("screen", "runs")}
+    return {**out, "screen": header, "runs": rows}
+
+
+def _same_control(a: tuple[str, Mapping], b: tuple[str, Mapping]) -> None:
+    (pa, ra), (pb, rb) = a, b
+    seed = ra.get("seed")
+    if ra.get("config_hash") != rb.get("config_hash"):
+        raise DataFormatError(f"{pb}: the control of seed {seed} has config hash {rb.get('config_hash')}, "
+                              f"{pa}'s {ra.get('config_hash')}: the screens do not share their control")
+    ha, hb = ra.get("horizon_metrics") or {}, rb.get("horizon_metrics") or {}
+    for h in sorted(set(ha) | set(hb), key=int):
+        for k in SCORED:
+            va, vb = (ha.get(h) or {}).get(k), (hb.get(h) or {}).get(k)
+            if va != vb:
+                raise DataFormatError(f"{pb}: the control of seed {seed} scores {k} = {vb!r} at {h} steps, {pa}'s "
+                                      f"{va!r}: the same config trained twice must agree exactly on CPU")
