@@ -221,3 +221,12 @@ def test_pre_and_post_ema_columns_give_the_average_s_effect_on_the_same_runs():
     (name,) = [k for k in rows if k.startswith("EMA")]
     assert rows[name][:4] == ("ablation", ("ema",), False, True)
     assert rows[name][4] == pytest.approx((1.07257 + 1.07108 + 1.07174 - 1.0733 - 1.0723 - 1.0713) / 3, abs=1e-7)
+
+
+def test_a_stack_row_scored_under_both_eval_columns_also_gives_the_stage_effect():
+    text = ("| Change | Pre-TTT bpb | Post-TTT bpb | Delta |\n|---|---|---|---|\n| base | 1.1234 | — | — |\n"
+            "| + Legal TTT | — | 1.1217 | -0.0017 |\n| + **LeakyReLU(0.5)²** | 1.1213 | **1.1183** | **-0.0021** |\n")
+    rows = typed(text)
+    assert rows["+ LeakyReLU(0.5)²"][4] == pytest.approx(-0.0021)          # the increment over the row above
+    (stage,) = [k for k in rows if k.startswith("TTT (")]                  # and the TTT effect on that config
+    assert rows[stage][:2] == ("ablation", ("ttt",)) and rows[stage][4] == pytest.approx(-0.003)

@@ -114,6 +114,9 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 if staged is not None:
                     rows_out.append(dataclasses.replace(staged, source=f"README table '{heading}' (column pair)"))
                     continue
+                # a row scored under both eval-stage columns is also one model scored two ways (the delta column
+                # is its increment over the row above; the two cells are the stage's effect on this config)
+                rows_out += column_pairs(header, [r], heading, label_col)
                 if re.fullmatch(r"(?:mean|avg|average)", label, re.I):
                     label = f"{_clean(header[delta_col])} ({label.lower()})"
                 elif re.match(r"[\d.]+(?:\s*\(|$)", label):
