@@ -29,6 +29,7 @@ def typed(text: str) -> dict[str, tuple]:
     ("+ SWA_start_frac=0.4", None, None),             # a key outside the trainer's vocabulary
     ("EVAL_STRIDE=64, MATRIX_LR=0.02", None, None),   # two settings at once
     ("512d 10L mlp=2", "640d 10L mlp=3", None),       # the labels differ in more than the setting
+    ("Muon momentum = 0.97 (vs PR #1394's default 0.99)", None, ("muon_momentum", 0.99, 0.97)),  # the base's value
 ])
 def test_knob_settings_come_from_the_trainers_vocabulary(text, reference, want):
     assert knob_setting(text, reference) == want
@@ -230,3 +231,11 @@ def test_a_stack_row_scored_under_both_eval_columns_also_gives_the_stage_effect(
     assert rows["+ LeakyReLU(0.5)²"][4] == pytest.approx(-0.0021)          # the increment over the row above
     (stage,) = [k for k in rows if k.startswith("TTT (")]                  # and the TTT effect on that config
     assert rows[stage][:2] == ("ablation", ("ttt",)) and rows[stage][4] == pytest.approx(-0.003)
+
+
+def test_a_pr_named_as_the_base_is_no_quoted_figure():
+    text = "1. **Muon momentum = 0.97** (vs PR #1394's default 0.99) consistently reduces BPB by 0.0005 across seeds.\n"
+    ((kind, feats, frm, to, d),) = typed(text).values()
+    assert (kind, feats, frm, to, d) == ("ablation", ("muon_momentum",), 0.99, 0.97, -0.0005)
+    quoted = "LeakyReLU(0.5)^2 was ablated at -0.003 BPB in PR #493.\n"
+    assert [v[0] for v in typed(quoted).values()] == ["quoted_estimate"]

@@ -71,6 +71,11 @@ _VERB_TO = re.compile(rf"\b(?:reduc|lower|rais|increas|decreas|chang|set|mov|bum
                       rf"([A-Za-z][A-Za-z0-9_ ]{{0,30}}?)\s+(?:from\s+({_NUM})\s+)?to\s+({_NUM})(?![\w.])", re.I)
 
 
+# "vs PR #1394's default 0.99", "instead of the baseline's 0.04": the value the setting replaced
+_DEFAULT_REF = re.compile(rf"\b(?:vs\.?|versus|instead of|from)\s+[^()=;]{{0,40}}?\b(?:default|baseline|base)\b"
+                          rf"(?:\s+(?:value|of|setting|is|was|=|:))*\s*({_NUM})(?![\w.])", re.I)
+
+
 def _num(s: str) -> float:
     v = float(s)
     return int(v) if v.is_integer() and "." not in s and "e" not in s.lower() else v
@@ -110,6 +115,9 @@ def _knob_setting(text: str, reference: str | None) -> tuple[str, object, object
         return None
     knob, to = known[0]
     frm = None
+    default = _DEFAULT_REF.search(text)  # "Muon momentum = 0.97 (vs PR #1394's default 0.99)"
+    if default:
+        return knob, _num(default.group(1)), _num(to)
     ref = re.sub(r"[*`\\]", "", reference or "")
     for k, v in _KEY_VALUE.findall(ref):
         if _knob(k) == knob:

@@ -37,6 +37,8 @@ __all__ = ["gate_record", "gate_row", "half_unit"]
 _QUOTED = re.compile(r"\bPR\s*#?\s*\d{2,5}\b|\bpull/\d+|\breported\b|\baccording to\b|\bestimat\w*|\bexpected\b|"
                      r"\bshould\b|\bwould\b|\bprojected?\b|\bused in\b|\bablated at\b|\bper (?:the )?(?:paper|pr)\b|"
                      r"\broughly\b|(?<![\d.])\d*\.\d+\s*[-–]\s*\d*\.\d+(?![\d.])", re.I)  # "~0.005-0.006": a range
+# "vs PR #1394's default 0.99": the PR named as the base the change is measured on, not a figure quoted from it
+_BASE_PR = re.compile(r"\b(?:vs\.?|versus|than)\s+\[?PR\s*#?\s*\d+\]?(?:\([^)]*\))?'s\s+(?:default|baseline|base)\b", re.I)
 _PENALTY = re.compile(r"penalt|quant\w*[\s-]*(?:gap|loss|cost|degrad\w*|error|hit)|\bgap\b|quality loss|"
                       r"\bvs\.?\s*(?:pre[\s-]?quant|fp16|bf16|fp32|float)|\bpre[\s-]?quant\b|round[\s-]?trip", re.I)
 _BUNDLE = re.compile(r"\bcombined\b|\btogether with\b|\balong with\b|\bon top of\b|\bas well as\b", re.I)
@@ -55,7 +57,7 @@ def gate_row(row: AblationRow) -> AblationRow:
     if row.kind != "ablation":
         return row
     text = f"{row.change} {row.context}"
-    if _QUOTED.search(text):
+    if _QUOTED.search(_BASE_PR.sub(" ", text)):
         return _demote(row, "quoted_estimate", "another submission's figure or a projection, not measured here")
     if _BUNDLE.search(row.change) or "other columns differ" in row.source:
         return _demote(row, "multi_feature", "the row's change comes combined with others")
