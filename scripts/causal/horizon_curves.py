@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,17 @@ def build(runs: Mapping, items: Sequence[CalibrationItem], *, target_tpp: float,
     table = predictor_table(items, values)
     pooled = [dataclasses.replace(it, transfer_class=POOLED) for it in items if it.hardware == TARGET_HARDWARE]
     table.update(predictor_table(pooled, values))  # LOO across classes: a choice even where a class has one change
+    trust = trust_lines(table)
+    if POOLED in trust:  # the pooled figure is mostly whichever class has most rows: say which
+        from scripts.causal.horizon.predict import MIN_ABS_H100
+
+        by = Counter(it.transfer_class for it in items if it.hardware == TARGET_HARDWARE and it.intervention in values and abs(it.h100_delta) >= MIN_ABS_H100)
+        trust[POOLED] += (" (decisive rows by class: " + ", ".join(f"{k} {n}" for k, n in by.most_common())
+                          + "; read the per-class lines, not this pooled figure, for a class's trust)")
     return {"schema_version": SCHEMA_VERSION, "source": source, "metric": metric, "horizons": hs,
             "tokens_per_param": [tpp[h] for h in hs], "target_tokens_per_param": target_tpp,
             "n_seeds": len({r["seed"] for r in rows}), "curves": curves, "stability": stab,
-            "predicted": values, "predictors": table, "trust": trust_lines(table), "plot": plot,
+            "predicted": values, "predictors": table, "trust": trust, "plot": plot,
             "h100_rows": {name: [{"delta": it.h100_delta, "class": it.transfer_class, "record": it.record_id}
                                  for it in items if it.intervention == name] for name in curves}}
 

@@ -128,8 +128,8 @@ def stability(curve: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def merge_screens(payloads: Sequence[tuple[str, Mapping]]) -> dict[str, Any]:
     """One horizon screen from several ``(path, runs.json payload)`` that share their control: the same base
-    config and horizons, and per seed a control run with the same config hash and the same scored numbers at
-    every horizon (CPU runs are bit-identical, so a control trained twice must agree exactly). Treatments may not
+    config and horizons, and per seed a control run with the same config hash and the same losses and bpb at
+    every horizon (not the artifact bytes, which count the trainer's code) (CPU runs are bit-identical, so a control trained twice must agree exactly). Treatments may not
     repeat across screens. Raises naming the two files and what differs; the merged header lists its sources."""
     if not payloads:
         raise DataFormatError("no runs.json given")
@@ -177,7 +177,7 @@ def _same_control(a: tuple[str, Mapping], b: tuple[str, Mapping]) -> None:
                               f"{pa}'s {ra.get('config_hash')}: the screens do not share their control")
     ha, hb = ra.get("horizon_metrics") or {}, rb.get("horizon_metrics") or {}
     for h in sorted(set(ha) | set(hb), key=int):
-        for k in SCORED:
+        for k in SCORED[:6]:  # the scores; artifact bytes include the trainer's code, which may have changed since
             va, vb = (ha.get(h) or {}).get(k), (hb.get(h) or {}).get(k)
             if va != vb:
                 raise DataFormatError(f"{pb}: the control of seed {seed} scores {k} = {vb!r} at {h} steps, {pa}'s "
