@@ -176,7 +176,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             ref_label, ref = vals[k - 1] if cumulative else vals[base]
             change, how = vals[k][0], "cumulative" if cumulative else "vs the bold row" if base else "vs first row"
             others = [] if cumulative else _other_settings(header, cells[base], cells[k], (label_col, bpb_col))
-            if others:  # other config columns that differ from the first row belong to the change too
+            if others:  # other config columns that differ from the reference row belong to the change too
                 change += f" (also differs in {', '.join(f'{h} {a}/{b}' for h, a, b in others)})"
                 how += "; other columns differ"
             rows_out.append(AblationRow(change=change, delta_bpb=round(vals[k][1] - ref, 8), reference=ref_label,
