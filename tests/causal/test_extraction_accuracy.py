@@ -67,9 +67,10 @@ def test_committed_matrix_meets_the_feature_targets_on_the_hand_labels():
 
 
 def test_committed_matrix_typing_against_the_verified_table_as_measured():
-    """The figures the closing note and README quote (rules frozen on the records up to the cutoff). Precision is
-    the floor we hold; recall is below the 80% target (the XNOR study alone holds 73 single changes the miner reads
-    only partly): these pin the measurement so a change that lowers either is seen."""
+    """The figures the closing note and README quote; these pin the measurement so a change that lowers either is
+    seen. The records after the cutoff are no longer unseen: the experiment-log rules (extract.run_logs) were
+    written while reading the XNOR study, which holds 50 of their 84 single changes; without it nothing after the
+    cutoff moved (14/14 claims right, 30/34 found, before and after those rules)."""
     from scripts.causal.evidence.table import load_table
     from scripts.causal.extract.verified_score import CUTOFF, score_typing
 
@@ -78,8 +79,8 @@ def test_committed_matrix_typing_against_the_verified_table_as_measured():
     pre, post, every = (score_typing(pred, before), score_typing(pred, table, after=CUTOFF),
                         score_typing(pred, table))
     assert pre.precision >= 0.99 and pre.recall >= 0.72
-    assert every.precision >= 0.95 and every.recall >= 0.67
-    assert post.precision >= 0.90 and post.recall >= 0.63
+    assert every.precision >= 0.98 and every.recall >= 0.80
+    assert post.precision >= 0.97 and post.recall >= 0.85
     assert every.n_single_change >= 140 and pre.n_records + post.n_records == every.n_records == 48
 
 

@@ -13,16 +13,17 @@ import re
 
 from scripts.causal.core.schema import AblationRow
 from scripts.causal.extract.row_types import map_change
+from scripts.causal.extract.run_logs import LOG_BETWEEN, increment_between_runs, log_index, log_rows
 from scripts.causal.extract.table_shapes import (
+    ONE_COLUMN,
     before_after_columns,
     before_after_label,
     column_pairs,
     eval_columns,
     is_log,
     label_column,
-    log_change,
-    log_reference,
     metric_pairs,
+    other_settings,
 )
 
 _NUM = r"[+\-−–]?\s?\d*\.\d+"
@@ -78,6 +79,7 @@ def _bpb_in(cell: str) -> float | None:
 
 def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
     rows_out: list[AblationRow] = []
+    logs, checks = [], []   # the README's experiment logs; sweep rows to check against them (run_logs)
     for header, rows, heading in _tables(text):
         low = [h.lower() for h in header]
         if len(header) < 2 or not rows:
@@ -164,7 +166,8 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             rows_out += pairs
             continue
         if label_col and is_log(header, cells):
-            rows_out += _log_rows(header, cells, vals, heading, label_col, bpb_col)
+            rows_out += log_rows(header, cells, vals, heading, label_col, bpb_col)
+            logs.append(log_index(cells, vals))
             continue
         cumulative = sum(lbl.startswith("+") for lbl, _ in vals[1:]) >= max(1, (len(vals) - 1) // 2)
         bold = [k for k, r in enumerate(cells) if "**" in r[label_col] or "**" in r[bpb_col]]
@@ -175,57 +178,23 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 continue
             ref_label, ref = vals[k - 1] if cumulative else vals[base]
             change, how = vals[k][0], "cumulative" if cumulative else "vs the bold row" if base else "vs first row"
-            others = [] if cumulative else _other_settings(header, cells[base], cells[k], (label_col, bpb_col))
+            others = [] if cumulative else other_settings(header, cells[base], cells[k], (label_col, bpb_col))
+            if len(others) == 1 and _clean(cells[k][label_col]) == _clean(cells[base][label_col]):
+                (h, a, b), others = others[0], []   # "| 10 | 5x |" vs "| **10** | **4x** |": the MLP column changed
+                change, ref_label, how = f"{h} {b}", f"{h} {a}", f"{how}; {ONE_COLUMN}"
             if others:  # other config columns that differ from the reference row belong to the change too
                 change += f" (also differs in {', '.join(f'{h} {a}/{b}' for h, a, b in others)})"
                 how += "; other columns differ"
+            if not cumulative:
+                checks.append((len(rows_out), ref, vals[k][1]))
             rows_out.append(AblationRow(change=change, delta_bpb=round(vals[k][1] - ref, 8), reference=ref_label,
                                         source=f"README table '{heading}' ({how})"))
+    for i, a, b in checks:   # a summary sweep whose two runs the README's own log shows are not one step apart
+        between = increment_between_runs(logs, a, b)
+        if between:
+            r = rows_out[i]
+            rows_out[i] = dataclasses.replace(r, source=f"{r.source[:-1]}; {LOG_BETWEEN} '{between}')")
     return rows_out
-
-
-def _log_rows(header: list[str], cells: list[list[str]], vals: list[tuple[str, float]], heading: str,
-              label_col: int, bpb_col: int) -> list[AblationRow]:
-    """An experiment log without a delta column: each run against the run its label names, else the run above
-    (``table_shapes.log_reference``); a run that also differs in another configuration column, or in its step
-    count, carries that difference in its label (a bundle)."""
-    out = []
-    steps = [j for j, h in enumerate(header) if re.fullmatch(r"steps?|iters?|iterations", _clean(h), re.I)]
-    for k in range(1, len(vals)):
-        j, change, how = log_reference(cells, k, vals[k][0])
-        ref_label = vals[j][0]
-        diff = log_change(change, ref_label)
-        if diff is not None:   # the labels differ in one setting: that setting is the change
-            change, ref_label = diff[0], diff[1] or ref_label
-            how += "; the one setting the labels differ in"
-        others = _other_settings(header, cells[j], cells[k], (0, label_col, bpb_col))
-        others += [(_clean(header[c]), _clean(cells[j][c]), _clean(cells[k][c])) for c in steps
-                   if c < min(len(cells[j]), len(cells[k])) and _clean(cells[j][c]) != _clean(cells[k][c])]
-        if others:
-            change += f" (also differs in {', '.join(f'{h} {a}/{b}' for h, a, b in others)})"
-            how += "; other columns differ"
-        out.append(AblationRow(change=change, delta_bpb=round(vals[k][1] - vals[j][1], 8), reference=ref_label,
-                               source=f"README table '{heading}' ({how})"))
-    return out
-
-
-_RESULT_COLUMN = re.compile(r"bp[bp]|score|loss|round[\s_-]?trip|gap|note|comment|remark|status|time|size|param|"
-                            r"bytes|\bmb\b|steps?|ms\b|tok|speed|artifact|fits|under|delta|δ|diff", re.I)
-
-
-def _other_settings(header: list[str], ref: list[str], row: list[str], skip: tuple[int, ...]
-                    ) -> list[tuple[str, str, str]]:
-    """(column, reference value, row value) of each configuration column (not a result: bpb, size, time, notes)
-    where a config-table row differs from its reference row ("Layers 13" also has "MLP 3x" where the first row
-    has "4x")."""
-    out = []
-    for j, h in enumerate(header):
-        if j in skip or _RESULT_COLUMN.search(h) or j >= len(ref) or j >= len(row):
-            continue
-        a, b = _clean(ref[j]), _clean(row[j])
-        if a and b and a.lower() != b.lower():
-            out.append((_clean(h), a, b))
-    return out
 
 
 def _staged(header: list[str], row: list[str], label: str, stated: str) -> AblationRow | None:

@@ -18,7 +18,7 @@ import re
 
 from scripts.causal.core.schema import BASELINE_FEATURES
 
-__all__ = ["PROSE_NAMES", "knob_setting", "knob_names"]
+__all__ = ["PROSE_NAMES", "knob_setting", "knob_names", "record_aliases"]
 
 _NUM = r"-?\d+(?:\.\d+)?(?:e-?\d+)?"
 #: Plain-English names of knobs (lower case, as a regex) -> the trainer field or canonical feature.
@@ -49,10 +49,12 @@ def knob_names() -> frozenset[str]:
     return frozenset({f.name for f in dataclasses.fields(tg.Hyperparameters)} | numeric)
 
 
-def _knob(name: str) -> str | None:
+def _knob(name: str, aliases: dict[str, str] | None = None) -> str | None:
     key = re.sub(r"[\s-]+", "_", name.strip().lower())
     if key in knob_names():
         return key
+    if aliases and key in aliases:
+        return aliases[key]
     for rx, knob in PROSE_NAMES:
         if re.fullmatch(rx, name.strip().lower()):
             return knob
@@ -81,35 +83,49 @@ def _num(s: str) -> float:
     return int(v) if v.is_integer() and "." not in s and "e" not in s.lower() else v
 
 
-def knob_setting(text: str, reference: str | None = None) -> tuple[str, object, object] | None:
+_ENV_LR = re.compile(r"\b([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_LR)\s*=\s*\d*\.?\d", re.M)
+
+
+def record_aliases(text: str) -> dict[str, str]:
+    """Record-level names: a bare "LR" ("| LR | val_bpb |", "LR=0.002, 65k batch") is the record's one learning
+    rate when its README sets exactly one ``*_LR`` knob of the trainer (``MATRIX_LR=0.008`` in its run command);
+    with two or more (``MATRIX_LR`` and ``TTT_LR``) "LR" stays no knob."""
+    keys = {k.lower() for k in _ENV_LR.findall(text or "")} & knob_names()
+    return {"lr": next(iter(keys))} if len(keys) == 1 else {}
+
+
+def knob_setting(text: str, reference: str | None = None, *,
+                 aliases: dict[str, str] | None = None) -> tuple[str, object, object] | None:
     """(knob, from, to) of a row that sets one knob of the vocabulary; None otherwise (see the module docstring).
+    ``aliases``: the record's own names for knobs (``record_aliases``).
 
     A batch size under 1024 counts sequences, not tokens: it is no setting of ``train_batch_tokens``."""
-    out = _knob_setting(text, reference)
+    out = _knob_setting(text, reference, aliases)
     if out and out[0] == "train_batch_tokens" and any(v is not None and v < 1024 for v in out[1:]):
         return None
     return out
 
 
-def _knob_setting(text: str, reference: str | None) -> tuple[str, object, object] | None:
+def _knob_setting(text: str, reference: str | None, aliases: dict[str, str] | None
+                  ) -> tuple[str, object, object] | None:
     text = re.sub(r"[*`\\]", "", text or "")
     for m in _ARROW.finditer(text):
         words = m.group(1).split()
         for k in range(len(words)):  # the longest tail of the words before the numbers that names a knob
-            knob = _knob(" ".join(words[k:]))
+            knob = _knob(" ".join(words[k:]), aliases)
             if knob:
                 return knob, _num(m.group(2)), _num(m.group(3))
     for m in _VERSUS.finditer(text):  # "MATRIX_LR 0.02 vs 0.04": the second value is the reference
         words = m.group(1).split()
         for k in range(len(words)):
-            knob = _knob(" ".join(words[k:]))
+            knob = _knob(" ".join(words[k:]), aliases)
             if knob:
                 return knob, _num(m.group(3)), _num(m.group(2))
     for m in _VERB_TO.finditer(text):  # "reducing momentum to 0.80", "raised the warmdown from 3000 to 3500"
-        knob = _knob(m.group(1))
+        knob = _knob(m.group(1), aliases)
         if knob:
             return knob, _num(m.group(2)) if m.group(2) else None, _num(m.group(3))
-    pairs = [(_knob(k), v) for k, v in _KEY_VALUE.findall(text)]
+    pairs = [(_knob(k, aliases), v) for k, v in _KEY_VALUE.findall(text)]
     known = [(k, v) for k, v in pairs if k]
     if len(pairs) != 1 or len(known) != 1:  # several settings at once, or a key outside the vocabulary
         return None
@@ -120,7 +136,7 @@ def _knob_setting(text: str, reference: str | None) -> tuple[str, object, object
         return knob, _num(default.group(1)), _num(to)
     ref = re.sub(r"[*`\\]", "", reference or "")
     for k, v in _KEY_VALUE.findall(ref):
-        if _knob(k) == knob:
+        if _knob(k, aliases) == knob:
             frm = _num(v)
     if frm is not None and _rest(text) != _rest(ref):  # "512d 10L mlp=2" vs "640d 10L mlp=3": more than one knob
         return None

@@ -31,6 +31,8 @@ import re
 from collections.abc import Sequence
 
 from scripts.causal.core.schema import AblationRow
+from scripts.causal.extract.run_logs import LOG_BETWEEN, ONE_SETTING, SMOKE
+from scripts.causal.extract.table_shapes import ONE_COLUMN
 
 __all__ = ["gate_record", "gate_row", "half_unit"]
 
@@ -61,8 +63,14 @@ def gate_row(row: AblationRow) -> AblationRow:
         return _demote(row, "quoted_estimate", "another submission's figure or a projection, not measured here")
     if _BUNDLE.search(row.change) or "other columns differ" in row.source:
         return _demote(row, "multi_feature", "the row's change comes combined with others")
+    if SMOKE in row.source:
+        return _demote(row, "no_delta", "smoke runs: a size or speed check of a few steps measures no change")
+    if LOG_BETWEEN in row.source:
+        return _demote(row, "nonadjacent", "a summary row whose two runs the record's run log shows differ by an "
+                                           "increment between them as well")
     if ("(vs first row" in row.source or "(vs row above" in row.source) and not row.note.startswith("a setting of") \
-            and not _ab_pair(row) and not row.change.lstrip().startswith("+"):
+            and not _ab_pair(row) and not row.change.lstrip().startswith("+") and ONE_COLUMN not in row.source \
+            and not (ONE_SETTING in row.source and "reference row" in row.note):
         return _demote(row, "nonadjacent", "a configuration row against the table's first row, which may differ in "
                                            "more than the row's label names")
     feat = row.features[0] if row.features else None

@@ -23,7 +23,7 @@ import dataclasses
 import re
 
 from scripts.causal.core.schema import BASELINE_FEATURES, AblationRow
-from scripts.causal.extract.knobs import knob_setting
+from scripts.causal.extract.knobs import knob_setting, record_aliases
 
 MAX_ABS_DELTA = 0.1
 
@@ -176,8 +176,9 @@ def _is_fragment(text: str) -> bool:
 
 
 def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None = None,
-             n_seeds: int | None = None, heading: str = "") -> AblationRow:
-    """The typed twin of ``row`` (see the module docstring for the rules). Pure."""
+             n_seeds: int | None = None, heading: str = "", aliases: dict[str, str] | None = None) -> AblationRow:
+    """The typed twin of ``row`` (see the module docstring for the rules; ``aliases``: the record's own names for
+    knobs, ``knobs.record_aliases``). Pure."""
     text = f"{row.change} {row.context}".strip()
     context = f"{text} {heading}"
     src = row.source.lower()
@@ -206,7 +207,7 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
         return out("headline", "an overall claim of the record, not an ablation")
     if len(_KEY_VALUE_TEXT.findall(row.change)) >= 2:  # "Trimmed GPTQ (reserve=4s, calib=16)": several settings
         return out("multi_feature", "sets several knobs at once (KEY=VALUE twice or more)")
-    setting = knob_setting(row.change, row.reference)
+    setting = knob_setting(row.change, row.reference, aliases=aliases)
     if setting is not None:
         knob, frm, to = setting
         from scripts.causal.screen.registry import FIELD_FEATURE
@@ -309,8 +310,10 @@ def type_rows(rows, *, record_id: str | None = None, base: str | None = None,
     right-or-silent checks of ``extract.row_gates`` (``text``: the record's README, for its record-level rules)."""
     from scripts.causal.extract.row_gates import gate_record
 
+    aliases = record_aliases(text)
     out = []
     for r in rows:
         row = r if isinstance(r, AblationRow) else AblationRow.from_dict(r)
-        out.append(type_row(row, record_id=record_id, base=base, n_seeds=n_seeds, heading=heading_of(row.source)))
+        out.append(type_row(row, record_id=record_id, base=base, n_seeds=n_seeds, heading=heading_of(row.source),
+                            aliases=aliases))
     return gate_record(out, text=text)

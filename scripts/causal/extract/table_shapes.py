@@ -18,7 +18,7 @@ import re
 from scripts.causal.core.schema import AblationRow
 
 __all__ = ["before_after_columns", "before_after_label", "column_pairs", "eval_columns", "is_log", "label_column",
-           "log_change", "log_reference", "metric_pairs"]
+           "log_change", "log_reference", "metric_pairs", "other_settings", "ONE_COLUMN"]
 
 _ID_HEADER = re.compile(r"^(?:exp(?:eriment)?|run|id|#|no\.?|step|trial|v(?:ersion)?)$", re.I)
 _ID_CELL = re.compile(r"^[A-Za-z]{0,3}[-_]?\d{1,3}[a-z]?$")
@@ -84,8 +84,42 @@ def log_change(label: str, reference: str) -> tuple[str, str] | None:
     if not only_a and len(only_b) == 1:
         return f"+ {only_b[0]}", ""
     if len(only_a) == 1 and len(only_b) == 1:
-        return only_b[0], only_a[0]
+        return _trim_common(only_b[0], only_a[0])
     return None
+
+
+def _trim_common(new: str, old: str) -> tuple[str, str]:
+    """The two settings without the words they share in front or behind: "Cosine LR=0.002" against "Cosine
+    LR=0.008" -> ("LR=0.002", "LR=0.008") (a word both runs have is no part of the change)."""
+    a, b = new.split(), old.split()
+    n = 0
+    while n < min(len(a), len(b)) - 1 and a[n].lower() == b[n].lower():
+        n += 1
+    e = 0   # and behind: "10L 1024 BPE" against "11L 1024 BPE" -> ("10L", "11L")
+    while e < min(len(a), len(b)) - n - 1 and a[-1 - e].lower() == b[-1 - e].lower():
+        e += 1
+    return " ".join(a[n:len(a) - e]), " ".join(b[n:len(b) - e])
+
+
+ONE_COLUMN = "the one column that differs"  # a config row whose other configuration columns equal its reference's
+_RESULT_COLUMN = re.compile(r"bp[bp]|score|loss|round[\s_-]?trip|gap|note|comment|remark|status|time|size|param|"
+                            r"bytes|\bmb\b|steps?|ms\b|tok(?:ens)?/s|speed|artifact|fits|under|[≤<]=?\s*\d+\s*mb|budget|delta|δ|diff",
+                            re.I)
+
+
+def other_settings(header: list[str], ref: list[str], row: list[str], skip: tuple[int, ...]
+                   ) -> list[tuple[str, str, str]]:
+    """(column, reference value, row value) of each configuration column (not a result: bpb, size, time, notes)
+    where a config-table row differs from its reference row ("Layers 13" also has "MLP 3x" where the first row
+    has "4x")."""
+    out = []
+    for j, h in enumerate(header):
+        if j in skip or _RESULT_COLUMN.search(h) or j >= len(ref) or j >= len(row):
+            continue
+        a, b = _clean(ref[j]), _clean(row[j])
+        if a and b and a.lower() != b.lower():
+            out.append((_clean(h), a, b))
+    return out
 
 
 def is_log(header: list[str], rows: list[list[str]]) -> bool:

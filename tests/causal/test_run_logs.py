@@ -1,0 +1,97 @@
+"""Experiment logs (extract.run_logs): which run each run is measured against, and what a summary table's row
+really compares when the README's own log holds both of its runs. Small hand-written logs."""
+from __future__ import annotations
+
+import pytest
+
+from scripts.causal.extract.ablations import extract_ablations
+from scripts.causal.extract.knobs import knob_setting, record_aliases
+from scripts.causal.extract.row_types import type_rows
+from scripts.causal.extract.run_logs import references
+
+CONFIG = "```bash\nMATRIX_OPTIMIZER=muon MATRIX_LR=0.01 MUON_MOMENTUM=0.85\n```\n"
+
+
+def typed(text: str, readme: str | None = None) -> dict[str, tuple]:
+    """change -> (kind, features, from, to, delta, source) of every row mined from ``text`` and typed with the
+    README ``readme`` (default: ``text``) as the record's text."""
+    return {r.change: (r.kind, r.features, r.from_value, r.to_value, r.delta_bpb, r.source)
+            for r in type_rows(extract_ablations(text), text=text if readme is None else readme)}
+
+
+LOG = ("| Run | Key Changes | val_bpb |\n|---|---|---|\n"
+       "| R1 | Cosine LR=0.004 | 1.640 |\n| R2 | Cosine LR=0.002 | 1.655 |\n| R3 | Cosine LR=0.008 | 1.630 |\n"
+       "| R4 | Cosine LR=0.012 | 1.636 |\n| R5 | + Grad clip 1.0 | 1.627 |\n| R6 | + Momentum 0.85 | 1.617 |\n"
+       "| R7 | Momentum 0.75 | 1.619 |\n| R8 | + Seq len schedule | 1.598 |\n| R9 | + Momentum 0.80 | 1.590 |\n")
+
+
+def test_a_sweep_in_a_log_is_measured_against_its_best_run_and_an_increment_after_it_builds_on_that_run():
+    labels = [r.split("|")[2].strip() for r in LOG.splitlines()[2:]]
+    scores = [float(r.split("|")[3]) for r in LOG.splitlines()[2:]]
+    refs = references([[f"R{k + 1}"] for k in range(len(labels))], labels, scores)
+    assert [r.ref for r in refs[:4]] == [2, 2, None, 2]   # R1, R2, R4 against R3 (the best LR); R3 itself: none
+    assert refs[4].ref == 2            # "+ Grad clip" after the sweep: on R3, not on the row above (R4)
+    assert refs[5].ref == 4            # "+ Momentum 0.85" after an increment: the row above
+    assert refs[6].ref == 5            # R6-R7 sweep momentum: R7 against R6 (the better of the two)
+    assert refs[7].ref == 5            # "+ Seq len schedule" after that sweep: on its best run, R6
+    assert refs[8].ref == 7
+
+
+def test_a_log_row_is_typed_with_the_record_s_one_learning_rate_and_inherits_an_old_value_up_its_chain():
+    rows = typed(LOG, readme=CONFIG + LOG)
+    assert rows["LR=0.002"][:4] == ("ablation", ("matrix_lr",), 0.008, 0.002)   # "Cosine" is common to both runs
+    assert rows["LR=0.002"][4] == pytest.approx(0.025)
+    # "+ Momentum 0.80" on R8, whose chain goes back to R6's "+ Momentum 0.85": 0.85 -> 0.80
+    assert rows["+ Momentum=0.80"][:4] == ("ablation", ("muon_momentum",), 0.85, 0.8)
+    assert rows["+ Momentum=0.80"][4] == pytest.approx(-0.008)
+    assert rows["+ Momentum=0.85"][0] != "ablation"       # nothing up its chain sets momentum: no "from"
+    assert typed(LOG)["LR=0.002"][0] == "sweep_unmapped"   # without the config, a bare "LR" is no knob
+
+
+def test_a_bare_lr_is_the_record_s_learning_rate_only_when_its_readme_sets_exactly_one():
+    assert record_aliases(CONFIG) == {"lr": "matrix_lr"}
+    assert record_aliases(CONFIG + "TTT_LR=0.005 TTT_EPOCHS=3\n") == {}   # two learning rates: ambiguous
+    assert record_aliases("no settings here") == {}
+    assert knob_setting("LR = 0.002", "LR = 0.008", aliases={"lr": "matrix_lr"}) == ("matrix_lr", 0.008, 0.002)
+    assert knob_setting("LR = 0.002", "LR = 0.008") is None
+
+
+def test_a_later_run_that_leaves_out_words_inherits_them_and_siblings_share_their_base():
+    log = ("| Run | Config | Steps | val_bpb |\n|---|---|---|---|\n| S1 | LR=0.002, 65k batch | 5000 | 2.044 |\n"
+           "| S2 | LR=0.003 | 5000 | 1.995 |\n| S3 | LR=0.004 | 5000 | 1.994 |\n| S4 | Mode 2 (down proj) | 5000 | 1.699 |\n"
+           "| S5 | Mode 2 + EMA@60% | 5000 | 1.668 |\n| S6 | Mode 2 + EMA@0% | 5000 | 1.674 |\n")
+    rows = typed(log, readme=CONFIG + log)
+    assert rows["LR=0.002"][:5] == ("ablation", ("matrix_lr",), 0.004, 0.002, pytest.approx(0.05))
+    assert rows["LR=0.003"][2:5] == (0.004, 0.003, pytest.approx(0.001))
+    ema = [v for k, v in rows.items() if k.startswith("+ EMA")]
+    assert sorted(v[4] for v in ema) == pytest.approx([-0.031, -0.025])   # both against S4, their common base
+    assert all(v[:2] == ("ablation", ("ema",)) for v in ema)
+
+
+def test_a_summary_sweep_whose_runs_the_log_shows_are_not_one_step_apart_is_nonadjacent():
+    summary = ("### Momentum\n\n| Momentum | val_bpb |\n|---|---|\n| 0.95 | 1.640 |\n| 0.85 | 1.617 |\n"
+               "| **0.80** | **1.590** |\n| 0.75 | 1.592 |\n\n")
+    log = LOG + "| R10 | Momentum 0.75 + schedule | 1.592 |\n"
+    rows = typed(summary + log)
+    # 0.95 is R1 (an LR sweep run) and 0.85 is R6: R9 (0.80) carries "+ Seq len schedule" made after both
+    assert rows["Momentum = 0.95"][0] == "nonadjacent" and rows["Momentum = 0.85"][0] == "nonadjacent"
+    assert rows["Momentum = 0.75"][:4] == ("ablation", ("muon_momentum",), 0.8, 0.75)   # R10 on R9: one step
+    alone = typed(summary)   # without the log the table is a sweep against its bold row
+    assert alone["Momentum = 0.95"][0] == "ablation"
+
+
+def test_a_config_row_that_differs_from_its_reference_in_one_column_is_that_column_s_change():
+    text = ("| Layers | MLP | Params | val_bpb |\n|---|---|---|---|\n| **10** | **4x** | **117M** | **1.654** |\n"
+            "| 13 | 3x | 125M | 1.745 |\n| 10 | 5x | 138M | 1.671 |\n")
+    rows = typed(text)
+    assert rows["MLP 5x"][:5] == ("ablation", ("mlp_mult",), 4.0, 5.0, pytest.approx(0.017))  # Params: a result
+    assert rows["Layers = 13 (also differs in MLP 4x/3x)"][0] == "multi_feature"
+
+
+def test_runs_that_differ_in_one_value_are_typed_and_smoke_runs_are_not():
+    log = ("| Run | Config | Steps | val_bpb |\n|---|---|---|---|\n| T1 | relu2, 16L 1024d | 50 | 2.058 |\n"
+           "| T2 | relu2, 15L 1024d | 50 | 2.060 |\n| T3 | signsq, 11L 1024 BPE | 500 | 2.001 |\n"
+           "| T4 | signsq, 10L 1024 BPE | 500 | 2.042 |\n")
+    rows = typed(log)
+    assert rows["10L"][:5] == ("ablation", ("num_layers",), 11.0, 10.0, pytest.approx(0.041))  # "1024 BPE": both
+    assert rows["15L"][0] == "no_delta"     # 50-step runs check the artifact's size; their scores measure nothing
