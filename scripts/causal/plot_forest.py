@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 from scripts.causal.core.cli import add_debug_flag, run_cli
 from scripts.causal.core.errors import DataFormatError
+from scripts.causal.core.figures import save_figure
 from scripts.causal.core.schema import read_json
 
 DECISION_COLORS: dict[str, str] = {
@@ -116,12 +117,7 @@ def plot_forest(ablation: Mapping, out_path: str | Path, *, title: str = "Paired
     a_txt = f", α={alpha}" if alpha is not None else ""
     ax.set_title(f"{title}: paired Δ per intervention ({ablation.get('correction', '?')}-adjusted{a_txt})",
                  fontsize=11)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, dpi=90, bbox_inches="tight")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ import numpy as np
 
 from scripts.causal.core.cli import add_debug_flag, run_cli
 from scripts.causal.core.errors import DataFormatError
+from scripts.causal.core.figures import save_figure
 from scripts.causal.core.schema import read_json
 
 CONTROL = "control"
@@ -204,11 +205,7 @@ def plot_intervention(name: str, treatment: Sequence[Mapping], control: Sequence
     ax_loss.legend(handles, labels, fontsize=8, loc="upper right")
     _draw_pairs(ax_pair, name, treatment, control)
     fig.suptitle(f"{name} vs control{title_suffix}", fontsize=12)
-    fig.tight_layout()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=90)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, dpi=90)
 
 
 def plot_losses(runs: Sequence[Mapping], out_dir: str | Path, *, interventions: Sequence[str] | None = None,

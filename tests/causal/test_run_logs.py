@@ -54,6 +54,16 @@ def test_a_bare_lr_is_the_record_s_learning_rate_only_when_its_readme_sets_exact
     assert record_aliases("no settings here") == {}
     assert knob_setting("LR = 0.002", "LR = 0.008", aliases={"lr": "matrix_lr"}) == ("matrix_lr", 0.008, 0.002)
     assert knob_setting("LR = 0.002", "LR = 0.008") is None
+    adam = "### Adam for the embeddings\n\n| LR | val_bpb |\n|---|---|\n| **0.005** | **1.080** |\n| 0.01 | 1.082 |\n"
+    assert typed(adam, readme=CONFIG + adam)["LR = 0.01"][0] != "ablation"   # the heading names another optimiser
+    ttt = adam.replace("Adam for the embeddings", "TTT LR sweep")   # the heading names the knob itself
+    assert typed(ttt, readme=CONFIG + ttt)["TTT LR = 0.01"][:4] == ("ablation", ("ttt_lr",), 0.005, 0.01)
+
+
+def test_a_seed_is_no_change():
+    log = "| Run | Config | val_bpb |\n|---|---|---|\n| A1 | seed=1 | 1.120 |\n| A2 | seed=2 | 1.122 |\n"
+    assert knob_setting("seed=2", "seed=1") is None
+    assert all(v[0] != "ablation" for v in typed(log).values())
 
 
 def test_a_later_run_that_leaves_out_words_inherits_them_and_siblings_share_their_base():

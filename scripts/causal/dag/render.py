@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from scripts.causal.core.figures import save_figure
 from scripts.causal.dag.search import parse_edge
 
 STYLE = {"both": ("#1b9e77", "-"), "data": ("#1f5fbf", "-"), "expert": ("#9a9a9a", "--"),
@@ -141,12 +142,7 @@ def render_dag(edges: Sequence[Mapping], tiers: Mapping[str, int], path: str | P
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def small_png(src: Path, dest: Path, *, max_width: int = 1600) -> Path:

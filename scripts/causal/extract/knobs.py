@@ -18,7 +18,7 @@ import re
 
 from scripts.causal.core.schema import BASELINE_FEATURES
 
-__all__ = ["PROSE_NAMES", "knob_setting", "knob_names", "record_aliases"]
+__all__ = ["NOT_A_CHANGE", "OTHER_LR", "PROSE_NAMES", "knob_setting", "knob_names", "record_aliases"]
 
 _NUM = r"-?\d+(?:\.\d+)?(?:e-?\d+)?"
 #: Plain-English names of knobs (lower case, as a regex) -> the trainer field or canonical feature.
@@ -83,13 +83,15 @@ def _num(s: str) -> float:
     return int(v) if v.is_integer() and "." not in s and "e" not in s.lower() else v
 
 
+OTHER_LR = re.compile(r"\b(?:ttt|test[\s-]time|adam\w*|embed\w*|scalar|head|lora|tied)\b", re.I)
 _ENV_LR = re.compile(r"\b([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_LR)\s*=\s*\d*\.?\d", re.M)
 
 
 def record_aliases(text: str) -> dict[str, str]:
     """Record-level names: a bare "LR" ("| LR | val_bpb |", "LR=0.002, 65k batch") is the record's one learning
     rate when its README sets exactly one ``*_LR`` knob of the trainer (``MATRIX_LR=0.008`` in its run command);
-    with two or more (``MATRIX_LR`` and ``TTT_LR``) "LR" stays no knob."""
+    with two or more (``MATRIX_LR`` and ``TTT_LR``) "LR" stays no knob. A row whose words or heading name another
+    optimiser or stage (``OTHER_LR``: "TTT LR sweep", "Adam") does not use the alias (``row_types.type_row``)."""
     keys = {k.lower() for k in _ENV_LR.findall(text or "")} & knob_names()
     return {"lr": next(iter(keys))} if len(keys) == 1 else {}
 
@@ -99,11 +101,16 @@ def knob_setting(text: str, reference: str | None = None, *,
     """(knob, from, to) of a row that sets one knob of the vocabulary; None otherwise (see the module docstring).
     ``aliases``: the record's own names for knobs (``record_aliases``).
 
-    A batch size under 1024 counts sequences, not tokens: it is no setting of ``train_batch_tokens``."""
+    A batch size under 1024 counts sequences, not tokens: it is no setting of ``train_batch_tokens``. A seed, a run
+    name or a logging cadence (``NOT_A_CHANGE``) is a field of the trainer but no change of the model: no setting."""
     out = _knob_setting(text, reference, aliases)
     if out and out[0] == "train_batch_tokens" and any(v is not None and v < 1024 for v in out[1:]):
         return None
-    return out
+    return None if out and out[0] in NOT_A_CHANGE else out
+
+
+#: trainer fields whose value changes no trained model (a seed sweep is noise, not an ablation)
+NOT_A_CHANGE = frozenset({"seed", "run_id", "val_loss_every", "train_log_every", "data_path", "tokenizer_path"})
 
 
 def _knob_setting(text: str, reference: str | None, aliases: dict[str, str] | None

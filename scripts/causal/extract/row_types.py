@@ -23,7 +23,7 @@ import dataclasses
 import re
 
 from scripts.causal.core.schema import BASELINE_FEATURES, AblationRow
-from scripts.causal.extract.knobs import knob_setting, record_aliases
+from scripts.causal.extract.knobs import OTHER_LR, knob_setting, record_aliases
 
 MAX_ABS_DELTA = 0.1
 
@@ -207,6 +207,8 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
         return out("headline", "an overall claim of the record, not an ablation")
     if len(_KEY_VALUE_TEXT.findall(row.change)) >= 2:  # "Trimmed GPTQ (reserve=4s, calib=16)": several settings
         return out("multi_feature", "sets several knobs at once (KEY=VALUE twice or more)")
+    if aliases and OTHER_LR.search(f"{heading} {row.change} {row.reference or ''}"):
+        aliases = None   # "| LR |" under "TTT sweep": not the record's training LR
     setting = knob_setting(row.change, row.reference, aliases=aliases)
     if setting is not None:
         knob, frm, to = setting

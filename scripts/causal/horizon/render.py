@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from scripts.causal.core.figures import save_figure
+
 __all__ = ["horizon_lines", "plot_panel", "predictor_lines"]
 
 
@@ -56,12 +58,7 @@ def plot_panel(curves: Mapping[str, Sequence[Mapping]], tpp: Mapping[int, float]
         ax.set_ylabel("Δ bpb (treatment − control)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, loc="best")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def predictor_lines(table: Mapping[str, Mapping[str, Any]]) -> list[str]:
