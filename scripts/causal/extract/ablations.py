@@ -25,6 +25,9 @@ from scripts.causal.extract.table_shapes import (
     metric_pairs,
     other_settings,
 )
+from scripts.causal.extract.table_shapes import (
+    clean as _clean,
+)
 
 _NUM = r"[+\-−–]?\s?\d*\.\d+"
 MAX_DELTA = 0.3
@@ -41,10 +44,6 @@ def _to_float(s: str) -> float | None:
         return float(s)
     except ValueError:
         return None
-
-
-def _clean(s: str) -> str:
-    return re.sub(r"[*`]+", "", s.replace("\\_", "_")).strip()
 
 
 def _tables(text: str) -> list[tuple[list[str], list[list[str]], str]]:

@@ -31,16 +31,16 @@ import re
 
 from scripts.causal.core.schema import AblationRow
 from scripts.causal.extract.table_shapes import (
-    _clean,
-    _items,
-    _trim_common,
+    clean,
+    label_items,
     log_change,
     log_reference,
     other_settings,
+    trim_common,
 )
 
-__all__ = ["LOG_BETWEEN", "ONE_SETTING", "SMOKE", "LogRef", "increment_between", "increment_between_runs", "log_index", "log_rows",
-           "references"]
+__all__ = ["LOG_BETWEEN", "ONE_SETTING", "SMOKE", "LogRef", "increment_between", "increment_between_runs",
+           "log_index", "log_rows", "references"]
 
 _SETTING = re.compile(r"^(.*?)\s*=\s*(-?\d+(?:\.\d+)?)$")
 
@@ -58,7 +58,7 @@ class LogRef:
 
 def _sweep_key(label: str) -> tuple[str, str, frozenset[str]] | None:
     """(key, value, the other words) of a label that sets exactly one ``KEY=VALUE`` (or "Word value") setting."""
-    items = _items(label)
+    items = label_items(label)
     settings = [(_SETTING.match(it), it) for it in items]
     found = [(m.group(1), m.group(2)) for m, _ in settings if m]
     if len(found) != 1:
@@ -68,7 +68,7 @@ def _sweep_key(label: str) -> tuple[str, str, frozenset[str]] | None:
 
 
 def _sweeps(labels: list[str], scores: list[float]) -> dict[int, int]:
-    """Run index -> the best run of the sweep it belongs to (see rule 2 of the module docstring)."""
+    """Run index -> the best run of the sweep it belongs to (rule 3 of the module docstring)."""
     keys = [_sweep_key(lbl) for lbl in labels]
     out: dict[int, int] = {}
     k = 0
@@ -93,11 +93,11 @@ def _sibling_base(labels: list[str], k: int) -> int | None:
     """The earlier run that both run ``k`` and the run above extend by one setting (rule 4), else None."""
     if k < 2:
         return None
-    mine, above = set(_items(labels[k])), set(_items(labels[k - 1]))
+    mine, above = set(label_items(labels[k])), set(label_items(labels[k - 1]))
     if len(mine) < 2 or len(mine) != len(above) or len(mine - above) != 1:
         return None
     for j in range(k - 2, -1, -1):
-        base = set(_items(labels[j]))
+        base = set(label_items(labels[j]))
         if len(base) == len(mine) - 1 and base < mine and base < above:
             return j
     return None
@@ -132,7 +132,7 @@ def references(cells: list[list[str]], labels: list[str], scores: list[float]) -
 
 
 def _id(cells: list[list[str]], j: int) -> str:
-    return _clean(cells[j][0]) if cells[j] else f"row {j + 1}"
+    return clean(cells[j][0]) if cells[j] else f"row {j + 1}"
 
 
 def _inherited(refs: list[LogRef], labels: list[str], k: int, key: str) -> tuple[str, int] | None:
@@ -140,7 +140,7 @@ def _inherited(refs: list[LogRef], labels: list[str], k: int, key: str) -> tuple
     seen, j = set(), refs[k].ref
     while j is not None and j not in seen:
         seen.add(j)
-        for it in _items(labels[j]).values():
+        for it in label_items(labels[j]).values():
             m = _SETTING.match(it)
             if m and m.group(1).lower() == key.lower():
                 return it, j
@@ -168,7 +168,7 @@ SMOKE = f"both runs under {SMOKE_STEPS} steps"   # a size or speed check: the sc
 
 
 def _int(cell: str) -> int | None:
-    m = re.fullmatch(r"\s*(\d[\d,]*)\s*", _clean(cell))
+    m = re.fullmatch(r"\s*(\d[\d,]*)\s*", clean(cell))
     return int(m.group(1).replace(",", "")) if m else None
 
 
@@ -197,7 +197,7 @@ def log_rows(header: list[str], cells: list[list[str]], vals: list[tuple[str, fl
     column, or in its step count, carries that difference in its label (a bundle)."""
     labels, scores = [v[0] for v in vals], [v[1] for v in vals]
     refs = references(cells, labels, scores)
-    steps = [j for j, h in enumerate(header) if re.fullmatch(r"steps?|iters?|iterations", _clean(h), re.I)]
+    steps = [j for j, h in enumerate(header) if re.fullmatch(r"steps?|iters?|iterations", clean(h), re.I)]
     out = []
     for r in refs:
         if r.ref is None:
@@ -206,21 +206,21 @@ def log_rows(header: list[str], cells: list[list[str]], vals: list[tuple[str, fl
         ref_label = labels[j]
         diff = log_change(change, ref_label)
         if SWEEP_BEST in how:   # a sweep's runs differ in the swept setting only (later runs inherit the rest)
-            diff = _trim_common(*(next(it for it in _items(x).values() if _SETTING.match(it)) for x in (change,
-                                                                                                       ref_label)))
+            swept = [next(it for it in label_items(x).values() if _SETTING.match(it)) for x in (change, ref_label)]
+            diff = trim_common(*swept)
         if diff is not None:   # the labels differ in one setting: that setting is the change
             change, ref_label = diff[0], diff[1] or ref_label
             how += f"; {ONE_SETTING}"
-        elif change.lstrip().startswith("+") and len(_items(change)) == 1:
-            change = "+ " + next(iter(_items(change).values()))   # "+ Momentum 0.80" -> "+ Momentum=0.80"
+        elif change.lstrip().startswith("+") and len(label_items(change)) == 1:
+            change = "+ " + next(iter(label_items(change).values()))   # "+ Momentum 0.80" -> "+ Momentum=0.80"
             m = _SETTING.match(change[2:])
             old = _inherited(refs, labels, k, m.group(1)) if m else None
             if old is not None:   # the old value, from the run up the chain that set it
                 ref_label = old[0]
                 how += f"; {m.group(1)} was {old[0].split('=')[-1]} since run {_id(cells, old[1])}"
         others = other_settings(header, cells[j], cells[k], (0, label_col, bpb_col))
-        others += [(_clean(header[c]), _clean(cells[j][c]), _clean(cells[k][c])) for c in steps
-                   if c < min(len(cells[j]), len(cells[k])) and _clean(cells[j][c]) != _clean(cells[k][c])]
+        others += [(clean(header[c]), clean(cells[j][c]), clean(cells[k][c])) for c in steps
+                   if c < min(len(cells[j]), len(cells[k])) and clean(cells[j][c]) != clean(cells[k][c])]
         if others:
             change += f" (also differs in {', '.join(f'{h} {a}/{b}' for h, a, b in others)})"
             how += "; other columns differ"

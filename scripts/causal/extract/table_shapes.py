@@ -17,8 +17,9 @@ import re
 
 from scripts.causal.core.schema import AblationRow
 
-__all__ = ["before_after_columns", "before_after_label", "column_pairs", "eval_columns", "is_log", "label_column",
-           "log_change", "log_reference", "metric_pairs", "other_settings", "ONE_COLUMN"]
+__all__ = ["ONE_COLUMN", "before_after_columns", "before_after_label", "clean", "column_pairs", "eval_columns",
+           "is_log", "label_column", "label_items", "log_change", "log_reference", "metric_pairs", "other_settings",
+           "trim_common"]
 
 _ID_HEADER = re.compile(r"^(?:exp(?:eriment)?|run|id|#|no\.?|step|trial|v(?:ersion)?)$", re.I)
 _ID_CELL = re.compile(r"^[A-Za-z]{0,3}[-_]?\d{1,3}[a-z]?$")
@@ -28,7 +29,8 @@ _AFTER = re.compile(r"^(?:after|to|new|this|ours|now|this (?:pr|submission|recor
 _OFF = re.compile(r"^(?:none|no|off|n/?a|disabled|—|-|–)(?:\b|$)|^0$", re.I)
 
 
-def _clean(s: str) -> str:
+def clean(s: str) -> str:
+    """A cell without markdown emphasis, code ticks and escaped underscores."""
     return re.sub(r"[*`]+", "", s.replace("\\_", "_")).strip()
 
 
@@ -43,7 +45,7 @@ def log_reference(rows: list[list[str]], k: int, label: str) -> tuple[int, str, 
     """In an experiment log (column 0: run ids, chronological), the row that row ``k`` is measured against: the run
     its label names ("R34 + EMA@60%" -> R34; the label loses the id: "+ EMA@60%"), else the row above.
     Returns (reference row index, the row's label, how)."""
-    ids = {_clean(r[0]).lower(): j for j, r in enumerate(rows) if r and _clean(r[0])}
+    ids = {clean(r[0]).lower(): j for j, r in enumerate(rows) if r and clean(r[0])}
     for m in re.finditer(r"\b([A-Za-z]{0,3}[-_]?\d{1,3}[a-z]?)\b", label):
         j = ids.get(m.group(1).lower())
         if j is not None and j != k and re.search(r"[A-Za-z]", m.group(1)):
@@ -57,11 +59,11 @@ _WORDS_NUM = re.compile(r"^([A-Za-z][A-Za-z _-]*?)\s+(-?\d+(?:\.\d+)?)$")
 _NEG = re.compile(r"^(?:no|without|w/o)\s+", re.I)
 
 
-def _items(label: str) -> dict[str, str]:
+def label_items(label: str) -> dict[str, str]:
     """A run's label as its settings, lower case -> as written: "Mode 2 (MLP down BWN) + EMA@60%" -> {"mode 2",
     "ema@60%"}; "Momentum 0.75" -> {"momentum=0.75": "Momentum=0.75"} (a knob word and its value as a setting)."""
     out = {}
-    for it in _ITEM_SPLIT.split(re.sub(r"\([^)]*\)", " ", _clean(label))):
+    for it in _ITEM_SPLIT.split(re.sub(r"\([^)]*\)", " ", clean(label))):
         it = " ".join(it.split())
         m = _WORDS_NUM.match(it)
         if it:
@@ -79,16 +81,16 @@ def log_change(label: str, reference: str) -> tuple[str, str] | None:
     which states its increment itself."""
     if label.lstrip().startswith("+"):
         return None
-    a, b = _items(reference), _items(label)
+    a, b = label_items(reference), label_items(label)
     only_a, only_b = [a[x] for x in a if x not in b], [b[x] for x in b if x not in a]
     if not only_a and len(only_b) == 1:
         return f"+ {only_b[0]}", ""
     if len(only_a) == 1 and len(only_b) == 1:
-        return _trim_common(only_b[0], only_a[0])
+        return trim_common(only_b[0], only_a[0])
     return None
 
 
-def _trim_common(new: str, old: str) -> tuple[str, str]:
+def trim_common(new: str, old: str) -> tuple[str, str]:
     """The two settings without the words they share in front or behind: "Cosine LR=0.002" against "Cosine
     LR=0.008" -> ("LR=0.002", "LR=0.008") (a word both runs have is no part of the change)."""
     a, b = new.split(), old.split()
@@ -103,8 +105,8 @@ def _trim_common(new: str, old: str) -> tuple[str, str]:
 
 ONE_COLUMN = "the one column that differs"  # a config row whose other configuration columns equal its reference's
 _RESULT_COLUMN = re.compile(r"bp[bp]|score|loss|round[\s_-]?trip|gap|note|comment|remark|status|time|size|param|"
-                            r"bytes|\bmb\b|steps?|ms\b|tok(?:ens)?/s|speed|artifact|fits|under|[≤<]=?\s*\d+\s*mb|budget|delta|δ|diff",
-                            re.I)
+                            r"bytes|\bmb\b|steps?|ms\b|tok(?:ens)?/s|speed|artifact|fits|under|[≤<]=?\s*\d+\s*mb|"
+                            r"budget|delta|δ|diff", re.I)
 
 
 def other_settings(header: list[str], ref: list[str], row: list[str], skip: tuple[int, ...]
@@ -116,21 +118,21 @@ def other_settings(header: list[str], ref: list[str], row: list[str], skip: tupl
     for j, h in enumerate(header):
         if j in skip or _RESULT_COLUMN.search(h) or j >= len(ref) or j >= len(row):
             continue
-        a, b = _clean(ref[j]), _clean(row[j])
+        a, b = clean(ref[j]), clean(row[j])
         if a and b and a.lower() != b.lower():
-            out.append((_clean(h), a, b))
+            out.append((clean(h), a, b))
     return out
 
 
 def is_log(header: list[str], rows: list[list[str]]) -> bool:
     """Column 0 holds run ids ("R12", "E3", "#4"): an experiment log."""
-    first = [_clean(r[0]) for r in rows if r]
-    return bool(first) and bool(_ID_HEADER.match(_clean(header[0])) or all(_ID_CELL.match(c) for c in first if c))
+    first = [clean(r[0]) for r in rows if r]
+    return bool(first) and bool(_ID_HEADER.match(clean(header[0])) or all(_ID_CELL.match(c) for c in first if c))
 
 
 def before_after_columns(header: list[str]) -> tuple[int, int] | None:
     """(before, after) column indexes of a before/after table, else None."""
-    cells = [_clean(h) for h in header]
+    cells = [clean(h) for h in header]
     before = next((j for j, h in enumerate(cells) if j > 0 and _BEFORE.match(h)), None)
     after = next((j for j, h in enumerate(cells) if j > 0 and j != before and _AFTER.match(h)), None)
     return (before, after) if before is not None and after is not None else None
@@ -138,7 +140,7 @@ def before_after_columns(header: list[str]) -> tuple[int, int] | None:
 
 def before_after_label(label: str, row: list[str], cols: tuple[int, int]) -> str:
     """"Label: before -> after", or "+ Label" when the before cell says the thing was off."""
-    b, a = (_clean(row[j]) if j < len(row) else "" for j in cols)
+    b, a = (clean(row[j]) if j < len(row) else "" for j in cols)
     if _OFF.match(b):
         return f"+ {label}"
     return f"{label}: {b} -> {a}"
@@ -160,7 +162,7 @@ def metric_pairs(header: list[str], rows: list[list[str]], heading: str) -> list
     for r in rows:
         if len(r) < 2:
             continue
-        label, m = _clean(r[0]), _BPB.search(_clean(r[1]))
+        label, m = clean(r[0]), _BPB.search(clean(r[1]))
         if m and re.search(r"bp[bp]", label, re.I) and not _NOT_BPB.search(label):
             scored.append((label, float(m.group(1))))
     out = []
@@ -183,7 +185,7 @@ def metric_pairs(header: list[str], rows: list[list[str]], heading: str) -> list
 def eval_columns(header: list[str]) -> tuple[int, int, str] | None:
     """(plain, staged, name) columns of a table that scores each row two ways: plain round trip -> sliding window
     ("sliding window eval"), or pre-TTT -> post-TTT ("TTT"); None otherwise."""
-    cells = [_clean(h) for h in header]
+    cells = [clean(h) for h in header]
     bpb = [j for j, h in enumerate(cells) if re.search(r"bp[bp]", h, re.I) and not _NOT_BPB.search(h)]
     find = lambda keep, drop=None: next((j for j in bpb if keep.search(cells[j])  # noqa: E731
                                          and not (drop and drop.search(cells[j]))), None)
@@ -208,9 +210,9 @@ def column_pairs(header: list[str], rows: list[list[str]], heading: str, label_c
     for r in rows:
         if len(r) <= max(a, b, label_col):
             continue
-        label, va, vb = _clean(r[label_col]), _BPB.search(_clean(r[a])), _BPB.search(_clean(r[b]))
+        label, va, vb = clean(r[label_col]), _BPB.search(clean(r[a])), _BPB.search(clean(r[b]))
         if label and va and vb and not re.fullmatch(r"(?:std|stdev|sd)\.?", label, re.I):
-            out.append(AblationRow(change=f"{name} ({label}: {_clean(header[a])} -> {_clean(header[b])})",
+            out.append(AblationRow(change=f"{name} ({label}: {clean(header[a])} -> {clean(header[b])})",
                                    delta_bpb=round(float(vb.group(1)) - float(va.group(1)), 8),
                                    source=f"README table '{heading}' (column pair)", reference=label))
     return out
