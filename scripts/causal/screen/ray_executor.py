@@ -96,16 +96,23 @@ def check_fits(need: dict[str, float], nodes: list[dict]) -> None:
 
 
 class _Tracker:
-    """Which tasks have started, on which host (a Ray actor: tasks call ``started``, the driver ``snapshot``)."""
+    """Which tasks have started, on which host, and which have ended (a Ray actor: tasks call ``started`` and
+    ``ended``, the driver ``snapshot``). A worker's calls reach the actor in order, so a worker's previous task
+    has ended before its next one starts: started-but-not-ended counts each worker's one task at most, where the
+    driver's own view (refs not yet collected) also holds runs that ended since its last poll."""
 
     def __init__(self) -> None:
         self._started: dict[int, tuple[str, int]] = {}
+        self._ended: set[int] = set()
 
     def started(self, key: int, host: str, pid: int) -> None:
         self._started[key] = (host, pid)
 
-    def snapshot(self) -> dict[int, tuple[str, int]]:
-        return dict(self._started)
+    def ended(self, key: int) -> None:
+        self._ended.add(key)
+
+    def snapshot(self) -> tuple[dict[int, tuple[str, int]], set[int]]:
+        return dict(self._started), set(self._ended)
 
 
 def _task(key: int, config: dict, expected_hash: str, seed: int, backend: str, options: dict,
@@ -123,7 +130,11 @@ def _task(key: int, config: dict, expected_hash: str, seed: int, backend: str, o
     cfg = rebuild_config(config, expected_hash, f"ray task on {host}")
     executor = make_executor(options["inner"], threads=options["threads"], timeout_s=options["timeout_s"],
                              nproc_per_node=options["nproc_per_node"])
-    return executor.run(cfg, seed, backend)
+    try:
+        return executor.run(cfg, seed, backend)
+    finally:
+        if tracker is not None:
+            tracker.ended.remote(key)
 
 
 def _error_text(ray: Any, exc: BaseException) -> str:
@@ -239,7 +250,7 @@ class RayExecutor:
                 rest = [r for r in pending if r not in ready]
                 if ready and rest:
                     ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
-                started = ray.get(tracker.snapshot.remote())
+                started, ended = ray.get(tracker.snapshot.remote())
                 now = time.monotonic()
                 for i in started:
                     seen.setdefault(i, now)
@@ -253,8 +264,9 @@ class RayExecutor:
                         if i in seen and i not in timed_out and now - seen[i] > self.timeout_s:
                             ray.cancel(ref, force=True)
                             timed_out.add(i)
-                running = [(jobs[i][0], "{}:{}".format(*started[i])) for i in sorted(pending.values()) if i in started]
-                status = (running, len(pending) - len(running))
+                running = [(jobs[i][0], "{}:{}".format(*started[i])) for i in sorted(pending.values())
+                           if i in started and i not in ended]
+                status = (running, sum(i not in started for i in pending.values()))
                 if on_status is not None and status != last_status:
                     on_status(*status)
                     last_status = status
