@@ -25,9 +25,7 @@ from scripts.causal.extract.table_shapes import (
     metric_pairs,
     other_settings,
 )
-from scripts.causal.extract.table_shapes import (
-    clean as _clean,
-)
+from scripts.causal.extract.table_shapes import clean as _clean
 
 _NUM = r"[+\-−–]?\s?\d*\.\d+"
 MAX_DELTA = 0.3
@@ -165,8 +163,8 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             rows_out += pairs
             continue
         if label_col and is_log(header, cells):
-            rows_out += log_rows(header, cells, vals, heading, label_col, bpb_col)
             logs.append(log_index(cells, vals))
+            rows_out += log_rows(header, cells, logs[-1], heading, label_col, bpb_col)
             continue
         cumulative = sum(lbl.startswith("+") for lbl, _ in vals[1:]) >= max(1, (len(vals) - 1) // 2)
         bold = [k for k, r in enumerate(cells) if "**" in r[label_col] or "**" in r[bpb_col]]

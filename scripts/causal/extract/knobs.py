@@ -83,6 +83,8 @@ def _num(s: str) -> float:
     return int(v) if v.is_integer() and "." not in s and "e" not in s.lower() else v
 
 
+#: trainer fields whose value changes no trained model (a seed sweep is noise, not an ablation)
+NOT_A_CHANGE = frozenset({"seed", "run_id", "val_loss_every", "train_log_every", "data_path", "tokenizer_path"})
 OTHER_LR = re.compile(r"\b(?:ttt|test[\s-]time|adam\w*|embed\w*|scalar|head|lora|tied)\b", re.I)
 _ENV_LR = re.compile(r"\b([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_LR)\s*=\s*\d*\.?\d", re.M)
 
@@ -108,9 +110,6 @@ def knob_setting(text: str, reference: str | None = None, *,
         return None
     return None if out and out[0] in NOT_A_CHANGE else out
 
-
-#: trainer fields whose value changes no trained model (a seed sweep is noise, not an ablation)
-NOT_A_CHANGE = frozenset({"seed", "run_id", "val_loss_every", "train_log_every", "data_path", "tokenizer_path"})
 
 
 def _knob_setting(text: str, reference: str | None, aliases: dict[str, str] | None

@@ -39,7 +39,7 @@ from scripts.causal.extract.table_shapes import (
     trim_common,
 )
 
-__all__ = ["LOG_BETWEEN", "ONE_SETTING", "SMOKE", "LogRef", "increment_between", "increment_between_runs",
+__all__ = ["LOG_BETWEEN", "ONE_SETTING", "SMOKE", "LogIndex", "LogRef", "increment_between", "increment_between_runs",
            "log_index", "log_rows", "references"]
 
 _SETTING = re.compile(r"^(.*?)\s*=\s*(-?\d+(?:\.\d+)?)$")
@@ -54,6 +54,9 @@ class LogRef:
     ref: int | None
     how: str
     label: str
+
+
+LogIndex = tuple[list[str], list[float], list[LogRef]]   # a log's labels, scores and references
 
 
 def _sweep_key(label: str) -> tuple[str, str, frozenset[str]] | None:
@@ -172,14 +175,13 @@ def _int(cell: str) -> int | None:
     return int(m.group(1).replace(",", "")) if m else None
 
 
-def log_index(cells: list[list[str]], vals: list[tuple[str, float]]) -> tuple[list[str], list[float], list[LogRef]]:
-    """(labels, scores, references) of a log, for ``increment_between_runs``."""
+def log_index(cells: list[list[str]], vals: list[tuple[str, float]]) -> LogIndex:
+    """(labels, scores, references) of a log: computed once, read by ``log_rows`` and ``increment_between_runs``."""
     labels, scores = [v[0] for v in vals], [v[1] for v in vals]
     return labels, scores, references(cells, labels, scores)
 
 
-def increment_between_runs(logs: list[tuple[list[str], list[float], list[LogRef]]], a: float, b: float
-                           ) -> str | None:
+def increment_between_runs(logs: list[LogIndex], a: float, b: float) -> str | None:
     """The increment between the runs scored ``a`` and ``b`` in a log that holds each score exactly once
     (``increment_between``), else None: a score found twice, or in no log, says nothing."""
     for labels, scores, refs in logs:
@@ -191,12 +193,11 @@ def increment_between_runs(logs: list[tuple[list[str], list[float], list[LogRef]
     return None
 
 
-def log_rows(header: list[str], cells: list[list[str]], vals: list[tuple[str, float]], heading: str,
-             label_col: int, bpb_col: int) -> list[AblationRow]:
-    """One row per run with a reference (``references``); a run that also differs in another configuration
-    column, or in its step count, carries that difference in its label (a bundle)."""
-    labels, scores = [v[0] for v in vals], [v[1] for v in vals]
-    refs = references(cells, labels, scores)
+def log_rows(header: list[str], cells: list[list[str]], index: LogIndex, heading: str, label_col: int,
+             bpb_col: int) -> list[AblationRow]:
+    """One row per run with a reference (``index``: the log's ``log_index``); a run that also differs in another
+    configuration column, or in its step count, carries that difference in its label (a bundle)."""
+    labels, scores, refs = index
     steps = [j for j, h in enumerate(header) if re.fullmatch(r"steps?|iters?|iterations", clean(h), re.I)]
     out = []
     for r in refs:
@@ -204,10 +205,11 @@ def log_rows(header: list[str], cells: list[list[str]], vals: list[tuple[str, fl
             continue
         k, j, change, how = r.index, r.ref, r.label, r.how
         ref_label = labels[j]
-        diff = log_change(change, ref_label)
         if SWEEP_BEST in how:   # a sweep's runs differ in the swept setting only (later runs inherit the rest)
-            swept = [next(it for it in label_items(x).values() if _SETTING.match(it)) for x in (change, ref_label)]
-            diff = trim_common(*swept)
+            diff = trim_common(*(next(it for it in label_items(x).values() if _SETTING.match(it))
+                                 for x in (change, ref_label)))
+        else:
+            diff = log_change(change, ref_label)
         if diff is not None:   # the labels differ in one setting: that setting is the change
             change, ref_label = diff[0], diff[1] or ref_label
             how += f"; {ONE_SETTING}"
