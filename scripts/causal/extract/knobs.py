@@ -86,7 +86,6 @@ def _num(s: str) -> float:
 #: trainer fields whose value changes no trained model (a seed sweep is noise, not an ablation)
 NOT_A_CHANGE = frozenset({"seed", "run_id", "val_loss_every", "train_log_every", "data_path", "tokenizer_path"})
 OTHER_LR = re.compile(r"\b(?:ttt|test[\s-]time|adam\w*|embed\w*|scalar|head|lora|tied)\b", re.I)
-_ENV_LR = re.compile(r"\b([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_LR)\s*=\s*\d*\.?\d", re.M)
 
 
 def record_aliases(text: str) -> dict[str, str]:
@@ -94,7 +93,9 @@ def record_aliases(text: str) -> dict[str, str]:
     rate when its README sets exactly one ``*_LR`` knob of the trainer (``MATRIX_LR=0.008`` in its run command);
     with two or more (``MATRIX_LR`` and ``TTT_LR``) "LR" stays no knob. A row whose words or heading name another
     optimiser or stage (``OTHER_LR``: "TTT LR sweep", "Adam") does not use the alias (``row_types.type_row``)."""
-    keys = {k.lower() for k in _ENV_LR.findall(text or "")} & knob_names()
+    from scripts.causal.extract.records import env_assignments
+
+    keys = {k for k in env_assignments(text) if k.endswith("_lr")} & knob_names()
     return {"lr": next(iter(keys))} if len(keys) == 1 else {}
 
 
