@@ -239,3 +239,13 @@ def test_a_pr_named_as_the_base_is_no_quoted_figure():
     assert (kind, feats, frm, to, d) == ("ablation", ("muon_momentum",), 0.99, 0.97, -0.0005)
     quoted = "LeakyReLU(0.5)^2 was ablated at -0.003 BPB in PR #493.\n"
     assert [v[0] for v in typed(quoted).values()] == ["quoted_estimate"]
+
+
+def test_adding_a_feature_is_not_widening_it_to_a_level_from_an_unstated_one():
+    """'XSA applied to all blocks' on a stack that had XSA on its last 4 layers (entry: None -> 'all') was scored
+    right as the claim 'xsa False -> True' (adds XSA): True equals any level. An add matches a level entry only
+    when the entry says the feature was off before."""
+    row = {"features": ["xsa"], "from_value": False, "to_value": True, "direction": 1}
+    assert not claim_is_right(row, _entry(1, "single_change", "xsa", None, "all", 0.0013))
+    assert claim_is_right(row, _entry(2, "single_change", "xsa", False, "last4", -0.002))   # an add to a level
+    assert claim_is_right(row, _entry(3, "single_change", "xsa", False, True, -0.002))

@@ -76,6 +76,8 @@ def claim_is_right(row: Mapping, entry: EvidenceEntry) -> bool:
     categorical = isinstance(entry.to_value, str) or isinstance(entry.from_value, str)
     if not categorical and int(row.get("direction") or 1) != _direction(entry.from_value, entry.to_value, entry.knob):
         return False  # a categorical level has no direction: its from and to values decide
+    if isinstance(row.get("to_value"), bool) and isinstance(entry.to_value, str) and entry.from_value is None:
+        return False  # "adds XSA" against "XSA -> all layers" from an unstated level: the entry may widen, not add
     return _same(row.get("from_value"), entry.from_value) and _same(row.get("to_value"), entry.to_value)
 
 
