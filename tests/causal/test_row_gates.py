@@ -249,3 +249,11 @@ def test_adding_a_feature_is_not_widening_it_to_a_level_from_an_unstated_one():
     assert not claim_is_right(row, _entry(1, "single_change", "xsa", None, "all", 0.0013))
     assert claim_is_right(row, _entry(2, "single_change", "xsa", False, "last4", -0.002))   # an add to a level
     assert claim_is_right(row, _entry(3, "single_change", "xsa", False, True, -0.002))
+
+
+def test_a_feature_extended_to_all_layers_is_a_scope_not_an_add():
+    text = "XSA applied to all blocks including loop core on every repeat: **+0.001 worse** (1.1953 vs 1.1940).\n"
+    (row,) = [r for r in type_rows(extract_ablations(text)) if r.features == ("xsa",)]
+    assert row.kind == "sweep_unmapped"      # the stack may already have XSA on some layers
+    added = "Adding XSA on the last 3 of 11 layers: 0.002 BPB improvement.\n"   # a scope of an add: still an add
+    assert [(r.kind, r.from_value, r.to_value) for r in type_rows(extract_ablations(added))] == [("ablation", False, True)]

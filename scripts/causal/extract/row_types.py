@@ -48,6 +48,8 @@ _EXTRA_KEYWORDS: tuple[tuple[str, str], ...] = (
 )
 _WHERE_LAYERS = re.compile(r"\b(?:the\s+)?(?:last|first|top|bottom|final|middle|deepest)\s+\d{1,2}"
                            r"(?:\s+of\s+(?:the\s+)?\d{1,2})?\s+(?:layers?|blocks?)\b", re.I)
+# "XSA applied to all blocks", "XSA-all": a scope of a feature the stack may already have on some layers
+_SCOPE_ALL = re.compile(r"\b(?:all|every)\s+(?:(?:the|\d{1,2})\s+)?(?:layers?|blocks?)\b|\b[a-z]+[-_]all\b", re.I)
 _EXTRA_RES = [(f, re.compile(p, re.I)) for f, p in _EXTRA_KEYWORDS]
 _NEGATE = re.compile(r"^\s*(?:-\s|no\b|without\b|w/o\b|remov|disabl|drop)", re.I)
 _LABEL = re.compile(r"^\s*(?:no|without)\b[^:.]{0,25}:", re.I)  # "No EMA: EMA still hurts by ..." labels a bullet
@@ -297,6 +299,9 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
     if val is False or sign < 0:
         return out("ablation", f"{note}; removes {feat}", features=(feat,), from_value=True, to_value=False,
                    direction=-1)
+    if _SCOPE_ALL.search(text):
+        return out("sweep_unmapped", f"sets where {feat} applies (all layers), not whether: its previous scope is "
+                                     "not stated", features=(feat,))
     return out("ablation", note, features=(feat,), from_value=False, to_value=True, direction=1)
 
 
