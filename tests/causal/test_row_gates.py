@@ -257,3 +257,18 @@ def test_a_feature_extended_to_all_layers_is_a_scope_not_an_add():
     assert row.kind == "sweep_unmapped"      # the stack may already have XSA on some layers
     added = "Adding XSA on the last 3 of 11 layers: 0.002 BPB improvement.\n"   # a scope of an add: still an add
     assert [(r.kind, r.from_value, r.to_value) for r in type_rows(extract_ablations(added))] == [("ablation", False, True)]
+
+
+def test_a_heading_that_states_a_setting_gives_the_row_its_knob_and_the_compared_value_its_from():
+    """'### BigramHash(10240)' over '- Reduces token-pair hash collisions vs 4096 buckets (+0.001 bpb)': the row
+    was read under the section before it (the blank line's newline opened the paragraph, so its heading was not
+    stripped) and left unmapped. It is BigramHash 4096 -> 10240."""
+    text = ("### Mixed Int5/Int6 Quantization\n- Int5 MLP saves ~1.86MB\n\n### BigramHash(10240)\n"
+            "- Hash consecutive token pairs into a 10240-bucket table\n"
+            "- Reduces token-pair hash collisions vs 4096 buckets (+0.001 bpb)\n")
+    (row,) = type_rows(extract_ablations(text))
+    assert row.source == "README prose (section 'BigramHash(10240)')"
+    assert (row.kind, row.features, row.from_value, row.to_value, row.delta_bpb) == \
+        ("ablation", ("bigram_buckets",), 4096, 10240, -0.001)
+    two = text.replace("vs 4096 buckets", "vs 4096 or 2048 buckets, vs 2048")   # two compared values: silent
+    assert [r.kind for r in type_rows(extract_ablations(two))] == ["unmapped"]

@@ -380,7 +380,7 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             change = _clean(text[start: m.end()])[:120]
             out.append(AblationRow(change=change, delta_bpb=round(b - a, 8), source="README prose (before -> after)"))
     headings = [(h.start(), h.group(1).strip()) for h in re.finditer(r"^#{1,6}\s+(.*)$", text, re.M)]
-    for pm in re.finditer(r"(?:[^\n]|\n(?![ \t]*\n))+", text):
+    for pm in re.finditer(r"[^\n](?:[^\n]|\n(?![ \t]*\n))*", text):  # starts on a text line, not the blank's \n
         para = pm.group(0)
         lead = re.match(r"(?:[ \t]*#{1,6}\s+[^\n]*(?:\n|$))+", para)  # heading lines glued to their text
         body_start = pm.start() + (lead.end() if lead else 0)

@@ -172,6 +172,27 @@ def numeric_from_to(feature: str, text: str, reference: str | None = None) -> tu
     return None, None, "none"
 
 
+_HEADING_VALUE = re.compile(rf"^\W*([A-Za-z][\w -]*?)\s*\(\s*({_NUM})\s*\)\W*$")
+_VS_OTHER = re.compile(rf"\b(?:vs\.?|versus|instead of|compared (?:to|with))\s+(?:the\s+)?({_NUM})(?![\w.])", re.I)
+
+
+def heading_setting(heading: str, text: str, aliases: dict[str, str] | None = None
+                    ) -> tuple[str, object, object] | None:
+    """(knob, from, to) of a row under a heading that states one setting, "BigramHash(10240)", when the row
+    compares it with one other value and names no change itself ("reduces collisions vs 4096 buckets"): the knob
+    as ``knobs.knob_setting`` reads "BigramHash 10240 vs 4096". None for anything else."""
+    m, others = _HEADING_VALUE.match(heading or ""), _VS_OTHER.findall(text)
+    if not m or len(others) != 1:
+        return None
+    setting = knob_setting(f"{m.group(1)} {m.group(2)} vs {others[0]}", aliases=aliases)
+    if setting is None or setting[1] == setting[2]:
+        return None
+    from scripts.causal.screen.registry import FIELD_FEATURE
+
+    knob, frm, to = setting
+    return (FIELD_FEATURE[knob] if FIELD_FEATURE.get(knob) in NUMERIC_FEATURES else knob), frm, to
+
+
 def _is_fragment(text: str) -> bool:
     t = text.strip()
     return len(t.split()) < 2 or bool(re.match(r"^[a-z,;)]", t))
@@ -245,6 +266,11 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
     if feats and _VS_STRONG.search(text):
         return out("record_vs_base", f"the record against another submission; names {feats}", features=tuple(feats))
     if from_heading:
+        setting = heading_setting(heading, text, aliases)
+        if setting is not None:
+            knob, frm, to = setting
+            return out("ablation", f"the heading sets {knob} to {to}; the row compares it with {frm}",
+                       features=(knob,), from_value=frm, to_value=to, direction=1 if to > frm else -1)
         return out("unmapped", f"the row names no change itself (its table heading names {feats[0]})",
                    features=tuple(feats))
     if not feats:
