@@ -24,12 +24,13 @@ from scripts.causal.extract.table_shapes import (
     label_column,
     metric_pairs,
     other_settings,
+    this_base_columns,
 )
 from scripts.causal.extract.table_shapes import clean as _clean
 
 _NUM = r"[+\-−–]?\s?\d*\.\d+"
 MAX_DELTA = 0.3
-_NOT_QUALITY = re.compile(r"size|bytes|\bmb\b|time|ms/step|step_avg|\bsteps\b|params|memory|tok/s|throughput|"
+NOT_QUALITY = re.compile(r"size|bytes|\bmb\b|time|ms/step|step_avg|\bsteps\b|params|memory|tok/s|throughput|"
                           r"artifact|speed|latency", re.I)
 _SUMMARY = re.compile(r"^(?:total|net|sum|overall|combined|all)\b", re.I)
 _GAIN = re.compile(r"improv|gain|better|help|reduc|lower|saves?|benefit|win\b|beats?\b|outperform", re.I)
@@ -44,7 +45,8 @@ def _to_float(s: str) -> float | None:
         return None
 
 
-def _tables(text: str) -> list[tuple[list[str], list[list[str]], str]]:
+def markdown_tables(text: str) -> list[tuple[list[str], list[list[str]], str]]:
+    """Every markdown table of ``text``: (header cells, body rows of cells, the heading above it)."""
     out = []
     lines = text.splitlines()
     i = 0
@@ -77,7 +79,7 @@ def _bpb_in(cell: str) -> float | None:
 def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
     rows_out: list[AblationRow] = []
     logs, checks = [], []   # the README's experiment logs; sweep rows to check against them (run_logs)
-    for header, rows, heading in _tables(text):
+    for header, rows, heading in markdown_tables(text):
         low = [h.lower() for h in header]
         if len(header) < 2 or not rows:
             continue
@@ -105,7 +107,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 label = _clean(r[label_col])
                 if sides is not None and label and not _SUMMARY.match(label):
                     label = before_after_label(label, r, sides)
-                if not m or not label or _NOT_QUALITY.search(label) or _SUMMARY.match(label):
+                if not m or not label or NOT_QUALITY.search(label) or _SUMMARY.match(label):
                     continue
                 if re.fullmatch(r"\d+", label):  # per-seed rows of a results table
                     continue
@@ -325,10 +327,7 @@ def _comparison_rows(header: list[str], rows: list[list[str]], heading: str,
                      nats_to_bpb: float | None) -> list[AblationRow]:
     """Tables without a delta/bpb column: an 'Improvement'/'Delta' row, or a bpb row of a base-vs-this table."""
     out = []
-    low = [h.lower() for h in header]
-    this_col = next((j for j, h in enumerate(low) if re.search(r"\bthis\b|ours|new|submission", h)), None)
-    base_col = next((j for j, h in enumerate(low) if j != this_col and re.search(r"pr ?#|base|naive|old|before", h)),
-                    None)
+    this_col, base_col = this_base_columns(header)
     for r in rows:
         if not r:
             continue

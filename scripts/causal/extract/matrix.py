@@ -19,6 +19,7 @@ from scripts.causal.core.schema import (
 )
 from scripts.causal.extract import lineage as lin
 from scripts.causal.extract import records as rp
+from scripts.causal.extract.base_contrast import confirm_base_rows, stable_dump
 from scripts.causal.extract.record import extract_record
 from scripts.causal.extract.row_types import type_rows
 
@@ -66,6 +67,7 @@ def extract(inputs: list[Path]) -> dict:
     owns: dict[str, dict] = {}
     absent: dict[str, dict] = {}
     texts: dict[str, tuple[str, dict]] = {}
+    dumps: dict[str, dict[str, str] | None] = {}   # each record's logged hyperparameters (base_contrast)
     for folder in folders:
         w: list[str] = []
         loaded = rp.load_record(folder, w)
@@ -76,6 +78,7 @@ def extract(inputs: list[Path]) -> dict:
         records.append(rec)
         owns[rec["record_id"]] = own
         texts[rec["record_id"]] = (loaded.readme or "", src_json)
+        dumps[rec["record_id"]] = stable_dump(loaded.logs)
 
     by_id = {r["record_id"]: r for r in records}
     pr_to_record = lin.build_pr_map(records, texts)
@@ -84,8 +87,12 @@ def extract(inputs: list[Path]) -> dict:
     for rec in records:
         rec["base_record_ids"] = lin.base_candidates(rec, pr_to_record, set(by_id))
         base = ", ".join(rec["base_record_ids"]) or ", ".join(f"PR #{n}" for n in rec["base_prs"]) or None
+        readme = texts[rec["record_id"]][0]
         rec["ablations"] = type_rows(rec["ablations"], record_id=rec["record_id"], base=base,
-                                     n_seeds=len(rec["seeds"]) or None, text=texts[rec["record_id"]][0])
+                                     n_seeds=len(rec["seeds"]) or None, text=readme)
+        if len(rec["base_record_ids"]) == 1:   # one base record: a this-vs-base row may be one change
+            rec["ablations"] = confirm_base_rows(rec["ablations"], readme, dumps[rec["record_id"]],
+                                                 dumps[rec["base_record_ids"][0]])
     out_records = []
     wanted_ids = {f.name for f in folders if f.resolve() in wanted}
     for rec in sorted(records, key=lambda r: (r["track"], r["date"] or "", r["record_id"])):

@@ -195,6 +195,7 @@ def code_from_log(text: str) -> str | None:
     return head[m.start(): m.start() + end.start()] if end else head[m.start():]
 
 
+_DUMP_HEADS = ("hyperparameters", "config", "args", "hparams")
 _DUMP_LINE = re.compile(r"^\s{1,4}([a-z][a-z0-9_]*):\s?(.*?)\s*$")
 _KV_TOKEN = re.compile(r"(?<![\w/.-])([a-z][a-z0-9_]*):([^\s,:\[\]{}]+)")
 _KV_EQ = re.compile(r"(?<![\w/.-])([a-z][a-z0-9_]*)=([^\s,;()\[\]{}]+)")
@@ -203,18 +204,25 @@ _NON_CONFIG_TOKENS = {"step", "train_time", "step_avg", "val_loss", "val_bpb", "
                       "elapsed", "time", "peak_memory_allocated", "reserved"}
 
 
-def log_config(text: str) -> dict[str, str]:
-    """Config values a log states: a ``Hyperparameters:`` block of ``  key: value`` lines, and
-    ``key:value`` tokens on non-step lines (``num_layers:11 model_dim:512``)."""
+def log_dump(text: str) -> dict[str, str]:
+    """The ``Hyperparameters:`` block of a log (``  key: value`` lines), every field the trainer printed; a log
+    holding several runs gives the last one's values. Empty when the log prints no such block."""
     out: dict[str, str] = {}
     lines = text.splitlines()
     for i, line in enumerate(lines):
-        if line.strip().rstrip(":").lower() in ("hyperparameters", "config", "args", "hparams"):
+        if line.strip().rstrip(":").lower() in _DUMP_HEADS:
             for nxt in lines[i + 1: i + 400]:
                 m = _DUMP_LINE.match(nxt)
                 if not m:
                     break
-                out[m.group(1)] = m.group(2).strip()  # a log holding several runs: the last one is final
+                out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def log_config(text: str) -> dict[str, str]:
+    """Config values a log states: a ``Hyperparameters:`` block of ``  key: value`` lines, and
+    ``key:value`` tokens on non-step lines (``num_layers:11 model_dim:512``)."""
+    out = log_dump(text)
     body = code_from_log(text)
     scan = text[len(body):] if body else text
     for line in scan.splitlines()[:3000]:
@@ -236,7 +244,7 @@ def dump_block_size(text: str) -> int:
     best = 0
     lines = text.splitlines()
     for i, line in enumerate(lines):
-        if line.strip().rstrip(":").lower() in ("hyperparameters", "config", "args", "hparams"):
+        if line.strip().rstrip(":").lower() in _DUMP_HEADS:
             n = 0
             for nxt in lines[i + 1: i + 400]:
                 if not _DUMP_LINE.match(nxt):

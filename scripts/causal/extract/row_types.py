@@ -121,7 +121,7 @@ def metric_of(text: str) -> str:
     t = text.lower()
     if re.search(r"pre[\s_-]?quant|prequant|\bfp32\b|\bbf16\b|pre[\s_-]?ema|before quant", t):
         return "pre_quant"
-    if re.search(r"post[\s_-]?ttt|\bttt\b|test[\s-]time", t):
+    if re.search(r"post[\s_-]?ttt|\bttt\b|test[\s-]time", re.sub(r"\b(?:no|pre|non|without|before)[\s_-]?ttt\b", " ", t)):
         return "post_ttt"
     if re.search(r"sliding|stride", t):
         return "sliding"

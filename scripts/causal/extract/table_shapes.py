@@ -19,7 +19,7 @@ from scripts.causal.core.schema import AblationRow
 
 __all__ = ["ONE_COLUMN", "before_after_columns", "before_after_label", "clean", "column_pairs", "eval_columns",
            "is_log", "label_column", "label_items", "log_change", "log_reference", "metric_pairs", "other_settings",
-           "trim_common"]
+           "this_base_columns", "trim_common"]
 
 _ID_HEADER = re.compile(r"^(?:exp(?:eriment)?|run|id|#|no\.?|step|trial|v(?:ersion)?)$", re.I)
 _ID_CELL = re.compile(r"^[A-Za-z]{0,3}[-_]?\d{1,3}[a-z]?$")
@@ -32,6 +32,15 @@ _OFF = re.compile(r"^(?:none|no|off|n/?a|disabled|—|-|–)(?:\b|$)|^0$", re.I)
 def clean(s: str) -> str:
     """A cell without markdown emphasis, code ticks and escaped underscores."""
     return re.sub(r"[*`]+", "", s.replace("\\_", "_")).strip()
+
+
+def this_base_columns(header: list[str]) -> tuple[int | None, int | None]:
+    """(this column, base column) of a this-vs-base table (``| Metric | PR #1394 | This submission |``)."""
+    low = [h.lower() for h in header]
+    this_col = next((j for j, h in enumerate(low) if re.search(r"\bthis\b|ours|new|submission", h)), None)
+    base_col = next((j for j, h in enumerate(low) if j != this_col and re.search(r"pr ?#|base|naive|old|before", h)),
+                    None)
+    return this_col, base_col
 
 
 def label_column(header: list[str], rows: list[list[str]], default: int) -> int:
