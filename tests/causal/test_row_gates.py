@@ -272,3 +272,39 @@ def test_a_heading_that_states_a_setting_gives_the_row_its_knob_and_the_compared
         ("ablation", ("bigram_buckets",), 4096, 10240, -0.001)
     two = text.replace("vs 4096 buckets", "vs 4096 or 2048 buckets, vs 2048")   # two compared values: silent
     assert [r.kind for r in type_rows(extract_ablations(two))] == ["unmapped"]
+    scores = text.replace("vs 4096 buckets (+0.001 bpb)", "no gain (1.2980 vs 1.2963, +0.0017 bpb)")
+    assert [r.kind for r in type_rows(extract_ablations(scores))] == ["unmapped"]   # two scores, not a setting
+
+
+def test_a_log_whose_delta_header_names_one_run_reads_rows_built_on_another_run_as_nonadjacent():
+    """'| Exp | Description | val_bpb | Δ vs E0 |': every delta is against E0, so 'E3 + XSA last 4' is E0 plus three
+    changes, not E3 plus XSA. The run may sit in another table ('| vs E5 |' under a table of E7-E9)."""
+    text = ("| Exp | Description | val_bpb | Δ vs E0 | Status |\n|---|---|---|---|---|\n"
+            "| E0 | PR #1861 base | 1.1276 | — | base |\n| E1 | E0 + late QAT (last 15%) | 1.1262 | -0.0014 | kept |\n"
+            "| E2 | E1 + GPTQ-lite clip search | 1.1247 | -0.0029 | kept |\n"
+            "| E3 | E2 + XSA last 4 | 1.1228 | -0.0048 | kept |\n\n"
+            "| Exp | Description | val_bpb | vs E5 |\n|---|---|---|---|\n| E7 | E2 + SmearGate | 1.0821 | +0.0023 |\n"
+            "| E8 | E5 + EMA | 1.0801 | +0.0003 |\n")
+    rows = {r.change: r for r in type_rows(extract_ablations(text))}
+    assert (rows["E0 + late QAT (last 15%)"].kind, rows["E0 + late QAT (last 15%)"].features) == ("ablation", ("qat",))
+    assert {rows[k].kind for k in ("E1 + GPTQ-lite clip search", "E2 + XSA last 4", "E2 + SmearGate")} == \
+        {"nonadjacent"}
+    assert rows["E5 + EMA"].kind == "ablation"
+
+
+def test_a_row_that_sets_a_knob_and_changes_something_else_is_a_bundle():
+    text = ("| Change | val_bpb | Delta |\n|---|---|---|\n| base | 1.2000 | — |\n"
+            "| + Muon WD 0.04 → 0.085 and embedding WD 0.085 | 1.1994 | -0.0006 |\n"
+            "| + EMA 0.997 + warmdown 1200 → 2400 | 1.1907 | -0.0087 |\n| + QK_GAIN_INIT 4.0 → 5.0, seed 42 | 1.1900 | -0.0007 |\n")
+    assert [(r.kind, r.features) for r in type_rows(extract_ablations(text))] == \
+        [("multi_feature", ("muon_wd",)), ("multi_feature", ("warmdown_iters",)), ("ablation", ("qk_gain",))]
+
+
+def test_a_data_loader_stride_is_no_eval_stride_and_an_embedding_width_is_no_quant_bits():
+    text = ("| Change | val_bpb | Delta |\n|---|---|---|\n| base | 1.2000 | — |\n"
+            "| + coprime-stride data loader | 1.1997 | -0.0003 |\n| + Stride (chunk=256) | 1.1900 | -0.0097 |\n"
+            "| int7 vs int8 embeddings | 1.1904 | +0.0004 |\n")
+    loader, stride, embed = type_rows(extract_ablations(text))
+    assert (loader.kind, loader.features, stride.kind, stride.features) == \
+        ("unmapped", (), "ablation", ("sliding_window_eval",))
+    assert embed.kind != "ablation" and "quant_bits" not in embed.features   # was "quant_bits 8 -> 7"

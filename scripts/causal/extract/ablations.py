@@ -16,9 +16,12 @@ from scripts.causal.extract.row_types import map_change
 from scripts.causal.extract.run_logs import LOG_BETWEEN, increment_between_runs, log_index, log_rows
 from scripts.causal.extract.table_shapes import (
     ONE_COLUMN,
+    OTHER_PARENT,
     before_after_columns,
     before_after_label,
+    builds_on,
     column_pairs,
+    delta_header_run,
     eval_columns,
     is_log,
     label_column,
@@ -100,11 +103,15 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             ref_label = _reference_row(header, rows, delta_col, label_col, heading)
             labels = [_clean(r[label_col]) if len(r) > label_col else "" for r in rows]
             stacked = sum(lbl.startswith("+") for lbl in labels[1:]) >= max(1, (len(rows) - 1) // 2)
+            # an experiment log whose delta column names one run ("Δ vs E0"): a row built on another run is not
+            # that run plus its label's change
+            named_run = delta_header_run(header[delta_col], rows) if label_col and is_log(header, rows) else None
             for k, r in enumerate(rows):
-                if len(r) <= max(delta_col, label_col):
+                if len(r) <= max(delta_col, label_col) or (named_run and _clean(r[0]).lower() == named_run):
                     continue
                 m = re.search(_NUM, r[delta_col])
                 label = _clean(r[label_col])
+                other_parent = named_run is not None and builds_on(rows, k, label) != named_run
                 if sides is not None and label and not _SUMMARY.match(label):
                     label = before_after_label(label, r, sides)
                 if not m or not label or NOT_QUALITY.search(label) or _SUMMARY.match(label):
@@ -140,6 +147,8 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 col = f" column '{_clean(header[bpb_col])}'" if bpb_col is not None else ""
                 # a "+ X" stack's rows are increments over the row above ("+ bigram=10240" after "+ bigram=8192")
                 ref = labels[k - 1] if stacked and k and labels[k].startswith("+") else ref_label
+                if other_parent:
+                    col += f" ({OTHER_PARENT})"
                 rows_out.append(AblationRow(change=label, delta_bpb=round(d, 8), source=f"README table '{heading}'{col}",
                                             reference=ref))
             continue

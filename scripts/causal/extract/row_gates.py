@@ -15,7 +15,8 @@ and says why in ``note``:
   log compared with the run above it, unless its label is a "+ X" increment), unless the row sets one
   knob of the trainer's vocabulary against that row (a sweep: ``MATRIX_LR=0.02`` vs ``MATRIX_LR=0.04``) or the two
   labels differ only in switching one thing ("with SmearGate" vs "without SmearGate"); configs
-  such as "10L uniform" against "9L every=2" differ in more than their label says;
+  such as "10L uniform" against "9L every=2" differ in more than their label says; an experiment-log row whose
+  delta column names its reference run ("Δ vs E0") while the row builds on another run ("E3 + XSA");
 - ``no_direction``: a numeric row whose "from" value was assumed (the naive baseline's), not stated: the record's
   stack is not the naive baseline;
 - ``restated``: a prose row that repeats a change the record's own table measures, with another figure beyond the
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 
 from scripts.causal.core.schema import AblationRow
 from scripts.causal.extract.run_logs import LOG_BETWEEN, ONE_SETTING, SMOKE
-from scripts.causal.extract.table_shapes import ONE_COLUMN
+from scripts.causal.extract.table_shapes import ONE_COLUMN, OTHER_PARENT
 
 __all__ = ["gate_record", "gate_row", "half_unit"]
 
@@ -68,6 +69,9 @@ def gate_row(row: AblationRow) -> AblationRow:
     if LOG_BETWEEN in row.source:
         return _demote(row, "nonadjacent", "a summary row whose two runs the record's run log shows differ by an "
                                            "increment between them as well")
+    if OTHER_PARENT in row.source:
+        return _demote(row, "nonadjacent", "an experiment-log row whose delta is against the run the delta header "
+                                           "names, while the row builds on another run")
     if ("(vs first row" in row.source or "(vs row above" in row.source) and not row.note.startswith("a setting of") \
             and not _ab_pair(row) and not row.change.lstrip().startswith("+") and ONE_COLUMN not in row.source \
             and not (ONE_SETTING in row.source and "reference row" in row.note):

@@ -43,9 +43,13 @@ _EXTRA_KEYWORDS: tuple[tuple[str, str], ...] = (
     ("compression", r"zstd|lzma|brotli|zlib|compress"),
     ("warmdown_iters", r"warm[\s_-]?down"),
     ("tied_embeddings", r"tied|untied|tie[\s_-]embed"),
-    ("sliding_window_eval", r"\bstride\b"),
+    # an eval stride ("stride 16 eval", "Stride (chunk=256)"); a data loader's stride ("coprime-stride data loader")
+    # is none
+    ("sliding_window_eval", r"\bstride\b(?![\s-]*(?:data|loader|sampl\w*|shard\w*|batch\w*)\b)"),
     ("swa", r"\bswa_"),
 )
+_EMBED_WIDTH = re.compile(r"\b(?:int|fp)\d{1,2}\b[^.,;\n]{0,12}\bembed\w*|\bembed\w*[^.,;\n]{0,12}\b(?:int|fp)\d{1,2}\b|"
+                          r"\bembed\w*[\s_-]bits\b", re.I)
 _WHERE_LAYERS = re.compile(r"\b(?:the\s+)?(?:last|first|top|bottom|final|middle|deepest)\s+\d{1,2}"
                            r"(?:\s+of\s+(?:the\s+)?\d{1,2})?\s+(?:layers?|blocks?)\b", re.I)
 # "XSA applied to all blocks", "XSA-all": a scope of a feature the stack may already have on some layers
@@ -113,6 +117,8 @@ def map_change(change: str) -> tuple[list[str], int]:
     for specific, general in (("lora_ttt", "ttt"), ("muoneq_r", "muon")):  # the specific one names the change
         if specific in feats and general in feats:
             feats.remove(general)
+    if "quant_bits" in feats and _EMBED_WIDTH.search(change):  # "int7 vs int8 embeddings": the embedding's width,
+        feats.remove("quant_bits")                              # not the model's quant_bits
     return feats, (-1 if _NEGATE.search(change) and not _LABEL.match(change) else 1)
 
 
@@ -173,7 +179,9 @@ def numeric_from_to(feature: str, text: str, reference: str | None = None) -> tu
 
 
 _HEADING_VALUE = re.compile(rf"^\W*([A-Za-z][\w -]*?)\s*\(\s*({_NUM})\s*\)\W*$")
-_VS_OTHER = re.compile(rf"\b(?:vs\.?|versus|instead of|compared (?:to|with))\s+(?:the\s+)?({_NUM})(?![\w.])", re.I)
+# the compared setting; a score ("vs 1.2963", "vs 1.38 bpb") is no setting
+_VS_OTHER = re.compile(rf"\b(?:vs\.?|versus|instead of|compared (?:to|with))\s+(?:the\s+)?(?![0-4]\.\d{{3}})({_NUM})"
+                       rf"(?![\w.])(?!\s*(?:bp[bp]|nats?|loss)\b)", re.I)
 
 
 def heading_setting(heading: str, text: str, aliases: dict[str, str] | None = None
@@ -191,6 +199,27 @@ def heading_setting(heading: str, text: str, aliases: dict[str, str] | None = No
 
     knob, frm, to = setting
     return (FIELD_FEATURE[knob] if FIELD_FEATURE.get(knob) in NUMERIC_FEATURES else knob), frm, to
+
+
+_ITEMS = re.compile(r"\s+(?:and|plus|&)\s+|\s\+\s|;\s*|,\s+")
+_RUN_ID = re.compile(r"^\W*[A-Za-z]{1,3}[-_]?\d{1,3}[a-z]?\b\s*\+?\s*")
+_NOT_SETTING = re.compile(r"\bseeds?\b|\bsteps?\b|\bh100\b|\bgpus?\b|\bmin(?:utes)?\b|\bms\b|\bmb\b|\bbytes\b|"
+                          r"\bsame\b|\bruns?\b", re.I)
+
+
+def changes_named(label: str) -> list[str]:
+    """The items of a row label that each name a change: "+ EMA 0.997 + warmdown 1200 -> 2400" and "Muon WD 0.04
+    -> 0.085 and embedding WD 0.085" name two; "QK_GAIN_INIT 4.0 -> 5.0, seed 42" names one (a seed, a step
+    count or a GPU is no change). Parentheses and a leading run id ("E3 +") are left out."""
+    text = _RUN_ID.sub("", re.sub(r"\([^)]*\)", " ", label or "")).strip().lstrip("+").strip()
+    out = []
+    for item in _ITEMS.split(text):
+        item = item.strip(" +")
+        if not item or _NOT_SETTING.search(item):
+            continue
+        if knob_setting(item) or map_change(item)[0] or re.search(r"[A-Za-z]{2,}\W*\d|\d\W*[A-Za-z]{2,}", item):
+            out.append(item)
+    return out
 
 
 def _is_fragment(text: str) -> bool:
@@ -233,6 +262,9 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
     if aliases and OTHER_LR.search(f"{heading} {row.change} {row.reference or ''}"):
         aliases = None   # "| LR |" under "TTT sweep": not the record's training LR
     setting = knob_setting(row.change, row.reference, aliases=aliases)
+    if setting is not None and len(changes_named(row.change)) > 1:
+        return out("multi_feature", f"sets {setting[0]} and changes something else in the same row "
+                                    f"({'; '.join(changes_named(row.change))})", features=(setting[0],))
     if setting is not None:
         knob, frm, to = setting
         from scripts.causal.screen.registry import FIELD_FEATURE

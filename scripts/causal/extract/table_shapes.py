@@ -17,7 +17,7 @@ import re
 
 from scripts.causal.core.schema import AblationRow
 
-__all__ = ["ONE_COLUMN", "before_after_columns", "before_after_label", "clean", "column_pairs", "eval_columns",
+__all__ = ["ONE_COLUMN", "before_after_columns", "before_after_label", "OTHER_PARENT", "clean", "column_pairs", "builds_on", "delta_header_run", "eval_columns",
            "is_log", "label_column", "label_items", "log_change", "log_reference", "metric_pairs", "other_settings",
            "this_base_columns", "trim_common"]
 
@@ -61,6 +61,31 @@ def log_reference(rows: list[list[str]], k: int, label: str) -> tuple[int, str, 
             rest = (label[:m.start()] + label[m.end():]).strip(" ,;:")
             return j, (rest if rest.startswith("+") else f"+ {rest}"), f"vs run {m.group(1)}, named in the label"
     return k - 1, label, "vs row above (experiment log)"
+
+
+OTHER_PARENT = "the delta header names another run than the one the row builds on"
+_NAMED_RUN = re.compile(r"\b(?:vs\.?|versus|against|from|relative to|over)\s+([A-Za-z]{1,3}[-_]?\d{1,3}[a-z]?)\b", re.I)
+
+
+def delta_header_run(header_cell: str, rows: list[list[str]]) -> str | None:
+    """The run id an experiment log's delta column names as the reference of every delta ("Δ vs E0", "vs E5"; the
+    run may sit in another table), lower case; None when it names none (each delta is then read against the run
+    the row names or the row above). The id must look like the log's own ids (same letters: "E5" in an E-log)."""
+    m = _NAMED_RUN.search(clean(header_cell))
+    prefixes = {re.match(r"[A-Za-z]*", clean(r[0])).group(0).lower() for r in rows if r and clean(r[0])}
+    if not m or re.match(r"[A-Za-z]*", m.group(1)).group(0).lower() not in prefixes:
+        return None
+    return m.group(1).lower()
+
+
+def builds_on(rows: list[list[str]], k: int, label: str) -> str:
+    """The run row ``k`` of an experiment log builds on, lower case: the run id its label starts with or names
+    ("E3 + XSA last 4" -> "e3"), else the id of the row above."""
+    m = re.match(r"\W*([A-Za-z]{1,3}[-_]?\d{1,3}[a-z]?)\b", label)
+    if m and re.search(r"[A-Za-z]", m.group(1)):
+        return m.group(1).lower()
+    j = log_reference(rows, k, label)[0]
+    return clean(rows[j][0]).lower() if 0 <= j < len(rows) and rows[j] else ""
 
 
 _ITEM_SPLIT = re.compile(r"\s*(?:,|;|\s\+\s|^\+\s*)\s*")
