@@ -108,3 +108,29 @@ def test_per_seed_standard_and_sliding_columns_give_the_sliding_effect():
     (row,) = table_ablations(text)
     assert row.delta_bpb == pytest.approx(1.197 - 1.2183) and row.n_seeds == 2
     assert row.change.startswith("sliding window eval (val_bpb -> sliding_val_bpb")
+
+
+def test_a_sweep_table_of_bare_values_under_a_knob_column_is_no_per_seed_table():
+    text = ("| MLP_MULT | val_bpb | Δ |\n|---|---|---|\n| 3 | 1.2655 | +0.0031 |\n| **4** (used) | **1.2624** | — |\n"
+            "| 5 | 1.2641 | +0.0017 |\n\n| Seed | val_bpb | Δ |\n|---|---|---|\n| 42 | 1.2655 | +0.0031 |\n")
+    assert as_pairs(table_ablations(text)) == [("MLP_MULT = 3", 0.0031), ("MLP_MULT = 5", 0.0017)]
+
+
+def test_a_bullet_list_sweep_is_read_against_its_marked_line():
+    text = ("- WARMDOWN_ITERS=1200: 1.2154\n- WARMDOWN_ITERS=2400: 1.2131\n- WARMDOWN_ITERS=3600: 1.2122  ← used\n"
+            "- WARMDOWN_ITERS=4800: 1.2139\n\n- LR=0.01: 1.20\n- LR=0.02: 1.2100\n- LR=0.03: 1.2200\n")  # no marked line
+    rows = extract_ablations(text)
+    assert [(r.change, r.delta_bpb, r.reference) for r in rows] == [
+        ("WARMDOWN_ITERS = 1200", 0.0032, "WARMDOWN_ITERS = 3600"),
+        ("WARMDOWN_ITERS = 2400", 0.0009, "WARMDOWN_ITERS = 3600"),
+        ("WARMDOWN_ITERS = 4800", 0.0017, "WARMDOWN_ITERS = 3600")]
+
+
+def test_prose_verdicts_without_a_unit_colon_figures_and_arrow_pairs():
+    rows = prose_ablations("- MIN_LR 0.10 instead of 0: 0.0004 better.\n"
+                           "- Sparse attention gate on vs off: −0.0011.\n"
+                           "- Sliding-window eval (stride 64) on that same int6 model: 1.1403 → 1.1186.\n"
+                           "| a | 1.1403 → 1.1186 |\n")
+    assert [(r.change, r.delta_bpb) for r in rows] == [
+        ("Sliding-window eval (stride 64) on that same int6 model", -0.0217),
+        ("MIN_LR 0.10 instead of 0", -0.0004), ("Sparse attention gate on vs off", -0.0011)]

@@ -86,7 +86,7 @@ def test_committed_matrix_typing_against_the_verified_table_as_measured():
 
 def test_the_miner_on_synthetic_records_as_measured():
     """Twelve synthetic record folders a helper wrote without reading the miner (data/synthetic_records/README.md).
-    First look: 35/44 claims right, 38/65 found; the rules written after it make 35/35, 38/65 (in sample since)."""
+    First look: 35/44 claims right, 38/65 found; the rules written after it make 44/44, 47/65 (in sample since)."""
     from scripts.causal.evidence.table import load_table
     from scripts.causal.extract.matrix import extract
     from scripts.causal.extract.verified_score import score_typing
@@ -94,7 +94,7 @@ def test_the_miner_on_synthetic_records_as_measured():
     root = Path(__file__).parent / "data" / "synthetic_records"
     got = score_typing(extract([root / "records"])["records"], load_table(root / "verified"))
     assert (got.n_records, got.n_single_change) == (12, 65)
-    assert got.precision >= 0.97 and got.recall >= 0.58
+    assert got.precision >= 0.97 and got.recall >= 0.72
 
 
 def test_cli_prints_a_report(capsys):

@@ -308,3 +308,22 @@ def test_a_data_loader_stride_is_no_eval_stride_and_an_embedding_width_is_no_qua
     assert (loader.kind, loader.features, stride.kind, stride.features) == \
         ("unmapped", (), "ablation", ("sliding_window_eval",))
     assert embed.kind != "ablation" and "quant_bits" not in embed.features   # was "quant_bits 8 -> 7"
+
+
+def test_a_vs_b_reads_which_side_switches_the_feature_and_two_variants_are_no_add():
+    text = ("- Sparse attention gate on vs off: −0.0011.\n- BOS-masked SmearGate vs unmasked SmearGate: −0.0003.\n"
+            "- Without EMA vs with EMA: +0.0020.\n")
+    got = [(r.kind, r.features, r.from_value, r.to_value) for r in type_rows(extract_ablations(text))]
+    assert got == [("ablation", ("attention_gate",), False, True), ("unmapped", ("smeargate",), None, None),
+                   ("ablation", ("ema",), True, False)]
+
+
+def test_the_stack_a_change_was_measured_on_is_no_part_of_the_change():
+    """'on that same int6 model' named quant_bits (a bundle); 'on the PR #1874 base' read as a quoted figure; the
+    scores '(1.1230 vs 1.1270)' were read as the layer counts."""
+    text = ("- Sliding-window eval (stride 64) on that same int6 model: 1.1403 → 1.1186.\n"
+            "- On the PR #1874 base, before anything else here, 11 layers instead of 10: 0.0040 better "
+            "(1.1230 vs 1.1270, seed 1337).\n- sp8192 vs sp4096 on the same 10L model: +0.0023 bpb.\n")
+    got = [(r.kind, r.features, r.from_value, r.to_value) for r in type_rows(extract_ablations(text))]
+    assert got == [("ablation", ("sliding_window_eval",), False, True), ("ablation", ("num_layers",), 10, 11),
+                   ("multi_feature", ("vocab_size",), 4096, 8192)]   # a tokenizer change is never one change

@@ -12,6 +12,7 @@ import dataclasses
 import re
 
 from scripts.causal.core.schema import AblationRow
+from scripts.causal.extract.knobs import knob_setting
 from scripts.causal.extract.row_types import map_change
 from scripts.causal.extract.run_logs import LOG_BETWEEN, increment_between_runs, log_index, log_rows
 from scripts.causal.extract.table_shapes import (
@@ -116,8 +117,8 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                     label = before_after_label(label, r, sides)
                 if not m or not label or NOT_QUALITY.search(label) or _SUMMARY.match(label):
                     continue
-                if re.fullmatch(r"\d+", label):  # per-seed rows of a results table
-                    continue
+                if re.fullmatch(r"\d+", label) and knob_setting(f"{_knob_column(header[label_col], heading)}=1") is None:
+                    continue   # per-seed rows of a results table ("| 3 |" under "| MLP_MULT |" is a sweep value)
                 staged = _staged(header, r, label, m.group(0))
                 if staged is not None:
                     rows_out.append(dataclasses.replace(staged, source=f"README table '{heading}' (column pair)"))
@@ -222,8 +223,6 @@ def _staged(header: list[str], row: list[str], label: str, stated: str) -> Ablat
 def _knob_column(cell: str, heading: str) -> str:
     """The name of a sweep's value column, qualified by its table's heading when only the heading names a knob:
     "Steps" under "NS Step Count Ablation" -> "NS Step Count" (a bare "Steps" is no knob)."""
-    from scripts.causal.extract.knobs import knob_setting
-
     name = _clean(cell)
     core = re.sub(r"\s*\b(?:ablations?|sweeps?|analysis|study|comparison|results?|search|scan)\b.*$", "", heading or "",
                   flags=re.I).strip(" :-")
@@ -363,14 +362,20 @@ def _comparison_rows(header: list[str], rows: list[list[str]], heading: str,
 
 
 _BY = re.compile(r"\b(?:val[_\s]?)?bp[bp]\s+by\s+([~≈]?\s*\d*\.\d+)(?!\s*(?:bpb|bpp|bits|nats?))", re.I)
-# "0.003 BPB", or a signed figure with its verdict and no unit ("+0.006 worse", "-0.003 improvement")
+# "0.003 BPB", a figure with its verdict and no unit ("+0.006 worse", "-0.003 improvement", "0.0040 better"), or a
+# signed figure a colon gives a change ("Sparse attention gate on vs off: -0.0011.")
 _PROSE = re.compile(rf"(?P<num>{_NUM})\s*(?P<unit>bpb|bpp|bits per byte|nats?)\b|"
-                    rf"(?P<snum>[+\-−–]\s?\d*\.\d+)\s+(?=(?:worse|better|improvement|regression|gain)\b)", re.I)
+                    rf"(?P<snum>[+\-−–]?\s?\d*\.\d+)\s+(?=(?:worse|better|improvement|regression|gain)\b)|"
+                    rf":\s*(?P<cnum>[+\-−–]\s?\d*\.\d+)(?=\s*(?:[.;,(]|$))", re.I)
 
 
 _PAIR = re.compile(r"(?<![\d.])([0-4]\.\d{3,8})(?!\d|\.\d)[^.\n]{0,90}?\b(?:improv\w*|reduc\w*|lower\w*|drop\w*|"
                    r"went|goes|moved|brought)\s+(?:that|it|this)?\s*(?:down\s+)?to\s+(?:about\s+|~|≈)?"
                    r"([0-4]\.\d{3,8})(?!\d|\.\d)", re.I)
+
+
+# two scores joined by an arrow: the sentence before them names the change ("X on that model: 1.1403 -> 1.1186")
+_ARROW_PAIR = re.compile(r"(?<![\d.])([0-4]\.\d{3,8})\s*(?:->|→|=>)\s*([0-4]\.\d{3,8})(?!\d|\.\d)")
 
 
 def _unit(m: re.Match) -> str:
@@ -387,6 +392,14 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             start = max(text.rfind(". ", 0, m.start()), text.rfind("\n", 0, m.start())) + 1
             change = _clean(text[start: m.end()])[:120]
             out.append(AblationRow(change=change, delta_bpb=round(b - a, 8), source="README prose (before -> after)"))
+    for m in _ARROW_PAIR.finditer(text):   # "Sliding-window eval (stride 64) on that same int6 model: 1.1403 -> 1.1186"
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        start = max(text.rfind(". ", line_start, m.start()) + 1, line_start)
+        change = re.sub(r"^\s*(?:[-*]\s+|\d+[.)]\s+)", "", _clean(text[start: m.start()])).rstrip(" :(—-,~≈")
+        a, b = float(m.group(1)), float(m.group(2))
+        if text[line_start:].lstrip().startswith("|") or abs(b - a) >= 0.2 or len(change.split()) < 2:
+            continue
+        out.append(AblationRow(change=change, delta_bpb=round(b - a, 8), source="README prose (before -> after)"))
     headings = [(h.start(), h.group(1).strip()) for h in re.finditer(r"^#{1,6}\s+(.*)$", text, re.M)]
     for pm in re.finditer(r"[^\n](?:[^\n]|\n(?![ \t]*\n))*", text):  # starts on a text line, not the blank's \n
         para = pm.group(0)
@@ -407,7 +420,7 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             if any(not _unit(m).startswith("nat") for m in matches):
                 matches = [m for m in matches if not _unit(m).startswith("nat")]  # bpb twin given
             for m in matches:
-                raw = m.group("num") or m.group("snum")
+                raw = m.group("num") or m.group("snum") or m.group("cnum")
                 d = _to_float(raw)
                 if d is None or abs(d) > MAX_DELTA or abs(d) < 1e-6:
                     continue
@@ -454,9 +467,40 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
     return out
 
 
+_LIST_SETTING = re.compile(r"^\s*[-*]\s+([A-Za-z][\w .]*?)\s*=\s*(-?\d+(?:\.\d+)?)\s*[:|—–-]\s*"
+                           r"([0-4]\.\d{3,8})(?![\d.])(.*)$")
+_CHOSEN = re.compile(r"←|<-|\b(?:used|chosen|selected|final|kept|ours|default|reference|baseline|best)\b", re.I)
+
+
+def list_sweeps(text: str) -> list[AblationRow]:
+    """A bullet list that sweeps one setting ("- WARMDOWN_ITERS=1200: 1.2154" ... "- WARMDOWN_ITERS=3600: 1.2122
+    <- used"), three lines or more in a row with the same key: each setting against the one line the list marks
+    (used / chosen / final / default / reference / bold, or an arrow). Without exactly one marked line the list
+    says no reference: no rows."""
+    out: list[AblationRow] = []
+    runs: list[list[tuple[str, str, float, bool]]] = [[]]
+    for line in (text or "").replace("\\_", "_").splitlines():
+        m = _LIST_SETTING.match(re.sub(r"[*`]+(?=\S)|(?<=\S)[*`]+", "", line))
+        if m is None or (runs[-1] and runs[-1][0][0].lower() != m.group(1).lower()):
+            runs.append([])
+        if m is not None:
+            runs[-1].append((m.group(1), m.group(2), float(m.group(3)), bool(_CHOSEN.search(m.group(4)))
+                             or "**" in line))
+    for run in runs:
+        marked = [r for r in run if r[3]]
+        if len(run) < 3 or len(marked) != 1:
+            continue
+        key, ref_value, ref_score, _ = marked[0]
+        for k, value, score, is_ref in run:
+            if not is_ref:
+                out.append(AblationRow(change=f"{k} = {value}", delta_bpb=round(score - ref_score, 8),
+                                       reference=f"{key} = {ref_value}", source="README list (vs the marked line)"))
+    return out
+
+
 def extract_ablations(readme: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
-    """Table rows first, then prose deltas that do not repeat a table row's value."""
-    rows = []
+    """Table rows first, then swept lists, then prose deltas that do not repeat a table row's value."""
+    rows = list_sweeps(readme or "")
     for r in table_ablations(readme or "", nats_to_bpb=nats_to_bpb):
         # an effect computed from a per-seed table repeats a stated one (a "TTT gain" column's mean)
         if "(mean row)" in r.source and any(abs(r.delta_bpb - x.delta_bpb) < 6e-5 for x in rows

@@ -19,6 +19,8 @@ and says why in ``note``:
   delta column names its reference run ("Δ vs E0") while the row builds on another run ("E3 + XSA");
 - ``no_direction``: a numeric row whose "from" value was assumed (the naive baseline's), not stated: the record's
   stack is not the naive baseline;
+- ``multi_feature`` for a tokenizer change (``vocab_size``): two tokenizers differ in vocabulary, embedding table
+  and bytes per token at once (the verified table classes such rows ``cross_tokenizer``);
 - ``restated``: a prose row that repeats a change the record's own table measures, with another figure beyond the
   prose figure's rounding (the table row is the measurement; the prose figure comes from elsewhere);
 - ``multi_feature`` again, record-level: an evaluation-stage pair (plain score -> sliding / TTT score of one model)
@@ -32,6 +34,7 @@ import re
 from collections.abc import Sequence
 
 from scripts.causal.core.schema import AblationRow
+from scripts.causal.extract.row_types import ON_STACK
 from scripts.causal.extract.run_logs import LOG_BETWEEN, ONE_SETTING, SMOKE
 from scripts.causal.extract.table_shapes import ONE_COLUMN, OTHER_PARENT
 
@@ -60,7 +63,7 @@ def gate_row(row: AblationRow) -> AblationRow:
     if row.kind != "ablation":
         return row
     text = f"{row.change} {row.context}"
-    if _QUOTED.search(_BASE_PR.sub(" ", text)):
+    if _QUOTED.search(ON_STACK.sub(" ", _BASE_PR.sub(" ", text))):
         return _demote(row, "quoted_estimate", "another submission's figure or a projection, not measured here")
     if _BUNDLE.search(row.change) or "other columns differ" in row.source:
         return _demote(row, "multi_feature", "the row's change comes combined with others")
@@ -78,6 +81,9 @@ def gate_row(row: AblationRow) -> AblationRow:
         return _demote(row, "nonadjacent", "a configuration row against the table's first row, which may differ in "
                                            "more than the row's label names")
     feat = row.features[0] if row.features else None
+    if feat == "vocab_size":
+        return _demote(row, "multi_feature", "a tokenizer change: the vocabulary, the embedding table and the bytes "
+                                             "per token change with it (cross-tokenizer, not one change)")
     if feat in _EXPORT and _PENALTY.search(f"{text} {row.source}"):
         return _demote(row, "penalty", "a quantization / export penalty of one model, not two export schemes")
     if feat == "quant_bits" and not _TWO_WIDTHS.search(text):

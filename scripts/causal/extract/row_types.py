@@ -50,6 +50,9 @@ _EXTRA_KEYWORDS: tuple[tuple[str, str], ...] = (
 )
 _EMBED_WIDTH = re.compile(r"\b(?:int|fp)\d{1,2}\b[^.,;\n]{0,12}\bembed\w*|\bembed\w*[^.,;\n]{0,12}\b(?:int|fp)\d{1,2}\b|"
                           r"\bembed\w*[\s_-]bits\b", re.I)
+# the model or stack a change was measured on ("on that same int6 model", "on the PR #1874 base")
+ON_STACK = re.compile(r"\b(?:on|to)\s+(?:the|that|this|our|its|a)\s+(?:same\s+)?[\w#.\-]*(?:\s+[\w#.\-]+){0,3}?\s*"
+                      r"\b(?:model|stack|base|baseline|config(?:uration)?|architecture|setup)\b", re.I)
 _WHERE_LAYERS = re.compile(r"\b(?:the\s+)?(?:last|first|top|bottom|final|middle|deepest)\s+\d{1,2}"
                            r"(?:\s+of\s+(?:the\s+)?\d{1,2})?\s+(?:layers?|blocks?)\b", re.I)
 # "XSA applied to all blocks", "XSA-all": a scope of a feature the stack may already have on some layers
@@ -83,6 +86,9 @@ _DOWN = re.compile(r"\b(?:lower\w*|reduc\w*|decreas\w*|shorter|fewer|less|smalle
                    r"remov\w* (?:a |one |two )?(?:layer|block)s?)\b", re.I)
 _NUM = r"\d+(?:\.\d+)?"
 _ARROW = re.compile(rf"({_NUM})\s*[a-zA-Z]{{0,3}}\s*(?:->|→|=>|to)\s*({_NUM})")
+_BARE_OTHER = re.compile(r"\b(?:instead of|vs\.?|versus|compared (?:to|with))\s+(\d+(?:\.\d+)?)(?![\w.%])",
+                         re.I)
+_SCORE = re.compile(r"(?<![\d.])(?:[1-4]\.\d{3,8}|0\.\d{4,8})(?!\d)")   # a bpb / loss value or a delta
 _VS = re.compile(rf"({_NUM})\s*([a-zA-Z]{{0,4}})\s+vs\.?\s+({_NUM})\s*\2\b", re.I)
 
 # numeric features: a value pattern each (group 1 = the value)
@@ -110,6 +116,7 @@ def map_change(change: str) -> tuple[list[str], int]:
     from scripts.causal.extract.features import features_from_prose
 
     change = _WHERE_LAYERS.sub(" ", change)  # "XSA on the last 4 layers" says where XSA goes, not a depth
+    change = ON_STACK.sub(" ", change)       # "on that same int6 model" says what was measured, not a change
     feats: list[str] = [k for k in features_from_prose(change)]
     for f, rx in _EXTRA_RES:
         if f not in feats and rx.search(change):
@@ -159,7 +166,9 @@ def _values(feature: str, text: str) -> list[float]:
 
 
 def numeric_from_to(feature: str, text: str, reference: str | None = None) -> tuple[float | None, float | None, str]:
-    """``(from, to, how)`` of a numeric feature's change read from ``text`` (and a reference row's label)."""
+    """``(from, to, how)`` of a numeric feature's change read from ``text`` (and a reference row's label). Scores
+    ("1.1230 vs 1.1270") are no settings and are left out."""
+    text = _SCORE.sub(" ", text)
     m = _ARROW.search(text)
     if m and _values(feature, text):
         return float(m.group(1)), float(m.group(2)), "arrow"
@@ -173,6 +182,9 @@ def numeric_from_to(feature: str, text: str, reference: str | None = None) -> tu
         ref = _values(feature, reference)
         if ref:
             return ref[0], vals[0], "reference row"
+    other = _BARE_OTHER.findall(text)
+    if len(vals) == 1 and len(other) == 1:   # "11 layers instead of 10": the unit said once
+        return float(other[0]), vals[0], "vs"
     if vals:
         return None, vals[0], "value only"
     return None, None, "none"
@@ -338,6 +350,17 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
                    direction=1 if to > frm else -1)
     from scripts.causal.extract.features import features_from_prose
 
+    sides = _AB_SPLIT.split(re.sub(r"\([^)]*\)", " ", text), maxsplit=1)
+    if len(sides) == 2:   # "A vs B": which side names the feature, and which side switches it off
+        named = [feat in map_change(side)[0] for side in sides]
+        if all(named) and not any(_OFF_WORDS.search(side) for side in sides):
+            return out("unmapped", f"two variants of {feat} ('{_clean_ab(sides[0])}' vs '{_clean_ab(sides[1])}'), "
+                                   "not with against without", features=(feat,))
+        off = [bool(_OFF_WORDS.search(side)) for side in sides]
+        if off[0] != off[1]:
+            on = not off[0]
+            return out("ablation", f"{note}; '{'on' if on else 'off'}' against '{'off' if on else 'on'}'",
+                       features=(feat,), from_value=not on, to_value=on, direction=1 if on else -1)
     val = features_from_prose(text).get(feat, (None,))[0]
     if val is None and heading:
         val = features_from_prose(heading).get(feat, (None,))[0]
@@ -361,6 +384,14 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
         return out("sweep_unmapped", f"sets where {feat} applies (all layers), not whether: its previous scope is "
                                      "not stated", features=(feat,))
     return out("ablation", note, features=(feat,), from_value=False, to_value=True, direction=1)
+
+
+_AB_SPLIT = re.compile(r"\s+(?:vs\.?|versus|instead of|compared (?:to|with)|against)\s+", re.I)
+_OFF_WORDS = re.compile(r"\b(?:off|no|without|w/o|disabled?|none|removed)\b", re.I)
+
+
+def _clean_ab(side: str) -> str:
+    return " ".join(side.split())[:40]
 
 
 def heading_of(source: str) -> str:
