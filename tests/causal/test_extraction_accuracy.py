@@ -78,15 +78,15 @@ def test_committed_matrix_typing_against_the_verified_table_as_measured():
     before = {k: v for k, v in table.items() if (v.date or "") <= CUTOFF}
     pre, post, every = (score_typing(pred, before), score_typing(pred, table, after=CUTOFF),
                         score_typing(pred, table))
-    assert pre.precision >= 0.99 and pre.recall >= 0.72   # 39/39, 45/62
-    assert every.precision >= 0.98 and every.recall >= 0.80   # 87/88, 118/146
+    assert pre.precision >= 0.99 and pre.recall >= 0.74   # 40/40, 46/62
+    assert every.precision >= 0.98 and every.recall >= 0.81   # 88/89, 119/146
     assert post.precision >= 0.97 and post.recall >= 0.86    # 48/49, 73/84
     assert every.n_single_change >= 140 and pre.n_records + post.n_records == every.n_records == 48
 
 
 def test_the_miner_on_synthetic_records_as_measured():
     """Twelve synthetic record folders a helper wrote without reading the miner (data/synthetic_records/README.md).
-    First look: 35/44 claims right, 38/65 found; the rules written after it make 44/44, 47/65 (in sample since)."""
+    First look: 35/44 claims right, 38/65 found; the rules written after it make 46/46, 49/65 (in sample since)."""
     from scripts.causal.evidence.table import load_table
     from scripts.causal.extract.matrix import extract
     from scripts.causal.extract.verified_score import score_typing
@@ -94,7 +94,7 @@ def test_the_miner_on_synthetic_records_as_measured():
     root = Path(__file__).parent / "data" / "synthetic_records"
     got = score_typing(extract([root / "records"])["records"], load_table(root / "verified"))
     assert (got.n_records, got.n_single_change) == (12, 65)
-    assert got.precision >= 0.97 and got.recall >= 0.72
+    assert got.precision >= 0.97 and got.recall >= 0.75
 
 
 def test_cli_prints_a_report(capsys):

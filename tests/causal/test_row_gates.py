@@ -327,3 +327,17 @@ def test_the_stack_a_change_was_measured_on_is_no_part_of_the_change():
     got = [(r.kind, r.features, r.from_value, r.to_value) for r in type_rows(extract_ablations(text))]
     assert got == [("ablation", ("sliding_window_eval",), False, True), ("ablation", ("num_layers",), 10, 11),
                    ("multi_feature", ("vocab_size",), 4096, 8192)]   # a tokenizer change is never one change
+
+
+def test_a_section_on_one_technique_names_the_change_its_rows_measure():
+    """'### SmearGate' then 'Reported as -0.0011 in PR #1667. On this stack it was neutral: +0.0003 (...)': the
+    second sentence measured SmearGate here; it no longer borrows the quoted sentence before it (a sentence with a
+    figure of its own is another statement), and the heading names its change. A heading of a list, a knob or a
+    setting names none."""
+    text = ("### SmearGate\n\nReported as −0.0011 in PR #1667. On this stack it was neutral to slightly negative: "
+            "+0.0003 (1.0867 vs 1.0864, seed 42).\n\n### 9. LeakyReLU(0.5)²\n\nShowed **-0.003 improvement on "
+            "2xH100** (1-shard).\n\n### Per-layer TTT learning rates\n\nHere: +0.00011 (1.05783 vs 1.05772).\n\n"
+            "### 11. BigramHash(10240)\n\nOn looped: +0.0017 worse.\n")
+    got = [(r.kind, r.features, r.from_value, r.to_value) for r in type_rows(extract_ablations(text))]
+    assert got == [("ablation", ("smeargate",), False, True), ("ablation", ("activation",), None, "leaky_relu2"),
+                   ("unmapped", ("ttt",), None, None), ("unmapped", ("bigram_hash",), None, None)]

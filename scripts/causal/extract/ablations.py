@@ -451,8 +451,10 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 change = re.sub(r"^\s*(?:[-*]\s+|\d+[.)]\s+)", "", change)
                 if len(change.split()) < 4:  # "Improvement over baseline: ~" says little: keep the sentence
                     change = re.sub(r"^\s*(?:[-*]\s+|\d+[.)]\s+)", "", _clean(sent))
-                if before and not map_change(change)[0]:  # "Zero-byte cost, ~0.001 BPB improvement." names its
-                    change = f"{_clean(before)} {change}"  # change in the bullet's previous sentence
+                # "Zero-byte cost, ~0.001 BPB improvement." names its change in the bullet's previous sentence; a
+                # previous sentence with a figure of its own ("Reported as -0.0011 in PR #1667.") is another statement
+                if before and not map_change(change)[0] and not re.search(r"\d*\.\d+", before):
+                    change = f"{_clean(before)} {change}"
                 change = change[-300:]
                 if _unit(m).startswith("nat"):
                     if nats_to_bpb is None:

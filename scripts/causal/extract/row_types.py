@@ -50,9 +50,10 @@ _EXTRA_KEYWORDS: tuple[tuple[str, str], ...] = (
 )
 _EMBED_WIDTH = re.compile(r"\b(?:int|fp)\d{1,2}\b[^.,;\n]{0,12}\bembed\w*|\bembed\w*[^.,;\n]{0,12}\b(?:int|fp)\d{1,2}\b|"
                           r"\bembed\w*[\s_-]bits\b", re.I)
-# the model or stack a change was measured on ("on that same int6 model", "on the PR #1874 base")
+# the model or stack a change was measured on ("on that same int6 model", "on the PR #1874 base", "On looped:")
 ON_STACK = re.compile(r"\b(?:on|to)\s+(?:the|that|this|our|its|a)\s+(?:same\s+)?[\w#.\-]*(?:\s+[\w#.\-]+){0,3}?\s*"
-                      r"\b(?:model|stack|base|baseline|config(?:uration)?|architecture|setup)\b", re.I)
+                      r"\b(?:model|stack|base|baseline|config(?:uration)?|architecture|setup)\b|"
+                      r"^\W*on\s+[^:.\n]{1,30}:", re.I)   # "On looped: +0.0017 worse": a label of the stack
 _WHERE_LAYERS = re.compile(r"\b(?:the\s+)?(?:last|first|top|bottom|final|middle|deepest)\s+\d{1,2}"
                            r"(?:\s+of\s+(?:the\s+)?\d{1,2})?\s+(?:layers?|blocks?)\b", re.I)
 # "XSA applied to all blocks", "XSA-all": a scope of a feature the stack may already have on some layers
@@ -234,6 +235,32 @@ def changes_named(label: str) -> list[str]:
     return out
 
 
+_KNOB_WORD = re.compile(r"\b(?:lrs?|learning[\s_-]?rates?|momentum|batch\w*|wd|weight[\s_-]?decay|betas?\d?|clip\w*|"
+                        r"lambda|chunks?|ranks?|epochs?|steps?|decay|temperature|frac\w*|ratio|alpha|eps|freeze|"
+                        r"schedules?|warmup|sizes?|width|depth|init\w*|layers?)\b", re.I)
+_NOT_TECHNIQUE = re.compile(r"[:,;]|\b(?:seeds?|notes?|results?|ablations?|sweeps?|comparisons?|findings?|summary|"
+                            r"details?|overview|what|why|how|tried|failed|negative|experiments?|single|other|key)\b",
+                            re.I)
+
+
+def technique_heading(heading: str) -> str | None:
+    """The one on/off or categorical feature a section heading names as its subject ("### SmearGate", "### 9.
+    LeakyReLU(0.5)²", "### Score-first TTT"), else None: a heading of a list or a study ("Notes", "Single
+    comparisons (seed 42)"), one naming a knob or a score, one with a setting of a numeric feature, or one of
+    more than four words names no single technique."""
+    h = re.sub(r"^\W*\d+[.)]\s*", "", heading or "")
+    core = re.sub(r"\([^)]*\)", " ", h)
+    if not core.strip() or _NOT_TECHNIQUE.search(h) or len(core.split()) > 4 or _KNOB_WORD.search(core) \
+            or _METRIC_WORDS.search(core) or re.search(r"->|→|\bvs\b|\+", h):
+        return None
+    feats = map_change(h)[0]
+    if len(feats) != 1 or feats[0] in NUMERIC_FEATURES:
+        return None
+    if feats[0] not in CATEGORICAL_FEATURES and re.search(r"\(\s*\d", h):   # "BigramHash(10240)": a setting
+        return None
+    return feats[0]
+
+
 def _is_fragment(text: str) -> bool:
     t = text.strip()
     return len(t.split()) < 2 or bool(re.match(r"^[a-z,;)]", t))
@@ -315,6 +342,17 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
             knob, frm, to = setting
             return out("ablation", f"the heading sets {knob} to {to}; the row compares it with {frm}",
                        features=(knob,), from_value=frm, to_value=to, direction=1 if to > frm else -1)
+        if source_kind == "prose" and technique_heading(heading) == feats[0]:
+            from scripts.causal.extract.features import features_from_prose
+
+            note = (f"a section on one technique ('{heading}'): the row, which names no change itself, measures "
+                    f"{feats[0]} on the record's stack")
+            if feats[0] in CATEGORICAL_FEATURES:
+                level = features_from_prose(heading).get(feats[0], (None,))[0]
+                if level is not None:
+                    return out("ablation", note, features=tuple(feats), from_value=None, to_value=level, direction=1)
+            elif BASELINE_FEATURES.get(feats[0]) is False:
+                return out("ablation", note, features=tuple(feats), from_value=False, to_value=True, direction=1)
         return out("unmapped", f"the row names no change itself (its table heading names {feats[0]})",
                    features=tuple(feats))
     if not feats:
