@@ -84,17 +84,20 @@ def test_committed_matrix_typing_against_the_verified_table_as_measured():
     assert every.n_single_change >= 140 and pre.n_records + post.n_records == every.n_records == 48
 
 
-def test_the_miner_on_synthetic_records_as_measured():
-    """Twelve synthetic record folders a helper wrote without reading the miner (data/synthetic_records/README.md).
-    First look: 35/44 claims right, 38/65 found; the rules written after it make 46/46, 49/65 (in sample since)."""
+@pytest.mark.parametrize("batch, right, claims, found, singles", [("batch1", 47, 47, 50, 65),
+                                                                  ("batch2", 30, 31, 31, 76)])
+def test_the_miner_on_synthetic_records_as_measured(batch, right, claims, found, singles):
+    """Two batches of twelve synthetic record folders, each written by a helper that did not read the miner
+    (data/synthetic_records/README.md). First looks: 35/44 right, 38/65 found; 16/24, 20/76. The figures pinned
+    here are after the rules those looks prompted (in sample since)."""
     from scripts.causal.evidence.table import load_table
     from scripts.causal.extract.matrix import extract
     from scripts.causal.extract.verified_score import score_typing
 
-    root = Path(__file__).parent / "data" / "synthetic_records"
+    root = Path(__file__).parent / "data" / "synthetic_records" / batch
     got = score_typing(extract([root / "records"])["records"], load_table(root / "verified"))
-    assert (got.n_records, got.n_single_change) == (12, 65)
-    assert got.precision >= 0.97 and got.recall >= 0.75
+    assert (got.n_records, got.n_single_change) == (12, singles)
+    assert got.n_right >= right and got.n_claims - got.n_right <= claims - right and got.n_found >= found
 
 
 def test_cli_prints_a_report(capsys):

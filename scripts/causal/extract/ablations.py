@@ -28,6 +28,7 @@ from scripts.causal.extract.table_shapes import (
     label_column,
     metric_pairs,
     other_settings,
+    parent_column,
     this_base_columns,
 )
 from scripts.causal.extract.table_shapes import clean as _clean
@@ -37,7 +38,7 @@ MAX_DELTA = 0.3
 NOT_QUALITY = re.compile(r"size|bytes|\bmb\b|time|ms/step|step_avg|\bsteps\b|params|memory|tok/s|throughput|"
                           r"artifact|speed|latency", re.I)
 _SUMMARY = re.compile(r"^(?:total|net|sum|overall|combined|all)\b", re.I)
-_GAIN = re.compile(r"improv|gain|better|help|reduc|lower|saves?|benefit|win\b|beats?\b|outperform", re.I)
+_GAIN = re.compile(r"improv|\bgain|better|help|reduc|lower|saves?|benefit|win\b|beats?\b|outperform", re.I)
 _LOSS = re.compile(r"worse|hurt|regress|cost|penalt|degrad|higher|increase|quality loss|loss of quality", re.I)
 
 
@@ -175,7 +176,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             rows_out += pairs
             continue
         if label_col and is_log(header, cells):
-            logs.append(log_index(cells, vals))
+            logs.append(log_index(cells, vals, parent_column(header, cells)))
             rows_out += log_rows(header, cells, logs[-1], heading, label_col, bpb_col)
             continue
         cumulative = sum(lbl.startswith("+") for lbl, _ in vals[1:]) >= max(1, (len(vals) - 1) // 2)
@@ -431,7 +432,11 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 if not signed or d > 0:
                     # the words nearest the number decide: "0.001 BPB improvement", "costs +0.0004 BPB"
                     tone = None
-                    for ctx in (sent[m.end(): m.end() + 20], sent[max(0, m.start() - 30): m.start()], sent):
+                    # (a signed figure: the words before it in its sentence, not a later clause: "+0.0004 nats against
+                    # the same config without EMA, ... I only saw a gain once ..." stays a loss; "Reduces collisions vs
+                    # 4096 buckets (+0.001 bpb)" is a gain)
+                    near = (sent[m.end(): m.end() + 20], sent[max(0, m.start() - 30): m.start()])
+                    for ctx in (*near, sent[:m.start()] if signed else sent):
                         gain, loss = _GAIN.search(ctx), _LOSS.search(ctx)
                         if gain and not loss:
                             tone = "gain"
@@ -469,9 +474,10 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
     return out
 
 
-_LIST_SETTING = re.compile(r"^\s*[-*]\s+([A-Za-z][\w .]*?)\s*=\s*(-?\d+(?:\.\d+)?)\s*[:|—–-]\s*"
+_LIST_SETTING = re.compile(r"^\s*[-*]\s+([A-Za-z][\w .]*?)\s*=\s*(-?\d+(?:\.\d+)?)\s*(\([^)]*\)\s*)?(?:[:|—–]|->|→|=>|-)\s*"
                            r"([0-4]\.\d{3,8})(?![\d.])(.*)$")
-_CHOSEN = re.compile(r"←|<-|\b(?:used|chosen|selected|final|kept|ours|default|reference|baseline|best)\b", re.I)
+_CHOSEN = re.compile(r"←|<-|\b(?:used|chosen|selected|picked|submitted|adopted|final|kept|ours|default|reference|"
+                     r"baseline|best)\b", re.I)
 
 
 def list_sweeps(text: str) -> list[AblationRow]:
@@ -486,8 +492,8 @@ def list_sweeps(text: str) -> list[AblationRow]:
         if m is None or (runs[-1] and runs[-1][0][0].lower() != m.group(1).lower()):
             runs.append([])
         if m is not None:
-            runs[-1].append((m.group(1), m.group(2), float(m.group(3)), bool(_CHOSEN.search(m.group(4)))
-                             or "**" in line))
+            runs[-1].append((m.group(1), m.group(2), float(m.group(4)),
+                             bool(_CHOSEN.search(f"{m.group(3) or ''} {m.group(5)}")) or "**" in line))
     for run in runs:
         marked = [r for r in run if r[3]]
         if len(run) < 3 or len(marked) != 1:

@@ -16,7 +16,8 @@ and says why in ``note``:
   knob of the trainer's vocabulary against that row (a sweep: ``MATRIX_LR=0.02`` vs ``MATRIX_LR=0.04``) or the two
   labels differ only in switching one thing ("with SmearGate" vs "without SmearGate"); configs
   such as "10L uniform" against "9L every=2" differ in more than their label says; an experiment-log row whose
-  delta column names its reference run ("Δ vs E0") while the row builds on another run ("E3 + XSA");
+  delta column names its reference run ("Δ vs E0") while the row builds on another run ("E3 + XSA"); a log
+  run whose label states a seed its reference run does not ("EMA off (seed 42)");
 - ``no_direction``: a numeric row whose "from" value was assumed (the naive baseline's), not stated: the record's
   stack is not the naive baseline;
 - ``multi_feature`` for a tokenizer change (``vocab_size``): two tokenizers differ in vocabulary, embedding table
@@ -35,7 +36,7 @@ from collections.abc import Sequence
 
 from scripts.causal.core.schema import AblationRow
 from scripts.causal.extract.row_types import ON_STACK
-from scripts.causal.extract.run_logs import LOG_BETWEEN, ONE_SETTING, SMOKE
+from scripts.causal.extract.run_logs import LOG_BETWEEN, ONE_SETTING, OWN_SEED, SMOKE
 from scripts.causal.extract.table_shapes import ONE_COLUMN, OTHER_PARENT
 
 __all__ = ["gate_record", "gate_row", "half_unit"]
@@ -72,6 +73,9 @@ def gate_row(row: AblationRow) -> AblationRow:
     if LOG_BETWEEN in row.source:
         return _demote(row, "nonadjacent", "a summary row whose two runs the record's run log shows differ by an "
                                            "increment between them as well")
+    if OWN_SEED in row.source:
+        return _demote(row, "nonadjacent", "the run states its own seed, which its reference run does not: the two "
+                                           "differ in seed as well")
     if OTHER_PARENT in row.source:
         return _demote(row, "nonadjacent", "an experiment-log row whose delta is against the run the delta header "
                                            "names, while the row builds on another run")

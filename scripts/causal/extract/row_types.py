@@ -122,9 +122,9 @@ def map_change(change: str) -> tuple[list[str], int]:
     for f, rx in _EXTRA_RES:
         if f not in feats and rx.search(change):
             feats.append(f)
-    for specific, general in (("lora_ttt", "ttt"), ("muoneq_r", "muon")):  # the specific one names the change
-        if specific in feats and general in feats:
-            feats.remove(general)
+    for specific, general in (("lora_ttt", "ttt"), ("muoneq_r", "muon"), ("fp16_embed", "tied_embeddings")):
+        if specific in feats and general in feats and not re.search(r"\buntie|\btying\b", change, re.I):
+            feats.remove(general)   # the specific one names the change ("fp16 tied embedding" is fp16_embed)
     if "quant_bits" in feats and _EMBED_WIDTH.search(change):  # "int7 vs int8 embeddings": the embedding's width,
         feats.remove("quant_bits")                              # not the model's quant_bits
     return feats, (-1 if _NEGATE.search(change) and not _LABEL.match(change) else 1)
@@ -261,6 +261,10 @@ def technique_heading(heading: str) -> str | None:
     return feats[0]
 
 
+def _one(feats: list[str]) -> str | None:
+    return feats[0] if len(feats) == 1 else None
+
+
 def _is_fragment(text: str) -> bool:
     t = text.strip()
     return len(t.split()) < 2 or bool(re.match(r"^[a-z,;)]", t))
@@ -320,7 +324,12 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
             return out("sweep_unmapped", f"sets {knob} to {to}, but the row does not say from what", features=(knob,))
         text = _KEY_VALUE_TEXT.sub(" ", text)
     elif _KEY_VALUE_TEXT.search(row.change) and not map_change(_KEY_VALUE_TEXT.sub(" ", row.change))[0]:
-        return out("sweep_unmapped", "sets a knob outside the trainer's vocabulary (KEY=VALUE with an unknown key)")
+        key = re.sub(r"\s*=.*$", "", _KEY_VALUE_TEXT.search(row.change).group(0))
+        words = key.replace("_", " ")   # "EMA" names EMA; "SWA_start_frac" a knob of SWA
+        if not (row.change.lstrip().startswith("+") and BASELINE_FEATURES.get(_one(map_change(key)[0])) is False
+                and not _KNOB_WORD.search(words) and not re.search(r"\b(?:start|end|every|freq\w*)\b", words, re.I)):
+            return out("sweep_unmapped", "sets a knob outside the trainer's vocabulary (KEY=VALUE with an unknown key)")
+        text = text.replace("=", " ")   # "+ EMA=0.997": adds EMA (at its setting), read as "+ EMA 0.997"
     if _KNOB_FIRST.search(text):
         return out("sweep_unmapped", "a knob with no canonical feature (no registry mapping)")
     named = text
@@ -403,6 +412,8 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
     if val is None and heading:
         val = features_from_prose(heading).get(feat, (None,))[0]
     if feat in CATEGORICAL_FEATURES:
+        if re.search(rf"({_NUM})(?:\s+[\w-]+){{0,4}}\s*(?:->|→|\bto\b)\s*({_NUM})", text):   # "GPTQ calibration: 64 seqs -> 128"
+            return out("sweep_unmapped", f"a numeric knob of {feat}, not its level", features=(feat,))
         return out("ablation", note, features=(feat,), to_value=val, from_value=None, direction=1)
     sizes = re.search(rf"({_NUM})\s*(?:->|→|to)\s*({_NUM})", text)
     if sizes and sign > 0 and val is not False:
@@ -410,6 +421,9 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
                    features=(feat,))
     if _KNOB.search(re.sub(r"\([^)]*\)", "", text)):
         return out("sweep_unmapped", f"a knob of {feat} with no registry mapping", features=(feat,))
+    if _WAS.search(text) and sign > 0 and val is not False:   # "+ loop layers 3-5 (was 4-5)": the stack had it
+        return out("sweep_unmapped", f"changes how {feat} is set ('{_WAS.search(text).group(0)}'), not whether",
+                   features=(feat,))
     if BASELINE_FEATURES.get(feat) is True and sign > 0 and val is not False:
         return out("unmapped", f"a variant of {feat}, which the baseline already has", features=(feat,))
     if _LABEL.match(text):
@@ -424,6 +438,7 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
     return out("ablation", note, features=(feat,), from_value=False, to_value=True, direction=1)
 
 
+_WAS = re.compile(r"\(\s*(?:was|previously|formerly|from|before:?|replac\w*|instead of)\s+[^)]{1,30}\)", re.I)
 _AB_SPLIT = re.compile(r"\s+(?:vs\.?|versus|instead of|compared (?:to|with)|against)\s+", re.I)
 _OFF_WORDS = re.compile(r"\b(?:off|no|without|w/o|disabled?|none|removed)\b", re.I)
 

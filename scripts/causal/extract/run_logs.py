@@ -36,10 +36,11 @@ from scripts.causal.extract.table_shapes import (
     log_change,
     log_reference,
     other_settings,
+    parent_column,
     trim_common,
 )
 
-__all__ = ["LOG_BETWEEN", "ONE_SETTING", "SMOKE", "LogIndex", "LogRef", "increment_between", "increment_between_runs",
+__all__ = ["LOG_BETWEEN", "ONE_SETTING", "OWN_SEED", "SMOKE", "LogIndex", "LogRef", "increment_between", "increment_between_runs",
            "log_index", "log_rows", "references"]
 
 _SETTING = re.compile(r"^(.*?)\s*=\s*(-?\d+(?:\.\d+)?)$")
@@ -106,11 +107,20 @@ def _sibling_base(labels: list[str], k: int) -> int | None:
     return None
 
 
-def references(cells: list[list[str]], labels: list[str], scores: list[float]) -> list[LogRef]:
-    """The reference of every run of a log (``cells``: its rows, column 0 the run ids), by the module's rules."""
+def references(cells: list[list[str]], labels: list[str], scores: list[float],
+               parent_col: int | None = None) -> list[LogRef]:
+    """The reference of every run of a log (``cells``: its rows, column 0 the run ids), by the module's rules; a
+    log with a parent column (``table_shapes.parent_column``) says each run's reference itself."""
     sweeps = _sweeps(labels, scores)
+    ids = {clean(r[0]).lower(): j for j, r in enumerate(cells) if r}
     out = []
     for k, label in enumerate(labels):
+        if parent_col is not None:
+            parent = clean(cells[k][parent_col]).lower() if len(cells[k]) > parent_col else ""
+            j = ids.get(parent)
+            out.append(LogRef(k, j, f"vs run {_id(cells, j)}, its parent column (experiment log)" if j is not None
+                              else "the log's base run (no parent)", label))
+            continue
         if k == 0 and k not in sweeps:
             out.append(LogRef(0, None, "the log's first run", label))
             continue
@@ -167,7 +177,9 @@ SWEEP_BEST = "the best run of its sweep (experiment log)"
 LOG_BETWEEN = "the run log has an increment between the two runs"
 ONE_SETTING = "the one setting the labels differ in"   # "10L 1024 BPE" vs "11L 1024 BPE": 10L against 11L
 SMOKE_STEPS = 100
-SMOKE = f"both runs under {SMOKE_STEPS} steps"   # a size or speed check: the score measures no change
+SMOKE = f"both runs under {SMOKE_STEPS} steps"
+OWN_SEED = "the run states a seed its reference does not"   # "EMA off (seed 42)" against a seed-1337 run
+_SEED = re.compile(r"\bseed\s*=?\s*(\d+)\b", re.I)   # a size or speed check: the score measures no change
 
 
 def _int(cell: str) -> int | None:
@@ -175,10 +187,10 @@ def _int(cell: str) -> int | None:
     return int(m.group(1).replace(",", "")) if m else None
 
 
-def log_index(cells: list[list[str]], vals: list[tuple[str, float]]) -> LogIndex:
+def log_index(cells: list[list[str]], vals: list[tuple[str, float]], parent_col: int | None = None) -> LogIndex:
     """(labels, scores, references) of a log: computed once, read by ``log_rows`` and ``increment_between_runs``."""
     labels, scores = [v[0] for v in vals], [v[1] for v in vals]
-    return labels, scores, references(cells, labels, scores)
+    return labels, scores, references(cells, labels, scores, parent_col)
 
 
 def increment_between_runs(logs: list[LogIndex], a: float, b: float) -> str | None:
@@ -205,6 +217,9 @@ def log_rows(header: list[str], cells: list[list[str]], index: LogIndex, heading
             continue
         k, j, change, how = r.index, r.ref, r.label, r.how
         ref_label = labels[j]
+        seed = _SEED.search(labels[k])
+        if seed and not re.search(rf"\bseed\s*=?\s*{seed.group(1)}\b", ref_label, re.I):
+            how += f"; {OWN_SEED} ({seed.group(0)})"
         if SWEEP_BEST in how:   # a sweep's runs differ in the swept setting only (later runs inherit the rest)
             diff = trim_common(*(next(it for it in label_items(x).values() if _SETTING.match(it))
                                  for x in (change, ref_label)))
@@ -220,7 +235,7 @@ def log_rows(header: list[str], cells: list[list[str]], index: LogIndex, heading
             if old is not None:   # the old value, from the run up the chain that set it
                 ref_label = old[0]
                 how += f"; {m.group(1)} was {old[0].split('=')[-1]} since run {_id(cells, old[1])}"
-        others = other_settings(header, cells[j], cells[k], (0, label_col, bpb_col))
+        others = other_settings(header, cells[j], cells[k], (0, label_col, bpb_col, parent_column(header, cells)))
         others += [(clean(header[c]), clean(cells[j][c]), clean(cells[k][c])) for c in steps
                    if c < min(len(cells[j]), len(cells[k])) and clean(cells[j][c]) != clean(cells[k][c])]
         if others:

@@ -17,7 +17,7 @@ import re
 
 from scripts.causal.core.schema import AblationRow
 
-__all__ = ["ONE_COLUMN", "before_after_columns", "before_after_label", "OTHER_PARENT", "clean", "column_pairs", "builds_on", "delta_header_run", "eval_columns",
+__all__ = ["ONE_COLUMN", "before_after_columns", "before_after_label", "OTHER_PARENT", "clean", "parent_column", "column_pairs", "builds_on", "delta_header_run", "eval_columns",
            "is_log", "label_column", "label_items", "log_change", "log_reference", "metric_pairs", "other_settings",
            "this_base_columns", "trim_common"]
 
@@ -41,6 +41,22 @@ def this_base_columns(header: list[str]) -> tuple[int | None, int | None]:
     base_col = next((j for j, h in enumerate(low) if j != this_col and re.search(r"pr ?#|base|naive|old|before", h)),
                     None)
     return this_col, base_col
+
+
+_PARENT_HEADER = re.compile(r"^(?:parent|base|built on|branch(?:ed)? from|from|on top of|extends)$", re.I)
+
+
+def parent_column(header: list[str], rows: list[list[str]]) -> int | None:
+    """The column of an experiment log that names each run's parent run ("| Run | Parent | Change | BPB |"): its
+    header says so and its cells are run ids of the log (or empty / a dash for the base run)."""
+    ids = {clean(r[0]).lower() for r in rows if r}
+    for j, h in enumerate(header):
+        if j and _PARENT_HEADER.match(clean(h)):
+            cells = [clean(r[j]).lower() for r in rows if len(r) > j]
+            named = [c for c in cells if c and not re.fullmatch(r"[—–-]+|none|n/a", c)]
+            if named and all(c in ids for c in named):
+                return j
+    return None
 
 
 def label_column(header: list[str], rows: list[list[str]], default: int) -> int:

@@ -3,7 +3,8 @@
 A mined row **claims** "this row is one change of knob K, from -> to" when it is typed ``ablation`` (one feature or
 trainer knob, a direction). It is matched to the verified entries of its record whose delta equals its own within
 ``DELTA_TOL`` (bpb), or within half a unit of the mined figure's last digit when the record states it rounded
-("+0.003" against scores that give +0.0028). The claim is **right** when one of those entries is a ``single_change`` of the same knob in the
+("+0.003" against scores that give +0.0028); an entry stated in nats only matches a claim of the same sign at a
+bpb-per-nat ratio a tokenizer can have (``BPB_PER_NAT``). The claim is **right** when one of those entries is a ``single_change`` of the same knob in the
 same direction (and, where both state them, the same from and to values); it is **wrong** when the matched entries
 are another class (a bundle, a quoted estimate, a penalty, ...), another knob or direction, or when no verified entry
 has that delta at all. Precision = right / claims. Recall = verified single-change entries (with a bpb delta) that
@@ -106,6 +107,21 @@ def _registry_knobs() -> set[str]:
     return out
 
 
+BPB_PER_NAT = (0.3, 1.5)   # bits per byte per nat per token: 1 / (ln 2 x bytes per token), byte-level to sp8192+
+
+
+def _delta_matches(d: float, entry: EvidenceEntry, tol: float) -> bool:
+    """The mined bpb delta is the entry's: within ``tol`` of its bpb delta, or, for an entry the source states in
+    nats only, the same sign at a bpb-per-nat ratio a tokenizer can have (the miner converts nats with the
+    record's own ratio; the table keeps the figure as stated)."""
+    if entry.delta_bpb is not None:
+        return abs(d - entry.delta_bpb) <= tol
+    if entry.delta_nats:
+        ratio = d / entry.delta_nats
+        return BPB_PER_NAT[0] <= ratio <= BPB_PER_NAT[1]
+    return False
+
+
 def score_typing(pred_records: Sequence[Mapping], table: Mapping[str, VerifiedRecord], *,
                  after: str | None = None) -> TypingScore:
     """Score the mined rows of the records in ``table`` (those dated after ``after`` when given)."""
@@ -122,8 +138,7 @@ def score_typing(pred_records: Sequence[Mapping], table: Mapping[str, VerifiedRe
             tol = max(DELTA_TOL, half_unit(float(row["delta_bpb"])))
             near, ok = [], []
             for r in (row, reversed_row(row)) if row.get("from_value") is not None else (row,):
-                close = [e for e in rec.entries
-                         if e.delta_bpb is not None and abs(float(r["delta_bpb"]) - e.delta_bpb) <= tol]
+                close = [e for e in rec.entries if _delta_matches(float(r["delta_bpb"]), e, tol)]
                 near += [e for e in close if e not in near]
                 ok += [e for e in close if claim_is_right(r, e) and e not in ok]
             n_claims += 1
