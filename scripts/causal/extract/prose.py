@@ -1,0 +1,174 @@
+"""Ablation rows from a README's prose: sentences with a bpb (or nats) figure, pairs of scores, swept bullet lists.
+
+The words nearest a figure give its sign when the figure has none ("0.0040 better", "costs 0.0004 BPB"); a signed
+figure keeps its sign unless the words before it in its sentence say otherwise. A sentence that names no change
+borrows the one before it on the same line, unless that sentence has a figure of its own. Tables are read by
+``extract.ablations``.
+"""
+from __future__ import annotations
+
+import re
+
+from scripts.causal.core.schema import AblationRow
+from scripts.causal.extract.row_types import map_change
+from scripts.causal.extract.table_shapes import clean as _clean
+
+__all__ = ["GAIN", "LOSS", "MAX_DELTA", "NUM", "list_sweeps", "prose_ablations", "to_float"]
+
+NUM = r"[+\-−–]?\s?\d*\.\d+"
+MAX_DELTA = 0.3
+GAIN = re.compile(r"improv|\bgain|better|help|reduc|lower|saves?|benefit|win\b|beats?\b|outperform", re.I)
+LOSS = re.compile(r"worse|hurt|regress|cost|penalt|degrad|higher|increase|quality loss|loss of quality", re.I)
+
+
+def to_float(s: str) -> float | None:
+    """A cell or figure as a number (unicode minus signs, spaces and emphasis dropped), else None."""
+    s = s.replace("−", "-").replace("–", "-").replace(" ", "").replace("*", "").replace("`", "")
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+_BY = re.compile(r"\b(?:val[_\s]?)?bp[bp]\s+by\s+([~≈]?\s*\d*\.\d+)(?!\s*(?:bpb|bpp|bits|nats?))", re.I)
+# "0.003 BPB", a figure with its verdict and no unit ("+0.006 worse", "-0.003 improvement", "0.0040 better"), or a
+# signed figure a colon gives a change ("Sparse attention gate on vs off: -0.0011.")
+_PROSE = re.compile(rf"(?P<num>{NUM})\s*(?P<unit>bpb|bpp|bits per byte|nats?)\b|"
+                    rf"(?P<snum>[+\-−–]?\s?\d*\.\d+)\s+(?=(?:worse|better|improvement|regression|gain)\b)|"
+                    rf":\s*(?P<cnum>[+\-−–]\s?\d*\.\d+)(?=\s*(?:[.;,(]|$))", re.I)
+
+
+_PAIR = re.compile(r"(?<![\d.])([0-4]\.\d{3,8})(?!\d|\.\d)[^.\n]{0,90}?\b(?:improv\w*|reduc\w*|lower\w*|drop\w*|"
+                   r"went|goes|moved|brought)\s+(?:that|it|this)?\s*(?:down\s+)?to\s+(?:about\s+|~|≈)?"
+                   r"([0-4]\.\d{3,8})(?!\d|\.\d)", re.I)
+
+
+# two scores joined by an arrow: the sentence before them names the change ("X on that model: 1.1403 -> 1.1186")
+_ARROW_PAIR = re.compile(r"(?<![\d.])([0-4]\.\d{3,8})\s*(?:->|→|=>)\s*([0-4]\.\d{3,8})(?!\d|\.\d)")
+
+
+def _unit(m: re.Match) -> str:
+    """The unit of a prose figure; a unitless signed verdict ("+0.006 worse") is in bpb."""
+    return (m.group("unit") or "bpb").lower()
+
+
+def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
+    out: list[AblationRow] = []
+    text = re.sub(r"[*`]+", "", text or "").replace("\\_", "_").replace("\\~", "~")
+    for m in _PAIR.finditer(text):
+        a, b = float(m.group(1)), float(m.group(2))
+        if abs(b - a) < 0.2:
+            start = max(text.rfind(". ", 0, m.start()), text.rfind("\n", 0, m.start())) + 1
+            change = _clean(text[start: m.end()])[:120]
+            out.append(AblationRow(change=change, delta_bpb=round(b - a, 8), source="README prose (before -> after)"))
+    for m in _ARROW_PAIR.finditer(text):   # "Sliding-window eval (stride 64) on that same int6 model: 1.1403 -> 1.1186"
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        start = max(text.rfind(". ", line_start, m.start()) + 1, line_start)
+        change = re.sub(r"^\s*(?:[-*]\s+|\d+[.)]\s+)", "", _clean(text[start: m.start()])).rstrip(" :(—-,~≈")
+        a, b = float(m.group(1)), float(m.group(2))
+        if text[line_start:].lstrip().startswith("|") or abs(b - a) >= 0.2 or len(change.split()) < 2:
+            continue
+        out.append(AblationRow(change=change, delta_bpb=round(b - a, 8), source="README prose (before -> after)"))
+    headings = [(h.start(), h.group(1).strip()) for h in re.finditer(r"^#{1,6}\s+(.*)$", text, re.M)]
+    for pm in re.finditer(r"[^\n](?:[^\n]|\n(?![ \t]*\n))*", text):  # starts on a text line, not the blank's \n
+        para = pm.group(0)
+        lead = re.match(r"(?:[ \t]*#{1,6}\s+[^\n]*(?:\n|$))+", para)  # heading lines glued to their text
+        body_start = pm.start() + (lead.end() if lead else 0)
+        para = para[lead.end():] if lead else para
+        if not para.strip() or para.lstrip().startswith("|"):
+            continue
+        section = next((h for pos, h in reversed(headings) if pos < body_start), "")
+        src = f"README prose (section '{section}')" if section else "README prose"
+        # (previous sentence on the same line, sentence): a sentence that names no change borrows the one before it
+        pairs = [(parts[i - 1] if i else "", p) for line in para.split("\n")
+                 for parts in [re.split(r"(?<=[.!?])\s+(?=[A-Z*(])", re.sub(r"^\s*[-*] ", "", line))]
+                 for i, p in enumerate(parts)]
+        for before, sent in pairs:
+            sent = _BY.sub(r"by \1 bpb", sent)  # "improves val_bpb by ~0.034": the unit before the number
+            matches = list(_PROSE.finditer(sent))
+            if any(not _unit(m).startswith("nat") for m in matches):
+                matches = [m for m in matches if not _unit(m).startswith("nat")]  # bpb twin given
+            for m in matches:
+                raw = m.group("num") or m.group("snum") or m.group("cnum")
+                d = to_float(raw)
+                if d is None or abs(d) > MAX_DELTA or abs(d) < 1e-6:
+                    continue
+                signed = bool(re.match(r"[+\-−–]", raw.strip()))
+                if not signed and not re.search(r"\(\s*$|by\s*$|of\s*$|[~≈]\s*$", sent[:m.start()]) \
+                        and not GAIN.search(sent) and not LOSS.search(sent):
+                    continue
+                if not signed or d > 0:
+                    # the words nearest the number decide: "0.001 BPB improvement", "costs +0.0004 BPB"
+                    tone = None
+                    # (a signed figure: the words before it in its sentence, not a later clause: "+0.0004 nats against
+                    # the same config without EMA, ... I only saw a gain once ..." stays a loss; "Reduces collisions vs
+                    # 4096 buckets (+0.001 bpb)" is a gain)
+                    near = (sent[m.end(): m.end() + 20], sent[max(0, m.start() - 30): m.start()])
+                    for ctx in (*near, sent[:m.start()] if signed else sent):
+                        gain, loss = GAIN.search(ctx), LOSS.search(ctx)
+                        if gain and not loss:
+                            tone = "gain"
+                        elif loss and not gain:
+                            tone = "loss"
+                        elif gain and loss:
+                            tone = "gain" if gain.start() < loss.start() else "loss"
+                        if tone:
+                            break
+                    if tone == "gain":
+                        d = -abs(d)
+                    elif tone == "loss":
+                        d = abs(d)
+                    elif not signed:
+                        continue
+                change = _clean(sent[:m.start()]).rstrip(" :(—-,~≈")
+                change = re.sub(r"^\s*(?:[-*]\s+|\d+[.)]\s+)", "", change)
+                if len(change.split()) < 4:  # "Improvement over baseline: ~" says little: keep the sentence
+                    change = re.sub(r"^\s*(?:[-*]\s+|\d+[.)]\s+)", "", _clean(sent))
+                # "Zero-byte cost, ~0.001 BPB improvement." names its change in the bullet's previous sentence; a
+                # previous sentence with a figure of its own ("Reported as -0.0011 in PR #1667.") is another statement
+                if before and not map_change(change)[0] and not re.search(r"\d*\.\d+", before):
+                    change = f"{_clean(before)} {change}"
+                change = change[-300:]
+                if _unit(m).startswith("nat"):
+                    if nats_to_bpb is None:
+                        out.append(AblationRow(change=f"{change} (nats {d:+g}; no bpb ratio)", delta_bpb=None,
+                                               source=src))
+                        continue
+                    d = d * nats_to_bpb
+                tail = sent[m.end():]
+                cut = re.search(rf"{NUM}\s*(?:bpb|bpp|bits)|[.;!?](?:\s|$)", tail, re.I)
+                context = _clean(tail[: cut.start() if cut else 100])[:100]
+                out.append(AblationRow(change=change, delta_bpb=round(d, 8), source=src, context=context))
+    return out
+
+
+_LIST_SETTING = re.compile(r"^\s*[-*]\s+([A-Za-z][\w .]*?)\s*=\s*(-?\d+(?:\.\d+)?)\s*(\([^)]*\)\s*)?(?:[:|—–]|->|→|=>|-)\s*"
+                           r"([0-4]\.\d{3,8})(?![\d.])(.*)$")
+_CHOSEN = re.compile(r"←|<-|\b(?:used|chosen|selected|picked|submitted|adopted|final|kept|ours|default|reference|"
+                     r"baseline|best)\b", re.I)
+
+
+def list_sweeps(text: str) -> list[AblationRow]:
+    """A bullet list that sweeps one setting ("- WARMDOWN_ITERS=1200: 1.2154" ... "- WARMDOWN_ITERS=3600: 1.2122
+    <- used"), three lines or more in a row with the same key: each setting against the one line the list marks
+    (used / chosen / final / default / reference / bold, or an arrow). Without exactly one marked line the list
+    says no reference: no rows."""
+    out: list[AblationRow] = []
+    runs: list[list[tuple[str, str, float, bool]]] = [[]]
+    for line in (text or "").replace("\\_", "_").splitlines():
+        m = _LIST_SETTING.match(re.sub(r"[*`]+(?=\S)|(?<=\S)[*`]+", "", line))
+        if m is None or (runs[-1] and runs[-1][0][0].lower() != m.group(1).lower()):
+            runs.append([])
+        if m is not None:
+            runs[-1].append((m.group(1), m.group(2), float(m.group(4)),
+                             bool(_CHOSEN.search(f"{m.group(3) or ''} {m.group(5)}")) or "**" in line))
+    for run in runs:
+        marked = [r for r in run if r[3]]
+        if len(run) < 3 or len(marked) != 1:
+            continue
+        key, ref_value, ref_score, _ = marked[0]
+        for k, value, score, is_ref in run:
+            if not is_ref:
+                out.append(AblationRow(change=f"{k} = {value}", delta_bpb=round(score - ref_score, 8),
+                                       reference=f"{key} = {ref_value}", source="README list (vs the marked line)"))
+    return out
