@@ -47,6 +47,29 @@ _PAIR = re.compile(r"(?<![\d.])([0-4]\.\d{3,8})(?!\d|\.\d)[^.\n]{0,90}?\b(?:impr
 _ARROW_PAIR = re.compile(r"(?<![\d.])([0-4]\.\d{3,8})\s*(?:->|→|=>)\s*([0-4]\.\d{3,8})(?!\d|\.\d)")
 
 
+# two scores of one sentence, the change's arm first: "QK_GAIN_INIT=4.0 instead of 1.5 (1.1226 vs 1.1247)"
+_SCORE_VS = re.compile(r"(?<![\d.])([1-4]\.\d{3,8})\s+vs\.?\s+([1-4]\.\d{3,8})(?!\d|\.\d)")   # not "(0.090 vs 0.085)"
+_NEGATED_ARM = re.compile(r"\b(?:without|w/o|no|off|remov\w*|disabl\w*|drop\w*)\b", re.I)
+
+
+def _score_pair(before: str, sent: str, src: str) -> list[AblationRow]:
+    """A sentence with no figure of its own and one pair of scores, "X gave 1.1247 vs 1.1262": the first score is
+    X's arm. A sentence whose words switch something off ("without SmearGate 1.1241 vs 1.1226 with") does not say
+    which arm is which: no row."""
+    found = list(_SCORE_VS.finditer(sent))
+    if len(found) != 1:
+        return []
+    m = found[0]
+    a, b = float(m.group(1)), float(m.group(2))
+    change = re.sub(r"^\s*(?:[-*]\s+|\d+[.)]\s+)", "", _clean(sent[:m.start()])).rstrip(" :(—-,~≈")
+    change = re.sub(r"\s+(?:gave|got|scored|reached|was|is|at|to|of)$", "", change, flags=re.I)
+    if abs(a - b) >= 0.1 or len(change.split()) < 2 or _NEGATED_ARM.search(change):
+        return []
+    if before and not map_change(change)[0] and not re.search(r"\d*\.\d+", before):
+        change = f"{_clean(before)} {change}"
+    return [AblationRow(change=change, delta_bpb=round(a - b, 8), source=src)]
+
+
 def _unit(m: re.Match) -> str:
     """The unit of a prose figure; a unitless signed verdict ("+0.006 worse") is in bpb."""
     return (m.group("unit") or "bpb").lower()
@@ -88,6 +111,8 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             matches = list(_PROSE.finditer(sent))
             if any(not _unit(m).startswith("nat") for m in matches):
                 matches = [m for m in matches if not _unit(m).startswith("nat")]  # bpb twin given
+            if not matches:
+                out += _score_pair(before, sent, src)
             for m in matches:
                 raw = m.group("num") or m.group("snum") or m.group("cnum")
                 d = to_float(raw)
