@@ -140,4 +140,5 @@ def test_a_sentence_with_two_scores_and_no_figure_gives_the_first_arm_against_th
     rows = prose_ablations("Partial RoPE came next. Rotating 16 of the 64 head dims instead of all 64 gave 1.1247 vs "
                            "1.1262, so I kept it.\nTo check it: without SmearGate 1.1241 vs 1.1226 with.\n"
                            "Higher weight decay (0.090 vs 0.085) compresses better.\n")
-    assert [(r.change, r.delta_bpb) for r in rows] == [("Rotating 16 of the 64 head dims instead of all 64", -0.0015)]
+    assert [(r.change, r.delta_bpb) for r in rows] == [   # the sentence before names the change
+        ("Partial RoPE came next. Rotating 16 of the 64 head dims instead of all 64", -0.0015)]
