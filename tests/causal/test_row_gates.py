@@ -371,3 +371,23 @@ def test_a_signed_figure_keeps_its_sign_against_a_later_clause_and_against_is_no
                            "bpb against the same config without EMA, and I only saw a gain once the warmdown grew.\n"
                            "- Reduces token-pair hash collisions vs 4096 buckets (+0.001 bpb)\n")
     assert [r.delta_bpb for r in rows] == [0.0004, -0.001]
+
+
+def test_the_third_synthetic_batch_s_first_look_mistakes_stay_fixed():
+    """A row scored two ways is the stage, not its label's setting; a switch of a feature set to 48 is another
+    knob; 'EMA decay' is a knob of EMA; '... from layer 5 instead of 7' sets where a feature applies; a trailing
+    'off' removes; a '<date> record' column is the before column of a changes table."""
+    text = ("| Change | Pre-TTT bpb | Post-TTT bpb | Δ |\n|---|---|---|---|\n| base | 1.1173 | 1.1146 | — |\n"
+            "| + EMA decay 0.997 → 0.998 | 1.1170 | 1.1143 | -0.0003 |\n\n"
+            "## Phased-TTT sweep\n\n| LoRA rank | Post-TTT BPB | Δ vs submitted |\n|---|---|---|\n| **64** | 1.05801 | — |\n"
+            "| 48 | 1.05833 | +0.00032 |\n\n"
+            "| Change | 04-01 record | This | Impact |\n|---|---|---|---|\n| EMA decay | 0.997 | 0.9965 | -0.0002 |\n\n"
+            "- Parallel residuals from layer 5 instead of 7: +0.0006 bpb.\n"
+            "- Row normalization before Newton-Schulz (MuonEq-R) off: +0.00031 bpb.\n")
+    got = {r.change[:30]: (r.kind, r.features) for r in type_rows(extract_ablations(text))}
+    assert got["TTT (+ EMA decay 0.997 → 0.998"] == ("ablation", ("ttt",))
+    assert got["Phased-TTT = 48"] == ("sweep_unmapped", ())
+    assert got["EMA decay: 0.997 -> 0.9965"] == ("ablation", ("ema_decay",))
+    assert got["Parallel residuals from layer "] == ("sweep_unmapped", ("parallel_residuals",))
+    row = [r for r in type_rows(extract_ablations(text)) if r.change.startswith("Row normalization")][0]
+    assert (row.kind, row.features, row.from_value, row.to_value) == ("ablation", ("muoneq_r",), True, False)

@@ -105,10 +105,13 @@ def knob_setting(text: str, reference: str | None = None, *,
     ``aliases``: the record's own names for knobs (``record_aliases``).
 
     A batch size under 1024 counts sequences, not tokens: it is no setting of ``train_batch_tokens``. A seed, a run
-    name or a logging cadence (``NOT_A_CHANGE``) is a field of the trainer but no change of the model: no setting."""
+    name or a logging cadence (``NOT_A_CHANGE``) is a field of the trainer but no change of the model: no setting.
+    A field that switches an on/off feature set to another value than 0 or 1 is no setting either."""
     out = _knob_setting(text, reference, aliases)
     if out and out[0] == "train_batch_tokens" and any(v is not None and v < 1024 for v in out[1:]):
         return None
+    if out and _switch(out[0]) and any(v not in (None, 0, 1) for v in out[1:]):
+        return None   # "Phased-TTT = 48": a switch of a feature (TTT on/off) holds no 48; the 48 is another knob's
     return None if out and out[0] in NOT_A_CHANGE else out
 
 
@@ -148,6 +151,15 @@ def _knob_setting(text: str, reference: str | None, aliases: dict[str, str] | No
     if frm is not None and _rest(text) != _rest(ref):  # "512d 10L mlp=2" vs "640d 10L mlp=3": more than one knob
         return None
     return knob, frm, _num(to)
+
+
+def _switch(knob: str) -> bool:
+    """A knob that is itself an on/off canonical feature or a boolean trainer field (``ttt``, ``ema``), not a
+    numeric knob (``bigram_buckets`` sets the size of an on/off feature and is numeric)."""
+    import train_gpt as tg
+
+    field = next((f for f in dataclasses.fields(tg.Hyperparameters) if f.name == knob), None)
+    return isinstance(BASELINE_FEATURES.get(knob), bool) or (field is not None and field.type in (bool, "bool"))
 
 
 def _rest(label: str) -> str:

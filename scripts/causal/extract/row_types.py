@@ -59,7 +59,7 @@ _WHERE_LAYERS = re.compile(r"\b(?:the\s+)?(?:last|first|top|bottom|final|middle|
 # "XSA applied to all blocks", "XSA-all": a scope of a feature the stack may already have on some layers
 _SCOPE_ALL = re.compile(r"\b(?:all|every)\s+(?:(?:the|\d{1,2})\s+)?(?:layers?|blocks?)\b|\b[a-z]+[-_]all\b", re.I)
 _EXTRA_RES = [(f, re.compile(p, re.I)) for f, p in _EXTRA_KEYWORDS]
-_NEGATE = re.compile(r"^\s*(?:-\s|no\b|without\b|w/o\b|remov|disabl|drop)", re.I)
+_NEGATE = re.compile(r"^\s*(?:-\s|no\b|without\b|w/o\b|remov|disabl|drop)|\b(?:off|disabled|removed)\W*$", re.I)
 _LABEL = re.compile(r"^\s*(?:no|without)\b[^:.]{0,25}:", re.I)  # "No EMA: EMA still hurts by ..." labels a bullet
 
 _HEADLINE = re.compile(r"threshold\W+\d|record bar|\bnet\b(?! ?effect of)|each (?:individual )?seed|mean improvement|"
@@ -304,7 +304,10 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
         return out("multi_feature", "sets several knobs at once (KEY=VALUE twice or more)")
     if aliases and OTHER_LR.search(f"{heading} {row.change} {row.reference or ''}"):
         aliases = None   # "| LR |" under "TTT sweep": not the record's training LR
-    setting = knob_setting(row.change, row.reference, aliases=aliases)
+    # "TTT (+ EMA decay 0.997 -> 0.998: Pre-TTT bpb -> Post-TTT bpb)": one row scored two ways; its label's setting
+    # is the row's stack, not the change
+    staged = re.search(r"\((?:metric pair|mean row|column pair)\)", row.source) is not None
+    setting = None if staged else knob_setting(row.change, row.reference, aliases=aliases)
     if setting is not None and len(changes_named(row.change)) > 1:
         return out("multi_feature", f"sets {setting[0]} and changes something else in the same row "
                                     f"({'; '.join(changes_named(row.change))})", features=(setting[0],))
@@ -332,9 +335,9 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
         text = text.replace("=", " ")   # "+ EMA=0.997": adds EMA (at its setting), read as "+ EMA 0.997"
     if _KNOB_FIRST.search(text):
         return out("sweep_unmapped", "a knob with no canonical feature (no registry mapping)")
+    if staged:   # "sliding window eval (Int6 roundtrip -> ...)": the parenthesis names the two scores and the row
+        text = text.split(" (", 1)[0]   # scored, not a change
     named = text
-    if re.search(r"\((?:metric pair|mean row|column pair)\)", row.source):  # "sliding window eval (Int6 roundtrip -> ...)": the
-        named = text.split(" (", 1)[0]                             # parenthesis names the two scores, not changes
     feats, sign = map_change(_METRIC_WORDS.sub(" ", named))
     from_heading = False
     if not feats and heading:
@@ -361,7 +364,9 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
                 if level is not None:
                     return out("ablation", note, features=tuple(feats), from_value=None, to_value=level, direction=1)
             elif BASELINE_FEATURES.get(feats[0]) is False:
-                return out("ablation", note, features=tuple(feats), from_value=False, to_value=True, direction=1)
+                on = map_change(text)[1] > 0   # "Row normalization before Newton-Schulz off": the row removes it
+                return out("ablation", note, features=tuple(feats), from_value=not on, to_value=on,
+                           direction=1 if on else -1)
         return out("unmapped", f"the row names no change itself (its table heading names {feats[0]})",
                    features=tuple(feats))
     if not feats:
@@ -398,6 +403,9 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
     from scripts.causal.extract.features import features_from_prose
 
     sides = _AB_SPLIT.split(re.sub(r"\([^)]*\)", " ", text), maxsplit=1)
+    if len(sides) == 2 and re.match(r"\W*\d", sides[1]) and BASELINE_FEATURES.get(feat) is False:
+        return out("sweep_unmapped", f"sets how {feat} applies ('... instead of {sides[1].split()[0]}'), not whether",
+                   features=(feat,))   # "Parallel residuals from layer 5 instead of 7"
     if len(sides) == 2:   # "A vs B": which side names the feature, and which side switches it off
         named = [feat in map_change(side)[0] for side in sides]
         if all(named) and not any(_OFF_WORDS.search(side) for side in sides):
@@ -419,7 +427,7 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
     if sizes and sign > 0 and val is not False:
         return out("sweep_unmapped", f"resizes {feat} ({sizes.group(0)}), does not add or remove it",
                    features=(feat,))
-    if _KNOB.search(re.sub(r"\([^)]*\)", "", text)):
+    if _KNOB.search(re.sub(r"\([^)]*\)", "", text)) or _KNOB_NAME.search(row.change):
         return out("sweep_unmapped", f"a knob of {feat} with no registry mapping", features=(feat,))
     if _WAS.search(text) and sign > 0 and val is not False:   # "+ loop layers 3-5 (was 4-5)": the stack had it
         return out("sweep_unmapped", f"changes how {feat} is set ('{_WAS.search(text).group(0)}'), not whether",
@@ -439,6 +447,9 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
 
 
 _WAS = re.compile(r"\(\s*(?:was|previously|formerly|from|before:?|replac\w*|instead of)\s+[^)]{1,30}\)", re.I)
+# a knob of a feature named by its label ("EMA decay", "Muon WD", "XSA scale"): a setting, not the feature
+_KNOB_NAME = re.compile(r"\b(?:decay|rate|lr|momentum|beta\d?|frac\w*|rank|dim|size|temperature|init\w*|start|scale|"
+                        r"threshold|lambda|alpha|wd)\W*$", re.I)
 _AB_SPLIT = re.compile(r"\s+(?:vs\.?|versus|instead of|compared (?:to|with)|against)\s+", re.I)
 _OFF_WORDS = re.compile(r"\b(?:off|no|without|w/o|disabled?|none|removed)\b", re.I)
 
