@@ -108,7 +108,8 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                     label = before_after_label(label, r, sides)
                 if not m or not label or NOT_QUALITY.search(label) or _SUMMARY.match(label):
                     continue
-                if re.fullmatch(r"\d+", label) and knob_setting(f"{_knob_column(header[label_col], heading)}=1") is None:
+                swept = knob_setting(f"{_knob_column(header[label_col], heading)}=1") is not None
+                if re.fullmatch(r"\d+", label) and not swept:
                     continue   # per-seed rows of a results table ("| 3 |" under "| MLP_MULT |" is a sweep value)
                 staged = _staged(header, r, label, m.group(0))
                 if staged is not None:

@@ -167,7 +167,8 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
     return out
 
 
-_LIST_SETTING = re.compile(r"^\s*[-*]\s+([A-Za-z][\w .]*?)\s*=\s*(-?\d+(?:\.\d+)?)\s*(\([^)]*\)\s*)?(?:[:|—–]|->|→|=>|-)\s*"
+_LIST_SETTING = re.compile(r"^\s*[-*]\s+([A-Za-z][\w .]*?)\s*=\s*(-?\d+(?:\.\d+)?)\s*(\([^)]*\)\s*)?"
+                           r"(?:[:|—–]|->|→|=>|-)\s*"
                            r"([0-4]\.\d{3,8})(?![\d.])(.*)$")
 _CHOSEN = re.compile(r"←|<-|\b(?:used|chosen|selected|picked|submitted|adopted|final|kept|ours|default|reference|"
                      r"baseline|best)\b", re.I)

@@ -48,8 +48,8 @@ _EXTRA_KEYWORDS: tuple[tuple[str, str], ...] = (
     ("sliding_window_eval", r"\bstride\b(?![\s-]*(?:data|loader|sampl\w*|shard\w*|batch\w*)\b)"),
     ("swa", r"\bswa_"),
 )
-_EMBED_WIDTH = re.compile(r"\b(?:int|fp)\d{1,2}\b[^.,;\n]{0,12}\bembed\w*|\bembed\w*[^.,;\n]{0,12}\b(?:int|fp)\d{1,2}\b|"
-                          r"\bembed\w*[\s_-]bits\b", re.I)
+_EMBED_WIDTH = re.compile(r"\b(?:int|fp)\d{1,2}\b[^.,;\n]{0,12}\bembed\w*|"
+                          r"\bembed\w*[^.,;\n]{0,12}\b(?:int|fp)\d{1,2}\b|\bembed\w*[\s_-]bits\b", re.I)
 # the model or stack a change was measured on ("on that same int6 model", "on the PR #1874 base", "On looped:")
 ON_STACK = re.compile(r"\b(?:on|to)\s+(?:the|that|this|our|its|a)\s+(?:same\s+)?[\w#.\-]*(?:\s+[\w#.\-]+){0,3}?\s*"
                       r"\b(?:model|stack|base|baseline|config(?:uration)?|architecture|setup)\b|"
@@ -135,7 +135,8 @@ def metric_of(text: str) -> str:
     t = text.lower()
     if re.search(r"pre[\s_-]?quant|prequant|\bfp32\b|\bbf16\b|pre[\s_-]?ema|before quant", t):
         return "pre_quant"
-    if re.search(r"post[\s_-]?ttt|\bttt\b|test[\s-]time", re.sub(r"\b(?:no|pre|non|without|before)[\s_-]?ttt\b", " ", t)):
+    if re.search(r"post[\s_-]?ttt|\bttt\b|test[\s-]time",
+                 re.sub(r"\b(?:no|pre|non|without|before)[\s_-]?ttt\b", " ", t)):   # "sliding no-TTT": before TTT
         return "post_ttt"
     if re.search(r"sliding|stride", t):
         return "sliding"
@@ -407,8 +408,8 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
         return out("sweep_unmapped", f"sets how {feat} applies ('... instead of {sides[1].split()[0]}'), not whether",
                    features=(feat,))   # "Parallel residuals from layer 5 instead of 7"
     if len(sides) == 2:   # "A vs B": which side names the feature, and which side switches it off
-        named = [feat in map_change(side)[0] for side in sides]
-        if all(named) and not any(_OFF_WORDS.search(side) for side in sides):
+        names_it = [feat in map_change(side)[0] for side in sides]
+        if all(names_it) and not any(_OFF_WORDS.search(side) for side in sides):
             return out("unmapped", f"two variants of {feat} ('{_clean_ab(sides[0])}' vs '{_clean_ab(sides[1])}'), "
                                    "not with against without", features=(feat,))
         off = [bool(_OFF_WORDS.search(side)) for side in sides]
@@ -420,7 +421,8 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
     if val is None and heading:
         val = features_from_prose(heading).get(feat, (None,))[0]
     if feat in CATEGORICAL_FEATURES:
-        if re.search(rf"({_NUM})(?:\s+[\w-]+){{0,4}}\s*(?:->|→|\bto\b)\s*({_NUM})", text):   # "GPTQ calibration: 64 seqs -> 128"
+        if re.search(rf"({_NUM})(?:\s+[\w-]+){{0,4}}\s*(?:->|→|\bto\b)\s*({_NUM})", text):
+            # "GPTQ calibration: 64 seqs -> 128": a number of the feature's recipe, not its level
             return out("sweep_unmapped", f"a numeric knob of {feat}, not its level", features=(feat,))
         return out("ablation", note, features=(feat,), to_value=val, from_value=None, direction=1)
     sizes = re.search(rf"({_NUM})\s*(?:->|→|to)\s*({_NUM})", text)

@@ -1,6 +1,7 @@
 """Experiment logs (``| Run | Config | val_bpb |``, run ids in column 0): which run each run is measured against.
 
-A log without a delta column says what each run is compared with only through its layout. The rules, in order
+A log with a parent column (``| Run | Parent | Change | BPB |``) says each run's reference itself. A log without a
+delta column or a parent column says what each run is compared with only through its layout. The rules, in order
 (``references``):
 
 1. the label names a run ("R34 + EMA@60%"): that run;
@@ -15,7 +16,8 @@ A log without a delta column says what each run is compared with only through it
 5. else the row above.
 
 Two runs of fewer than ``SMOKE_STEPS`` steps each are size or speed checks (``SMOKE``): their scores say nothing
-about a change.
+about a change. A run whose label states a seed its reference's label does not ("EMA off (seed 42)" in a seed-1337
+log) differs in seed as well (``OWN_SEED``).
 
 A "+ K v" run that does not restate K's old value takes it from the nearest run up its chain of references that
 sets K ("+ Momentum 0.80" on a chain through "+ Momentum 0.85": 0.85 -> 0.80).
@@ -40,8 +42,8 @@ from scripts.causal.extract.table_shapes import (
     trim_common,
 )
 
-__all__ = ["LOG_BETWEEN", "ONE_SETTING", "OWN_SEED", "SMOKE", "LogIndex", "LogRef", "increment_between", "increment_between_runs",
-           "log_index", "log_rows", "references"]
+__all__ = ["LOG_BETWEEN", "ONE_SETTING", "OWN_SEED", "SMOKE", "LogIndex", "LogRef", "increment_between",
+           "increment_between_runs", "log_index", "log_rows", "references"]
 
 _SETTING = re.compile(r"^(.*?)\s*=\s*(-?\d+(?:\.\d+)?)$")
 
@@ -177,9 +179,9 @@ SWEEP_BEST = "the best run of its sweep (experiment log)"
 LOG_BETWEEN = "the run log has an increment between the two runs"
 ONE_SETTING = "the one setting the labels differ in"   # "10L 1024 BPE" vs "11L 1024 BPE": 10L against 11L
 SMOKE_STEPS = 100
-SMOKE = f"both runs under {SMOKE_STEPS} steps"
+SMOKE = f"both runs under {SMOKE_STEPS} steps"   # a size or speed check: the score measures no change
 OWN_SEED = "the run states a seed its reference does not"   # "EMA off (seed 42)" against a seed-1337 run
-_SEED = re.compile(r"\bseed\s*=?\s*(\d+)\b", re.I)   # a size or speed check: the score measures no change
+_SEED = re.compile(r"\bseed\s*=?\s*(\d+)\b", re.I)
 
 
 def _int(cell: str) -> int | None:

@@ -17,8 +17,9 @@ import re
 
 from scripts.causal.core.schema import AblationRow
 
-__all__ = ["ONE_COLUMN", "before_after_columns", "before_after_label", "OTHER_PARENT", "clean", "parent_column", "column_pairs", "builds_on", "delta_header_run", "eval_columns",
-           "is_log", "label_column", "label_items", "log_change", "log_reference", "metric_pairs", "other_settings",
+__all__ = ["ONE_COLUMN", "OTHER_PARENT", "before_after_columns", "before_after_label", "builds_on", "clean",
+           "column_pairs", "delta_header_run", "eval_columns", "is_log", "label_column", "label_items",
+           "log_change", "log_reference", "metric_pairs", "other_settings", "parent_column",
            "this_base_columns", "trim_common"]
 
 _ID_HEADER = re.compile(r"^(?:exp(?:eriment)?|run|id|#|no\.?|step|trial|v(?:ersion)?)$", re.I)

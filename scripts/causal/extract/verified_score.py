@@ -4,8 +4,9 @@ A mined row **claims** "this row is one change of knob K, from -> to" when it is
 trainer knob, a direction). It is matched to the verified entries of its record whose delta equals its own within
 ``DELTA_TOL`` (bpb), or within half a unit of the mined figure's last digit when the record states it rounded
 ("+0.003" against scores that give +0.0028); an entry stated in nats only matches a claim of the same sign at a
-bpb-per-nat ratio a tokenizer can have (``BPB_PER_NAT``). The claim is **right** when one of those entries is a ``single_change`` of the same knob in the
-same direction (and, where both state them, the same from and to values); it is **wrong** when the matched entries
+bpb-per-nat ratio a tokenizer can have (``BPB_PER_NAT``). The claim is **right** when one of those entries is a
+``single_change`` of the same knob in the same direction (and, where both state them, the same from and to values);
+it is **wrong** when the matched entries
 are another class (a bundle, a quoted estimate, a penalty, ...), another knob or direction, or when no verified entry
 has that delta at all. Precision = right / claims. Recall = verified single-change entries (with a bpb delta) that
 some right claim of their record matches / all of them. The registry-restricted precision counts only claims whose
