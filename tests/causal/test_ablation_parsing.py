@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from scripts.causal.extract.ablations import extract_ablations, prose_ablations, table_ablations
+from scripts.causal.extract.prose import list_sweeps
 
 README = (Path(__file__).parent / "data" / "records" / "track_fixture_10min" / "2026-01-08_Ablations" / "README.md")
 
@@ -124,6 +125,28 @@ def test_a_bullet_list_sweep_is_read_against_its_marked_line():
         ("WARMDOWN_ITERS = 1200", 0.0032, "WARMDOWN_ITERS = 3600"),
         ("WARMDOWN_ITERS = 2400", 0.0009, "WARMDOWN_ITERS = 3600"),
         ("WARMDOWN_ITERS = 4800", 0.0017, "WARMDOWN_ITERS = 3600")]
+
+
+def test_a_code_block_sweep_is_read_against_its_ref_line_and_a_footnoted_score_is_left_out():
+    text = ("```\n# MUON_WD (ref 0.085)\nMUON_WD=0.060    1.08412   (+0.00131)\nMUON_WD=0.085    1.08281   (ref)\n"
+            "MUON_WD=0.095    1.08236   (-0.00045)   <- kept\n\n# EMA_DECAY\nEMA_DECAY=0.995  1.08231  (+0.00069)\n"
+            "EMA_DECAY=0.997  1.08162  (ref)\nEMA_DECAY=0.998  1.08410*  (+0.00248)\n```\n"
+            "\\* EMA_DECAY=0.998 ran fixed-step, not a fair comparison.\n")
+    rows = list_sweeps(text)
+    assert [(r.change, r.delta_bpb, r.reference) for r in rows] == [
+        ("MUON_WD = 0.060", 0.00131, "MUON_WD = 0.085"), ("MUON_WD = 0.095", -0.00045, "MUON_WD = 0.085"),
+        ("EMA_DECAY = 0.995", 0.00069, "EMA_DECAY = 0.997")]   # the kept line is no reference; 0.998 is footnoted
+
+
+def test_a_setting_line_with_its_own_delta_is_that_setting_from_the_value_it_replaced():
+    text = ("- `TTT_CHUNK_TOKENS=16384` (was 32768): 1.05921 (+0.00025), and 61 s slower.\n"
+            "- `TTT_EPOCHS=2` (was 1): 1.05858 (−0.00038), over budget.\n- `TTT_LORA_RANK=128`: 1.05890 (−0.00006)\n"
+            "- MUON_WD=0.09 MATRIX_LR=0.03: 1.0801 (-0.0010)\n")   # two settings: no row
+    assert [(r.change, r.delta_bpb, r.reference) for r in list_sweeps(text)] == [
+        ("TTT_CHUNK_TOKENS = 16384", 0.00025, "TTT_CHUNK_TOKENS = 32768"), ("TTT_EPOCHS = 2", -0.00038, "TTT_EPOCHS = 1"),
+        ("TTT_LORA_RANK = 128", -0.00006, None)]
+    (row,) = [r for r in extract_ablations(text) if r.change.startswith("TTT_EPOCHS")]
+    assert row.delta_bpb == -0.00038
 
 
 def test_prose_verdicts_without_a_unit_colon_figures_and_arrow_pairs():

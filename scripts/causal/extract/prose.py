@@ -8,6 +8,7 @@ borrows the one before it on the same line, unless that sentence has a figure of
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from scripts.causal.core.schema import AblationRow
 from scripts.causal.extract.row_types import map_change
@@ -167,34 +168,65 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
     return out
 
 
-_LIST_SETTING = re.compile(r"^\s*[-*]\s+([A-Za-z][\w .]*?)\s*=\s*(-?\d+(?:\.\d+)?)\s*(\([^)]*\)\s*)?"
-                           r"(?:[:|—–]|->|→|=>|-)\s*"
+# "- WARMDOWN_ITERS=3600: 1.2122 <- used", "MUON_WD=0.095    1.08236   (-0.00045)" (a bare line: one identifier),
+# "- `TTT_EPOCHS=2` (was 1): 1.05858 (−0.00038)"
+_LIST_SETTING = re.compile(r"^\s*(?:[-*]\s+([A-Za-z][\w .]*?)|([A-Za-z][A-Za-z0-9_]*))\s*=\s*(-?\d+(?:\.\d+)?)\s*"
+                           r"(\([^)]*\)\s*)?(?:[:|—–]|->|→|=>|-)?\s*"
                            r"([0-4]\.\d{3,8})(?![\d.])(.*)$")
 _CHOSEN = re.compile(r"←|<-|\b(?:used|chosen|selected|picked|submitted|adopted|final|kept|ours|default|reference|"
                      r"baseline|best)\b", re.I)
+_REF = re.compile(r"\b(?:ref|reference|baseline)\b", re.I)   # the reference itself, over the setting kept
+_GIVEN = re.compile(r"^\s*\(\s*([+\-−–]\s?\d*\.\d+)\s*(?:bpb)?\s*[),;]")   # "(+0.00131)" right after the score
+_WAS = re.compile(r"\(\s*(?:was|from|vs\.?|ref\.?)\s+(-?\d+(?:\.\d+)?)\s*\)", re.I)
+_FOOTNOTE = re.compile(r"\d[*†‡](?![*\w])")   # "1.08410*": a score its footnote qualifies
+
+
+class _Setting(NamedTuple):
+    """One line of ``list_sweeps``: a knob's setting, its score and what the line says of it."""
+    key: str
+    value: str
+    score: float
+    chosen: bool
+    ref: bool
+    given: float | None
+    was: str | None
+    footnoted: bool
 
 
 def list_sweeps(text: str) -> list[AblationRow]:
-    """A bullet list that sweeps one setting ("- WARMDOWN_ITERS=1200: 1.2154" ... "- WARMDOWN_ITERS=3600: 1.2122
-    <- used"), three lines or more in a row with the same key: each setting against the one line the list marks
-    (used / chosen / final / default / reference / bold, or an arrow). Without exactly one marked line the list
-    says no reference: no rows."""
+    """Lines that set one knob and give a score, as a bullet list or bare lines (a code block):
+
+    - three lines or more in a row with the same key are a sweep: each setting against the one line that marks
+      itself the reference ("(ref)", "baseline"), else the one line the list marks chosen (used / kept / final /
+      default / bold, or an arrow); without exactly one such line the list says no reference;
+    - a line outside such a sweep that gives its own signed delta after the score ("TTT_EPOCHS=2 (was 1): 1.05858
+      (−0.00038)") is that one setting's row, from the value it names as replaced, if any.
+
+    A score with a footnote mark ("1.08410*") is qualified by its footnote: no row."""
     out: list[AblationRow] = []
-    runs: list[list[tuple[str, str, float, bool]]] = [[]]
+    runs: list[list[_Setting]] = [[]]
     for line in (text or "").replace("\\_", "_").splitlines():
         m = _LIST_SETTING.match(re.sub(r"[*`]+(?=\S)|(?<=\S)[*`]+", "", line))
-        if m is None or (runs[-1] and runs[-1][0][0].lower() != m.group(1).lower()):
+        key = (m.group(1) or m.group(2)) if m else None
+        if m is None or (runs[-1] and runs[-1][0].key.lower() != key.lower()):
             runs.append([])
         if m is not None:
-            runs[-1].append((m.group(1), m.group(2), float(m.group(4)),
-                             bool(_CHOSEN.search(f"{m.group(3) or ''} {m.group(5)}")) or "**" in line))
+            note = f"{m.group(4) or ''} {m.group(6)}"
+            given, was = _GIVEN.match(m.group(6)), _WAS.search(m.group(4) or "")
+            runs[-1].append(_Setting(key, m.group(3), float(m.group(5)),
+                                     chosen=bool(_CHOSEN.search(note)) or "**" in line, ref=bool(_REF.search(note)),
+                                     given=to_float(given.group(1)) if given else None,
+                                     was=was.group(1) if was else None, footnoted=bool(_FOOTNOTE.search(line))))
     for run in runs:
-        marked = [r for r in run if r[3]]
-        if len(run) < 3 or len(marked) != 1:
+        refs = [r for r in run if r.ref and not r.footnoted]
+        marked = refs if len(refs) == 1 else [r for r in run if r.chosen and not r.footnoted]
+        if len(run) >= 3 and len(marked) == 1:   # a footnoted line counts in its sweep and gives no row
+            ref = marked[0]
+            out += [AblationRow(change=f"{r.key} = {r.value}", delta_bpb=round(r.score - ref.score, 8),
+                                reference=f"{ref.key} = {ref.value}", source="README list (vs the marked line)")
+                    for r in run if r is not ref and not r.footnoted]
             continue
-        key, ref_value, ref_score, _ = marked[0]
-        for k, value, score, is_ref in run:
-            if not is_ref:
-                out.append(AblationRow(change=f"{k} = {value}", delta_bpb=round(score - ref_score, 8),
-                                       reference=f"{key} = {ref_value}", source="README list (vs the marked line)"))
+        out += [AblationRow(change=f"{r.key} = {r.value}", delta_bpb=r.given,
+                            reference=f"{r.key} = {r.was}" if r.was else None, source="README list (its own delta)")
+                for r in run if r.given is not None and abs(r.given) <= MAX_DELTA and not r.ref and not r.footnoted]
     return out
