@@ -149,6 +149,16 @@ def test_a_setting_line_with_its_own_delta_is_that_setting_from_the_value_it_rep
     assert row.delta_bpb == -0.00038
 
 
+def test_a_setting_line_with_a_delta_and_no_score_is_read_against_the_run_commands_setting():
+    text = ("Each line is one override on top of the final config.\n\n- `QK_GAIN_INIT=5.0`: +0.00061\n"
+            "- `QK_GAIN_INIT=6.0`: +0.00018\n- `MATRIX_LR=0.030`: -0.00003 (noise)\n- `TTT_EPOCHS=3`: -0.0002\n"
+            "- `WARMDOWN_FRAC=0.85 MIN_LR=0.10`: -0.00015\n\n## Run\n\n```bash\nQK_GAIN_INIT=5.5 TTT_EPOCHS=3 \\\n"
+            "torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n")
+    assert [(r.change, r.delta_bpb, r.reference) for r in list_sweeps(text)] == [
+        ("QK_GAIN_INIT = 5.0", 0.00061, "QK_GAIN_INIT = 5.5"), ("QK_GAIN_INIT = 6.0", 0.00018, "QK_GAIN_INIT = 5.5"),
+        ("MATRIX_LR = 0.030", -0.00003, None)]   # TTT_EPOCHS=3 is the run's own setting: no change; two keys: none
+
+
 def test_prose_verdicts_without_a_unit_colon_figures_and_arrow_pairs():
     rows = prose_ablations("- MIN_LR 0.10 instead of 0: 0.0004 better.\n"
                            "- Sparse attention gate on vs off: −0.0011.\n"

@@ -178,6 +178,9 @@ _CHOSEN = re.compile(r"←|<-|\b(?:used|chosen|selected|picked|submitted|adopted
 _REF = re.compile(r"\b(?:ref|reference|baseline)\b", re.I)   # the reference itself, over the setting kept
 _GIVEN = re.compile(r"^\s*\(\s*([+\-−–]\s?\d*\.\d+)\s*(?:bpb)?\s*[),;]")   # "(+0.00131)" right after the score
 _WAS = re.compile(r"\(\s*(?:was|from|vs\.?|ref\.?)\s+(-?\d+(?:\.\d+)?)\s*\)", re.I)
+# "- `QK_GAIN_INIT=5.0`: +0.00061": a setting and a signed delta, no score
+_LIST_DELTA = re.compile(r"^\s*(?:[-*]\s+([A-Za-z][\w .]*?)|([A-Za-z][A-Za-z0-9_]*))\s*=\s*(-?\d+(?:\.\d+)?)\s*"
+                         r"(\([^)]*\)\s*)?(?:[:|—–]|->|→|=>)\s*([+\-−–]\s?\d*\.\d+)(?![\d.])\s*(?:bpb\b)?(.*)$", re.I)
 _FOOTNOTE = re.compile(r"\d[*†‡](?![*\w])")   # "1.08410*": a score its footnote qualifies
 
 
@@ -185,7 +188,7 @@ class _Setting(NamedTuple):
     """One line of ``list_sweeps``: a knob's setting, its score and what the line says of it."""
     key: str
     value: str
-    score: float
+    score: float | None
     chosen: bool
     ref: bool
     given: float | None
@@ -202,13 +205,18 @@ def list_sweeps(text: str) -> list[AblationRow]:
     - a line outside such a sweep that gives its own signed delta after the score ("TTT_EPOCHS=2 (was 1): 1.05858
       (−0.00038)") is that one setting's row, from the value it names as replaced, if any.
 
+    - a line that gives a signed delta and no score ("- `QK_GAIN_INIT=5.0`: +0.00061") is that setting against the
+      value it names as replaced, else the value the README's run command sets (the config the list varies).
+
     A score with a footnote mark ("1.08410*") is qualified by its footnote: no row."""
     out: list[AblationRow] = []
     runs: list[list[_Setting]] = [[]]
+    final = run_command_settings(text)
     for line in (text or "").replace("\\_", "_").splitlines():
-        m = _LIST_SETTING.match(re.sub(r"[*`]+(?=\S)|(?<=\S)[*`]+", "", line))
-        key = (m.group(1) or m.group(2)) if m else None
-        if m is None or (runs[-1] and runs[-1][0].key.lower() != key.lower()):
+        plain = re.sub(r"[*`]+(?=\S)|(?<=\S)[*`]+", "", line)
+        m, d = _LIST_SETTING.match(plain), None if _LIST_SETTING.match(plain) else _LIST_DELTA.match(plain)
+        key = (m.group(1) or m.group(2)) if m else (d.group(1) or d.group(2)) if d else None
+        if key is None or (runs[-1] and runs[-1][0].key.lower() != key.lower()):
             runs.append([])
         if m is not None:
             note = f"{m.group(4) or ''} {m.group(6)}"
@@ -217,10 +225,16 @@ def list_sweeps(text: str) -> list[AblationRow]:
                                      chosen=bool(_CHOSEN.search(note)) or "**" in line, ref=bool(_REF.search(note)),
                                      given=to_float(given.group(1)) if given else None,
                                      was=was.group(1) if was else None, footnoted=bool(_FOOTNOTE.search(line))))
+        elif d is not None:   # "- QK_GAIN_INIT=5.0: +0.00061": against the record's own setting, which its run
+            was = _WAS.search(d.group(4) or "")  # command states, unless the line names the value it replaced
+            old = was.group(1) if was else final.get(key.lower())
+            runs[-1].append(_Setting(key, d.group(3), None, chosen=False, ref=bool(_REF.search(d.group(4) or "")),
+                                     given=to_float(d.group(5)), was=old, footnoted=False))
     for run in runs:
         refs = [r for r in run if r.ref and not r.footnoted]
         marked = refs if len(refs) == 1 else [r for r in run if r.chosen and not r.footnoted]
-        if len(run) >= 3 and len(marked) == 1:   # a footnoted line counts in its sweep and gives no row
+        if len(run) >= 3 and len(marked) == 1 and all(r.score is not None for r in run):   # a footnoted line
+            # counts in its sweep and gives no row
             ref = marked[0]
             out += [AblationRow(change=f"{r.key} = {r.value}", delta_bpb=round(r.score - ref.score, 8),
                                 reference=f"{ref.key} = {ref.value}", source="README list (vs the marked line)")
@@ -228,5 +242,21 @@ def list_sweeps(text: str) -> list[AblationRow]:
             continue
         out += [AblationRow(change=f"{r.key} = {r.value}", delta_bpb=r.given,
                             reference=f"{r.key} = {r.was}" if r.was else None, source="README list (its own delta)")
-                for r in run if r.given is not None and abs(r.given) <= MAX_DELTA and not r.ref and not r.footnoted]
+                for r in run if r.given is not None and abs(r.given) <= MAX_DELTA and not r.ref and not r.footnoted
+                and (r.was is None or to_float(r.was) != to_float(r.value))]
     return out
+
+
+_CODE_BLOCK = re.compile(r"^[ \t]*```[^\n]*\n(.*?)^[ \t]*```", re.S | re.M)
+_ENV = re.compile(r"(?<![\w-])([A-Z][A-Z0-9_]{2,})=(-?\d+(?:\.\d+)?)(?![\w.])")
+
+
+def run_command_settings(text: str) -> dict[str, str]:
+    """``KEY=value`` settings (keys lower-cased) of the README's run commands: fenced code blocks that launch the
+    trainer (torchrun / python). A key the blocks set to two values is left out."""
+    seen: dict[str, set[str]] = {}
+    for block in _CODE_BLOCK.findall((text or "").replace("\\_", "_")):
+        if re.search(r"\b(?:torchrun|python3?)\b", block):
+            for k, v in _ENV.findall(block):
+                seen.setdefault(k.lower(), set()).add(v)
+    return {k: next(iter(v)) for k, v in seen.items() if len(v) == 1}
