@@ -105,3 +105,19 @@ def test_runs_that_differ_in_one_value_are_typed_and_smoke_runs_are_not():
     rows = typed(log)
     assert rows["10L"][:5] == ("ablation", ("num_layers",), 11.0, 10.0, pytest.approx(0.041))  # "1024 BPE": both
     assert rows["15L"][0] == "no_delta"     # 50-step runs check the artifact's size; their scores measure nothing
+
+
+def test_a_ladder_whose_rows_name_the_lettered_row_they_build_on():
+    text = ("| Row | What | val_bpb |\n|---|---|---:|\n| A | naive baseline (9L, MLP 2x) | 1.2262 |\n"
+            "| B | A + MLP 3x | 1.2139 |\n| C | B + 11 layers | 1.2018 |\n| D | B + Muon WD 0.04 + EMA 0.997 | 1.1931 |\n"
+            "| E | C scored with sliding-window eval (stride 64) | 1.1815 |\n")
+    rows = typed(text)
+    assert rows["+ MLP 3x"][:4] == ("ablation", ("mlp_mult",), 2.0, 3.0)
+    assert rows["+ 11 layers"][1] == ("num_layers",) and rows["+ 11 layers"][4] == -0.0121   # C builds on B
+    assert rows["+ Muon WD 0.04 + EMA 0.997"][4] == pytest.approx(1.1931 - 1.2139)   # D builds on B, not on C
+    assert rows["+ Muon WD 0.04 + EMA 0.997"][0] != "ablation"
+    assert rows["+ scored with sliding-window eval"][:2] == ("ablation", ("sliding_window_eval",))
+    assert rows["+ scored with sliding-window eval"][4] == pytest.approx(1.1815 - 1.2018)
+    # letters that no row's label names are no run ids: a table of variants is not a ladder
+    plain = "| Variant | val_bpb |\n|---|---|\n| A | 1.2262 |\n| B | 1.2139 |\n| C | 1.2018 |\n"
+    assert all("named in the label" not in r[5] for r in typed(plain).values())

@@ -73,6 +73,11 @@ def log_reference(rows: list[list[str]], k: int, label: str) -> tuple[int, str, 
     its label names ("R34 + EMA@60%" -> R34; the label loses the id: "+ EMA@60%"), else the row above.
     Returns (reference row index, the row's label, how)."""
     ids = {clean(r[0]).lower(): j for j, r in enumerate(rows) if r and clean(r[0])}
+    letter = re.match(r"([A-Z])\s*(?=\+|scored\b)", label)   # a ladder's "B + 11 layers", "E scored with ..."
+    if letter and letter.group(1) in _letter_ids(rows) and ids[letter.group(1).lower()] != k:
+        rest = label[letter.end():].strip(" ,;:")
+        return (ids[letter.group(1).lower()], rest if rest.startswith("+") else f"+ {rest}",
+                f"vs run {letter.group(1)}, named in the label")
     for m in re.finditer(r"\b([A-Za-z]{0,3}[-_]?\d{1,3}[a-z]?)\b", label):
         j = ids.get(m.group(1).lower())
         if j is not None and j != k and re.search(r"[A-Za-z]", m.group(1)):
@@ -176,10 +181,22 @@ def other_settings(header: list[str], ref: list[str], row: list[str], skip: tupl
     return out
 
 
-def is_log(header: list[str], rows: list[list[str]]) -> bool:
-    """Column 0 holds run ids ("R12", "E3", "#4"): an experiment log."""
+def _letter_ids(rows: list[list[str]]) -> set[str]:
+    """Single-letter run ids ("| B | A + MLP 3x |") of a ladder whose rows name the row they build on: every column-0
+    cell one capital letter, and some other cell starting with another row's letter and "+" or "scored"."""
     first = [clean(r[0]) for r in rows if r]
-    return bool(first) and bool(_ID_HEADER.match(clean(header[0])) or all(_ID_CELL.match(c) for c in first if c))
+    if len(first) < 3 or not all(re.fullmatch(r"[A-Z]", c) for c in first):
+        return set()
+    named = any(m and m.group(1) in first and m.group(1) != clean(r[0]) for r in rows for c in r[1:]
+                for m in [re.match(r"([A-Z])\s*(?:\+|scored\b)", clean(c))])
+    return set(first) if named else set()
+
+
+def is_log(header: list[str], rows: list[list[str]]) -> bool:
+    """Column 0 holds run ids ("R12", "E3", "#4", or a ladder's letters): an experiment log."""
+    first = [clean(r[0]) for r in rows if r]
+    return bool(first) and bool(_ID_HEADER.match(clean(header[0])) or all(_ID_CELL.match(c) for c in first if c)
+                                or _letter_ids(rows))
 
 
 def before_after_columns(header: list[str]) -> tuple[int, int] | None:
