@@ -159,6 +159,14 @@ def test_a_setting_line_with_a_delta_and_no_score_is_read_against_the_run_comman
         ("MATRIX_LR = 0.030", -0.00003, None)]   # TTT_EPOCHS=3 is the run's own setting: no change; two keys: none
 
 
+def test_a_per_seed_table_with_post_quant_sliding_and_post_ttt_columns_gives_both_stages():
+    text = ("| Seed | Pre-quant BPB | Post-quant BPB | Sliding BPB | Post-TTT BPB |\n|---|---|---|---|---|\n"
+            "| 42 | 1.07391 | 1.08422 | 1.07605 | 1.06811 |\n| 0 | 1.07455 | 1.08497 | 1.07663 | 1.06874 |\n"
+            "| Mean | 1.07423 | 1.08460 | 1.07634 | 1.06843 |\n")
+    assert as_pairs(table_ablations(text)) == [("TTT (Sliding BPB -> Post-TTT BPB, mean)", -0.00791),
+                                               ("sliding window eval (Post-quant BPB -> Sliding BPB, mean)", -0.00826)]
+
+
 def test_prose_verdicts_without_a_unit_colon_figures_and_arrow_pairs():
     rows = prose_ablations("- MIN_LR 0.10 instead of 0: 0.0004 better.\n"
                            "- Sparse attention gate on vs off: −0.0011.\n"

@@ -316,7 +316,8 @@ def _ttt_effect(header: list[str], rows: list[list[str]], heading: str) -> list[
             out.append(AblationRow(change=f"{kind} ({_clean(header[pre_avg])} -> {_clean(header[post_avg])}, mean)",
                                    delta_bpb=round(b - a, 8), source=f"README table '{heading}' (mean row)",
                                    n_seeds=n or None))
-    if sliding in means and post_q in means and sliding != post_q and ttt is None:
+    # (next to a TTT column, a column named sliding is still the quantized model scored in sliding windows)
+    if sliding in means and post_q in means and sliding != post_q and (ttt is None or "slid" in low[sliding]):
         (a, n), (b, _) = means[post_q], means[sliding]
         out.append(AblationRow(change=f"sliding window eval ({_clean(header[post_q])} -> {_clean(header[sliding])}, mean)",
                                delta_bpb=round(b - a, 8), source=f"README table '{heading}' (mean row)", n_seeds=n or None))
