@@ -30,6 +30,10 @@ def typed(text: str) -> dict[str, tuple]:
     ("EVAL_STRIDE=64, MATRIX_LR=0.02", None, None),   # two settings at once
     ("512d 10L mlp=2", "640d 10L mlp=3", None),       # the labels differ in more than the setting
     ("Muon momentum = 0.97 (vs PR #1394's default 0.99)", None, ("muon_momentum", 0.99, 0.97)),  # the base's value
+    ("XSA on the last 4 -> all 11 layers", None, ("xsa_last_n", 4, 11)),          # XSA's scope, not num_layers
+    ("XSA on all 11 layers (instead of last 4)", None, ("xsa_last_n", 4, 11)),
+    ("XSA on the last 4 layers vs all 11", None, ("xsa_last_n", 11, 4)),
+    ("+ XSA on all 11 layers", None, None),                                       # from an unstated scope
 ])
 def test_knob_settings_come_from_the_trainers_vocabulary(text, reference, want):
     assert knob_setting(text, reference) == want

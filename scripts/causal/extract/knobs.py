@@ -116,9 +116,36 @@ def knob_setting(text: str, reference: str | None = None, *,
 
 
 
+# XSA's scope in layers: "XSA on the last 4 -> all 11 layers", "on all 11 layers instead of the last 4"
+_XSA = re.compile(r"\bXSA\b|exclusive[\s-]self[\s-]attention", re.I)
+_SCOPE = re.compile(r"\b(?:last|final|all)\s+(\d{1,2})\b(?:\s+(?:layers|blocks))?", re.I)
+_SCOPE_TO = re.compile(r"^\s*(?:->|→|=>|to)\s*(?:on\s+)?(?:the\s+)?$", re.I)
+_SCOPE_OVER = re.compile(r"^\s*(?:layers\s+)?[(,]?\s*(?:instead\s+of|rather\s+than|vs\.?|versus)\s+(?:on\s+)?(?:the\s+)?$", re.I)
+
+
+def _xsa_scope(text: str) -> tuple[str, object, object] | None:
+    """``xsa_last_n`` (from, to) of a row that moves XSA's layer scope between two stated ones, joined by an arrow
+    or "to" (first is from) or by "instead of" / "vs" (first is to)."""
+    if not _XSA.search(text):
+        return None
+    found = list(_SCOPE.finditer(text))
+    if len(found) != 2:
+        return None
+    a, b = found
+    between = text[a.end():b.start()]
+    if _SCOPE_TO.match(between):
+        return "xsa_last_n", int(a.group(1)), int(b.group(1))
+    if _SCOPE_OVER.match(between):
+        return "xsa_last_n", int(b.group(1)), int(a.group(1))
+    return None
+
+
 def _knob_setting(text: str, reference: str | None, aliases: dict[str, str] | None
                   ) -> tuple[str, object, object] | None:
     text = re.sub(r"[*`\\]", "", text or "")
+    scope = _xsa_scope(text)
+    if scope is not None:
+        return scope
     for m in _ARROW.finditer(text):
         words = m.group(1).split()
         for k in range(len(words)):  # the longest tail of the words before the numbers that names a knob
