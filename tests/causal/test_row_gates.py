@@ -395,3 +395,9 @@ def test_the_third_synthetic_batch_s_first_look_mistakes_stay_fixed():
     assert got["Parallel residuals from layer "] == ("sweep_unmapped", ("parallel_residuals",))
     row = [r for r in type_rows(extract_ablations(text)) if r.change.startswith("Row normalization")][0]
     assert (row.kind, row.features, row.from_value, row.to_value) == ("ablation", ("muoneq_r",), True, False)
+
+
+def test_a_multiplier_written_with_the_times_sign_keeps_its_decimals():
+    text = ("| Run | Parent | Change | BPB | Δ vs parent |\n|---|---|---|---|---|\n"
+            "| q00 | — | base (MLP 4×) | 1.07898 | — |\n| q01 | q00 | MLP 4× → 4.5× (retrained) | 1.07400 | −0.00498 |\n")
+    assert typed(text)["MLP 4× → 4.5× (retrained)"][:4] == ("ablation", ("mlp_mult",), 4.0, 4.5)

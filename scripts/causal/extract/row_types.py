@@ -170,7 +170,8 @@ def _values(feature: str, text: str) -> list[float]:
 def numeric_from_to(feature: str, text: str, reference: str | None = None) -> tuple[float | None, float | None, str]:
     """``(from, to, how)`` of a numeric feature's change read from ``text`` (and a reference row's label). Scores
     ("1.1230 vs 1.1270") are no settings and are left out."""
-    text = _SCORE.sub(" ", text)
+    text = _SCORE.sub(" ", text).replace("×", "x")   # "MLP 4× → 4.5×"
+    reference = reference.replace("×", "x") if reference else reference
     m = _ARROW.search(text)
     if m and _values(feature, text):
         return float(m.group(1)), float(m.group(2)), "arrow"
