@@ -294,6 +294,17 @@ def test_a_log_whose_delta_header_names_one_run_reads_rows_built_on_another_run_
     assert {rows[k].kind for k in ("E1 + GPTQ-lite clip search", "E2 + XSA last 4", "E2 + SmearGate")} == \
         {"nonadjacent"}
     assert rows["E5 + EMA"].kind == "ablation"
+    # each row built on a run of the same table is also read against that run, from the two scores
+    assert (rows["+ XSA last 4"].kind, rows["+ XSA last 4"].features) == ("ablation", ("xsa",))
+    assert rows["+ XSA last 4"].delta_bpb == pytest.approx(1.1228 - 1.1247) and "vs run E2" in rows["+ XSA last 4"].source
+    assert "+ SmearGate" not in rows   # E2 is in the other table
+
+
+def test_a_log_row_with_no_run_named_is_a_variant_of_the_run_the_delta_header_names():
+    text = ("| ID | Change | val_bpb | Δ vs E0 |\n|---|---|---|---|\n| E0 | base: 10L, BigramHash 4096 | 1.1458 | — |\n"
+            "| E1 | BIGRAM_BUCKETS 4096 → 8192 | 1.1441 | −0.0017 |\n| E2 | WARMDOWN_ITERS 3000 → 4000 | 1.1452 | −0.0006 |\n")
+    rows = {r.change: r for r in type_rows(extract_ablations(text))}
+    assert (rows["WARMDOWN_ITERS 3000 → 4000"].kind, rows["WARMDOWN_ITERS 3000 → 4000"].delta_bpb) == ("ablation", -0.0006)
 
 
 def test_a_row_that_sets_a_knob_and_changes_something_else_is_a_bundle():

@@ -28,6 +28,7 @@ from scripts.causal.extract.table_shapes import (
     eval_columns,
     is_log,
     label_column,
+    log_reference,
     metric_pairs,
     other_settings,
     parent_column,
@@ -37,6 +38,7 @@ from scripts.causal.extract.table_shapes import clean as _clean
 
 NOT_QUALITY = re.compile(r"size|bytes|\bmb\b|time|ms/step|step_avg|\bsteps\b|params|memory|tok/s|throughput|"
                           r"artifact|speed|latency", re.I)
+_RUN_FIRST = re.compile(r"\W*[A-Za-z]{1,3}[-_]?\d{1,3}[a-z]?\s*\+")   # "E2 + SmearGate": builds on run E2
 _SUMMARY = re.compile(r"^(?:total|net|sum|overall|combined|all)\b", re.I)
 
 
@@ -103,7 +105,18 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                     continue
                 m = re.search(_NUM, r[delta_col])
                 label = _clean(r[label_col])
-                other_parent = named_run is not None and builds_on(rows, k, label) != named_run
+                # (a label that names no run and adds nothing, "WARMDOWN_ITERS 3000 → 4000", is a variant of the named run)
+                j_parent, parent_change, how = log_reference(rows, k, label) if named_run else (k - 1, label, "")
+                other_parent = named_run is not None and builds_on(rows, k, label) != named_run and (
+                    how.startswith("vs run") or label.lstrip().startswith("+") or _RUN_FIRST.match(label) is not None)
+                if other_parent and bpb_col is not None and how.startswith("vs run"):
+                    # its increment over the run it builds on, from the two runs' scores
+                    a, b = (_bpb_in(x[bpb_col]) if len(x) > bpb_col else None for x in (rows[j_parent], r))
+                    if a is not None and b is not None and label:
+                        rows_out.append(AblationRow(
+                            change=parent_change, delta_bpb=round(b - a, 8), reference=labels[j_parent],
+                            source=f"README table '{heading}' column '{_clean(header[bpb_col])}' (vs run "
+                                   f"{_clean(rows[j_parent][0])}, the run it builds on; scores)"))
                 if sides is not None and label and not _SUMMARY.match(label):
                     label = before_after_label(label, r, sides)
                 if not m or not label or NOT_QUALITY.search(label) or _SUMMARY.match(label):
