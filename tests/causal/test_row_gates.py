@@ -117,6 +117,13 @@ def test_prose_that_restates_a_table_row_with_another_figure_is_not_a_second_mea
     other = AblationRow(change="LeakyReLU^2 delivers", delta_bpb=-0.003, source="README prose", kind="ablation",
                         features=("activation",), source_kind="prose", to_value="leaky_relu2")
     assert [r.kind for r in gate_record([table, same, other])] == ["ablation", "ablation", "restated"]
+    # a sweep line that states other values than the table's row is another change, not a restatement
+    steps = AblationRow(change="+ warmdown 1200 -> 3000", delta_bpb=-0.0074, source="README table 'Ablation'",
+                        kind="ablation", features=("warmdown_iters",), source_kind="table", from_value=1200,
+                        to_value=3000)
+    sweep = AblationRow(change="WARMDOWN_ITERS = 4000", delta_bpb=0.0013, source="README list", kind="ablation",
+                        features=("warmdown_iters",), source_kind="prose", from_value=3000, to_value=4000)
+    assert [r.kind for r in gate_record([steps, sweep])] == ["ablation", "ablation"]
     assert half_unit(-0.002) == pytest.approx(0.0005) and half_unit(-0.0021) == pytest.approx(0.00005)
 
 
@@ -298,6 +305,15 @@ def test_a_log_whose_delta_header_names_one_run_reads_rows_built_on_another_run_
     assert (rows["+ XSA last 4"].kind, rows["+ XSA last 4"].features) == ("ablation", ("xsa",))
     assert rows["+ XSA last 4"].delta_bpb == pytest.approx(1.1228 - 1.1247) and "vs run E2" in rows["+ XSA last 4"].source
     assert "+ SmearGate" not in rows   # E2 is in the other table
+
+
+def test_step_counts_one_wallclock_cap_apart_are_one_run_length():
+    text = ("| Run | What | Steps | val_bpb |\n|---|---|---|---|\n| R1 | PR #1019 config | 6,930 | 1.1152 |\n"
+            "| R2 | R1 + BigramHash 3072 → 4096 | 6,918 | 1.1146 |\n"
+            "| R3 | R2 + QK_GAIN_INIT 4.0 → 4.5 (slower node) | 6,410 | 1.1151 |\n")
+    rows = {r.change.split(" (")[0]: r for r in type_rows(extract_ablations(text))}
+    assert (rows["+ BigramHash 3072 → 4096"].kind, rows["+ BigramHash 3072 → 4096"].delta_bpb) == ("ablation", -0.0006)
+    assert rows["+ QK_GAIN_INIT 4.0 → 4.5"].kind == "multi_feature"   # 7% fewer steps: a run length of its own
 
 
 def test_a_log_row_with_no_run_named_is_a_variant_of_the_run_the_delta_header_names():

@@ -142,13 +142,17 @@ def gate_record(rows: Sequence[AblationRow], *, text: str = "") -> tuple[Ablatio
                                             "evaluation: the staged score carries both")
                 if r.kind == "ablation" and set(r.features) & _EVAL_STAGES and _STAGE_PAIR.search(r.source) else r
                 for r in rows]
-    measured = {(r.features, r.direction): r.delta_bpb for r in rows
+    # (a row that states other values than the table's, "WARMDOWN_ITERS=4000 vs 3000" against "+ warmdown 1200 ->
+    # 3000", is another change)
+    measured = {(r.features, r.direction): r for r in rows
                 if r.kind == "ablation" and r.source_kind == "table" and r.delta_bpb is not None}
     out = []
     for r in rows:
-        key = (r.features, r.direction)
-        if (r.kind == "ablation" and r.source_kind == "prose" and key in measured and r.delta_bpb is not None
-                and abs(r.delta_bpb - measured[key]) > max(RESTATE_TOL, half_unit(r.delta_bpb))):
-            r = _demote(r, "restated", f"restates a change the record's table measures at {measured[key]:+.4f}")
+        t = measured.get((r.features, r.direction))
+        if (r.kind == "ablation" and r.source_kind == "prose" and t is not None and r.delta_bpb is not None
+                and abs(r.delta_bpb - t.delta_bpb) > max(RESTATE_TOL, half_unit(r.delta_bpb))
+                and all(a is None or b is None or a == b for a, b in ((r.from_value, t.from_value),
+                                                                       (r.to_value, t.to_value)))):
+            r = _demote(r, "restated", f"restates a change the record's table measures at {t.delta_bpb:+.4f}")
         out.append(r)
     return tuple(out)

@@ -207,6 +207,15 @@ def increment_between_runs(logs: list[LogIndex], a: float, b: float) -> str | No
     return None
 
 
+def _other_length(a: str, b: str) -> bool:
+    """Two step counts of two runs differ as run lengths: by 2% or more ("6,930" and "6,918" under one wallclock
+    cap are one length, the cap's jitter; "6,915" and "6,410" on a slower node are not)."""
+    x, y = _int(a), _int(b)
+    if x is None or y is None:
+        return clean(a) != clean(b)
+    return abs(x - y) >= 0.02 * max(x, y, 1)
+
+
 def log_rows(header: list[str], cells: list[list[str]], index: LogIndex, heading: str, label_col: int,
              bpb_col: int) -> list[AblationRow]:
     """One row per run with a reference (``index``: the log's ``log_index``); a run that also differs in another
@@ -239,7 +248,7 @@ def log_rows(header: list[str], cells: list[list[str]], index: LogIndex, heading
                 how += f"; {m.group(1)} was {old[0].split('=')[-1]} since run {_id(cells, old[1])}"
         others = other_settings(header, cells[j], cells[k], (0, label_col, bpb_col, parent_column(header, cells)))
         others += [(clean(header[c]), clean(cells[j][c]), clean(cells[k][c])) for c in steps
-                   if c < min(len(cells[j]), len(cells[k])) and clean(cells[j][c]) != clean(cells[k][c])]
+                   if c < min(len(cells[j]), len(cells[k])) and _other_length(cells[j][c], cells[k][c])]
         if others:
             change += f" (also differs in {', '.join(f'{h} {a}/{b}' for h, a, b in others)})"
             how += "; other columns differ"
