@@ -34,6 +34,7 @@ def typed(text: str) -> dict[str, tuple]:
     ("XSA on all 11 layers (instead of last 4)", None, ("xsa_last_n", 4, 11)),
     ("XSA on the last 4 layers vs all 11", None, ("xsa_last_n", 11, 4)),
     ("+ XSA on all 11 layers", None, None),                                       # from an unstated scope
+    ("TRAIN_BATCH_TOKENS=65536 (from 98304)", None, ("train_batch_tokens", 98304, 65536)),   # the replaced value
 ])
 def test_knob_settings_come_from_the_trainers_vocabulary(text, reference, want):
     assert knob_setting(text, reference) == want
@@ -422,6 +423,11 @@ def test_the_third_synthetic_batch_s_first_look_mistakes_stay_fixed():
     assert got["Parallel residuals from layer "] == ("sweep_unmapped", ("parallel_residuals",))
     row = [r for r in type_rows(extract_ablations(text)) if r.change.startswith("Row normalization")][0]
     assert (row.kind, row.features, row.from_value, row.to_value) == ("ablation", ("muoneq_r",), True, False)
+
+
+def test_a_multiplier_instead_of_another_with_its_unit_gives_from_and_to():
+    assert typed("- MLP 3.5x instead of 3x: -0.0006, 16.2 MB\n")["MLP 3.5x instead of 3x"][:4] == \
+        ("ablation", ("mlp_mult",), 3.0, 3.5)
 
 
 def test_a_multiplier_written_with_the_times_sign_keeps_its_decimals():

@@ -121,3 +121,18 @@ def test_a_ladder_whose_rows_name_the_lettered_row_they_build_on():
     # letters that no row's label names are no run ids: a table of variants is not a ladder
     plain = "| Variant | val_bpb |\n|---|---|\n| A | 1.2262 |\n| B | 1.2139 |\n| C | 1.2018 |\n"
     assert all("named in the label" not in r[5] for r in typed(plain).values())
+
+
+def test_an_override_log_reads_every_run_against_its_base_run():
+    text = ("| Run | Override | Post-quant BPB |\n|---|---|---|\n| d0 | — (dev baseline) | 1.2431 |\n"
+            "| d1 | TRAIN_BATCH_TOKENS=65536 (from 98304) | 1.2398 |\n| d2 | MIN_LR=0.05 (from 0.10) | 1.2419 |\n"
+            "| d3 | MIN_LR=0.0 | 1.2440 |\n| d4 | TRAIN_BATCH_TOKENS=65536 MIN_LR=0.05 | 1.2385 |\n")
+    rows = typed(text)
+    assert rows["TRAIN_BATCH_TOKENS=65536 (from 98304)"][:5] == ("ablation", ("train_batch_tokens",), 98304, 65536,
+                                                                 pytest.approx(-0.0033))
+    assert rows["MIN_LR=0.05 (from 0.10)"][2:5] == (0.1, 0.05, pytest.approx(-0.0012))
+    assert rows["MIN_LR=0.0"][0] == "sweep_unmapped" and rows["MIN_LR=0.0"][4] == pytest.approx(0.0009)   # vs d0
+    assert "vs run d0" in rows["MIN_LR=0.0"][5]
+    # a log whose first run already sets a knob is no override log: run 2 follows run 1
+    plain = "| Run | Config | bpb |\n|---|---|---|\n| R1 | LR=0.003 | 2.074 |\n| R2 | LR=0.001 | 2.121 |\n| R3 | WD=0.1 | 2.1 |\n"
+    assert all("the base each override" not in r[5] for r in typed(plain).values())

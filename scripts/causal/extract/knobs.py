@@ -171,6 +171,9 @@ def _knob_setting(text: str, reference: str | None, aliases: dict[str, str] | No
     default = _DEFAULT_REF.search(text)  # "Muon momentum = 0.97 (vs PR #1394's default 0.99)"
     if default:
         return knob, _num(default.group(1)), _num(to)
+    was = re.search(rf"=\s*{re.escape(to)}\s*\(\s*(?:from|was|previously)\s+({_NUM})\s*\)", text, re.I)
+    if was:   # "TRAIN_BATCH_TOKENS=65536 (from 98304)"
+        return knob, _num(was.group(1)), _num(to)
     ref = re.sub(r"[*`\\]", "", reference or "")
     for k, v in _KEY_VALUE.findall(ref):
         if _knob(k, aliases) == knob:

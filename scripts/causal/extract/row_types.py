@@ -87,7 +87,7 @@ _DOWN = re.compile(r"\b(?:lower\w*|reduc\w*|decreas\w*|shorter|fewer|less|smalle
                    r"remov\w* (?:a |one |two )?(?:layer|block)s?)\b", re.I)
 _NUM = r"\d+(?:\.\d+)?"
 _ARROW = re.compile(rf"({_NUM})\s*[a-zA-Z]{{0,3}}\s*(?:->|→|=>|to)\s*({_NUM})")
-_BARE_OTHER = re.compile(r"\b(?:instead of|vs\.?|versus|compared (?:to|with))\s+(\d+(?:\.\d+)?)(?![\w.%])",
+_BARE_OTHER = re.compile(r"\b(?:instead of|vs\.?|versus|compared (?:to|with))\s+(\d+(?:\.\d+)?)[x×]?(?![\w.%])",
                          re.I)
 _SCORE = re.compile(r"(?<![\d.])(?:[1-4]\.\d{3,8}|0\.\d{4,8})(?!\d)")   # a bpb / loss value or a delta
 _VS = re.compile(rf"({_NUM})\s*([a-zA-Z]{{0,4}})\s+vs\.?\s+({_NUM})\s*\2\b", re.I)

@@ -13,7 +13,10 @@ delta column or a parent column says what each run is compared with only through
    batch"): the sweep's best run, as a sweep table's bold row. The best run itself is measured against nothing;
 4. a **sibling**: when this run and the run above both extend one earlier run by one setting ("Mode 2 + EMA@0%"
    after "Mode 2 + EMA@60%", both on "Mode 2"), that earlier run;
-5. else the row above.
+5. an **override log**: the first run is the base (its label sets nothing: "— (dev baseline)") and every later label
+   only sets knobs, with no "+" (``| d1 | TRAIN_BATCH_TOKENS=65536 (from 98304) |``, ``| d3 | MIN_LR=0.0 |``):
+   each run overrides the base, so the base is every run's reference (this rule comes before 3 and 4);
+6. else the row above.
 
 Two runs of fewer than ``SMOKE_STEPS`` steps each are size or speed checks (``SMOKE``): their scores say nothing
 about a change. A run whose label states a seed its reference's label does not ("EMA off (seed 42)" in a seed-1337
@@ -95,6 +98,17 @@ def _sweeps(labels: list[str], scores: list[float]) -> dict[int, int]:
     return out
 
 
+_OVERRIDES = re.compile(r"(?:[A-Z][A-Z0-9_]{2,}\s*=\s*[\w.+-]+[\s,;]*)+")
+
+
+def _override_base(labels: list[str]) -> int | None:
+    """Rule 5: 0 when run 0 sets nothing and every later run only sets KEY=VALUE knobs, else None."""
+    bare = [re.sub(r"\([^)]*\)", " ", clean(lbl)).strip() for lbl in labels]
+    if len(bare) < 3 or _OVERRIDES.search(bare[0]) or "=" in bare[0]:
+        return None
+    return 0 if all(_OVERRIDES.fullmatch(b) for b in bare[1:]) else None
+
+
 def _sibling_base(labels: list[str], k: int) -> int | None:
     """The earlier run that both run ``k`` and the run above extend by one setting (rule 4), else None."""
     if k < 2:
@@ -115,8 +129,14 @@ def references(cells: list[list[str]], labels: list[str], scores: list[float],
     log with a parent column (``table_shapes.parent_column``) says each run's reference itself."""
     sweeps = _sweeps(labels, scores)
     ids = {clean(r[0]).lower(): j for j, r in enumerate(cells) if r}
+    overridden = _override_base(labels) if parent_col is None else None
     out = []
     for k, label in enumerate(labels):
+        if overridden is not None:
+            out.append(LogRef(k, None if k == overridden else overridden,
+                              f"vs run {_id(cells, overridden)}, the base each override row changes (experiment log)",
+                              label))
+            continue
         if parent_col is not None:
             parent = clean(cells[k][parent_col]).lower() if len(cells[k]) > parent_col else ""
             j = ids.get(parent)
@@ -236,8 +256,9 @@ def log_rows(header: list[str], cells: list[list[str]], index: LogIndex, heading
                                  for x in (change, ref_label)))
         else:
             diff = log_change(change, ref_label)
-        if diff is not None:   # the labels differ in one setting: that setting is the change
-            change, ref_label = diff[0], diff[1] or ref_label
+        if diff is not None:   # the labels differ in one setting: that setting is the change (and the value it
+            was = re.search(rf"{re.escape(diff[0])}\s*(\((?:from|was|previously)\s+[^)]*\))", change, re.I)  # replaced)
+            change, ref_label = diff[0] + (f" {was.group(1)}" if was else ""), diff[1] or ref_label
             how += f"; {ONE_SETTING}"
         elif change.lstrip().startswith("+") and len(label_items(change)) == 1:
             change = "+ " + next(iter(label_items(change).values()))   # "+ Momentum 0.80" -> "+ Momentum=0.80"

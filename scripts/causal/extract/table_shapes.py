@@ -24,7 +24,8 @@ __all__ = ["ONE_COLUMN", "OTHER_PARENT", "before_after_columns", "before_after_l
 
 _ID_HEADER = re.compile(r"^(?:exp(?:eriment)?|run|id|#|no\.?|step|trial|v(?:ersion)?)$", re.I)
 _ID_CELL = re.compile(r"^[A-Za-z]{0,3}[-_]?\d{1,3}[a-z]?$")
-_DESC_HEADER = re.compile(r"descr|change|what|config|setting|modification|experiment|idea|note", re.I)
+_DESC_HEADER = re.compile(r"descr|change|what|config|setting|modification|experiment|idea|note|override|variant|tweak",
+                          re.I)
 _BEFORE = re.compile(r"^(?:before|from|old|previous|prior|baseline|base|pr ?#\d+(?: base(?:line)?)?|default|was|"
                      r"[\w#.-]+ (?:record|base|baseline|stack))$", re.I)   # "04-01 record", "PR #1736 base"
 _AFTER = re.compile(r"^(?:after|to|new|this|ours|now|this (?:pr|submission|record)|change[ds]? to)$", re.I)
