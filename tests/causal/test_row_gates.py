@@ -425,6 +425,15 @@ def test_the_third_synthetic_batch_s_first_look_mistakes_stay_fixed():
     assert (row.kind, row.features, row.from_value, row.to_value) == ("ablation", ("muoneq_r",), True, False)
 
 
+def test_a_grid_of_settings_reads_each_row_against_its_bold_reference_row_by_the_columns_that_differ():
+    text = ("| LoRA rank | Prefix docs | Phases | Post-TTT BPB | Δ vs submitted | Eval time |\n|---|---|---|---|---|---|\n"
+            "| **64** | **3000** | **3** | **1.05801** | — | 541 s |\n| 48 | 3000 | 3 | 1.05833 | +0.00032 | 529 s |\n"
+            "| 64 | 3500 | 3 | — | — | 618 s (over budget) |\n| 80 | 2500 | 3 | 1.05878 | +0.00077 | 501 s |\n")
+    rows = typed(text)
+    assert rows["LoRA rank = 48"][:5] == ("ablation", ("ttt_lora_rank",), 64, 48, 0.00032)
+    assert rows["LoRA rank = 80 (also differs in Prefix docs 3000/2500)"][0] == "multi_feature"
+
+
 def test_a_multiplier_instead_of_another_with_its_unit_gives_from_and_to():
     assert typed("- MLP 3.5x instead of 3x: -0.0006, 16.2 MB\n")["MLP 3.5x instead of 3x"][:4] == \
         ("ablation", ("mlp_mult",), 3.0, 3.5)

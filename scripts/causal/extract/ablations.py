@@ -24,6 +24,7 @@ from scripts.causal.extract.table_shapes import (
     before_after_label,
     builds_on,
     column_pairs,
+    config_columns,
     delta_header_run,
     eval_columns,
     is_log,
@@ -131,8 +132,13 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 # a row scored under both eval-stage columns is also one model scored two ways (the delta column
                 # is its increment over the row above; the two cells are the stage's effect on this config)
                 rows_out += column_pairs(header, [r], heading, label_col)
+                col_note, grid = "", _grid_change(header, rows, r, (delta_col, bpb_col), delta_col) \
+                    if re.match(r"[\d.]+(?:\s*\(|$)", label) else None
                 if re.fullmatch(r"(?:mean|avg|average)", label, re.I):
                     label = f"{_clean(header[delta_col])} ({label.lower()})"
+                elif grid is not None:   # a grid of settings: the columns where the row differs from the reference
+                    label, ref_label = grid
+                    col_note = "; other columns differ" if "(also differs in" in label else ""
                 elif re.match(r"[\d.]+(?:\s*\(|$)", label):
                     label = f"{_knob_column(header[label_col], heading)} = {label}"
                 d = _to_float(m.group(0))
@@ -151,6 +157,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 if re.search(r"^(?:base(?:line)?|control|reference|ours?|final|total|sota)\b", label, re.I) and d == 0:
                     continue
                 col = f" column '{_clean(header[bpb_col])}'" if bpb_col is not None else ""
+                col += f" (grid row vs its reference row{col_note})" if grid is not None else ""
                 # a "+ X" stack's rows are increments over the row above ("+ bigram=10240" after "+ bigram=8192")
                 ref = labels[k - 1] if stacked and k and labels[k].startswith("+") else ref_label
                 if other_parent:
@@ -234,6 +241,27 @@ def _knob_column(cell: str, heading: str) -> str:
     if core and knob_setting(f"{name}=1") is None and knob_setting(f"{core}=1") is not None:
         return core
     return name
+
+
+def _grid_change(header: list[str], rows: list[list[str]], row: list[str], skip: tuple, delta_col: int
+                 ) -> tuple[str, str] | None:
+    """A row of a grid of settings (two or more configuration columns: "| LoRA rank | Prefix docs | Phases | BPB |
+    Δ |") against the grid's reference row (its delta cell "—" / 0; the bold one of several): ("<column> = <value>", "<column> = <reference
+    value>") when one column differs, with the others named ("also differs in ...") when several do; None when the
+    table is no such grid or has no one reference row."""
+    config = config_columns(header, skip)
+    refs = [x for x in rows if len(x) > delta_col and re.fullmatch(r"[—–-]|[+±]?0(?:\.0+)?|ref\w*|base\w*",
+                                                                    _clean(x[delta_col]).lower())]
+    if len(refs) > 1:   # a row with no score has no delta either: the reference is the bold one
+        refs = [x for x in refs if any("**" in c for c in x)]
+    if len(config) < 2 or len(refs) != 1 or refs[0] is row:
+        return None
+    diff = other_settings(header, refs[0], row, tuple(j for j in range(len(header)) if j not in config))
+    if not diff:
+        return None
+    (h, a, b), rest = diff[0], diff[1:]
+    also = f" (also differs in {', '.join(f'{c} {x}/{y}' for c, x, y in rest)})" if rest else ""
+    return f"{h} = {b}{also}", f"{h} = {a}"
 
 
 def _reference_row(header: list[str], rows: list[list[str]], delta_col: int, label_col: int,

@@ -34,7 +34,8 @@ PROSE_NAMES: tuple[tuple[str, str], ...] = (
     (r"model[\s_]?dim|d[\s_]?model", "model_dim"), (r"(?:train[\s_]?)?seq(?:uence)?[\s_]?len(?:gth)?", "train_seq_len"),
     (r"grad(?:ient)?[\s_]?clip(?:[\s_]norm)?", "grad_clip_norm"), (r"ema[\s_]?decay", "ema_decay"),
     (r"(?:train(?:ing)?[\s_]?)?batch(?:[\s_]?(?:tokens|size))?", "train_batch_tokens"), (r"ttt[\s_]?lr", "ttt_lr"),
-    (r"ttt[\s_]?epochs", "ttt_epochs"), (r"rope[\s_]?base", "rope_base"),
+    (r"ttt[\s_]?epochs", "ttt_epochs"),
+    (r"(?:ttt[\s_]?)?lora[\s_]?rank", "ttt_lora_rank"), (r"ttt[\s_]?chunk(?:[\s_]?(?:size|tokens))?", "ttt_chunk_tokens"), (r"rope[\s_]?base", "rope_base"),
     (r"(?:muon[\s_]?)?(?:ns|newton[\s_-]?schulz)[\s_]?(?:backend[\s_]?)?(?:steps?|iter(?:ation)?s)(?:[\s_]count)?",
      "muon_backend_steps"),
 )

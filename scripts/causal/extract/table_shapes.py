@@ -18,7 +18,7 @@ import re
 from scripts.causal.core.schema import AblationRow
 
 __all__ = ["ONE_COLUMN", "OTHER_PARENT", "before_after_columns", "before_after_label", "builds_on", "clean",
-           "column_pairs", "delta_header_run", "eval_columns", "is_log", "label_column", "label_items",
+           "column_pairs", "config_columns", "delta_header_run", "eval_columns", "is_log", "label_column", "label_items",
            "log_change", "log_reference", "metric_pairs", "other_settings", "parent_column",
            "this_base_columns", "trim_common"]
 
@@ -165,6 +165,11 @@ ONE_COLUMN = "the one column that differs"  # a config row whose other configura
 _RESULT_COLUMN = re.compile(r"bp[bp]|score|loss|round[\s_-]?trip|gap|note|comment|remark|status|time|size|param|"
                             r"bytes|\bmb\b|steps?|ms\b|tok(?:ens)?/s|speed|artifact|fits|under|[≤<]=?\s*\d+\s*mb|"
                             r"budget|delta|δ|diff", re.I)
+
+
+def config_columns(header: list[str], skip: tuple[int, ...]) -> list[int]:
+    """The columns of a table that hold configuration, not a result (bpb, size, time, notes), outside ``skip``."""
+    return [j for j, h in enumerate(header) if j not in skip and not _RESULT_COLUMN.search(h)]
 
 
 def other_settings(header: list[str], ref: list[str], row: list[str], skip: tuple[int, ...]
