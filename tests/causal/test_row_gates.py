@@ -418,7 +418,7 @@ def test_the_third_synthetic_batch_s_first_look_mistakes_stay_fixed():
             "- Row normalization before Newton-Schulz (MuonEq-R) off: +0.00031 bpb.\n")
     got = {r.change[:30]: (r.kind, r.features) for r in type_rows(extract_ablations(text))}
     assert got["TTT (+ EMA decay 0.997 → 0.998"] == ("ablation", ("ttt",))
-    assert got["Phased-TTT = 48"] == ("sweep_unmapped", ())
+    assert got["LoRA rank = 48"] == ("ablation", ("ttt_lora_rank",))   # the column names the knob, not the heading
     assert got["EMA decay: 0.997 -> 0.9965"] == ("ablation", ("ema_decay",))
     assert got["Parallel residuals from layer "] == ("sweep_unmapped", ("parallel_residuals",))
     row = [r for r in type_rows(extract_ablations(text)) if r.change.startswith("Row normalization")][0]
