@@ -434,6 +434,12 @@ def test_a_grid_of_settings_reads_each_row_against_its_bold_reference_row_by_the
     assert rows["LoRA rank = 80 (also differs in Prefix docs 3000/2500)"][0] == "multi_feature"
 
 
+def test_a_signed_figure_a_change_is_worth_and_two_levels_of_one_feature_a_vs_b():
+    rows = typed("There, LeakyReLU(0.5)² instead of relu² was worth −0.0042 (1.3127 vs 1.3169).\n"
+                 "A fused kernel should be worth about 0.0002 at most.\n")   # unsigned: no figure of a change
+    assert list(rows.values()) == [("ablation", ("activation",), "relu2", "leaky_relu2", -0.0042)]
+
+
 def test_a_multiplier_instead_of_another_with_its_unit_gives_from_and_to():
     assert typed("- MLP 3.5x instead of 3x: -0.0006, 16.2 MB\n")["MLP 3.5x instead of 3x"][:4] == \
         ("ablation", ("mlp_mult",), 3.0, 3.5)

@@ -32,11 +32,14 @@ def to_float(s: str) -> float | None:
 
 
 _BY = re.compile(r"\b(?:val[_\s]?)?bp[bp]\s+by\s+([~≈]?\s*\d*\.\d+)(?!\s*(?:bpb|bpp|bits|nats?))", re.I)
-# "0.003 BPB", a figure with its verdict and no unit ("+0.006 worse", "-0.003 improvement", "0.0040 better"), or a
-# signed figure a colon gives a change ("Sparse attention gate on vs off: -0.0011.")
+# "0.003 BPB", a figure with its verdict and no unit ("+0.006 worse", "-0.003 improvement", "0.0040 better"), a
+# signed figure a colon gives a change ("Sparse attention gate on vs off: -0.0011."), or a signed figure a change is
+# "worth" ("LeakyReLU(0.5)² instead of relu² was worth −0.0042")
 _PROSE = re.compile(rf"(?P<num>{NUM})\s*(?P<unit>bpb|bpp|bits per byte|nats?)\b|"
                     rf"(?P<snum>[+\-−–]?\s?\d*\.\d+)\s+(?=(?:worse|better|improvement|regression|gain)\b)|"
-                    rf":\s*(?P<cnum>[+\-−–]\s?\d*\.\d+)(?=\s*(?:[.;,(]|$))", re.I)
+                    rf":\s*(?P<cnum>[+\-−–]\s?\d*\.\d+)(?=\s*(?:[.;,(]|$))|"
+                    rf"\bworth\s+(?:about\s+|roughly\s+|[~≈]\s*)?(?P<wnum>[+\-−–]\s?\d*\.\d+)(?![\d.])"
+                    rf"(?!\s*(?:bpb|bpp|bits|nats?|mb|kb|ms|s|%|x)\b)", re.I)
 
 
 _PAIR = re.compile(r"(?<![\d.])([0-4]\.\d{3,8})(?!\d|\.\d)[^.\n]{0,90}?\b(?:improv\w*|reduc\w*|lower\w*|drop\w*|"
@@ -115,7 +118,7 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             if not matches:
                 out += _score_pair(before, sent, src)
             for m in matches:
-                raw = m.group("num") or m.group("snum") or m.group("cnum")
+                raw = m.group("num") or m.group("snum") or m.group("cnum") or m.group("wnum")
                 d = to_float(raw)
                 if d is None or abs(d) > MAX_DELTA or abs(d) < 1e-6:
                     continue

@@ -410,6 +410,10 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
                    features=(feat,))   # "Parallel residuals from layer 5 instead of 7"
     if len(sides) == 2:   # "A vs B": which side names the feature, and which side switches it off
         names_it = [feat in map_change(side)[0] for side in sides]
+        levels = [features_from_prose(side).get(feat, (None,))[0] for side in sides]
+        if feat in CATEGORICAL_FEATURES and all(isinstance(v, str) for v in levels) and levels[0] != levels[1]:
+            return out("ablation", f"{note}; level '{levels[1]}' -> '{levels[0]}' (A vs B)", features=(feat,),
+                       from_value=levels[1], to_value=levels[0], direction=1)   # "LeakyReLU² instead of relu²"
         if all(names_it) and not any(_OFF_WORDS.search(side) for side in sides):
             return out("unmapped", f"two variants of {feat} ('{_clean_ab(sides[0])}' vs '{_clean_ab(sides[1])}'), "
                                    "not with against without", features=(feat,))
