@@ -440,6 +440,26 @@ def test_a_signed_figure_a_change_is_worth_and_two_levels_of_one_feature_a_vs_b(
     assert list(rows.values()) == [("ablation", ("activation",), "relu2", "leaky_relu2", -0.0042)]
 
 
+def test_the_fifth_synthetic_batch_s_first_look_mistakes_stay_fixed():
+    """A note that says its row ran at other settings makes the row a bundle; a '+ both' row shows the '+' rows
+    are alternatives on the first row, not a stack; a variant in a technique's section is not the technique; a
+    change to a part of a feature ('the MLPs of the looped layers') is not the feature."""
+    text = ("| MATRIX_LR | Sliding BPB | note |\n|---|---|---|\n| 0.022 | 1.1016 | reference |\n| 0.026 | 1.1023 | |\n"
+            "| 0.024 | 1.1027 | momentum 0.99 run |\n\n"
+            "| Config | Post-quant BPB |\n|---|---|\n| base config | 1.0921 |\n| + BigramHash(2048×128) | 1.0917 |\n"
+            "| + value embeddings (layers 9,10) | 1.0925 |\n| + both | 1.0919 |\n\n"
+            "### With noise QAT\n\n- Gaussian noise with the same variance instead of uniform: +0.0018 (1.1608)\n"
+            "- Noise on the token embedding as well: +0.0006\n\n"
+            "Untying the MLPs of the looped layers (attention stays shared) was 0.00018 better but bigger.\n")
+    rows = {k.split(" (")[0]: v for k, v in typed(text).items()}
+    assert rows["MATRIX_LR = 0.026"][:4] == ("ablation", ("matrix_lr",), 0.022, 0.026)
+    assert rows["MATRIX_LR = 0.024"][0] == "multi_feature"
+    assert rows["+ value embeddings"][4] == pytest.approx(0.0004)   # vs the first row, not the BigramHash row
+    assert rows["Gaussian noise with the same variance instead of uniform"][0] != "ablation"
+    assert rows["Noise on the token embedding as well"][0] != "ablation"
+    assert rows["Untying the MLPs of the looped layers"][0] == "unmapped"
+
+
 def test_a_multiplier_instead_of_another_with_its_unit_gives_from_and_to():
     assert typed("- MLP 3.5x instead of 3x: -0.0006, 16.2 MB\n")["MLP 3.5x instead of 3x"][:4] == \
         ("ablation", ("mlp_mult",), 3.0, 3.5)

@@ -12,7 +12,7 @@ import dataclasses
 import re
 
 from scripts.causal.core.schema import AblationRow
-from scripts.causal.extract.knobs import knob_setting
+from scripts.causal.extract.knobs import knob_setting, knobs_set_in
 from scripts.causal.extract.prose import MAX_DELTA, list_sweeps, prose_ablations
 from scripts.causal.extract.prose import NUM as _NUM
 from scripts.causal.extract.prose import to_float as _to_float
@@ -40,6 +40,7 @@ from scripts.causal.extract.table_shapes import clean as _clean
 NOT_QUALITY = re.compile(r"size|bytes|\bmb\b|time|ms/step|step_avg|\bsteps\b|params|memory|tok/s|throughput|"
                           r"artifact|speed|latency", re.I)
 _RUN_FIRST = re.compile(r"\W*[A-Za-z]{1,3}[-_]?\d{1,3}[a-z]?\s*\+")   # "E2 + SmearGate": builds on run E2
+_ALTERNATIVES = re.compile(r"^\W*(?:both|all (?:of (?:the above|them)|three|four)|combined|together)\b", re.I)
 _SUMMARY = re.compile(r"^(?:total|net|sum|overall|combined|all)\b", re.I)
 
 
@@ -190,7 +191,9 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             logs.append(log_index(cells, vals, parent_column(header, cells)))
             rows_out += log_rows(header, cells, logs[-1], heading, label_col, bpb_col)
             continue
-        cumulative = sum(lbl.startswith("+") for lbl, _ in vals[1:]) >= max(1, (len(vals) - 1) // 2)
+        # "+ X" rows are a stack, unless a "+ both" row shows they are alternatives on the first row
+        cumulative = sum(lbl.startswith("+") for lbl, _ in vals[1:]) >= max(1, (len(vals) - 1) // 2) \
+            and not any(_ALTERNATIVES.match(lbl) for lbl, _ in vals)
         bold = [k for k, r in enumerate(cells) if "**" in r[label_col] or "**" in r[bpb_col]]
         # a sweep's one bold row is the setting the record chose: the other rows are measured against it
         base = bold[0] if not cumulative and len(bold) == 1 else 0
@@ -200,6 +203,8 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             ref_label, ref = vals[k - 1] if cumulative else vals[base]
             change, how = vals[k][0], "cumulative" if cumulative else "vs the bold row" if base else "vs first row"
             others = [] if cumulative else other_settings(header, cells[base], cells[k], (label_col, bpb_col))
+            others += [(_clean(header[j]), "", _clean(cells[k][j])) for j in _note_columns(header)
+                       if not cumulative and j < len(cells[k]) and knobs_set_in(cells[k][j])]   # "momentum 0.99 run"
             if len(others) == 1 and _clean(cells[k][label_col]) == _clean(cells[base][label_col]):
                 (h, a, b), others = others[0], []   # "| 10 | 5x |" vs "| **10** | **4x** |": the MLP column changed
                 change, ref_label, how = f"{h} {b}", f"{h} {a}", f"{how}; {ONE_COLUMN}"
@@ -241,6 +246,10 @@ def _knob_column(cell: str, heading: str) -> str:
     if core and knob_setting(f"{name}=1") is None and knob_setting(f"{core}=1") is not None:
         return core
     return name
+
+
+def _note_columns(header: list[str]) -> list[int]:
+    return [j for j, h in enumerate(header) if re.search(r"note|comment|remark", h, re.I)]
 
 
 def _grid_change(header: list[str], rows: list[list[str]], row: list[str], skip: tuple, delta_col: int

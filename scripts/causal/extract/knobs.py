@@ -18,7 +18,7 @@ import re
 
 from scripts.causal.core.schema import BASELINE_FEATURES
 
-__all__ = ["NOT_A_CHANGE", "OTHER_LR", "PROSE_NAMES", "knob_setting", "knob_names", "record_aliases"]
+__all__ = ["NOT_A_CHANGE", "OTHER_LR", "PROSE_NAMES", "knob_setting", "knob_names", "knobs_set_in", "record_aliases"]
 
 _NUM = r"-?\d+(?:\.\d+)?(?:e-?\d+)?"
 #: Plain-English names of knobs (lower case, as a regex) -> the trainer field or canonical feature.
@@ -197,3 +197,18 @@ def _rest(label: str) -> str:
     """A label without its KEY=VALUE settings, parentheticals and punctuation: what else it names."""
     label = re.sub(r"\([^)]*\)", " ", _KEY_VALUE.sub(" ", label))
     return " ".join(re.sub(r"[^\w]+", " ", label.lower()).split())
+
+
+_NAMED_VALUE = re.compile(rf"([A-Za-z][A-Za-z_ ]{{0,30}}?)\s*[=:]?\s*({_NUM})(?![\w.])")
+
+
+def knobs_set_in(text: str) -> list[str]:
+    """The knobs of the vocabulary that ``text`` gives a value ("momentum 0.99 run", "warmdown 3500",
+    "MATRIX_LR=0.02"): a table's note that says its row ran at other settings."""
+    out = []
+    for m in _NAMED_VALUE.finditer(re.sub(r"[*`\\]", "", text or "")):
+        words = m.group(1).split()
+        knob = next((k for k in (_knob(" ".join(words[i:])) for i in range(len(words))) if k), None)
+        if knob and knob not in out:
+            out.append(knob)
+    return out

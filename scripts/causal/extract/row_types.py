@@ -341,6 +341,11 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
         text = text.split(" (", 1)[0]   # scored, not a change
     named = text
     feats, sign = map_change(_METRIC_WORDS.sub(" ", named))
+    part = _PART_OF.search(row.change)
+    if len(feats) == 1 and part and not map_change(row.change[:part.start()])[0]:
+        # "Untying the MLPs of the looped layers": the change is to a part of the feature, not the feature
+        return out("unmapped", f"changes a part of {feats[0]} ('{part.group(0).strip()}'), not {feats[0]} itself",
+                   features=tuple(feats))
     from_heading = False
     if not feats and heading:
         feats, _ = map_change(heading)
@@ -356,7 +361,9 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
             knob, frm, to = setting
             return out("ablation", f"the heading sets {knob} to {to}; the row compares it with {frm}",
                        features=(knob,), from_value=frm, to_value=to, direction=1 if to > frm else -1)
-        if source_kind == "prose" and technique_heading(heading) == feats[0]:
+        # (a row that varies the technique, "Gaussian noise instead of uniform", "on the embedding as well", is
+        # not the technique)
+        if source_kind == "prose" and technique_heading(heading) == feats[0] and not _VARIANT.search(row.change):
             from scripts.causal.extract.features import features_from_prose
 
             note = (f"a section on one technique ('{heading}'): the row, which names no change itself, measures "
@@ -453,6 +460,11 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
     return out("ablation", note, features=(feat,), from_value=False, to_value=True, direction=1)
 
 
+# "the MLPs of the looped layers" (not "the addition of the ...", "the effect of the ...")
+_PART_OF = re.compile(r"\b(?:the\s+)?(?!(?:addition|use|usage|removal|introduction|inclusion|effect|impact|benefit|"
+                      r"cost|gain|adoption|enabling|disabling|swap|rest|end|start|top)\b)[a-z]\w+\s+(?:of|in|inside)\s+"
+                      r"the\s+\w+", re.I)
+_VARIANT = re.compile(r"\b(?:instead of|rather than|as well|too|also|variant|replac\w*|in place of)\b", re.I)
 _WAS = re.compile(r"\(\s*(?:was|previously|formerly|from|before:?|replac\w*|instead of)\s+[^)]{1,30}\)", re.I)
 # a knob of a feature named by its label ("EMA decay", "Muon WD", "XSA scale"): a setting, not the feature
 _KNOB_NAME = re.compile(r"\b(?:decay|rate|lr|momentum|beta\d?|frac\w*|rank|dim|size|temperature|init\w*|start|scale|"
