@@ -167,6 +167,16 @@ def test_a_per_seed_table_with_post_quant_sliding_and_post_ttt_columns_gives_bot
                                                ("sliding window eval (Post-quant BPB -> Sliding BPB, mean)", -0.00826)]
 
 
+def test_a_per_seed_table_whose_stage_columns_do_not_name_the_unit_still_gives_the_stage():
+    text = ("| Seed | Pre-quant (post-EMA) | Post-quant, old export | Post-quant, this export | Sliding s64, this export |"
+            "\n|---|---|---|---|---|\n| 42 | 1.08512 | 1.09470 | 1.09431 | 1.07851 |\n"
+            "| 0 | 1.08530 | 1.09492 | 1.09445 | 1.07871 |\n")
+    (row,) = table_ablations(text)   # against the export the sliding column scores, not the old one
+    assert row.change.startswith("sliding window eval (Post-quant, this export bpb -> Sliding s64")
+    assert row.delta_bpb == pytest.approx((1.07851 + 1.07871 - 1.09431 - 1.09445) / 2)
+    assert table_ablations("| Seed | val_loss | Steps |\n|---|---|---|\n| 42 | 1.9095 | 4,900 |\n") == []
+
+
 def test_prose_verdicts_without_a_unit_colon_figures_and_arrow_pairs():
     rows = prose_ablations("- MIN_LR 0.10 instead of 0: 0.0004 better.\n"
                            "- Sparse attention gate on vs off: −0.0011.\n"

@@ -79,6 +79,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
     rows_out: list[AblationRow] = []
     logs, checks = [], []   # the README's experiment logs; sweep rows to check against them (run_logs)
     for header, rows, heading in markdown_tables(text):
+        header = _stage_headers(header, rows)
         low = [h.lower() for h in header]
         if len(header) < 2 or not rows:
             continue
@@ -248,6 +249,26 @@ def _knob_column(cell: str, heading: str) -> str:
     return name
 
 
+_STAGE_WORD = re.compile(r"pre[\s_-]?quant|post[\s_-]?quant|round[\s_-]?trip|quantized|slid|\bttt\b|post[\s_-]?ttt|"
+                         r"pre[\s_-]?ttt|\bplain\b|\bint\d\b|\bs\d{2,3}\b", re.I)
+_NOT_SCORE = re.compile(r"loss|nats?|time|size|param|steps?|bytes|\bmb\b|\bkb\b|artifact|\bms\b|tok|%", re.I)
+
+
+def _stage_headers(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A per-seed table whose columns name eval stages but not the unit ("| Seed | Pre-quant (post-EMA) | int6 round
+    trip | Sliding s64 |"): each such column whose cells are all bpb-like values is read as a bpb column."""
+    if any(re.search(r"bp[bp]", h, re.I) for h in header) or not re.fullmatch(r"seeds?", _clean(header[0]), re.I):
+        return header
+    out = list(header)
+    for j, h in enumerate(header):
+        if j == 0 or not _STAGE_WORD.search(h) or _NOT_SCORE.search(h):
+            continue
+        cells = [_clean(r[j]) for r in rows if len(r) > j and _clean(r[j]) not in ("", "-", "—")]
+        if cells and all(re.fullmatch(r"[0-1]\.\d{3,6}", c) and 0.5 < float(c) < 1.6 for c in cells):
+            out[j] = f"{h} bpb"
+    return out
+
+
 def _note_columns(header: list[str]) -> list[int]:
     return [j for j, h in enumerate(header) if re.search(r"note|comment|remark", h, re.I)]
 
@@ -337,6 +358,9 @@ def _column_means(rows: list[list[str]], cols: list[int]) -> dict[int, tuple[flo
     return out
 
 
+_POST_Q, _NOT_POST_Q = r"post[\s-]?quant|quantized|round[\s_-]?trip|\brt[\s_]?bp|\bint\d\b", r"pre[\s-]?quant|ttt|slid"
+
+
 def _ttt_effect(header: list[str], rows: list[list[str]], heading: str) -> list[AblationRow]:
     """Per-seed results with eval-stage score columns: the TTT effect (no-TTT / sliding / post-quant column ->
     TTT column), the sliding-window effect (post-quant column -> sliding column) and the weight average's effect
@@ -347,7 +371,10 @@ def _ttt_effect(header: list[str], rows: list[list[str]], heading: str) -> list[
                                         and not (excl and re.search(excl, low[j]))), None)
     ttt = first(r"post[\s-]?ttt|\bttt\b", r"pre[\s-]?ttt|no[\s-]?ttt|gain|time")
     sliding = first(r"pre[\s-]?ttt|slid|no[\s-]?ttt") if ttt is not None else first(r"slid")
-    post_q = first(r"post[\s-]?quant|quantized|round[\s_-]?trip|\brt[\s_]?bp|\bint\d\b", r"pre[\s-]?quant|ttt|slid")
+    post_q = first(_POST_Q, _NOT_POST_Q)
+    if post_q is not None and sliding is not None:   # of several exports, the one scored in the sliding column too
+        post_q = max((j for j in bpb if j < sliding and re.search(_POST_Q, low[j])
+                      and not re.search(_NOT_POST_Q, low[j])), default=post_q)
     if post_q is None and sliding is not None and ttt is None:  # "val_bpb (standard)" next to "val_bpb (sliding)"
         post_q = first(r"standard|\bval[_ ]bpb\b|^bpb$", r"pre[\s-]?quant|ttt|sliding|post[\s-]?ema|std")
     means = _column_means(rows, [j for j in (ttt, sliding, post_q) if j is not None])
