@@ -136,3 +136,14 @@ def test_an_override_log_reads_every_run_against_its_base_run():
     # a log whose first run already sets a knob is no override log: run 2 follows run 1
     plain = "| Run | Config | bpb |\n|---|---|---|\n| R1 | LR=0.003 | 2.074 |\n| R2 | LR=0.001 | 2.121 |\n| R3 | WD=0.1 | 2.1 |\n"
     assert all("the base each override" not in r[5] for r in typed(plain).values())
+
+
+def test_a_stack_from_the_trainers_defaults_reads_each_first_setting_against_the_default():
+    text = ("| # | Run | Post-quant BPB | Δ |\n|---|---|---|---|\n| 0 | baseline defaults | 1.2412 | |\n"
+            "| 1 | + MLP_MULT=3 | 1.2335 | -0.0077 |\n| 2 | + NUM_LAYERS=11 | 1.2264 | -0.0071 |\n"
+            "| 3 | + MATRIX_LR=0.02 SCALAR_LR=0.02 | 1.2205 | -0.0026 |\n| 4 | + NUM_LAYERS=12 | 1.2200 | -0.0005 |\n")
+    rows = typed(text)   # the label column is 'Run', the first column of words after the ids
+    assert rows["+ MLP_MULT=3"][:5] == ("ablation", ("mlp_mult",), 2, 3, -0.0077)
+    assert rows["+ NUM_LAYERS=11"][:4] == ("ablation", ("num_layers",), 9, 11)
+    assert rows["+ MATRIX_LR=0.02 SCALAR_LR=0.02"][0] == "multi_feature"
+    assert rows["+ NUM_LAYERS=12"][0] != "ablation"   # a row above set it: its default is no longer the reference

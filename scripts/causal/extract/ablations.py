@@ -12,7 +12,7 @@ import dataclasses
 import re
 
 from scripts.causal.core.schema import AblationRow
-from scripts.causal.extract.knobs import knob_setting, knobs_set_in
+from scripts.causal.extract.knobs import knob_setting, knobs_set_in, trainer_default_reference
 from scripts.causal.extract.prose import MAX_DELTA, list_sweeps, prose_ablations
 from scripts.causal.extract.prose import NUM as _NUM
 from scripts.causal.extract.prose import to_float as _to_float
@@ -162,6 +162,8 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 col += f" (grid row vs its reference row{col_note})" if grid is not None else ""
                 # a "+ X" stack's rows are increments over the row above ("+ bigram=10240" after "+ bigram=8192")
                 ref = labels[k - 1] if stacked and k and labels[k].startswith("+") else ref_label
+                if stacked:   # "+ NUM_LAYERS=11" on a stack that starts from the trainer's defaults
+                    ref = trainer_default_reference(labels, k) or ref
                 if other_parent:
                     col += f" ({OTHER_PARENT})"
                 rows_out.append(AblationRow(change=label, delta_bpb=round(d, 8), source=f"README table '{heading}'{col}",

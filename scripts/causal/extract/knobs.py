@@ -18,7 +18,8 @@ import re
 
 from scripts.causal.core.schema import BASELINE_FEATURES
 
-__all__ = ["NOT_A_CHANGE", "OTHER_LR", "PROSE_NAMES", "knob_setting", "knob_names", "knobs_set_in", "record_aliases"]
+__all__ = ["NOT_A_CHANGE", "OTHER_LR", "PROSE_NAMES", "knob_setting", "knob_names", "knobs_set_in", "record_aliases",
+           "trainer_default_reference"]
 
 _NUM = r"-?\d+(?:\.\d+)?(?:e-?\d+)?"
 #: Plain-English names of knobs (lower case, as a regex) -> the trainer field or canonical feature.
@@ -212,3 +213,27 @@ def knobs_set_in(text: str) -> list[str]:
         if knob and knob not in out:
             out.append(knob)
     return out
+
+
+_NAIVE = re.compile(r"^\W*(?:the\s+)?(?:naive\s+|upstream\s+|original\s+|default\s+)?(?:baseline|defaults)\b"
+                    r"(?:\s+(?:defaults|config(?:uration)?))?\W*(?:\([^)]*\))?\W*$", re.I)
+
+
+def trainer_default_reference(labels: list[str], k: int) -> str | None:
+    """In a "+ X" stack that starts from the trainer's own defaults ("baseline defaults", "naive baseline"), the
+    reference of row ``k`` that sets one trainer field ("+ NUM_LAYERS=11") and that no row above it set: "KEY=<the
+    trainer's default>" (the trainers' defaults are upstream's baseline). None otherwise."""
+    import train_gpt as tg
+
+    if not labels or not _NAIVE.match(labels[0]) or not labels[k].lstrip().startswith("+"):
+        return None
+    pairs = _KEY_VALUE.findall(labels[k])
+    if len(pairs) != 1:
+        return None
+    key = pairs[0][0]
+    field = key.strip().lower()
+    if field not in {f.name for f in dataclasses.fields(tg.Hyperparameters)} or field in NOT_A_CHANGE \
+            or any(re.search(rf"\b{re.escape(key)}\s*=", lbl, re.I) for lbl in labels[1:k]):
+        return None
+    value = getattr(tg.Hyperparameters(), field)
+    return f"{key}={value}" if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -66,7 +66,19 @@ def label_column(header: list[str], rows: list[list[str]], default: int) -> int:
     """The column that names each row's change: a description column when the first column holds run ids."""
     if not is_log(header, rows):
         return default
-    return next((j for j, h in enumerate(header) if j > 0 and _DESC_HEADER.search(h)), default)
+    named = next((j for j, h in enumerate(header) if j > 0 and _DESC_HEADER.search(h)), None)
+    if named is not None:
+        return named
+    # no header says so ("| # | Run | BPB |"): the first configuration column after the ids whose cells are words
+    if not all(_ID_CELL.match(clean(r[0])) for r in rows if r and clean(r[0])):
+        return default
+    for j in range(1, len(header)):
+        if _RESULT_COLUMN.search(header[j]):
+            continue
+        cells = [clean(r[j]) for r in rows if len(r) > j and clean(r[j])]
+        if cells and sum(bool(re.search(r"[A-Za-z]{2,}", c)) for c in cells) > len(cells) / 2:
+            return j
+    return default
 
 
 def log_reference(rows: list[list[str]], k: int, label: str) -> tuple[int, str, str]:
