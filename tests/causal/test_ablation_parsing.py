@@ -138,6 +138,13 @@ def test_a_code_block_sweep_is_read_against_its_ref_line_and_a_footnoted_score_i
         ("EMA_DECAY = 0.995", 0.00069, "EMA_DECAY = 0.997")]   # the kept line is no reference; 0.998 is footnoted
 
 
+def test_a_sweep_line_may_name_its_metric_before_the_score_and_a_reference_line_beats_the_chosen_one():
+    text = ("```\nMUON_MOMENTUM=0.95   sliding 1.1040\nMUON_MOMENTUM=0.97   sliding 1.1024   <-- chosen\n"
+            "MUON_MOMENTUM=0.99   sliding 1.1031   (reference: 09-05 record, seed 1337)\n```\n")
+    assert [(r.change, r.delta_bpb, r.reference) for r in list_sweeps(text)] == [
+        ("MUON_MOMENTUM = 0.95", 0.0009, "MUON_MOMENTUM = 0.99"), ("MUON_MOMENTUM = 0.97", -0.0007, "MUON_MOMENTUM = 0.99")]
+
+
 def test_a_setting_line_with_its_own_delta_is_that_setting_from_the_value_it_replaced():
     text = ("- `TTT_CHUNK_TOKENS=16384` (was 32768): 1.05921 (+0.00025), and 61 s slower.\n"
             "- `TTT_EPOCHS=2` (was 1): 1.05858 (−0.00038), over budget.\n- `TTT_LORA_RANK=128`: 1.05890 (−0.00006)\n"

@@ -174,7 +174,7 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
 # "- WARMDOWN_ITERS=3600: 1.2122 <- used", "MUON_WD=0.095    1.08236   (-0.00045)" (a bare line: one identifier),
 # "- `TTT_EPOCHS=2` (was 1): 1.05858 (−0.00038)"
 _LIST_SETTING = re.compile(r"^\s*(?:[-*]\s+([A-Za-z][\w .]*?)|([A-Za-z][A-Za-z0-9_]*))\s*=\s*(-?\d+(?:\.\d+)?)\s*"
-                           r"(\([^)]*\)\s*)?(?:[:|—–]|->|→|=>|-)?\s*"
+                           r"(\([^)]*\)\s*)?(?:[:|—–]|->|→|=>|-)?\s*(?:[A-Za-z][\w-]*:?\s+)?"   # "sliding 1.1040"
                            r"([0-4]\.\d{3,8})(?![\d.])(.*)$")
 _CHOSEN = re.compile(r"←|<-|\b(?:used|chosen|selected|picked|submitted|adopted|final|kept|ours|default|reference|"
                      r"baseline|best)\b", re.I)
