@@ -35,6 +35,8 @@ def typed(text: str) -> dict[str, tuple]:
     ("XSA on the last 4 layers vs all 11", None, ("xsa_last_n", 11, 4)),
     ("+ XSA on all 11 layers", None, None),                                       # from an unstated scope
     ("TRAIN_BATCH_TOKENS=65536 (from 98304)", None, ("train_batch_tokens", 98304, 65536)),   # the replaced value
+    ("LR floor (MIN_LR): 0.0 -> 0.1", None, ("min_lr", 0.0, 0.1)),               # the env name in parentheses
+    ("TTT epochs per chunk: 1 -> 3", None, ("ttt_epochs", 1, 3)),                  # a unit after the knob's name
 ])
 def test_knob_settings_come_from_the_trainers_vocabulary(text, reference, want):
     assert knob_setting(text, reference) == want

@@ -145,6 +145,9 @@ def _xsa_scope(text: str) -> tuple[str, object, object] | None:
 def _knob_setting(text: str, reference: str | None, aliases: dict[str, str] | None
                   ) -> tuple[str, object, object] | None:
     text = re.sub(r"[*`\\]", "", text or "")
+    # "LR floor (MIN_LR): 0.0 -> 0.1": the env name in parentheses names the knob; "TTT epochs per chunk": the unit
+    text = re.sub(r"\s*\(([A-Z][A-Z0-9_]{2,})\)", r" \1", text)
+    text = re.sub(r"\s+per\s+(?:chunk|step|token|layer|doc(?:ument)?|sequence|block|head)s?\b", "", text, flags=re.I)
     scope = _xsa_scope(text)
     if scope is not None:
         return scope
