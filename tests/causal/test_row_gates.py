@@ -37,6 +37,7 @@ def typed(text: str) -> dict[str, tuple]:
     ("TRAIN_BATCH_TOKENS=65536 (from 98304)", None, ("train_batch_tokens", 98304, 65536)),   # the replaced value
     ("LR floor (MIN_LR): 0.0 -> 0.1", None, ("min_lr", 0.0, 0.1)),               # the env name in parentheses
     ("TTT epochs per chunk: 1 -> 3", None, ("ttt_epochs", 1, 3)),                  # a unit after the knob's name
+    ("XSA_LAST_N=11 (all layers) instead of 4", None, ("xsa_last_n", 4, 11)),
 ])
 def test_knob_settings_come_from_the_trainers_vocabulary(text, reference, want):
     assert knob_setting(text, reference) == want
@@ -460,6 +461,15 @@ def test_the_fifth_synthetic_batch_s_first_look_mistakes_stay_fixed():
     assert rows["Gaussian noise with the same variance instead of uniform"][0] != "ablation"
     assert rows["Noise on the token embedding as well"][0] != "ablation"
     assert rows["Untying the MLPs of the looped layers"][0] == "unmapped"
+
+
+def test_a_width_in_parentheses_a_decision_after_the_figure_and_u_net_are_read_as_such():
+    rows = typed("- Value embeddings on layers 9-10 (VE dim 128): +0.00012. Removed.\n"
+                 "- BigramHash(2048, dim 128) on top: +0.0002, dropped; the vocabulary covers it.\n"
+                 "- Skip gates off (plain U-Net skips): +0.00026\n")
+    assert rows["Value embeddings on layers 9-10 (VE dim 128)"][:2] == ("ablation", ("value_embeddings",))
+    assert rows["BigramHash(2048, dim 128) on top"][:4] == ("ablation", ("bigram_hash",), False, True)
+    assert rows["Skip gates off (plain U-Net skips)"][0] != "headline"   # "U-Net" is no "net" effect
 
 
 def test_a_multiplier_instead_of_another_with_its_unit_gives_from_and_to():

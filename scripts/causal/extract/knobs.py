@@ -179,6 +179,10 @@ def _knob_setting(text: str, reference: str | None, aliases: dict[str, str] | No
     was = re.search(rf"=\s*{re.escape(to)}\s*\(\s*(?:from|was|previously)\s+({_NUM})\s*\)", text, re.I)
     if was:   # "TRAIN_BATCH_TOKENS=65536 (from 98304)"
         return knob, _num(was.group(1)), _num(to)
+    other = re.search(rf"\b(?:instead of|rather than)\s+(?:the\s+)?(?![0-4]\.\d{{3}})({_NUM})(?![\w.])",
+                      re.sub(r"\([^)]*\)", " ", text), re.I)
+    if other:   # "XSA_LAST_N=11 (all layers) instead of 4"
+        return knob, _num(other.group(1)), _num(to)
     ref = re.sub(r"[*`\\]", "", reference or "")
     for k, v in _KEY_VALUE.findall(ref):
         if _knob(k, aliases) == knob:

@@ -24,6 +24,8 @@ import re
 
 from scripts.causal.core.schema import BASELINE_FEATURES, AblationRow
 from scripts.causal.extract.knobs import OTHER_LR, knob_setting, record_aliases
+from scripts.causal.extract.values import NUM as _NUM
+from scripts.causal.extract.values import numeric_from_to
 
 MAX_ABS_DELTA = 0.1
 
@@ -62,7 +64,7 @@ _EXTRA_RES = [(f, re.compile(p, re.I)) for f, p in _EXTRA_KEYWORDS]
 _NEGATE = re.compile(r"^\s*(?:-\s|no\b|without\b|w/o\b|remov|disabl|drop)|\b(?:off|disabled|removed)\W*$", re.I)
 _LABEL = re.compile(r"^\s*(?:no|without)\b[^:.]{0,25}:", re.I)  # "No EMA: EMA still hurts by ..." labels a bullet
 
-_HEADLINE = re.compile(r"threshold\W+\d|record bar|\bnet\b(?! ?effect of)|each (?:individual )?seed|mean improvement|"
+_HEADLINE = re.compile(r"threshold\W+\d|record bar|(?<!-)\bnet\b(?! ?effect of)|each (?:individual )?seed|mean improvement|"
                        r"^(?:improvement|results?)\s*(?:[:(]|$)|overall|\bsubmission\b|total\b", re.I)
 # a comparison with another submission: strong phrases make the row a record-level comparison whatever it
 # names; a weak "vs baseline" keeps a one-feature row an ablation measured against that base
@@ -85,25 +87,6 @@ _UP = re.compile(r"\b(?:rais\w*|increas\w*|longer|more|larger|bigger|wider|deepe
                  r"(?:a |an |one |two )?(?:layer|block)s?)\b", re.I)
 _DOWN = re.compile(r"\b(?:lower\w*|reduc\w*|decreas\w*|shorter|fewer|less|smaller|narrower|shallower|"
                    r"remov\w* (?:a |one |two )?(?:layer|block)s?)\b", re.I)
-_NUM = r"\d+(?:\.\d+)?"
-_ARROW = re.compile(rf"({_NUM})\s*[a-zA-Z]{{0,3}}\s*(?:->|→|=>|to)\s*({_NUM})")
-_BARE_OTHER = re.compile(r"\b(?:instead of|vs\.?|versus|compared (?:to|with))\s+(\d+(?:\.\d+)?)[x×]?(?![\w.%])",
-                         re.I)
-_SCORE = re.compile(r"(?<![\d.])(?:[1-4]\.\d{3,8}|0\.\d{4,8})(?!\d)")   # a bpb / loss value or a delta
-_VS = re.compile(rf"({_NUM})\s*([a-zA-Z]{{0,4}})\s+vs\.?\s+({_NUM})\s*\2\b", re.I)
-
-# numeric features: a value pattern each (group 1 = the value)
-_VALUE_RES: dict[str, re.Pattern] = {
-    "num_layers": re.compile(r"\b(\d{1,2})\s?(?:l\b|-?layers?\b)|layers?\s*[=:]?\s*(\d{1,2})\b", re.I),
-    "mlp_mult": re.compile(r"mlp\s*(?:mult\w*)?\s*[=:]?\s*(\d(?:\.\d+)?)\s*x?|(\d(?:\.\d+)?)\s*x\s*mlp", re.I),
-    "model_dim": re.compile(r"(?:model[\s_-]?dim|d_?model|dim|width)\s*[=:]?\s*(\d{3,4})|(\d{3,4})\s*(?:d\b|-?dim)", re.I),
-    "vocab_size": re.compile(r"\bsp\s?(\d{3,5})\b|vocab\w*\s*[=:]?\s*(\d{3,5})|(\d{3,5})\s*(?:vocab|bpe)", re.I),
-    "train_seq_len": re.compile(r"seq\w*\s*[=:]?\s*(\d{3,5})|(\d{3,5})\s*(?:ctx|context)", re.I),
-    "qk_gain": re.compile(r"qk[\s_-]?gain\w*\s*[=:]?\s*(\d+(?:\.\d+)?)", re.I),
-    "logit_softcap": re.compile(r"soft[\s_-]?cap\w*\s*[=:]?\s*(\d+(?:\.\d+)?)", re.I),
-    "warmdown_iters": re.compile(r"warm[\s_-]?down\w*\s*[=:]?\s*(\d{3,5})", re.I),
-    "quant_bits": re.compile(r"\bint(\d)\b|\b(\d)[\s-]?bit", re.I),
-}
 _KEY_VALUE_TEXT = re.compile(r"[A-Za-z][\w]*\s*=\s*-?[\d.]+")
 # the score a row is measured on ("post-TTT", "pre-quant") names no change: stripped before features are read
 _METRIC_WORDS = re.compile(r"\b(?:post|pre)[\s_-]?(?:ttt|quant\w*|ema)\b|\bbp[bp]\b", re.I)
@@ -153,44 +136,6 @@ def seeds_of(text: str) -> int | None:
     if re.search(r"same seed|single seed|one seed|1 seed", text, re.I):
         return 1
     return None
-
-
-def _values(feature: str, text: str) -> list[float]:
-    rx = _VALUE_RES.get(feature)
-    if rx is None:
-        return []
-    out = []
-    for m in rx.finditer(text):
-        g = next((x for x in m.groups() if x), None)
-        if g is not None:
-            out.append(float(g))
-    return out
-
-
-def numeric_from_to(feature: str, text: str, reference: str | None = None) -> tuple[float | None, float | None, str]:
-    """``(from, to, how)`` of a numeric feature's change read from ``text`` (and a reference row's label). Scores
-    ("1.1230 vs 1.1270") are no settings and are left out."""
-    text = _SCORE.sub(" ", text).replace("×", "x")   # "MLP 4× → 4.5×"
-    reference = reference.replace("×", "x") if reference else reference
-    m = _ARROW.search(text)
-    if m and _values(feature, text):
-        return float(m.group(1)), float(m.group(2)), "arrow"
-    m = _VS.search(text)
-    if m:
-        return float(m.group(3)), float(m.group(1)), "vs"
-    vals = _values(feature, text)
-    if len(vals) >= 2 and re.search(r"\bvs\.?\b|instead of|over|compared", text, re.I):
-        return vals[1], vals[0], "vs"
-    if vals and reference:
-        ref = _values(feature, reference)
-        if ref:
-            return ref[0], vals[0], "reference row"
-    other = _BARE_OTHER.findall(text)
-    if len(vals) == 1 and len(other) == 1:   # "11 layers instead of 10": the unit said once
-        return float(other[0]), vals[0], "vs"
-    if vals:
-        return None, vals[0], "value only"
-    return None, None, "none"
 
 
 _HEADING_VALUE = re.compile(rf"^\W*([A-Za-z][\w -]*?)\s*\(\s*({_NUM})\s*\)\W*$")
@@ -341,11 +286,9 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
         text = text.split(" (", 1)[0]   # scored, not a change
     named = text
     feats, sign = map_change(_METRIC_WORDS.sub(" ", named))
-    part = _PART_OF.search(row.change)
-    if len(feats) == 1 and part and not map_change(row.change[:part.start()])[0]:
-        # "Untying the MLPs of the looped layers": the change is to a part of the feature, not the feature
-        return out("unmapped", f"changes a part of {feats[0]} ('{part.group(0).strip()}'), not {feats[0]} itself",
-                   features=tuple(feats))
+    feats, sign, part = _refine(feats, sign, named, row.change)
+    if part:   # "Untying the MLPs of the looped layers": the change is to a part of the feature, not the feature
+        return out("unmapped", f"changes a part of {feats[0]} ('{part}'), not {feats[0]} itself", features=tuple(feats))
     from_heading = False
     if not feats and heading:
         feats, _ = map_change(heading)
@@ -429,7 +372,8 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
             on = not off[0]
             return out("ablation", f"{note}; '{'on' if on else 'off'}' against '{'off' if on else 'on'}'",
                        features=(feat,), from_value=not on, to_value=on, direction=1 if on else -1)
-    val = features_from_prose(text).get(feat, (None,))[0]
+    val = next((v for v in (features_from_prose(t).get(feat, (None,))[0] for t in (row.change, text)) if v is not None),
+               None)   # the change's own words first: "..., dropped" after the figure is the author's decision
     if val is None and heading:
         val = features_from_prose(heading).get(feat, (None,))[0]
     if feat in CATEGORICAL_FEATURES:
@@ -475,6 +419,23 @@ _OFF_WORDS = re.compile(r"\b(?:off|no|without|w/o|disabled?|none|removed)\b", re
 
 def _clean_ab(side: str) -> str:
     return " ".join(side.split())[:40]
+
+
+def _refine(feats: list[str], sign: int, text: str, change: str) -> tuple[list[str], int, str | None]:
+    """``map_change``'s reading of a row, refined: a width in parentheses ("(VE dim 128)", "(full 512-dim input)") is
+    the named part's, not ``model_dim``; the sign comes from the change's own words when they name the same
+    features; and the words of a change to a part of the one feature ("the MLPs of the looped layers"), or None."""
+    if len(feats) > 1 and "model_dim" in feats:
+        outside = map_change(_METRIC_WORDS.sub(" ", re.sub(r"\([^)]*\)", " ", text)))[0]
+        if outside and "model_dim" not in outside and set(outside) <= set(feats):
+            feats = [f for f in feats if f != "model_dim"]
+    own, own_sign = map_change(_METRIC_WORDS.sub(" ", change))
+    if own == feats:
+        sign = own_sign
+    part = _PART_OF.search(change)
+    if len(feats) == 1 and part and not map_change(change[:part.start()])[0]:
+        return feats, sign, part.group(0).strip()
+    return feats, sign, None
 
 
 def heading_of(source: str) -> str:
