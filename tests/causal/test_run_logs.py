@@ -147,3 +147,11 @@ def test_a_stack_from_the_trainers_defaults_reads_each_first_setting_against_the
     assert rows["+ NUM_LAYERS=11"][:4] == ("ablation", ("num_layers",), 9, 11)
     assert rows["+ MATRIX_LR=0.02 SCALAR_LR=0.02"][0] == "multi_feature"
     assert rows["+ NUM_LAYERS=12"][0] != "ablation"   # a row above set it: its default is no longer the reference
+
+
+def test_a_first_column_of_numbers_under_a_knob_header_is_no_run_id_column():
+    from scripts.causal.extract.table_shapes import label_column
+
+    header, rows = ["Chunk Target", "Tokenizer", "BPB"], [["16", "byte260", "1.20"], ["9", "sp1024", "1.18"]]
+    assert label_column(header, rows, 0) == 0
+    assert label_column(["#", "Run", "BPB"], [["0", "baseline", "1.24"], ["1", "+ MLP_MULT=3", "1.23"]], 0) == 1

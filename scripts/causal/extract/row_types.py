@@ -426,7 +426,7 @@ def _refine(feats: list[str], sign: int, text: str, change: str) -> tuple[list[s
     the named part's, not ``model_dim``; the sign comes from the change's own words when they name the same
     features; and the words of a change to a part of the one feature ("the MLPs of the looped layers"), or None."""
     if len(feats) > 1 and "model_dim" in feats:
-        outside = map_change(_METRIC_WORDS.sub(" ", re.sub(r"\([^)]*\)", " ", text)))[0]
+        outside = map_change(_METRIC_WORDS.sub(" ", re.sub(r"\((?!also differs)[^)]*\)", " ", text)))[0]
         if outside and "model_dim" not in outside and set(outside) <= set(feats):
             feats = [f for f in feats if f != "model_dim"]
     own, own_sign = map_change(_METRIC_WORDS.sub(" ", change))

@@ -70,7 +70,7 @@ def label_column(header: list[str], rows: list[list[str]], default: int) -> int:
     if named is not None:
         return named
     # no header says so ("| # | Run | BPB |"): the first configuration column after the ids whose cells are words
-    if not all(_ID_CELL.match(clean(r[0])) for r in rows if r and clean(r[0])):
+    if not _ID_HEADER.match(clean(header[0])):
         return default
     for j in range(1, len(header)):
         if _RESULT_COLUMN.search(header[j]):
