@@ -7,6 +7,7 @@ import pytest
 from scripts.causal.core.schema import AblationRow, EvidenceEntry, VerifiedRecord
 from scripts.causal.extract.ablations import extract_ablations, prose_ablations, table_ablations
 from scripts.causal.extract.knobs import knob_setting
+from scripts.causal.extract.prose import list_sweeps
 from scripts.causal.extract.row_gates import gate_record, half_unit
 from scripts.causal.extract.row_types import type_rows
 from scripts.causal.extract.verified_score import claim_is_right, same_knob, score_typing
@@ -470,6 +471,27 @@ def test_a_width_in_parentheses_a_decision_after_the_figure_and_u_net_are_read_a
     assert rows["Value embeddings on layers 9-10 (VE dim 128)"][:2] == ("ablation", ("value_embeddings",))
     assert rows["BigramHash(2048, dim 128) on top"][:4] == ("ablation", ("bigram_hash",), False, True)
     assert rows["Skip gates off (plain U-Net skips)"][0] != "headline"   # "U-Net" is no "net" effect
+
+
+def test_the_sixth_synthetic_batch_s_first_look_mistakes_stay_fixed():
+    """'+ 2 layers (13L)' adds two layers; a '| knob | value |' table's label is the setting, two keys a bundle;
+    a LoRA TTT column is LoRA TTT; 'the score from a to b' and 'a against b' are score pairs; 'sliding=1.087'."""
+    text = ("| Run | Config | BPB |\n|---|---|---|\n| L3 | 11L, 4 h | 1.0455 |\n| L4 | L3 + 2 layers (13L) | 1.0398 |\n\n"
+            "| knob | value | sliding | Δ ref |\n|---|---|---|---|\n| ref | | 1.09839 | |\n"
+            "| MUON_WD | 0.060 | 1.09922 | +0.00083 |\n| MATRIX_LR, MUON_WD | 0.026, 0.100 | 1.09874 | +0.00035 |\n\n"
+            "| Seed | sliding s64 bpb | LoRA TTT bpb |\n|---|---|---|\n| 1 | 1.0820 | 1.0786 |\n| 2 | 1.0822 | 1.0786 |\n\n"
+            "Moving XSA from the last 4 layers to the last 6 took the sliding score from 1.0931 to 1.0917.\n")
+    rows = {k.split(" (")[0]: v for k, v in typed(text).items()}
+    assert rows["+ 2 layers"][:4] == ("ablation", ("num_layers",), 11.0, 13.0)
+    assert rows["MUON_WD = 0.060"][0] == "sweep_unmapped"   # from what, the table does not say
+    assert rows["MATRIX_LR = 0.026, MUON_WD = 0.100"][0] == "multi_feature"
+    assert rows["LoRA TTT"][:2] == ("ablation", ("lora_ttt",))
+    xsa = next(v for k, v in rows.items() if k.startswith("Moving XSA"))
+    assert xsa[:5] == ("ablation", ("xsa_last_n",), 4, 6, pytest.approx(-0.0014))
+    assert [(r.change, r.delta_bpb) for r in list_sweeps("```\nQAT_START_FRAC=0.7  sliding=1.1601\n"
+                                                          "QAT_START_FRAC=0.8  sliding=1.1590  # used\n"
+                                                          "QAT_START_FRAC=0.9  sliding=1.1634\n```\n")] == [
+        ("QAT_START_FRAC = 0.7", 0.0011), ("QAT_START_FRAC = 0.9", 0.0044)]
 
 
 def test_a_multiplier_instead_of_another_with_its_unit_gives_from_and_to():

@@ -107,7 +107,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                 if len(r) <= max(delta_col, label_col) or (named_run and _clean(r[0]).lower() == named_run):
                     continue
                 m = re.search(_NUM, r[delta_col])
-                label = _clean(r[label_col])
+                label = _knob_value_label(header, r, label_col) or _clean(r[label_col])
                 # (a label that names no run and adds nothing, "WARMDOWN_ITERS 3000 → 4000", is a variant of the named run)
                 j_parent, parent_change, how = log_reference(rows, k, label) if named_run else (k - 1, label, "")
                 other_parent = named_run is not None and builds_on(rows, k, label) != named_run and (
@@ -175,7 +175,7 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
             if len(r) <= max(bpb_col, label_col):
                 continue
             v = _bpb_in(r[bpb_col])
-            label = _clean(r[label_col])
+            label = _knob_value_label(header, r, label_col) or _clean(r[label_col])
             if v is not None and label:
                 if re.match(r"[\d.]+(?:\s*\(|$)", label):  # "0.02 (optimal)": a value of the column's knob
                     label = f"{_knob_column(header[label_col], heading)} = {label}"
@@ -269,6 +269,20 @@ def _stage_headers(header: list[str], rows: list[list[str]]) -> list[str]:
         if cells and all(re.fullmatch(r"[0-1]\.\d{3,6}", c) and 0.5 < float(c) < 1.6 for c in cells):
             out[j] = f"{h} bpb"
     return out
+
+
+def _knob_value_label(header: list[str], row: list[str], label_col: int) -> str | None:
+    """"| knob | value |" columns: the row's label is "KEY = value" (several keys and values, "MATRIX_LR, MUON_WD |
+    0.026, 0.100", pair up in order); None for other tables."""
+    j = label_col + 1
+    if j >= len(header) or j >= len(row) or not re.fullmatch(r"knob|param(?:eter)?|hyper-?parameter|setting|flag|env",
+                                                             _clean(header[label_col]), re.I) \
+            or not re.fullmatch(r"values?|setting|to|new", _clean(header[j]), re.I):
+        return None
+    keys, values = (re.split(r"\s*[,;/]\s*", _clean(row[c])) for c in (label_col, j))
+    if not all(keys) or not all(values) or len(keys) != len(values):
+        return None
+    return ", ".join(f"{k} = {v}" for k, v in zip(keys, values, strict=True))
 
 
 def _note_columns(header: list[str]) -> list[int]:
@@ -384,7 +398,8 @@ def _ttt_effect(header: list[str], rows: list[list[str]], heading: str) -> list[
     before = sliding if sliding in means else post_q
     if ttt in means and before in means:
         (a, n), (b, _) = means[before], means[ttt]
-        out.append(AblationRow(change=f"TTT ({_clean(header[before])} -> {_clean(header[ttt])}, mean)",
+        name = "LoRA TTT" if "lora" in low[ttt] else "TTT"   # "| LoRA TTT bpb |": the LoRA variant
+        out.append(AblationRow(change=f"{name} ({_clean(header[before])} -> {_clean(header[ttt])}, mean)",
                                delta_bpb=round(b - a, 8), source=f"README table '{heading}' (mean row)", n_seeds=n or None))
     pre_avg, post_avg = first(r"pre[\s-]?(?:ema|swa)\b"), first(r"post[\s-]?(?:ema|swa)\b")
     if pre_avg is not None and post_avg is not None:   # raw end-of-training weights -> the averaged weights

@@ -44,7 +44,8 @@ _PROSE = re.compile(rf"(?P<num>{NUM})\s*(?P<unit>bpb|bpp|bits per byte|nats?)\b|
 
 _PAIR = re.compile(r"(?<![\d.])([0-4]\.\d{3,8})(?!\d|\.\d)[^.\n]{0,90}?\b(?:improv\w*|reduc\w*|lower\w*|drop\w*|"
                    r"went|goes|moved|brought)\s+(?:that|it|this)?\s*(?:down\s+)?to\s+(?:about\s+|~|≈)?"
-                   r"([0-4]\.\d{3,8})(?!\d|\.\d)", re.I)
+                   r"([0-4]\.\d{3,8})(?!\d|\.\d)|"
+                   r"\bscore\s+from\s+([0-4]\.\d{3,8})\s+to\s+([0-4]\.\d{3,8})(?!\d|\.\d)", re.I)   # "took the score from a to b"
 
 
 # two scores joined by an arrow: the sentence before them names the change ("X on that model: 1.1403 -> 1.1186")
@@ -52,7 +53,7 @@ _ARROW_PAIR = re.compile(r"(?<![\d.])([0-4]\.\d{3,8})\s*(?:->|→|=>)\s*([0-4]\.
 
 
 # two scores of one sentence, the change's arm first: "QK_GAIN_INIT=4.0 instead of 1.5 (1.1226 vs 1.1247)"
-_SCORE_VS = re.compile(r"(?<![\d.])([1-4]\.\d{3,8})\s+vs\.?\s+([1-4]\.\d{3,8})(?!\d|\.\d)")   # not "(0.090 vs 0.085)"
+_SCORE_VS = re.compile(r"(?<![\d.])([1-4]\.\d{3,8})\s+(?:vs\.?|against)\s+([1-4]\.\d{3,8})(?!\d|\.\d)")   # not "(0.090 vs 0.085)"
 _NEGATED_ARM = re.compile(r"\b(?:without|w/o|no|off|remov\w*|disabl\w*|drop\w*)\b", re.I)
 
 
@@ -83,7 +84,7 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
     out: list[AblationRow] = []
     text = re.sub(r"[*`]+", "", text or "").replace("\\_", "_").replace("\\~", "~")
     for m in _PAIR.finditer(text):
-        a, b = float(m.group(1)), float(m.group(2))
+        a, b = float(m.group(1) or m.group(3)), float(m.group(2) or m.group(4))
         if abs(b - a) < 0.2:
             start = max(text.rfind(". ", 0, m.start()), text.rfind("\n", 0, m.start())) + 1
             change = _clean(text[start: m.end()])[:120]
@@ -174,7 +175,7 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
 # "- WARMDOWN_ITERS=3600: 1.2122 <- used", "MUON_WD=0.095    1.08236   (-0.00045)" (a bare line: one identifier),
 # "- `TTT_EPOCHS=2` (was 1): 1.05858 (−0.00038)"
 _LIST_SETTING = re.compile(r"^\s*(?:[-*]\s+([A-Za-z][\w .]*?)|([A-Za-z][A-Za-z0-9_]*))\s*=\s*(-?\d+(?:\.\d+)?)\s*"
-                           r"(\([^)]*\)\s*)?(?:[:|—–]|->|→|=>|-)?\s*(?:[A-Za-z][\w-]*:?\s+)?"   # "sliding 1.1040"
+                           r"(\([^)]*\)\s*)?(?:[:|—–]|->|→|=>|-)?\s*(?:[A-Za-z][\w-]*(?::?\s+|=))?"   # "sliding 1.1040", "sliding=1.1"
                            r"([0-4]\.\d{3,8})(?![\d.])(.*)$")
 _CHOSEN = re.compile(r"←|<-|\b(?:used|chosen|selected|picked|submitted|adopted|final|kept|ours|default|reference|"
                      r"baseline|best)\b", re.I)

@@ -11,6 +11,8 @@ NUM = r"\d+(?:\.\d+)?"
 _ARROW = re.compile(rf"({NUM})\s*[a-zA-Z]{{0,3}}\s*(?:->|→|=>|to)\s*({NUM})")
 _BARE_OTHER = re.compile(r"\b(?:instead of|vs\.?|versus|compared (?:to|with))\s+(\d+(?:\.\d+)?)[x×]?(?![\w.%])",
                          re.I)
+_PLUS_LAYERS = re.compile(r"\+\s*(\d{1,2})\s+layers?\b", re.I)
+_MORE_LAYERS = re.compile(r"\b\d{1,2}\s+(?:extra|more|additional)\s+layers?\b", re.I)
 _SCORE = re.compile(r"(?<![\d.])(?:[1-4]\.\d{3,8}|0\.\d{4,8})(?!\d)")   # a bpb / loss value or a delta
 _VS = re.compile(rf"({NUM})\s*([a-zA-Z]{{0,4}})\s+vs\.?\s+({NUM})\s*\2\b", re.I)
 
@@ -43,6 +45,13 @@ def numeric_from_to(feature: str, text: str, reference: str | None = None) -> tu
     """``(from, to, how)`` of a numeric feature's change read from ``text`` (and a reference row's label). Scores
     ("1.1230 vs 1.1270") are no settings and are left out."""
     text = _SCORE.sub(" ", text).replace("×", "x")   # "MLP 4× → 4.5×"
+    if feature == "num_layers":   # "2 more layers": a count added; "+ 2 layers (13L)" too, when the new count is given
+        text = _MORE_LAYERS.sub(" ", text)
+        plus, rest = _PLUS_LAYERS.search(text), _PLUS_LAYERS.sub(" ", text)
+        ref = _values(feature, reference) if reference else []
+        if plus and not _values(feature, rest) and ref and int(plus.group(1)) < ref[0]:
+            return ref[0], ref[0] + int(plus.group(1)), "reference row plus the layers added"   # "+ 2 layers" on 11L
+        text = rest if _values(feature, rest) else text
     reference = reference.replace("×", "x") if reference else reference
     m = _ARROW.search(text)
     if m and _values(feature, text):
