@@ -39,6 +39,7 @@ def typed(text: str) -> dict[str, tuple]:
     ("LR floor (MIN_LR): 0.0 -> 0.1", None, ("min_lr", 0.0, 0.1)),               # the env name in parentheses
     ("TTT epochs per chunk: 1 -> 3", None, ("ttt_epochs", 1, 3)),                  # a unit after the knob's name
     ("XSA_LAST_N=11 (all layers) instead of 4", None, ("xsa_last_n", 4, 11)),
+    ("MUON_ROW_NORMALIZE=0", None, ("muon_row_normalize", 1, 0)),                 # a switch set off was on
 ])
 def test_knob_settings_come_from_the_trainers_vocabulary(text, reference, want):
     assert knob_setting(text, reference) == want
@@ -488,6 +489,9 @@ def test_the_sixth_synthetic_batch_s_first_look_mistakes_stay_fixed():
     assert rows["LoRA TTT"][:2] == ("ablation", ("lora_ttt",))
     xsa = next(v for k, v in rows.items() if k.startswith("Moving XSA"))
     assert xsa[:5] == ("ablation", ("xsa_last_n",), 4, 6, pytest.approx(-0.0014))
+    assert same_knob("tie_embeddings", "tied_embeddings")
+    assert [(r.change, r.delta_bpb) for r in list_sweeps("submitted   1.08655\nMUON_ROW_NORMALIZE=0   1.08702   +0.00047\n")] \
+        == [("MUON_ROW_NORMALIZE = 0", 0.00047)]   # a delta after the score, no parentheses
     assert [(r.change, r.delta_bpb) for r in list_sweeps("```\nQAT_START_FRAC=0.7  sliding=1.1601\n"
                                                           "QAT_START_FRAC=0.8  sliding=1.1590  # used\n"
                                                           "QAT_START_FRAC=0.9  sliding=1.1634\n```\n")] == [

@@ -108,12 +108,15 @@ def knob_setting(text: str, reference: str | None = None, *,
 
     A batch size under 1024 counts sequences, not tokens: it is no setting of ``train_batch_tokens``. A seed, a run
     name or a logging cadence (``NOT_A_CHANGE``) is a field of the trainer but no change of the model: no setting.
-    A field that switches an on/off feature set to another value than 0 or 1 is no setting either."""
+    A field that switches an on/off feature set to another value than 0 or 1 is no setting either; set to 0 or 1
+    with no old value stated, it was the other one."""
     out = _knob_setting(text, reference, aliases)
     if out and out[0] == "train_batch_tokens" and any(v is not None and v < 1024 for v in out[1:]):
         return None
     if out and _switch(out[0]) and any(v not in (None, 0, 1) for v in out[1:]):
         return None   # "Phased-TTT = 48": a switch of a feature (TTT on/off) holds no 48; the 48 is another knob's
+    if out and out[1] is None and _switch(out[0]) and out[2] in (0, 1):
+        out = (out[0], 1 - out[2], out[2])   # "MUON_ROW_NORMALIZE=0": a switch set to off was on (else no change)
     return None if out and out[0] in NOT_A_CHANGE else out
 
 

@@ -180,7 +180,8 @@ _LIST_SETTING = re.compile(r"^\s*(?:[-*]\s+([A-Za-z][\w .]*?)|([A-Za-z][A-Za-z0-
 _CHOSEN = re.compile(r"←|<-|\b(?:used|chosen|selected|picked|submitted|adopted|final|kept|ours|default|reference|"
                      r"baseline|best)\b", re.I)
 _REF = re.compile(r"\b(?:ref|reference|baseline)\b", re.I)   # the reference itself, over the setting kept
-_GIVEN = re.compile(r"^\s*\(\s*([+\-−–]\s?\d*\.\d+)\s*(?:bpb)?\s*[),;]")   # "(+0.00131)" right after the score
+# "(+0.00131)" or "+0.00131" right after the score
+_GIVEN = re.compile(r"^\s*(?:\(\s*)?([+\-−–]\s?\d*\.\d+)(?![\d.])\s*(?:bpb\b)?\s*(?:[),;]|$|\s)")
 _WAS = re.compile(r"\(\s*(?:was|from|vs\.?|ref\.?)\s+(-?\d+(?:\.\d+)?)\s*\)", re.I)
 # "- `QK_GAIN_INIT=5.0`: +0.00061": a setting and a signed delta, no score
 _LIST_DELTA = re.compile(r"^\s*(?:[-*]\s+([A-Za-z][\w .]*?)|([A-Za-z][A-Za-z0-9_]*))\s*=\s*(-?\d+(?:\.\d+)?)\s*"

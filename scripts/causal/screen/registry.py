@@ -477,7 +477,7 @@ FIELD_FEATURE = {
     "rope_partial_dims": "partial_rope", "xsa_last_n": "xsa", "ln_scale": "ln_scale", "ema_decay": "ema",
     "train_seq_len": "train_seq_len", "swa_every": "swa", "smear_gate": "smeargate", "bigram_buckets": "bigram_hash", "ve_layers": "value_embeddings",
     "parallel_start_layer": "parallel_residuals", "num_loops": "depth_recurrence", "attn_out_gate": "attention_gate",
-    "muon_wd": "muon_weight_decay", "muon_row_normalize": "muoneq_r",
+    "muon_wd": "muon_weight_decay", "muon_row_normalize": "muoneq_r", "tie_embeddings": "tied_embeddings",
     "quant_bits": "quant_bits", "quant_clip_search": "gptq", "embed_export": "fp16_embed", "compressor": "compression",
     "qat": "qat", "eval_stride": "sliding_window_eval",
 }
