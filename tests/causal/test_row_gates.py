@@ -498,6 +498,19 @@ def test_the_sixth_synthetic_batch_s_first_look_mistakes_stay_fixed():
         ("QAT_START_FRAC = 0.7", 0.0011), ("QAT_START_FRAC = 0.9", 0.0044)]
 
 
+def test_run_lines_that_name_their_parent_in_brackets_are_read_against_it():
+    text = ("**exp01** — baseline, upstream defaults (9L 512d, relu²): 1.3412\n\n"
+            "**exp02 [exp01]** — relu² → leaky_relu(0.5)²: 1.3381. nice.\n\n"
+            "**exp03 [exp02]** — + SmearGate: 1.3349\n\n**exp04 [exp02]** — + BigramHash 2048 × 128: 1.3340\n\n"
+            "**exp05 [exp09]** — + EMA: 1.3300\n")   # exp09 has no line of its own: no row
+    rows = typed(text)
+    assert rows["relu² → leaky_relu(0.5)²"][:5] == ("ablation", ("activation",), "relu2", "leaky_relu2",
+                                                   pytest.approx(-0.0031))
+    assert rows["+ SmearGate"][:2] == ("ablation", ("smeargate",)) and rows["+ SmearGate"][4] == pytest.approx(-0.0032)
+    assert rows["+ BigramHash 2048 × 128"][4] == pytest.approx(-0.0041)   # against exp02, not the line above
+    assert "+ EMA" not in rows
+
+
 def test_a_multiplier_instead_of_another_with_its_unit_gives_from_and_to():
     assert typed("- MLP 3.5x instead of 3x: -0.0006, 16.2 MB\n")["MLP 3.5x instead of 3x"][:4] == \
         ("ablation", ("mlp_mult",), 3.0, 3.5)

@@ -13,7 +13,7 @@ import re
 
 from scripts.causal.core.schema import AblationRow
 from scripts.causal.extract.knobs import knob_setting, knobs_set_in, trainer_default_reference
-from scripts.causal.extract.prose import MAX_DELTA, list_sweeps, prose_ablations
+from scripts.causal.extract.prose import MAX_DELTA, list_sweeps, parent_lines, prose_ablations
 from scripts.causal.extract.prose import NUM as _NUM
 from scripts.causal.extract.prose import to_float as _to_float
 from scripts.causal.extract.run_logs import LOG_BETWEEN, increment_between_runs, log_index, log_rows
@@ -450,7 +450,7 @@ def _comparison_rows(header: list[str], rows: list[list[str]], heading: str,
 
 def extract_ablations(readme: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
     """Table rows first, then swept lists, then prose deltas that do not repeat a table row's value."""
-    rows = list_sweeps(readme or "")
+    rows = list_sweeps(readme or "") + parent_lines(readme or "")
     for r in table_ablations(readme or "", nats_to_bpb=nats_to_bpb):
         # an effect computed from a per-seed table repeats a stated one (a "TTT gain" column's mean)
         if "(mean row)" in r.source and any(abs(r.delta_bpb - x.delta_bpb) < 6e-5 for x in rows

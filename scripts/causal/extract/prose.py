@@ -14,7 +14,7 @@ from scripts.causal.core.schema import AblationRow
 from scripts.causal.extract.row_types import map_change
 from scripts.causal.extract.table_shapes import clean as _clean
 
-__all__ = ["GAIN", "LOSS", "MAX_DELTA", "NUM", "list_sweeps", "prose_ablations", "to_float"]
+__all__ = ["GAIN", "LOSS", "MAX_DELTA", "NUM", "list_sweeps", "parent_lines", "prose_ablations", "to_float"]
 
 NUM = r"[+\-−–]?\s?\d*\.\d+"
 MAX_DELTA = 0.3
@@ -265,3 +265,27 @@ def run_command_settings(text: str) -> dict[str, str]:
             for k, v in _ENV.findall(block):
                 seen.setdefault(k.lower(), set()).add(v)
     return {k: next(iter(v)) for k, v in seen.items() if len(v) == 1}
+
+
+# "**exp03 [exp02]** — + SmearGate (...): 1.3349": a run, the run it builds on in brackets, its change and score
+_RUN_LINE = re.compile(r"^\W*(?P<id>[A-Za-z]{1,5}[-_]?\d{1,3}[a-z]?)\W*(?:\[\s*(?P<parent>[A-Za-z]{1,5}[-_]?\d{1,3}[a-z]?)"
+                       r"\s*\])?\W*[—–:-]+\s*(?P<change>.+?):\s*(?P<score>[0-4]\.\d{3,6})(?!\d|\.\d)")
+
+
+def parent_lines(text: str) -> list[AblationRow]:
+    """A run log written as lines, each run naming in brackets the run it builds on ("**exp05 [exp04]** — + SmearGate
+    on top of bigram: 1.3322"): each run against its parent's score, when the parent's own line gives one."""
+    scores: dict[str, tuple[float, str]] = {}
+    out = []
+    for line in re.sub(r"[*`]+", "", text or "").splitlines():
+        m = _RUN_LINE.match(line)
+        if m is None:
+            continue
+        run, parent, change = m.group("id").lower(), (m.group("parent") or "").lower(), _clean(m.group("change"))
+        score = float(m.group("score"))
+        scores[run] = (score, change)
+        if parent in scores:
+            ref_score, ref_change = scores[parent]
+            out.append(AblationRow(change=change, delta_bpb=round(score - ref_score, 8), reference=ref_change,
+                                   source=f"README run lines (vs run {m.group('parent')}, named in brackets)"))
+    return out

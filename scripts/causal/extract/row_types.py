@@ -354,6 +354,12 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
                    direction=1 if to > frm else -1)
     from scripts.causal.extract.features import features_from_prose
 
+    arrow = re.split(r"\s*(?:->|→|=>)\s*", row.change, maxsplit=1)   # "relu² → leaky_relu(0.5)²": from, to
+    levels = [features_from_prose(side).get(feat, (None,))[0] for side in arrow] if len(arrow) == 2 else []
+    if feat in CATEGORICAL_FEATURES and len(levels) == 2 and all(isinstance(v, str) for v in levels) \
+            and levels[0] != levels[1]:
+        return out("ablation", f"{note}; level '{levels[0]}' -> '{levels[1]}'", features=(feat,),
+                   from_value=levels[0], to_value=levels[1], direction=1)
     sides = _AB_SPLIT.split(re.sub(r"\([^)]*\)", " ", text), maxsplit=1)
     if len(sides) == 2 and re.match(r"\W*\d", sides[1]) and BASELINE_FEATURES.get(feat) is False:
         return out("sweep_unmapped", f"sets how {feat} applies ('... instead of {sides[1].split()[0]}'), not whether",
