@@ -511,6 +511,12 @@ def test_run_lines_that_name_their_parent_in_brackets_are_read_against_it():
     assert "+ EMA" not in rows
 
 
+def test_a_delta_cell_or_source_column_that_names_another_pr_makes_the_row_quoted():
+    text = ("| Change | Source | Effect |\n|---|---|---|\n| Prefix docs 2000 -> 2500 | this work | -0.00031 (seed 0) |\n"
+            "| EMA decay 0.997 -> 0.9965 | PR #2480 | -0.0004 (as reported in PR #2480) |\n")
+    assert typed(text)["EMA decay 0.997 -> 0.9965"][0] == "quoted_estimate"
+
+
 def test_a_multiplier_instead_of_another_with_its_unit_gives_from_and_to():
     assert typed("- MLP 3.5x instead of 3x: -0.0006, 16.2 MB\n")["MLP 3.5x instead of 3x"][:4] == \
         ("ablation", ("mlp_mult",), 3.0, 3.5)

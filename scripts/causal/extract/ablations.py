@@ -166,8 +166,11 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                     ref = trainer_default_reference(labels, k) or ref
                 if other_parent:
                     col += f" ({OTHER_PARENT})"
+                # what the delta cell says after its figure, and a source column: "(as reported in PR #2480)"
+                said = " ".join([_clean(r[delta_col][m.end():])] + [_clean(r[j]) for j, h in enumerate(header)
+                                 if j < len(r) and re.fullmatch(r"source|origin|credit|from", _clean(h), re.I)])
                 rows_out.append(AblationRow(change=label, delta_bpb=round(d, 8), source=f"README table '{heading}'{col}",
-                                            reference=ref))
+                                            reference=ref, context=said.strip()))
             continue
         # absolute values only
         vals, cells = [], []
