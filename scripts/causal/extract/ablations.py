@@ -108,7 +108,8 @@ def table_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
                     continue
                 m = re.search(_NUM, r[delta_col])
                 label = _knob_value_label(header, r, label_col) or _clean(r[label_col])
-                # (a label that names no run and adds nothing, "WARMDOWN_ITERS 3000 → 4000", is a variant of the named run)
+                # (a label that names no run and adds nothing, "WARMDOWN_ITERS 3000 → 4000", is a variant of the
+                # named run)
                 j_parent, parent_change, how = log_reference(rows, k, label) if named_run else (k - 1, label, "")
                 other_parent = named_run is not None and builds_on(rows, k, label) != named_run and (
                     how.startswith("vs run") or label.lstrip().startswith("+") or _RUN_FIRST.match(label) is not None)
@@ -295,9 +296,9 @@ def _note_columns(header: list[str]) -> list[int]:
 def _grid_change(header: list[str], rows: list[list[str]], row: list[str], skip: tuple, delta_col: int
                  ) -> tuple[str, str] | None:
     """A row of a grid of settings (two or more configuration columns: "| LoRA rank | Prefix docs | Phases | BPB |
-    Δ |") against the grid's reference row (its delta cell "—" / 0; the bold one of several): ("<column> = <value>", "<column> = <reference
-    value>") when one column differs, with the others named ("also differs in ...") when several do; None when the
-    table is no such grid or has no one reference row."""
+    Δ |") against the grid's reference row (its delta cell "—" / 0; the bold one of several): ("<column> = <value>",
+    "<column> = <reference value>") when one column differs, with the others named ("also differs in ...") when
+    several do; None when the table is no such grid or has no one reference row."""
     config = config_columns(header, skip)
     refs = [x for x in rows if len(x) > delta_col and re.fullmatch(r"[—–-]|[+±]?0(?:\.0+)?|ref\w*|base\w*",
                                                                     _clean(x[delta_col]).lower())]
@@ -452,7 +453,8 @@ def _comparison_rows(header: list[str], rows: list[list[str]], heading: str,
 
 
 def extract_ablations(readme: str, *, nats_to_bpb: float | None = None) -> list[AblationRow]:
-    """Table rows first, then swept lists, then prose deltas that do not repeat a table row's value."""
+    """Swept lists and run lines naming their parent first, then table rows, then prose deltas that do not repeat a
+    table row's value."""
     rows = list_sweeps(readme or "") + parent_lines(readme or "")
     for r in table_ablations(readme or "", nats_to_bpb=nats_to_bpb):
         # an effect computed from a per-seed table repeats a stated one (a "TTT gain" column's mean)

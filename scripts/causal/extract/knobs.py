@@ -36,7 +36,8 @@ PROSE_NAMES: tuple[tuple[str, str], ...] = (
     (r"grad(?:ient)?[\s_]?clip(?:[\s_]norm)?", "grad_clip_norm"), (r"ema[\s_]?decay", "ema_decay"),
     (r"(?:train(?:ing)?[\s_]?)?batch(?:[\s_]?(?:tokens|size))?", "train_batch_tokens"), (r"ttt[\s_]?lr", "ttt_lr"),
     (r"ttt[\s_]?epochs", "ttt_epochs"),
-    (r"(?:ttt[\s_]?)?lora[\s_]?rank", "ttt_lora_rank"), (r"ttt[\s_]?chunk(?:[\s_]?(?:size|tokens))?", "ttt_chunk_tokens"), (r"rope[\s_]?base", "rope_base"),
+    (r"(?:ttt[\s_]?)?lora[\s_]?rank", "ttt_lora_rank"),
+    (r"ttt[\s_]?chunk(?:[\s_]?(?:size|tokens))?", "ttt_chunk_tokens"), (r"rope[\s_]?base", "rope_base"),
     (r"(?:muon[\s_]?)?(?:ns|newton[\s_-]?schulz)[\s_]?(?:backend[\s_]?)?(?:steps?|iter(?:ation)?s)(?:[\s_]count)?",
      "muon_backend_steps"),
 )
@@ -125,7 +126,8 @@ def knob_setting(text: str, reference: str | None = None, *,
 _XSA = re.compile(r"\bXSA\b|exclusive[\s-]self[\s-]attention", re.I)
 _SCOPE = re.compile(r"\b(?:last|final|all)\s+(\d{1,2})\b(?:\s+(?:layers|blocks))?", re.I)
 _SCOPE_TO = re.compile(r"^\s*(?:->|→|=>|to)\s*(?:on\s+)?(?:the\s+)?$", re.I)
-_SCOPE_OVER = re.compile(r"^\s*(?:layers\s+)?[(,]?\s*(?:instead\s+of|rather\s+than|vs\.?|versus)\s+(?:on\s+)?(?:the\s+)?$", re.I)
+_SCOPE_OVER = re.compile(r"^\s*(?:layers\s+)?[(,]?\s*(?:instead\s+of|rather\s+than|vs\.?|versus)\s+(?:on\s+)?"
+                         r"(?:the\s+)?$", re.I)
 
 
 def _xsa_scope(text: str) -> tuple[str, object, object] | None:

@@ -45,7 +45,8 @@ _PROSE = re.compile(rf"(?P<num>{NUM})\s*(?P<unit>bpb|bpp|bits per byte|nats?)\b|
 _PAIR = re.compile(r"(?<![\d.])([0-4]\.\d{3,8})(?!\d|\.\d)[^.\n]{0,90}?\b(?:improv\w*|reduc\w*|lower\w*|drop\w*|"
                    r"went|goes|moved|brought)\s+(?:that|it|this)?\s*(?:down\s+)?to\s+(?:about\s+|~|≈)?"
                    r"([0-4]\.\d{3,8})(?!\d|\.\d)|"
-                   r"\bscore\s+from\s+([0-4]\.\d{3,8})\s+to\s+([0-4]\.\d{3,8})(?!\d|\.\d)", re.I)   # "took the score from a to b"
+                   r"\bscore\s+from\s+([0-4]\.\d{3,8})\s+to\s+([0-4]\.\d{3,8})(?!\d|\.\d)",   # "the score from a to b"
+                   re.I)
 
 
 # two scores joined by an arrow: the sentence before them names the change ("X on that model: 1.1403 -> 1.1186")
@@ -175,7 +176,8 @@ def prose_ablations(text: str, *, nats_to_bpb: float | None = None) -> list[Abla
 # "- WARMDOWN_ITERS=3600: 1.2122 <- used", "MUON_WD=0.095    1.08236   (-0.00045)" (a bare line: one identifier),
 # "- `TTT_EPOCHS=2` (was 1): 1.05858 (−0.00038)"
 _LIST_SETTING = re.compile(r"^\s*(?:[-*]\s+([A-Za-z][\w .]*?)|([A-Za-z][A-Za-z0-9_]*))\s*=\s*(-?\d+(?:\.\d+)?)\s*"
-                           r"(\([^)]*\)\s*)?(?:[:|—–]|->|→|=>|-)?\s*(?:[A-Za-z][\w-]*(?::?\s+|=))?"   # "sliding 1.1040", "sliding=1.1"
+                           r"(\([^)]*\)\s*)?(?:[:|—–]|->|→|=>|-)?\s*"
+                           r"(?:[A-Za-z][\w-]*(?::?\s+|=))?"   # "sliding 1.1040", "sliding=1.1"
                            r"([0-4]\.\d{3,8})(?![\d.])(.*)$")
 _CHOSEN = re.compile(r"←|<-|\b(?:used|chosen|selected|picked|submitted|adopted|final|kept|ours|default|reference|"
                      r"baseline|best)\b", re.I)
