@@ -8,7 +8,9 @@ row stays unmapped rather than being guessed onto a near name.
 
 ``knob_setting(text, reference)`` returns ``(knob, from, to)``: ``to`` from the row, ``from`` from an explicit
 "a -> b" / "b vs a" / "from a to b" ("raised the warmdown from 3000 to 3500", "reducing momentum to 0.80" has none), else from
-the same key in the reference row's label; None when the row sets no knob of the vocabulary.
+the same key in the reference row's label; None when the row sets no knob of the vocabulary. XSA's layer scope
+between two stated ones ("last 4 -> all 11 layers") is ``xsa_last_n``. ``trainer_default_reference`` gives a "+ KEY=v"
+row of a stack that starts from the trainer's defaults its old value; ``knobs_set_in`` names the knobs a note sets.
 """
 from __future__ import annotations
 

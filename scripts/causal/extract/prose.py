@@ -1,4 +1,5 @@
-"""Ablation rows from a README's prose: sentences with a bpb (or nats) figure, pairs of scores, swept bullet lists.
+"""Ablation rows from a README's prose: sentences with a bpb (or nats) figure, pairs of scores, KEY=VALUE lines (bullet
+lists and code blocks: ``list_sweeps``) and run lines naming their parent in brackets (``parent_lines``).
 
 The words nearest a figure give its sign when the figure has none ("0.0040 better", "costs 0.0004 BPB"); a signed
 figure keeps its sign unless the words before it in its sentence say otherwise. A sentence that names no change
