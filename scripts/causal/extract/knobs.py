@@ -66,6 +66,12 @@ def _knob(name: str, aliases: dict[str, str] | None = None) -> str | None:
     return None
 
 
+def _tail_knob(phrase: str, aliases: dict[str, str] | None = None) -> str | None:
+    """The knob the longest tail of ``phrase``'s words names ("raised the warmdown" -> ``warmdown_iters``), else None."""
+    words = phrase.split()
+    return next((k for k in (_knob(" ".join(words[i:]), aliases) for i in range(len(words))) if k), None)
+
+
 # the whole phrase before "=" must name the knob ("Outer Layers = 2" is not "layers")
 _KEY_VALUE = re.compile(rf"(?<![\w.])([A-Za-z][A-Za-z0-9_]*(?: [A-Za-z][A-Za-z0-9_]*){{0,3}})\s*=\s*({_NUM})(?![\w.])")
 _ARROW = re.compile(rf"([A-Za-z][A-Za-z0-9_ ]{{0,30}}?)\s*[:=]?\s*(?:from\s+)?({_NUM})\s*[a-zA-Z]{{0,2}}\s*"
@@ -159,17 +165,13 @@ def _knob_setting(text: str, reference: str | None, aliases: dict[str, str] | No
     if scope is not None:
         return scope
     for m in _ARROW.finditer(text):
-        words = m.group(1).split()
-        for k in range(len(words)):  # the longest tail of the words before the numbers that names a knob
-            knob = _knob(" ".join(words[k:]), aliases)
-            if knob:
-                return knob, _num(m.group(2)), _num(m.group(3))
+        knob = _tail_knob(m.group(1), aliases)
+        if knob:
+            return knob, _num(m.group(2)), _num(m.group(3))
     for m in _VERSUS.finditer(text):  # "MATRIX_LR 0.02 vs 0.04": the second value is the reference
-        words = m.group(1).split()
-        for k in range(len(words)):
-            knob = _knob(" ".join(words[k:]), aliases)
-            if knob:
-                return knob, _num(m.group(3)), _num(m.group(2))
+        knob = _tail_knob(m.group(1), aliases)
+        if knob:
+            return knob, _num(m.group(3)), _num(m.group(2))
     for m in _VERB_TO.finditer(text):  # "reducing momentum to 0.80", "raised the warmdown from 3000 to 3500"
         knob = _knob(m.group(1), aliases)
         if knob:
@@ -222,8 +224,7 @@ def knobs_set_in(text: str) -> list[str]:
     "MATRIX_LR=0.02"): a table's note that says its row ran at other settings."""
     out = []
     for m in _NAMED_VALUE.finditer(re.sub(r"[*`\\]", "", text or "")):
-        words = m.group(1).split()
-        knob = next((k for k in (_knob(" ".join(words[i:])) for i in range(len(words))) if k), None)
+        knob = _tail_knob(m.group(1))
         if knob and knob not in out:
             out.append(knob)
     return out

@@ -222,7 +222,8 @@ def list_sweeps(text: str) -> list[AblationRow]:
     final = run_command_settings(text)
     for line in (text or "").replace("\\_", "_").splitlines():
         plain = re.sub(r"[*`]+(?=\S)|(?<=\S)[*`]+", "", line)
-        m, d = _LIST_SETTING.match(plain), None if _LIST_SETTING.match(plain) else _LIST_DELTA.match(plain)
+        m = _LIST_SETTING.match(plain)
+        d = None if m else _LIST_DELTA.match(plain)
         key = (m.group(1) or m.group(2)) if m else (d.group(1) or d.group(2)) if d else None
         if key is None or (runs[-1] and runs[-1][0].key.lower() != key.lower()):
             runs.append([])

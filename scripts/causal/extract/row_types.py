@@ -354,10 +354,8 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
                    direction=1 if to > frm else -1)
     from scripts.causal.extract.features import features_from_prose
 
-    arrow = re.split(r"\s*(?:->|→|=>)\s*", row.change, maxsplit=1)   # "relu² → leaky_relu(0.5)²": from, to
-    levels = [features_from_prose(side).get(feat, (None,))[0] for side in arrow] if len(arrow) == 2 else []
-    if feat in CATEGORICAL_FEATURES and len(levels) == 2 and all(isinstance(v, str) for v in levels) \
-            and levels[0] != levels[1]:
+    levels = _levels(feat, re.split(r"\s*(?:->|→|=>)\s*", row.change, maxsplit=1))   # "relu² → leaky": from, to
+    if levels is not None:
         return out("ablation", f"{note}; level '{levels[0]}' -> '{levels[1]}'", features=(feat,),
                    from_value=levels[0], to_value=levels[1], direction=1)
     sides = _AB_SPLIT.split(re.sub(r"\([^)]*\)", " ", text), maxsplit=1)
@@ -366,10 +364,10 @@ def type_row(row: AblationRow, *, record_id: str | None = None, base: str | None
                    features=(feat,))   # "Parallel residuals from layer 5 instead of 7"
     if len(sides) == 2:   # "A vs B": which side names the feature, and which side switches it off
         names_it = [feat in map_change(side)[0] for side in sides]
-        levels = [features_from_prose(side).get(feat, (None,))[0] for side in sides]
-        if feat in CATEGORICAL_FEATURES and all(isinstance(v, str) for v in levels) and levels[0] != levels[1]:
-            return out("ablation", f"{note}; level '{levels[1]}' -> '{levels[0]}' (A vs B)", features=(feat,),
-                       from_value=levels[1], to_value=levels[0], direction=1)   # "LeakyReLU² instead of relu²"
+        levels = _levels(feat, sides[::-1])   # "LeakyReLU² instead of relu²": B is the from
+        if levels is not None:
+            return out("ablation", f"{note}; level '{levels[0]}' -> '{levels[1]}' (A vs B)", features=(feat,),
+                       from_value=levels[0], to_value=levels[1], direction=1)
         if all(names_it) and not any(_OFF_WORDS.search(side) for side in sides):
             return out("unmapped", f"two variants of {feat} ('{_clean_ab(sides[0])}' vs '{_clean_ab(sides[1])}'), "
                                    "not with against without", features=(feat,))
@@ -425,6 +423,16 @@ _OFF_WORDS = re.compile(r"\b(?:off|no|without|w/o|disabled?|none|removed)\b", re
 
 def _clean_ab(side: str) -> str:
     return " ".join(side.split())[:40]
+
+
+def _levels(feat: str, sides: list[str]) -> tuple[str, str] | None:
+    """(from, to) levels of a categorical feature that ``sides`` (from side, to side) each name, when they differ."""
+    from scripts.causal.extract.features import features_from_prose
+
+    if feat not in CATEGORICAL_FEATURES or len(sides) != 2:
+        return None
+    a, b = (features_from_prose(side).get(feat, (None,))[0] for side in sides)
+    return (a, b) if isinstance(a, str) and isinstance(b, str) and a != b else None
 
 
 def _refine(feats: list[str], sign: int, text: str, change: str) -> tuple[list[str], int, str | None]:

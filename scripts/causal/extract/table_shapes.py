@@ -72,9 +72,7 @@ def label_column(header: list[str], rows: list[list[str]], default: int) -> int:
     # no header says so ("| # | Run | BPB |"): the first configuration column after the ids whose cells are words
     if not _ID_HEADER.match(clean(header[0])):
         return default
-    for j in range(1, len(header)):
-        if _RESULT_COLUMN.search(header[j]):
-            continue
+    for j in config_columns(header, (0,)):
         cells = [clean(r[j]) for r in rows if len(r) > j and clean(r[j])]
         if cells and sum(bool(re.search(r"[A-Za-z]{2,}", c)) for c in cells) > len(cells) / 2:
             return j

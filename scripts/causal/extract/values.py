@@ -29,6 +29,7 @@ _VALUE_RES: dict[str, re.Pattern] = {
     "quant_bits": re.compile(r"\bint(\d)\b|\b(\d)[\s-]?bit", re.I),
 }
 
+
 def _values(feature: str, text: str) -> list[float]:
     rx = _VALUE_RES.get(feature)
     if rx is None:
@@ -48,10 +49,10 @@ def numeric_from_to(feature: str, text: str, reference: str | None = None) -> tu
     if feature == "num_layers":   # "2 more layers": a count added; "+ 2 layers (13L)" too, when the new count is given
         text = _MORE_LAYERS.sub(" ", text)
         plus, rest = _PLUS_LAYERS.search(text), _PLUS_LAYERS.sub(" ", text)
-        ref = _values(feature, reference) if reference else []
-        if plus and not _values(feature, rest) and ref and int(plus.group(1)) < ref[0]:
+        stated, ref = _values(feature, rest), _values(feature, reference) if reference else []
+        if plus and not stated and ref and int(plus.group(1)) < ref[0]:
             return ref[0], ref[0] + int(plus.group(1)), "reference row plus the layers added"   # "+ 2 layers" on 11L
-        text = rest if _values(feature, rest) else text
+        text = rest if stated else text
     reference = reference.replace("×", "x") if reference else reference
     m = _ARROW.search(text)
     if m and _values(feature, text):
